@@ -1,0 +1,28 @@
+"""The exceptions pruneviz raises for problems a user can fix.
+
+Every message says what is wrong and what to do; the CLI and the app show the message
+alone (no traceback). Each class also subclasses the built-in exception a caller would
+naturally catch (ValueError, FileNotFoundError, ...).
+"""
+
+from __future__ import annotations
+
+
+class PrunevizError(Exception):
+    """Base class: a problem with the user's input, explained in the message."""
+
+
+class PlanError(PrunevizError, ValueError):
+    """A pruning plan is malformed, or does not fit the model it is applied to."""
+
+
+class ModelError(PrunevizError, ValueError):
+    """A model cannot be used as given (non-finite weights, unsupported layer, ...)."""
+
+
+class DataError(PrunevizError, ValueError):
+    """Evaluation or calibration data is missing, empty or of the wrong shape."""
+
+
+class SampleNotFoundError(PrunevizError, LookupError):
+    """A sample model name is unknown, or its shipped files are missing."""

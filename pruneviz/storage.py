@@ -1,0 +1,241 @@
+"""Weight files: dense safetensors, a sparse encoding, and gzip — as real bytes.
+
+The sparse encoding ("pruneviz.sparse", version 1) stores each tensor in whichever of
+three forms is smallest: dense; a 1-bit-per-element mask plus the non-zero values
+("bitmask"); or CSR over the tensor viewed as (rows, columns) with the smallest integer
+type that holds its indices ("csr"). Zero means all bits zero, so a -0.0 weight is kept
+as a value and decodes bit-exactly.
+
+The file is a safetensors file (so reading it never unpickles anything) whose metadata
+says `{"format": "pruneviz.sparse/1"}` and which holds one uint8 tensor `data`, so that
+per-tensor headers do not dominate small models. `data` is:
+
+- 4 bytes: the length L of the layout (little-endian);
+- L bytes: the layout, zlib-compressed UTF-8 JSON: a list of
+  `[name, dtype, shape, encoding, extra]` in payload order (`extra` is
+  `[row_index_dtype, col_index_dtype]` for CSR, else null);
+- the payload, tensor after tensor: dense → raw bytes; bitmask → packed mask bits
+  (ceil(numel / 8) bytes, most significant bit first), then the values; csr → row
+  pointers, column indices, then the values. All little-endian.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from pruneviz.errors import ModelError
+
+SPARSE_FORMAT = "pruneviz.sparse/1"
+ENCODINGS = ("dense", "bitmask", "csr")
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_INDEX_TYPES = {"uint8": torch.uint8, "int16": torch.int16, "int32": torch.int32,
+                "int64": torch.int64}
+
+
+def dense_bytes(state: dict[str, Tensor]) -> bytes:
+    """The state dict as a dense safetensors file."""
+    return st_save({k: v.detach().contiguous() for k, v in state.items()})
+
+
+def _raw(t: Tensor) -> bytes:
+    flat = t.detach().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def _nonzero_bits(flat: Tensor) -> Tensor:
+    if flat.dtype == torch.bool:
+        return flat
+    return flat.view(_INT_VIEW[flat.element_size()]) != 0
+
+
+def _index_type(max_value: int) -> str:
+    if max_value < 2**8:
+        return "uint8"
+    if max_value < 2**15:
+        return "int16"
+    if max_value < 2**31:
+        return "int32"
+    return "int64"
+
+
+def _itemsize(index_type: str) -> int:
+    return torch.empty((), dtype=_INDEX_TYPES[index_type]).element_size()
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """How one tensor is stored in the sparse encoding."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    encoding: str
+    index_types: tuple[str, str] | None  # (row pointers, column indices) for CSR
+
+
+def _encode(name: str, t: Tensor) -> tuple[TensorLayout, list[bytes]]:
+    t = t.detach().contiguous()
+    dtype = str(t.dtype).removeprefix("torch.")
+    shape = tuple(int(d) for d in t.shape)
+    numel = t.numel()
+    if numel == 0 or t.dim() == 0 or t.is_complex():
+        return TensorLayout(name, dtype, shape, "dense", None), [_raw(t)]
+    flat = t.reshape(-1)
+    nz = _nonzero_bits(flat)
+    nnz = int(nz.sum())
+    item = t.element_size()
+    rows = shape[0]
+    cols = numel // rows
+    row_type, col_type = _index_type(nnz), _index_type(cols - 1)
+    sizes = {
+        "dense": numel * item,
+        "bitmask": nnz * item + (numel + 7) // 8,
+        "csr": nnz * (item + _itemsize(col_type)) + (rows + 1) * _itemsize(row_type),
+    }
+    best = min(sizes, key=lambda k: sizes[k])
+    values = _raw(flat[nz])
+    if best == "dense":
+        return TensorLayout(name, dtype, shape, "dense", None), [_raw(t)]
+    if best == "bitmask":
+        mask = np.packbits(nz.numpy()).tobytes()
+        return TensorLayout(name, dtype, shape, "bitmask", None), [mask, values]
+    nz2 = nz.view(rows, cols)
+    crow = torch.zeros(rows + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(nz2.sum(dim=1), 0)
+    col = torch.nonzero(nz2)[:, 1]
+    parts = [_raw(crow.to(_INDEX_TYPES[row_type])), _raw(col.to(_INDEX_TYPES[col_type])), values]
+    return TensorLayout(name, dtype, shape, "csr", (row_type, col_type)), parts
+
+
+def sparse_bytes(state: dict[str, Tensor]) -> bytes:
+    """The state dict in the sparse encoding (see the module docstring)."""
+    entries: list[list[Any]] = []
+    payload: list[bytes] = []
+    for name, t in state.items():
+        layout, parts = _encode(name, t)
+        entries.append([layout.name, layout.dtype, list(layout.shape), layout.encoding,
+                        list(layout.index_types) if layout.index_types else None])
+        payload.extend(parts)
+    packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 9)
+    body = bytearray(len(packed).to_bytes(4, "little") + packed + b"".join(payload))
+    data = torch.frombuffer(body, dtype=torch.uint8)
+    return st_save({"data": data}, metadata={"format": SPARSE_FORMAT})
+
+
+def _read_container(data: bytes) -> tuple[list[TensorLayout], bytes]:
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len]) if 0 < header_len < len(data) else {}
+        metadata = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    except (ValueError, UnicodeDecodeError):
+        metadata = {}
+    tag = str(metadata.get("format", ""))
+    if not tag.startswith("pruneviz.sparse"):
+        raise ModelError(
+            "not a pruneviz sparse weight file (no 'pruneviz.sparse' format tag in its header)"
+        )
+    if tag != SPARSE_FORMAT:
+        raise ModelError(f"sparse weight file format {tag!r} is not supported; this pruneviz "
+                         f"reads {SPARSE_FORMAT!r}")
+    try:
+        body = st_load(data)["data"].numpy().tobytes()
+        layout_len = int.from_bytes(body[:4], "little")
+        entries = json.loads(zlib.decompress(body[4 : 4 + layout_len]))
+        layouts = [
+            TensorLayout(str(n), str(d), tuple(int(x) for x in s), str(e),
+                         (str(x[0]), str(x[1])) if x else None)
+            for n, d, s, e, x in entries
+        ]
+        payload = body[4 + layout_len :]
+    except (SafetensorError, KeyError, ValueError, TypeError, zlib.error) as exc:
+        raise ModelError(f"the sparse weight file is damaged: {exc}") from None
+    return layouts, payload
+
+
+def sparse_layout(data: bytes) -> dict[str, TensorLayout]:
+    """How each tensor is stored in a sparse weight file (without decoding the values)."""
+    layouts, _ = _read_container(data)
+    return {layout.name: layout for layout in layouts}
+
+
+class _Reader:
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.pos = 0
+
+    def take(self, count: int, dtype: torch.dtype) -> Tensor:
+        size = count * torch.empty((), dtype=dtype).element_size()
+        if count < 0 or self.pos + size > len(self.payload):
+            raise ModelError("the sparse weight file is truncated: its payload ends early")
+        chunk = bytearray(self.payload[self.pos : self.pos + size])
+        self.pos += size
+        return torch.frombuffer(chunk, dtype=dtype) if size else torch.empty(0, dtype=dtype)
+
+
+def _decode_one(layout: TensorLayout, reader: _Reader) -> Tensor:
+    dtype = getattr(torch, layout.dtype, None)
+    if not isinstance(dtype, torch.dtype) or layout.encoding not in ENCODINGS:
+        raise ModelError(
+            f"the sparse weight file is damaged: tensor {layout.name!r} has dtype "
+            f"{layout.dtype!r} and encoding {layout.encoding!r}"
+        )
+    numel = int(np.prod(layout.shape)) if layout.shape else 1
+    if layout.encoding == "dense":
+        return reader.take(numel, dtype).clone().view(layout.shape)
+    flat = torch.zeros(numel, dtype=dtype)
+    if layout.encoding == "bitmask":
+        packed = reader.take((numel + 7) // 8, torch.uint8).numpy()
+        bits = torch.from_numpy(np.unpackbits(packed)[:numel].astype(bool))
+        flat[bits] = reader.take(int(bits.sum()), dtype)
+        return flat.view(layout.shape)
+    if layout.index_types is None or not set(layout.index_types) <= set(_INDEX_TYPES):
+        raise ModelError(f"the sparse weight file is damaged: bad CSR index types for "
+                         f"{layout.name!r}")
+    rows = layout.shape[0]
+    cols = numel // rows if rows else 0
+    crow = reader.take(rows + 1, _INDEX_TYPES[layout.index_types[0]]).long()
+    nnz = int(crow[-1])
+    col = reader.take(nnz, _INDEX_TYPES[layout.index_types[1]]).long()
+    counts = crow[1:] - crow[:-1]
+    if (counts < 0).any() or (col < 0).any() or (col >= cols).any():
+        raise ModelError(f"the sparse weight file is damaged: bad CSR indices for "
+                         f"{layout.name!r}")
+    row = torch.repeat_interleave(torch.arange(rows), counts)
+    flat[row * cols + col] = reader.take(nnz, dtype)
+    return flat.view(layout.shape)
+
+
+def decode_sparse(data: bytes) -> dict[str, Tensor]:
+    """Decode bytes made by `sparse_bytes` back into the exact original state dict."""
+    layouts, payload = _read_container(data)
+    reader = _Reader(payload)
+    out = {layout.name: _decode_one(layout, reader) for layout in layouts}
+    if reader.pos != len(payload):
+        raise ModelError("the sparse weight file is damaged: its payload has extra bytes")
+    return out
+
+
+@dataclass(frozen=True)
+class FileSizes:
+    """Sizes in bytes of one state dict saved three ways."""
+
+    dense: int
+    sparse: int
+    gzip: int
+
+
+def file_sizes(state: dict[str, Tensor], gzip_level: int = 6) -> FileSizes:
+    """Serialise `state` densely, sparsely and as gzip of the dense file; return the sizes."""
+    dense = dense_bytes(state)
+    return FileSizes(len(dense), len(sparse_bytes(state)), len(gzip.compress(dense, gzip_level)))
