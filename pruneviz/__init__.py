@@ -1,0 +1,79 @@
+"""pruneviz: an interactive, visual pruning workbench for PyTorch models.
+
+The library is usable on its own (this API, and the CLI `python -m pruneviz`); the
+Streamlit app in app.py and pages/ is a thin layer on top of it.
+
+    from pruneviz import open_workbench, LayerPlan
+    bench = open_workbench("sample:digits_cnn")
+    plan = bench.session.stamp(bench.session.plan.with_layer(
+        "conv2", LayerPlan("filter", "l1", sparsity=0.5)))
+    bench.session.apply(plan)
+    print(bench.meter.report().to_dict())
+"""
+
+from pruneviz.criteria import (
+    CriterionSpec,
+    ScoreInputs,
+    Structures,
+    criterion_names,
+    get_criterion,
+    register_criterion,
+    simhash_buckets,
+)
+from pruneviz.data import TensorData, load_digits
+from pruneviz.errors import DataError, ModelError, PlanError, PrunevizError, SampleNotFoundError
+from pruneviz.layers import PrunableLayer, find_prunable_layers, fingerprint
+from pruneviz.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
+from pruneviz.models.samples import SAMPLES, load_sample, sample_names
+from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
+from pruneviz.report import Meter, Report
+from pruneviz.session import LayerResult, PruningSession, ScoreTable
+from pruneviz.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
+from pruneviz.tasks import Task
+from pruneviz.workbench import Workbench, build_workbench, open_workbench
+
+__all__ = [
+    "SAMPLES",
+    "CriterionSpec",
+    "DataError",
+    "EvalResult",
+    "FileSizes",
+    "GlobalPlan",
+    "Granularity",
+    "LayerPlan",
+    "LayerResult",
+    "Latency",
+    "Meter",
+    "ModelError",
+    "Plan",
+    "PlanError",
+    "PrunableLayer",
+    "PrunevizError",
+    "PruningSession",
+    "Report",
+    "SampleNotFoundError",
+    "ScoreInputs",
+    "ScoreTable",
+    "Structures",
+    "Task",
+    "TensorData",
+    "Workbench",
+    "build_workbench",
+    "count_params",
+    "criterion_names",
+    "decode_sparse",
+    "dense_bytes",
+    "evaluate",
+    "file_sizes",
+    "find_prunable_layers",
+    "fingerprint",
+    "get_criterion",
+    "load_digits",
+    "load_sample",
+    "measure_latency",
+    "open_workbench",
+    "register_criterion",
+    "sample_names",
+    "simhash_buckets",
+    "sparse_bytes",
+]

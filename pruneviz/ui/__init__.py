@@ -1,0 +1,1 @@
+"""Streamlit helpers for the pages: the only part of pruneviz that imports streamlit."""
