@@ -1,0 +1,339 @@
+"""Figures: the numbers drawn are the numbers given, shapes sit where the threshold is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from pruneviz import figures as F
+from pruneviz.experiments import Experiment
+
+
+def _trace(fig: go.Figure, name: str) -> Any:
+    matches = [t for t in fig.data if t.name == name]
+    assert len(matches) == 1, [t.name for t in fig.data]
+    return matches[0]
+
+
+def _shapes(fig: go.Figure, kind: str) -> list[Any]:
+    return [s for s in fig.layout.shapes if s.type == kind]
+
+
+@pytest.fixture
+def weights() -> np.ndarray:
+    return np.random.default_rng(0).normal(0.0, 0.05, size=(32, 16, 3, 3)).astype(np.float32)
+
+
+# -- weight histogram ---------------------------------------------------------------------------
+def test_histogram_counts_every_weight_once_and_pruned_ones_in_red(weights: np.ndarray) -> None:
+    t = float(np.quantile(np.abs(weights), 0.6))
+    kept = np.abs(weights) >= t
+    fig = F.weight_histogram(weights, kept, layer="conv2", threshold=t)
+    kept_bars, pruned_bars = _trace(fig, "kept"), _trace(fig, "pruned")
+    assert kept_bars.marker.color == F.KEPT
+    assert pruned_bars.marker.color == F.PRUNED
+    assert int(np.sum(kept_bars.y)) + int(np.sum(pruned_bars.y)) == weights.size
+    assert int(np.sum(pruned_bars.y)) == int((~kept).sum())
+    assert int(np.sum(kept_bars.y)) == int(kept.sum())
+    assert fig.layout.meta["pruned"] == int((~kept).sum())
+    assert fig.layout.barmode == "stack"
+    # Both traces share one set of bins, each bar exactly one bin wide, bins touching.
+    np.testing.assert_array_equal(kept_bars.x, pruned_bars.x)
+    np.testing.assert_array_equal(kept_bars.width, pruned_bars.width)
+    edges = np.histogram_bin_edges(weights.astype(np.float64), bins=80)
+    np.testing.assert_allclose(kept_bars.width, np.diff(edges))
+    np.testing.assert_allclose(np.asarray(kept_bars.x) - np.asarray(kept_bars.width) / 2,
+                               edges[:-1])
+    # Magnitude pruning: no pruned weight in a bin entirely outside [-t, t].
+    left = edges[:-1]
+    right = edges[1:]
+    outside = (left >= t) | (right <= -t)
+    assert not np.any(np.asarray(pruned_bars.y)[outside])
+
+
+def test_histogram_threshold_lines_and_band_sit_at_plus_minus_t(weights: np.ndarray) -> None:
+    t = 0.0371
+    fig = F.weight_histogram(weights, np.abs(weights) >= t, layer="conv2", threshold=t)
+    lines = _shapes(fig, "line")
+    assert sorted(s.x0 for s in lines) == [-t, t]
+    assert all(s.x0 == s.x1 and s.line.dash == "dash" for s in lines)
+    (band,) = _shapes(fig, "rect")
+    assert (band.x0, band.x1) == (-t, t)
+    assert band.opacity == pytest.approx(0.15)
+    assert fig.layout.meta["threshold"] == t
+    assert any("|w| <" in a.text for a in fig.layout.annotations)
+
+
+def test_histogram_without_threshold_has_no_shapes_and_log_axis(weights: np.ndarray) -> None:
+    kept = np.ones(weights.shape, dtype=bool)
+    fig = F.weight_histogram(weights, kept, layer="fc", log_y=True, bins=10)
+    assert fig.layout.shapes == ()
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.meta["threshold"] is None
+    assert len(fig.data[0].x) == 10
+    assert int(np.sum(_trace(fig, "pruned").y)) == 0
+
+
+def test_histogram_refuses_a_mask_that_does_not_match(weights: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="kept has"):
+        F.weight_histogram(weights, np.ones(5, dtype=bool), layer="x")
+    with pytest.raises(TypeError, match="boolean"):
+        F.weight_histogram(weights, np.ones(weights.shape), layer="x")
+    with pytest.raises(ValueError, match=">= 0"):
+        F.weight_histogram(weights, weights > 0, layer="x", threshold=-1.0)
+
+
+# -- score bars ---------------------------------------------------------------------------------
+def test_score_bars_colour_the_lowest_pruned_and_shade_up_to_the_boundary() -> None:
+    scores = np.sort(np.random.default_rng(1).random(40))
+    fig = F.score_bars(scores, 15, layer="conv1", criterion="l1", unit="filter",
+                       threshold=float(scores[15]))
+    pruned, kept = _trace(fig, "pruned"), _trace(fig, "kept")
+    assert isinstance(pruned, go.Bar)
+    assert isinstance(kept, go.Bar)
+    assert pruned.marker.color == F.PRUNED
+    assert kept.marker.color == F.KEPT
+    np.testing.assert_array_equal(pruned.y, scores[:15])
+    np.testing.assert_array_equal(kept.y, scores[15:])
+    np.testing.assert_array_equal(pruned.x, np.arange(15))
+    (band,) = _shapes(fig, "rect")
+    assert (band.x0, band.x1) == (-0.5, 14.5)
+    (line,) = _shapes(fig, "line")
+    assert line.y0 == line.y1 == scores[15]
+    assert fig.layout.meta == {"threshold": float(scores[15]), "pruned": 15, "count": 40}
+    assert fig.layout.title.text == "conv1: l1 score per filter"
+
+
+def test_score_bars_with_nothing_pruned_have_no_band() -> None:
+    fig = F.score_bars(np.arange(5.0), 0, layer="fc", criterion="l2", unit="channel")
+    assert _shapes(fig, "rect") == []
+    assert len(_trace(fig, "pruned").y) == 0
+
+
+def test_score_bars_for_many_structures_draw_downsampled_lines() -> None:
+    n, k = 18_432, 11_000
+    scores = np.sort(np.random.default_rng(2).normal(size=n) ** 2)
+    fig = F.score_bars(scores, k, layer="conv2", criterion="l1", unit="weight")
+    pruned, kept = _trace(fig, "pruned"), _trace(fig, "kept")
+    assert all(isinstance(t, go.Scattergl) for t in fig.data)
+    assert pruned.fill == kept.fill == "tozeroy"
+    px, kx = np.asarray(pruned.x), np.asarray(kept.x)
+    assert px[0] == 0
+    assert px[-1] == k - 1
+    assert kx[0] == k
+    assert kx[-1] == n - 1
+    np.testing.assert_array_equal(pruned.y, scores[px])
+    np.testing.assert_array_equal(kept.y, scores[kx])
+    assert len(px) + len(kx) <= F.LINE_POINTS + 2
+    (band,) = _shapes(fig, "rect")
+    assert band.x1 == k - 0.5
+    assert fig.layout.meta == {"threshold": None, "pruned": k, "count": n}
+
+
+def test_score_bars_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="ascending"):
+        F.score_bars(np.array([2.0, 1.0]), 1, layer="a", criterion="l1", unit="filter")
+    with pytest.raises(ValueError, match="pruned must be"):
+        F.score_bars(np.arange(3.0), 4, layer="a", criterion="l1", unit="filter")
+    with pytest.raises(ValueError, match="unknown unit"):
+        F.score_bars(np.arange(3.0), 1, layer="a", criterion="l1", unit="neuron")
+
+
+# -- layer overview -----------------------------------------------------------------------------
+def test_layer_overview_keeps_layer_order_and_stacks_kept_and_zeroed() -> None:
+    names = ["fc2", "conv1", "b.conv"]
+    params = [1000, 432, 0]
+    nonzero = [250, 432, 0]
+    fig = F.layer_overview(names, params, nonzero, [0.1, 0.6, 0.3])
+    assert fig.layout.xaxis.type == "category"
+    assert list(fig.layout.xaxis.categoryarray) == names
+    kept, zeroed = _trace(fig, "kept (non-zero)"), _trace(fig, "zeroed")
+    assert list(kept.x) == names
+    assert list(zeroed.x) == names
+    assert list(kept.y) == nonzero
+    assert list(zeroed.y) == [750, 0, 0]
+    assert fig.layout.barmode == "stack"
+    np.testing.assert_allclose(np.asarray(kept.customdata)[:, 0], [75.0, 0.0, 0.0])
+    np.testing.assert_allclose(np.asarray(kept.customdata)[:, 1], [10.0, 60.0, 30.0])
+
+
+def test_layer_overview_refuses_inconsistent_counts() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        F.layer_overview(["a"], [1, 2], [1], [1.0])
+    with pytest.raises(ValueError, match=r"\[0, params\]"):
+        F.layer_overview(["a"], [1], [2], [1.0])
+    with pytest.raises(ValueError, match="unique"):
+        F.layer_overview(["a", "a"], [1, 1], [1, 1], [0.5, 0.5])
+
+
+# -- kernel grid --------------------------------------------------------------------------------
+def _tile(fig: go.Figure, i: int) -> np.ndarray:
+    meta = fig.layout.meta
+    px, gap, cols = meta["pixel"], meta["gap"], meta["columns"]
+    z = np.asarray(fig.data[0].z)
+    th = tw = 3 * px
+    r, c = divmod(i, cols)
+    y0, x0 = gap + r * (th + gap), gap + c * (tw + gap)
+    return z[y0:y0 + th, x0:x0 + tw]
+
+
+def test_kernel_grid_tiles_kernels_and_dims_the_pruned_ones() -> None:
+    kernels = np.random.default_rng(3).normal(size=(10, 3, 3))
+    pruned = np.zeros(10, dtype=bool)
+    pruned[[2, 7]] = True
+    plain = F.kernel_grid(kernels, np.zeros(10, dtype=bool), layer="conv1", columns=4)
+    fig = F.kernel_grid(kernels, pruned, layer="conv1", columns=4)
+    meta = fig.layout.meta
+    px, gap = meta["pixel"], meta["gap"]
+    assert (meta["rows"], meta["columns"]) == (3, 4)
+    assert np.asarray(fig.data[0].z).shape == (gap + 3 * (3 * px + gap),
+                                               gap + 4 * (3 * px + gap), 3)
+    assert meta["pruned"] == [2, 7]
+    assert "2 of 10 filters pruned" in fig.layout.title.text
+    for i in range(10):
+        same = np.array_equal(_tile(fig, i), _tile(plain, i))
+        assert same != bool(pruned[i]), i
+    # Dimmed tiles are nearer the dim grey than the same kernel undimmed.
+    for i in (2, 7):
+        assert np.abs(_tile(fig, i).astype(int) - 221).mean() < np.abs(
+            _tile(plain, i).astype(int) - 221).mean()
+    # Crisp: every kernel pixel is a constant px x px block.
+    tile = _tile(fig, 0)
+    np.testing.assert_array_equal(tile, tile[::px, ::px].repeat(px, 0).repeat(px, 1))
+
+
+def test_kernel_grid_colours_sign_symmetrically() -> None:
+    kernels = np.stack([np.full((3, 3), 2.0), np.full((3, 3), -2.0), np.zeros((3, 3))])
+    kernels[2, 0, 0] = 1.0  # half the largest magnitude
+    fig = F.kernel_grid(kernels, np.zeros(3, dtype=bool), layer="c")
+    assert tuple(_tile(fig, 0)[0, 0]) == (178, 24, 43)  # full red
+    assert tuple(_tile(fig, 1)[0, 0]) == (33, 102, 172)  # full blue
+    assert tuple(_tile(fig, 2)[-1, -1]) == (255, 255, 255)  # zero is white
+    half = _tile(fig, 2)[0, 0].astype(int)
+    np.testing.assert_allclose(half, (np.array([178, 24, 43]) + 255) / 2, atol=1)
+
+
+def test_kernel_grid_takes_1d_kernels_and_refuses_a_wrong_mask() -> None:
+    fig = F.kernel_grid(np.ones((5, 7)), np.ones(5, dtype=bool), layer="conv1d")
+    assert fig.layout.meta["pruned"] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="5 kernels"):
+        F.kernel_grid(np.ones((5, 3, 3)), np.ones(4, dtype=bool), layer="c")
+
+
+# -- criteria disagreement ----------------------------------------------------------------------
+MASKS = {
+    "l1": np.array([True, True, False, False, False]),
+    "l2": np.array([True, False, True, False, False]),
+    "fpgm": np.array([True, False, False, False, False]),
+}
+
+
+def test_disagreement_count_on_a_hand_example() -> None:
+    assert F.disagreement_count(MASKS) == 2  # structures 1 and 2
+    assert F.disagreement_count({"l1": MASKS["l1"]}) == 0
+    assert F.disagreement_count({"a": MASKS["l1"], "b": MASKS["l1"]}) == 0
+
+
+def test_criteria_disagreement_draws_one_row_per_criterion() -> None:
+    fig = F.criteria_disagreement(MASKS, layer="conv2", unit="filter")
+    (heat,) = fig.data
+    np.testing.assert_array_equal(np.asarray(heat.z), np.stack(list(MASKS.values())).astype(int))
+    assert list(heat.y) == ["l1", "l2", "fpgm"]
+    assert fig.layout.yaxis.type == "category"
+    assert fig.layout.meta["disagreements"] == 2
+    assert fig.layout.title.text == "conv2: which filters each criterion prunes"
+    assert fig.layout.xaxis.title.text == "filter index"
+
+
+def test_criteria_disagreement_refuses_masks_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        F.disagreement_count({"a": np.ones(3, dtype=bool), "b": np.ones(4, dtype=bool)})
+    with pytest.raises(ValueError, match="no criteria"):
+        F.criteria_disagreement({}, layer="a", unit="filter")
+
+
+# -- trade-off scatter --------------------------------------------------------------------------
+def _experiment(id: int, x: int, metric: float, latency: float | None = 1.0) -> Experiment:
+    return Experiment(
+        id=id, label=f"plan {id}", plan_json="{}", plan_key=str(id), metric_name="accuracy",
+        metric=metric, loss=0.1, params_total=1000, params_nonzero=x, sparsity=1 - x / 1000,
+        macs_dense=100, macs_effective=x // 10, size_dense_bytes=4000, size_sparse_bytes=x * 6,
+        size_gzip_bytes=x * 4, latency_ms=latency,
+    )
+
+
+POINTS = [
+    _experiment(0, 1000, 0.95),  # baseline, on the front (best metric)
+    _experiment(1, 500, 0.94),  # front
+    _experiment(2, 600, 0.90),  # dominated by 1
+    _experiment(3, 200, 0.80),  # front
+    _experiment(4, 500, 0.94),  # duplicate of 1: only the first is kept
+    _experiment(5, 1000, 0.93),  # dominated by the baseline
+    _experiment(6, 100, 0.50, latency=None),  # front; no latency: absent from latency plots
+]
+
+
+def test_tradeoff_scatter_marks_exactly_the_pareto_front() -> None:
+    fig = F.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="non-zero parameters",
+                             metric_name="accuracy", higher_is_better=True, baseline=POINTS[0])
+    assert fig.layout.meta["pareto_ids"] == [6, 3, 1, 0]
+    front = _trace(fig, "Pareto front")
+    assert [row[0] for row in front.customdata] == [6, 3, 1, 0]
+    assert list(front.x) == [100, 200, 500, 1000]
+    assert front.line.shape == "hv"
+    assert len(_trace(fig, "experiments").x) == len(POINTS)
+    base = _trace(fig, "baseline (unpruned)")
+    assert (list(base.x), list(base.y)) == ([1000.0], [0.95])
+    assert base.marker.symbol == "star"
+    assert fig.layout.xaxis.type == "linear"
+    assert fig.layout.title.text == "accuracy vs non-zero parameters"
+
+
+def test_tradeoff_scatter_lower_is_better_and_unmeasured_points() -> None:
+    fig = F.tradeoff_scatter(POINTS, x_field="latency_ms", x_title="latency (ms)",
+                             metric_name="mse", higher_is_better=False, baseline=None,
+                             selected_id=2)
+    # All latencies are 1.0 except id 6 (unmeasured): lowest metric wins.
+    assert fig.layout.meta["pareto_ids"] == [3]
+    assert len(_trace(fig, "experiments").x) == len(POINTS) - 1
+    assert "baseline (unpruned)" not in [t.name for t in fig.data]
+    assert [row[0] for row in _trace(fig, "selected").customdata] == [2]
+    assert "without latency_ms" in fig.layout.title.subtitle.text
+
+
+def test_tradeoff_scatter_refuses_a_field_that_is_not_a_cost() -> None:
+    with pytest.raises(ValueError, match="not a cost"):
+        F.tradeoff_scatter(POINTS, x_field="sparsity", x_title="s", metric_name="accuracy",
+                           higher_is_better=True, baseline=None)
+
+
+# -- common look --------------------------------------------------------------------------------
+BUILDERS: dict[str, Callable[[], go.Figure]] = {
+    "histogram": lambda: F.weight_histogram(np.arange(-5.0, 5.0), np.arange(10) > 3, layer="l",
+                                            threshold=1.0),
+    "scores": lambda: F.score_bars(np.arange(10.0), 3, layer="l", criterion="l1",
+                                   unit="filter"),
+    "scores_big": lambda: F.score_bars(np.arange(5000.0), 3, layer="l", criterion="l1",
+                                       unit="weight"),
+    "overview": lambda: F.layer_overview(["a", "b"], [10, 20], [5, 20], [0.5, 0.5]),
+    "kernels": lambda: F.kernel_grid(np.ones((4, 3, 3)), np.ones(4, dtype=bool), layer="l"),
+    "disagreement": lambda: F.criteria_disagreement(MASKS, layer="l", unit="filter"),
+    "tradeoff": lambda: F.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="params",
+                                           metric_name="accuracy", higher_is_better=True,
+                                           baseline=POINTS[0]),
+}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_every_figure_has_titles_and_the_shared_look(name: str) -> None:
+    fig = BUILDERS[name]()
+    assert fig.layout.title.text
+    assert fig.layout.xaxis.title.text
+    assert fig.layout.yaxis.title.text
+    assert 300 <= fig.layout.height <= 400
+    assert fig.layout.template.layout.plot_bgcolor == "white"  # plotly_white
+    fig.to_json()  # serialisable, as the app will send it
