@@ -337,3 +337,58 @@ def structure_index(layer: PrunableLayer, dim: int) -> Tensor:
     ids = group_of_row.view(-1, 1) * per_group + torch.arange(per_group).view(1, -1)
     view = [shape[0], per_group] + [1] * (len(shape) - 2)
     return ids.view(view).expand(shape).contiguous()
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of a torchinfo model summary: a module, its output shape, params and MACs."""
+
+    name: str
+    type: str
+    depth: int
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+    leaf: bool
+
+
+def model_summary(
+    model: nn.Module, example_input: Tensor | tuple[Tensor, ...]
+) -> list[SummaryRow]:
+    """A torchinfo summary of `model` on one sample, one row per module (root excluded).
+
+    MACs are torchinfo's: for Conv and Linear they include the bias additions, so they
+    are slightly above the weight MACs of `find_prunable_layers`.
+    """
+    import torchinfo
+
+    names = {id(module): name for name, module in model.named_modules()}
+    sample = _first_sample(example_input)
+    try:
+        with eval_mode(model):
+            stats = torchinfo.summary(
+                model,
+                input_data=list(sample) if isinstance(sample, tuple) else sample,
+                verbose=0,
+                depth=8,
+            )
+    except Exception as exc:
+        raise ModelError(f"torchinfo could not summarise the model: {exc}") from exc
+    rows = []
+    for info in stats.summary_list:
+        name = names.get(id(info.module), info.var_name)
+        if not name:
+            continue
+        shape = info.output_size if isinstance(info.output_size, list) else []
+        rows.append(
+            SummaryRow(
+                name=name,
+                type=info.class_name,
+                depth=int(info.depth),
+                output_shape=tuple(int(d) for d in shape if isinstance(d, int)),
+                params=int(info.num_params),
+                macs=int(info.macs),
+                leaf=bool(info.is_leaf_layer),
+            )
+        )
+    return rows

@@ -247,6 +247,17 @@ class PruningSession:
         """Counts, sparsity and threshold of every prunable layer, in model order."""
         return [self.result(layer.name) for layer in self.layers]
 
+    def preview(self, layer: str, entry: LayerPlan) -> tuple[Tensor, int, float | None]:
+        """What `entry` would prune in `layer`, without writing anything.
+
+        Returns the weight-shaped keep-mask, the number of structures pruned (for N:M:
+        weights) and the threshold in score units (None for N:M).
+        """
+        decision = self._decide_layer(layer, entry)
+        mask = self._weight_mask(layer, decision)
+        pruned = decision.pruned if decision.pruned >= 0 else int((~mask).sum())
+        return mask, pruned, decision.threshold
+
     def unsupported(self, layer: str, granularity: Granularity, criterion: str) -> str | None:
         """Why `layer` cannot be pruned at `granularity` by `criterion`, or None if it can."""
         try:

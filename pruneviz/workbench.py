@@ -14,6 +14,7 @@ from torch import nn
 from pruneviz.data import TensorData
 from pruneviz.errors import PrunevizError
 from pruneviz.models.samples import load_sample, sample_names
+from pruneviz.plan import Plan
 from pruneviz.report import Meter, Report
 from pruneviz.session import PruningSession
 
@@ -71,3 +72,16 @@ def open_workbench(ref: str) -> Workbench:
         f"sample:{sample.spec.name}", sample.model, sample.example_input(),
         sample.test_data(), sample.train_data(),
     )
+
+
+def measure_plans(bench: Workbench, plans: list[Plan], *, latency: bool = True) -> list[Report]:
+    """Measure each plan in turn (cached per plan), then restore the plan that was applied."""
+    current = bench.session.plan
+    reports = []
+    try:
+        for plan in plans:
+            bench.session.apply(plan)
+            reports.append(bench.meter.report(latency=latency))
+    finally:
+        bench.session.apply(current)
+    return reports
