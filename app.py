@@ -5,18 +5,29 @@ import streamlit as st
 from pruneviz.models.samples import SAMPLES
 from pruneviz.ui.state import MODEL_KEY, current_model_ref
 
-st.set_page_config(page_title="pruneviz", page_icon="✂️", layout="wide")
+st.set_page_config(page_title="pruneviz", page_icon=":material/content_cut:", layout="wide")
 
 choices = [f"sample:{name}" for name in SAMPLES]
+if MODEL_KEY not in st.session_state:
+    # A link may name the model: ?model=sample:digits_resnet
+    wanted = st.query_params.get("model")
+    st.session_state[MODEL_KEY] = wanted if wanted in choices else current_model_ref()
 with st.sidebar:
     st.selectbox(
         "Model",
         choices,
-        index=choices.index(current_model_ref()),
         format_func=lambda ref: SAMPLES[ref.removeprefix("sample:")].title,
         key=MODEL_KEY,
-        help="The sample models are trained on scikit-learn's bundled handwritten digits.",
+        help="Sample models trained on scikit-learn's bundled handwritten digits.",
     )
+    st.caption("Each browser tab prunes its own copy; the shipped weights are never changed.")
 
-page = st.navigation([st.Page("pages/model.py", title="Model", icon="🧠", default=True)])
+page = st.navigation(
+    [
+        st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
+        st.Page("pages/inspect.py", title="Inspect", icon=":material/search:"),
+        st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+        st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
+    ]
+)
 page.run()

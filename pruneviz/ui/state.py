@@ -2,24 +2,34 @@
 
 The pristine sample (model weights and data) is loaded once per process with
 st.cache_resource and never changed; every browser session builds its own Workbench
-(a private model copy) in st.session_state, so two tabs never see each other's pruning.
+(a private model copy) and its own experiment log in st.session_state, so two tabs
+never see each other's pruning.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
+from pruneviz.experiments import ExperimentLog, describe_plan
 from pruneviz.models.samples import DEFAULT_SAMPLE, Sample, load_sample
-from pruneviz.workbench import Workbench, build_workbench
+from pruneviz.plan import Plan
+from pruneviz.report import Report
+from pruneviz.workbench import Workbench, build_workbench, measure_plans
 
-# Session-state keys, in one place.
+# Session-state keys, in one place. Widget keys of the Prune page are built by the
+# functions below so that other pages (Trade-offs) can reset them.
 MODEL_KEY = "pv_model_ref"
 WORKBENCH_KEY = "pv_workbench"
+LOG_KEY = "pv_experiments"
+SELECTED_LAYER_KEY = "pv_selected_layer"
+LATENCY_RUNS = 15
 
 
-@st.cache_resource(show_spinner="Loading the sample model ...")
+@st.cache_resource(show_spinner="Loading the sample model ...", max_entries=8)
 def pristine_sample(name: str) -> Sample:
-    """The shipped sample, loaded once per process; read-only."""
+    """The shipped sample, loaded once per process; shared by all tabs and never changed."""
     return load_sample(name)
 
 
@@ -38,5 +48,76 @@ def workbench() -> Workbench:
         bench = build_workbench(
             ref, sample.model, sample.example_input(), sample.test_data(), sample.train_data()
         )
+        bench.meter.latency_runs = LATENCY_RUNS
+        bench.baseline = bench.meter.report(latency=True)
         st.session_state[WORKBENCH_KEY] = bench
+        log = ExperimentLog(bench.eval_data.task.higher_is_better)
+        log.record(bench.baseline, bench.session.stamp(Plan()), "baseline (unpruned)")
+        st.session_state[LOG_KEY] = log
+        clear_prune_widgets()
     return bench
+
+
+def experiment_log() -> ExperimentLog:
+    """This tab's record of every configuration evaluated (baseline first)."""
+    workbench()
+    log = st.session_state[LOG_KEY]
+    assert isinstance(log, ExperimentLog)
+    return log
+
+
+def measure_and_record(label: str | None = None) -> Report:
+    """Measure the current plan (cached per plan) and record it as an experiment."""
+    bench = workbench()
+    report = bench.meter.report(latency=True)
+    plan = bench.session.stamp(bench.session.plan)
+    experiment_log().record(report, plan, label or describe_plan(plan))
+    return report
+
+
+# -- Prune page widget keys ----------------------------------------------------------------
+PREFIX = "pv_w_"
+
+
+def widget_key(kind: str, layer: str | None = None) -> str:
+    """The session-state key of a Prune page widget (per layer when `layer` is given)."""
+    return f"{PREFIX}{kind}" if layer is None else f"{PREFIX}{kind}::{layer}"
+
+
+def clear_prune_widgets() -> None:
+    """Forget the Prune page's widget values; the page re-seeds them from the current plan."""
+    for key in [k for k in st.session_state if str(k).startswith(PREFIX)]:
+        del st.session_state[key]
+
+
+def restore_plan(plan: Plan) -> None:
+    """Apply `plan` to this tab's model and make the Prune page show it."""
+    bench = workbench()
+    bench.session.apply(plan)
+    clear_prune_widgets()
+
+
+def seed(key: str, value: Any) -> None:
+    """Give a widget its starting value unless the user has already set it."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def record_uniform_sweep(levels: list[float], granularity: str, criterion: str) -> int:
+    """Measure uniform plans at `levels` (fractions) and record them; returns how many."""
+    bench = workbench()
+    plans = []
+    for level in levels:
+        plan, _ = bench.session.uniform_plan(level, granularity, criterion)
+        if not plan.is_empty:
+            plans.append(plan)
+    log = experiment_log()
+    for plan, report in zip(plans, measure_plans(bench, plans), strict=True):
+        log.record(report, plan, f"uniform {granularity} {criterion} {report_sparsity(plan)}")
+    return len(plans)
+
+
+def report_sparsity(plan: Plan) -> str:
+    """The common sparsity of a uniform plan, as a percentage label."""
+    amounts = {e.sparsity for e in plan.layers.values()}
+    return f"{next(iter(amounts)):.0%}" if len(amounts) == 1 and None not in amounts else "mixed"

@@ -1,0 +1,69 @@
+"""Trade-offs: every configuration evaluated in this tab, on measured-metric charts."""
+
+import streamlit as st
+
+from pruneviz.figures import tradeoff_scatter
+from pruneviz.ui import state
+from pruneviz.ui.navigation import run_through_app
+from pruneviz.ui.widgets import user_errors
+
+run_through_app()
+st.title("Trade-offs")
+with user_errors("The model could not be loaded"):
+    bench = state.workbench()
+log = state.experiment_log()
+experiments = list(log)
+baseline = experiments[0]
+metric_name = baseline.metric_name
+higher = bench.eval_data.task.higher_is_better
+
+st.caption(
+    f"{len(experiments)} configuration(s) measured in this tab: every slider position you "
+    "stopped at on the Prune page, plus any sweep below. The Pareto front joins the "
+    "configurations that no other one beats on both axes. Sizes and latency are of the "
+    "masked model saved and run densely, except 'sparse file', the best form for masked "
+    "weights."
+)
+with st.expander("Add a sweep: the same sparsity on every layer, 10% to 90%",
+                 expanded=len(experiments) < 3):
+    cols = st.columns([1, 1, 2], vertical_alignment="bottom")
+    sweep_gran = cols[0].selectbox("granularity", ["unstructured", "filter", "channel"],
+                                   key="pv_sweep_gran")
+    sweep_crit = cols[1].selectbox("criterion", ["l1", "l2", "random", "fpgm", "lsh", "taylor"],
+                                   key="pv_sweep_crit")
+    if cols[2].button("Measure the sweep", key="pv_sweep"):
+        with st.spinner("Pruning, evaluating and timing 9 configurations ..."), \
+                user_errors("The sweep failed"):
+            state.record_uniform_sweep([i / 10 for i in range(1, 10)], sweep_gran, sweep_crit)
+        st.rerun()
+tabs = st.tabs(["vs sparse file size", "vs latency", "vs effective MACs", "vs dense file size"])
+for tab, (field, title) in zip(
+    tabs,
+    [("size_sparse_bytes", "sparse file size (bytes)"),
+     ("latency_ms", "latency (ms, batch 64)"),
+     ("macs_effective", "effective MACs per sample"),
+     ("size_dense_bytes", "dense file size (bytes)")],
+    strict=True,
+):
+    points = [e for e in experiments if getattr(e, field) is not None]
+    tab.plotly_chart(
+        tradeoff_scatter(points, x_field=field, x_title=title, metric_name=metric_name,
+                         higher_is_better=higher, baseline=baseline),
+        key=f"tradeoff_{field}",
+    )
+
+st.subheader("Experiments")
+st.dataframe([e.to_row() for e in experiments], hide_index=True)
+
+labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
+chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,
+                      index=len(experiments) - 1, key="pv_tradeoff_choice")
+cols = st.columns(3)
+if cols[0].button("Restore this plan on the Prune page", key="pv_restore"):
+    with user_errors("The plan could not be restored"):
+        state.restore_plan(log.plan(chosen))
+    st.switch_page("pages/prune.py")
+cols[1].download_button("Download experiments (CSV)", log.to_csv(),
+                        file_name="pruneviz-experiments.csv", mime="text/csv")
+cols[2].download_button("Download this plan (JSON)", log.plan(chosen).to_json(),
+                        file_name=f"pruneviz-plan-{chosen}.json", mime="application/json")

@@ -1,0 +1,108 @@
+"""Reusable Streamlit pieces for the pages: error boundary, live metrics, honesty note."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import streamlit as st
+
+from pruneviz.errors import PrunevizError
+from pruneviz.report import Report
+
+HONESTY_NOTE = (
+    "**What masking changes, honestly.** A slider writes zeros into the weights. "
+    "The *dense* file and the *dense* latency stay the same: the same tensors are still "
+    "stored and multiplied. What changes is the accuracy, the number of non-zero "
+    "parameters, the *effective* MACs (what a kernel that skips zeros would do) and the "
+    "*sparse* file. Real speed-ups need the structure removed or sparse kernels."
+)
+
+
+@contextmanager
+def user_errors(what: str) -> Iterator[None]:
+    """Show problems as st.error with what to do, never a traceback; then stop the page."""
+    try:
+        yield
+    except PrunevizError as exc:
+        st.error(f"{what}: {exc}")
+        st.stop()
+    except (ValueError, RuntimeError) as exc:
+        st.error(
+            f"{what} failed: {exc}. Try another setting, or reset the plan on the Prune page."
+        )
+        st.stop()
+
+
+def _kib(n: int) -> str:
+    kib = n / 1024
+    return f"{kib:,.1f} KiB" if kib < 100 else f"{kib:,.0f} KiB"
+
+
+def _count(n: int) -> str:
+    if n >= 10_000_000:
+        return f"{n / 1e6:,.1f} M"
+    if n >= 1_000_000:
+        return f"{n / 1e6:,.2f} M"
+    return f"{n:,}"
+
+
+def _relative(now: float, then: float) -> tuple[str | None, Literal["inverse", "off"]]:
+    """A percentage change for st.metric; grey when there is no change."""
+    if not then:
+        return None, "off"
+    change = (now / then - 1) * 100
+    if abs(change) < 0.05:
+        return "no change", "off"
+    return f"{change:+.1f}%", "inverse"
+
+
+def metrics_row(report: Report, baseline: Report) -> None:
+    """The live metrics, each with its change against the unpruned baseline."""
+    ev, base = report.evaluation, baseline.evaluation
+    higher = ev.metric_name == "accuracy"
+    cols = st.columns(4) + st.columns(4)[:3]
+    if higher:
+        change = (ev.metric - base.metric) * 100
+        cols[0].metric(
+            "accuracy", f"{ev.metric:.2%}",
+            f"{change:+.2f} pts" if abs(change) >= 0.005 else "no change",
+            delta_color="normal" if abs(change) >= 0.005 else "off",
+            help=f"On {ev.samples} held-out samples.",
+        )
+    else:
+        cols[0].metric(
+            ev.metric_name, f"{ev.metric:.5f}", f"{ev.metric - base.metric:+.5f}",
+            delta_color="inverse", help=f"On {ev.samples} held-out samples; lower is better.",
+        )
+    delta, color = _relative(report.params_nonzero, baseline.params_nonzero)
+    cols[1].metric(
+        "non-zero params", _count(report.params_nonzero), delta, delta_color=color,
+        help=f"of {report.params_total:,} parameters ({report.sparsity:.1%} zero)",
+    )
+    delta, color = _relative(report.macs_effective, baseline.macs_effective)
+    cols[2].metric(
+        "effective MACs", _count(report.macs_effective), delta, delta_color=color,
+        help="Weight multiply-accumulates per sample if zero weights were skipped. "
+        f"Dense: {report.macs_dense:,}.",
+    )
+    for col, label, now, then, tip in (
+        (cols[4], "dense file", report.sizes.dense, baseline.sizes.dense,
+         "fp32 safetensors, as saved: masking does not shrink it"),
+        (cols[5], "sparse file", report.sizes.sparse, baseline.sizes.sparse,
+         "values + 1-bit mask or CSR per tensor, whichever is smaller"),
+        (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
+         "gzip of the dense file"),
+    ):
+        delta, color = _relative(now, then)
+        col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
+    if report.latency is not None and baseline.latency is not None:
+        lat, base_lat = report.latency, baseline.latency
+        delta, color = _relative(lat.median_ms, base_lat.median_ms)
+        cols[3].metric(
+            "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
+            help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
+            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). Differences within that "
+            "spread are noise.",
+        )

@@ -1,0 +1,162 @@
+"""The app through Streamlit's AppTest: pages load, sliders prune, tabs stay isolated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pruneviz.models.samples import load_sample, sample_names
+from pruneviz.plan import Plan
+from pruneviz.ui.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.workbench import Workbench
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = ["pages/model.py", "pages/inspect.py", "pages/prune.py", "pages/tradeoffs.py"]
+TIMEOUT = 60
+
+
+def start(sample: str = "digits_cnn", page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[MODEL_KEY] = f"sample:{sample}"
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def bench_of(at: AppTest) -> Workbench:
+    bench = at.session_state[WORKBENCH_KEY]
+    assert isinstance(bench, Workbench)
+    return bench
+
+
+def shown_metric(at: AppTest, label: str) -> str:
+    for metric in at.metric:
+        if metric.label == label:
+            return str(metric.value)
+    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def shown_sparsity(at: AppTest, layer: str) -> str:
+    table = at.dataframe[-1].value
+    row = table[table["layer"] == layer]
+    assert len(row) == 1
+    return str(row["sparsity"].iloc[0])
+
+
+@pytest.mark.parametrize("sample", sample_names())
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_loads_for_every_sample(sample: str, page: str) -> None:
+    at = start(sample, page)
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.title, "every page has a title"
+
+
+def test_layer_slider_changes_that_layer_and_the_metric() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    before_metric = shown_metric(at, "accuracy")
+    assert shown_sparsity(at, "conv2") == "0.0%"
+    at.slider(key=widget_key("sp", "conv2")).set_value(95).run()
+    assert not at.exception
+    assert shown_sparsity(at, "conv2") == "95.0%"
+    assert shown_sparsity(at, "conv1") == "0.0%"
+    assert shown_metric(at, "accuracy") != before_metric
+    result = bench_of(at).session.result("conv2")
+    assert result.sparsity == pytest.approx(0.95, abs=1e-3)
+
+
+def test_global_slider_sets_every_layer() -> None:
+    at = start("digits_mlp", "pages/prune.py")
+    at.slider(key=widget_key("all")).set_value(60).run()
+    assert not at.exception
+    for name in ["fc1", "fc2", "fc3"]:
+        assert at.slider(key=widget_key("sp", name)).value == 60
+        assert shown_sparsity(at, name) == "60.0%"
+
+
+def test_global_ranking_scope_prunes_to_the_total() -> None:
+    at = start("digits_mlp", "pages/prune.py")
+    at.radio(key=widget_key("scope")).set_value("Global ranking").run()
+    at.slider(key=widget_key("g_sp")).set_value(80).run()
+    assert not at.exception
+    session = bench_of(at).session
+    pruned = sum(r.params - r.nonzero for r in session.results())
+    total = sum(r.params for r in session.results())
+    assert pruned / total == pytest.approx(0.8, abs=0.01)
+
+
+def test_reset_restores_the_baseline_exactly() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    baseline = shown_metric(at, "accuracy")
+    at.slider(key=widget_key("sp", "conv1")).set_value(70).run()
+    at.slider(key=widget_key("sp", "fc")).set_value(90).run()
+    assert shown_metric(at, "accuracy") != baseline
+    at.button(key="pv_reset").click().run()
+    assert not at.exception
+    assert shown_metric(at, "accuracy") == baseline
+    for name in ["conv1", "conv2", "fc"]:
+        assert shown_sparsity(at, name) == "0.0%"
+    pristine = load_sample("digits_cnn").model.state_dict()
+    for key, tensor in bench_of(at).session.model.state_dict().items():
+        assert torch.equal(tensor, pristine[key]), key
+
+
+def test_two_sessions_stay_isolated() -> None:
+    first = start("digits_cnn", "pages/prune.py")
+    second = start("digits_cnn", "pages/prune.py")
+    first.slider(key=widget_key("sp", "conv2")).set_value(90).run()
+    second.run()
+    assert shown_sparsity(first, "conv2") == "90.0%"
+    assert shown_sparsity(second, "conv2") == "0.0%"
+    assert bench_of(first).session.model is not bench_of(second).session.model
+    pristine = load_sample("digits_cnn").model.state_dict()
+    for key, tensor in bench_of(second).session.model.state_dict().items():
+        assert torch.equal(tensor, pristine[key]), key
+
+
+def test_choosing_an_experiment_restores_its_plan() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    at.slider(key=widget_key("sp", "conv2")).set_value(50).run()
+    plan_at_50 = bench_of(at).session.plan
+    at.slider(key=widget_key("sp", "conv2")).set_value(80).run()
+    at.switch_page("pages/tradeoffs.py").run()
+    assert not at.exception
+    log = at.session_state["pv_experiments"]
+    target = next(e for e in log if Plan.from_json(e.plan_json).key() == plan_at_50.key())
+    at.selectbox(key="pv_tradeoff_choice").set_value(target.id).run()
+    at.button(key="pv_restore").click().run()
+    assert not at.exception
+    assert bench_of(at).session.plan.key() == plan_at_50.key()
+    assert at.slider(key=widget_key("sp", "conv2")).value == 50
+    assert shown_sparsity(at, "conv2") == "50.0%"
+
+
+def test_unsupported_choice_shows_a_message_not_a_traceback() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    at.selectbox(key=widget_key("gran", "conv1")).set_value("filter").run()
+    at.selectbox(key=widget_key("crit", "conv1")).set_value("bn_scale").run()
+    assert not at.exception
+    assert any("BatchNorm" in w.value for w in at.warning)
+    at.slider(key=widget_key("sp", "conv2")).set_value(100).run()
+    assert not at.exception
+    assert shown_sparsity(at, "conv2") == "100.0%"
+
+
+def test_sweep_adds_measured_points_to_the_tradeoffs() -> None:
+    at = start("digits_mlp", "pages/tradeoffs.py")
+    assert len(at.session_state["pv_experiments"]) == 1
+    at.button(key="pv_sweep").click().run()
+    assert not at.exception
+    log = list(at.session_state["pv_experiments"])
+    assert len(log) == 10
+    sparsities = [e.sparsity for e in log[1:]]
+    assert sparsities == sorted(sparsities)
+    assert log[-1].metric < log[0].metric  # 90% of every layer costs accuracy
+    # the plan applied before the sweep is still the one applied after it
+    assert bench_of(at).session.plan.is_empty
