@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pruneviz.models.samples import SAMPLES
-from pruneviz.ui.state import MODEL_KEY, current_model_ref
+from pruneviz.ui.state import MODEL_KEY, MODEL_WIDGET_KEY, current_model_ref
 
 st.set_page_config(page_title="pruneviz", page_icon=":material/content_cut:", layout="wide")
 
@@ -12,12 +12,22 @@ if MODEL_KEY not in st.session_state:
     # A link may name the model: ?model=sample:digits_resnet
     wanted = st.query_params.get("model")
     st.session_state[MODEL_KEY] = wanted if wanted in choices else current_model_ref()
+# The choice lives in MODEL_KEY; the widget's own state is re-seeded from it on every run,
+# because Streamlit drops the state of widgets it did not see in a run.
+st.session_state[MODEL_WIDGET_KEY] = st.session_state[MODEL_KEY]
+
+
+def choose_model() -> None:
+    st.session_state[MODEL_KEY] = st.session_state[MODEL_WIDGET_KEY]
+
+
 with st.sidebar:
     st.selectbox(
         "Model",
         choices,
         format_func=lambda ref: SAMPLES[ref.removeprefix("sample:")].title,
-        key=MODEL_KEY,
+        key=MODEL_WIDGET_KEY,
+        on_change=choose_model,
         help="Sample models trained on scikit-learn's bundled handwritten digits.",
     )
     st.caption("Each browser tab prunes its own copy; the shipped weights are never changed.")

@@ -88,20 +88,7 @@ class Latency:
     runs: int
 
 
-def measure_latency(
-    model: nn.Module, example: Tensor, *, runs: int = 20, warmup: int = 3
-) -> Latency:
-    """Time `runs` forward passes of `example` after `warmup` untimed ones (eval, no grad)."""
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
-    times: list[float] = []
-    with eval_mode(model), torch.inference_mode():
-        for _ in range(warmup):
-            model(example)
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(example)
-            times.append((time.perf_counter() - start) * 1000.0)
+def _summarise(times: list[float], batch_size: int) -> Latency:
     ordered = sorted(times)
 
     def pick(q: float) -> float:
@@ -111,7 +98,52 @@ def measure_latency(
         median_ms=statistics.median(times),
         p10_ms=pick(0.1),
         p90_ms=pick(0.9),
-        batch_size=int(example.shape[0]),
+        batch_size=batch_size,
         threads=torch.get_num_threads(),
-        runs=runs,
+        runs=len(times),
     )
+
+
+def _timed(model: nn.Module, example: Tensor) -> float:
+    start = time.perf_counter()
+    model(example)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def measure_latency(
+    model: nn.Module, example: Tensor, *, runs: int = 20, warmup: int = 3
+) -> Latency:
+    """Time `runs` forward passes of `example` after `warmup` untimed ones (eval, no grad)."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    with eval_mode(model), torch.inference_mode():
+        for _ in range(warmup):
+            model(example)
+        times = [_timed(model, example) for _ in range(runs)]
+    return _summarise(times, int(example.shape[0]))
+
+
+def measure_latency_pair(
+    model: nn.Module, reference: nn.Module, example: Tensor, *, runs: int = 20,
+    warmup: int = 3,
+) -> tuple[Latency, Latency]:
+    """Time `model` and `reference` alternately, run for run, so that changing machine load
+    (another program, the browser redrawing) hits both alike; returns both latencies."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    with eval_mode(model), eval_mode(reference), torch.inference_mode():
+        for _ in range(warmup):
+            model(example)
+            reference(example)
+        times: list[float] = []
+        reference_times: list[float] = []
+        for i in range(runs):
+            # Alternate which goes first, so neither always runs on a warmer cache.
+            if i % 2:
+                reference_times.append(_timed(reference, example))
+                times.append(_timed(model, example))
+            else:
+                times.append(_timed(model, example))
+                reference_times.append(_timed(reference, example))
+    batch = int(example.shape[0])
+    return _summarise(times, batch), _summarise(reference_times, batch)

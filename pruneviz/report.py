@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pruneviz.data import TensorData
-from pruneviz.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
+from pruneviz.metrics import (
+    EvalResult,
+    Latency,
+    count_params,
+    evaluate,
+    measure_latency,
+    measure_latency_pair,
+)
 from pruneviz.session import LayerResult, PruningSession
 from pruneviz.storage import FileSizes, file_sizes
 
@@ -36,6 +43,7 @@ class Report:
     sizes: FileSizes
     latency: Latency | None
     layers: list[LayerResult]
+    latency_reference: Latency | None = None  # the unpruned model, timed interleaved
 
     @property
     def sparsity(self) -> float:
@@ -62,6 +70,8 @@ class Report:
         if self.latency is not None:
             out["latency_ms"] = self.latency.median_ms
             out["latency"] = dict(self.latency.__dict__)
+        if self.latency_reference is not None:
+            out["latency_reference"] = dict(self.latency_reference.__dict__)
         out["layers"] = [layer.to_dict() for layer in self.layers]
         out["plan"] = self.plan
         return out
@@ -77,18 +87,24 @@ def latency_batch(data: TensorData, batch_size: int) -> Tensor:
 
 
 class Meter:
-    """Measures a session's current model on `data`, caching results per plan."""
+    """Measures a session's current model on `data`, caching results per plan.
+
+    With a `reference` (the unpruned model, read-only), latency is measured interleaved
+    with the reference's, so that a latency change is not machine load in disguise.
+    """
 
     def __init__(
         self,
         session: PruningSession,
         data: TensorData,
         *,
+        reference: nn.Module | None = None,
         latency_batch_size: int = 64,
         latency_runs: int = 20,
         cache_size: int = 256,
     ) -> None:
         self.session = session
+        self.reference = reference
         self.data = data
         self.latency_batch_size = latency_batch_size
         self.latency_runs = latency_runs
@@ -121,12 +137,24 @@ class Meter:
 
     def latency(self) -> Latency:
         """Median CPU latency of the current model on a batch of real inputs."""
-        return self._cached(
-            "latency",
-            lambda: measure_latency(
-                self.session.model, self._latency_input, runs=self.latency_runs
-            ),
-        )
+        return self._latencies()[0]
+
+    def latency_reference(self) -> Latency | None:
+        """The unpruned reference's latency, timed interleaved with `latency()`'s runs."""
+        return self._latencies()[1]
+
+    def _latencies(self) -> tuple[Latency, Latency | None]:
+        def measure() -> tuple[Latency, Latency | None]:
+            if self.reference is None:
+                return measure_latency(
+                    self.session.model, self._latency_input, runs=self.latency_runs
+                ), None
+            return measure_latency_pair(
+                self.session.model, self.reference, self._latency_input,
+                runs=self.latency_runs,
+            )
+
+        return self._cached("latency", measure)
 
     def macs(self) -> tuple[int, int]:
         """Weight MACs per sample: dense, and with zero weights skipped."""
@@ -153,4 +181,5 @@ class Meter:
             sizes=self.sizes(),
             latency=self.latency() if latency else None,
             layers=self.session.results(),
+            latency_reference=self.latency_reference() if latency else None,
         )

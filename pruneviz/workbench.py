@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from pruneviz.data import TensorData
 from pruneviz.errors import PrunevizError
@@ -52,7 +52,7 @@ def parse_model_ref(ref: str) -> str:
 def build_workbench(
     name: str,
     model: nn.Module,
-    example_input: object,
+    example_input: Tensor | tuple[Tensor, ...],
     eval_data: TensorData,
     train_data: TensorData | None,
     *,
@@ -60,8 +60,10 @@ def build_workbench(
 ) -> Workbench:
     """A workbench over any model and data (the pristine `model` is copied, never changed)."""
     calibration = (train_data or eval_data).head(CALIBRATION_SAMPLES)
-    session = PruningSession(model, example_input, calibration=calibration, name=name)  # type: ignore[arg-type]
-    meter = Meter(session, eval_data, latency_batch_size=latency_batch_size)
+    session = PruningSession(model, example_input, calibration=calibration, name=name)
+    # The pristine model is only read (inference), never changed: it is the latency
+    # reference that each measurement is timed against.
+    meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size)
     return Workbench(name, session, meter, eval_data, train_data, meter.report())
 
 

@@ -160,3 +160,14 @@ def test_sweep_adds_measured_points_to_the_tradeoffs() -> None:
     assert log[-1].metric < log[0].metric  # 90% of every layer costs accuracy
     # the plan applied before the sweep is still the one applied after it
     assert bench_of(at).session.plan.is_empty
+
+
+def test_model_picker_switches_the_model_and_keeps_it_across_pages() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    at.selectbox(key="pv_model_picker").set_value("sample:digits_mlp").run()
+    assert not at.exception
+    assert bench_of(at).name == "sample:digits_mlp"
+    assert at.slider(key=widget_key("sp", "fc1")).value == 0
+    at.switch_page("pages/inspect.py").run()
+    at.switch_page("pages/prune.py").run()
+    assert bench_of(at).name == "sample:digits_mlp"

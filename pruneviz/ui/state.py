@@ -21,6 +21,7 @@ from pruneviz.workbench import Workbench, build_workbench, measure_plans
 # Session-state keys, in one place. Widget keys of the Prune page are built by the
 # functions below so that other pages (Trade-offs) can reset them.
 MODEL_KEY = "pv_model_ref"
+MODEL_WIDGET_KEY = "pv_model_picker"
 WORKBENCH_KEY = "pv_workbench"
 LOG_KEY = "pv_experiments"
 SELECTED_LAYER_KEY = "pv_selected_layer"

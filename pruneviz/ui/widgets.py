@@ -97,12 +97,14 @@ def metrics_row(report: Report, baseline: Report) -> None:
     ):
         delta, color = _relative(now, then)
         col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
-    if report.latency is not None and baseline.latency is not None:
-        lat, base_lat = report.latency, baseline.latency
+    base_lat = report.latency_reference or baseline.latency
+    if report.latency is not None and base_lat is not None:
+        lat = report.latency
         delta, color = _relative(lat.median_ms, base_lat.median_ms)
         cols[3].metric(
             "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
             help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
-            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). Differences within that "
-            "spread are noise.",
+            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). The change is against the "
+            f"unpruned model timed in the same runs, interleaved ({base_lat.median_ms:.2f} ms); "
+            "differences within the spread are noise.",
         )
