@@ -9,7 +9,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.models.samples import load_sample, sample_names
-from pruneviz.plan import Plan
+from pruneviz.plan import Granularity, Plan
 from pruneviz.ui.state import MODEL_KEY, WORKBENCH_KEY, widget_key
 from pruneviz.workbench import Workbench
 
@@ -171,3 +171,18 @@ def test_model_picker_switches_the_model_and_keeps_it_across_pages() -> None:
     at.switch_page("pages/inspect.py").run()
     at.switch_page("pages/prune.py").run()
     assert bench_of(at).name == "sample:digits_mlp"
+
+
+def test_threshold_mode_prunes_scores_below_the_slider() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    at.radio(key=widget_key("mode")).set_value("|score| threshold").run()
+    assert not at.exception
+    session = bench_of(at).session
+    table = session.scores("conv2", Granularity.UNSTRUCTURED, "l1")
+    threshold = float(table.sorted[table.count // 2])
+    at.slider(key=widget_key("th", "conv2")).set_value(threshold).run()
+    assert not at.exception
+    result = session.result("conv2")
+    assert result.structures_pruned == table.count_below(threshold)
+    assert result.threshold == pytest.approx(threshold)
+    assert 0.4 < result.sparsity < 0.6
