@@ -186,8 +186,10 @@ class Plan:
     layers: Mapping[str, LayerPlan] = field(default_factory=dict)
     global_: GlobalPlan | None = None
     model: ModelRef | None = None
+    blocks: tuple[str, ...] = ()  # modules replaced by the identity (see blocks.py)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(sorted(set(self.blocks))))
         for name, entry in self.layers.items():
             if not isinstance(entry, LayerPlan):
                 raise PlanError(f"layer {name!r}: expected a LayerPlan, got {type(entry).__name__}")
@@ -216,6 +218,10 @@ class Plan:
             layers[name] = entry
         return replace(self, layers=layers)
 
+    def with_blocks(self, blocks: Iterable[str]) -> Plan:
+        """A new plan that removes exactly these blocks (modules) from the network."""
+        return replace(self, blocks=tuple(blocks))
+
     def with_global(self, section: GlobalPlan | None) -> Plan:
         """A new plan with the global section set (or removed, with None)."""
         return replace(self, global_=section)
@@ -227,7 +233,7 @@ class Plan:
     @property
     def is_empty(self) -> bool:
         """True when the plan prunes nothing."""
-        return not self.layers and self.global_ is None
+        return not self.layers and self.global_ is None and not self.blocks
 
     # -- checking against a model ---------------------------------------------------------
     def validate_for(self, layer_names: Sequence[str], fingerprint: str | None = None) -> None:
@@ -264,6 +270,8 @@ class Plan:
             out["model"] = {"name": self.model.name, "fingerprint": self.model.fingerprint}
         out["layers"] = {name: entry.to_dict() for name, entry in self.layers.items()}
         out["global"] = self.global_.to_dict() if self.global_ is not None else None
+        if self.blocks:
+            out["blocks"] = list(self.blocks)
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -284,7 +292,7 @@ class Plan:
         """Parse and validate the JSON form; errors name the entry and the allowed values."""
         if not isinstance(data, dict):
             raise PlanError(f"a plan must be a JSON object, got {type(data).__name__}")
-        _check_keys(data, {"format", "version", "model", "layers", "global"}, "plan")
+        _check_keys(data, {"format", "version", "model", "layers", "global", "blocks"}, "plan")
         if data.get("format") != PLAN_FORMAT:
             raise PlanError(f"not a pruneviz plan: 'format' is {data.get('format')!r}, "
                             f"expected {PLAN_FORMAT!r}")
@@ -305,7 +313,10 @@ class Plan:
             raise PlanError("plan 'layers' must be an object mapping layer names to entries")
         layers = {name: _layer_from_dict(name, entry) for name, entry in raw_layers.items()}
         global_ = _global_from_dict(data["global"]) if data.get("global") is not None else None
-        return cls(layers, global_, model)
+        blocks = data.get("blocks") or []
+        if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
+            raise PlanError("plan 'blocks' must be a list of module names")
+        return cls(layers, global_, model, tuple(blocks))
 
     @classmethod
     def from_json(cls, text: str) -> Plan:

@@ -157,7 +157,9 @@ def _conv_with_filters(filters: Tensor) -> tuple[nn.Module, Tensor]:
     conv = nn.Conv2d(in_ch, count, filters.shape[2], bias=False)
     with torch.no_grad():
         conv.weight.copy_(filters)
-    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    # A head after the conv: its filters are features, not the model's outputs.
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(count, 3))
     return model, torch.randn(2, in_ch, 5, 5)
 
 

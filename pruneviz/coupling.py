@@ -1,0 +1,245 @@
+"""Coupled groups: the layers whose channels must be pruned together.
+
+Removing output channel c of a convolution also removes input channel c of every layer
+that reads it, the matching BatchNorm entries, and — through a residual addition or a
+concatenation — channel c (or its offset) of every other branch. Torch-Pruning's
+DependencyGraph, the field's reference for arbitrary graphs, finds these groups; this
+module turns each into plain data: the members, and for every member index the root
+channel it belongs to. The session masks whole groups with it, and slim.py removes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pruneviz.layers import PrunableLayer
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+          nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
+_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+             nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One module of a group: which of its channels go with which root channel.
+
+    `kind` is "out" (output channels of a weight layer), "in" (input channels of a weight
+    layer) or "norm" (per-channel affine parameters of a norm layer). `idxs[i]` is the
+    member's own channel index that goes with root channel `root[i]`.
+    """
+
+    module: str
+    kind: str
+    idxs: tuple[int, ...]
+    root: tuple[int, ...]
+    layer: str | None  # the prunable layer's name, for weight layers
+    handler: Callable[[nn.Module, list[int]], Any]  # Torch-Pruning's pruning function
+
+
+@dataclass(frozen=True)
+class Group:
+    """Layers coupled through shared channels; structures are the root's output channels."""
+
+    id: int
+    root: str
+    size: int
+    members: tuple[Member, ...]
+    unsupported: str | None  # why the group cannot be masked/removed, if it cannot
+
+    @property
+    def out_layers(self) -> list[str]:
+        """Prunable layers whose output channels belong to the group."""
+        return [m.layer for m in self.members if m.kind == "out" and m.layer]
+
+    @property
+    def in_layers(self) -> list[str]:
+        """Prunable layers whose input channels belong to the group."""
+        return [m.layer for m in self.members if m.kind == "in" and m.layer]
+
+    @property
+    def layers(self) -> list[str]:
+        """Every prunable layer in the group (outputs first), without repeats."""
+        seen: dict[str, None] = {}
+        for name in self.out_layers + self.in_layers:
+            seen.setdefault(name, None)
+        return list(seen)
+
+
+def output_modules(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> set[str]:
+    """Modules whose output is (part of) the model's output, looking through modules
+    without parameters (a final Sigmoid, Flatten or Dropout) to the layer behind them."""
+    produced: dict[int, tuple[Tensor, str]] = {}
+    handles = []
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, Tensor):
+                return
+            source = name
+            first = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
+            if first is not None and not any(True for _ in module.parameters()):
+                known = produced.get(id(first))
+                if known is not None and known[0] is first:
+                    source = known[1]
+            produced[id(output)] = (output, source)
+
+        return record
+
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            handles.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            out = model(*example) if isinstance(example, tuple) else model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    outs = out if isinstance(out, tuple | list) else [out]
+    return {produced[id(t)][1] for t in outs if isinstance(t, Tensor) and id(t) in produced}
+
+
+def find_groups(
+    model: nn.Module, example: Tensor | tuple[Tensor, ...], layers: list[PrunableLayer]
+) -> tuple[list[Group], str | None]:
+    """The coupled groups of `model` rooted at its Linear/Conv layers.
+
+    Groups whose channels are the model's own outputs (a classifier's classes, an
+    autoencoder's image channels) are left out: removing them would change what the
+    model returns. Returns the groups and, if the graph could not be traced, why.
+    """
+    import torch_pruning as tp
+
+    first = tuple(t[:1] for t in example) if isinstance(example, tuple) else example[:1]
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = output_modules(model, first)
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=first)
+        names = {module: name for name, module in model.named_modules()}
+        weight_layer = {layer.module_name: layer.name for layer in layers
+                        if layer.param_name == "weight"}
+        ignored = [module for name, module in model.named_modules() if name in outputs]
+        raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
+                                               root_module_types=list(_WEIGHTED)))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
+        return [], f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
+    finally:
+        model.train(was_training)
+
+    groups: list[Group] = []
+    for raw in raw_groups:
+        members, unsupported, root_name = _members(raw, names, weight_layer)
+        if root_name is None:
+            continue
+        if _lossy(members):
+            # Torch-Pruning keeps one root channel per channel when it merges two paths to
+            # one module (a Linear's features viewed as conv channels, then an activation):
+            # the channel's other roots are dropped. Ask it root by root instead, where
+            # there is nothing to drop.
+            head = raw[0]
+            members = []
+            for r in sorted({int(i) for i in head.idxs}):
+                single = graph.get_pruning_group(head.dep.target.module, head.dep.handler, [r])
+                members += _members(single, names, weight_layer)[0]
+        merged, size = _units(_merge(members))
+        groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported))
+    return groups, None
+
+
+def _members(
+    raw: Any, names: dict[nn.Module, str], weight_layer: dict[str, str]
+) -> tuple[list[Member], str | None, str | None]:
+    """A Torch-Pruning group as members; why it is unsupported, if it is; its root layer."""
+    members: list[Member] = []
+    unsupported = None
+    root_name = None
+    for item in raw:
+        target = item.dep.target.module
+        if not isinstance(target, nn.Module) or target not in names:
+            continue  # an operation (add, cat, flatten): nothing to store
+        name = names[target]
+        handler = item.dep.handler
+        pruning_out = getattr(handler, "__name__", "") == "prune_out_channels"
+        if isinstance(target, _WEIGHTED):
+            kind = "out" if pruning_out else "in"
+            if isinstance(target, nn.Conv1d | nn.Conv2d | nn.Conv3d) and \
+                    target.groups > 1 and target.groups == target.in_channels:
+                kind = "out"  # depthwise: input channel c is filter c
+        elif isinstance(target, _NORMS):
+            kind = "norm"
+        elif any(p.requires_grad for p in target.parameters(recurse=False)):
+            unsupported = (f"{name} ({type(target).__name__}) shares these channels, "
+                           "and pruneviz cannot mask its parameters")
+            kind = "other"
+        else:
+            continue
+        root = tuple(int(r) for r in (item.root_idxs or item.idxs))
+        members.append(Member(name, kind, tuple(int(i) for i in item.idxs), root,
+                              weight_layer.get(name) if kind in ("out", "in") else None,
+                              handler))
+        if root_name is None and kind == "out" and name in weight_layer:
+            root_name = weight_layer[name]
+    return members, unsupported, root_name
+
+
+def _lossy(members: list[Member]) -> bool:
+    """True when a member names only some of the group's root channels: Torch-Pruning may
+    have dropped the others (or the channels are split between members; asking again
+    root by root is right in both cases)."""
+    roots = {r for m in members for r in m.root}
+    return any(set(m.root) != roots for m in members)
+
+
+def _units(members: list[Member]) -> tuple[list[Member], int]:
+    """Renumber root channels into units that can be removed on their own.
+
+    Usually one root channel is one unit. But when several root channels feed the same
+    channel of a member (a Linear's 32 outputs viewed as 8 channels of 4 pixels), those
+    root channels can only go together: they are joined into one unit.
+    """
+    roots = sorted({r for m in members for r in m.root})
+    parent = {r: r for r in roots}
+
+    def find(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    for m in members:
+        first_root: dict[int, int] = {}
+        for idx, root in zip(m.idxs, m.root, strict=True):
+            other = first_root.setdefault(idx, root)
+            a, b = find(other), find(root)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    unit_of: dict[int, int] = {}
+    for r in roots:
+        unit_of.setdefault(find(r), len(unit_of))
+    renumbered = []
+    for m in members:
+        # One (index, unit) pair per member channel: its several roots are now one unit.
+        pairs = dict.fromkeys((i, unit_of[find(r)]) for i, r in zip(m.idxs, m.root, strict=True))
+        renumbered.append(Member(m.module, m.kind, tuple(i for i, _ in pairs),
+                                 tuple(u for _, u in pairs), m.layer, m.handler))
+    return renumbered, len(unit_of)
+
+
+def _merge(members: list[Member]) -> list[Member]:
+    """One member per (module, kind), with every distinct (index, root) pair: Torch-Pruning
+    may list a module twice (depthwise), and one channel may go with several roots."""
+    merged: dict[tuple[str, str], tuple[Member, dict[tuple[int, int], None]]] = {}
+    for m in members:
+        pairs = merged.setdefault((m.module, m.kind), (m, {}))[1]
+        pairs.update(dict.fromkeys(zip(m.idxs, m.root, strict=True)))
+    return [
+        Member(first.module, first.kind, tuple(i for i, _ in pairs), tuple(r for _, r in pairs),
+               first.layer, first.handler)
+        for first, pairs in merged.values()
+    ]
