@@ -52,8 +52,14 @@ else:
     with user_errors("The preview failed"):
         entry = LayerPlan(g, criterion, sparsity=None if g.n_m else amount / 100)
         mask, pruned, threshold = session.preview(name, entry)
-        table = session.scores(name, g, criterion)
+        group = session.group_of(name, g)
+        table = (session.group_scores(group.id, criterion, g) if group is not None
+                 else session.scores(name, g, criterion))
     unit = g.value if g.structured else "weight"
+    if g.structured and group is not None:
+        st.caption(f":material/link: {name}'s {g.value}s are coupled with "
+                   f"{', '.join(n for n in group.layers if n != name)}: scores are the "
+                   "group's, and the preview removes the same channels in all of them.")
     log_y = st.checkbox("log-scale counts", key="pv_inspect_logy")
     left, right = st.columns(2)
     magnitude = not g.structured and g.n_m is None and criterion in ("l1", "l2")
@@ -97,7 +103,10 @@ st.plotly_chart(
 st.dataframe(
     [
         {"layer": r.name, "type": r.type, "params": r.params,
-         "MACs share": f"{lay.macs_share:.1%}", "current sparsity": f"{r.sparsity:.1%}"}
+         "MACs share": f"{lay.macs_share:.1%}", "current sparsity": f"{r.sparsity:.1%}",
+         "coupled group": "-" if r.group is None else f"#{r.group}",
+         "pruned together with": ", ".join(
+             n for n in session.coupled_with(r.name) if n != r.name) or "-"}
         for r, lay in zip(results, session.layers, strict=True)
     ],
     hide_index=True,

@@ -53,8 +53,19 @@ def set_all_layers() -> None:
 
 
 def follow(layer: str) -> None:
-    """Show the layer whose control just moved."""
+    """Show the layer whose control just moved; move the layers coupled to it too."""
     st.session_state[state.SELECTED_LAYER_KEY] = layer
+    ss = st.session_state
+    granularity = Granularity(ss[widget_key("gran", layer)])
+    group = session.group_of(layer, granularity) if granularity.structured else None
+    if group is None:
+        return
+    for other in session.layer_names:
+        other_gran = Granularity(ss.get(widget_key("gran", other), "unstructured"))
+        if other != layer and other_gran.structured and \
+                session.group_of(other, other_gran) is group:
+            ss[widget_key("sp", other)] = ss.get(widget_key("sp", layer), 0)
+            ss[widget_key("crit", other)] = ss[widget_key("crit", layer)]
 
 
 def reset() -> None:
@@ -75,6 +86,12 @@ mode = top[1].radio("Sliders set", MODES, key=widget_key("mode"), horizontal=Tru
 top[2].button("Reset to unpruned", on_click=reset, width="stretch", key="pv_reset")
 
 controls, view = st.columns([3.3, 2], gap="large")
+seed(state.SELECTED_LAYER_KEY, session.layer_names[0])
+_focus = st.session_state[state.SELECTED_LAYER_KEY]
+_focus_gran = Granularity(st.session_state.get(widget_key("gran", _focus), "unstructured"))
+coupled_now = set(session.coupled_with(_focus)) if _focus_gran is Granularity.FILTER else set()
+if len(coupled_now) < 2:
+    coupled_now = set()
 warnings: list[str] = []
 with controls:
     if scope == SCOPES[0]:
@@ -97,7 +114,9 @@ with controls:
             if name in shown:
                 cols = st.columns([2.1, 2.3, 1.5, 3.6], vertical_alignment="center")
                 layer_info = session.layer_by_name[name]
-                cols[0].markdown(f"**{name}**  \n:gray[{layer_info.type} "
+                label = f":orange[:material/link: **{name}**]" if name in coupled_now \
+                    else f"**{name}**"
+                cols[0].markdown(f"{label}  \n:gray[{layer_info.type} "
                                  f"{'x'.join(map(str, layer_info.shape))}]")
                 gran = cols[1].selectbox("granularity", GRANULARITIES,
                                          key=widget_key("gran", name), on_change=follow,
@@ -106,6 +125,7 @@ with controls:
                 if st.session_state[widget_key("crit", name)] not in options:
                     st.session_state[widget_key("crit", name)] = options[0]
                 crit = cols[2].selectbox("criterion", options, key=widget_key("crit", name),
+                                         on_change=follow, args=(name,),
                                          label_visibility="collapsed")
                 reason = session.unsupported(name, Granularity(gran), crit)
                 if reason is not None:
@@ -161,6 +181,29 @@ with controls:
         plan = Plan(global_=GlobalPlan(g_gran, g_crit, sparsity=g_sp / 100, layers=members,
                                        max_layer_sparsity=g_cap / 100)) if g_sp else Plan()
 
+    blocks = session.blocks()
+    if blocks:
+        with st.expander(f"Remove whole blocks or layers ({len(blocks)} removable)",
+                         expanded=bool(plan_now.blocks)):
+            importance = {b.name: b for b in blocks}
+            seed(widget_key("blocks"), list(plan_now.blocks))
+
+            def remove_least() -> None:
+                count = st.session_state[widget_key("blocks_k")]
+                st.session_state[widget_key("blocks")] = [b.name for b in blocks[:count]]
+
+            seed(widget_key("blocks_k"), len(plan_now.blocks))
+            st.slider("Remove the least important", 0, len(blocks), key=widget_key("blocks_k"),
+                      on_change=remove_least,
+                      help="Importance: how much the block changes what flows through it, "
+                      "||f(x) - x|| / ||x|| on calibration data.")
+            chosen = st.multiselect(
+                "Replaced by the identity", [b.name for b in blocks], key=widget_key("blocks"),
+                format_func=lambda n: f"{n} ({importance[n].type}, "
+                f"{importance[n].params:,} params, change {importance[n].importance:.2f})",
+            )
+            plan = plan.with_blocks(chosen)
+
 with user_errors("This plan cannot be applied"):
     session.apply(session.stamp(plan))
     report = state.measure_and_record()
@@ -168,8 +211,10 @@ with user_errors("This plan cannot be applied"):
 for message in warnings:
     st.warning(message)
 
+for note in session.notes:
+    st.info(note)
+
 with view:
-    seed(state.SELECTED_LAYER_KEY, session.layer_names[0])
     selected = st.selectbox("Layer to look at", session.layer_names,
                             key=state.SELECTED_LAYER_KEY)
     result = session.result(selected)
@@ -182,14 +227,20 @@ with view:
                          threshold=result.threshold
                          if magnitude and result.structures_pruned else None),
         key="prune_hist")
-    if result.granularity is not None and result.criterion is not None:
+    if coupled_now and selected in coupled_now:
+        st.caption(":material/link: Filters of " + selected + " are pruned together with "
+                   + ", ".join(n for n in session.coupled_with(selected) if n != selected)
+                   + ": they share channels (the next layer's inputs, a residual sum), so "
+                   "removing one channel removes it everywhere.")
+    decided = session.table_for(selected)
+    if decided is not None and result.granularity is not None and result.criterion:
         g = Granularity(result.granularity)
-        table = session.scores(selected, g, result.criterion)
+        table, pruned_count = decided
         unit = {"filter": "filter", "channel": "channel"}.get(g.value, "weight")
         st.plotly_chart(
-            score_bars(table.sorted.numpy(), result.structures_pruned if g.n_m is None else 0,
+            score_bars(table.sorted.numpy(), pruned_count if g.n_m is None else 0,
                        layer=selected, criterion=result.criterion, unit=unit,
-                       threshold=result.threshold if result.structures_pruned else None),
+                       threshold=result.threshold if pruned_count else None),
             key="prune_scores")
     else:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
@@ -208,6 +259,7 @@ st.dataframe(
             "non-zero": f"{r.nonzero:,} / {r.params:,}",
             "pruned structures": f"{r.structures_pruned:,} / {r.structures:,}",
             "threshold": "-" if r.threshold is None else f"{r.threshold:.4g}",
+            "coupled with": ", ".join(n for n in session.coupled_with(r.name) if n != r.name),
         }
         for r in session.results()
     ],

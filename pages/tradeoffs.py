@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pruneviz.figures import tradeoff_scatter
+from pruneviz.figures import best_form_scatter, tradeoff_scatter
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.widgets import user_errors
@@ -51,6 +51,29 @@ for tab, (field, title) in zip(
                          higher_is_better=higher, baseline=baseline),
         key=f"tradeoff_{field}",
     )
+
+st.subheader("What would really ship")
+found = state.best_forms()
+if st.button("Measure the deployable forms of every configuration", key="pv_forms_all",
+             help="Builds each configuration's slimmed and sparse-deployed models and times "
+             "them; the fastest form that reproduces the masked outputs is kept."):
+    with st.spinner("Slimming, deploying and timing every configuration ..."), \
+            user_errors("The deployable forms could not be measured"):
+        state.measure_best_forms()
+    found = state.best_forms()
+if found:
+    shown = [e for e in experiments if e.id in found]
+    st.plotly_chart(
+        best_form_scatter(
+            [f"#{e.id} {e.label} ({found[e.id].size_bytes:,} B)" for e in shown],
+            [found[e.id].latency_ms or 0.0 for e in shown], [e.metric for e in shown],
+            [found[e.id].form for e in shown], metric_name=metric_name),
+        key="tradeoff_best_forms")
+    st.caption("Each point is drawn at its fastest form that reproduces the masked model's "
+               "outputs; the legend says which form that is.")
+else:
+    st.caption("The charts above use the masked model as it is. Measure the deployable "
+               "forms to see each configuration at its fastest real form.")
 
 st.subheader("Experiments")
 st.dataframe([e.to_row() for e in experiments], hide_index=True)

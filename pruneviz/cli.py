@@ -12,13 +12,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pruneviz.criteria import criterion_names
 from pruneviz.errors import PrunevizError
+from pruneviz.export import write_atomic
 from pruneviz.plan import GlobalPlan, Granularity, Plan
 from pruneviz.report import Report
 from pruneviz.storage import dense_bytes, sparse_bytes
@@ -42,6 +42,9 @@ def _add_plan_args(parser: argparse.ArgumentParser) -> None:
                         "ranking across all layers (global)")
     parser.add_argument("--max-layer-sparsity", type=float, metavar="F",
                         help="with --scope global: cap on any one layer's sparsity")
+    parser.add_argument("--remove-blocks", metavar="NAMES", default="",
+                        help="comma-separated modules to replace by the identity (blocks or "
+                        "layers whose output has their input's shape)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(prune)
     prune.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     prune.add_argument("--latency", action="store_true", help="also time inference")
+    prune.add_argument("--slim", action="store_true",
+                       help="also write the slimmed model (pruned channels removed) and "
+                       "measure the slimmed and sparse-deployed forms")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
 
     bench = verbs.add_parser("bench", help="run the engine benchmarks (JSON results)")
@@ -116,6 +122,9 @@ def _measure(args: argparse.Namespace) -> tuple[Workbench, Report, dict[str, str
     file_plan = _read_plan_args(args)
     bench = open_workbench(args.model)
     plan, skipped = _plan_for(args, bench, file_plan)
+    blocks = [b.strip() for b in args.remove_blocks.split(",") if b.strip()]
+    if blocks:
+        plan = plan.with_blocks(sorted(set(plan.blocks) | set(blocks)))
     bench.session.apply(plan)
     return bench, bench.meter.report(latency=args.latency), skipped
 
@@ -144,6 +153,8 @@ def _print_report(report: Report, baseline: Report, skipped: dict[str, str]) -> 
               f"{layer.sparsity:>8.1%}  {threshold}")
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}")
+    for note in report.notes:
+        print(f"note: {note}")
 
 
 def _emit(args: argparse.Namespace, report: Report, baseline: Report,
@@ -190,19 +201,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune, then write weights (dense and sparse safetensors), plan and report."""
     bench, report, skipped = _measure(args)
@@ -219,10 +217,31 @@ def cmd_prune(args: argparse.Namespace) -> int:
         "report.json": json.dumps(report.to_dict(), indent=2).encode(),
     }
     for filename, data in files.items():
-        _write_atomic(out / filename, data)
-    _emit(args, report, bench.baseline, skipped,
-          {"written": {name: str(out / name) for name in files}})
+        write_atomic(out / filename, data)
+    extra: dict[str, Any] = {"written": {name: str(out / name) for name in files}}
+    if args.slim:
+        extra.update(_slim_outputs(bench, out, latency=args.latency))
+    _emit(args, report, bench.baseline, skipped, extra)
     return 0
+
+
+def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, Any]:
+    """Measure the slimmed and sparse-deployed forms; write the slimmed model."""
+    from pruneviz.export import save_slimmed
+    from pruneviz.forms import slimmed_form, sparse_form
+    from pruneviz.models.samples import load_sample
+    from pruneviz.report import latency_batch
+
+    batch = latency_batch(bench.eval_data, 64)
+    slim_report, slim_model = slimmed_form(bench.session, batch, latency=latency)
+    sparse_report, _ = sparse_form(bench.session, batch, latency=latency)
+    result: dict[str, Any] = {"slim": slim_report.to_dict(),
+                              "sparse_deployed": sparse_report.to_dict()}
+    if slim_model is not None:
+        base = load_sample(bench.name.removeprefix("sample:")).model
+        result["slim_files"] = save_slimmed(bench.name, base, slim_model, batch[:8],
+                                            out / "slim")
+    return result
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

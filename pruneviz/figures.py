@@ -542,3 +542,37 @@ __all__ = [
     "tradeoff_scatter",
     "weight_histogram",
 ]
+
+
+FORM_COLOURS = {"masked": "#9D9D9D", "slimmed": "#54A24B", "sparse-deployed": "#B279A2"}
+
+
+def best_form_scatter(
+    labels: Sequence[str],
+    latency_ms: Sequence[float],
+    metric: Sequence[float],
+    forms: Sequence[str],
+    *,
+    metric_name: str,
+) -> go.Figure:
+    """Each configuration at the latency of its fastest correct deployable form, coloured
+    by which form that is (masked, slimmed, sparse-deployed)."""
+    if not len(labels) == len(latency_ms) == len(metric) == len(forms):
+        raise ValueError("labels, latency_ms, metric and forms must have the same length")
+    traces = []
+    for form, colour in FORM_COLOURS.items():
+        picked = [i for i, f in enumerate(forms) if f == form]
+        if picked:
+            traces.append(go.Scatter(
+                x=[latency_ms[i] for i in picked], y=[metric[i] for i in picked],
+                mode="markers", name=f"fastest form: {form}",
+                marker={"color": colour, "size": 10},
+                text=[labels[i] for i in picked],
+                hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + form + "</extra>",
+            ))
+    return go.Figure(
+        data=traces,
+        layout=_layout(f"{metric_name} vs latency of the fastest deployable form",
+                       "latency (ms, batch 64)", metric_name,
+                       meta={"forms": list(forms)}),
+    )

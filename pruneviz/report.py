@@ -44,6 +44,7 @@ class Report:
     latency: Latency | None
     layers: list[LayerResult]
     latency_reference: Latency | None = None  # the unpruned model, timed interleaved
+    notes: tuple[str, ...] = ()  # what the session changed about the plan, and why
 
     @property
     def sparsity(self) -> float:
@@ -72,6 +73,8 @@ class Report:
             out["latency"] = dict(self.latency.__dict__)
         if self.latency_reference is not None:
             out["latency_reference"] = dict(self.latency_reference.__dict__)
+        out["notes"] = list(self.notes)
+        out["removed_blocks"] = list(self.plan.get("blocks", []))
         out["layers"] = [layer.to_dict() for layer in self.layers]
         out["plan"] = self.plan
         return out
@@ -182,4 +185,5 @@ class Meter:
             latency=self.latency() if latency else None,
             layers=self.session.results(),
             latency_reference=self.latency_reference() if latency else None,
+            notes=tuple(self.session.notes),
         )

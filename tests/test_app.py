@@ -14,7 +14,8 @@ from pruneviz.ui.state import MODEL_KEY, WORKBENCH_KEY, widget_key
 from pruneviz.workbench import Workbench
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/model.py", "pages/inspect.py", "pages/prune.py", "pages/tradeoffs.py"]
+PAGES = ["pages/model.py", "pages/inspect.py", "pages/prune.py", "pages/deploy.py",
+         "pages/tradeoffs.py"]
 TIMEOUT = 60
 
 
@@ -186,3 +187,34 @@ def test_threshold_mode_prunes_scores_below_the_slider() -> None:
     assert result.structures_pruned == table.count_below(threshold)
     assert result.threshold == pytest.approx(threshold)
     assert 0.4 < result.sparsity < 0.6
+
+
+def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
+    at = start("digits_resnet", "pages/prune.py")
+    for name in ["stem.conv", "layer1.conv2"]:
+        at.selectbox(key=widget_key("gran", name)).set_value("filter").run()
+    at.slider(key=widget_key("sp", "layer1.conv2")).set_value(50).run()
+    assert not at.exception
+    # stem.conv and layer1.conv2 feed the same residual sum: pruned together.
+    assert at.slider(key=widget_key("sp", "stem.conv")).value == 50
+    session = bench_of(at).session
+    assert "stem.conv" in session.coupled_with("layer1.conv2")
+    assert session.result("stem.conv").structures_pruned == 8
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception
+    assert not at.warning, [w.value for w in at.warning]
+    shown = {m.label: m.value for m in at.metric}
+    assert "parameters stored" in shown
+    assert any("Slimming cut the weight MACs" in i.value for i in at.info)
+
+
+def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
+    at = start("digits_cnn", "pages/prune.py")
+    at.selectbox(key=widget_key("gran", "conv1")).set_value("filter").run()
+    at.slider(key=widget_key("sp", "conv1")).set_value(50).run()
+    at.switch_page("pages/tradeoffs.py").run()
+    at.button(key="pv_forms_all").click().run()
+    assert not at.exception
+    found = at.session_state["pv_best_forms"]
+    assert set(found) == {0, 1}
+    assert all(f.max_abs_diff <= 1e-4 for f in found.values())

@@ -211,7 +211,9 @@ def test_prune_writes_weights_plan_and_report(runs: dict[str, Run], workdir: Pat
     plan = Plan.from_json((out / "plan.json").read_text(encoding="utf-8"))
     assert plan.model is not None
     assert plan.model.name == "sample:digits_mlp"
-    assert set(plan.layers) == {"fc1", "fc2", "fc3"}
+    # fc3's filters are the model's 10 class outputs: filter pruning skips it, and says why.
+    assert set(plan.layers) == {"fc1", "fc2"}
+    assert "output" in data["skipped_layers"]["fc3"]
     assert all(e.granularity.value == "filter" and e.criterion == "l2"
                for e in plan.layers.values())
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))

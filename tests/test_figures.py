@@ -337,3 +337,18 @@ def test_every_figure_has_titles_and_the_shared_look(name: str) -> None:
     assert 300 <= fig.layout.height <= 400
     assert fig.layout.template.layout.plot_bgcolor == "white"  # plotly_white
     fig.to_json()  # serialisable, as the app will send it
+
+
+def test_best_form_scatter_colours_points_by_their_form() -> None:
+    from pruneviz.figures import best_form_scatter
+
+    fig = best_form_scatter(["a", "b", "c"], [1.0, 2.0, 0.5], [0.9, 0.95, 0.8],
+                            ["masked", "slimmed", "slimmed"], metric_name="accuracy")
+    by_name = {trace.name: trace for trace in fig.data}
+    assert set(by_name) == {"fastest form: masked", "fastest form: slimmed"}
+    assert list(by_name["fastest form: slimmed"].x) == [2.0, 0.5]
+    assert fig.layout.title.text
+    assert fig.layout.xaxis.title.text
+    assert fig.layout.yaxis.title.text
+    with pytest.raises(ValueError, match="same length"):
+        best_form_scatter(["a"], [1.0, 2.0], [0.9], ["masked"], metric_name="accuracy")

@@ -13,9 +13,10 @@ from typing import Any
 import streamlit as st
 
 from pruneviz.experiments import ExperimentLog, describe_plan
+from pruneviz.forms import FormReport, all_forms, best_form
 from pruneviz.models.samples import DEFAULT_SAMPLE, Sample, load_sample
 from pruneviz.plan import Plan
-from pruneviz.report import Report
+from pruneviz.report import Report, latency_batch
 from pruneviz.workbench import Workbench, build_workbench, measure_plans
 
 # Session-state keys, in one place. Widget keys of the Prune page are built by the
@@ -56,6 +57,7 @@ def workbench() -> Workbench:
         log.record(bench.baseline, bench.session.stamp(Plan()), "baseline (unpruned)")
         st.session_state[LOG_KEY] = log
         clear_prune_widgets()
+        st.session_state[BEST_FORMS_KEY] = {}
     return bench
 
 
@@ -122,3 +124,29 @@ def report_sparsity(plan: Plan) -> str:
     """The common sparsity of a uniform plan, as a percentage label."""
     amounts = {e.sparsity for e in plan.layers.values()}
     return f"{next(iter(amounts)):.0%}" if len(amounts) == 1 and None not in amounts else "mixed"
+
+
+BEST_FORMS_KEY = "pv_best_forms"
+
+
+def best_forms() -> dict[int, FormReport]:
+    """Best deployable form measured for each experiment id (empty until measured)."""
+    found = st.session_state.setdefault(BEST_FORMS_KEY, {})
+    assert isinstance(found, dict)
+    return found
+
+
+def measure_best_forms(runs: int = 10) -> None:
+    """Measure the deployable forms of every recorded configuration; keep the fastest."""
+    bench = workbench()
+    found = best_forms()
+    current = bench.session.plan
+    batch = latency_batch(bench.eval_data, bench.meter.latency_batch_size)
+    try:
+        for experiment in experiment_log():
+            if experiment.id in found:
+                continue
+            bench.session.apply(experiment_log().plan(experiment.id))
+            found[experiment.id] = best_form(all_forms(bench.session, batch, runs=runs))
+    finally:
+        bench.session.apply(current)
