@@ -10,7 +10,7 @@ from pruneviz.report import latency_batch
 from pruneviz.storage import dense_bytes
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
-from pruneviz.ui.widgets import user_errors
+from pruneviz.ui.widgets import relative_delta, user_errors
 
 run_through_app()
 st.title("Deploy")
@@ -44,6 +44,9 @@ if key not in cache:
 masked, slimmed, sparse, card = cache[key]
 
 forms = [masked, slimmed, sparse]
+if session.plan.is_empty:
+    st.info("Nothing is pruned yet: set a plan on the Prune page (filter or channel pruning "
+            "for slimming, unstructured for sparse deployment), then come back.")
 best = best_form(forms)
 cols = st.columns(3)
 for col, form in zip(cols, forms, strict=True):
@@ -53,20 +56,19 @@ for col, form in zip(cols, forms, strict=True):
             st.warning(form.note)
             continue
         st.metric("parameters stored", f"{form.params:,}")
-        st.metric("weight MACs / sample", f"{form.macs:,}",
-                  f"{form.macs / masked.macs - 1:+.1%}" if form is not masked else None,
-                  delta_color="inverse")
-        st.metric("file", f"{form.size_bytes / 1024:,.1f} KiB",
-                  f"{form.size_bytes / masked.size_bytes - 1:+.1%}" if form is not masked
-                  else None, delta_color="inverse")
-        if form.latency_ms is not None:
-            st.metric("latency (batch 64)", f"{form.latency_ms:.2f} ms",
-                      f"{form.latency_ms / (masked.latency_ms or 1) - 1:+.1%}"
-                      if form is not masked else None, delta_color="inverse")
+        for label, now, then, text in (
+            ("weight MACs / sample", form.macs, masked.macs, f"{form.macs:,}"),
+            ("file", form.size_bytes, masked.size_bytes, f"{form.size_bytes / 1024:,.1f} KiB"),
+            ("latency (batch 64)", form.latency_ms or 0.0, masked.latency_ms or 0.0,
+             f"{form.latency_ms or 0.0:.2f} ms"),
+        ):
+            delta, colour = relative_delta(now, then) if form is not masked else (None, "off")
+            st.metric(label, text, delta, delta_color=colour)
         st.caption(f"largest output difference from masked: {form.max_abs_diff:.2e}"
                    + (f" — {form.note}" if form.note else ""))
 
-if masked.macs and slimmed.macs and slimmed.latency_ms and masked.latency_ms:
+if slimmed.macs and slimmed.latency_ms and masked.latency_ms and \
+        masked.macs > 1.001 * slimmed.macs:
     macs_ratio = masked.macs / slimmed.macs
     speedup = masked.latency_ms / slimmed.latency_ms
     st.info(

@@ -48,7 +48,7 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
-def _relative(now: float, then: float) -> tuple[str | None, Literal["inverse", "off"]]:
+def relative_delta(now: float, then: float) -> tuple[str | None, Literal["inverse", "off"]]:
     """A percentage change for st.metric; grey when there is no change."""
     if not then:
         return None, "off"
@@ -76,12 +76,12 @@ def metrics_row(report: Report, baseline: Report) -> None:
             ev.metric_name, f"{ev.metric:.5f}", f"{ev.metric - base.metric:+.5f}",
             delta_color="inverse", help=f"On {ev.samples} held-out samples; lower is better.",
         )
-    delta, color = _relative(report.params_nonzero, baseline.params_nonzero)
+    delta, color = relative_delta(report.params_nonzero, baseline.params_nonzero)
     cols[1].metric(
         "non-zero params", _count(report.params_nonzero), delta, delta_color=color,
         help=f"of {report.params_total:,} parameters ({report.sparsity:.1%} zero)",
     )
-    delta, color = _relative(report.macs_effective, baseline.macs_effective)
+    delta, color = relative_delta(report.macs_effective, baseline.macs_effective)
     cols[2].metric(
         "effective MACs", _count(report.macs_effective), delta, delta_color=color,
         help="Weight multiply-accumulates per sample if zero weights were skipped. "
@@ -95,12 +95,12 @@ def metrics_row(report: Report, baseline: Report) -> None:
         (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
          "gzip of the dense file"),
     ):
-        delta, color = _relative(now, then)
+        delta, color = relative_delta(now, then)
         col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
     base_lat = report.latency_reference or baseline.latency
     if report.latency is not None and base_lat is not None:
         lat = report.latency
-        delta, color = _relative(lat.median_ms, base_lat.median_ms)
+        delta, color = relative_delta(lat.median_ms, base_lat.median_ms)
         cols[3].metric(
             "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
             help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
