@@ -1,0 +1,388 @@
+"""slim(): removing the pruned channel units leaves a smaller model computing what the masked
+model computes, built the way Torch-Pruning builds it.
+
+Every check compares two things computed independently: the slimmed model's outputs with
+the masked model's; its shapes and kept weights with what the session's masks and group
+decisions say; its whole state with Torch-Pruning's own result for the same channels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from functools import cache
+
+import pytest
+import torch
+import torch_pruning as tp
+from fixtures.models import ZOO, ZooEntry, assert_bit_identical, snapshot
+from fixtures.unseen import UNSEEN
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from pruneviz.errors import ModelError
+from pruneviz.models.samples import load_sample, sample_names
+from pruneviz.plan import Granularity, LayerPlan, Plan
+from pruneviz.session import PruningSession
+from pruneviz.slim import SlimResult, max_abs_diff, slim
+from pruneviz.workbench import open_workbench
+
+TOLERANCE = 1e-5  # max |slimmed - masked| / max |masked|
+FILTER, CHANNEL = Granularity.FILTER, Granularity.CHANNEL
+# Zoo models whose coupled groups slim() removes. The others: see
+# test_every_zoo_model_with_groups_is_covered.
+SLIMMABLE_ZOO = ("mlp", "conv_bn", "residual", "conv1d")
+FIXTURES: dict[str, ZooEntry] = {**UNSEEN, **{n: ZOO[n] for n in SLIMMABLE_ZOO}}
+
+
+def fixture_session(name: str) -> PruningSession:
+    entry = {**UNSEEN, **ZOO}[name]
+    return PruningSession(entry.build(), entry.example(4), calibration=entry.data(),
+                          name=name)
+
+
+def fixture_batch(name: str, batch: int = 16) -> Tensor:
+    return {**UNSEEN, **ZOO}[name].example(batch, seed=7)
+
+
+def relative_diff(masked: nn.Module, slimmed: nn.Module, x: Tensor) -> float:
+    """max |slimmed - masked| over max |masked| on `x` (shapes must agree)."""
+    with torch.inference_mode():
+        scale = float(masked(x).abs().max())
+    assert scale > 0
+    return max_abs_diff(masked, slimmed, x) / scale
+
+
+def grouped_plan(session: PruningSession, sparsity: float, granularity: Granularity,
+                 criterion: str = "l1") -> Plan:
+    """The same entry on every layer whose channels at `granularity` belong to a group.
+
+    (A uniform channel plan would also hold first layers, whose inputs are the model's
+    own and belong to no group: slim() rightly refuses those, see test_slim_refuses_...)
+    """
+    entry = LayerPlan(granularity, criterion, sparsity=sparsity)
+    return session.stamp(Plan({
+        n: entry for n in session.layer_names
+        if session.group_of(n, granularity) is not None
+        and not (granularity is FILTER and n in session.output_layers)
+    }))
+
+
+def removed_channels(session: PruningSession) -> dict[tuple[str, str], set[int]]:
+    """(module, "out"/"in"/"norm") -> the module's own channel indices the decisions remove."""
+    removed: dict[tuple[str, str], set[int]] = {}
+    for gid, units in session.pruned_units().items():
+        for m in session.groups[gid].members:
+            idxs = {i for i, r in zip(m.idxs, m.root, strict=True) if r in set(units)}
+            if idxs:
+                removed.setdefault((m.module, m.kind), set()).update(idxs)
+    return removed
+
+
+def expected_params(session: PruningSession) -> int:
+    """The slimmed model's parameter count, computed from the group decisions alone."""
+    removed = removed_channels(session)
+
+    def cut(name: str, kind: str) -> int:
+        return len(removed.get((name, kind), ()))
+
+    total = 0
+    for name, module in session.model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if isinstance(module, nn.Linear):
+            out, inp = module.out_features - cut(name, "out"), module.in_features - cut(name, "in")
+            total += out * inp + (out if module.bias is not None else 0)
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            kernel = module.weight[0, 0].numel()
+            groups = module.groups
+            out, inp = module.out_channels - cut(name, "out"), module.in_channels - cut(name, "in")
+            if groups > 1 and groups == module.in_channels:  # depthwise: channel = filter
+                out = inp = groups = module.out_channels - cut(name, "out")
+            total += out * (inp // groups) * kernel + (out if module.bias is not None else 0)
+        else:  # norms lose the entries of their removed channels, other modules nothing
+            total += sum(p.numel() - cut(name, "norm") for p in own)
+    return total
+
+
+def assert_structure(session: PruningSession, result: SlimResult) -> None:
+    """Shapes, kept weights and counts of the slimmed model are what the session decided."""
+    slimmed = dict(result.model.named_modules())
+    removed = removed_channels(session)
+    masked = session.model
+    for layer in session.layers:
+        module = slimmed[layer.module_name]
+        if not isinstance(module, nn.Linear | nn.modules.conv._ConvNd):
+            continue
+        original = masked.get_submodule(layer.module_name)
+        weight = original.weight.detach()
+        mask = session.mask(layer.name)
+        # Kept structures: those with a weight the mask keeps (a pruned unit's are all off).
+        keep_out = mask.movedim(layer.out_dim, 0).flatten(1).any(1).nonzero().view(-1)
+        expected = weight.index_select(layer.out_dim, keep_out)
+        if layer.groups == 1:
+            keep_in = mask.movedim(layer.in_dim, 0).flatten(1).any(1).nonzero().view(-1)
+            expected = expected.index_select(layer.in_dim, keep_in)
+        assert module.weight.shape == expected.shape, layer.name
+        assert torch.equal(module.weight.detach(), expected), layer.name
+        if original.bias is not None:
+            assert torch.equal(module.bias.detach(), original.bias.detach()[keep_out]), layer.name
+        out_cut = len(removed.get((layer.module_name, "out"), ()))
+        assert result.removed.get(layer.name, 0) == out_cut, layer.name
+        assert module.weight.shape[layer.out_dim] == weight.shape[layer.out_dim] - out_cut
+    for name, module in slimmed.items():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            kept = module.num_features
+            assert module.weight.shape == module.running_mean.shape == (kept,), name
+    params = sum(p.numel() for p in result.model.parameters())
+    assert result.params == params == expected_params(session)
+    if session.pruned_units():
+        assert params < sum(p.numel() for p in masked.parameters())
+
+
+def assert_slims_exactly(session: PruningSession, x: Tensor) -> SlimResult:
+    result = slim(session)
+    assert relative_diff(session.model, result.model, x) <= TOLERANCE
+    assert_structure(session, result)
+    return result
+
+
+# -- the shipped samples ------------------------------------------------------------------
+@pytest.mark.parametrize("sparsity", [0.3, 0.6])
+@pytest.mark.parametrize("name", sample_names())
+def test_uniform_filter_plan_on_every_sample_slims_to_the_same_function(
+    name: str, sparsity: float
+) -> None:
+    bench = open_workbench(f"sample:{name}")
+    session = bench.session
+    plan, skipped = session.uniform_plan(sparsity, "filter", "l1")
+    assert set(skipped) == session.output_layers  # the classifier / the last decoder conv
+    session.apply(plan)
+    uncoupled = session.uncoupled_structured()
+    if uncoupled:
+        # The LSTM's weight matrices can have their rows (filters) masked one matrix at a
+        # time, so the uniform plan keeps them; but Torch-Pruning cannot trace the
+        # channels through the LSTM's gates, so they belong to no group and cannot be
+        # removed: slim() refuses, naming the layer, instead of returning a broken model.
+        assert name == "digits_lstm"
+        assert not session.groups
+        assert all(n.startswith("lstm.weight_") for n in uncoupled)
+        with pytest.raises(ModelError, match=uncoupled[0]):
+            slim(session)
+        return
+    assert session.pruned_units()
+    assert_slims_exactly(session, bench.eval_data.x[:64])
+
+
+# -- unseen fixtures and the zoo ----------------------------------------------------------
+@pytest.mark.parametrize("sparsity", [0.3, 0.6])
+@pytest.mark.parametrize("granularity", [FILTER, CHANNEL])
+@pytest.mark.parametrize("name", list(FIXTURES))
+def test_grouped_plan_on_fixture_models_slims_to_the_same_function(
+    name: str, granularity: Granularity, sparsity: float
+) -> None:
+    session = fixture_session(name)
+    plan = grouped_plan(session, sparsity, granularity)
+    assert plan.layers
+    session.apply(plan)
+    assert session.pruned_units()
+    result = assert_slims_exactly(session, fixture_batch(name))
+    with torch.inference_mode():
+        assert result.model(fixture_batch(name, 3)).shape[0] == 3
+
+
+def test_every_zoo_model_with_groups_is_covered() -> None:
+    with_groups = {n for n in ZOO if fixture_session(n).groups}
+    # grouped and decoder have their own tests below; lstm, gru, attention have no groups.
+    assert with_groups == {*SLIMMABLE_ZOO, "grouped", "decoder"}
+
+
+def test_concatenated_branches_lose_their_own_halves_of_the_reader() -> None:
+    # fuse reads cat([branch_a (16), depthwise (8)]) and cat_bn normalises both halves:
+    # cutting one group's indices must not shift the other's.
+    session = fixture_session("unseen")
+    session.apply(session.stamp(Plan({
+        "branch_a": LayerPlan(FILTER, "l1", sparsity=0.5),
+        "depthwise": LayerPlan(FILTER, "l2", sparsity=0.5),
+    })))
+    result = assert_slims_exactly(session, fixture_batch("unseen"))
+    model: nn.Module = result.model
+    assert (model.branch_a.out_channels, model.depthwise.out_channels) == (8, 4)
+    assert model.fuse.in_channels == model.cat_bn.num_features == 12
+    assert model.depthwise.groups == model.depthwise.in_channels == 4
+
+
+def test_linear_viewed_as_channels_is_cut_in_whole_channels() -> None:
+    session = fixture_session("linear_to_conv")
+    group = session.group_of("fc")
+    assert group is not None
+    assert group.size == 16  # 64 features = 16 channels of 2x2
+    session.apply(session.stamp(Plan({"fc": LayerPlan(FILTER, "l2", sparsity=0.3)})))
+    result = assert_slims_exactly(session, fixture_batch("linear_to_conv"))
+    assert result.removed["fc"] == 4 * round(0.3 * 16)
+    assert result.model.conv.in_channels == 16 - round(0.3 * 16)
+
+
+def test_grouped_conv_is_slimmed_when_even_and_refused_when_not() -> None:
+    session = fixture_session("grouped")
+    session.apply(grouped_plan(session, 0.3, FILTER))  # 2 of 8: one from each conv group
+    result = assert_slims_exactly(session, fixture_batch("grouped"))
+    assert result.model.grouped.out_channels == 6
+    session.apply(grouped_plan(session, 0.6, FILTER))  # 5 of 8 cannot be even over 2 groups
+    with pytest.raises(ModelError, match="'grouped', a convolution with 2 groups"):
+        slim(session)
+
+
+def test_hard_coded_view_is_refused() -> None:
+    # Decoder.forward does x.view(-1, 8, 2, 2): with fewer channels it would mix samples.
+    session = fixture_session("decoder")
+    session.apply(grouped_plan(session, 0.5, FILTER))
+    assert session.pruned_units()
+    with pytest.raises(ModelError, match=r"view\(-1, 8, 2, 2\)"):
+        slim(session)
+
+
+# -- random structured plans --------------------------------------------------------------
+@cache
+def unseen_candidates() -> list[tuple[str, Granularity]]:
+    """(layer, granularity) pairs of the unseen model that a group decides."""
+    session = fixture_session("unseen")
+    return [(n, g) for n in session.layer_names for g in (FILTER, CHANNEL)
+            if session.group_of(n, g) is not None
+            and not (g is FILTER and n in session.output_layers)]
+
+
+@st.composite
+def structured_plans(draw: st.DrawFn) -> dict[str, LayerPlan]:
+    """A random subset of the unseen model's layers, each filter or channel, any
+    criterion and sparsity; one entry per coupled group (two entries for one group
+    must agree, which random entries would not)."""
+    picked = draw(st.lists(st.sampled_from(unseen_candidates()), unique=True, max_size=8))
+    entries = {}
+    for name, granularity in picked:
+        criterion = draw(st.sampled_from(["l1", "l2", "fpgm", "random"]))
+        sparsity = draw(st.floats(0.0, 1.0))
+        entries[(name, granularity)] = LayerPlan(granularity, criterion, sparsity=sparsity)
+    return {name: entry for (name, _), entry in entries.items()}
+
+
+def _one_entry_per_group(session: PruningSession, entries: dict[str, LayerPlan]) -> Plan:
+    seen: set[int] = set()
+    kept = {}
+    for name, entry in entries.items():
+        group = session.group_of(name, entry.granularity)
+        assert group is not None
+        if group.id not in seen:
+            seen.add(group.id)
+            kept[name] = entry
+    return session.stamp(Plan(kept))
+
+
+@settings(max_examples=25, deadline=None)
+@given(entries=structured_plans())
+def test_any_structured_plan_on_the_unseen_model_slims_to_the_same_function(
+    entries: dict[str, LayerPlan],
+) -> None:
+    session = fixture_session("unseen")
+    session.apply(_one_entry_per_group(session, entries))
+    result = assert_slims_exactly(session, fixture_batch("unseen"))
+    with torch.inference_mode():
+        assert result.model(fixture_batch("unseen", 3)).shape == (3, 10)
+
+
+# -- never empty --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(UNSEEN))
+def test_full_filter_plan_keeps_one_unit_per_group(name: str) -> None:
+    session = fixture_session(name)
+    plan, _ = session.uniform_plan(1.0, "filter", "l1")
+    session.apply(plan)
+    pruned = session.pruned_units()
+    assert set(pruned) == {g.id for g in session.groups}
+    for group in session.groups:
+        assert len(pruned[group.id]) == group.size - 1
+        said = {n for n in session.notes
+                if n.startswith(f"{', '.join(group.layers)}: kept 1 of {group.size} channels")}
+        assert len(said) == 1, (group.layers, session.notes)
+    assert len(set(session.notes)) == len(session.groups)
+    result = assert_slims_exactly(session, fixture_batch(name))
+    for group in session.groups:
+        for m in group.members:
+            if m.kind == "out" and m.layer:  # one unit left: its channels (1, or 4 for fc)
+                module = result.model.get_submodule(m.module)
+                kept = module.weight.shape[session.layer_by_name[m.layer].out_dim]
+                assert kept == len(m.idxs) // group.size
+    with torch.inference_mode():
+        assert torch.isfinite(result.model(fixture_batch(name, 3))).all()
+
+
+# -- against Torch-Pruning ----------------------------------------------------------------
+def torch_pruning_slim(pristine: nn.Module, session: PruningSession) -> nn.Module:
+    """Torch-Pruning's own result for the channels the session pruned: for each group,
+    DependencyGraph.get_pruning_group on its root conv with our indices, then prune()."""
+    model = copy.deepcopy(pristine).eval()
+    example = session.example_input
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1])
+    for gid, units in session.pruned_units().items():
+        group = session.groups[gid]
+        root = session.layer_by_name[group.root].module_name
+        member = next(m for m in group.members if m.module == root and m.kind == "out")
+        idxs = sorted({i for i, r in zip(member.idxs, member.root, strict=True)
+                       if r in set(units)})
+        tp_group = graph.get_pruning_group(model.get_submodule(root),
+                                           tp.prune_conv_out_channels, idxs=idxs)
+        tp_group.prune()
+    return model
+
+
+def _state_shapes(model: nn.Module) -> Iterator[tuple[str, tuple[int, ...]]]:
+    for name, tensor in model.state_dict().items():
+        yield name, tuple(tensor.shape)
+
+
+def test_digits_resnet_matches_torch_pruning_for_the_same_channels() -> None:
+    bench = open_workbench("sample:digits_resnet")
+    session = bench.session
+    plan, _ = session.uniform_plan(0.5, "filter", "l2")
+    session.apply(plan)
+    ours = slim(session).model
+    theirs = torch_pruning_slim(load_sample("digits_resnet").model, session)
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in theirs.parameters())
+    assert dict(_state_shapes(ours)) == dict(_state_shapes(theirs))
+    for (name, a), (_, b) in zip(dict(ours.named_modules()).items(),
+                                 dict(theirs.named_modules()).items(), strict=True):
+        if isinstance(a, nn.modules.conv._ConvNd):
+            assert (a.in_channels, a.out_channels, a.groups) == (
+                b.in_channels, b.out_channels, b.groups), name
+    # Same channels removed from the pristine model: the same weights, bit for bit.
+    assert_bit_identical(snapshot(ours), snapshot(theirs))
+
+
+# -- refusals and side effects -------------------------------------------------------------
+def test_slim_refuses_a_structured_decision_outside_any_group() -> None:
+    session = open_workbench("sample:digits_lstm").session
+    session.apply(session.stamp(Plan({
+        "lstm.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
+    with pytest.raises(ModelError, match=r"'lstm\.weight_ih_l0' \(LSTM\)"):
+        slim(session)
+
+
+def test_empty_plan_removes_nothing() -> None:
+    session = fixture_session("unseen")
+    session.apply(grouped_plan(session, 0.0, FILTER))
+    result = assert_slims_exactly(session, fixture_batch("unseen"))
+    assert result.removed == {}
+    assert result.params == sum(p.numel() for p in session.model.parameters())
+
+
+@pytest.mark.parametrize("ref", ["sample:digits_resnet", "unseen"])
+def test_session_model_is_unchanged_by_slim(ref: str) -> None:
+    session = open_workbench(ref).session if ref.startswith("sample:") else fixture_session(ref)
+    plan, _ = session.uniform_plan(0.5, "filter", "l1")
+    session.apply(plan)
+    before = snapshot(session.model)
+    training = session.model.training
+    result = slim(session)
+    assert result.model is not session.model
+    assert_bit_identical(before, snapshot(session.model))
+    assert session.model.training == training
