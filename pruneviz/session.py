@@ -547,6 +547,8 @@ class PruningSession:
                 set_module(self.model, name, nn.Identity())
 
     def _check_blocks(self, blocks: Sequence[str]) -> None:
+        if not blocks:
+            return
         known = {b.name for b in self.blocks()}
         unknown = [b for b in blocks if b not in known]
         if unknown:
@@ -577,6 +579,8 @@ class PruningSession:
         """Replace `wanted` blocks by the identity and put the others back; returns the
         prunable layers inside blocks that changed."""
         changed = set(self._removed) ^ wanted
+        if not changed:
+            return []
         for name in sorted(set(self._removed) - wanted):
             set_module(self.model, name, self._removed.pop(name))
         for name in sorted(wanted - set(self._removed)):
