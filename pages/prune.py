@@ -10,7 +10,6 @@ from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed, widget_key
 from pruneviz.ui.widgets import HONESTY_NOTE, metrics_row, user_errors
 
-MANY_LAYERS = 16
 SCOPES = ["Per layer", "Global ranking"]
 MODES = ["sparsity %", "|score| threshold"]
 GRANULARITIES = [g.value for g in Granularity]
@@ -101,7 +100,7 @@ with controls:
                       on_change=set_all_layers,
                       help="Moves every layer's slider to this value (uniform pruning).")
         layers_plan: dict[str, LayerPlan] = {}
-        many = len(session.layers) > MANY_LAYERS
+        many = len(session.layers) > state.MANY_LAYERS
         if many:
             st.caption(f"{len(session.layers)} layers: pick one to edit; the table lists all.")
             shown = [st.selectbox("Layer to edit", session.layer_names,

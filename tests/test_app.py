@@ -218,3 +218,21 @@ def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
     found = at.session_state["pv_best_forms"]
     assert set(found) == {0, 1}
     assert all(f.max_abs_diff <= 1e-4 for f in found.values())
+
+
+def test_many_layer_models_edit_one_layer_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pruneviz.ui.state as ui_state
+
+    monkeypatch.setattr(ui_state, "MANY_LAYERS", 2)  # digits_cnn's 3 layers count as many
+    at = start("digits_cnn", "pages/prune.py")
+    assert not at.exception
+    at.selectbox(key=widget_key("edit_layer")).set_value("conv2").run()
+    assert [s.key for s in at.slider if s.key and "::" in s.key] == [widget_key("sp", "conv2")]
+    at.slider(key=widget_key("sp", "conv2")).set_value(60).run()
+    at.selectbox(key=widget_key("edit_layer")).set_value("fc").run()
+    assert not at.exception
+    # conv2 keeps its 60% while another layer is being edited
+    assert shown_sparsity(at, "conv2") == "60.0%"
+    at.slider(key=widget_key("sp", "fc")).set_value(30).run()
+    assert shown_sparsity(at, "conv2") == "60.0%"
+    assert shown_sparsity(at, "fc") == "30.0%"

@@ -26,6 +26,8 @@ MODEL_WIDGET_KEY = "pv_model_picker"
 WORKBENCH_KEY = "pv_workbench"
 LOG_KEY = "pv_experiments"
 SELECTED_LAYER_KEY = "pv_selected_layer"
+# Above this many prunable layers the Prune page shows one layer's controls at a time.
+MANY_LAYERS = 16
 LATENCY_RUNS = 10  # pairs (masked, reference) timed per slider move
 
 
