@@ -39,7 +39,9 @@ class Member:
     idxs: tuple[int, ...]
     root: tuple[int, ...]
     layer: str | None  # the prunable layer's name, for weight layers
-    handler: Callable[[nn.Module, list[int]], Any]  # Torch-Pruning's pruning function
+    # Torch-Pruning's pruning function; None for a member that is only masked (the gate
+    # rows of an LSTM, whose removal the LSTM's own "rnn" member does in one call).
+    handler: Callable[[nn.Module, list[int]], Any] | None
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def find_groups(
                         if layer.param_name == "weight"}
         ignored = [module for name, module in model.named_modules() if name in outputs]
         raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
-                                               root_module_types=list(_WEIGHTED)))
+                                               root_module_types=[*_WEIGHTED, nn.LSTM]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
         return [], f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
     finally:
@@ -166,6 +168,16 @@ def _members(
         name = names[target]
         handler = item.dep.handler
         pruning_out = getattr(handler, "__name__", "") == "prune_out_channels"
+        root = tuple(int(r) for r in (item.root_idxs or item.idxs))
+        if isinstance(target, nn.LSTM):
+            # Our own functions remove the units: Torch-Pruning 1.6's LSTM pruner cuts
+            # weight_hh and weight_ih along the wrong dimensions.
+            lstm, why = _lstm_members(name, target, pruning_out, item.idxs, root)
+            members += lstm
+            unsupported = unsupported or why
+            if root_name is None and pruning_out and not why:
+                root_name = f"{name}.weight_ih_l0"
+            continue
         if isinstance(target, _WEIGHTED):
             kind = "out" if pruning_out else "in"
             if isinstance(target, nn.Conv1d | nn.Conv2d | nn.Conv3d) and \
@@ -179,13 +191,75 @@ def _members(
             kind = "other"
         else:
             continue
-        root = tuple(int(r) for r in (item.root_idxs or item.idxs))
         members.append(Member(name, kind, tuple(int(i) for i in item.idxs), root,
                               weight_layer.get(name) if kind in ("out", "in") else None,
                               handler))
         if root_name is None and kind == "out" and name in weight_layer:
             root_name = weight_layer[name]
     return members, unsupported, root_name
+
+
+def _lstm_members(
+    name: str, lstm: nn.LSTM, pruning_out: bool, idxs: Any, root: tuple[int, ...],
+) -> tuple[list[Member], str | None]:
+    """An LSTM's hidden units (out) or input features (in) as members.
+
+    Hidden unit h is row h of each of the four gate blocks of weight_ih / weight_hh (and
+    the biases), and column h of weight_hh. With those zeroed, the unit's input, forget
+    and output gates sit at 0.5 and its candidate at 0, so its cell and output stay
+    exactly 0: masking it computes what removing it does.
+    """
+    if lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size:
+        return [], (f"{name} is a {lstm.num_layers}-layer"
+                    f"{' bidirectional' if lstm.bidirectional else ''} LSTM; pruneviz couples "
+                    "the hidden units of single-layer, one-direction LSTMs only")
+    units = [int(i) for i in idxs]
+    if not pruning_out:
+        return [Member(name, "in", tuple(units), root, f"{name}.weight_ih_l0", None),
+                Member(name, "rnn_in", tuple(units), root, None, _prune_lstm_inputs)], None
+    size = lstm.hidden_size
+    rows = tuple(g * size + u for g in range(4) for u in units)
+    row_roots = tuple(r for _ in range(4) for r in root)
+    return [
+        Member(name, "out", rows, row_roots, f"{name}.weight_ih_l0", None),
+        Member(name, "out", rows, row_roots, f"{name}.weight_hh_l0", None),
+        Member(name, "in", tuple(units), root, f"{name}.weight_hh_l0", None),
+        Member(name, "rnn", tuple(units), root, None, _prune_lstm_hidden),
+    ], None
+
+
+def _keep(size: int, idxs: list[int]) -> Tensor:
+    return torch.tensor(sorted(set(range(size)) - set(idxs)), dtype=torch.long)
+
+
+def _set(lstm: nn.Module, name: str, value: Tensor) -> None:
+    setattr(lstm, name, nn.Parameter(value.contiguous(), requires_grad=False))
+
+
+def _prune_lstm_hidden(lstm: nn.Module, idxs: list[int]) -> None:
+    """Remove hidden units of a single-layer LSTM: their rows in all four gate blocks of
+    weight_ih/weight_hh and the biases, and their columns of weight_hh."""
+    assert isinstance(lstm, nn.LSTM)
+    keep = _keep(lstm.hidden_size, idxs)
+    rows = torch.cat([keep + g * lstm.hidden_size for g in range(4)])
+    p = {n: getattr(lstm, n) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                       "bias_hh_l0") if hasattr(lstm, n)}
+    with torch.no_grad():
+        _set(lstm, "weight_ih_l0", p["weight_ih_l0"][rows])
+        _set(lstm, "weight_hh_l0", p["weight_hh_l0"][rows][:, keep])
+        if lstm.bias:
+            _set(lstm, "bias_ih_l0", p["bias_ih_l0"][rows])
+            _set(lstm, "bias_hh_l0", p["bias_hh_l0"][rows])
+    lstm.hidden_size = len(keep)
+
+
+def _prune_lstm_inputs(lstm: nn.Module, idxs: list[int]) -> None:
+    """Remove input features of a single-layer LSTM (columns of weight_ih)."""
+    assert isinstance(lstm, nn.LSTM)
+    keep = _keep(lstm.input_size, idxs)
+    with torch.no_grad():
+        _set(lstm, "weight_ih_l0", getattr(lstm, "weight_ih_l0")[:, keep])  # noqa: B009
+    lstm.input_size = len(keep)
 
 
 def _lossy(members: list[Member]) -> bool:
@@ -234,9 +308,9 @@ def _units(members: list[Member]) -> tuple[list[Member], int]:
 def _merge(members: list[Member]) -> list[Member]:
     """One member per (module, kind), with every distinct (index, root) pair: Torch-Pruning
     may list a module twice (depthwise), and one channel may go with several roots."""
-    merged: dict[tuple[str, str], tuple[Member, dict[tuple[int, int], None]]] = {}
+    merged: dict[tuple[str, str, str | None], tuple[Member, dict[tuple[int, int], None]]] = {}
     for m in members:
-        pairs = merged.setdefault((m.module, m.kind), (m, {}))[1]
+        pairs = merged.setdefault((m.module, m.kind, m.layer), (m, {}))[1]
         pairs.update(dict.fromkeys(zip(m.idxs, m.root, strict=True)))
     return [
         Member(first.module, first.kind, tuple(i for i, _ in pairs), tuple(r for _, r in pairs),

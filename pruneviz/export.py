@@ -45,6 +45,9 @@ def _shape_of(module: nn.Module) -> dict[str, Any] | None:
                 "num_groups": module.num_groups}
     if isinstance(module, nn.LayerNorm):
         return {"type": "LayerNorm", "normalized_shape": list(module.normalized_shape)}
+    if isinstance(module, nn.LSTM):
+        return {"type": "LSTM", "input_size": module.input_size,
+                "hidden_size": module.hidden_size}
     return None
 
 
@@ -96,6 +99,10 @@ def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
     if isinstance(old, nn.LayerNorm):
         return nn.LayerNorm(list(shape["normalized_shape"]), eps=old.eps,
                             elementwise_affine=old.elementwise_affine)
+    if isinstance(old, nn.LSTM):
+        return nn.LSTM(int(shape["input_size"]), int(shape["hidden_size"]),
+                       num_layers=old.num_layers, bias=old.bias, batch_first=old.batch_first,
+                       dropout=old.dropout, bidirectional=old.bidirectional)
     raise ModelError(f"cannot resize a {type(old).__name__}")
 
 

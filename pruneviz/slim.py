@@ -117,15 +117,18 @@ def slim(session: PruningSession) -> SlimResult:
         for member in session.groups[gid].members:
             idxs = {i for i, r in zip(member.idxs, member.root, strict=True)
                     if r in pruned_units}
-            # A member inside a block replaced by the identity is gone already.
-            if idxs and not any(member.module == b or member.module.startswith(b + ".")
-                                for b in gone):
+            # A member inside a block replaced by the identity is gone already; a member
+            # without a handler is only masked (its module's own member removes it).
+            inside_gone = any(member.module == b or member.module.startswith(b + ".")
+                              for b in gone)
+            if idxs and member.handler is not None and not inside_gone:
                 cuts.setdefault((member.module, member.kind), (member, set()))[1].update(idxs)
     removed: dict[str, int] = {}
     for (module_name, kind), (_, idxs) in cuts.items():
         _check_grouped(module_name, modules[module_name], kind, idxs)
     for (module_name, _), (member, idxs) in cuts.items():
         try:
+            assert member.handler is not None
             member.handler(modules[module_name], sorted(idxs))
         except Exception as exc:
             raise ModelError(

@@ -162,7 +162,9 @@ def touching(name: str, decided: dict[int, Group]) -> list[Group]:
 
 def member_side(group: Group, name: str) -> Granularity:
     """How `group` cuts layer `name`: its filters or its input channels."""
-    (kind,) = {m.kind for m in group.members if m.layer == name and m.kind in SIDE}
+    # An LSTM's weight_hh is cut on both sides by its own hidden units: rows count.
+    kinds = {m.kind for m in group.members if m.layer == name and m.kind in SIDE}
+    kind = "out" if "out" in kinds else kinds.pop()
     return SIDE[kind]
 
 
@@ -772,7 +774,8 @@ def test_explicit_layer_entries_override_the_global_section(list_it: bool) -> No
 
 @pytest.mark.parametrize(("model", "layer", "granularity", "criterion"), [
     ("conv_bn", "conv2", "filter", "l1"), ("mlp", "fc1", "unstructured", "l2"),
-    ("grouped", "grouped", "channel", "fpgm"), ("lstm", "lstm.weight_ih_l0", "filter", "l2"),
+    ("grouped", "grouped", "channel", "fpgm"), ("lstm", "lstm.weight_ih_l0", "unstructured", "l2"),
+    ("gru", "gru.weight_ih_l0", "filter", "l2"),  # a GRU's rows are decided per matrix
 ])
 def test_threshold_prunes_the_scores_strictly_below(model: str, layer: str, granularity: str,
                                                     criterion: str) -> None:

@@ -32,7 +32,7 @@ TOLERANCE = 1e-5  # max |slimmed - masked| / max |masked|
 FILTER, CHANNEL = Granularity.FILTER, Granularity.CHANNEL
 # Zoo models whose coupled groups slim() removes. The others: see
 # test_every_zoo_model_with_groups_is_covered.
-SLIMMABLE_ZOO = ("mlp", "conv_bn", "residual", "conv1d")
+SLIMMABLE_ZOO = ("mlp", "conv_bn", "residual", "conv1d", "lstm")
 FIXTURES: dict[str, ZooEntry] = {**UNSEEN, **{n: ZOO[n] for n in SLIMMABLE_ZOO}}
 
 
@@ -100,6 +100,10 @@ def expected_params(session: PruningSession) -> int:
             if groups > 1 and groups == module.in_channels:  # depthwise: channel = filter
                 out = inp = groups = module.out_channels - cut(name, "out")
             total += out * (inp // groups) * kernel + (out if module.bias is not None else 0)
+        elif isinstance(module, nn.LSTM):  # hidden units: 4 gate rows each, and a column
+            hidden = module.hidden_size - cut(name, "rnn")
+            inputs = module.input_size - cut(name, "rnn_in")
+            total += 4 * hidden * (inputs + hidden) + (8 * hidden if module.bias else 0)
         else:  # norms lose the entries of their removed channels, other modules nothing
             total += sum(p.numel() - cut(name, "norm") for p in own)
     return total
@@ -158,18 +162,8 @@ def test_uniform_filter_plan_on_every_sample_slims_to_the_same_function(
     plan, skipped = session.uniform_plan(sparsity, "filter", "l1")
     assert set(skipped) == session.output_layers  # the classifier / the last decoder conv
     session.apply(plan)
-    uncoupled = session.uncoupled_structured()
-    if uncoupled:
-        # The LSTM's weight matrices can have their rows (filters) masked one matrix at a
-        # time, so the uniform plan keeps them; but Torch-Pruning cannot trace the
-        # channels through the LSTM's gates, so they belong to no group and cannot be
-        # removed: slim() refuses, naming the layer, instead of returning a broken model.
-        assert name == "digits_lstm"
-        assert not session.groups
-        assert all(n.startswith("lstm.weight_") for n in uncoupled)
-        with pytest.raises(ModelError, match=uncoupled[0]):
-            slim(session)
-        return
+    # Every sample's filters are coupled, the LSTM's hidden units included.
+    assert not session.uncoupled_structured()
     assert session.pruned_units()
     assert_slims_exactly(session, bench.eval_data.x[:64])
 
@@ -193,7 +187,7 @@ def test_grouped_plan_on_fixture_models_slims_to_the_same_function(
 
 def test_every_zoo_model_with_groups_is_covered() -> None:
     with_groups = {n for n in ZOO if fixture_session(n).groups}
-    # grouped and decoder have their own tests below; lstm, gru, attention have no groups.
+    # grouped and decoder have their own tests below; gru and attention have no groups.
     assert with_groups == {*SLIMMABLE_ZOO, "grouped", "decoder"}
 
 
@@ -360,11 +354,29 @@ def test_digits_resnet_matches_torch_pruning_for_the_same_channels() -> None:
 
 # -- refusals and side effects -------------------------------------------------------------
 def test_slim_refuses_a_structured_decision_outside_any_group() -> None:
-    session = open_workbench("sample:digits_lstm").session
+    # A GRU's rows can be masked one matrix at a time, but its gates are not coupled.
+    entry = ZOO["gru"]
+    session = PruningSession(entry.build(), torch.randn(2, *entry.input_shape))
+    assert session.group_of("gru.weight_ih_l0") is None
     session.apply(session.stamp(Plan({
-        "lstm.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
-    with pytest.raises(ModelError, match=r"'lstm\.weight_ih_l0' \(LSTM\)"):
+        "gru.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
+    with pytest.raises(ModelError, match=r"'gru\.weight_ih_l0' \(GRU\)"):
         slim(session)
+
+
+def test_lstm_hidden_units_slim_to_the_same_function() -> None:
+    bench = open_workbench("sample:digits_lstm")
+    session = bench.session
+    session.apply(session.stamp(Plan({
+        "lstm.weight_hh_l0": LayerPlan(FILTER, "l2", sparsity=0.5)})))
+    # weight_ih and weight_hh lose the same units' gate rows; weight_hh and fc the columns.
+    assert session.coupled_with("lstm.weight_hh_l0")[1:] == ["lstm.weight_ih_l0", "fc"]
+    result = assert_slims_exactly(session, bench.eval_data.x[:64])
+    lstm = result.model.lstm
+    assert lstm.hidden_size == 32
+    assert tuple(lstm.weight_ih_l0.shape) == (128, 8)
+    assert tuple(lstm.weight_hh_l0.shape) == (128, 32)
+    assert result.model.fc.in_features == 32
 
 
 def test_empty_plan_removes_nothing() -> None:
