@@ -71,8 +71,9 @@ estimate (Taylor), how often a unit is silent (APoZ), its BatchNorm scale, how r
 it is (FPGM, LSH duplicates) — or chance (random), the baseline every paper compares to.
 
 **The workflow here:** look at the layers (*Inspect*), prune them with sliders and watch
-the measured accuracy, size and latency (*Prune*), compare every configuration you tried
-(*Trade-offs*). Zeroed weights alone do not make a dense model smaller or faster — the
-app shows which numbers move and which do not.
+the measured accuracy, size and latency (*Prune*), turn the plan into what really ships —
+channels removed, or sparse kernels — and measure that (*Deploy*), then compare every
+configuration you tried (*Trade-offs*). Zeroed weights alone do not make a dense model
+smaller or faster — the app shows which numbers move and which do not.
 """
     )
