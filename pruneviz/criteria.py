@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from pruneviz.data import TensorData
 from pruneviz.errors import DataError, ModelError, PlanError
-from pruneviz.layers import _BN, _CONV, _CONV_T, PrunableLayer, structure_index
+from pruneviz.layers import _CONV, _CONV_T, PrunableLayer, structure_index
 from pruneviz.metrics import eval_mode
 from pruneviz.plan import Granularity
 
@@ -452,5 +452,4 @@ __all__ = [
     "CalibrationStats", "CriterionFn", "CriterionSpec", "ScoreInputs", "Structures",
     "collect_calibration_stats", "compute_scores", "criterion_names", "get_criterion",
     "iter_criteria", "lsh_scores", "register_criterion", "simhash_buckets", "structures_for",
-    "_BN",
 ]

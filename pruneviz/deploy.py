@@ -41,27 +41,18 @@ from torch import Tensor, nn
 
 from pruneviz.errors import ModelError
 from pruneviz.metrics import eval_mode
-from pruneviz.storage import dense_bytes
+from pruneviz.storage import dense_bytes, smallest_index_dtype
 
 CSR = "csr"
 DENSE = "dense"
 TOLERANCE = 1e-5  # largest allowed max|deployed - dense| / max|dense| on the example
 WARMUP = 3
 _FLOAT_TYPES = (torch.float32, torch.float64)
-_INDEX_TYPES = (torch.uint8, torch.int16, torch.int32, torch.int64)
 
 
 def _index_dtype(max_value: int) -> torch.dtype:
     """The int32 MKL wants, or int64 when a value does not fit."""
     return torch.int32 if max_value < 2**31 else torch.int64
-
-
-def _smallest_index_dtype(max_value: int) -> torch.dtype:
-    """The smallest integer type safetensors stores that holds 0..max_value."""
-    for dtype in _INDEX_TYPES:
-        if max_value <= torch.iinfo(dtype).max:
-            return dtype
-    raise ValueError(f"index {max_value} does not fit in int64")
 
 
 class _CSRMatmul(nn.Module):
@@ -474,8 +465,8 @@ def deployed_state(dep: SparseDeployment) -> dict[str, Tensor]:
             prefix = f"{name}." if name else ""
             crow = f"{prefix}crow_indices"
             col = f"{prefix}col_indices"
-            state[crow] = state[crow].to(_smallest_index_dtype(module.nnz))
-            state[col] = state[col].to(_smallest_index_dtype(max(module.shape[1] - 1, 0)))
+            state[crow] = state[crow].to(smallest_index_dtype(module.nnz))
+            state[col] = state[col].to(smallest_index_dtype(max(module.shape[1] - 1, 0)))
     return state
 
 

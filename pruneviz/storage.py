@@ -59,14 +59,16 @@ def _nonzero_bits(flat: Tensor) -> Tensor:
     return flat.view(_INT_VIEW[flat.element_size()]) != 0
 
 
+def smallest_index_dtype(max_value: int) -> torch.dtype:
+    """The smallest integer type safetensors stores that holds 0..max_value."""
+    for dtype in _INDEX_TYPES.values():
+        if max_value <= torch.iinfo(dtype).max:
+            return dtype
+    raise ValueError(f"index {max_value} does not fit in int64")
+
+
 def _index_type(max_value: int) -> str:
-    if max_value < 2**8:
-        return "uint8"
-    if max_value < 2**15:
-        return "int16"
-    if max_value < 2**31:
-        return "int32"
-    return "int64"
+    return str(smallest_index_dtype(max_value)).removeprefix("torch.")
 
 
 def _itemsize(index_type: str) -> int:
