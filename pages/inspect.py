@@ -55,11 +55,11 @@ else:
         group = session.group_of(name, g)
         table = (session.group_scores(group.id, criterion, g) if group is not None
                  else session.scores(name, g, criterion))
-    unit = g.value if g.structured else "weight"
+    unit = (group.unit if group is not None else g.value) if g.structured else "weight"
     if g.structured and group is not None:
         st.caption(f":material/link: {name}'s {g.value}s are coupled with "
                    f"{', '.join(n for n in group.layers if n != name)}: scores are the "
-                   "group's, and the preview removes the same channels in all of them.")
+                   f"group's, and the preview removes the same {group.unit}s in all of them.")
     log_y = st.checkbox("log-scale counts", key="pv_inspect_logy")
     left, right = st.columns(2)
     magnitude = not g.structured and g.n_m is None and criterion in ("l1", "l2")

@@ -227,10 +227,13 @@ with view:
                          if magnitude and result.structures_pruned else None),
         key="prune_hist")
     if coupled_now and selected in coupled_now:
+        group = session.group_of(selected)
+        shared = {"head": "attention heads (query, key and value rows, out_proj columns)",
+                  "hidden unit": "hidden units (gate rows, recurrent columns, readers)"}.get(
+            group.unit if group else "", "channels (the next layer's inputs, a residual sum)")
         st.caption(":material/link: Filters of " + selected + " are pruned together with "
                    + ", ".join(n for n in session.coupled_with(selected) if n != selected)
-                   + ": they share channels (the next layer's inputs, a residual sum), so "
-                   "removing one channel removes it everywhere.")
+                   + f": they share {shared}, so removing one removes it everywhere.")
     decided = session.table_for(selected)
     if decided is not None and result.granularity is not None and result.criterion:
         g = Granularity(result.granularity)

@@ -10,6 +10,7 @@ channel it belongs to. The session masks whole groups with it, and slim.py remov
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +18,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pruneviz.attention import SlimAttention
 from pruneviz.layers import PrunableLayer
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
           nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
              nn.ConvTranspose2d, nn.ConvTranspose3d)
+_RNN = (nn.LSTM, nn.GRU, nn.RNN)
+# Rows per hidden unit in weight_ih / weight_hh: one per gate.
+_GATES: dict[type[nn.Module], int] = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,10 @@ class Member:
     """One module of a group: which of its channels go with which root channel.
 
     `kind` is "out" (output channels of a weight layer), "in" (input channels of a weight
-    layer) or "norm" (per-channel affine parameters of a norm layer). `idxs[i]` is the
-    member's own channel index that goes with root channel `root[i]`.
+    layer) or "norm" (per-channel affine parameters of a norm layer); "rnn", "rnn_in" and
+    "heads" are the recurrent layers' and attention layers' own removal steps, which
+    only slim() uses. `idxs[i]` is the member's own channel index that goes with root
+    channel `root[i]`.
     """
 
     module: str
@@ -39,8 +46,10 @@ class Member:
     idxs: tuple[int, ...]
     root: tuple[int, ...]
     layer: str | None  # the prunable layer's name, for weight layers
-    # Torch-Pruning's pruning function; None for a member that is only masked (the gate
-    # rows of an LSTM, whose removal the LSTM's own "rnn" member does in one call).
+    # The pruning function (Torch-Pruning's, or ours for recurrent and attention layers);
+    # None for a member that is only masked (the gate rows of an LSTM, whose removal the
+    # LSTM's own "rnn" member does in one call). A function may return a new module that
+    # takes the old one's place (an attention layer with fewer heads).
     handler: Callable[[nn.Module, list[int]], Any] | None
 
 
@@ -53,6 +62,7 @@ class Group:
     size: int
     members: tuple[Member, ...]
     unsupported: str | None  # why the group cannot be masked/removed, if it cannot
+    unit: str = "channel"  # what one unit is: a channel, an RNN's hidden unit, a head
 
     @property
     def out_layers(self) -> list[str]:
@@ -120,20 +130,29 @@ def find_groups(
     first = tuple(t[:1] for t in example) if isinstance(example, tuple) else example[:1]
     was_training = model.training
     model.eval()
+    # GRUs and plain RNNs are layers with hidden_size outputs and input_size inputs, as
+    # LSTMs are; Torch-Pruning's LSTM pruner tells the graph so (our functions remove them).
+    rnn_pruner = tp.pruner.function.LSTMPruner()
     try:
         outputs = output_modules(model, first)
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=first)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "unwrapped parameters" and the like
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=first,
+                customized_pruners={nn.GRU: rnn_pruner, nn.RNN: rnn_pruner})
         names = {module: name for name, module in model.named_modules()}
         weight_layer = {layer.module_name: layer.name for layer in layers
                         if layer.param_name == "weight"}
         ignored = [module for name, module in model.named_modules() if name in outputs]
         raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
-                                               root_module_types=[*_WEIGHTED, nn.LSTM]))
+                                               root_module_types=[*_WEIGHTED, *_RNN]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
-        return [], f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
+        heads = _attention_groups(model, layers, 0)
+        return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
     finally:
         model.train(was_training)
 
+    blocks = _grouped_blocks(model)
     groups: list[Group] = []
     for raw in raw_groups:
         members, unsupported, root_name = _members(raw, names, weight_layer)
@@ -149,9 +168,64 @@ def find_groups(
             for r in sorted({int(i) for i in head.idxs}):
                 single = graph.get_pruning_group(head.dep.target.module, head.dep.handler, [r])
                 members += _members(single, names, weight_layer)[0]
-        merged, size = _units(_merge(members))
-        groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported))
-    return groups, None
+        merged, size = _units(_merge(members), blocks)
+        unit = "hidden unit" if any(m.kind == "rnn" for m in merged) else "channel"
+        groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
+    return groups + _attention_groups(model, layers, len(groups)), None
+
+
+def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int) -> list[Group]:
+    """One group per nn.MultiheadAttention: its heads.
+
+    Head h is rows h*d..h*d+d-1 of each of the query, key and value projections and the
+    same columns of out_proj. With those zeroed, the head's scores are all equal and its
+    values 0, so it adds nothing: masking a head computes what removing it does.
+    """
+    by_param = {(layer.module_name, layer.param_name): layer.name for layer in layers}
+    groups: list[Group] = []
+    for name, mha in model.named_modules():
+        if not isinstance(mha, nn.MultiheadAttention) or mha.bias_k is not None or \
+                mha.add_zero_attn:
+            continue
+        out_proj = by_param.get((f"{name}.out_proj" if name else "out_proj", "weight"))
+        projections = ("in_proj_weight",) if mha._qkv_same_embed_dim else (
+            "q_proj_weight", "k_proj_weight", "v_proj_weight")
+        proj_layers = [by_param.get((name, p)) for p in projections]
+        if out_proj is None or None in proj_layers:
+            continue
+        d, e = mha.head_dim, mha.embed_dim
+        heads = range(mha.num_heads)
+        blocks = 3 if mha._qkv_same_embed_dim else 1  # q, k, v rows in one in_proj_weight
+        rows = tuple(b * e + h * d + j for b in range(blocks) for h in heads for j in range(d))
+        row_roots = tuple(h for _ in range(blocks) for h in heads for _ in range(d))
+        cols = tuple(h * d + j for h in heads for j in range(d))
+        col_roots = tuple(h for h in heads for _ in range(d))
+        members = [Member(name, "out", rows, row_roots, layer, None) for layer in proj_layers]
+        members += [
+            Member(f"{name}.out_proj" if name else "out_proj", "in", cols, col_roots, out_proj,
+                   None),
+            Member(name, "heads", tuple(heads), tuple(heads), None, _remove_heads),
+        ]
+        root = proj_layers[0]
+        assert root is not None
+        groups.append(Group(first_id + len(groups), root, mha.num_heads, tuple(members),
+                            None, "head"))
+    return groups
+
+
+def _remove_heads(mha: nn.Module, heads: list[int]) -> nn.Module:
+    """A SlimAttention without `heads`, to take the MultiheadAttention's place."""
+    assert isinstance(mha, nn.MultiheadAttention)
+    return SlimAttention.from_pruned(mha, heads)
+
+
+def _grouped_blocks(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Grouped (not depthwise) convs: name -> (input channels, filters) per conv group."""
+    return {
+        name: (module.in_channels // module.groups, module.out_channels // module.groups)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.in_channels
+    }
 
 
 def _members(
@@ -169,11 +243,11 @@ def _members(
         handler = item.dep.handler
         pruning_out = getattr(handler, "__name__", "") == "prune_out_channels"
         root = tuple(int(r) for r in (item.root_idxs or item.idxs))
-        if isinstance(target, nn.LSTM):
+        if isinstance(target, _RNN):
             # Our own functions remove the units: Torch-Pruning 1.6's LSTM pruner cuts
             # weight_hh and weight_ih along the wrong dimensions.
-            lstm, why = _lstm_members(name, target, pruning_out, item.idxs, root)
-            members += lstm
+            rnn, why = _rnn_members(name, target, pruning_out, item.idxs, root)
+            members += rnn
             unsupported = unsupported or why
             if root_name is None and pruning_out and not why:
                 root_name = f"{name}.weight_ih_l0"
@@ -199,32 +273,34 @@ def _members(
     return members, unsupported, root_name
 
 
-def _lstm_members(
-    name: str, lstm: nn.LSTM, pruning_out: bool, idxs: Any, root: tuple[int, ...],
+def _rnn_members(
+    name: str, rnn: nn.RNNBase, pruning_out: bool, idxs: Any, root: tuple[int, ...],
 ) -> tuple[list[Member], str | None]:
-    """An LSTM's hidden units (out) or input features (in) as members.
+    """An LSTM's, GRU's or RNN's hidden units (out) or input features (in) as members.
 
-    Hidden unit h is row h of each of the four gate blocks of weight_ih / weight_hh (and
-    the biases), and column h of weight_hh. With those zeroed, the unit's input, forget
-    and output gates sit at 0.5 and its candidate at 0, so its cell and output stay
-    exactly 0: masking it computes what removing it does.
+    Hidden unit h is row h of each gate block of weight_ih / weight_hh (and the biases),
+    and column h of weight_hh. With those zeroed the unit's output stays exactly 0 from
+    a zero initial state: an LSTM's input, forget and output gates sit at 0.5 and its
+    candidate at 0; a GRU's update gate at 0.5 and its candidate at 0, so h' = h / 2;
+    a plain RNN computes tanh(0) or relu(0). Masking a unit computes what removing it does.
     """
-    if lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size:
-        return [], (f"{name} is a {lstm.num_layers}-layer"
-                    f"{' bidirectional' if lstm.bidirectional else ''} LSTM; pruneviz couples "
-                    "the hidden units of single-layer, one-direction LSTMs only")
+    kind = type(rnn).__name__
+    if rnn.num_layers != 1 or rnn.bidirectional or int(getattr(rnn, "proj_size", 0)):
+        return [], (f"{name} is a {rnn.num_layers}-layer"
+                    f"{' bidirectional' if rnn.bidirectional else ''} {kind}; pruneviz couples "
+                    f"the hidden units of single-layer, one-direction {kind}s only")
     units = [int(i) for i in idxs]
     if not pruning_out:
         return [Member(name, "in", tuple(units), root, f"{name}.weight_ih_l0", None),
-                Member(name, "rnn_in", tuple(units), root, None, _prune_lstm_inputs)], None
-    size = lstm.hidden_size
-    rows = tuple(g * size + u for g in range(4) for u in units)
-    row_roots = tuple(r for _ in range(4) for r in root)
+                Member(name, "rnn_in", tuple(units), root, None, _prune_rnn_inputs)], None
+    size, gates = rnn.hidden_size, _GATES[type(rnn)]
+    rows = tuple(g * size + u for g in range(gates) for u in units)
+    row_roots = tuple(r for _ in range(gates) for r in root)
     return [
         Member(name, "out", rows, row_roots, f"{name}.weight_ih_l0", None),
         Member(name, "out", rows, row_roots, f"{name}.weight_hh_l0", None),
         Member(name, "in", tuple(units), root, f"{name}.weight_hh_l0", None),
-        Member(name, "rnn", tuple(units), root, None, _prune_lstm_hidden),
+        Member(name, "rnn", tuple(units), root, None, _prune_rnn_hidden),
     ], None
 
 
@@ -232,34 +308,34 @@ def _keep(size: int, idxs: list[int]) -> Tensor:
     return torch.tensor(sorted(set(range(size)) - set(idxs)), dtype=torch.long)
 
 
-def _set(lstm: nn.Module, name: str, value: Tensor) -> None:
-    setattr(lstm, name, nn.Parameter(value.contiguous(), requires_grad=False))
+def _set(rnn: nn.Module, name: str, value: Tensor) -> None:
+    setattr(rnn, name, nn.Parameter(value.contiguous(), requires_grad=False))
 
 
-def _prune_lstm_hidden(lstm: nn.Module, idxs: list[int]) -> None:
-    """Remove hidden units of a single-layer LSTM: their rows in all four gate blocks of
-    weight_ih/weight_hh and the biases, and their columns of weight_hh."""
-    assert isinstance(lstm, nn.LSTM)
-    keep = _keep(lstm.hidden_size, idxs)
-    rows = torch.cat([keep + g * lstm.hidden_size for g in range(4)])
-    p = {n: getattr(lstm, n) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
-                                       "bias_hh_l0") if hasattr(lstm, n)}
+def _prune_rnn_hidden(rnn: nn.Module, idxs: list[int]) -> None:
+    """Remove hidden units of a single-layer LSTM/GRU/RNN: their rows in every gate block
+    of weight_ih/weight_hh and the biases, and their columns of weight_hh."""
+    assert isinstance(rnn, nn.RNNBase)
+    keep = _keep(rnn.hidden_size, idxs)
+    rows = torch.cat([keep + g * rnn.hidden_size for g in range(_GATES[type(rnn)])])
+    p = {n: getattr(rnn, n) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                      "bias_hh_l0") if hasattr(rnn, n)}
     with torch.no_grad():
-        _set(lstm, "weight_ih_l0", p["weight_ih_l0"][rows])
-        _set(lstm, "weight_hh_l0", p["weight_hh_l0"][rows][:, keep])
-        if lstm.bias:
-            _set(lstm, "bias_ih_l0", p["bias_ih_l0"][rows])
-            _set(lstm, "bias_hh_l0", p["bias_hh_l0"][rows])
-    lstm.hidden_size = len(keep)
+        _set(rnn, "weight_ih_l0", p["weight_ih_l0"][rows])
+        _set(rnn, "weight_hh_l0", p["weight_hh_l0"][rows][:, keep])
+        if rnn.bias:
+            _set(rnn, "bias_ih_l0", p["bias_ih_l0"][rows])
+            _set(rnn, "bias_hh_l0", p["bias_hh_l0"][rows])
+    rnn.hidden_size = len(keep)
 
 
-def _prune_lstm_inputs(lstm: nn.Module, idxs: list[int]) -> None:
-    """Remove input features of a single-layer LSTM (columns of weight_ih)."""
-    assert isinstance(lstm, nn.LSTM)
-    keep = _keep(lstm.input_size, idxs)
+def _prune_rnn_inputs(rnn: nn.Module, idxs: list[int]) -> None:
+    """Remove input features of a single-layer LSTM/GRU/RNN (columns of weight_ih)."""
+    assert isinstance(rnn, nn.RNNBase)
+    keep = _keep(rnn.input_size, idxs)
     with torch.no_grad():
-        _set(lstm, "weight_ih_l0", getattr(lstm, "weight_ih_l0")[:, keep])  # noqa: B009
-    lstm.input_size = len(keep)
+        _set(rnn, "weight_ih_l0", getattr(rnn, "weight_ih_l0")[:, keep])  # noqa: B009
+    rnn.input_size = len(keep)
 
 
 def _lossy(members: list[Member]) -> bool:
@@ -270,12 +346,17 @@ def _lossy(members: list[Member]) -> bool:
     return any(set(m.root) != roots for m in members)
 
 
-def _units(members: list[Member]) -> tuple[list[Member], int]:
+def _units(
+    members: list[Member], blocks: dict[str, tuple[int, int]]
+) -> tuple[list[Member], int]:
     """Renumber root channels into units that can be removed on their own.
 
     Usually one root channel is one unit. But when several root channels feed the same
     channel of a member (a Linear's 32 outputs viewed as 8 channels of 4 pixels), those
-    root channels can only go together: they are joined into one unit.
+    root channels can only go together: they are joined into one unit. So are the
+    channels at the same position of every conv group of a grouped conv (`blocks`: name
+    -> channels per conv group, in and out): the smaller conv must keep equal groups, and
+    its weight reads input position p of every group, so position p goes everywhere.
     """
     roots = sorted({r for m in members for r in m.root})
     parent = {r: r for r in roots}
@@ -288,8 +369,10 @@ def _units(members: list[Member]) -> tuple[list[Member], int]:
 
     for m in members:
         first_root: dict[int, int] = {}
+        per = blocks.get(m.module, (0, 0))[0 if m.kind == "in" else 1] \
+            if m.kind in ("in", "out") else 0
         for idx, root in zip(m.idxs, m.root, strict=True):
-            other = first_root.setdefault(idx, root)
+            other = first_root.setdefault(idx % per if per else idx, root)
             a, b = find(other), find(root)
             if a != b:
                 parent[max(a, b)] = min(a, b)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from pruneviz.attention import SlimAttention
 from pruneviz.errors import ModelError
 from pruneviz.models.samples import get_spec
 from pruneviz.storage import dense_bytes
@@ -29,6 +30,7 @@ CARD_VERSION = 1
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
          nn.ConvTranspose3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_RNN = (nn.LSTM, nn.GRU, nn.RNN)
 
 
 def _shape_of(module: nn.Module) -> dict[str, Any] | None:
@@ -45,9 +47,12 @@ def _shape_of(module: nn.Module) -> dict[str, Any] | None:
                 "num_groups": module.num_groups}
     if isinstance(module, nn.LayerNorm):
         return {"type": "LayerNorm", "normalized_shape": list(module.normalized_shape)}
-    if isinstance(module, nn.LSTM):
-        return {"type": "LSTM", "input_size": module.input_size,
+    if isinstance(module, _RNN):
+        return {"type": type(module).__name__, "input_size": module.input_size,
                 "hidden_size": module.hidden_size}
+    if isinstance(module, SlimAttention):
+        return {"type": "SlimAttention", "num_heads": module.num_heads,
+                "head_dim": module.head_dim, "kept_heads": list(module.kept_heads)}
     return None
 
 
@@ -55,13 +60,19 @@ def architecture_card(base: str, base_model: nn.Module, slimmed: nn.Module) -> d
     """The card: base architecture plus every module whose shape differs from the base."""
     before = dict(base_model.named_modules())
     changed: dict[str, Any] = {}
+    replaced: list[str] = []  # modules built whole from their entry: skip what is inside
     for name, module in slimmed.named_modules():
+        if any(name.startswith(f"{r}.") for r in replaced):
+            continue
         shape = _shape_of(module)
         if name in before and isinstance(module, nn.Identity) and \
                 not isinstance(before[name], nn.Identity):
             changed[name] = {"type": "Identity"}
+            replaced.append(name)
         elif shape is not None and name in before and shape != _shape_of(before[name]):
             changed[name] = shape
+            if isinstance(module, SlimAttention):
+                replaced.append(name)
     return {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
@@ -73,6 +84,13 @@ def architecture_card(base: str, base_model: nn.Module, slimmed: nn.Module) -> d
 
 def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
     kind = shape.get("type")
+    if kind == "SlimAttention" and isinstance(old, nn.MultiheadAttention):
+        return SlimAttention(
+            old.embed_dim, int(shape["num_heads"]), int(shape["head_dim"]), kdim=old.kdim,
+            vdim=old.vdim, in_bias=old.in_proj_bias is not None,
+            out_bias=old.out_proj.bias is not None, batch_first=old.batch_first,
+            dropout=old.dropout, kept_heads=tuple(int(h) for h in shape["kept_heads"]),
+            original_heads=old.num_heads)
     if kind != type(old).__name__:
         raise ModelError(f"card says {kind!r} but the base architecture has "
                          f"{type(old).__name__}")
@@ -99,10 +117,15 @@ def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
     if isinstance(old, nn.LayerNorm):
         return nn.LayerNorm(list(shape["normalized_shape"]), eps=old.eps,
                             elementwise_affine=old.elementwise_affine)
-    if isinstance(old, nn.LSTM):
-        return nn.LSTM(int(shape["input_size"]), int(shape["hidden_size"]),
-                       num_layers=old.num_layers, bias=old.bias, batch_first=old.batch_first,
-                       dropout=old.dropout, bidirectional=old.bidirectional)
+    if isinstance(old, nn.LSTM | nn.GRU):
+        return type(old)(int(shape["input_size"]), int(shape["hidden_size"]),
+                         num_layers=old.num_layers, bias=old.bias, batch_first=old.batch_first,
+                         dropout=old.dropout, bidirectional=old.bidirectional)
+    if isinstance(old, nn.RNN):
+        return nn.RNN(int(shape["input_size"]), int(shape["hidden_size"]),
+                      num_layers=old.num_layers, nonlinearity=old.nonlinearity, bias=old.bias,
+                      batch_first=old.batch_first, dropout=old.dropout,
+                      bidirectional=old.bidirectional)
     raise ModelError(f"cannot resize a {type(old).__name__}")
 
 
@@ -116,7 +139,13 @@ def build_from_card(card: dict[str, Any]) -> nn.Module:
     kind, _, name = base.partition(":")
     if kind != "sample":
         raise ModelError(f"the card's base {base!r} is not a sample model (sample:NAME)")
-    model = get_spec(name).build()
+    return apply_card(get_spec(name).build(), card)
+
+
+def apply_card(model: nn.Module, card: dict[str, Any]) -> nn.Module:
+    """Swap the modules a card names in `model` (the card's base) for their slimmed
+    shapes; the weights are left to load."""
+    base = str(card.get("base", ""))
     modules = dict(model.named_modules())
     for path, shape in dict(card.get("modules", {})).items():
         if path not in modules:

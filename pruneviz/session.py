@@ -666,8 +666,10 @@ class PruningSession:
                 pruned = table.count_below(threshold)
         if pruned >= table.count:
             pruned = table.count - 1
-            note = (f"{', '.join(group.layers)}: kept 1 of {table.count} channels — removing "
-                    "all would cut the network in two")
+            empty = ("leave the attention layer empty" if group.unit == "head"
+                     else "cut the network in two")
+            note = (f"{', '.join(group.layers)}: kept 1 of {table.count} {group.unit}s — "
+                    f"removing all would {empty}")
             if note not in notes:
                 notes.append(note)
         return _Decision(side, criterion, pruned, threshold, table)

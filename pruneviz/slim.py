@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from pruneviz.blocks import set_module
 from pruneviz.coupling import Member
 from pruneviz.errors import ModelError
 from pruneviz.metrics import eval_mode
@@ -29,7 +30,7 @@ class SlimResult:
     """The slimmed model and what was removed."""
 
     model: nn.Module
-    removed: dict[str, int]  # layer name -> output channels removed
+    removed: dict[str, int]  # layer name -> output structures (rows, filters) removed
     params: int
     seconds: float
 
@@ -111,6 +112,7 @@ def slim(session: PruningSession) -> SlimResult:
     # gather their indices and cut each (module, side) once — cutting group by group
     # would shift the indices the next group's cut refers to.
     cuts: dict[tuple[str, str], tuple[Member, set[int]]] = {}
+    removed: dict[str, int] = {}
     gone = session.removed_blocks()
     for gid, units in session.pruned_units().items():
         pruned_units = set(units)
@@ -121,26 +123,38 @@ def slim(session: PruningSession) -> SlimResult:
             # without a handler is only masked (its module's own member removes it).
             inside_gone = any(member.module == b or member.module.startswith(b + ".")
                               for b in gone)
-            if idxs and member.handler is not None and not inside_gone:
+            if not idxs or inside_gone:
+                continue
+            if member.kind == "out" and member.layer:
+                removed[member.layer] = removed.get(member.layer, 0) + len(idxs)
+            if member.handler is not None:
                 cuts.setdefault((member.module, member.kind), (member, set()))[1].update(idxs)
-    removed: dict[str, int] = {}
     for (module_name, kind), (_, idxs) in cuts.items():
         _check_grouped(module_name, modules[module_name], kind, idxs)
-    for (module_name, _), (member, idxs) in cuts.items():
+    # Functions that build a new module (an attention layer with fewer heads) go last, so
+    # that the cuts of the modules inside the old one are made first.
+    for (module_name, _), (member, idxs) in sorted(
+            cuts.items(), key=lambda cut: cut[1][0].kind == "heads"):
+        module = modules[module_name]
         try:
             assert member.handler is not None
-            member.handler(modules[module_name], sorted(idxs))
+            replacement = member.handler(module, sorted(idxs))
         except Exception as exc:
             raise ModelError(
-                f"could not remove channels of {module_name!r} "
-                f"({type(modules[module_name]).__name__}): {exc}"
+                f"could not remove {_what(member.kind)} of {module_name!r} "
+                f"({type(module).__name__}): {exc}"
             ) from exc
-        if member.kind == "out" and member.layer:
-            removed[member.layer] = len(idxs)
+        if isinstance(replacement, nn.Module) and replacement is not module:
+            set_module(model, module_name, replacement)
     model.eval()
     _check_runs(session, model)
     params = sum(p.numel() for p in model.parameters())
     return SlimResult(model, removed, params, time.perf_counter() - start)
+
+
+def _what(kind: str) -> str:
+    return {"heads": "heads", "rnn": "hidden units", "rnn_in": "input features"}.get(
+        kind, "channels")
 
 
 def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:

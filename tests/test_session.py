@@ -775,7 +775,7 @@ def test_explicit_layer_entries_override_the_global_section(list_it: bool) -> No
 @pytest.mark.parametrize(("model", "layer", "granularity", "criterion"), [
     ("conv_bn", "conv2", "filter", "l1"), ("mlp", "fc1", "unstructured", "l2"),
     ("grouped", "grouped", "channel", "fpgm"), ("lstm", "lstm.weight_ih_l0", "unstructured", "l2"),
-    ("gru", "gru.weight_ih_l0", "filter", "l2"),  # a GRU's rows are decided per matrix
+    ("attention", "attn.out_proj", "filter", "l2"),  # out_proj's rows: decided per layer
 ])
 def test_threshold_prunes_the_scores_strictly_below(model: str, layer: str, granularity: str,
                                                     criterion: str) -> None:
@@ -855,7 +855,9 @@ def test_full_sparsity_model_still_runs(model: str, granularity: str) -> None:
         assert len(coupled_units_pruned(session, group)) == group.size - 1
         assert group_layers_note(session, group)
         for member in group.members:
-            if member.kind in SIDE and member.layer:
+            # (attention's out_proj: its rows decided alone, its columns by the heads)
+            own = member.layer in plan.layers and session.group_of(member.layer, g) != group
+            if member.kind in SIDE and member.layer and not own:
                 alive = session.structures(member.layer, SIDE[member.kind]).vectors(
                     session.mask(member.layer)).any(dim=1)
                 # The channels of the one kept unit (several, for a Linear viewed as
@@ -1101,6 +1103,11 @@ def test_depthwise_channel_entries_prune_the_coupled_channels() -> None:
     assert session.group_of("depthwise", Granularity.CHANNEL) is group
     session.apply(Plan({"depthwise": LayerPlan("channel", "l1", sparsity=0.5)}))
     units = coupled_units_pruned(session, group)  # rows, bias, producer, reader agree
-    assert len(units) == 4
+    # grouped (8 filters in 2 conv groups) loses position p of both: unit p is channels
+    # p and 4 + p, so the conv groups stay equal.
+    assert group.size == 4
+    assert len(units) == 2
+    channels = sorted(u + 4 * block for u in units for block in range(2))
     dw = session.model.depthwise
-    assert (dw.bias[sorted(units)] == 0).all()
+    assert (dw.bias[channels] == 0).all()
+    assert int((dw.bias != 0).sum()) == 4

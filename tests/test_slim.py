@@ -21,18 +21,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from pruneviz.attention import SlimAttention
 from pruneviz.errors import ModelError
 from pruneviz.models.samples import load_sample, sample_names
 from pruneviz.plan import Granularity, LayerPlan, Plan
 from pruneviz.session import PruningSession
-from pruneviz.slim import SlimResult, max_abs_diff, slim
+from pruneviz.slim import SlimResult, _check_grouped, max_abs_diff, slim
 from pruneviz.workbench import open_workbench
 
 TOLERANCE = 1e-5  # max |slimmed - masked| / max |masked|
 FILTER, CHANNEL = Granularity.FILTER, Granularity.CHANNEL
 # Zoo models whose coupled groups slim() removes. The others: see
 # test_every_zoo_model_with_groups_is_covered.
-SLIMMABLE_ZOO = ("mlp", "conv_bn", "residual", "conv1d", "lstm")
+SLIMMABLE_ZOO = ("mlp", "conv_bn", "grouped", "residual", "conv1d", "lstm", "gru", "attention")
 FIXTURES: dict[str, ZooEntry] = {**UNSEEN, **{n: ZOO[n] for n in SLIMMABLE_ZOO}}
 
 
@@ -64,7 +65,7 @@ def grouped_plan(session: PruningSession, sparsity: float, granularity: Granular
     entry = LayerPlan(granularity, criterion, sparsity=sparsity)
     return session.stamp(Plan({
         n: entry for n in session.layer_names
-        if session.group_of(n, granularity) is not None
+        if (group := session.group_of(n, granularity)) is not None and not group.unsupported
         and not (granularity is FILTER and n in session.output_layers)
     }))
 
@@ -100,10 +101,17 @@ def expected_params(session: PruningSession) -> int:
             if groups > 1 and groups == module.in_channels:  # depthwise: channel = filter
                 out = inp = groups = module.out_channels - cut(name, "out")
             total += out * (inp // groups) * kernel + (out if module.bias is not None else 0)
-        elif isinstance(module, nn.LSTM):  # hidden units: 4 gate rows each, and a column
+        elif isinstance(module, nn.RNNBase):  # hidden units: a row per gate, and a column
+            gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[type(module).__name__]
             hidden = module.hidden_size - cut(name, "rnn")
             inputs = module.input_size - cut(name, "rnn_in")
-            total += 4 * hidden * (inputs + hidden) + (8 * hidden if module.bias else 0)
+            total += gates * hidden * (inputs + hidden + (2 if module.bias else 0))
+        elif isinstance(module, nn.MultiheadAttention):  # heads: d rows of q, k and v each
+            # (out_proj, a Linear, is counted on its own)
+            rows = cut(name, "out") // (3 if module._qkv_same_embed_dim else 1)
+            inner = module.embed_dim - rows
+            total += inner * (module.embed_dim + module.kdim + module.vdim)
+            total += 3 * inner if module.in_proj_bias is not None else 0
         else:  # norms lose the entries of their removed channels, other modules nothing
             total += sum(p.numel() - cut(name, "norm") for p in own)
     return total
@@ -187,8 +195,8 @@ def test_grouped_plan_on_fixture_models_slims_to_the_same_function(
 
 def test_every_zoo_model_with_groups_is_covered() -> None:
     with_groups = {n for n in ZOO if fixture_session(n).groups}
-    # grouped and decoder have their own tests below; gru and attention have no groups.
-    assert with_groups == {*SLIMMABLE_ZOO, "grouped", "decoder"}
+    # decoder has its own test below (its forward has a channel count written into it).
+    assert with_groups == {*SLIMMABLE_ZOO, "decoder"}
 
 
 def test_concatenated_branches_lose_their_own_halves_of_the_reader() -> None:
@@ -217,14 +225,27 @@ def test_linear_viewed_as_channels_is_cut_in_whole_channels() -> None:
     assert result.model.conv.in_channels == 16 - round(0.3 * 16)
 
 
-def test_grouped_conv_is_slimmed_when_even_and_refused_when_not() -> None:
+@pytest.mark.parametrize("sparsity", [0.25, 0.5, 0.75, 1.0])
+def test_grouped_conv_loses_the_same_positions_in_every_conv_group(sparsity: float) -> None:
+    # grouped: 8 filters in 2 conv groups of 4, read one to one by the depthwise conv.
+    # Filter p and filter 4 + p are one unit: each conv group loses the same count.
     session = fixture_session("grouped")
-    session.apply(grouped_plan(session, 0.3, FILTER))  # 2 of 8: one from each conv group
+    group = session.group_of("grouped")
+    assert group is not None
+    assert group.size == 4
+    session.apply(grouped_plan(session, sparsity, FILTER))
     result = assert_slims_exactly(session, fixture_batch("grouped"))
-    assert result.model.grouped.out_channels == 6
-    session.apply(grouped_plan(session, 0.6, FILTER))  # 5 of 8 cannot be even over 2 groups
-    with pytest.raises(ModelError, match="'grouped', a convolution with 2 groups"):
-        slim(session)
+    kept = 4 - min(3, round(sparsity * 4))
+    assert result.model.grouped.out_channels == 2 * kept
+    assert result.model.grouped.groups == 2
+    assert result.model.depthwise.groups == result.model.depthwise.in_channels == 2 * kept
+
+
+def test_uneven_grouped_conv_cut_is_refused_with_the_layer_named() -> None:
+    # Coupled units never make one, but the check stays as a guard: build the cut by hand.
+    conv = nn.Conv2d(4, 8, 3, groups=2)
+    with pytest.raises(ModelError, match="'g', a convolution with 2 groups"):
+        _check_grouped("g", conv, "out", {0, 1, 2})
 
 
 def test_hard_coded_view_is_refused() -> None:
@@ -288,21 +309,24 @@ def test_any_structured_plan_on_the_unseen_model_slims_to_the_same_function(
 @pytest.mark.parametrize("name", list(UNSEEN))
 def test_full_filter_plan_keeps_one_unit_per_group(name: str) -> None:
     session = fixture_session(name)
-    plan, _ = session.uniform_plan(1.0, "filter", "l1")
-    session.apply(plan)
+    session.apply(grouped_plan(session, 1.0, FILTER))
     pruned = session.pruned_units()
-    assert set(pruned) == {g.id for g in session.groups}
-    for group in session.groups:
+    groups = [g for g in session.groups if not g.unsupported]
+    assert set(pruned) == {g.id for g in groups}
+    for group in groups:
         assert len(pruned[group.id]) == group.size - 1
-        said = {n for n in session.notes
-                if n.startswith(f"{', '.join(group.layers)}: kept 1 of {group.size} channels")}
+        said = {n for n in session.notes if n.startswith(
+            f"{', '.join(group.layers)}: kept 1 of {group.size} {group.unit}s")}
         assert len(said) == 1, (group.layers, session.notes)
-    assert len(set(session.notes)) == len(session.groups)
+    assert len(set(session.notes)) == len(groups)
     result = assert_slims_exactly(session, fixture_batch(name))
-    for group in session.groups:
+    for group in groups:
         for m in group.members:
             if m.kind == "out" and m.layer:  # one unit left: its channels (1, or 4 for fc)
                 module = result.model.get_submodule(m.module)
+                if isinstance(module, SlimAttention):
+                    assert module.num_heads == 1
+                    continue
                 kept = module.weight.shape[session.layer_by_name[m.layer].out_dim]
                 assert kept == len(m.idxs) // group.size
     with torch.inference_mode():
@@ -354,13 +378,14 @@ def test_digits_resnet_matches_torch_pruning_for_the_same_channels() -> None:
 
 # -- refusals and side effects -------------------------------------------------------------
 def test_slim_refuses_a_structured_decision_outside_any_group() -> None:
-    # A GRU's rows can be masked one matrix at a time, but its gates are not coupled.
-    entry = ZOO["gru"]
-    session = PruningSession(entry.build(), torch.randn(2, *entry.input_shape))
-    assert session.group_of("gru.weight_ih_l0") is None
+    # A two-layer GRU's rows can be masked one matrix at a time, but pruneviz couples the
+    # hidden units of single-layer RNNs only.
+    model = nn.Sequential(nn.GRU(6, 8, num_layers=2, batch_first=True))
+    session = PruningSession(model, torch.randn(2, 5, 6))
+    assert session.group_of("0.weight_ih_l0") is None
     session.apply(session.stamp(Plan({
-        "gru.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
-    with pytest.raises(ModelError, match=r"'gru\.weight_ih_l0' \(GRU\)"):
+        "0.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
+    with pytest.raises(ModelError, match=r"'0\.weight_ih_l0' \(GRU\)"):
         slim(session)
 
 
@@ -377,6 +402,30 @@ def test_lstm_hidden_units_slim_to_the_same_function() -> None:
     assert tuple(lstm.weight_ih_l0.shape) == (128, 8)
     assert tuple(lstm.weight_hh_l0.shape) == (128, 32)
     assert result.model.fc.in_features == 32
+
+
+def test_attention_heads_slim_to_the_same_function() -> None:
+    # encoder.self_attn: 4 heads of 4 in one in_proj; cross: 2 heads of 8, separate q/k/v
+    # projections with kdim = vdim = 10. Both become SlimAttention with fewer heads.
+    session = fixture_session("transformer")
+    assert session.coupled_with("encoder.self_attn") == [
+        "encoder.self_attn", "encoder.self_attn.out_proj"]
+    assert session.coupled_with("cross.k_proj_weight")[1:] == [
+        "cross.q_proj_weight", "cross.v_proj_weight", "cross.out_proj"]
+    session.apply(session.stamp(Plan({
+        "encoder.self_attn": LayerPlan(FILTER, "l2", sparsity=0.5),
+        "cross.out_proj": LayerPlan(CHANNEL, "l1", sparsity=0.5),
+        "encoder.linear1": LayerPlan(FILTER, "l1", sparsity=0.25),
+    })))
+    result = assert_slims_exactly(session, fixture_batch("transformer"))
+    encoder_attn = result.model.encoder.self_attn
+    assert isinstance(encoder_attn, SlimAttention)
+    assert (encoder_attn.num_heads, encoder_attn.head_dim) == (2, 4)
+    assert len(encoder_attn.kept_heads) == 2
+    assert isinstance(result.model.cross, SlimAttention)
+    assert (result.model.cross.num_heads, result.model.cross.kdim) == (1, 10)
+    assert result.model.encoder.linear1.out_features == 24
+    assert result.removed["encoder.self_attn"] == 3 * 2 * 4  # q, k, v rows of two heads
 
 
 def test_empty_plan_removes_nothing() -> None:
