@@ -126,6 +126,11 @@ class Meter:
             self._cache.popitem(last=False)
         return value
 
+    @property
+    def latency_input(self) -> Tensor:
+        """The batch of real inputs latency is measured on."""
+        return self._latency_input
+
     def clear(self) -> None:
         """Forget cached measurements (call after the originals themselves changed)."""
         self._cache.clear()

@@ -301,6 +301,11 @@ class PruningSession:
         keep = self._weight_keep(self._layer(layer), self._decisions, self._group_decisions)
         return keep if keep is not None else torch.ones(self._layer(layer).shape, dtype=torch.bool)
 
+    def changed_tensors(self) -> list[str]:
+        """Parameters whose current values differ from the originals (bit for bit)."""
+        return [name for name, original in self._originals.items()
+                if not torch.equal(self._params[name], original)]
+
     def group_of(self, layer: str, granularity: Granularity = Granularity.FILTER) -> Group | None:
         """The coupled group whose channels are `layer`'s outputs (filter) or inputs (channel)."""
         table = self._out_group if granularity is Granularity.FILTER else self._in_group

@@ -86,17 +86,18 @@ class TensorLayout:
     index_types: tuple[str, str] | None  # (row pointers, column indices) for CSR
 
 
-def _encode(name: str, t: Tensor) -> tuple[TensorLayout, list[bytes]]:
-    t = t.detach().contiguous()
+def _choose(name: str, t: Tensor) -> tuple[TensorLayout, int, Tensor | None]:
+    """The smallest encoding of `t`: its layout, its payload bytes, and its non-zero flags
+    (None when stored dense because it is empty, a scalar or complex)."""
+    t = t.detach()
     dtype = str(t.dtype).removeprefix("torch.")
     shape = tuple(int(d) for d in t.shape)
     numel = t.numel()
-    if numel == 0 or t.dim() == 0 or t.is_complex():
-        return TensorLayout(name, dtype, shape, "dense", None), [_raw(t)]
-    flat = t.reshape(-1)
-    nz = _nonzero_bits(flat)
-    nnz = int(nz.sum())
     item = t.element_size()
+    if numel == 0 or t.dim() == 0 or t.is_complex():
+        return TensorLayout(name, dtype, shape, "dense", None), numel * item, None
+    nz = _nonzero_bits(t.reshape(-1))
+    nnz = int(nz.sum())
     rows = shape[0]
     cols = numel // rows
     row_type, col_type = _index_type(nnz), _index_type(cols - 1)
@@ -106,18 +107,44 @@ def _encode(name: str, t: Tensor) -> tuple[TensorLayout, list[bytes]]:
         "csr": nnz * (item + _itemsize(col_type)) + (rows + 1) * _itemsize(row_type),
     }
     best = min(sizes, key=lambda k: sizes[k])
+    types = (row_type, col_type) if best == "csr" else None
+    return TensorLayout(name, dtype, shape, best, types), sizes[best], nz
+
+
+def _encode(name: str, t: Tensor) -> tuple[TensorLayout, list[bytes]]:
+    t = t.detach().contiguous()
+    layout, _, nz = _choose(name, t)
+    if layout.encoding == "dense" or nz is None:
+        return layout, [_raw(t)]
+    flat = t.reshape(-1)
     values = _raw(flat[nz])
-    if best == "dense":
-        return TensorLayout(name, dtype, shape, "dense", None), [_raw(t)]
-    if best == "bitmask":
+    if layout.encoding == "bitmask":
         mask = np.packbits(nz.numpy()).tobytes()
-        return TensorLayout(name, dtype, shape, "bitmask", None), [mask, values]
-    nz2 = nz.view(rows, cols)
+        return layout, [mask, values]
+    assert layout.index_types is not None
+    row_type, col_type = layout.index_types
+    rows = layout.shape[0]
+    nz2 = nz.view(rows, -1)
     crow = torch.zeros(rows + 1, dtype=torch.int64)
     crow[1:] = torch.cumsum(nz2.sum(dim=1), 0)
     col = torch.nonzero(nz2)[:, 1]
     parts = [_raw(crow.to(_INDEX_TYPES[row_type])), _raw(col.to(_INDEX_TYPES[col_type])), values]
-    return TensorLayout(name, dtype, shape, "csr", (row_type, col_type)), parts
+    return layout, parts
+
+
+def _entry(layout: TensorLayout) -> list[Any]:
+    return [layout.name, layout.dtype, list(layout.shape), layout.encoding,
+            list(layout.index_types) if layout.index_types else None]
+
+
+def _container(entries: list[list[Any]], payload: bytes | int) -> bytes:
+    """The file: a safetensors byte tensor holding the compressed layout list, then the
+    payload (given as its length, the payload's bytes are zeros: same file size)."""
+    packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 9)
+    body = bytearray(len(packed).to_bytes(4, "little") + packed)
+    body += bytes(payload) if isinstance(payload, int) else payload
+    data = torch.frombuffer(body, dtype=torch.uint8)
+    return st_save({"data": data}, metadata={"format": SPARSE_FORMAT})
 
 
 def sparse_bytes(state: dict[str, Tensor]) -> bytes:
@@ -126,13 +153,20 @@ def sparse_bytes(state: dict[str, Tensor]) -> bytes:
     payload: list[bytes] = []
     for name, t in state.items():
         layout, parts = _encode(name, t)
-        entries.append([layout.name, layout.dtype, list(layout.shape), layout.encoding,
-                        list(layout.index_types) if layout.index_types else None])
+        entries.append(_entry(layout))
         payload.extend(parts)
-    packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 9)
-    body = bytearray(len(packed).to_bytes(4, "little") + packed + b"".join(payload))
-    data = torch.frombuffer(body, dtype=torch.uint8)
-    return st_save({"data": data}, metadata={"format": SPARSE_FORMAT})
+    return _container(entries, b"".join(payload))
+
+
+def sparse_size(state: dict[str, Tensor]) -> int:
+    """len(sparse_bytes(state)), without encoding the values (several times faster)."""
+    entries: list[list[Any]] = []
+    payload = 0
+    for name, t in state.items():
+        layout, size, _ = _choose(name, t)
+        entries.append(_entry(layout))
+        payload += size
+    return len(_container(entries, payload))
 
 
 def _read_container(data: bytes) -> tuple[list[TensorLayout], bytes]:
