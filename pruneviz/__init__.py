@@ -11,6 +11,8 @@ Streamlit app in app.py and pages/ is a thin layer on top of it.
     print(bench.meter.report().to_dict())
 """
 
+from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, allocate, plan_for_budget
+from pruneviz.attention import SlimAttention
 from pruneviz.criteria import (
     CriterionSpec,
     ScoreInputs,
@@ -27,6 +29,12 @@ from pruneviz.metrics import EvalResult, Latency, count_params, evaluate, measur
 from pruneviz.models.samples import SAMPLES, load_sample, sample_names
 from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
 from pruneviz.report import Meter, Report
+from pruneviz.sensitivity import (
+    SensitivityCache,
+    SensitivityResult,
+    SensitivityRun,
+    sensitivity_items,
+)
 from pruneviz.session import LayerResult, PruningSession, ScoreTable
 from pruneviz.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
 from pruneviz.tasks import Task
@@ -34,6 +42,17 @@ from pruneviz.workbench import Workbench, build_workbench, open_workbench
 
 __all__ = [
     "SAMPLES",
+    "Budget",
+    "BudgetKind",
+    "Method",
+    "Outcome",
+    "SensitivityCache",
+    "SensitivityResult",
+    "SensitivityRun",
+    "SlimAttention",
+    "allocate",
+    "plan_for_budget",
+    "sensitivity_items",
     "CriterionSpec",
     "DataError",
     "EvalResult",
