@@ -88,12 +88,15 @@ class Point:
                 "size_bytes": self.size_bytes, "structures_pruned": self.structures_pruned}
 
 
-def sensitivity_items(session: PruningSession, granularity: Granularity | str) -> list[Item]:
+def sensitivity_items(
+    session: PruningSession, granularity: Granularity | str, criterion: str = "l1"
+) -> list[Item]:
     """What a sensitivity analysis prunes one at a time, in model order.
 
     Unstructured: every layer. Filter/channel: every coupled group (through its first
     layer on that side), and every layer whose structures belong to no group (masked
-    alone). Layers that cannot be pruned this way (the output layer's filters) are left out.
+    alone). Layers that cannot be pruned this way (the output layer's filters, bn_scale
+    without a BatchNorm) are left out.
     """
     g = parse_granularity(granularity)
     if g.n_m is not None:
@@ -102,7 +105,7 @@ def sensitivity_items(session: PruningSession, granularity: Granularity | str) -
     items: list[Item] = []
     seen: set[int] = set()
     for name in session.layer_names:
-        if session.unsupported(name, g, "l1") is not None:
+        if session.unsupported(name, g, criterion) is not None:
             continue
         group = session.group_of(name, g) if g.structured else None
         if group is None:
@@ -404,14 +407,11 @@ class SensitivityRun:
         self.criterion = criterion
         self.granularity = parse_granularity(granularity)
         self.levels = _check_levels(levels)
-        self.items = sensitivity_items(session, self.granularity)
+        self.items = sensitivity_items(session, self.granularity, criterion)
         if not self.items:
-            raise PlanError(f"no layer of {session.name} can be pruned {self.granularity.value}"
-                            f" with {criterion}: there is nothing to analyse")
-        for item in self.items:  # refuse a criterion the layers cannot use, before running
-            reason = session.unsupported(item.key, self.granularity, criterion)
-            if reason is not None:
-                raise PlanError(reason)
+            reasons = [session.unsupported(n, self.granularity, criterion)
+                       for n in session.layer_names]
+            raise PlanError(f"nothing to analyse: {next(r for r in reasons if r)}")
         self.cache = cache if cache is not None else SensitivityCache()
         self.reuse = reuse
         self.total = len(self.items) * len(self.levels)
