@@ -80,7 +80,7 @@ def test_each_method_meets_the_budget_as_measured(method: Method, kind: BudgetKi
 
 def test_the_fit_is_tight() -> None:
     # the smallest knob that meets the budget: a hair less misses it
-    bench, result = bench_and_result("digits_mlp")
+    bench, _ = bench_and_result("digits_mlp")
     outcome = plan_for_budget(bench, Budget(BudgetKind.SPARSITY, 0.5), Method.UNIFORM)
     looser = bench.session.uniform_plan((outcome.knob - 0.01) * 0.95, "unstructured", "l1")[0]
     bench.session.apply(looser)
@@ -99,7 +99,7 @@ def test_structured_budget_prunes_coupled_groups() -> None:
 
 
 def test_an_unreachable_budget_says_so() -> None:
-    bench, result = bench_and_result("digits_mlp")
+    bench, _ = bench_and_result("digits_mlp")
     outcome = plan_for_budget(bench, Budget(BudgetKind.SPARSITY, 0.9), Method.UNIFORM, cap=0.5)
     assert not outcome.met
     assert outcome.measured < 0.9

@@ -201,9 +201,7 @@ def test_cancel_stops_between_points_and_restores_the_plan() -> None:
     before = snapshot(session.model)
     cancel = threading.Event()
     run = SensitivityRun(session, data, levels=DEFAULT_LEVELS)
-    seen = 0
-    for _ in run.points(cancel):
-        seen += 1
+    for seen, _ in enumerate(run.points(cancel), start=1):
         if seen == 5:
             cancel.set()
     result = run.result()
@@ -242,7 +240,7 @@ def test_ranking_puts_robust_items_first() -> None:
     session, data = fixture_session("conv_bn")
     result = SensitivityRun(session, data, levels=LEVELS).run()
     rows = result.ranking(tolerance=0.05)
-    assert [r["item"] for r in rows] and len(rows) == len(result.items)
+    assert len(rows) == len(result.items)
     keys = [(-r["safe_sparsity"], r["mean_drop"]) for r in rows]
     assert keys == sorted(keys)
     for row in rows:
