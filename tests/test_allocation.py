@@ -196,3 +196,17 @@ def test_layer_plan_entries_are_plain_sparsities() -> None:
         assert entry.sparsity is not None
         assert 0 < entry.sparsity <= 0.95
     assert Plan.from_json(outcome.plan.to_json()) == outcome.plan
+
+
+@pytest.mark.parametrize(("limit_ms", "met", "knob"), [(1e9, True, 0.0), (0.0, False, 1.0)])
+def test_a_latency_budget_is_judged_on_measured_latency(limit_ms: float, met: bool,
+                                                         knob: float) -> None:
+    # No timing threshold: any measured latency is below 1e9 ms and above 0 ms.
+    bench, _ = bench_and_result("digits_mlp")
+    outcome = plan_for_budget(bench, Budget(BudgetKind.LATENCY, limit_ms), Method.UNIFORM,
+                              granularity="filter")
+    assert outcome.met is met
+    assert outcome.knob == knob
+    assert outcome.measured > 0
+    if not met:
+        assert "cannot reach 0.00 ms latency" in outcome.notes[0]
