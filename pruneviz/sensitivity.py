@@ -120,7 +120,8 @@ def sensitivity_items(
 
 @dataclass
 class SensitivityCache:
-    """Points measured so far, by (weights, data, item, level, criterion, granularity)."""
+    """Points measured so far, by (weights' values, data, item, level, criterion,
+    granularity)."""
 
     points: dict[tuple[str, ...], Point] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -424,7 +425,7 @@ class SensitivityRun:
         self._data_key = f"{data.name}:{len(data)}:{_tensor_key(data.x)}"
 
     def _key(self, item: str, level: float) -> tuple[str, ...]:
-        return (self.session.fingerprint, self._data_key, item, f"{level:.6f}",
+        return (self.session.weights_key(), self._data_key, item, f"{level:.6f}",
                 self.criterion, self.granularity.value)
 
     def points(self, cancel: threading.Event | None = None) -> Iterator[Point]:

@@ -14,6 +14,7 @@ the masked model computes what the model with that structure removed would compu
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -205,6 +206,7 @@ class PruningSession:
         self._group_decisions: dict[int, _Decision] = {}
         self._group_tables: dict[tuple[int, str, Granularity], ScoreTable] = {}
         self.notes: list[str] = []
+        self._weights_key: str | None = None
         self._blocks: list[Block] | None = None
         self._removed: dict[str, nn.Module] = {}  # block name -> the module taken out
         self.plan = Plan()
@@ -300,6 +302,18 @@ class PruningSession:
         """The current boolean keep-mask of `layer`'s weight (all True when unpruned)."""
         keep = self._weight_keep(self._layer(layer), self._decisions, self._group_decisions)
         return keep if keep is not None else torch.ones(self._layer(layer).shape, dtype=torch.bool)
+
+    def weights_key(self) -> str:
+        """A hash of the original weights' values (the fingerprint is the architecture's):
+        results computed from the weights are cached under it."""
+        if self._weights_key is None:
+            digest = hashlib.sha256()
+            for name in sorted(self._originals):
+                t = self._originals[name].detach().contiguous()
+                digest.update(name.encode())
+                digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._weights_key = digest.hexdigest()[:16]
+        return self._weights_key
 
     def changed_tensors(self) -> list[str]:
         """Parameters whose current values differ from the originals (bit for bit)."""

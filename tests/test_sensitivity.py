@@ -251,3 +251,18 @@ def test_ranking_puts_robust_items_first() -> None:
     assert set(as_json["layers"]) == {i.key for i in result.items}
     first = as_json["layers"]["conv1"]["points"][0]
     assert set(first) >= {"sparsity", "metric", "loss"}
+
+
+def test_the_cache_is_keyed_by_the_weights_values_not_only_the_architecture() -> None:
+    entry = ENTRIES["conv_bn"]
+    data = entry.data(samples=40)
+    cache = SensitivityCache()
+    first = PruningSession(entry.build(seed=0), entry.example(4), calibration=data)
+    other = PruningSession(entry.build(seed=1), entry.example(4), calibration=data)
+    assert first.fingerprint == other.fingerprint
+    assert first.weights_key() != other.weights_key()
+    SensitivityRun(first, data, levels=LEVELS, cache=cache).run()
+    run = SensitivityRun(other, data, levels=LEVELS, cache=cache)
+    result = run.run()
+    assert run.evaluated > 1
+    assert fields(result) == fields(SensitivityRun(other, data, levels=LEVELS).run())
