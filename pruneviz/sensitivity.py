@@ -353,9 +353,16 @@ class SensitivityResult:
     def curve(self, key: str) -> list[Point]:
         return self.points.get(key, [])
 
-    def ranking(self, tolerance: float = 0.01) -> list[dict[str, Any]]:
+    def default_tolerance(self) -> float:
+        """What counts as no loss: 1 point of a score (accuracy), 10% of an error (MSE)."""
+        return 0.01 if self.higher_is_better else 0.1 * abs(self.baseline.metric)
+
+    def ranking(self, tolerance: float | None = None) -> list[dict[str, Any]]:
         """Items from most to least robust: the highest amount each takes with the metric
-        within `tolerance` of the unpruned model's, then the mean drop over its curve."""
+        within `tolerance` of the unpruned model's (default: `default_tolerance()`), then
+        the mean drop over its curve."""
+        if tolerance is None:
+            tolerance = self.default_tolerance()
         rows = []
         for item in self.items:
             curve = self.curve(item.key)

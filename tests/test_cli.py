@@ -1,7 +1,8 @@
 """The command line, run as users run it: `python -m pruneviz ...` in a subprocess.
 
 The independent commands start together (two cores: they overlap their imports), and
-each test then checks one of them.
+each test then checks one of them. The sensitivity and budget runs call `main` in-process
+(each would otherwise spend most of its time importing torch).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pruneviz import Plan, decode_sparse, open_workbench
 from pruneviz.cli import main
 from pruneviz.models.architectures import DigitsMLP
 from pruneviz.models.samples import SAMPLE_DIR
+from pruneviz.sensitivity import DEFAULT_LEVELS, SensitivityRun
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -290,3 +292,215 @@ def test_human_summary(cnn_summary: str) -> None:
     assert text.startswith("model     sample:digits_cnn")
     for name in ["conv1", "conv2", "fc"]:
         assert any(line.startswith(name) for line in text.splitlines())
+
+
+# -- sensitivity and budgets (in-process) --------------------------------------------------
+def _call(*args: str) -> Run:
+    """`main(args)` in this process, with its stdout, stderr and exit status."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("PRUNEVIZ_DEBUG", raising=False)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    return Run(args, code, out.getvalue(), err.getvalue())
+
+
+def _direct_sensitivity(levels: tuple[float, ...]) -> dict[str, object]:
+    bench = open_workbench("sample:digits_mlp")
+    run = SensitivityRun(bench.session, bench.eval_data, criterion="l1",
+                         granularity="unstructured", levels=levels)
+    return run.run().to_dict()
+
+
+@pytest.fixture(scope="module")
+def budget_runs(workdir: Path) -> dict[str, Run]:
+    """Every sensitivity and `prune --target-*` run the tests below look at."""
+    out = workdir / "budget"
+    runs = {
+        "sens_json": _call("sensitivity", "sample:digits_mlp", "--levels", "0.9, 0,0.5",
+                           "--json"),
+        "sens_text": _call("sensitivity", "sample:digits_mlp"),
+        "macs": _call("prune", "sample:digits_mlp", "--target-macs", "0.3",
+                      "--out", str(out / "macs"), "--json"),
+        "size": _call("prune", "sample:digits_mlp", "--target-size-bytes", "30000",
+                      "--allocate", "global", "--out", str(out / "size"), "--json"),
+        "unmet_text": _call("prune", "sample:digits_mlp", "--target-sparsity", "0.99",
+                            "--allocate", "uniform", "--out", str(out / "unmet_text")),
+        "unmet_json": _call("prune", "sample:digits_mlp", "--target-sparsity", "0.99",
+                            "--allocate", "uniform", "--out", str(out / "unmet_json"),
+                            "--json"),
+    }
+    for method in ["uniform", "global", "sensitivity"]:
+        runs[f"sparsity_{method}"] = _call(
+            "prune", "sample:digits_mlp", "--target-sparsity", "0.8", "--allocate", method,
+            "--out", str(out / method), "--json")
+    return runs
+
+
+def test_sensitivity_json_is_a_direct_runs_result(budget_runs: dict[str, Run]) -> None:
+    run = budget_runs["sens_json"]
+    data = run.json()  # stdout is exactly one JSON object: no progress in it
+    assert run.stderr == ""
+    assert data["levels"] == [0.0, 0.5, 0.9]
+    layers = data["layers"]
+    assert isinstance(layers, dict)
+    assert list(layers) == ["fc1", "fc2", "fc3"]
+    for layer in layers.values():
+        points = layer["points"]
+        assert [p["sparsity"] for p in points] == [0.0, 0.5, 0.9]
+        for point in points:
+            assert {"sparsity", "metric", "loss", "params_nonzero", "macs",
+                    "size_bytes"} <= set(point)
+    direct = _direct_sensitivity((0.0, 0.5, 0.9))
+    data.pop("seconds")
+    direct.pop("seconds")
+    assert data == direct
+
+
+def test_sensitivity_text_ranks_items(budget_runs: dict[str, Run]) -> None:
+    run = budget_runs["sens_text"]
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "model     sample:digits_mlp"
+    header = next(i for i, line in enumerate(lines) if line.startswith("item "))
+    assert lines[header].split() == ["item", "unit", "safe",
+                                     *(f"{round(v * 100):g}%" for v in DEFAULT_LEVELS)]
+    rows = [line.split() for line in lines[header + 1:]]
+    bench = open_workbench("sample:digits_mlp")
+    result = SensitivityRun(bench.session, bench.eval_data).run()
+    ranking = result.ranking()
+    assert [row[0] for row in rows] == [r["item"] for r in ranking]  # most robust first
+    for row, rank in zip(rows, ranking, strict=True):
+        assert row[2] == f"{round(rank['safe_sparsity'] * 100):g}%"
+        metrics = [p.metric for p in result.curve(rank["item"])]
+        assert [float(v) for v in row[3:]] == pytest.approx(metrics, abs=5e-5)
+    # progress: one line per item on stderr, none on stdout
+    progress = run.stderr.splitlines()
+    assert len(progress) == 3
+    assert all(line.startswith("sensitivity: ") for line in progress)
+    assert {line.split()[1] for line in progress} == {"fc1", "fc2", "fc3"}
+
+
+def _written_sparsity(out: Path) -> float:
+    dense = load_file(out / "weights.safetensors")
+    total = sum(t.numel() for t in dense.values())
+    nonzero = sum(int(t.count_nonzero()) for t in dense.values())
+    return 1 - nonzero / total
+
+
+@pytest.mark.parametrize("method", ["uniform", "global", "sensitivity"])
+def test_prune_to_a_target_sparsity(budget_runs: dict[str, Run], workdir: Path,
+                                    method: str) -> None:
+    run = budget_runs[f"sparsity_{method}"]
+    data = run.json()
+    assert run.stderr == ""
+    allocation = data["allocation"]
+    assert isinstance(allocation, dict)
+    assert allocation["method"] == method
+    assert allocation["budget"] == {"kind": "sparsity", "value": 0.8}
+    assert allocation["met"] is True
+    assert allocation["notes"] == []
+    assert (allocation["predicted_metric"] is None) == (method != "sensitivity")
+    out = workdir / "budget" / method
+    measured = _written_sparsity(out)
+    assert measured >= 0.8
+    assert allocation["measured"] == pytest.approx(measured)
+    assert data["sparsity"] == pytest.approx(measured)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["sparsity"] == data["sparsity"]
+    # the written plan re-applies to the same weights
+    bench = open_workbench("sample:digits_mlp")
+    bench.session.apply(Plan.from_json((out / "plan.json").read_text(encoding="utf-8")))
+    dense = load_file(out / "weights.safetensors")
+    state = bench.model.state_dict()
+    assert_bit_identical({k: dense[k] for k in state}, {k: v.detach() for k, v in state.items()})
+
+
+def test_prune_to_a_macs_budget(budget_runs: dict[str, Run]) -> None:
+    data = budget_runs["macs"].json()
+    allocation = data["allocation"]
+    assert isinstance(allocation, dict)
+    assert allocation["method"] == "sensitivity"  # the default
+    assert allocation["budget"] == {"kind": "macs", "value": 0.3}
+    assert allocation["met"] is True
+    assert isinstance(allocation["predicted_metric"], float)
+    fraction = data["macs_effective"] / data["macs_dense"]  # type: ignore[operator]
+    assert fraction <= 0.3
+    assert allocation["measured"] == pytest.approx(fraction, abs=1e-4)
+
+
+def test_prune_to_a_size_budget(budget_runs: dict[str, Run], workdir: Path) -> None:
+    data = budget_runs["size"].json()
+    allocation = data["allocation"]
+    assert isinstance(allocation, dict)
+    assert allocation["method"] == "global"
+    assert allocation["met"] is True
+    on_disk = (workdir / "budget" / "size" / "weights.sparse.safetensors").stat().st_size
+    assert on_disk <= 30000
+    assert allocation["measured"] == data["size_sparse_bytes"] == on_disk
+
+
+def test_an_unmet_budget_writes_the_closest_plan_and_warns(budget_runs: dict[str, Run],
+                                                           workdir: Path) -> None:
+    text, js = budget_runs["unmet_text"], budget_runs["unmet_json"]
+    assert text.returncode == 0, text.stderr
+    warning = text.stderr.splitlines()
+    assert len(warning) == 1
+    assert warning[0].startswith("pruneviz: warning: budget not met")
+    assert "NOT met" in text.stdout
+    assert (workdir / "budget" / "unmet_text" / "plan.json").is_file()
+    data = js.json()
+    assert js.stderr == ""
+    allocation = data["allocation"]
+    assert isinstance(allocation, dict)
+    assert allocation["met"] is False
+    assert 0.9 < allocation["measured"] < 0.99
+    assert "cannot reach" in allocation["notes"][0]
+    assert _written_sparsity(workdir / "budget" / "unmet_json") == pytest.approx(
+        allocation["measured"])
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["sensitivity", "sample:digits_transformer"], ["'digits_transformer'", "digits_mlp"]),
+    (["sensitivity", "sample:digits_mlp", "--levels", "0,abc"], ["--levels", "'abc'"]),
+    (["sensitivity", "sample:digits_mlp", "--levels", "0,1.5"], ["--levels", "1.5", "[0, 1]"]),
+    (["sensitivity", "sample:digits_mlp", "--levels", "-0.1"], ["-0.1", "[0, 1]"]),
+    (["sensitivity", "sample:digits_mlp", "--granularity", "2:4"], ["2:4", "fixed sparsity"]),
+    (["prune", "sample:digits_mlp", "--target-sparsity", "1.5"], ["--target-sparsity", "1.5"]),
+    (["prune", "sample:digits_mlp", "--target-macs", "0"], ["--target-macs", "(0, 1]"]),
+    (["prune", "sample:digits_mlp", "--target-size-bytes", "-5"], ["--target-size-bytes"]),
+    (["prune", "sample:digits_mlp", "--target-sparsity", "0.5", "--target-macs", "0.5"],
+     ["--target-macs", "--target-sparsity", "not allowed"]),
+    (["prune", "sample:digits_mlp", "--target-sparsity", "0.5", "--plan", "plan.json"],
+     ["--plan", "--target-sparsity", "not allowed"]),
+    (["prune", "sample:digits_mlp", "--target-macs", "0.5", "--sparsity", "0.5"],
+     ["--sparsity", "not allowed"]),
+    (["prune", "sample:digits_mlp", "--target-macs", "0.5", "--scope", "global"],
+     ["--scope", "--allocate global"]),
+    (["prune", "sample:digits_mlp", "--target-macs", "0.5", "--remove-blocks", "fc2"],
+     ["--remove-blocks"]),
+    (["prune", "sample:digits_mlp", "--target-sparsity", "0.5", "--granularity", "2:4"],
+     ["2:4", "fixed sparsity"]),
+    (["prune", "sample:digits_mlp", "--target-sparsity", "0.5", "--max-layer-sparsity", "0"],
+     ["--max-layer-sparsity", "(0, 1]"]),
+    (["prune", "sample:digits_mlp", "--sparsity", "0.5", "--allocate", "global"],
+     ["--allocate needs a target"]),
+    (["prune", "sample:digits_mlp", "--sparsity", "0.5", "--max-layer-sparsity", "0.9"],
+     ["--max-layer-sparsity needs --scope global"]),
+])
+def test_bad_budget_or_sensitivity_input_is_one_line(workdir: Path, args: list[str],
+                                                     needles: list[str]) -> None:
+    if args[0] == "prune":
+        args = [*args, "--out", str(workdir / "never_written")]
+    run = _call(*args)
+    assert run.returncode == 2, (run.args, run.stderr)
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("pruneviz: error: ")
+    for needle in needles:
+        assert needle in lines[0]
+    assert run.stdout == ""
+    assert not (workdir / "never_written").exists()
