@@ -13,7 +13,7 @@ import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +22,15 @@ import plotly.io as pio
 
 from pruneviz.experiments import Experiment, check_cost_field, pareto_front
 
+if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
+    from pruneviz.sensitivity import SensitivityResult
+
 KEPT = "#4C78A8"
 PRUNED = "#E45756"
 THRESHOLD = "#444444"
 PARETO = "#F58518"
 BASELINE = "#222222"
+MISSING = "#C8C8C8"  # heatmap cells with no value
 DIMMED = (221, 221, 221)  # #DDDDDD: pruned kernels are blended 75% toward it
 TEMPLATE = "plotly_white"
 HEIGHT = 350
@@ -539,6 +543,8 @@ __all__ = [
     "kernel_rgb",
     "layer_overview",
     "score_bars",
+    "sensitivity_curves",
+    "sensitivity_heatmap",
     "tradeoff_scatter",
     "weight_histogram",
 ]
@@ -576,3 +582,100 @@ def best_form_scatter(
                        "latency (ms, batch 64)", metric_name,
                        meta={"forms": list(forms)}),
     )
+
+
+# -- 8. sensitivity -----------------------------------------------------------------------------
+def _level_text(level: float) -> str:
+    """A sparsity level as a column label: 0.1 -> "10%", 0.025 -> "2.5%"."""
+    return f"{level * 100:.4g}%"
+
+
+def sensitivity_curves(result: SensitivityResult) -> go.Figure:
+    """The model's metric with each item (layer or coupled group) pruned alone, against
+    that item's sparsity: one line per item that has points, a dashed line at the
+    unpruned model's metric. Items not measured yet (a running or stopped analysis) are
+    left out."""
+    metric = result.metric_name
+    hover = (
+        f"<b>%{{fullData.name}}</b><br>sparsity: %{{x:.4g}}%<br>{metric}: %{{y:.4g}}"
+        "<br>loss: %{customdata[0]:.4g}<br>%{customdata[1]:,} %{customdata[2]}(s) pruned"
+        "<extra></extra>"
+    )
+    traces: list[Any] = []
+    for item in result.items:
+        curve = result.curve(item.key)
+        if not curve:
+            continue
+        traces.append(go.Scatter(
+            x=[p.level * 100 for p in curve], y=[p.metric for p in curve],
+            mode="lines+markers", name=item.label, hovertemplate=hover,
+            customdata=[[p.loss, p.structures_pruned, item.unit] for p in curve],
+        ))
+    base = result.baseline.metric
+    better = "higher" if result.higher_is_better else "lower"
+    unit = "layer or group" if result.granularity.structured else "layer"
+    shown = len(traces)
+    layout = _layout(
+        f"{metric} with one {unit} pruned alone",
+        f"sparsity of that {unit} ({result.granularity.value}, {result.criterion})",
+        f"{metric} ({better} is better)",
+        subtitle=None if result.complete else
+        f"incomplete: {shown} of {len(result.items)} items measured",
+        xaxis={"ticksuffix": "%"},
+        shapes=[_horizontal_line(base)],
+        annotations=[{"text": f"unpruned: {base:.4g}", "xref": "x domain", "yref": "y",
+                      "x": 0.0, "y": base, "xanchor": "left", "yanchor": "bottom",
+                      "showarrow": False, "font": {"color": THRESHOLD, "size": 11}}],
+        legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1.0, "yanchor": "top"},
+        meta={"baseline": base, "items": [t.name for t in traces], "complete": result.complete},
+    )
+    return go.Figure(traces, layout)
+
+
+def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
+    """Items (rows, in model order) by sparsity level (columns), coloured by how much the
+    metric drops from the unpruned model's (`result.drop`): red worse, blue better, white
+    unchanged (light grey). Cells not measured yet are darker grey."""
+    levels = list(result.levels)
+    column = {f"{level:.6f}": j for j, level in enumerate(levels)}
+    shape = (len(result.items), len(levels))
+    drop = np.full(shape, np.nan)
+    metric = np.full(shape, np.nan)
+    loss = np.full(shape, np.nan)
+    for i, item in enumerate(result.items):
+        for point in result.curve(item.key):
+            j = column[f"{point.level:.6f}"]
+            drop[i, j] = result.drop(point)
+            metric[i, j] = point.metric
+            loss[i, j] = point.loss
+    labels = [item.label for item in result.items]
+    name = result.metric_name
+    unit = "layer or group" if result.granularity.structured else "layer"
+    columns = [_level_text(level) for level in levels]
+    heatmap = go.Heatmap(
+        z=drop, x=columns, y=labels, name="drop",
+        customdata=np.dstack([metric, loss]),
+        colorscale=[[0.0, "#2166AC"], [0.5, "#F2F2F2"], [1.0, "#B2182B"]],
+        zmid=0.0,
+        xgap=1, ygap=1, hoverongaps=False,
+        colorbar={"title": {"text": f"{name} drop"}, "thickness": 12},
+        hovertemplate=f"<b>%{{y}}</b> at %{{x}}<br>{name}: %{{customdata[0]:.4g}}"
+        "<br>drop: %{z:.4g}<br>loss: %{customdata[1]:.4g}<extra></extra>",
+    )
+    layout = _layout(
+        f"{name} drop with each {unit} pruned alone",
+        f"sparsity of that {unit} ({result.granularity.value}, {result.criterion})",
+        "layer or coupled group" if result.granularity.structured else "layer",
+        subtitle=f"drop from the unpruned model's {name} ({result.baseline.metric:.4g}): "
+        "red is worse, blue better; dark grey cells are not measured (yet)",
+        xaxis={"type": "category", "showgrid": False},
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+        meta={"items": labels, "levels": levels, "baseline": result.baseline.metric},
+    )
+    missing = go.Heatmap(  # grey cells where drop has no value (yet)
+        z=np.where(np.isnan(drop), 1.0, np.nan), x=columns, y=labels, name="not measured",
+        colorscale=[[0.0, MISSING], [1.0, MISSING]], showscale=False, xgap=1, ygap=1,
+        hoverinfo="skip",
+    )
+    layout["height"] = max(HEIGHT, 150 + 28 * len(labels))
+    return go.Figure([heatmap, missing], layout)

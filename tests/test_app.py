@@ -14,8 +14,8 @@ from pruneviz.ui.state import MODEL_KEY, WORKBENCH_KEY, widget_key
 from pruneviz.workbench import Workbench
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/model.py", "pages/inspect.py", "pages/prune.py", "pages/deploy.py",
-         "pages/tradeoffs.py"]
+PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
+         "pages/deploy.py", "pages/tradeoffs.py"]
 TIMEOUT = 60
 
 

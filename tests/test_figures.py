@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,9 @@ import pytest
 
 from pruneviz import figures as F
 from pruneviz.experiments import Experiment
+from pruneviz.plan import Granularity
+from pruneviz.sensitivity import Item, Point, SensitivityResult, SensitivityRun
+from pruneviz.workbench import Workbench, open_workbench
 
 
 def _trace(fig: go.Figure, name: str) -> Any:
@@ -311,6 +316,112 @@ def test_tradeoff_scatter_refuses_a_field_that_is_not_a_cost() -> None:
                            higher_is_better=True, baseline=None)
 
 
+# -- sensitivity --------------------------------------------------------------------------------
+LEVELS = (0.0, 0.3, 0.6, 0.9)
+
+
+@functools.cache
+def _mlp() -> Workbench:
+    return open_workbench("sample:digits_mlp")
+
+
+@functools.cache
+def _sensitivity(granularity: str = "unstructured", stop_after: int | None = None
+                 ) -> SensitivityResult:
+    """A real analysis of digits_mlp (l1), or one cancelled after `stop_after` points."""
+    bench = _mlp()
+    run = SensitivityRun(bench.session, bench.eval_data, criterion="l1",
+                         granularity=granularity, levels=LEVELS)
+    cancel = threading.Event()
+    for _ in run.points(cancel):
+        if run.done == stop_after:
+            cancel.set()
+    return run.result()
+
+
+def test_sensitivity_curves_draw_every_measured_point() -> None:
+    result = _sensitivity()
+    assert result.complete
+    fig = F.sensitivity_curves(result)
+    assert [t.name for t in fig.data] == ["fc1", "fc2", "fc3"]
+    for item in result.items:
+        trace, points = _trace(fig, item.label), result.curve(item.key)
+        assert len(points) == len(LEVELS)
+        np.testing.assert_allclose(trace.x, [100 * level for level in LEVELS])
+        assert list(trace.y) == [p.metric for p in points]
+        assert [row[0] for row in trace.customdata] == [p.loss for p in points]
+        assert [row[1] for row in trace.customdata] == [p.structures_pruned for p in points]
+        assert "loss" in trace.hovertemplate
+    # 90% of fc3 (the output layer) costs accuracy: the curves are not flat.
+    assert _trace(fig, "fc3").y[-1] < result.baseline.metric - 0.05
+    (line,) = _shapes(fig, "line")
+    assert line.y0 == line.y1 == result.baseline.metric
+    assert line.line.dash == "dash"
+    assert fig.layout.meta["baseline"] == result.baseline.metric
+    assert fig.layout.meta["complete"] is True
+    assert not fig.layout.title.subtitle.text
+
+
+def test_sensitivity_heatmap_colours_each_cell_by_its_drop() -> None:
+    result = _sensitivity()
+    fig = F.sensitivity_heatmap(result)
+    heat, missing = fig.data
+    assert np.isnan(np.asarray(missing.z, dtype=float)).all()  # nothing greyed out
+    assert list(heat.y) == ["fc1", "fc2", "fc3"]  # model order, top to bottom
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert list(heat.x) == ["0%", "30%", "60%", "90%"]
+    z = np.asarray(heat.z)
+    assert z.shape == (3, len(LEVELS))
+    for i, item in enumerate(result.items):
+        for j, point in enumerate(result.curve(item.key)):
+            assert z[i, j] == result.drop(point)
+            assert heat.customdata[i][j][0] == point.metric
+            assert heat.customdata[i][j][1] == point.loss
+    assert np.all(z[:, 0] == 0.0)  # the unpruned column
+    assert z[2, -1] > 0.05
+    assert heat.zmid == 0.0
+
+
+def test_sensitivity_figures_of_a_stopped_run_show_what_was_measured() -> None:
+    result = _sensitivity(stop_after=6)  # fc1's 4 points and fc2's first 2
+    assert not result.complete
+    curves = F.sensitivity_curves(result)
+    assert [t.name for t in curves.data] == ["fc1", "fc2"]
+    assert len(_trace(curves, "fc2").y) == 2
+    assert "incomplete: 2 of 3" in curves.layout.title.subtitle.text
+    heat, missing = F.sensitivity_heatmap(result).data
+    z = np.asarray(heat.z, dtype=float)
+    np.testing.assert_array_equal(np.isnan(z), np.asarray(missing.z) == 1.0)
+    assert np.isfinite(z).sum() == 6
+    assert np.isfinite(z[0]).all()
+    assert np.isfinite(z[1, :2]).all()
+    assert np.isnan(z[1, 2:]).all()
+    assert np.isnan(z[2]).all()
+
+
+def test_sensitivity_figures_label_coupled_groups() -> None:
+    result = _sensitivity("filter")
+    labels = [item.label for item in result.items]
+    assert labels == ["fc1 (+1 coupled)", "fc2 (+1 coupled)"]
+    assert [t.name for t in F.sensitivity_curves(result).data] == labels
+    assert list(F.sensitivity_heatmap(result).data[0].y) == labels
+
+
+def test_sensitivity_heatmap_of_a_lower_is_better_metric() -> None:
+    def point(item: str | None, level: float, mse: float) -> Point:
+        return Point(item, level, mse, mse, 100, 1000, 400, 0)
+
+    item = Item("dec", ("dec",), Granularity.UNSTRUCTURED, "weight")
+    result = SensitivityResult(
+        "m", "l2", Granularity.UNSTRUCTURED, (0.0, 0.5), "mse", False, point(None, 0.0, 0.01),
+        [item], {"dec": [point("dec", 0.0, 0.01), point("dec", 0.5, 0.04)]}, True, 0.1)
+    z = np.asarray(F.sensitivity_heatmap(result).data[0].z)
+    np.testing.assert_allclose(z, [[0.0, 0.03]])  # a higher MSE is a positive drop
+    curves = F.sensitivity_curves(result)
+    assert list(curves.data[0].y) == [0.01, 0.04]
+    assert curves.layout.yaxis.title.text == "mse (lower is better)"
+
+
 # -- common look --------------------------------------------------------------------------------
 BUILDERS: dict[str, Callable[[], go.Figure]] = {
     "histogram": lambda: F.weight_histogram(np.arange(-5.0, 5.0), np.arange(10) > 3, layer="l",
@@ -325,6 +436,8 @@ BUILDERS: dict[str, Callable[[], go.Figure]] = {
     "tradeoff": lambda: F.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="params",
                                            metric_name="accuracy", higher_is_better=True,
                                            baseline=POINTS[0]),
+    "sensitivity_curves": lambda: F.sensitivity_curves(_sensitivity()),
+    "sensitivity_heatmap": lambda: F.sensitivity_heatmap(_sensitivity()),
 }
 
 

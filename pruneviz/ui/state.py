@@ -8,15 +8,18 @@ never see each other's pruning.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
-from pruneviz.experiments import ExperimentLog, describe_plan
+from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
+from pruneviz.experiments import Experiment, ExperimentLog, describe_plan
 from pruneviz.forms import FormReport, all_forms, best_form
 from pruneviz.models.samples import DEFAULT_SAMPLE, Sample, load_sample
 from pruneviz.plan import Plan
 from pruneviz.report import Report, latency_batch
+from pruneviz.sensitivity import SensitivityResult
 from pruneviz.workbench import Workbench, build_workbench, measure_plans
 
 # Session-state keys, in one place. Widget keys of the Prune page are built by the
@@ -26,6 +29,7 @@ MODEL_WIDGET_KEY = "pv_model_picker"
 WORKBENCH_KEY = "pv_workbench"
 LOG_KEY = "pv_experiments"
 SELECTED_LAYER_KEY = "pv_selected_layer"
+COMPARISON_KEY = "pv_budget_comparison"  # the Sensitivity page's last budget comparison
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
 MANY_LAYERS = 16
 LATENCY_RUNS = 10  # pairs (masked, reference) timed per slider move
@@ -60,6 +64,7 @@ def workbench() -> Workbench:
         st.session_state[LOG_KEY] = log
         clear_prune_widgets()
         st.session_state[BEST_FORMS_KEY] = {}
+        st.session_state.pop(COMPARISON_KEY, None)  # its experiments were in the old log
     return bench
 
 
@@ -152,3 +157,46 @@ def measure_best_forms(runs: int = 10) -> None:
             found[experiment.id] = best_form(all_forms(bench.session, batch, runs=runs))
     finally:
         bench.session.apply(current)
+
+
+# -- budgets: uniform, global and sensitivity-guided plans side by side ---------------------
+@dataclass(frozen=True)
+class Compared:
+    """One method's plan fitted to a budget, measured, and its entry in the experiment log."""
+
+    outcome: Outcome
+    experiment: Experiment
+
+
+def budget_text(budget: Budget) -> str:
+    """A short label for a budget: "80% sparsity", "50% MACs", "24.0 KiB sparse", "0.50 ms"."""
+    if budget.kind is BudgetKind.SPARSITY:
+        return f"{budget.value * 100:.4g}% sparsity"
+    if budget.kind is BudgetKind.MACS:
+        return f"{budget.value * 100:.4g}% MACs"
+    if budget.kind is BudgetKind.SIZE:
+        return f"{budget.value / 1024:.1f} KiB sparse"
+    return f"{budget.value:.2f} ms"
+
+
+def record_budget_comparison(result: SensitivityResult, budget: Budget,
+                             cap: float) -> list[Compared]:
+    """Fit a uniform, a global and a sensitivity-guided plan to `budget` (with the
+    analysis's granularity and criterion, no layer above `cap`), measure each with latency
+    and record it as an experiment. The plan applied before is applied again after."""
+    bench = workbench()
+    current = bench.session.plan
+    compared = []
+    try:
+        for method in Method:
+            outcome = plan_for_budget(bench, budget, method, granularity=result.granularity,
+                                      criterion=result.criterion, sensitivity=result, cap=cap)
+            bench.session.apply(outcome.plan)
+            measure_and_record(f"{method.value} {budget_text(budget)} "
+                               f"({result.granularity.value}, {result.criterion})")
+            experiment = experiment_log().find(bench.session.plan)
+            assert experiment is not None  # just recorded
+            compared.append(Compared(outcome, experiment))
+    finally:
+        bench.session.apply(current)
+    return compared

@@ -1,0 +1,221 @@
+"""The Sensitivity page through Streamlit's AppTest: the analysis runs in a background
+thread to the end (or until cancelled), budgets are compared and recorded, and the
+sensitivity plan can be proposed to the Prune page."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pruneviz.allocation import Budget, plan_for_budget
+from pruneviz.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
+from pruneviz.ui.state import COMPARISON_KEY, LOG_KEY, MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.ui.worker import WORKERS_KEY, SensitivityWorker
+from pruneviz.workbench import Workbench
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = "pages/sensitivity.py"
+MODEL = "sample:digits_mlp"
+WAIT = 20.0  # seconds an analysis of digits_mlp may take, at most
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[MODEL_KEY] = MODEL
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def worker_of(at: AppTest) -> SensitivityWorker:
+    worker = at.session_state[WORKERS_KEY][MODEL]
+    assert isinstance(worker, SensitivityWorker)
+    return worker
+
+
+def bench_of(at: AppTest) -> Workbench:
+    bench = at.session_state[WORKBENCH_KEY]
+    assert isinstance(bench, Workbench)
+    return bench
+
+
+def run_until_done(at: AppTest) -> SensitivityResult:
+    """Re-run the app, as the page's polling does, until the worker has stopped."""
+    worker = worker_of(at)
+    deadline = time.monotonic() + WAIT
+    while worker.running:
+        assert time.monotonic() < deadline, "the analysis did not end in time"
+        time.sleep(0.05)
+        at.run()
+        assert not at.exception, at.exception
+    at.run()  # the page as it is drawn once the run has ended
+    assert not at.exception, at.exception
+    result = worker.snapshot().result
+    assert result is not None
+    return result
+
+
+def analyse(at: AppTest) -> SensitivityResult:
+    at.button(key="pv_sens_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return run_until_done(at)
+
+
+def figure(at: AppTest, key: str) -> go.Figure:
+    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
+    return pio.from_json(charts[0].proto.spec)
+
+
+def array(value: Any) -> np.ndarray:
+    """A figure's array as sent to the browser (plotly's typed-array JSON) or a list."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        return flat.reshape([int(n) for n in str(value.get("shape", len(flat))).split(",")])
+    return np.asarray(value)
+
+
+def table(at: AppTest, column: str) -> Any:
+    """The one table with `column`."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+def progress_text(at: AppTest) -> str:
+    (bar,) = at.get("progress")
+    return str(bar.proto.text)
+
+
+def test_analysis_runs_in_the_background_to_the_end() -> None:
+    at = start()
+    assert at.info, "the page says what to do before the first run"
+    result = analyse(at)
+    worker = worker_of(at)
+    assert result.complete
+    assert [item.key for item in result.items] == ["fc1", "fc2", "fc3"]
+    assert result.levels == DEFAULT_LEVELS
+    assert progress_text(at).startswith("33 of 33 points")
+    # The tab's own session was never borrowed: its plan is still the unpruned one.
+    assert bench_of(at).session.plan.is_empty
+
+    curves = figure(at, "sens_curves")
+    assert [t.name for t in curves.data] == ["fc1", "fc2", "fc3"]
+    for trace, item in zip(curves.data, result.items, strict=True):
+        points = result.curve(item.key)
+        assert list(trace.y) == [p.metric for p in points]
+        assert list(trace.x) == pytest.approx([p.level * 100 for p in points])
+    heatmap = figure(at, "sens_heatmap")
+    assert list(heatmap.data[0].y) == ["fc1", "fc2", "fc3"]
+    drops = [[result.drop(p) for p in result.curve(item.key)] for item in result.items]
+    np.testing.assert_array_equal(array(heatmap.data[0].z), np.array(drops))
+
+    ranking = table(at, "layer or group")
+    assert len(ranking) == len(result.items)
+    assert list(ranking["layer or group"]) == [r["label"] for r in result.ranking()]
+
+    # The same settings again: every point comes from the tab's cache, nothing new.
+    cached = len(worker.cache.points)
+    again = analyse(at)
+    assert len(worker.cache.points) == cached
+    assert again.points == result.points
+
+
+def test_cancel_stops_the_run_and_keeps_what_was_measured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    measure = SensitivityRun._measure
+
+    def slow(self: SensitivityRun, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.1)  # digits_mlp is measured too fast to be caught running
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(SensitivityRun, "_measure", slow)
+    at = start()
+    at.button(key="pv_sens_run").click().run()
+    worker = worker_of(at)
+    assert worker.running
+    assert at.button(key="pv_sens_run").disabled
+    at.button(key="pv_sens_cancel").click().run()
+    assert not at.exception, at.exception
+    result = run_until_done(at)
+    progress = worker.snapshot()
+    assert not result.complete
+    assert progress.done < progress.total
+    assert sum(len(points) for points in result.points.values()) == progress.done
+    assert "stopped" in progress_text(at)
+    assert any("Cancelled" in w.value for w in at.warning)
+    assert not at.button(key="pv_sens_run").disabled
+
+
+def test_compare_records_three_measured_experiments() -> None:
+    at = start()
+    analyse(at)
+    at.button(key="pv_sens_compare").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    log = list(at.session_state[LOG_KEY])
+    labels = [e.label for e in log[1:]]
+    assert len(labels) == 3
+    for label, method in zip(labels, ["uniform", "global", "sensitivity"], strict=True):
+        assert label.startswith(f"{method} 80% sparsity"), label
+    assert all(e.latency_ms is not None for e in log[1:]), "on the Trade-offs latency chart"
+    assert all(e.sparsity == pytest.approx(0.8, abs=0.005) for e in log[1:])
+    # Comparing does not change the plan the Prune page works on.
+    assert bench_of(at).session.plan.is_empty
+
+    shown = table(at, "met")
+    assert list(shown["method"]) == ["uniform", "global", "sensitivity"]
+    assert list(shown["met"]) == ["yes", "yes", "yes"]
+    measured = [f"{e.metric:.2%}" for e in log[1:]]
+    assert list(shown["accuracy (measured)"]) == measured
+    predicted = list(shown["accuracy (predicted)"])
+    assert predicted[:2] == ["-", "-"]
+    outcome = at.session_state[COMPARISON_KEY]["rows"][2].outcome
+    assert outcome.predicted_metric is not None
+    assert predicted[2] == f"{outcome.predicted_metric:.2%}"
+
+    at.switch_page("pages/tradeoffs.py").run()
+    assert not at.exception, at.exception
+    shown = list(at.dataframe[-1].value["label"])
+    assert shown[1:] == labels
+
+
+def test_propose_applies_the_sensitivity_allocation() -> None:
+    at = start()
+    result = analyse(at)
+    at.button(key="pv_sens_propose").click().run()
+    assert not at.exception, at.exception
+    assert any("Prune page" in s.value for s in at.success)
+    bench = bench_of(at)
+    expected = plan_for_budget(bench, Budget("sparsity", 0.8), "sensitivity",
+                               sensitivity=result, cap=0.95).plan
+    assert not expected.is_empty
+    assert bench.session.plan.key() == expected.key()
+    at.switch_page("pages/prune.py").run()
+    assert not at.exception, at.exception
+    for name, entry in expected.layers.items():
+        assert entry.sparsity is not None
+        assert at.slider(key=widget_key("sp", name)).value == round(entry.sparsity * 100)
+    assert not bench.session.plan.is_empty
+
+
+def test_a_criterion_the_model_cannot_use_shows_an_error() -> None:
+    at = start()
+    at.selectbox(key="pv_sens_gran").set_value("filter").run()
+    at.selectbox(key="pv_sens_crit").set_value("bn_scale").run()
+    at.button(key="pv_sens_run").click().run()
+    assert not at.exception, at.exception
+    assert any("BatchNorm" in e.value for e in at.error), [e.value for e in at.error]
+    assert not worker_of(at).running
+    assert worker_of(at).snapshot().result is None
+    assert not at.get("plotly_chart")
