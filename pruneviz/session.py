@@ -35,7 +35,7 @@ from pruneviz.criteria import (
     structures_for,
 )
 from pruneviz.data import TensorData
-from pruneviz.errors import DataError, PlanError
+from pruneviz.errors import DataError, ModelError, PlanError
 from pruneviz.layers import PrunableLayer, check_finite, find_prunable_layers, fingerprint
 from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan, parse_granularity
 
@@ -517,6 +517,54 @@ class PruningSession:
         self._stale.update(weights.values())
         self._stale.update(self._swap_blocks(set(plan.blocks)))
 
+    def keep_masks(self) -> dict[str, Tensor]:
+        """Boolean keep-masks of every parameter the current plan prunes (weights, and the
+        biases and norm entries of pruned channels), by parameter name. Fine-tuning holds
+        the pruned entries at zero with them."""
+        masks: dict[str, Tensor] = {}
+        for layer in self.layers:
+            if self._in_removed_block(layer):
+                continue
+            keep = self._weight_keep(layer, self._decisions, self._group_decisions)
+            if keep is not None:
+                masks[layer.weight] = keep
+        for tensor_name in self._channel_sources.keys() | self._fed_owner.keys():
+            keep = self._channel_keep(tensor_name, self._decisions, self._group_decisions)
+            if keep is not None and tensor_name in self._params:
+                masks[tensor_name] = keep
+        return masks
+
+    def rebase(self, state: dict[str, Tensor]) -> None:
+        """Make `state` (this model's weights after training, say) the originals, and
+        re-apply the current plan to them: scores are computed afresh from the new
+        values. The old originals are dropped from the session — keep the pristine model
+        elsewhere (the workbench's reference) to go back to it."""
+        if self._removed:
+            raise PlanError("cannot take new weights while blocks are removed; put the "
+                            "blocks back (a plan without removed blocks) first")
+        plan = self.plan
+        self.reset()
+        try:
+            self.model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"the new weights do not fit {self.name}: {exc}") from None
+        check_finite(self.model)
+        with torch.no_grad():
+            for name, original in self._originals.items():
+                original.copy_(self._params[name])
+        self._scores.clear()
+        self._nm_masks.clear()
+        self._group_tables.clear()
+        self._stats = None
+        self._weights_key = None
+        self._original_nonzero = {
+            layer.name: int(torch.count_nonzero(self._originals[layer.weight]))
+            for layer in self.layers
+        }
+        self._results = {}
+        self._refresh_results(self.layers)
+        self.apply(plan)
+
     def reset(self) -> None:
         """Return every parameter the session touched to its original, bit for bit."""
         with torch.no_grad():
@@ -844,6 +892,17 @@ class PruningSession:
         group_decisions: dict[int, _Decision],
     ) -> None:
         """Zero the channels of a bias or norm parameter that pruned structures feed."""
+        keep = self._channel_keep(tensor_name, decisions, group_decisions)
+        if keep is None:
+            self._params[tensor_name].copy_(self._originals[tensor_name])
+        else:
+            _masked_copy(self._params[tensor_name], self._originals[tensor_name], keep)
+
+    def _channel_keep(
+        self, tensor_name: str, decisions: dict[str, _Decision],
+        group_decisions: dict[int, _Decision],
+    ) -> Tensor | None:
+        """The keep-vector of a bias or norm parameter (None: all kept)."""
         keep = None
         owner = self._fed_owner.get(tensor_name)
         own = decisions.get(owner) if owner else None
@@ -854,10 +913,7 @@ class PruningSession:
             if decision is not None:
                 part = self._member_keep(gid, member, decision)
                 keep = part if keep is None else keep & part
-        if keep is None:
-            self._params[tensor_name].copy_(self._originals[tensor_name])
-        else:
-            _masked_copy(self._params[tensor_name], self._originals[tensor_name], keep)
+        return keep
 
     def _refresh_results(self, layers: Sequence[PrunableLayer]) -> None:
         """Counts from the precomputed tables (exact; no pass over the weights)."""
