@@ -246,7 +246,7 @@ def finetune(
             p.requires_grad_(False)
 
     history: list[Record] = []
-    best: tuple[float, int, dict[str, Tensor]] | None = None
+    best: tuple[tuple[float, float], float, int, dict[str, Tensor]] | None = None
     stale = 0
     stopped = "done"
     notes: list[str] = []
@@ -272,6 +272,8 @@ def finetune(
         nonlocal plan, masks
         assert prune is not None
         was_training = model.training
+        if distributed:  # the same running statistics everywhere, for data-driven criteria
+            _sync_buffers(model)
         session.rebase(snapshot())
         plan = prune.plan(session, target)
         session.apply(plan)
@@ -296,21 +298,34 @@ def finetune(
                     prune_to(events[step])
                     log(None, f"pruned to {events[step]:.0%}")
                 index = order[start:start + recipe.batch_size]
+                share = 1.0
                 if distributed:  # this process's share of the batch
+                    whole = len(index)
                     index = index.tensor_split(world)[rank]
+                    # DDP averages the processes' gradients: weighting each mean loss by
+                    # its share makes that the whole batch's mean, also for unequal shares
+                    share = len(index) * world / whole
                 x, y = train_data.x[index], train_data.y[index]
                 optimizer.zero_grad(set_to_none=True)
                 out = runner(x)
-                loss = data.task.loss(out, y)
-                if teacher is not None and recipe.distill > 0:
-                    with torch.no_grad():
-                        soft = teacher(x)
-                    loss = (1 - recipe.distill) * loss + recipe.distill * _distill_loss(
-                        data.task, out, soft, recipe.temperature)
+                if len(index):
+                    loss = data.task.loss(out, y)
+                    if teacher is not None and recipe.distill > 0:
+                        with torch.no_grad():
+                            soft = teacher(x)
+                        loss = (1 - recipe.distill) * loss + recipe.distill * _distill_loss(
+                            data.task, out, soft, recipe.temperature)
+                    loss = loss * share if distributed else loss
+                else:  # an empty share (a last batch smaller than the world): no gradient
+                    loss = out.sum() * 0.0
                 if recipe.regularizer is not None and step < regularize_until:
                     loss = loss + recipe.strength * _regularization(model, session,
                                                                     recipe.regularizer)
                 torch.autograd.backward(loss)
+                if distributed:  # the whole batch's loss, the same in every process
+                    loss = loss.detach().clone()
+                    torch.distributed.all_reduce(loss)
+                    loss /= world
                 with torch.no_grad():
                     for name, keep in masks.items():
                         grad = params[name].grad
@@ -328,11 +343,17 @@ def finetune(
                 if step % record_every == 0 and step % per_epoch:
                     log(None)
             # end of an epoch: validate; early stopping counts only at the final sparsity
-            metric = evaluate(model, val_data).metric
+            if distributed:  # every process validates the same model: the same decisions
+                _sync_buffers(model)
+            validation = evaluate(model, val_data)
+            metric = validation.metric
             model.train()
+            # better metric, or the same metric with a lower loss (accuracy on a few
+            # hundred samples ties often; the loss still says which weights are better)
+            score = (metric if higher else -metric, -validation.loss)
             if step > last_event:
-                if best is None or (metric > best[0] if higher else metric < best[0]):
-                    best = (metric, step, snapshot())
+                if best is None or score > best[0]:
+                    best = (score, metric, step, snapshot())
                     stale = 0
                 else:
                     stale += 1
@@ -350,8 +371,8 @@ def finetune(
     if best is None:
         notes.append("stopped before the schedule's last pruning event: the weights are the "
                      "latest, not the best at the final sparsity")
-        best = (float("nan"), step, snapshot())
-    metric, best_step, state = best
+        best = ((0.0, 0.0), float("nan"), step, snapshot())
+    _, metric, best_step, state = best
     session.rebase(state)
     return FinetuneResult(state, masks, history, best_step,
                           None if math.isnan(metric) else metric, step, stopped, plan, notes)
@@ -359,6 +380,14 @@ def finetune(
 
 class _Stop(Exception):
     """Cancelled between two steps."""
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    """The first process's buffers (BatchNorm running statistics) in every process: each
+    updated its own from its share of the batch (DDP broadcasts them at the next forward)."""
+    with torch.no_grad():
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def _apply_masks(params: dict[str, nn.Parameter], masks: dict[str, Tensor]) -> None:
