@@ -9,20 +9,38 @@ PRUNEVIZ_DEBUG=1 is set.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+import torch
+from torch import nn
 
 from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
 from pruneviz.criteria import criterion_names
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.export import write_atomic
+from pruneviz.finetune import (
+    FinetuneRecipe,
+    FinetuneResult,
+    PruneSpec,
+    Record,
+    Regularizer,
+    finetune,
+    split_validation,
+    steps_per_epoch,
+    total_steps,
+)
+from pruneviz.metrics import EvalResult, count_params, evaluate
 from pruneviz.plan import GlobalPlan, Granularity, Plan
 from pruneviz.report import Report
+from pruneviz.schedules import Schedule, ScheduleKind
 from pruneviz.sensitivity import DEFAULT_LEVELS, Point, SensitivityResult, SensitivityRun
 from pruneviz.storage import dense_bytes, sparse_bytes
 from pruneviz.workbench import Workbench, open_workbench
@@ -120,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="default: l1")
     sensitivity.add_argument("--json", action="store_true", help="print one JSON object")
 
+    _add_finetune_parser(verbs)
+
     bench = verbs.add_parser("bench", help="run the engine benchmarks (JSON results)")
     bench.add_argument("name", nargs="?", metavar="NAME", help="slider, live or size")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -139,13 +159,7 @@ def _read_plan_args(args: argparse.Namespace) -> Plan | None:
                             "every layer gets --sparsity)")
     if args.plan is None:
         return None
-    try:
-        text = args.plan.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PrunevizError(f"cannot read plan file {args.plan}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise PrunevizError(f"plan file {args.plan} is not UTF-8 text") from None
-    return Plan.from_json(text)
+    return _read_plan_file(args.plan)
 
 
 def _check_cap(args: argparse.Namespace) -> None:
@@ -502,8 +516,488 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- finetune ------------------------------------------------------------------------------
+LR_MASKED = 1e-4  # masked fine-tuning: the kept weights are trained already, nudge them
+LR_SCHEDULE = 1e-3  # a schedule prunes while training: the rate the samples were trained at
+DISTILL_WEIGHT = 0.5  # --distill without --distill-weight
+ROUNDS = 3  # --schedule iterative without --rounds
+EVENTS = 10  # without --frequency: about this many pruning events from begin to end
+_ALL_KINDS = frozenset(ScheduleKind)
+_RAMPS = frozenset({ScheduleKind.POLY, ScheduleKind.AGP})
+SCHEDULE_OPTIONS: dict[str, frozenset[ScheduleKind]] = {  # option -> the kinds that use it
+    "initial": _RAMPS,
+    "begin_step": _ALL_KINDS,
+    "end_step": _ALL_KINDS - {ScheduleKind.ONESHOT},
+    "frequency": _RAMPS | {ScheduleKind.CONSTANT},
+    "power": frozenset({ScheduleKind.POLY}),
+    "rounds": frozenset({ScheduleKind.ITERATIVE}),
+}
+FINETUNE_FILES = ("weights.safetensors", "weights.sparse.safetensors", "history.json",
+                  "report.json")
+
+
+def _add_finetune_parser(verbs: argparse._SubParsersAction[_Parser]) -> None:
+    finetune_ = verbs.add_parser(
+        "finetune", help="prune, then retrain: masked fine-tuning of a one-shot pruning, or "
+        "a schedule that prunes gradually while training",
+        description="Prune MODEL and retrain it on its training data, printing the test "
+        "metric before pruning, right after pruning and after retraining. Under torchrun "
+        "the training is data-parallel (see the README).")
+    finetune_.add_argument("model", metavar="MODEL", help="sample:NAME")
+    what = finetune_.add_argument_group("what to prune (exactly one of --plan, --sparsity, "
+                                        "--schedule)")
+    source = what.add_mutually_exclusive_group()
+    source.add_argument("--plan", type=Path, metavar="FILE",
+                        help="apply this plan JSON file once, then fine-tune with the pruned "
+                        "entries held at zero")
+    source.add_argument("--sparsity", type=float, metavar="S",
+                        help="prune to this fraction (0..1) once, then fine-tune")
+    source.add_argument("--schedule", choices=[k.value for k in ScheduleKind],
+                        help="prune while training, by this schedule (see --final etc.)")
+    what.add_argument("--granularity", choices=GRANULARITIES,
+                      help="with --sparsity or --schedule (default: unstructured)")
+    what.add_argument("--criterion", choices=criterion_names(),
+                      help="with --sparsity or --schedule (default: l1)")
+    what.add_argument("--scope", choices=["local", "global"],
+                      help="with --sparsity or --schedule: the same amount per layer (local, "
+                      "the default) or one ranking across all layers (global)")
+    what.add_argument("--max-layer-sparsity", type=float, metavar="F",
+                      help="with --scope global: cap on any one layer's sparsity")
+    plan = finetune_.add_argument_group("schedule (with --schedule; steps are optimiser steps)")
+    plan.add_argument("--final", type=float, metavar="S",
+                      help="the sparsity it ends at, in [0, 1) (required)")
+    plan.add_argument("--initial", type=float, metavar="S",
+                      help="poly, agp: the sparsity at the begin step (default: 0)")
+    plan.add_argument("--begin-step", type=int, metavar="N",
+                      help="the first pruning event (default: 0)")
+    plan.add_argument("--end-step", type=int, metavar="N",
+                      help="constant, iterative, poly, agp: when the pruning ends (default: "
+                      "halfway from the begin step to the end of training, leaving the "
+                      "second half to recover)")
+    plan.add_argument("--frequency", type=int, metavar="N",
+                      help=f"constant, poly, agp: steps between pruning events (default: "
+                      f"about {EVENTS} events from begin to end)")
+    plan.add_argument("--power", type=float, metavar="P",
+                      help="poly: the polynomial's exponent (default: 3)")
+    plan.add_argument("--rounds", type=int, metavar="N",
+                      help=f"iterative: prune-retrain rounds (default: {ROUNDS})")
+    train = finetune_.add_argument_group("training")
+    defaults = FinetuneRecipe()
+    train.add_argument("--epochs", type=int, default=defaults.epochs, metavar="N",
+                       help="passes over the training data (default: %(default)s)")
+    train.add_argument("--lr", type=float, metavar="X",
+                       help=f"Adam learning rate (default: {LR_MASKED:g} with --plan or "
+                       f"--sparsity, {LR_SCHEDULE:g} with --schedule)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="N",
+                       help="samples per step, over all processes (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=defaults.seed, metavar="N",
+                       help="shuffling and validation split (default: %(default)s)")
+    train.add_argument("--patience", type=int, default=defaults.patience, metavar="N",
+                       help="stop after N epochs without a better validation metric "
+                       "(counted after the last pruning event; default: %(default)s)")
+    train.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps")
+    train.add_argument("--regularizer", choices=[r.value for r in Regularizer],
+                       help="with --schedule: a sparsity-inducing penalty before its first "
+                       "pruning event (l1 on weights, group_lasso on filters, bn_l1 on "
+                       "BatchNorm scales)")
+    train.add_argument("--strength", type=float, metavar="X",
+                       help=f"the regulariser's weight in the loss (default: "
+                       f"{defaults.strength:g})")
+    train.add_argument("--distill", action="store_true",
+                       help="also learn from the unpruned model's outputs (distillation)")
+    train.add_argument("--distill-weight", type=float, metavar="W",
+                       help=f"with --distill: the distillation term's share of the loss, in "
+                       f"[0, 1] (default: {DISTILL_WEIGHT:g})")
+    train.add_argument("--temperature", type=float, metavar="T",
+                       help=f"with --distill: softmax temperature (default: "
+                       f"{defaults.temperature:g})")
+    finetune_.add_argument("--out", type=Path, required=True, metavar="DIR",
+                           help="output folder")
+    finetune_.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _read_finetune_args(args: argparse.Namespace) -> tuple[Plan | None, FinetuneRecipe]:
+    """Check `finetune`'s options before any model is loaded; fill in the defaults.
+
+    Returns the plan file's plan (None without --plan) and the training recipe."""
+    options = ["final", *SCHEDULE_OPTIONS]
+    if args.schedule is None:
+        given = [_flag(o) for o in options if getattr(args, o) is not None]
+        if given:
+            raise PrunevizError(f"{given[0]} is a schedule option: it needs --schedule")
+    if args.plan is None and args.sparsity is None and args.schedule is None:
+        raise PrunevizError("finetune needs what to prune: --plan FILE, --sparsity S or "
+                            "--schedule KIND")  # argparse refuses two
+    amounts = ("granularity", "criterion", "scope", "max_layer_sparsity")
+    if args.plan is not None:
+        given = [_flag(o) for o in amounts if getattr(args, o) is not None]
+        if given:
+            raise PrunevizError(f"{given[0]} is for --sparsity or --schedule: a plan file says "
+                                "how each layer is pruned")
+    args.granularity = args.granularity or Granularity.UNSTRUCTURED.value
+    args.criterion = args.criterion or "l1"
+    args.scope = args.scope or "local"
+    if args.sparsity is not None and not 0.0 <= args.sparsity <= 1.0:
+        raise PrunevizError(f"--sparsity {args.sparsity} is outside [0, 1]")
+    _check_cap(args)
+    if args.max_layer_sparsity is not None and args.scope != "global":
+        raise PrunevizError("--max-layer-sparsity needs --scope global (with --scope local "
+                            "every layer gets the same amount)")
+    if args.schedule is not None:
+        kind = ScheduleKind(args.schedule)
+        if args.final is None:
+            raise PrunevizError(f"--schedule {kind.value} needs --final S, the sparsity it "
+                                "ends at")
+        for option, kinds in SCHEDULE_OPTIONS.items():
+            if getattr(args, option) is not None and kind not in kinds:
+                users = ", ".join(k.value for k in ScheduleKind if k in kinds)
+                raise PrunevizError(f"{_flag(option)} is not used by --schedule {kind.value} "
+                                    f"(only by {users})")
+        granularity = Granularity(args.granularity)
+        if granularity.n_m is not None:
+            raise _no_amount(granularity, "--schedule")
+    if args.strength is not None and args.regularizer is None:
+        raise PrunevizError("--strength needs --regularizer")
+    if args.regularizer is not None and args.schedule is None:
+        source = "--plan" if args.plan is not None else "--sparsity"
+        raise PrunevizError(f"--regularizer acts before the first pruning event, preparing the "
+                            f"weights for it; with {source} the pruning comes before training: "
+                            "use it with --schedule and a --begin-step above 0")
+    if not args.distill:
+        given = [f for f, v in (("--distill-weight", args.distill_weight),
+                                ("--temperature", args.temperature)) if v is not None]
+        if given:
+            raise PrunevizError(f"{given[0]} needs --distill")
+    defaults = FinetuneRecipe()
+    lr = args.lr
+    if lr is None:
+        lr = LR_SCHEDULE if args.schedule is not None else LR_MASKED
+    distill = 0.0
+    if args.distill:
+        distill = DISTILL_WEIGHT if args.distill_weight is None else args.distill_weight
+        if not 0.0 <= distill <= 1.0:  # also refuses NaN
+            raise PrunevizError(f"--distill-weight {distill} is outside [0, 1]")
+    recipe = FinetuneRecipe(
+        epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=args.seed,
+        patience=args.patience, regularizer=args.regularizer,
+        strength=defaults.strength if args.strength is None else args.strength,
+        distill=distill,
+        temperature=defaults.temperature if args.temperature is None else args.temperature,
+        max_steps=args.max_steps)
+    _check_out(args.out)
+    file_plan = _read_plan_file(args.plan) if args.plan is not None else None
+    if file_plan is not None and file_plan.blocks:
+        raise PrunevizError(f"plan file {args.plan} removes blocks ({', '.join(file_plan.blocks)})"
+                            "; fine-tuning keeps every module: take \"blocks\" out of the plan")
+    return file_plan, recipe
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output folder that cannot be made before training, without making it
+    (an error later leaves nothing behind)."""
+    if out.exists():
+        if not out.is_dir():
+            raise PrunevizError(f"output folder {out} exists and is not a folder")
+        existing = out
+    else:
+        existing = out.absolute().parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise PrunevizError(f"cannot create output folder {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PrunevizError(f"cannot write the output folder {out}: {existing} is not writable")
+
+
+def _read_plan_file(path: Path) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PrunevizError(f"cannot read plan file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PrunevizError(f"plan file {path} is not UTF-8 text") from None
+    return Plan.from_json(text)
+
+
+def _schedule_for(args: argparse.Namespace, recipe: FinetuneRecipe, steps: int) -> Schedule:
+    """The schedule of the options (defaults from the `steps` of training), checked to end
+    within the training."""
+    kind = ScheduleKind(args.schedule)
+    begin = 0 if args.begin_step is None else args.begin_step
+    end = 0
+    if kind is not ScheduleKind.ONESHOT:
+        end = begin + max(1, (steps - begin) // 2) if args.end_step is None else args.end_step
+    frequency = max(1, -(-(end - begin) // EVENTS)) if args.frequency is None else args.frequency
+    schedule = Schedule(
+        kind, final=args.final, initial=0.0 if args.initial is None else args.initial,
+        begin_step=begin, end_step=end, frequency=frequency,
+        power=3.0 if args.power is None else args.power,
+        rounds=(ROUNDS if kind is ScheduleKind.ITERATIVE else 1) if args.rounds is None
+        else args.rounds)
+    planned = schedule.events(max(schedule.begin_step, schedule.end_step) + 1)
+    if schedule.events(steps) != planned:
+        limit = f"--max-steps {recipe.max_steps}" if recipe.max_steps and \
+            recipe.max_steps == steps else f"--epochs {recipe.epochs}"
+        raise PrunevizError(
+            f"--schedule {kind.value} prunes until step {planned[-1][0]}, but the training "
+            f"runs {steps} steps ({limit}, batch {recipe.batch_size}): raise the number of "
+            "steps or end the schedule earlier")
+    if recipe.regularizer is not None and planned[0][0] == 0:
+        raise PrunevizError(f"--regularizer acts before the first pruning event, and --schedule "
+                            f"{kind.value} prunes at step 0: set --begin-step above 0")
+    return schedule
+
+
+def _start_distributed() -> tuple[int, int, bool]:
+    """Join the torchrun process group if launched by torchrun with more than one process:
+    (rank, world size, whether this call started the group)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world = int(text)
+    except ValueError:
+        raise PrunevizError(f"WORLD_SIZE={text!r} is not a number of processes") from None
+    if world <= 1:
+        return 0, 1, False
+    dist = torch.distributed
+    if not dist.is_available():
+        raise PrunevizError(f"launched as one of {world} processes, but this PyTorch build "
+                            "has no torch.distributed")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    try:
+        dist.init_process_group("gloo")
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PrunevizError(f"cannot join the process group (gloo, MASTER_ADDR="
+                            f"{os.environ.get('MASTER_ADDR')}, MASTER_PORT="
+                            f"{os.environ.get('MASTER_PORT')}): {first}") from None
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _check_ranks_agree(result: FinetuneResult) -> None:
+    """Every process must end with the same weights and the same stopping decision."""
+    dist = torch.distributed
+    weights = [v.detach().double() for v in result.state.values() if v.is_floating_point()]
+    mine = torch.tensor([float(result.steps), float(result.best_step),
+                         float(sum(w.sum() for w in weights)),
+                         float(sum(w.abs().sum() for w in weights))], dtype=torch.float64)
+    low, high = mine.clone(), mine.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError("the processes ended training with different weights or steps "
+                           f"(steps {int(low[0])}..{int(high[0])}); they must stay in step")
+
+
+def _rank_tag() -> str:
+    """' (rank N)' in the error lines of the processes other than torchrun's first."""
+    rank = os.environ.get("RANK", "0")
+    return f" (rank {rank})" if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else ""
+
+
+def _fmt_metric(value: float, higher_is_better: bool) -> str:
+    return f"{value:.4f}" if higher_is_better or abs(value) >= 0.1 else f"{value:.4g}"
+
+
+def _eval_dict(ev: EvalResult) -> dict[str, Any]:
+    return {"metric": ev.metric, "loss": ev.loss, "samples": ev.samples}
+
+
+def _describe_pruning(args: argparse.Namespace, schedule: Schedule | None) -> str:
+    how = f"{args.granularity}, criterion {args.criterion}, " + (
+        "one global ranking" if args.scope == "global" else "the same amount per layer")
+    if args.plan is not None:
+        return f"plan {args.plan}, applied once, then fine-tuned"
+    if schedule is None:
+        return f"{args.sparsity:.1%} ({how}) once, then fine-tuned"
+    events = schedule.events(max(schedule.begin_step, schedule.end_step) + 1)
+    (first, low), (last, high) = events[0], events[-1]
+    span = (f"to {high:.1%} at step {first}" if len(events) == 1 else
+            f"{len(events)} events from {low:.1%} at step {first} to {high:.1%} at step {last}")
+    return f"schedule {schedule.kind.value} while training: {span} ({how})"
+
+
+def _stop_reason(result: FinetuneResult, recipe: FinetuneRecipe, steps: int,
+                 metric_name: str) -> str:
+    if result.stopped == "early":
+        return (f"stopped early at step {result.steps} of {steps}: no better validation "
+                f"{metric_name} for {recipe.patience} epochs")
+    if result.stopped == "cancelled":
+        return f"cancelled at step {result.steps} of {steps}"
+    if recipe.max_steps is not None and result.steps == recipe.max_steps:
+        return f"ran to --max-steps {recipe.max_steps}"
+    return f"ran all {result.steps} steps ({recipe.epochs} epochs)"
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Prune (once, or by a schedule while training), retrain, measure on the test split
+    before pruning, right after it and after retraining, and write the weights, the
+    training history and the report (the first process only, under torchrun)."""
+    file_plan, recipe = _read_finetune_args(args)
+    bench = open_workbench(args.model)
+    session = bench.session
+    if bench.train_data is None:
+        raise PrunevizError(f"{bench.name} has no training data to fine-tune on")
+    steps = total_steps(bench.train_data, recipe)
+    per_epoch = steps_per_epoch(len(split_validation(bench.train_data, recipe.val_fraction,
+                                                     recipe.seed)[0]), recipe.batch_size)
+    schedule = _schedule_for(args, recipe, steps) if args.schedule is not None else None
+    teacher: nn.Module | None = None
+    if recipe.distill > 0:  # the unpruned model (the workbench's pristine copy)
+        reference = bench.meter.reference
+        teacher = copy.deepcopy(bench.model) if reference is None else reference
+    before = bench.baseline.evaluation
+    higher = bench.eval_data.task.higher_is_better
+    spec: PruneSpec | None = None
+    if schedule is None:
+        plan, skipped = _plan_for(args, bench, file_plan)
+        session.apply(plan)
+        after_pruning_is = "the plan applied to the unpruned weights"
+    else:
+        spec = PruneSpec(args.granularity, args.criterion, args.scope, args.max_layer_sparsity)
+        skipped = {}
+        if args.scope == "local":
+            probe, skipped = session.uniform_plan(schedule.final, args.granularity,
+                                                  args.criterion)
+            if probe.is_empty and skipped:
+                _unprunable(bench, args, skipped)
+        session.apply(spec.plan(session, schedule.final))
+        after_pruning_is = (f"the schedule's final {schedule.final:.1%} applied one-shot to the "
+                            "unpruned weights (same granularity, criterion and scope); the "
+                            "schedule itself prunes gradually while training")
+    after_pruning = evaluate(bench.model, bench.eval_data)
+    notes = list(session.notes)
+    if schedule is not None:
+        session.reset()  # the schedule starts from the unpruned model
+    rank, world, started = _start_distributed()
+    if world > 1:  # DDP's note on 1x1 convolutions' gradient layout: performance, not an error
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+    out: Path = args.out
+    start = time.perf_counter()
+    try:
+        epochs_done = [0]
+
+        def progress(record: Record) -> None:
+            if record.metric is None:  # one line per epoch: the validated records
+                return
+            epochs_done[0] += 1
+            line = (f"finetune: epoch {epochs_done[0]}/{recipe.epochs}  step {record.step}/"
+                    f"{steps}  loss {record.loss:.4f}  validation {before.metric_name} "
+                    f"{_fmt_metric(record.metric, higher)}  sparsity {record.sparsity:.1%}")
+            if record.event:
+                line += f"  ({record.event})"
+            print(line, file=sys.stderr, flush=True)
+
+        result = finetune(session, bench.train_data, recipe, schedule=schedule, prune=spec,
+                          teacher=teacher,
+                          progress=progress if rank == 0 and not args.json else None)
+        if world > 1:
+            _check_ranks_agree(result)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+    seconds = time.perf_counter() - start
+    bench.model.load_state_dict(result.state, strict=True)  # the best weights, as written
+    after = evaluate(bench.model, bench.eval_data)
+    if rank != 0:
+        return 0
+    state = {k: v.detach() for k, v in bench.model.state_dict().items()}
+    counts = count_params(bench.model)
+    layers = []
+    for layer in session.layers:
+        weight = state[layer.weight]
+        nonzero = int(torch.count_nonzero(weight))
+        layers.append({"name": layer.name, "weight": layer.weight, "params": weight.numel(),
+                       "nonzero": nonzero, "sparsity": 1.0 - nonzero / weight.numel()})
+    pruning: dict[str, Any] = {"source": "plan" if args.plan is not None else
+                               "sparsity" if schedule is None else "schedule"}
+    if args.plan is not None:
+        pruning["file"] = str(args.plan)
+    else:
+        if schedule is None:
+            pruning["sparsity"] = args.sparsity
+        else:
+            pruning["schedule"] = schedule.to_dict()
+            pruning["events"] = [list(e) for e in schedule.events(steps)]
+        pruning.update(granularity=args.granularity, criterion=args.criterion, scope=args.scope,
+                       max_layer_sparsity=args.max_layer_sparsity)
+    recipe_dict = dict(recipe.__dict__)
+    recipe_dict["regularizer"] = None if recipe.regularizer is None else recipe.regularizer.value
+    stop = _stop_reason(result, recipe, steps, before.metric_name)
+    report: dict[str, Any] = {
+        "model": bench.name,
+        "metric_name": before.metric_name,
+        "before_pruning": _eval_dict(before),
+        "after_pruning": _eval_dict(after_pruning),
+        "after_retraining": _eval_dict(after),
+        "after_pruning_is": after_pruning_is,
+        "params_total": counts.total,
+        "params_nonzero": counts.nonzero,
+        "sparsity": counts.sparsity,
+        "layers": layers,
+        "pruning": pruning,
+        "recipe": recipe_dict,
+        "processes": world,
+        "steps": result.steps,
+        "steps_planned": steps,
+        "epochs": result.steps / per_epoch,
+        "stopped": result.stopped,
+        "stopped_reason": stop,
+        "best_step": result.best_step,
+        "best_validation_metric": result.best_metric,
+        "train_seconds": seconds,
+        "skipped_layers": skipped,
+        "notes": notes + result.notes,
+        "plan": session.stamp(result.final_plan).to_dict(),
+    }
+    files = {
+        "weights.safetensors": dense_bytes(state),
+        "weights.sparse.safetensors": sparse_bytes(state),
+        "history.json": json.dumps(result.to_dict(), indent=2).encode(),
+        "report.json": json.dumps(report, indent=2).encode(),
+    }
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrunevizError(f"cannot create output folder {out}: {exc.strerror}") from None
+    for filename, data in files.items():
+        write_atomic(out / filename, data)
+    written = {name: str(out / name) for name in files}
+    if args.json:
+        print(json.dumps({**report, "written": written}, indent=2))
+        return 0
+    name = before.metric_name
+    print(f"model     {bench.name}")
+    print(f"pruning   {_describe_pruning(args, schedule)}")
+    print(f"{name:<9} {_fmt_metric(before.metric, higher)}  before pruning")
+    print(f"{name:<9} {_fmt_metric(after_pruning.metric, higher)}  right after pruning"
+          + (" (the final sparsity one-shot; the schedule prunes gradually)"
+             if schedule is not None else ""))
+    print(f"{name:<9} {_fmt_metric(after.metric, higher)}  after retraining "
+          f"({before.samples} test samples)")
+    pruned = [f"{x['name']} {x['sparsity']:.1%}" for x in layers if x["nonzero"] < x["params"]]
+    print(f"sparsity  {counts.sparsity:.1%} of all {counts.total:,} parameters zero"
+          + (f"; weights: {', '.join(pruned)}" if pruned else ""))
+    best = ("" if result.best_metric is None else
+            f"; best validation {name} {_fmt_metric(result.best_metric, higher)} at step "
+            f"{result.best_step}, kept")
+    procs = f", {world} processes" if world > 1 else ""
+    print(f"training  {stop} (batch {recipe.batch_size}, lr {recipe.lr:g}{procs}, "
+          f"{seconds:.1f} s){best}")
+    print(f"written   {out}: {', '.join(files)}")
+    for layer_name, reason in skipped.items():
+        print(f"skipped {layer_name}: {reason}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
 COMMANDS = {"samples": cmd_samples, "evaluate": cmd_evaluate, "prune": cmd_prune,
-            "sensitivity": cmd_sensitivity, "bench": cmd_bench}
+            "sensitivity": cmd_sensitivity, "finetune": cmd_finetune, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,11 +1009,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("PRUNEVIZ_DEBUG"):
             raise
         message = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
-        print(f"pruneviz: error: {message}", file=sys.stderr)
+        print(f"pruneviz: error{_rank_tag()}: {message}", file=sys.stderr)
         return 2
     except Exception as exc:
         if os.environ.get("PRUNEVIZ_DEBUG"):
             raise
-        print(f"pruneviz: internal error: {type(exc).__name__}: {exc} "
+        print(f"pruneviz: internal error{_rank_tag()}: {type(exc).__name__}: {exc} "
               "(set PRUNEVIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 1

@@ -504,3 +504,223 @@ def test_bad_budget_or_sensitivity_input_is_one_line(workdir: Path, args: list[s
         assert needle in lines[0]
     assert run.stdout == ""
     assert not (workdir / "never_written").exists()
+
+
+# -- finetune (in-process) -----------------------------------------------------------------
+FINETUNE_FILES = ["weights.safetensors", "weights.sparse.safetensors", "history.json",
+                  "report.json"]
+METRIC_LINES = ["before pruning", "right after pruning", "after retraining"]
+
+
+@pytest.fixture(scope="module")
+def finetune_runs(workdir: Path) -> dict[str, Run]:
+    """Every `finetune` run the tests below look at (digits_mlp, 1-3 epochs)."""
+    out = workdir / "finetune"
+    out.mkdir()
+    bench = open_workbench("sample:digits_mlp")
+    plan, _ = bench.session.uniform_plan(0.6, "filter", "l2")
+    (out / "plan.json").write_text(plan.to_json(), encoding="utf-8")
+    return {
+        "plan": _call("finetune", "sample:digits_mlp", "--plan", str(out / "plan.json"),
+                      "--epochs", "1", "--out", str(out / "plan"), "--json"),
+        "sparsity": _call("finetune", "sample:digits_mlp", "--sparsity", "0.5", "--epochs", "2",
+                          "--lr", "1e-3", "--out", str(out / "sparsity")),
+        "distill": _call("finetune", "sample:digits_mlp", "--sparsity", "0.7", "--scope",
+                         "global", "--epochs", "1", "--distill", "--temperature", "2",
+                         "--out", str(out / "distill"), "--json"),
+        "poly": _call("finetune", "sample:digits_mlp", "--schedule", "poly", "--initial", "0.5",
+                      "--final", "0.9", "--begin-step", "0", "--end-step", "30",
+                      "--frequency", "10", "--epochs", "3", "--out", str(out / "poly"),
+                      "--json"),
+    }
+
+
+def _report(workdir: Path, key: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(
+        (workdir / "finetune" / key / "report.json").read_text(encoding="utf-8"))
+    return data
+
+
+def _pruned_model(plan: Plan) -> tuple[dict[str, torch.Tensor], object]:
+    """The sample's weights with `plan` applied (no training), and its test evaluation."""
+    from pruneviz.metrics import evaluate
+
+    bench = open_workbench("sample:digits_mlp")
+    bench.session.apply(plan)
+    state = {k: v.detach().clone() for k, v in bench.model.state_dict().items()}
+    return state, evaluate(bench.model, bench.eval_data)
+
+
+def _evaluate_weights(path: Path) -> tuple[float, float]:
+    from pruneviz.metrics import evaluate
+
+    bench = open_workbench("sample:digits_mlp")
+    bench.model.load_state_dict(load_file(path), strict=True)
+    result = evaluate(bench.model, bench.eval_data)
+    return result.metric, result.loss
+
+
+@pytest.mark.parametrize("key", ["plan", "sparsity", "distill", "poly"])
+def test_finetune_writes_weights_history_and_report(finetune_runs: dict[str, Run],
+                                                    workdir: Path, key: str) -> None:
+    run = finetune_runs[key]
+    assert run.returncode == 0, run.stderr
+    out = workdir / "finetune" / key
+    for name in FINETUNE_FILES:
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp"))
+    dense = load_file(out / "weights.safetensors")
+    sparse = decode_sparse((out / "weights.sparse.safetensors").read_bytes())
+    assert_bit_identical({k: sparse[k] for k in dense}, dense)
+    report = _report(workdir, key)
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))
+    assert history["steps"] == report["steps"] > 0
+    assert history["history"]
+    # the reported metric after retraining is the written weights' metric
+    metric, loss = _evaluate_weights(out / "weights.safetensors")
+    after = report["after_retraining"]
+    assert isinstance(after, dict)
+    assert (after["metric"], after["loss"]) == (metric, loss)
+    total = sum(t.numel() for t in dense.values())
+    nonzero = sum(int(t.count_nonzero()) for t in dense.values())
+    assert report["sparsity"] == pytest.approx(1 - nonzero / total)
+
+
+@pytest.mark.parametrize("key", ["plan", "sparsity", "distill"])
+def test_finetune_right_after_pruning_is_the_pruned_model(finetune_runs: dict[str, Run],
+                                                          workdir: Path, key: str) -> None:
+    assert finetune_runs[key].returncode == 0, finetune_runs[key].stderr
+    report = _report(workdir, key)
+    bench = open_workbench("sample:digits_mlp")
+    if key == "plan":
+        plan = Plan.from_json((workdir / "finetune" / "plan.json").read_text(encoding="utf-8"))
+    elif key == "sparsity":
+        plan, _ = bench.session.uniform_plan(0.5, "unstructured", "l1")
+    else:
+        from pruneviz.plan import GlobalPlan
+
+        plan = bench.session.stamp(Plan(global_=GlobalPlan("unstructured", "l1", sparsity=0.7)))
+    pruned, evaluation = _pruned_model(plan)
+    assert report["after_pruning"] == {"metric": evaluation.metric,  # type: ignore[attr-defined]
+                                       "loss": evaluation.loss,  # type: ignore[attr-defined]
+                                       "samples": 450}
+    base = bench.baseline.evaluation
+    assert report["before_pruning"] == {"metric": base.metric, "loss": base.loss, "samples": 450}
+    # every entry the plan pruned is still exactly zero (+0.0) after training
+    dense = load_file(workdir / "finetune" / key / "weights.safetensors")
+    for name, value in pruned.items():
+        zero = value == 0
+        assert zero.any() or not name.endswith("weight"), name
+        assert (dense[name][zero] == 0).all(), name
+        assert not torch.signbit(dense[name][zero]).any(), name
+    changed = [k for k in pruned if not torch.equal(pruned[k], dense[k])]
+    assert changed  # and the kept weights were trained
+
+
+def test_finetune_plan_json_is_one_object(finetune_runs: dict[str, Run], workdir: Path) -> None:
+    run = finetune_runs["plan"]
+    data = run.json()  # the whole of stdout is one JSON object
+    assert run.stderr == ""  # no progress in --json mode
+    written = data.pop("written")
+    assert written == {name: str(workdir / "finetune" / "plan" / name)
+                       for name in FINETUNE_FILES}
+    assert data == _report(workdir, "plan")
+    assert data["pruning"] == {"source": "plan",
+                               "file": str(workdir / "finetune" / "plan.json")}
+    assert data["recipe"]["lr"] == 1e-4  # type: ignore[index]  # the masked default
+    assert data["recipe"]["epochs"] == 1  # type: ignore[index]
+    assert data["processes"] == 1
+    assert data["stopped"] == "done"
+    layers = {x["name"]: x for x in data["layers"]}  # type: ignore[attr-defined]
+    assert layers["fc1"]["sparsity"] == pytest.approx(0.6, abs=0.01)
+    # fc3's filters are the classes: the filter plan removed none of them (only the inputs
+    # from fc2's pruned neurons)
+    fc3 = load_file(workdir / "finetune" / "plan" / "weights.safetensors")["fc3.weight"]
+    assert (fc3 != 0).any(dim=1).all()
+    assert layers["fc3"]["sparsity"] == pytest.approx(0.6, abs=0.01)
+
+
+def test_finetune_text_output(finetune_runs: dict[str, Run]) -> None:
+    run = finetune_runs["sparsity"]
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "model     sample:digits_mlp"
+    metric_lines = [x.split(None, 2) for x in lines if x.startswith("accuracy  ")]
+    assert len(metric_lines) == 3
+    for (_, value, label), expected in zip(metric_lines, METRIC_LINES, strict=True):
+        assert label.startswith(expected)
+        assert 0.5 < float(value) <= 1.0
+    assert any(x.startswith("sparsity  ") and "fc1 50.0%" in x for x in lines)
+    assert any(x.startswith("training  ran all 36 steps (2 epochs)") for x in lines)
+    progress = run.stderr.splitlines()  # one line per epoch, on stderr
+    assert len(progress) == 2
+    assert progress[0].startswith("finetune: epoch 1/2  step 18/36")
+    assert progress[1].startswith("finetune: epoch 2/2  step 36/36")
+
+
+def test_finetune_poly_schedule_reaches_its_final_sparsity(finetune_runs: dict[str, Run],
+                                                           workdir: Path) -> None:
+    data = finetune_runs["poly"].json()
+    pruning = data["pruning"]
+    assert isinstance(pruning, dict)
+    assert pruning["source"] == "schedule"
+    assert pruning["schedule"]["kind"] == "poly"
+    assert pruning["events"][0] == [0, 0.5]
+    assert pruning["events"][-1] == [30, 0.9]
+    assert data["recipe"]["lr"] == 1e-3  # type: ignore[index]  # the schedule default
+    dense = load_file(workdir / "finetune" / "poly" / "weights.safetensors")
+    for layer in ["fc1", "fc2", "fc3"]:
+        weight = dense[f"{layer}.weight"]
+        assert float((weight == 0).float().mean()) == pytest.approx(0.9, abs=1 / weight.numel())
+    assert data["best_step"] > 30  # chosen after the last pruning event
+    events = [r["event"] for r in json.loads(
+        (workdir / "finetune" / "poly" / "history.json").read_text(encoding="utf-8"))["history"]
+        if r["event"]]
+    assert events[0] == "pruned to 50%"
+    assert events[-1] == "pruned to 90%"
+    # right after pruning: the final 90% one-shot on the unpruned weights, as it says
+    assert "one-shot" in str(data["after_pruning_is"])
+    bench = open_workbench("sample:digits_mlp")
+    _, evaluation = _pruned_model(bench.session.uniform_plan(0.9, "unstructured", "l1")[0])
+    assert data["after_pruning"]["metric"] == evaluation.metric  # type: ignore[index,attr-defined]
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["--plan", "plan.json", "--sparsity", "0.5"], ["--sparsity", "--plan", "not allowed"]),
+    (["--sparsity", "0.5", "--schedule", "poly"], ["--schedule", "--sparsity", "not allowed"]),
+    ([], ["needs what to prune", "--plan", "--sparsity", "--schedule"]),
+    (["--final", "0.9"], ["--final", "needs --schedule"]),
+    (["--schedule", "poly"], ["needs --final"]),
+    (["--schedule", "poly", "--initial", "0.95", "--final", "0.9"], ["0.95", "above", "0.9"]),
+    (["--schedule", "poly", "--final", "1.0"], ["final", "[0, 1)"]),
+    (["--schedule", "poly", "--final", "0.9", "--frequency", "0"], ["frequency", "at least 1"]),
+    (["--schedule", "poly", "--final", "0.9", "--begin-step", "10", "--end-step", "5"],
+     ["end step 5", "begin step 10"]),
+    (["--schedule", "poly", "--final", "0.9", "--end-step", "1000"],
+     ["step 1000", "180 steps"]),
+    (["--schedule", "oneshot", "--final", "0.5", "--rounds", "3"], ["--rounds", "iterative"]),
+    (["--schedule", "poly", "--final", "0.9", "--granularity", "2:4"], ["2:4", "fixed"]),
+    (["--schedule", "poly", "--final", "0.9", "--begin-step", "5", "--regularizer", "bn_l1"],
+     ["BatchNorm"]),
+    (["--schedule", "poly", "--final", "0.9", "--regularizer", "l1"], ["--begin-step above 0"]),
+    (["--sparsity", "0.5", "--regularizer", "l1"], ["--regularizer", "--schedule"]),
+    (["--sparsity", "0.5", "--distill", "--distill-weight", "2"], ["--distill-weight", "[0, 1]"]),
+    (["--sparsity", "0.5", "--distill-weight", "0.5"], ["--distill-weight", "needs --distill"]),
+    (["--sparsity", "0.5", "--epochs", "0"], ["epochs", "at least 1"]),
+    (["--sparsity", "1.5"], ["1.5", "[0, 1]"]),
+    (["--plan", "plan.json", "--granularity", "filter"], ["--granularity", "plan file"]),
+    (["--plan", "no_such_plan.json"], ["cannot read plan file"]),
+])
+def test_bad_finetune_input_is_one_line(workdir: Path, args: list[str],
+                                        needles: list[str]) -> None:
+    args = [str(workdir / "finetune" / a) if a.endswith(".json") else a for a in args]
+    never = workdir / "never_finetuned"
+    run = _call("finetune", "sample:digits_mlp", *args, "--out", str(never))
+    assert run.returncode == 2, (run.args, run.stderr)
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("pruneviz: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert run.stdout == ""
+    assert not never.exists()
