@@ -39,7 +39,7 @@ from pruneviz.data import TensorData
 from pruneviz.errors import PlanError
 from pruneviz.metrics import count_params, evaluate
 from pruneviz.plan import GlobalPlan, Granularity, Plan, parse_granularity
-from pruneviz.schedules import Schedule
+from pruneviz.schedules import Schedule, ScheduleKind
 from pruneviz.session import PruningSession
 from pruneviz.tasks import Task
 
@@ -397,5 +397,43 @@ def _apply_masks(params: dict[str, nn.Parameter], masks: dict[str, Tensor]) -> N
             params[name].masked_fill_(~keep, 0.0)
 
 
-__all__ = ["FinetuneRecipe", "FinetuneResult", "PruneSpec", "Record", "Regularizer",
-           "finetune", "split_validation", "total_steps"]
+@dataclass(frozen=True)
+class Reference:
+    """A recipe with a published target, reproduced on a sample (benchmarks/finetune.py)."""
+
+    model: str  # sample name
+    target: str
+    tolerance: float  # metric drop allowed, in metric units
+    recipe: FinetuneRecipe
+    schedule: Schedule
+    prune: PruneSpec
+    distill_from_unpruned: bool = False
+
+
+REFERENCES: dict[str, Reference] = {
+    # TF Model Optimization's reference: polynomial decay 50% -> 90% over 1,000 steps.
+    "cnn_poly": Reference(
+        "digits_cnn", "90% +- 0.5% of the weights, within 1 point", 0.01,
+        FinetuneRecipe(epochs=100, lr=2e-3, patience=15, distill=0.5),
+        Schedule(ScheduleKind.POLY, final=0.9, initial=0.5, begin_step=0, end_step=1000,
+                 frequency=100),
+        PruneSpec(Granularity.UNSTRUCTURED, "l1", scope="global"), True),
+    # Han et al. 2015, LeNet-300-100: 92% pruned, 1.64% -> 1.59% error on MNIST.
+    "mlp_92": Reference(
+        "digits_mlp", "92% of the weights, within 0.5 point", 0.005,
+        FinetuneRecipe(epochs=80, lr=1e-3, patience=10),
+        Schedule(ScheduleKind.POLY, final=0.92, initial=0.3, begin_step=0, end_step=1000,
+                 frequency=50),
+        PruneSpec(Granularity.UNSTRUCTURED, "l1", scope="global")),
+    # Liu et al. 2017, Network Slimming: L1 on BN scales, prune channels by scale, retrain.
+    "resnet_slimming": Reference(
+        "digits_resnet", "50% of the channels by BN scale, within 1 point, faster", 0.01,
+        FinetuneRecipe(epochs=25, lr=1e-3, patience=6, regularizer=Regularizer.BN_L1,
+                       strength=1e-3),
+        Schedule(ScheduleKind.ONESHOT, final=0.5, begin_step=200),
+        PruneSpec(Granularity.FILTER, "bn_scale", scope="global")),
+}
+
+
+__all__ = ["REFERENCES", "FinetuneRecipe", "FinetuneResult", "PruneSpec", "Record", "Reference",
+           "Regularizer", "finetune", "split_validation", "total_steps"]
