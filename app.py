@@ -38,6 +38,7 @@ page = st.navigation(
         st.Page("pages/inspect.py", title="Inspect", icon=":material/search:"),
         st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/ssid_chart:"),
         st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
+        st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
         st.Page("pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
     ]

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from pruneviz.criteria import iter_criteria
+from pruneviz.experiments import ORIGINAL
 from pruneviz.figures import score_bars, weight_histogram
 from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
 from pruneviz.ui import state
@@ -72,6 +73,10 @@ def reset() -> None:
     state.restore_plan(Plan())
 
 
+if state.current_weights() != ORIGINAL:
+    st.caption(f":material/model_training: This tab prunes the **{state.current_weights()}** "
+               "weights, whose pruned entries are already zero: *Reset to unpruned* keeps them. "
+               "The original weights are one click away on the Fine-tune page.")
 metrics_box = st.container()
 st.info(HONESTY_NOTE)
 top = st.columns([2, 2, 1])

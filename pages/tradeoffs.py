@@ -6,11 +6,13 @@ from pruneviz.figures import best_form_scatter, tradeoff_scatter
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.widgets import user_errors
+from pruneviz.ui.worker import record_finished_run
 
 run_through_app()
 st.title("Trade-offs")
 with user_errors("The model could not be loaded"):
     bench = state.workbench()
+record_finished_run(bench)  # a fine-tuning run that ended while another page was shown
 log = state.experiment_log()
 experiments = list(log)
 baseline = experiments[0]
@@ -19,7 +21,8 @@ higher = bench.eval_data.task.higher_is_better
 
 st.caption(
     f"{len(experiments)} configuration(s) measured in this tab: every slider position you "
-    "stopped at on the Prune page, plus any sweep below. The Pareto front joins the "
+    "stopped at on the Prune page, plus any sweep below and every fine-tuning run (diamonds, "
+    "joined to the same plan without retraining). The Pareto front joins the "
     "configurations that no other one beats on both axes. Sizes and latency are of the "
     "masked model saved and run densely, except 'sparse file', the best form for masked "
     "weights."
@@ -81,10 +84,14 @@ st.dataframe([e.to_row() for e in experiments], hide_index=True)
 labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
 chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,
                       index=len(experiments) - 1, key="pv_tradeoff_choice")
+chosen_weights = log.get(chosen).weights
+if chosen_weights != state.current_weights():
+    st.caption(f":material/model_training: #{chosen} was measured on the **{chosen_weights}** "
+               "weights: restoring it puts those weights in this tab, with its plan.")
 cols = st.columns(3)
 if cols[0].button("Restore this plan on the Prune page", key="pv_restore"):
     with user_errors("The plan could not be restored"):
-        state.restore_plan(log.plan(chosen))
+        state.restore_experiment(chosen)
     st.switch_page("pages/prune.py")
 cols[1].download_button("Download experiments (CSV)", log.to_csv(),
                         file_name="pruneviz-experiments.csv", mime="text/csv")

@@ -4,6 +4,10 @@ Every plan the user measures becomes one `Experiment`: a flat, frozen row of num
 plus the plan's JSON, so any row can be re-applied, compared or exported as CSV.
 Costs (non-zero parameters, MACs, bytes, latency) are better when smaller; the task
 metric is better when higher (accuracy) or lower (MSE), as the log is told.
+
+A plan says which weights are zeroed, not what the others are: an experiment also names
+its `weights` — "original" (the model as shipped), or fine-tuned weights such as
+"fine-tuned #2" — and the same plan on two sets of weights is two experiments.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pruneviz.plan import GlobalPlan, LayerPlan, Plan
 
 if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
     from pruneviz.report import Report
+
+ORIGINAL = "original"  # the weights of an experiment made on the model as shipped
 
 # Experiment fields that are costs (smaller is better): the x axes a trade-off can use.
 COST_FIELDS: tuple[str, ...] = (
@@ -51,6 +57,7 @@ class Experiment:
     size_sparse_bytes: int
     size_gzip_bytes: int
     latency_ms: float | None
+    weights: str = ORIGINAL  # which weights the plan was applied to
 
     def to_row(self) -> dict[str, Any]:
         """Flat dict for tables and CSV: every field but the plan JSON (the key stays)."""
@@ -84,15 +91,17 @@ def check_cost_field(field: str) -> None:
 
 
 class ExperimentLog:
-    """The experiments of one session, one per distinct plan, with ids 0, 1, 2, ..."""
+    """The experiments of one session, one per distinct plan and weights, with ids 0, 1, ..."""
 
     def __init__(self, higher_is_better: bool) -> None:
         self.higher_is_better = higher_is_better
         self._experiments: list[Experiment] = []
         self._by_key: dict[str, int] = {}
 
-    def record(self, report: Report, plan: Plan, label: str | None = None) -> Experiment:
-        """Add the measurements of `plan`; a plan seen before returns its entry.
+    def record(self, report: Report, plan: Plan, label: str | None = None,
+               weights: str = ORIGINAL) -> Experiment:
+        """Add the measurements of `plan` applied to `weights`; a plan seen before on the
+        same weights returns its entry.
 
         Recording a known plan again only fills in its latency if it had none.
         `report` must have been measured with `plan` applied.
@@ -105,8 +114,9 @@ class ExperimentLog:
                 f", not for {describe_plan(plan)!r}; measure the plan before recording it"
             )
         latency = report.latency.median_ms if report.latency is not None else None
-        if key in self._by_key:
-            existing = self._experiments[self._by_key[key]]
+        index = self._by_key.get(_log_key(plan, weights))
+        if index is not None:
+            existing = self._experiments[index]
             if existing.latency_ms is None and latency is not None:
                 existing = replace(existing, latency_ms=latency)
                 self._experiments[existing.id] = existing
@@ -128,9 +138,10 @@ class ExperimentLog:
             size_sparse_bytes=report.sizes.sparse,
             size_gzip_bytes=report.sizes.gzip,
             latency_ms=latency,
+            weights=weights,
         )
         self._experiments.append(experiment)
-        self._by_key[key] = experiment.id
+        self._by_key[_log_key(plan, weights)] = experiment.id
         return experiment
 
     def __len__(self) -> int:
@@ -145,9 +156,9 @@ class ExperimentLog:
             raise KeyError(f"no experiment with id {id!r}; ids are 0..{len(self) - 1}")
         return self._experiments[id]
 
-    def find(self, plan: Plan) -> Experiment | None:
-        """The experiment recorded for `plan` (same key), or None."""
-        index = self._by_key.get(plan.key())
+    def find(self, plan: Plan, weights: str = ORIGINAL) -> Experiment | None:
+        """The experiment recorded for `plan` (same key) on `weights`, or None."""
+        index = self._by_key.get(_log_key(plan, weights))
         return None if index is None else self._experiments[index]
 
     def plan(self, id: int) -> Plan:
@@ -170,6 +181,10 @@ class ExperimentLog:
         xs = [float(getattr(e, x_field)) for e in measured]
         ys = [e.metric for e in measured]
         return [measured[i].id for i in pareto_front(xs, ys, self.higher_is_better)]
+
+
+def _log_key(plan: Plan, weights: str) -> str:
+    return plan.key() if weights == ORIGINAL else f"{weights}\n{plan.key()}"
 
 
 def pareto_front(xs: Sequence[float], ys: Sequence[float], higher_is_better: bool) -> list[int]:
@@ -238,6 +253,7 @@ def describe_plan(plan: Plan, max_parts: int = 3) -> str:
 
 __all__ = [
     "COST_FIELDS",
+    "ORIGINAL",
     "ROW_FIELDS",
     "Experiment",
     "ExperimentLog",

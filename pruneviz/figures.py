@@ -20,15 +20,17 @@ import numpy.typing as npt
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from pruneviz.experiments import Experiment, check_cost_field, pareto_front
+from pruneviz.experiments import ORIGINAL, Experiment, check_cost_field, pareto_front
 
 if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
+    from pruneviz.finetune import Record
     from pruneviz.sensitivity import SensitivityResult
 
 KEPT = "#4C78A8"
 PRUNED = "#E45756"
 THRESHOLD = "#444444"
 PARETO = "#F58518"
+TUNED = "#54A24B"  # fine-tuned weights
 BASELINE = "#222222"
 MISSING = "#C8C8C8"  # heatmap cells with no value
 DIMMED = (221, 221, 221)  # #DDDDDD: pruned kernels are blended 75% toward it
@@ -479,7 +481,9 @@ def tradeoff_scatter(
     """Metric against a cost (`x_field`, see experiments.COST_FIELDS), Pareto front marked.
 
     Points without a value for `x_field` (latency not measured) are left out; the
-    baseline takes part in the front even if it is not among `points`.
+    baseline takes part in the front even if it is not among `points`. Experiments on
+    fine-tuned weights are diamonds, each joined by a dotted line to its twin (the same
+    plan on the original weights) when that is among the points: collapse and recovery.
     """
     check_cost_field(x_field)
     candidates = list(points)
@@ -498,14 +502,37 @@ def tradeoff_scatter(
         f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}<br>{x_title}: %{{x:,.4g}}"
         "<extra>#%{customdata[0]}</extra>"
     )
+    plain = [p for p in shown if p.weights == ORIGINAL]
+    tuned = [p for p in shown if p.weights != ORIGINAL]
     traces: list[Any] = [
-        go.Scatter(x=xs, y=ys, mode="markers", name="experiments", customdata=custom(shown),
+        go.Scatter(x=[float(getattr(p, x_field)) for p in plain], y=[p.metric for p in plain],
+                   mode="markers", name="experiments", customdata=custom(plain),
                    marker={"color": KEPT, "size": 8, "opacity": 0.8}, hovertemplate=hover),
         go.Scatter(x=[float(getattr(p, x_field)) for p in front], y=[p.metric for p in front],
                    mode="lines+markers", name="Pareto front", customdata=custom(front),
                    line={"color": PARETO, "width": 2, "shape": "hv"},
                    marker={"color": PARETO, "size": 11}, hovertemplate=hover),
     ]
+    if tuned:  # drawn over the front, each joined to its twin (same plan, original weights)
+        twins = {p.plan_key: p for p in plain}
+        xs_join: list[float | None] = []
+        ys_join: list[float | None] = []
+        for p in tuned:
+            twin = twins.get(p.plan_key)
+            if twin is not None:
+                xs_join += [float(getattr(twin, x_field)), float(getattr(p, x_field)), None]
+                ys_join += [twin.metric, p.metric, None]
+        if xs_join:
+            traces.append(go.Scatter(
+                x=xs_join, y=ys_join, mode="lines", name="pruned → fine-tuned",
+                line={"color": TUNED, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
+        traces.append(go.Scatter(
+            x=[float(getattr(p, x_field)) for p in tuned], y=[p.metric for p in tuned],
+            mode="markers", name="fine-tuned weights", customdata=custom(tuned),
+            marker={"color": TUNED, "size": 12, "symbol": "diamond",
+                    "line": {"color": "white", "width": 1}},
+            hovertemplate=hover.replace("<extra>", "<br>weights: %{text}<extra>"),
+            text=[p.weights for p in tuned]))
     if baseline is not None and baseline.cost(x_field) is not None:
         traces.append(go.Scatter(
             x=[float(getattr(baseline, x_field))], y=[baseline.metric], mode="markers",
@@ -542,10 +569,12 @@ __all__ = [
     "kernel_pixel",
     "kernel_rgb",
     "layer_overview",
+    "schedule_chart",
     "score_bars",
     "sensitivity_curves",
     "sensitivity_heatmap",
     "tradeoff_scatter",
+    "training_curves",
     "weight_histogram",
 ]
 
@@ -679,3 +708,134 @@ def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
     )
     layout["height"] = max(HEIGHT, 150 + 28 * len(labels))
     return go.Figure([heatmap, missing], layout)
+
+
+# -- 9. fine-tuning -----------------------------------------------------------------------------
+REGULARIZE = "#B279A2"  # the regularisation phase of regularize-then-prune
+LOSS = "#4C78A8"
+METRIC = "#F58518"
+SPARSITY = "#E45756"
+MANY_POINTS = 60  # validation points drawn as a line only, beyond this many
+MANY_EVENTS = 30  # pruning events not drawn as vertical lines, beyond this many
+
+
+def schedule_chart(
+    curve: Sequence[float],
+    *,
+    events: Sequence[tuple[int, float]] = (),
+    regularize_until: int | None = None,
+    title: str = "Sparsity schedule",
+) -> go.Figure:
+    """The target sparsity at every training step (`Schedule.curve`), drawn before training:
+    `curve[i]` at step i, pruning `events` (step, sparsity) as markers, and the steps of a
+    regulariser (0 .. `regularize_until`) shaded."""
+    y = _floats(curve, "curve").ravel()
+    if y.size == 0:
+        raise ValueError("the curve is empty: the recipe has no training steps")
+    if bool(np.any((y < 0) | (y > 1))):
+        raise ValueError("sparsities must be fractions in [0, 1]")
+    steps = np.arange(y.size)
+    traces: list[Any] = [go.Scatter(
+        x=steps, y=y, mode="lines", name="target sparsity", line={"color": SPARSITY,
+        "width": 2, "shape": "hv"}, hovertemplate="step %{x}: %{y:.1%}<extra></extra>",
+    )]
+    if events:
+        traces.append(go.Scatter(
+            x=[s for s, _ in events], y=[v for _, v in events], mode="markers",
+            name="pruning event", marker={"color": SPARSITY, "size": 8, "symbol": "triangle-up"},
+            hovertemplate="pruned at step %{x} to %{y:.1%}<extra></extra>",
+        ))
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    if regularize_until:
+        shapes.append({**_band(0, regularize_until), "fillcolor": REGULARIZE})
+        annotations.append({**_band_label(regularize_until / 2, "regularisation"),
+                            "font": {"color": REGULARIZE, "size": 11}})
+    last = float(y[-1])
+    layout = _layout(
+        title, "training step", "sparsity of the pruned layers",
+        subtitle=f"{y.size} steps, {len(events)} pruning event(s), ending at {last:.1%}",
+        xaxis={"range": [-0.5, y.size - 0.5]},
+        yaxis={"range": [0, 1.02], "tickformat": ".0%"},
+        shapes=shapes, annotations=annotations, showlegend=bool(events),
+        meta={"steps": int(y.size), "events": [[int(s), float(v)] for s, v in events],
+              "regularize_until": regularize_until},
+    )
+    return go.Figure(traces, layout)
+
+
+def training_curves(
+    records: Sequence[Record],
+    *,
+    total_steps: int,
+    metric_name: str,
+    planned: Sequence[float] | None = None,
+    best_step: int | None = None,
+) -> go.Figure:
+    """A fine-tuning run so far, three panels over one step axis: the training loss, the
+    validation metric (evaluated each epoch) and the measured sparsity of all parameters
+    (with the `planned` schedule dashed). Pruning events are dotted vertical lines (up to
+    MANY_EVENTS of them); the step whose weights were kept (`best_step`) is a star on the
+    metric."""
+    loss = [(r.step, r.loss) for r in records if r.step > 0 and math.isfinite(r.loss)]
+    metric = [(r.step, r.metric) for r in records if r.metric is not None]
+    sparsity = [(r.step, r.sparsity) for r in records]
+    events = [(r.step, r.event) for r in records if r.event]
+    pruned = [(s, e) for s, e in events if e.startswith("pruned")]
+
+    def xy(points: Sequence[tuple[int, Any]]) -> dict[str, list[Any]]:
+        return {"x": [p[0] for p in points], "y": [p[1] for p in points]}
+
+    traces: list[Any] = [
+        go.Scatter(**xy(loss), mode="lines", name="training loss", xaxis="x", yaxis="y",
+                   line={"color": LOSS, "width": 1.5},
+                   hovertemplate="step %{x}: loss %{y:.4g}<extra></extra>"),
+        go.Scatter(**xy(metric), mode="lines+markers" if len(metric) <= MANY_POINTS else "lines",
+                   name=f"validation {metric_name}",
+                   xaxis="x2", yaxis="y2", line={"color": METRIC, "width": 2},
+                   hovertemplate=f"step %{{x}}: {metric_name} %{{y:.4g}}<extra></extra>"),
+    ]
+    if planned is not None:
+        target = _floats(planned, "planned").ravel()
+        traces.append(go.Scatter(
+            x=np.arange(target.size), y=target, mode="lines", name="planned sparsity",
+            xaxis="x3", yaxis="y3", line={"color": THRESHOLD, "width": 1, "dash": "dash",
+                                          "shape": "hv"},
+            hovertemplate="step %{x}: planned %{y:.1%} of the pruned layers<extra></extra>"))
+    traces.append(go.Scatter(
+        **xy(sparsity), mode="lines", name="sparsity (all parameters)", xaxis="x3", yaxis="y3",
+        line={"color": SPARSITY, "width": 2, "shape": "hv"},
+        hovertemplate="step %{x}: %{y:.1%} zero<extra></extra>"))
+    best = [(s, m) for s, m in metric if s == best_step]
+    if best:
+        traces.append(go.Scatter(
+            x=[best[-1][0]], y=[best[-1][1]], mode="markers", name="weights kept (best)",
+            xaxis="x2", yaxis="y2", marker={"symbol": "star", "size": 14, "color": BASELINE},
+            hovertemplate=f"kept: step %{{x}}, {metric_name} %{{y:.4g}}<extra></extra>"))
+    # a line per pruning event, unless there are so many that the steps of the sparsity
+    # trace say it better
+    shapes = [{"type": "line", "xref": "x3", "yref": "paper", "x0": s, "x1": s, "y0": 0,
+               "y1": 1, "line": {"color": SPARSITY, "width": 1, "dash": "dot"},
+               "layer": "below"} for s, _ in pruned] if len(pruned) <= MANY_EVENTS else []
+    stop = [(s, e) for s, e in events if not e.startswith("pruned")]
+    shapes += [{**_vertical_line(s), "xref": "x3", "yref": "paper", "y0": 0, "y1": 1}
+               for s, _ in stop]
+    end = max(total_steps, 1)
+    steps = [-0.01 * end, 1.02 * end]  # room for the markers at both ends
+    span = {"range": steps, "matches": "x3", "showticklabels": False}
+    layout = _layout(
+        "Training so far", "", "training loss",
+        xaxis={**span, "anchor": "y"},
+        yaxis={"domain": [0.72, 1.0]},
+        xaxis2={**span, "anchor": "y2"},
+        yaxis2={"domain": [0.38, 0.66], "title": {"text": f"validation {metric_name}"}},
+        xaxis3={"range": steps, "anchor": "y3",
+                "title": {"text": "training step"}},
+        yaxis3={"domain": [0.0, 0.32], "title": {"text": "sparsity"}, "tickformat": ".0%",
+                "range": [0, 1.02]},
+        shapes=shapes,
+        meta={"pruned_at": [s for s, _ in pruned], "best_step": best_step,
+              "total_steps": total_steps},
+    )
+    layout["height"] = 560
+    return go.Figure(traces, layout)

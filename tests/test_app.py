@@ -15,7 +15,7 @@ from pruneviz.workbench import Workbench
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
-         "pages/deploy.py", "pages/tradeoffs.py"]
+         "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py"]
 TIMEOUT = 60
 
 

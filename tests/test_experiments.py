@@ -161,6 +161,22 @@ def test_record_dedupes_by_plan_key_and_fills_in_latency_once(log: ExperimentLog
     assert log.find(Plan.uniform(["fc"], 0.1)) is None
 
 
+def test_the_same_plan_on_other_weights_is_another_experiment(log: ExperimentLog) -> None:
+    tuned = log.record(_report(PLAN_A, 0.97, 700), PLAN_A, "A, fine-tuned",
+                       weights="fine-tuned #1")
+    assert (tuned.id, tuned.metric, tuned.weights) == (3, 0.97, "fine-tuned #1")
+    assert tuned.plan_key == log.get(1).plan_key  # the same plan ...
+    assert log.get(1).weights == "original"  # ... on other weights
+    assert log.find(PLAN_A) == log.get(1)
+    assert log.find(PLAN_A, "fine-tuned #1") == tuned
+    assert log.find(PLAN_A, "fine-tuned #2") is None
+    again = log.record(_report(PLAN_A, 0.5, 700), PLAN_A, weights="fine-tuned #1")
+    assert again == tuned
+    assert log.plan(3) == PLAN_A
+    rows = list(csv.DictReader(io.StringIO(log.to_csv())))
+    assert [row["weights"] for row in rows] == ["original"] * 3 + ["fine-tuned #1"]
+
+
 def test_record_refuses_a_report_of_another_plan(log: ExperimentLog) -> None:
     with pytest.raises(ValueError, match="measured for plan"):
         log.record(_report(PLAN_A, 0.9, 700), PLAN_B)

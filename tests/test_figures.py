@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 
 from pruneviz import figures as F
 from pruneviz.experiments import Experiment
+from pruneviz.finetune import Record
 from pruneviz.plan import Granularity
+from pruneviz.schedules import Schedule
 from pruneviz.sensitivity import Item, Point, SensitivityResult, SensitivityRun
 from pruneviz.workbench import Workbench, open_workbench
 
@@ -422,6 +425,105 @@ def test_sensitivity_heatmap_of_a_lower_is_better_metric() -> None:
     assert curves.layout.yaxis.title.text == "mse (lower is better)"
 
 
+# -- fine-tuning --------------------------------------------------------------------------------
+def test_schedule_chart_draws_the_schedule_step_by_step() -> None:
+    schedule = Schedule("poly", 0.9, initial=0.5, begin_step=10, end_step=60, frequency=7)
+    curve, events = schedule.curve(80), schedule.events(80)
+    fig = F.schedule_chart(curve, events=events)
+    line = _trace(fig, "target sparsity")
+    assert list(line.y) == curve
+    assert list(line.x) == list(range(80))
+    assert line.line.shape == "hv"
+    marks = _trace(fig, "pruning event")
+    assert list(zip(marks.x, marks.y, strict=True)) == events
+    assert fig.layout.meta["events"] == [list(e) for e in events]
+    assert fig.layout.shapes == ()
+    assert "80 steps" in fig.layout.title.subtitle.text
+
+
+def test_schedule_chart_shades_the_regularisation_steps() -> None:
+    schedule = Schedule("oneshot", 0.7, begin_step=30)
+    fig = F.schedule_chart(schedule.curve(50), events=schedule.events(50), regularize_until=30)
+    (band,) = _shapes(fig, "rect")
+    assert (band.x0, band.x1) == (0, 30)
+    assert any(a.text == "regularisation" for a in fig.layout.annotations)
+    assert list(_trace(fig, "target sparsity").y) == [0.0] * 30 + [0.7] * 20
+
+
+def test_schedule_chart_refuses_what_is_not_a_schedule() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        F.schedule_chart([])
+    with pytest.raises(ValueError, match="fractions"):
+        F.schedule_chart([0.5, 50.0])
+
+
+def test_training_curves_draw_each_record_in_its_panel() -> None:
+    records = [
+        Record(0, 0.0, float("nan"), None, 0.0),
+        Record(0, 0.0, float("nan"), None, 0.45, "pruned to 50%"),
+        Record(10, 0.5, 0.8, None, 0.45),
+        Record(20, 1.0, 0.6, 0.91, 0.45),
+        Record(20, 1.0, float("nan"), None, 0.81, "pruned to 90%"),
+        Record(30, 1.5, 0.7, None, 0.81),
+        Record(40, 2.0, 0.5, 0.88, 0.81),
+        Record(60, 3.0, 0.4, 0.87, 0.81, "stopped early: no better for 1 evaluations"),
+    ]
+    fig = F.training_curves(records, total_steps=80, metric_name="accuracy",
+                            planned=[0.5] * 20 + [0.9] * 60, best_step=40)
+    loss = _trace(fig, "training loss")
+    assert (list(loss.x), list(loss.y)) == ([10, 20, 30, 40, 60], [0.8, 0.6, 0.7, 0.5, 0.4])
+    metric = _trace(fig, "validation accuracy")
+    assert (list(metric.x), list(metric.y)) == ([20, 40, 60], [0.91, 0.88, 0.87])
+    assert (metric.xaxis, metric.yaxis) == ("x2", "y2")
+    sparsity = _trace(fig, "sparsity (all parameters)")
+    assert list(sparsity.y) == [r.sparsity for r in records]
+    assert sparsity.yaxis == "y3"
+    assert list(_trace(fig, "planned sparsity").y) == [0.5] * 20 + [0.9] * 60
+    best = _trace(fig, "weights kept (best)")
+    assert (list(best.x), list(best.y)) == ([40], [0.88])
+    assert fig.layout.meta["pruned_at"] == [0, 20]
+    dotted = [s.x0 for s in _shapes(fig, "line") if s.line.dash == "dot"]
+    assert dotted == [0, 20]
+    assert [s.x0 for s in _shapes(fig, "line") if s.line.dash == "dash"] == [60]  # the stop
+    assert fig.layout.xaxis3.range == (-0.8, 81.6)  # every step, with room at the ends
+    assert fig.layout.yaxis3.tickformat == ".0%"
+    fig.to_json()
+
+
+def test_training_curves_of_a_long_run_leave_out_what_would_clutter() -> None:
+    records = [Record(s, s / 10, 0.5, 0.9 if s % 10 == 0 else None, min(0.9, s / 1000),
+                      "pruned to x" if s % 20 == 0 else None) for s in range(0, 1000, 5)]
+    fig = F.training_curves(records, total_steps=1000, metric_name="accuracy")
+    assert len(fig.layout.meta["pruned_at"]) == 50
+    assert not [s for s in _shapes(fig, "line") if s.line.dash == "dot"]  # too many lines
+    metric = _trace(fig, "validation accuracy")
+    assert metric.mode == "lines"
+    assert len(metric.x) == 100
+
+
+def test_training_curves_of_a_run_just_started() -> None:
+    fig = F.training_curves([], total_steps=100, metric_name="mse")
+    assert list(_trace(fig, "training loss").x) == []
+    assert "weights kept (best)" not in [t.name for t in fig.data]
+
+
+def test_tradeoff_scatter_joins_fine_tuned_points_to_their_twins() -> None:
+    twin = _experiment(1, 200, 0.40)
+    tuned = replace(_experiment(2, 200, 0.93), plan_key=twin.plan_key, weights="fine-tuned #1")
+    alone = replace(_experiment(3, 100, 0.90), weights="fine-tuned #2")  # no twin measured
+    fig = F.tradeoff_scatter([POINTS[0], twin, tuned, alone], x_field="params_nonzero",
+                             x_title="params", metric_name="accuracy", higher_is_better=True,
+                             baseline=POINTS[0])
+    assert [row[0] for row in _trace(fig, "experiments").customdata] == [0, 1]
+    diamonds = _trace(fig, "fine-tuned weights")
+    assert [row[0] for row in diamonds.customdata] == [2, 3]
+    assert diamonds.marker.symbol == "diamond"
+    joined = _trace(fig, "pruned → fine-tuned")
+    assert list(joined.x) == [200.0, 200.0, None]
+    assert list(joined.y) == [0.40, 0.93, None]
+    assert fig.layout.meta["pareto_ids"] == [3, 2, 0]  # fine-tuned points can be on the front
+
+
 # -- common look --------------------------------------------------------------------------------
 BUILDERS: dict[str, Callable[[], go.Figure]] = {
     "histogram": lambda: F.weight_histogram(np.arange(-5.0, 5.0), np.arange(10) > 3, layer="l",
@@ -438,6 +540,8 @@ BUILDERS: dict[str, Callable[[], go.Figure]] = {
                                            baseline=POINTS[0]),
     "sensitivity_curves": lambda: F.sensitivity_curves(_sensitivity()),
     "sensitivity_heatmap": lambda: F.sensitivity_heatmap(_sensitivity()),
+    "schedule": lambda: F.schedule_chart(Schedule("agp", 0.8, end_step=50, frequency=10)
+                                         .curve(60)),
 }
 
 

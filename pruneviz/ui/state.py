@@ -8,18 +8,22 @@ never see each other's pruning.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
+from torch import Tensor
 
 from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
-from pruneviz.experiments import Experiment, ExperimentLog, describe_plan
+from pruneviz.errors import PrunevizError
+from pruneviz.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
 from pruneviz.forms import FormReport, all_forms, best_form
 from pruneviz.models.samples import DEFAULT_SAMPLE, Sample, load_sample
 from pruneviz.plan import Plan
 from pruneviz.report import Report, latency_batch
 from pruneviz.sensitivity import SensitivityResult
+from pruneviz.session import PruningSession
 from pruneviz.workbench import Workbench, build_workbench, measure_plans
 
 # Session-state keys, in one place. Widget keys of the Prune page are built by the
@@ -30,6 +34,8 @@ WORKBENCH_KEY = "pv_workbench"
 LOG_KEY = "pv_experiments"
 SELECTED_LAYER_KEY = "pv_selected_layer"
 COMPARISON_KEY = "pv_budget_comparison"  # the Sensitivity page's last budget comparison
+WEIGHTS_KEY = "pv_weights"  # which weights the tab's session prunes: ORIGINAL or fine-tuned
+TUNED_KEY = "pv_tuned_weights"  # {model ref: {name: state dict}}: this tab's fine-tuned weights
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
 MANY_LAYERS = 16
 LATENCY_RUNS = 10  # pairs (masked, reference) timed per slider move
@@ -65,6 +71,7 @@ def workbench() -> Workbench:
         clear_prune_widgets()
         st.session_state[BEST_FORMS_KEY] = {}
         st.session_state.pop(COMPARISON_KEY, None)  # its experiments were in the old log
+        st.session_state[WEIGHTS_KEY] = ORIGINAL
     return bench
 
 
@@ -81,8 +88,66 @@ def measure_and_record(label: str | None = None) -> Report:
     bench = workbench()
     report = bench.meter.report(latency=True)
     plan = bench.session.stamp(bench.session.plan)
-    experiment_log().record(report, plan, label or describe_plan(plan))
+    experiment_log().record(report, plan, label or describe_plan(plan), current_weights())
     return report
+
+
+# -- which weights the tab prunes: the original ones, or fine-tuned ones -------------------
+def current_weights() -> str:
+    """The name of the weights this tab's session prunes (ORIGINAL unless fine-tuned
+    weights were taken from the Fine-tune page)."""
+    workbench()
+    name = st.session_state.get(WEIGHTS_KEY, ORIGINAL)
+    return name if isinstance(name, str) else ORIGINAL
+
+
+def remember_weights(name: str, state: dict[str, Tensor]) -> None:
+    """Keep fine-tuned weights under `name`, for experiments that were measured on them."""
+    bench = workbench()
+    st.session_state.setdefault(TUNED_KEY, {}).setdefault(bench.name, {})[name] = state
+
+
+def weights_state(name: str) -> dict[str, Tensor]:
+    """The weights called `name` in this tab (ORIGINAL: the shipped sample's)."""
+    bench = workbench()
+    if name == ORIGINAL:
+        return pristine_sample(bench.name.removeprefix("sample:")).model.state_dict()
+    found = st.session_state.get(TUNED_KEY, {}).get(bench.name, {}).get(name)
+    if found is None:
+        raise PrunevizError(f"the {name} weights are not kept in this tab any more; "
+                            "run the fine-tuning again")
+    assert isinstance(found, dict)
+    return found
+
+
+def load_weights(session: PruningSession, state: dict[str, Tensor]) -> None:
+    """Make `state` the session's original weights, with nothing pruned (bit-exact)."""
+    session.apply(session.stamp(Plan()))  # no removed blocks: rebase refuses them
+    session.rebase(state)
+
+
+def use_weights(name: str, plan: Plan | None = None) -> None:
+    """Make the weights called `name` this tab's originals, with `plan` (default: the
+    current plan) applied; the Prune page re-seeds its widgets from it."""
+    bench = workbench()
+    session = bench.session
+    target = session.plan if plan is None else plan
+    load_weights(session, weights_state(name))
+    bench.meter.clear()  # its measurements were of the other weights
+    st.session_state[WEIGHTS_KEY] = name
+    clear_prune_widgets()
+    session.apply(target)
+
+
+def restore_experiment(id: int) -> None:
+    """Apply experiment `id`'s plan to this tab's model, on the weights it was measured
+    with (restoring a fine-tuned experiment puts its fine-tuned weights in the tab)."""
+    log = experiment_log()
+    experiment = log.get(id)
+    if experiment.weights != current_weights():
+        use_weights(experiment.weights, log.plan(id))
+    else:
+        restore_plan(log.plan(id))
 
 
 # -- Prune page widget keys ----------------------------------------------------------------
@@ -123,7 +188,8 @@ def record_uniform_sweep(levels: list[float], granularity: str, criterion: str) 
             plans.append(plan)
     log = experiment_log()
     for plan, report in zip(plans, measure_plans(bench, plans), strict=True):
-        log.record(report, plan, f"uniform {granularity} {criterion} {report_sparsity(plan)}")
+        log.record(report, plan, f"uniform {granularity} {criterion} {report_sparsity(plan)}",
+                   current_weights())
     return len(plans)
 
 
@@ -144,19 +210,32 @@ def best_forms() -> dict[int, FormReport]:
 
 
 def measure_best_forms(runs: int = 10) -> None:
-    """Measure the deployable forms of every recorded configuration; keep the fastest."""
+    """Measure the deployable forms of every recorded configuration, each on the weights it
+    was measured with; keep the fastest."""
     bench = workbench()
+    session = bench.session
     found = best_forms()
-    current = bench.session.plan
+    current, weights = session.plan, current_weights()
     batch = latency_batch(bench.eval_data, bench.meter.latency_batch_size)
+    todo = [e for e in experiment_log() if e.id not in found]
+    # the tab's own weights first, so that most runs need no switching
+    order: Iterable[str] = dict.fromkeys([weights, *(e.weights for e in todo)])
+    loaded = weights
     try:
-        for experiment in experiment_log():
-            if experiment.id in found:
+        for name in order:
+            group = [e for e in todo if e.weights == name]
+            if not group:
                 continue
-            bench.session.apply(experiment_log().plan(experiment.id))
-            found[experiment.id] = best_form(all_forms(bench.session, batch, runs=runs))
+            if name != loaded:
+                load_weights(session, weights_state(name))
+                loaded = name
+            for experiment in group:
+                session.apply(experiment_log().plan(experiment.id))
+                found[experiment.id] = best_form(all_forms(session, batch, runs=runs))
     finally:
-        bench.session.apply(current)
+        if loaded != weights:  # the same values bit for bit: the meter's cache stays valid
+            load_weights(session, weights_state(weights))
+        session.apply(current)
 
 
 # -- budgets: uniform, global and sensitivity-guided plans side by side ---------------------
@@ -194,7 +273,7 @@ def record_budget_comparison(result: SensitivityResult, budget: Budget,
             bench.session.apply(outcome.plan)
             measure_and_record(f"{method.value} {budget_text(budget)} "
                                f"({result.granularity.value}, {result.criterion})")
-            experiment = experiment_log().find(bench.session.plan)
+            experiment = experiment_log().find(bench.session.plan, current_weights())
             assert experiment is not None  # just recorded
             compared.append(Compared(outcome, experiment))
     finally:

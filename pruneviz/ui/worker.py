@@ -1,4 +1,5 @@
-"""A sensitivity analysis in a background thread, so that no page waits for it.
+"""A sensitivity analysis, or a fine-tuning run, in a background thread, so that no page
+waits for it.
 
 `SensitivityWorker` is plain Python: it runs one `SensitivityRun` at a time on a
 `PruningSession` of its own (a run changes its session's plan while it measures, so it
@@ -7,21 +8,43 @@ done and total, the result so far, an error message — behind a lock. Pages rea
 `snapshot()`; the thread never touches Streamlit. `sensitivity_worker()` keeps one worker
 per model in the tab's session state, with its `SensitivityCache`, so re-running the
 same settings is instant.
+
+`FinetuneWorker` is the same for training: one run at a time on a session of its own,
+reset to the original weights before each run, the curve's records so far behind the
+lock. When training ends (or is cancelled: the best weights so far are kept) it measures
+the result on the test split with latency, and the same final plan on the original
+weights — the twin that shows what fine-tuning recovered. The page records both in the
+tab's experiment log; `finetune_worker()` keeps one worker per model in session state, so
+leaving the page does not lose the run.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import streamlit as st
+from torch import Tensor, nn
 
 from pruneviz.data import TensorData
 from pruneviz.errors import PlanError, PrunevizError
+from pruneviz.finetune import (
+    FinetuneRecipe,
+    FinetuneResult,
+    PruneSpec,
+    Record,
+    Regularizer,
+    finetune,
+    total_steps,
+)
+from pruneviz.plan import Plan
+from pruneviz.report import Meter, Report
+from pruneviz.schedules import Schedule
 from pruneviz.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
 from pruneviz.session import PruningSession
-from pruneviz.ui.state import pristine_sample
+from pruneviz.ui.state import LATENCY_RUNS, experiment_log, pristine_sample, remember_weights
 from pruneviz.workbench import CALIBRATION_SAMPLES, Workbench
 
 WORKERS_KEY = "pv_sensitivity_workers"
@@ -146,3 +169,254 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     worker = SensitivityWorker(make_session, bench.eval_data)
     workers[bench.name] = worker
     return worker
+
+
+# -- fine-tuning ----------------------------------------------------------------------------
+FINETUNE_WORKERS_KEY = "pv_finetune_workers"
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """What a fine-tuning run is asked for."""
+
+    kind: str  # the page's recipe: "oneshot", "iterative", "poly" or "regularize"
+    label: str  # the experiment label of the result
+    recipe: FinetuneRecipe
+    schedule: Schedule | None = None  # None: `plan` is held fixed (masked fine-tuning)
+    prune: PruneSpec | None = None  # how the schedule's events prune
+    plan: Plan | None = None  # one-shot + fine-tune: the plan to hold fixed
+
+
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """A finished run (done, stopped early or cancelled), measured."""
+
+    run: int  # 1, 2, ... per model in this tab
+    job: FinetuneJob
+    result: FinetuneResult
+    plan: Plan  # the final plan (stamped)
+    report: Report  # the fine-tuned weights with `plan`, on the test split, with latency
+    twin: Report  # `plan` on the original weights, no retraining
+    before_pruning: dict[str, Tensor] | None  # weights just before the first pruning event,
+    # when a regulariser prepared it
+
+    @property
+    def weights(self) -> str:
+        """The name of the fine-tuned weights in the tab's experiment log."""
+        return f"fine-tuned #{self.run}"
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """A consistent view of the worker at one moment."""
+
+    running: bool
+    phase: str  # "training", "measuring", or "" when idle
+    job: FinetuneJob | None
+    records: tuple[Record, ...]  # the curve of the current (or last) run
+    done: int  # training steps done
+    total: int  # training steps the recipe runs (before early stopping)
+    outcome: FinetuneOutcome | None  # the last finished run, None while one runs
+    error: str | None  # why the last run failed
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+class FinetuneWorker:
+    """Fine-tunes one model, one run at a time, in a background thread.
+
+    Every run starts from `pristine`'s weights on the worker's own session, never the
+    tab's. `pristine` is only read: it is the distillation teacher and the latency
+    reference."""
+
+    def __init__(self, make_session: Callable[[], PruningSession], pristine: nn.Module,
+                 train_data: TensorData, eval_data: TensorData, *,
+                 latency_batch_size: int = 64, latency_runs: int = LATENCY_RUNS) -> None:
+        self._make_session = make_session
+        self.pristine = pristine
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.latency_batch_size = latency_batch_size
+        self.latency_runs = latency_runs
+        self._session: PruningSession | None = None
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._job: FinetuneJob | None = None
+        self._phase = ""
+        self._records: list[Record] = []
+        self._total = 0
+        self._outcome: FinetuneOutcome | None = None
+        self._error: str | None = None
+        self._runs = 0
+        self._claimed = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def steps(self, recipe: FinetuneRecipe) -> int:
+        """Training steps `recipe` runs on this model's training split."""
+        return total_steps(self.train_data, recipe)
+
+    def start(self, job: FinetuneJob) -> None:
+        """Check the job and start training in the background.
+
+        Bad choices (nothing to fine-tune, a schedule that prunes nothing in time, a
+        criterion no layer can use, L1 on BatchNorm scales without BatchNorm) raise
+        PrunevizError here, before any thread starts."""
+        if self.running:
+            raise PlanError("a run is already going: cancel it or wait for it")
+        if self._session is None:
+            self._session = self._make_session()
+        session = self._session
+        session.apply(session.stamp(Plan()))
+        session.rebase(self.pristine.state_dict())  # every run starts from the originals
+        total = self.steps(job.recipe)
+        if job.recipe.regularizer is Regularizer.BN_L1 and not has_batchnorm(session.model):
+            raise PlanError("L1 on BatchNorm scales needs BatchNorm layers, and this model "
+                            "has none; choose l1 or group_lasso")
+        if job.schedule is None:
+            if job.plan is None or job.plan.is_empty:
+                raise PlanError("this tab's plan prunes nothing: set one on the Prune page "
+                                "first, or choose a recipe with a schedule")
+            session.apply(job.plan)  # checked here; held fixed while training
+        else:
+            prune = job.prune or PruneSpec()
+            if not job.schedule.events(total):
+                raise PlanError(f"the schedule prunes nothing within the {total} training "
+                                "steps: begin earlier or train longer")
+            plan = prune.plan(session, job.schedule.final)
+            if plan.is_empty:
+                raise PlanError(f"no layer can be pruned by {prune.granularity.value} "
+                                f"{prune.criterion}; choose another criterion or granularity")
+            session.apply(plan)  # refuses what no layer can do, before training starts
+            session.apply(session.stamp(Plan()))
+        cancel = threading.Event()
+        with self._lock:
+            self._runs += 1
+            run = self._runs
+            self._job = job
+            self._phase = "training"
+            self._records = []
+            self._total = total
+            self._outcome = None
+            self._error = None
+            self._cancel = cancel
+        self._thread = threading.Thread(target=self._work, args=(job, session, cancel, run),
+                                        name="pruneviz-finetune", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop training after the current step; the best weights so far are kept."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end; False if it is still running."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.running
+
+    def snapshot(self) -> FinetuneProgress:
+        with self._lock:
+            done = self._records[-1].step if self._records else 0
+            return FinetuneProgress(self.running, self._phase, self._job,
+                                    tuple(self._records), done, self._total, self._outcome,
+                                    self._error)
+
+    def claim(self, outcome: FinetuneOutcome) -> bool:
+        """True exactly once per finished run: whoever gets it records the outcome."""
+        with self._lock:
+            if outcome.run <= self._claimed:
+                return False
+            self._claimed = outcome.run
+            return True
+
+    def _work(self, job: FinetuneJob, session: PruningSession, cancel: threading.Event,
+              run: int) -> None:
+        total = self._total
+        events = job.schedule.events(total) if job.schedule is not None else []
+        first = events[0][0] if events else 0
+        watch = job.recipe.regularizer is not None and first > 0
+        every = max(1, min(10, total // 60))
+        if watch:  # a record falls exactly on the step before the first pruning event
+            every = math.gcd(every, first)
+        before: dict[str, Tensor] | None = None
+
+        def progress(record: Record) -> None:
+            nonlocal before
+            if watch and record.step == first and record.event is None:
+                before = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
+            with self._lock:
+                self._records.append(record)
+
+        try:
+            result = finetune(
+                session, self.train_data, job.recipe, schedule=job.schedule, prune=job.prune,
+                teacher=self.pristine if job.recipe.distill > 0 else None,
+                progress=progress, cancel=cancel, record_every=every)
+            with self._lock:
+                self._phase = "measuring"
+            plan = session.stamp(session.plan)
+            meter = Meter(session, self.eval_data, reference=self.pristine,
+                          latency_batch_size=self.latency_batch_size,
+                          latency_runs=self.latency_runs)
+            report = meter.report(latency=True)
+            session.rebase(self.pristine.state_dict())  # the same plan, no retraining
+            meter.clear()
+            twin = meter.report(latency=True)
+            outcome = FinetuneOutcome(run, job, result, plan, report, twin, before)
+            with self._lock:
+                self._outcome = outcome
+        except PrunevizError as exc:
+            with self._lock:
+                self._error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
+            with self._lock:
+                self._error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self._phase = ""
+
+
+def finetune_worker(bench: Workbench) -> FinetuneWorker:
+    """This tab's fine-tuning worker for the workbench's model: one per model, kept across
+    pages (leaving the Fine-tune page does not stop or lose a run)."""
+    workers = st.session_state.setdefault(FINETUNE_WORKERS_KEY, {})
+    worker = workers.get(bench.name)
+    if isinstance(worker, FinetuneWorker):
+        return worker
+    if bench.train_data is None:
+        raise PlanError(f"{bench.name} has no training split to fine-tune on")
+    sample = pristine_sample(bench.name.removeprefix("sample:"))
+    calibration = bench.train_data.head(CALIBRATION_SAMPLES)
+    name = bench.name
+
+    def make_session() -> PruningSession:
+        return PruningSession(sample.model, sample.example_input(), calibration=calibration,
+                              name=name)
+
+    worker = FinetuneWorker(make_session, sample.model, bench.train_data, bench.eval_data,
+                            latency_batch_size=bench.meter.latency_batch_size)
+    workers[bench.name] = worker
+    return worker
+
+
+def record_finished_run(bench: Workbench) -> FinetuneOutcome | None:
+    """Record the tab's last fine-tuning run of this model in the experiment log, once: the
+    fine-tuned weights with the final plan, and its twin (the same plan on the original
+    weights). Any page may call it; returns the last finished run, if any."""
+    worker = st.session_state.get(FINETUNE_WORKERS_KEY, {}).get(bench.name)
+    if not isinstance(worker, FinetuneWorker):
+        return None
+    outcome = worker.snapshot().outcome
+    if outcome is None or not worker.claim(outcome):
+        return outcome
+    remember_weights(outcome.weights, outcome.result.state)
+    log = experiment_log()
+    log.record(outcome.report, outcome.plan, outcome.job.label, outcome.weights)
+    log.record(outcome.twin, outcome.plan, f"{outcome.job.label} (before fine-tuning)")
+    return outcome
