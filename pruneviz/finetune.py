@@ -373,7 +373,9 @@ def finetune(
                      "latest, not the best at the final sparsity")
         best = ((0.0, 0.0), float("nan"), step, snapshot())
     _, metric, best_step, state = best
-    session.rebase(state)
+    # The same structures stay pruned: re-deciding on the trained weights' scores could
+    # pick others with a data-driven criterion (taylor, apoz).
+    session.rebase(state, keep_decisions=True)
     return FinetuneResult(state, masks, history, best_step,
                           None if math.isnan(metric) else metric, step, stopped, plan, notes)
 

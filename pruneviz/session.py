@@ -207,6 +207,7 @@ class PruningSession:
         self._group_tables: dict[tuple[int, str, Granularity], ScoreTable] = {}
         self.notes: list[str] = []
         self._weights_key: str | None = None
+        self._frozen: set[str] = set()  # decisions kept across rebase(keep_decisions=True)
         self._blocks: list[Block] | None = None
         self._removed: dict[str, nn.Module] = {}  # block name -> the module taken out
         self.plan = Plan()
@@ -512,6 +513,7 @@ class PruningSession:
                 self._write_channels(tensor_name, decisions, group_decisions)
         self._decisions = decisions
         self._group_decisions = group_decisions
+        self._frozen -= changed
         self.plan = plan
         self.notes = notes
         self._stale.update(weights.values())
@@ -534,15 +536,20 @@ class PruningSession:
                 masks[tensor_name] = keep
         return masks
 
-    def rebase(self, state: dict[str, Tensor]) -> None:
+    def rebase(self, state: dict[str, Tensor], *, keep_decisions: bool = False) -> None:
         """Make `state` (this model's weights after training, say) the originals, and
         re-apply the current plan to them: scores are computed afresh from the new
-        values. The old originals are dropped from the session — keep the pristine model
-        elsewhere (the workbench's reference) to go back to it."""
+        values. With `keep_decisions`, the current decisions (which structures are
+        pruned) are kept instead of re-deciding on the new scores — for weights trained
+        under these very masks, whose pruned entries are already zero. The old originals
+        are dropped from the session — keep the pristine model elsewhere (the workbench's
+        reference) to go back to it."""
         if self._removed:
             raise PlanError("cannot take new weights while blocks are removed; put the "
                             "blocks back (a plan without removed blocks) first")
         plan = self.plan
+        decisions, group_decisions, notes = (self._decisions, self._group_decisions,
+                                             self.notes)
         self.reset()
         try:
             self.model.load_state_dict(state, strict=True)
@@ -552,16 +559,31 @@ class PruningSession:
         with torch.no_grad():
             for name, original in self._originals.items():
                 original.copy_(self._params[name])
-        self._scores.clear()
-        self._nm_masks.clear()
-        self._group_tables.clear()
-        self._stats = None
         self._weights_key = None
         self._original_nonzero = {
             layer.name: int(torch.count_nonzero(self._originals[layer.weight]))
             for layer in self.layers
         }
         self._results = {}
+        self._scores.clear()
+        self._group_tables.clear()
+        self._stats = None
+        if not keep_decisions:
+            self._nm_masks.clear()  # (kept: the kept N:M decisions' masks come from here)
+        if keep_decisions:
+            # The kept decisions' tables rank the old weights: count these layers' non-zero
+            # weights from the weights themselves until a new decision replaces them.
+            self._frozen = set(decisions)
+            with torch.no_grad():
+                for layer in self.layers:
+                    self._write_weight(layer, decisions, group_decisions)
+                for tensor_name in self._channel_sources.keys() | self._fed_owner.keys():
+                    if tensor_name in self._params:
+                        self._write_channels(tensor_name, decisions, group_decisions)
+            self._decisions, self._group_decisions = decisions, group_decisions
+            self.plan, self.notes = plan, notes
+            self._stale.update(self.layer_names)
+            return
         self._refresh_results(self.layers)
         self.apply(plan)
 
@@ -572,6 +594,7 @@ class PruningSession:
                 self._params[tensor_name].copy_(original)
         self._decisions = {}
         self._group_decisions = {}
+        self._frozen = set()
         self.notes = []
         self._swap_blocks(set())
         self.plan = Plan()
@@ -964,12 +987,16 @@ class PruningSession:
                 nonzero = self._original_nonzero[layer.name]
             elif decision.granularity.n_m is not None:
                 mask, nonzero = self._nm_mask(layer.name, decision.granularity, decision.criterion)
+                if layer.name in self._frozen:
+                    nonzero = int(torch.count_nonzero(self._params[layer.weight]))
                 structures = layer.params
                 pruned = structures - int(mask.sum())
             else:
                 structures = decision.table.count
                 pruned = decision.pruned
-                nonzero = decision.table.nonzero_after(pruned)
+                nonzero = (int(torch.count_nonzero(self._params[layer.weight]))
+                           if layer.name in self._frozen
+                           else decision.table.nonzero_after(pruned))
                 threshold = decision.threshold
             self._results[layer.name] = LayerResult(
                 name=layer.name,

@@ -240,3 +240,25 @@ def test_reference_recipes_reach_their_sparsity_and_recover(key: str) -> None:
         pruned = sum(len(u) for u in session.pruned_units().values())
         # one global ranking of channel units (each group keeps at least one)
         assert pruned == pytest.approx(spec.schedule.final * units, rel=0.05)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "taylor"])
+def test_the_session_ends_holding_the_trained_weights_under_the_same_decisions(
+        criterion: str) -> None:
+    session, data = zoo_session("conv_bn")
+    plan, _ = session.uniform_plan(0.5, "filter", criterion)
+    session.apply(plan)
+    masks = session.keep_masks()
+    result = finetune(session, data, FinetuneRecipe(epochs=2, lr=1e-2, batch_size=16))
+    assert_bit_identical(result.state, snapshot(session.model))
+    after = session.keep_masks()
+    assert set(after) == set(masks)
+    for name, keep in masks.items():
+        assert torch.equal(after[name], keep), name
+    params = dict(session.model.named_parameters())
+    for r in session.results():
+        assert r.nonzero == int(torch.count_nonzero(params[session.layer_by_name[r.name].weight]))
+    # a new plan afterwards is decided on the trained weights' own scores
+    session.apply(session.uniform_plan(0.25, "unstructured", "l1")[0])
+    for r in session.results():
+        assert r.nonzero == int(torch.count_nonzero(params[session.layer_by_name[r.name].weight]))
