@@ -24,11 +24,13 @@ from pruneviz.criteria import (
 )
 from pruneviz.data import TensorData, load_digits
 from pruneviz.errors import DataError, ModelError, PlanError, PrunevizError, SampleNotFoundError
+from pruneviz.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
 from pruneviz.layers import PrunableLayer, find_prunable_layers, fingerprint
 from pruneviz.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
 from pruneviz.models.samples import SAMPLES, load_sample, sample_names
 from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
 from pruneviz.report import Meter, Report
+from pruneviz.schedules import Schedule, ScheduleKind
 from pruneviz.sensitivity import (
     SensitivityCache,
     SensitivityResult,
@@ -41,7 +43,13 @@ from pruneviz.tasks import Task
 from pruneviz.workbench import Workbench, build_workbench, open_workbench
 
 __all__ = [
+    "REFERENCES",
     "SAMPLES",
+    "FinetuneRecipe",
+    "FinetuneResult",
+    "PruneSpec",
+    "Schedule",
+    "ScheduleKind",
     "Budget",
     "BudgetKind",
     "Method",
