@@ -45,6 +45,17 @@ seed(widget_key("g_crit"), section.criterion if section else "l1")
 seed(widget_key("g_cap"), round((section.max_layer_sparsity or 1.0) * 100) if section else 95)
 
 
+def layer_amount(name: str, gran: str, crit: str, percent: int) -> float:
+    """The sparsity a layer's slider stands for: the current plan's own value when the
+    slider still shows it rounded (a proposed 85.87% stays 85.87% until the slider
+    moves), else the slider's whole percent."""
+    entry = plan_now.layers.get(name)
+    if entry is not None and entry.sparsity is not None and entry.granularity.value == gran \
+            and entry.criterion == crit and round(entry.sparsity * 100) == percent:
+        return entry.sparsity
+    return percent / 100
+
+
 def set_all_layers() -> None:
     """Uniform: copy the 'all layers' slider to every layer's slider."""
     value = st.session_state[widget_key("all")]
@@ -146,7 +157,8 @@ with controls:
                                            key=widget_key("sp", name), on_change=follow,
                                            args=(name,), label_visibility="collapsed")
                     if value:
-                        layers_plan[name] = LayerPlan(gran, crit, sparsity=value / 100)
+                        layers_plan[name] = LayerPlan(
+                            gran, crit, sparsity=layer_amount(name, gran, crit, value))
                 else:
                     table = session.scores(name, Granularity(gran), crit)
                     top_score = float(table.sorted[-1]) if table.count else 0.0
@@ -164,7 +176,8 @@ with controls:
             else:
                 value = st.session_state.get(widget_key("sp", name), 0)
                 if value and session.unsupported(name, Granularity(gran), crit) is None:
-                    layers_plan[name] = LayerPlan(gran, crit, sparsity=value / 100)
+                    layers_plan[name] = LayerPlan(
+                        gran, crit, sparsity=layer_amount(name, gran, crit, value))
         plan = Plan(layers_plan)
     else:
         cols = st.columns(2)

@@ -260,7 +260,8 @@ if propose:
         f"This tab's plan is now the sensitivity allocation ({describe_plan(outcome.plan)}): "
         f"measured {metric_name} {show_metric(outcome.report.evaluation.metric)}"
         + (f", predicted {show_metric(predicted)}" if predicted is not None else "")
-        + ". Go to the Prune page to adjust it by hand; its sliders move in whole percents."
+        + ". Go to the Prune page to adjust it by hand: its sliders show whole percents, and "
+        "the proposed amounts stay exact until you move one."
     )
     st.page_link("pages/prune.py", label="Adjust it on the Prune page",
                  icon=":material/content_cut:")

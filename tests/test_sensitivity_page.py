@@ -206,7 +206,13 @@ def test_propose_applies_the_sensitivity_allocation() -> None:
     for name, entry in expected.layers.items():
         assert entry.sparsity is not None
         assert at.slider(key=widget_key("sp", name)).value == round(entry.sparsity * 100)
-    assert not bench.session.plan.is_empty
+    # opening the Prune page keeps the proposed amounts exact (not rounded to the sliders')
+    assert bench.session.plan.key() == expected.key()
+    name = next(iter(expected.layers))
+    at.slider(key=widget_key("sp", name)).set_value(10).run()
+    assert not at.exception, at.exception
+    moved = bench.session.plan.layers[name]
+    assert moved.sparsity == 0.1  # a moved slider is its whole percent
 
 
 def test_a_criterion_the_model_cannot_use_shows_an_error() -> None:
