@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import sys
@@ -899,6 +900,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             _check_ranks_agree(result)
     finally:
         if started:
+            gc.collect()  # nothing of DDP may outlive the group (see finetune.py)
             torch.distributed.destroy_process_group()
     seconds = time.perf_counter() - start
     bench.model.load_state_dict(result.state, strict=True)  # the best weights, as written

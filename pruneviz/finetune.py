@@ -24,6 +24,7 @@ on the whole batch.
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import threading
 from collections.abc import Callable
@@ -368,6 +369,12 @@ def finetune(
         pass
     finally:
         model.eval()
+        if distributed:
+            # DDP's reducer must go before the process group does: left to the garbage
+            # collector it may outlive destroy_process_group, and its C++ threads then
+            # abort the process at exit ("terminate called without an active exception").
+            del runner
+            gc.collect()
     if best is None:
         notes.append("stopped before the schedule's last pruning event: the weights are the "
                      "latest, not the best at the final sparsity")
