@@ -71,27 +71,55 @@ class Progress:
     error: str | None  # why the last run stopped, if it failed
 
 
-class SensitivityWorker:
+class _Background:
+    """One background thread at a time, with a cancel flag and a lock for what it shares
+    with the pages; a subclass's start() calls _launch()."""
+
+    def __init__(self, make_session: Callable[[], PruningSession]) -> None:
+        self._make_session = make_session
+        self._session: PruningSession | None = None  # the worker's own, built on first use
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def session(self) -> PruningSession:
+        if self._session is None:
+            self._session = self._make_session()
+        return self._session
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next check (between points or steps)."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the running job to end; False if it is still running."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.running
+
+    def _launch(self, name: str, target: Callable[..., None], *args: object) -> None:
+        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._thread.start()
+
+
+class SensitivityWorker(_Background):
     """Runs sensitivity analyses of one model, one at a time, in a background thread."""
 
     def __init__(self, make_session: Callable[[], PruningSession], data: TensorData,
                  cache: SensitivityCache | None = None) -> None:
-        self._make_session = make_session
+        super().__init__(make_session)
         self.data = data
         self.cache = cache if cache is not None else SensitivityCache()
-        self._session: PruningSession | None = None  # built on the first start
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
         self._settings: Settings | None = None
         self._done = 0
         self._total = 0
         self._result: SensitivityResult | None = None
         self._error: str | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self, criterion: str, granularity: str, levels: Sequence[float]) -> None:
         """Check the settings and start measuring in the background.
@@ -100,9 +128,7 @@ class SensitivityWorker:
         here, before any thread starts."""
         if self.running:
             raise PlanError("an analysis is already running: cancel it or wait for it")
-        if self._session is None:
-            self._session = self._make_session()
-        run = SensitivityRun(self._session, self.data, criterion=criterion,
+        run = SensitivityRun(self.session(), self.data, criterion=criterion,
                              granularity=granularity, levels=levels, cache=self.cache)
         cancel = threading.Event()
         with self._lock:
@@ -112,20 +138,7 @@ class SensitivityWorker:
             self._result = None
             self._error = None
             self._cancel = cancel
-        self._thread = threading.Thread(target=self._work, args=(run, cancel),
-                                        name="pruneviz-sensitivity", daemon=True)
-        self._thread.start()
-
-    def cancel(self) -> None:
-        """Ask the running analysis to stop after the point it is measuring."""
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the running analysis to end; False if it is still running."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return not self.running
+        self._launch("pruneviz-sensitivity", self._work, run, cancel)
 
     def snapshot(self) -> Progress:
         with self._lock:
@@ -224,7 +237,7 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-class FinetuneWorker:
+class FinetuneWorker(_Background):
     """Fine-tunes one model, one run at a time, in a background thread.
 
     Every run starts from `pristine`'s weights on the worker's own session, never the
@@ -234,16 +247,12 @@ class FinetuneWorker:
     def __init__(self, make_session: Callable[[], PruningSession], pristine: nn.Module,
                  train_data: TensorData, eval_data: TensorData, *,
                  latency_batch_size: int = 64, latency_runs: int = LATENCY_RUNS) -> None:
-        self._make_session = make_session
+        super().__init__(make_session)
         self.pristine = pristine
         self.train_data = train_data
         self.eval_data = eval_data
         self.latency_batch_size = latency_batch_size
         self.latency_runs = latency_runs
-        self._session: PruningSession | None = None
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
-        self._thread: threading.Thread | None = None
         self._job: FinetuneJob | None = None
         self._phase = ""
         self._records: list[Record] = []
@@ -252,10 +261,6 @@ class FinetuneWorker:
         self._error: str | None = None
         self._runs = 0
         self._claimed = 0
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def steps(self, recipe: FinetuneRecipe) -> int:
         """Training steps `recipe` runs on this model's training split."""
@@ -269,9 +274,7 @@ class FinetuneWorker:
         PrunevizError here, before any thread starts."""
         if self.running:
             raise PlanError("a run is already going: cancel it or wait for it")
-        if self._session is None:
-            self._session = self._make_session()
-        session = self._session
+        session = self.session()
         session.apply(session.stamp(Plan()))
         session.rebase(self.pristine.state_dict())  # every run starts from the originals
         total = self.steps(job.recipe)
@@ -305,20 +308,7 @@ class FinetuneWorker:
             self._outcome = None
             self._error = None
             self._cancel = cancel
-        self._thread = threading.Thread(target=self._work, args=(job, session, cancel, run),
-                                        name="pruneviz-finetune", daemon=True)
-        self._thread.start()
-
-    def cancel(self) -> None:
-        """Stop training after the current step; the best weights so far are kept."""
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the run to end; False if it is still running."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return not self.running
+        self._launch("pruneviz-finetune", self._work, job, session, cancel, run)
 
     def snapshot(self) -> FinetuneProgress:
         with self._lock:
