@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import streamlit as st
 
-from pruneviz.allocation import Budget, BudgetKind, Method, plan_for_budget
+from pruneviz.allocation import Budget, BudgetKind, Method, format_quantity, plan_for_budget
 from pruneviz.criteria import iter_criteria
 from pruneviz.errors import PrunevizError
 from pruneviz.experiments import describe_plan
@@ -61,14 +61,6 @@ def show_metric(value: float) -> str:
 
 def show_drop(value: float) -> str:
     return f"{value * 100:.2f} pts" if accuracy else f"{value:+.5f}"
-
-
-def show_quantity(kind: BudgetKind, value: float) -> str:
-    if kind in (BudgetKind.SPARSITY, BudgetKind.MACS):
-        return f"{value:.1%}"
-    if kind is BudgetKind.SIZE:
-        return f"{value / 1024:,.1f} KiB"
-    return f"{value:.2f} ms"
 
 
 st.caption(
@@ -224,7 +216,7 @@ if current is not None:
         [
             {
                 "method": c.outcome.method.value,
-                f"{spec.measured} (measured)": show_quantity(kind, c.outcome.measured),
+                f"{spec.measured} (measured)": format_quantity(kind, c.outcome.measured),
                 "met": "yes" if c.outcome.met else "no",
                 f"{metric_name} (measured)": show_metric(c.outcome.report.evaluation.metric),
                 f"{metric_name} (predicted)": "-"

@@ -302,7 +302,7 @@ def plan_for_budget(
     met = budget.met(value)
     if not met:
         notes.append(f"{method.value} cannot reach {budget.describe()} with every layer at "
-                     f"most {cap:.0%} pruned: it reaches {_show(budget.kind, value)}")
+                     f"most {cap:.0%} pruned: it reaches {format_quantity(budget.kind, value)}")
     saved = session.plan
     try:
         session.apply(plan)
@@ -312,7 +312,8 @@ def plan_for_budget(
     return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes)
 
 
-def _show(kind: BudgetKind, value: float) -> str:
+def format_quantity(kind: BudgetKind, value: float) -> str:
+    """A budget quantity for people: 80.0%, 12,345 bytes, 1.23 ms."""
     if kind in (BudgetKind.SPARSITY, BudgetKind.MACS):
         return f"{value:.1%}"
     if kind is BudgetKind.SIZE:
@@ -321,6 +322,6 @@ def _show(kind: BudgetKind, value: float) -> str:
 
 
 __all__ = [
-    "Allocation", "Budget", "BudgetKind", "Method", "Outcome", "allocate", "fit",
+    "Allocation", "Budget", "BudgetKind", "Method", "Outcome", "allocate", "fit", "format_quantity",
     "max_removal", "measure", "plan_for_budget",
 ]

@@ -23,7 +23,14 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
+from pruneviz.allocation import (
+    Budget,
+    BudgetKind,
+    Method,
+    Outcome,
+    format_quantity,
+    plan_for_budget,
+)
 from pruneviz.criteria import criterion_names
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.export import write_atomic
@@ -314,12 +321,10 @@ def _emit(args: argparse.Namespace, report: Report, baseline: Report,
 
 
 def _show(kind: BudgetKind, value: float) -> str:
-    """A budget quantity for people."""
-    if kind is BudgetKind.SPARSITY:
-        return f"{value:.1%} overall sparsity"
-    if kind is BudgetKind.MACS:
-        return f"{value:.1%} of the MACs"
-    return f"{value:,.0f} B sparse file"
+    """A budget quantity for people, with what it measures."""
+    what = {BudgetKind.SPARSITY: "overall sparsity", BudgetKind.MACS: "of the MACs",
+            BudgetKind.SIZE: "sparse file", BudgetKind.LATENCY: "latency"}[kind]
+    return f"{format_quantity(kind, value)} {what}"
 
 
 def _allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
