@@ -5,15 +5,11 @@ for bit."""
 
 from __future__ import annotations
 
-import base64
 import time
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
-import plotly.io as pio
 import pytest
+from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from fixtures.models import assert_bit_identical, snapshot
 from streamlit.testing.v1 import AppTest
 
@@ -21,11 +17,9 @@ from pruneviz.experiments import ORIGINAL, Experiment, describe_plan
 from pruneviz.finetune import FinetuneRecipe, total_steps
 from pruneviz.models.samples import load_sample
 from pruneviz.schedules import Schedule
-from pruneviz.ui.state import LOG_KEY, MODEL_KEY, WEIGHTS_KEY, WORKBENCH_KEY
+from pruneviz.ui.state import LOG_KEY, MODEL_KEY, WEIGHTS_KEY
 from pruneviz.ui.worker import FINETUNE_WORKERS_KEY, FinetuneOutcome, FinetuneWorker
-from pruneviz.workbench import Workbench
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/finetune.py"
 MODEL = "sample:digits_mlp"
 WAIT = 30.0  # seconds a short run of digits_mlp may take, at most
@@ -45,10 +39,6 @@ def start(plan_sparsity: float | None = None) -> AppTest:
     return at
 
 
-def bench_of(at: AppTest) -> Workbench:
-    bench = at.session_state[WORKBENCH_KEY]
-    assert isinstance(bench, Workbench)
-    return bench
 
 
 def worker_of(at: AppTest) -> FinetuneWorker:
@@ -70,14 +60,7 @@ def short(at: AppTest, epochs: int = 2, max_steps: int = 24) -> None:
 def run_until_done(at: AppTest) -> FinetuneOutcome:
     """Re-run the app, as the page's polling does, until the worker has stopped."""
     worker = worker_of(at)
-    deadline = time.monotonic() + WAIT
-    while worker.running:
-        assert time.monotonic() < deadline, "the run did not end in time"
-        time.sleep(0.1)
-        at.run()
-        assert not at.exception, at.exception
-    at.run()  # the page as it is drawn once the run has ended
-    assert not at.exception, at.exception
+    rerun_while_running(at, worker, WAIT)
     assert not at.error, [e.value for e in at.error]
     outcome = worker.snapshot().outcome
     assert outcome is not None
@@ -91,17 +74,8 @@ def train(at: AppTest) -> FinetuneOutcome:
     return run_until_done(at)
 
 
-def figure(at: AppTest, key: str) -> go.Figure:
-    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
-    return pio.from_json(charts[0].proto.spec)
 
 
-def array(value: Any) -> np.ndarray:
-    """A figure's array as sent to the browser (plotly's typed-array JSON) or a list."""
-    if isinstance(value, dict):
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value)
 
 
 def progress_text(at: AppTest) -> str:

@@ -4,24 +4,19 @@ sensitivity plan can be proposed to the Prune page."""
 
 from __future__ import annotations
 
-import base64
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
-import plotly.io as pio
 import pytest
+from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.allocation import Budget, plan_for_budget
 from pruneviz.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
-from pruneviz.ui.state import COMPARISON_KEY, LOG_KEY, MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.ui.state import COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
 from pruneviz.ui.worker import WORKERS_KEY, SensitivityWorker
-from pruneviz.workbench import Workbench
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/sensitivity.py"
 MODEL = "sample:digits_mlp"
 WAIT = 20.0  # seconds an analysis of digits_mlp may take, at most
@@ -42,23 +37,12 @@ def worker_of(at: AppTest) -> SensitivityWorker:
     return worker
 
 
-def bench_of(at: AppTest) -> Workbench:
-    bench = at.session_state[WORKBENCH_KEY]
-    assert isinstance(bench, Workbench)
-    return bench
 
 
 def run_until_done(at: AppTest) -> SensitivityResult:
     """Re-run the app, as the page's polling does, until the worker has stopped."""
     worker = worker_of(at)
-    deadline = time.monotonic() + WAIT
-    while worker.running:
-        assert time.monotonic() < deadline, "the analysis did not end in time"
-        time.sleep(0.05)
-        at.run()
-        assert not at.exception, at.exception
-    at.run()  # the page as it is drawn once the run has ended
-    assert not at.exception, at.exception
+    rerun_while_running(at, worker, WAIT)
     result = worker.snapshot().result
     assert result is not None
     return result
@@ -71,18 +55,8 @@ def analyse(at: AppTest) -> SensitivityResult:
     return run_until_done(at)
 
 
-def figure(at: AppTest, key: str) -> go.Figure:
-    charts = [c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")]
-    assert len(charts) == 1, [c.proto.id for c in at.get("plotly_chart")]
-    return pio.from_json(charts[0].proto.spec)
 
 
-def array(value: Any) -> np.ndarray:
-    """A figure's array as sent to the browser (plotly's typed-array JSON) or a list."""
-    if isinstance(value, dict):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        return flat.reshape([int(n) for n in str(value.get("shape", len(flat))).split(",")])
-    return np.asarray(value)
 
 
 def table(at: AppTest, column: str) -> Any:
