@@ -8,9 +8,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from pruneviz.metrics import Latency
 from pruneviz.models.samples import load_sample, sample_names
 from pruneviz.plan import Granularity, Plan
 from pruneviz.ui.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.ui.widgets import within_noise
 from pruneviz.workbench import Workbench
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -236,3 +238,10 @@ def test_many_layer_models_edit_one_layer_at_a_time(monkeypatch: pytest.MonkeyPa
     at.slider(key=widget_key("sp", "fc")).set_value(30).run()
     assert shown_sparsity(at, "conv2") == "60.0%"
     assert shown_sparsity(at, "fc") == "30.0%"
+
+
+def test_latency_change_inside_the_spread_is_called_noise() -> None:
+    a = Latency(0.070, 0.060, 0.110, 64, 2, 10)
+    b = Latency(0.107, 0.090, 0.130, 64, 2, 10)  # median +53%, but the spreads overlap
+    assert within_noise(a, b)
+    assert not within_noise(a, Latency(0.30, 0.25, 0.35, 64, 2, 10))

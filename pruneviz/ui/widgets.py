@@ -9,6 +9,7 @@ from typing import Literal
 import streamlit as st
 
 from pruneviz.errors import PrunevizError
+from pruneviz.metrics import Latency
 from pruneviz.report import Report
 
 HONESTY_NOTE = (
@@ -58,6 +59,12 @@ def relative_delta(now: float, then: float) -> tuple[str | None, Literal["invers
     return f"{change:+.1f}%", "inverse"
 
 
+def within_noise(a: Latency, b: Latency) -> bool:
+    """True when two timings' p10-p90 spreads overlap: their medians' difference is not
+    a measured change (an unpruned model timed against itself often shows +-30%)."""
+    return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
+
+
 def metrics_row(report: Report, baseline: Report) -> None:
     """The live metrics, each with its change against the unpruned baseline."""
     ev, base = report.evaluation, baseline.evaluation
@@ -101,6 +108,8 @@ def metrics_row(report: Report, baseline: Report) -> None:
     if report.latency is not None and base_lat is not None:
         lat = report.latency
         delta, color = relative_delta(lat.median_ms, base_lat.median_ms)
+        if delta is not None and within_noise(lat, base_lat):
+            delta, color = "within noise", "off"
         cols[3].metric(
             "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
             help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
