@@ -8,7 +8,7 @@ samples work offline with no download. The split is fixed and stratified.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from pruneviz.errors import DataError
-from pruneviz.tasks import Task
+from pruneviz.tasks import Scorer, Task
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.25
@@ -25,18 +25,43 @@ DIGITS_TEST_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class TensorData:
-    """An in-memory data set: inputs `x`, targets `y` and the task they belong to."""
+    """An in-memory data set: inputs `x`, targets `y` and the task they belong to.
+
+    `scorer` replaces the task's default metric (accuracy or MSE) when set, for example
+    top-5 accuracy or the user's own metric function. `classes` names the class labels
+    0..C-1 when they are known (image folders, MNIST).
+    """
 
     x: Tensor
     y: Tensor
     task: Task
     name: str = "data"
+    scorer: Scorer | None = None
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _validate_pair(self.x, self.y, self.name)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def metric_name(self) -> str:
+        """Name of the metric this data is scored with (the scorer's, else the task's)."""
+        return self.scorer.name if self.scorer is not None else self.task.metric_name
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger metric value is better."""
+        if self.scorer is not None:
+            return self.scorer.higher_is_better
+        return self.task.higher_is_better
+
+    def metric_sum(self, output: Tensor, target: Tensor) -> float:
+        """Sum of the per-sample metric over a batch (divide by the sample count)."""
+        if self.scorer is not None:
+            return self.scorer.batch_sum(output, target)
+        return self.task.metric_sum(output, target)
 
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (x, y) batches in order; the last one may be smaller."""
@@ -47,7 +72,51 @@ class TensorData:
 
     def head(self, n: int) -> TensorData:
         """The first `n` samples (all of them if there are fewer)."""
-        return TensorData(self.x[:n], self.y[:n], self.task, f"{self.name}[:{n}]")
+        return replace(self, x=self.x[:n], y=self.y[:n], name=f"{self.name}[:{n}]")
+
+    def take(self, index: Tensor, name: str) -> TensorData:
+        """The samples at `index` (a 1-D tensor of positions), keeping task, scorer, classes."""
+        return replace(self, x=self.x[index], y=self.y[index], name=name)
+
+    def subset(self, n: int, seed: int = 0) -> TensorData:
+        """A seeded random subset of `n` samples, in their original order.
+
+        For classification it is stratified: each class keeps its share of the samples
+        (so data sorted by class, like an image folder, stays representative). Returns
+        the data itself when `n` is at least its length.
+        """
+        if n < 1:
+            raise DataError(f"a subset needs at least 1 sample, got {n}")
+        total = len(self)
+        if n >= total:
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        if self.task is Task.CLASSIFICATION and self.y.dim() == 1:
+            index = _stratified_index(self.y, n, generator)
+        else:
+            index = torch.randperm(total, generator=generator)[:n]
+        return self.take(index.sort().values, f"{self.name}[{n:,} of {total:,}]")
+
+
+def _stratified_index(labels: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """`n` positions drawn from every class in proportion to its size.
+
+    Each class gets floor(n * size / total) samples; the few left over go to the
+    classes with the largest remainders (ties to the smaller label).
+    """
+    values, counts = torch.unique(labels, return_counts=True)
+    total = int(labels.shape[0])
+    exact = [n * int(c) / total for c in counts]
+    quotas = [int(e) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in by_remainder[: n - sum(quotas)]:
+        quotas[i] += 1
+    picked: list[Tensor] = []
+    for value, quota in zip(values, quotas, strict=True):
+        members = torch.nonzero(labels == value).flatten()
+        order = torch.randperm(members.shape[0], generator=generator)
+        picked.append(members[order[:quota]])
+    return torch.cat(picked)
 
 
 def _validate_pair(x: Tensor, y: Tensor, name: str) -> None:

@@ -158,8 +158,8 @@ def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[Tens
         raise PlanError(f"{data.name} has {n} samples: too few to hold out a validation split")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
     val, train = order[:held].sort().values, order[held:].sort().values
-    return (TensorData(data.x[train], data.y[train], data.task, f"{data.name} (train)"),
-            TensorData(data.x[val], data.y[val], data.task, f"{data.name} (validation)"))
+    return (data.take(train, f"{data.name} (train)"),
+            data.take(val, f"{data.name} (validation)"))
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:
@@ -228,7 +228,7 @@ def finetune(
     events = dict(schedule.events(steps)) if schedule is not None else {}
     last_event = max(events, default=-1)
     regularize_until = min(events, default=steps)  # the regulariser prepares the pruning
-    higher = data.task.higher_is_better
+    higher = data.higher_is_better
 
     torch.manual_seed(recipe.seed)
     shuffle = torch.Generator().manual_seed(recipe.seed)

@@ -46,10 +46,10 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024) -> Eval
     with eval_mode(model), torch.inference_mode():
         for x, y in data.batches(batch_size):
             out = model(x)
-            metric_total += data.task.metric_sum(out, y)
+            metric_total += data.metric_sum(out, y)
             loss_total += data.task.loss_sum(out, y)
     n = len(data)
-    return EvalResult(data.task.metric_name, metric_total / n, loss_total / n, n)
+    return EvalResult(data.metric_name, metric_total / n, loss_total / n, n)
 
 
 @dataclass(frozen=True)

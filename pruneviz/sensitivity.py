@@ -529,10 +529,10 @@ class SensitivityRun:
         """What has been measured so far (complete once every point is in)."""
         if self._baseline is None:
             raise PlanError("the analysis has not started: iterate points() or call run()")
-        task = self.data.task
+        data = self.data
         return SensitivityResult(
             self.session.name, self.criterion, self.granularity, self.levels,
-            task.metric_name, task.higher_is_better, self._baseline, list(self.items),
+            data.metric_name, data.higher_is_better, self._baseline, list(self.items),
             {k: list(v) for k, v in self._points.items()}, self._complete, self._seconds,
         )
 
@@ -545,10 +545,10 @@ def _evaluate_with_prefix(model: nn.Module, data: TensorData, prefix: PrefixCach
     with eval_mode(model), torch.inference_mode():
         for b, (x, y) in enumerate(data.batches(EVAL_BATCH)):
             out = prefix.run(model, x, b, changed)
-            metric_total += data.task.metric_sum(out, y)
+            metric_total += data.metric_sum(out, y)
             loss_total += data.task.loss_sum(out, y)
     n = len(data)
-    return EvalResult(data.task.metric_name, metric_total / n, loss_total / n, n)
+    return EvalResult(data.metric_name, metric_total / n, loss_total / n, n)
 
 
 def _with(point: Point, item: str | None, level: float, pruned: int) -> Point:
