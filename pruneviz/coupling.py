@@ -133,6 +133,9 @@ def find_groups(
     # GRUs and plain RNNs are layers with hidden_size outputs and input_size inputs, as
     # LSTMs are; Torch-Pruning's LSTM pruner tells the graph so (our functions remove them).
     rnn_pruner = tp.pruner.function.LSTMPruner()
+    # A recurrent layer must be one node of the traced graph (see _one_node).
+    hooks = [module.register_forward_hook(_one_node) for module in model.modules()
+             if isinstance(module, _RNN)]
     try:
         outputs = output_modules(model, first)
         with warnings.catch_warnings():
@@ -151,6 +154,8 @@ def find_groups(
         return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
     finally:
         model.train(was_training)
+        for hook in hooks:
+            hook.remove()
 
     blocks = _grouped_blocks(model)
     groups: list[Group] = []
@@ -172,6 +177,48 @@ def find_groups(
         unit = "hidden unit" if any(m.kind == "rnn" for m in merged) else "channel"
         groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
     return groups + _attention_groups(model, layers, len(groups)), None
+
+
+class _WholeRecurrent(torch.autograd.Function):
+    """The outputs of a recurrent layer, as one autograd node fed by its input.
+
+    Only the graph matters (it is traced, never differentiated): its inputs are the
+    layer's input and weights, its outputs copies of the layer's outputs.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, count: int, *tensors: Tensor) -> tuple[Tensor, ...]:
+        ctx.inputs = len(tensors)
+        return tuple(t.clone() for t in tensors[len(tensors) - count:])
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[None, ...]:
+        return (None,) * (1 + int(ctx.inputs))
+
+
+def _one_node(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    """Forward hook: a recurrent layer's outputs coming out of one node fed by its input.
+
+    On the CPU a GRU or plain RNN (unlike an LSTM, which runs one fused kernel) is
+    recorded step by step, gate splits and all; Torch-Pruning then walks from the layer
+    before it into those steps and fails on their splits (a Linear projection before a
+    GRU loses every group of the model). As one node, the layer is what its pruner says:
+    input features in, hidden units out. Left alone: packed sequences and a given
+    initial state (its channels are hidden units, not input features).
+    """
+    if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or \
+            not isinstance(output, tuple) or len(output) != 2:
+        return None
+    out, hidden = output
+    states = list(hidden) if isinstance(hidden, tuple) else [hidden]
+    produced = [out, *states]
+    if not all(isinstance(t, Tensor) for t in produced):
+        return None
+    made = _WholeRecurrent.apply(  # type: ignore[no-untyped-call]
+        len(produced), inputs[0], *module.parameters(recurse=False),
+        *(t.detach() for t in produced))
+    new_out, *new_states = made
+    return new_out, (tuple(new_states) if isinstance(hidden, tuple) else new_states[0])
 
 
 def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int) -> list[Group]:
@@ -259,6 +306,7 @@ def _members(
                 kind = "out"  # depthwise: input channel c is filter c
         elif isinstance(target, _NORMS):
             kind = "norm"
+            unsupported = unsupported or _normalised_together(name, target)
         elif any(p.requires_grad for p in target.parameters(recurse=False)):
             unsupported = (f"{name} ({type(target).__name__}) shares these channels, "
                            "and pruneviz cannot mask its parameters")
@@ -271,6 +319,22 @@ def _members(
         if root_name is None and kind == "out" and name in weight_layer:
             root_name = weight_layer[name]
     return members, unsupported, root_name
+
+
+def _normalised_together(name: str, norm: nn.Module) -> str | None:
+    """Why masking channels that `norm` reads is not removing them, if it is not.
+
+    A LayerNorm (or a GroupNorm with several channels per group) normalises the channels
+    together: a masked channel is a 0 that still counts in the mean and variance of the
+    others, while a removed one does not, so the masked model would not compute what the
+    slimmed one computes.
+    """
+    if isinstance(norm, nn.LayerNorm) or (
+            isinstance(norm, nn.GroupNorm) and norm.num_groups != norm.num_channels):
+        return (f"{name} ({type(norm).__name__}) normalises these channels together (a "
+                "masked channel would still count in the others' mean and variance), so "
+                "they cannot be pruned as whole channels; prune these layers unstructured")
+    return None
 
 
 def _rnn_members(

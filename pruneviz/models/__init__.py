@@ -1,4 +1,5 @@
-"""Sample model architectures, their registry and loading of the shipped weights."""
+"""Sample model architectures, their registry and loading of the shipped weights; the
+user's own models (a factory in their file) and weights, read safely."""
 
 from pruneviz.models.architectures import (
     BasicBlock,
@@ -18,6 +19,7 @@ from pruneviz.models.samples import (
     load_sample,
     sample_names,
 )
+from pruneviz.models.user import fit_weights, load_factory, load_user_model, read_weights
 
 __all__ = [
     "DEFAULT_SAMPLE",
@@ -31,7 +33,11 @@ __all__ = [
     "DigitsResNet",
     "Sample",
     "SampleSpec",
+    "fit_weights",
     "get_spec",
+    "load_factory",
     "load_sample",
+    "load_user_model",
+    "read_weights",
     "sample_names",
 ]

@@ -1,0 +1,96 @@
+"""Functions from the user's own Python files: `path/to/file.py:name`.
+
+A model factory, a data function and a metric function are all named this way. The
+file is the user's own code, which they trust and ask us to run (like `python file.py`);
+it is imported under a private module name so that it can never shadow a module of
+ours or of the standard library. Every failure (no such file, a syntax error, an
+exception while importing, no such function) is a PrunevizError naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pruneviz.errors import PrunevizError
+
+
+class UserFileError(PrunevizError, ValueError):
+    """A `file.py:function` reference cannot be read, imported or called."""
+
+
+def split_ref(ref: str, what: str) -> tuple[Path, str]:
+    """Split `path/to/file.py:name` into the file and the function name."""
+    path, sep, name = str(ref).rpartition(":")
+    if not sep or not path.endswith(".py") or not name.isidentifier():
+        raise UserFileError(
+            f"cannot read {what} reference {ref!r}: use path/to/file.py:function_name"
+        )
+    return Path(path).expanduser(), name
+
+
+def is_file_ref(ref: str) -> bool:
+    """Whether `ref` looks like `something.py:name` (not whether the file exists)."""
+    path, sep, name = str(ref).rpartition(":")
+    return bool(sep) and path.endswith(".py") and name.isidentifier()
+
+
+def _import(path: Path) -> ModuleType:
+    resolved = path.resolve()
+    if not resolved.is_file():
+        raise UserFileError(f"{path} does not exist (or is not a file); check the path")
+    # One private module per file, so two files called model.py never collide.
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    module_name = f"pruneviz_user_{resolved.stem}_{digest}"
+    cached = sys.modules.get(module_name)
+    if cached is not None:
+        return cached
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise UserFileError(f"{path} cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        del sys.modules[module_name]
+        raise UserFileError(
+            f"importing {path} failed: {type(exc).__name__}: {exc}; fix the file and try again"
+        ) from None
+    return module
+
+
+def load_callable(ref: str, what: str) -> Callable[..., Any]:
+    """The function `name` from `file.py:name` (the file is imported once per process)."""
+    path, name = split_ref(ref, what)
+    module = _import(path)
+    found = getattr(module, name, None)
+    if found is None:
+        public = sorted(n for n, v in vars(module).items()
+                        if callable(v) and not n.startswith("_"))
+        raise UserFileError(
+            f"{path} has no function {name!r}"
+            + (f"; it defines: {', '.join(public)}" if public else "")
+        )
+    if not callable(found):
+        raise UserFileError(f"{path}:{name} is a {type(found).__name__}, not a function")
+    return found  # type: ignore[no-any-return]
+
+
+def call_user(ref: str, what: str, *args: Any) -> Any:
+    """Call `file.py:name` with `args`; an exception inside it becomes a UserFileError."""
+    function = load_callable(ref, what)
+    try:
+        return function(*args)
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        raise UserFileError(
+            f"the {what} {ref} raised {type(exc).__name__}: {exc}"
+        ) from None
+
+
+__all__ = ["UserFileError", "call_user", "is_file_ref", "load_callable", "split_ref"]
