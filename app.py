@@ -1,13 +1,24 @@
-"""pruneviz app entry: page navigation and the sidebar model picker, nothing else."""
+"""pruneviz app entry: page navigation and the sidebar model picker, nothing else.
+
+Start it on your own model with
+    streamlit run app.py -- --model path/to/file.py:factory --weights w.safetensors --data eval.npz
+(the options are those of the CLI; see `python -m pruneviz evaluate --help`).
+"""
 
 import streamlit as st
 
-from pruneviz.models.samples import SAMPLES
-from pruneviz.ui.state import MODEL_KEY, MODEL_WIDGET_KEY, current_model_ref
+from pruneviz.ui.state import (
+    MODEL_KEY,
+    MODEL_WIDGET_KEY,
+    current_model_ref,
+    model_choices,
+    model_title,
+    started_with,
+)
 
 st.set_page_config(page_title="pruneviz", page_icon=":material/content_cut:", layout="wide")
 
-choices = [f"sample:{name}" for name in SAMPLES]
+choices = model_choices()
 if MODEL_KEY not in st.session_state:
     # A link may name the model: ?model=sample:digits_resnet
     wanted = st.query_params.get("model")
@@ -25,12 +36,16 @@ with st.sidebar:
     st.selectbox(
         "Model",
         choices,
-        format_func=lambda ref: SAMPLES[ref.removeprefix("sample:")].title,
+        format_func=model_title,
         key=MODEL_WIDGET_KEY,
         on_change=choose_model,
-        help="Sample models trained on scikit-learn's bundled handwritten digits.",
+        help="The model the app was started with, and the samples trained on scikit-learn's "
+        "bundled handwritten digits. Upload other weights on the Model page.",
     )
-    st.caption("Each browser tab prunes its own copy; the shipped weights are never changed.")
+    problem = started_with()[1]
+    if problem:
+        st.warning(problem)
+    st.caption("Each browser tab prunes its own copy; your files are never changed.")
 
 page = st.navigation(
     [

@@ -36,7 +36,7 @@ if key not in cache:
         sparse, _ = sparse_form(session, batch)
         card = None
         if slim_model is not None:
-            base = state.pristine_sample(bench.name.removeprefix("sample:")).model
+            base = bench.pristine
             card = (architecture_card(bench.name, base, slim_model),
                     dense_bytes(slim_model.state_dict()))
         cache.clear()

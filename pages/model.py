@@ -1,9 +1,10 @@
-"""Model (home): the chosen model, its measured baseline, its layers, and how pruning works."""
+"""Model (home): the chosen model, its measured baseline, its layers, and how pruning works;
+upload other weights for the same architecture; choose the live evaluation subset."""
 
 import streamlit as st
 
 from pruneviz.layers import model_summary
-from pruneviz.models.samples import SAMPLES
+from pruneviz.sources import DEFAULT_EVAL_SUBSET
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.widgets import user_errors
@@ -11,20 +12,27 @@ from pruneviz.ui.widgets import user_errors
 run_through_app()
 st.title("pruneviz — see what pruning does to a real model")
 with user_errors("The model could not be loaded"):
+    loaded = state.current_loaded()
     bench = state.workbench()
     summary = model_summary(bench.session.model, bench.session.example_input)
 
-spec = SAMPLES.get(bench.name.removeprefix("sample:"))
-if spec is not None:
-    st.markdown(f"**{spec.title}** — {spec.description}")
+upload = state.current_upload()
+st.markdown(f"**{loaded.title}** — {loaded.description}")
+for note in loaded.notes:
+    st.caption(f":material/info: {note}")
+if upload is not None:
+    st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
+            f"(sha256 {upload.digest}…). The model's own weights are untouched.")
 
 base = bench.baseline
 ev = base.evaluation
 cols = st.columns(5)
-if ev.metric_name == "accuracy":
-    cols[0].metric("accuracy", f"{ev.metric:.2%}")
+if ev.metric_name.endswith("accuracy"):
+    cols[0].metric(ev.metric_name, f"{ev.metric:.2%}")
 else:
-    cols[0].metric(ev.metric_name, f"{ev.metric:.5f}", help="Lower is better.")
+    cols[0].metric(ev.metric_name, f"{ev.metric:.5g}",
+                   help=("Higher" if bench.eval_data.higher_is_better else "Lower")
+                   + " is better.")
 cols[1].metric("parameters", f"{base.params_total:,}")
 cols[2].metric("weight MACs / sample", f"{base.macs_dense:,}")
 cols[3].metric("file (safetensors)", f"{base.sizes.dense / 1024:,.1f} KiB")
@@ -32,10 +40,48 @@ if base.latency is not None:
     cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
                    help=f"Median of {base.latency.runs} runs, batch {base.latency.batch_size}, "
                    f"{base.latency.threads} CPU threads.")
-st.caption(
-    f"Measured just now on this machine: {ev.samples} held-out test samples of "
-    "scikit-learn's bundled handwritten digits (8x8 images, never seen in training)."
-)
+full = bench.full_data
+if loaded.source.is_sample and loaded.source.data is None:
+    where = ("held-out test samples of scikit-learn's bundled handwritten digits (8x8 images, "
+             "never seen in training)")
+else:
+    where = f"samples of {full.name}"
+shown = (f"{ev.samples:,} {where}" if bench.eval_full is None
+         else f"a fixed class-balanced subset of {ev.samples:,} of the {len(full):,} {where}")
+st.caption(f"Measured just now on this machine: {shown}.")
+
+with st.expander("Weights and evaluation data", expanded=upload is not None):
+    st.markdown(
+        "**Use other weights for this architecture.** A `.safetensors` file, or a `.pt` / "
+        "`.pth` *state dict* (read with `torch.load(weights_only=True)`). Nothing is "
+        "unpickled: whole pickled models, TorchScript and `.pt2` programs are refused, "
+        "because loading them can run code.")
+    file = st.file_uploader("Weights file", type=["safetensors", "pt", "pth", "bin"],
+                            key="pv_weights_upload")
+    left_b, right_b = st.columns(2)
+    if left_b.button("Use these weights", disabled=file is None, type="primary"):
+        assert file is not None
+        try:
+            with st.spinner("Checking the weights ..."):
+                state.upload_weights(file.name, file.getvalue())
+            st.rerun()
+        except Exception as exc:  # noqa: BLE001 - any failure is shown, the tab stays usable
+            st.error(f"Not used. {exc}")
+    if right_b.button("Back to the model's own weights", disabled=upload is None):
+        state.forget_upload()
+        st.rerun()
+    if len(full) > 200:
+        st.markdown("**Live evaluation subset.** Every slider move re-measures the metric; "
+                    "on a large evaluation set a fixed subset keeps that fast. The Prune "
+                    "page measures the whole set on demand.")
+        current = state.eval_subset_size()
+        n = st.number_input("Samples per live update", min_value=100, max_value=len(full),
+                            value=current or len(full), step=100)
+        if st.button("Apply subset size") and int(n) != (current or len(full)):
+            state.set_eval_subset(None if int(n) >= len(full) else int(n))
+            st.rerun()
+        st.caption(f"Default: {DEFAULT_EVAL_SUBSET:,} samples when the set is larger. "
+                   "Changing it re-measures the baseline and starts a new experiment log.")
 
 left, right = st.columns([3, 2], gap="large")
 with left:

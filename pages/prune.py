@@ -266,7 +266,20 @@ with view:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
 
 with metrics_box:
-    metrics_row(report, bench.baseline)
+    metrics_row(report, bench.baseline, bench.eval_data.higher_is_better)
+    if bench.eval_full is not None:
+        full = state.full_evaluation()
+        left, right = st.columns([1, 3], vertical_alignment="center")
+        if left.button(f"Measure on all {len(bench.full_data):,} samples",
+                       help="Live updates use a fixed subset of the evaluation data "
+                       "(set its size on the Model page); this measures the whole set."):
+            with st.spinner("Evaluating the whole set ..."):
+                full = state.evaluate_full()
+        right.caption(
+            f"Live numbers: a fixed subset of {len(bench.eval_data):,} samples. "
+            + ("" if full is None else
+               f"Whole set, this plan: **{full.metric_name} {full.metric:.4g}** "
+               f"(loss {full.loss:.4g}, {full.samples:,} samples)."))
 st.subheader("All layers")
 st.dataframe(
     [

@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from pruneviz.compress import APPLY_TO, INT8, SVD
+from pruneviz.experiments import describe_plan
 from pruneviz.figures import best_form_scatter, tradeoff_scatter
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
@@ -17,15 +19,16 @@ log = state.experiment_log()
 experiments = list(log)
 baseline = experiments[0]
 metric_name = baseline.metric_name
-higher = bench.eval_data.task.higher_is_better
+higher = bench.eval_data.higher_is_better
 
 st.caption(
     f"{len(experiments)} configuration(s) measured in this tab: every slider position you "
     "stopped at on the Prune page, plus any sweep below and every fine-tuning run (diamonds, "
     "joined to the same plan without retraining). The Pareto front joins the "
-    "configurations that no other one beats on both axes. Sizes and latency are of the "
-    "masked model saved and run densely, except 'sparse file', the best form for masked "
-    "weights."
+    "configurations that no other one beats on both axes, whatever their technique. Sizes "
+    "and latency are of the masked model saved and run densely, except 'sparse file', the "
+    "best form for masked weights; int8 and low-rank points are their own models' files "
+    "and timings."
 )
 with st.expander("Add a sweep: the same sparsity on every layer, 10% to 90%",
                  expanded=len(experiments) < 3):
@@ -39,6 +42,42 @@ with st.expander("Add a sweep: the same sparsity on every layer, 10% to 90%",
                 user_errors("The sweep failed"):
             state.record_uniform_sweep([i / 10 for i in range(1, 10)], sweep_gran, sweep_crit)
         st.rerun()
+with st.expander("Combine with other techniques: int8 quantization, low-rank factorization",
+                 expanded=bool(state.last_compression())):
+    st.caption("Each applies to a copy of the unpruned model, of the model with the current "
+               f"plan ({describe_plan(bench.session.plan)}), or both; every resulting model "
+               "is measured like a pruned one (metric on the evaluation data, its weight "
+               "file's bytes, latency against the unpruned model) and becomes a point on the "
+               "charts below: squares for int8, triangles for SVD, stars on a pruned model.")
+    int8_col, svd_col = st.columns(2)
+    with int8_col.form("pv_int8_form"):
+        st.markdown("**Dynamic int8 quantization**")
+        st.caption("Linear and LSTM/GRU weights stored as 8-bit integers with a scale; "
+                   "activations quantized on the fly. The numbers shown are measured on the "
+                   "int8 model.")
+        int8_on = st.radio("apply to", APPLY_TO, index=2, key="pv_int8_on")
+        if st.form_submit_button("Quantize and measure", key="pv_int8_go"):
+            with st.spinner("Quantizing, evaluating and timing ..."), \
+                    user_errors("The int8 model could not be measured"):
+                state.record_compression(INT8, int8_on)
+            st.rerun()
+    with svd_col.form("pv_svd_form"):
+        st.markdown("**Low-rank (SVD) of linear layers**")
+        st.caption("Each Linear becomes two thinner ones from its weight's truncated SVD, "
+                   "where that stores fewer weights. The numbers shown are measured on the "
+                   "factorized model.")
+        svd_rank = st.slider("rank kept (% of each layer's full rank)", 10, 100, 50, step=5,
+                             key="pv_svd_rank")
+        svd_on = st.radio("apply to", APPLY_TO, index=2, key="pv_svd_on")
+        if st.form_submit_button("Factorize and measure", key="pv_svd_go"):
+            with st.spinner("Factorizing, evaluating and timing ..."), \
+                    user_errors("The low-rank model could not be measured"):
+                state.record_compression(SVD, svd_on, svd_rank / 100)
+            st.rerun()
+    for line, notes in state.last_compression():
+        st.caption(f":material/check: {line}")
+        for note in notes:
+            st.caption(f":material/info: {note}")
 tabs = st.tabs(["vs sparse file size", "vs latency", "vs effective MACs", "vs dense file size"])
 for tab, (field, title) in zip(
     tabs,
@@ -65,7 +104,8 @@ if st.button("Measure the deployable forms of every configuration", key="pv_form
         state.measure_best_forms()
     found = state.best_forms()
 if found:
-    shown = [e for e in experiments if e.id in found]
+    # forms are of masked models: an int8 or factorized point has none of its own
+    shown = [e for e in experiments if e.id in found and e.is_pruning]
     st.plotly_chart(
         best_form_scatter(
             [f"#{e.id} {e.label} ({found[e.id].size_bytes:,} B)" for e in shown],
@@ -85,6 +125,11 @@ labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
 chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,
                       index=len(experiments) - 1, key="pv_tradeoff_choice")
 chosen_weights = log.get(chosen).weights
+if not log.get(chosen).is_pruning:
+    st.caption(f":material/info: #{chosen} is **{log.get(chosen).technique}**: restoring it "
+               "puts its pruning plan on the Prune page, without the "
+               f"{log.get(chosen).technique.removeprefix('prune+')} step (the Prune page "
+               "edits masks only).")
 if chosen_weights != state.current_weights():
     st.caption(f":material/model_training: #{chosen} was measured on the **{chosen_weights}** "
                "weights: restoring it puts those weights in this tab, with its plan.")

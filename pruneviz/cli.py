@@ -50,6 +50,7 @@ from pruneviz.plan import GlobalPlan, Granularity, Plan
 from pruneviz.report import Report
 from pruneviz.schedules import Schedule, ScheduleKind
 from pruneviz.sensitivity import DEFAULT_LEVELS, Point, SensitivityResult, SensitivityRun
+from pruneviz.sources import add_source_arguments, source_from_args
 from pruneviz.storage import dense_bytes, sparse_bytes
 from pruneviz.workbench import Workbench, open_workbench
 
@@ -117,13 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--json", action="store_true", help="print one JSON object")
 
     evaluate = verbs.add_parser("evaluate", help="measure a model, optionally pruned")
-    evaluate.add_argument("model", metavar="MODEL", help="sample:NAME")
+    add_source_arguments(evaluate)
     _add_plan_args(evaluate)
     evaluate.add_argument("--latency", action="store_true", help="also time inference")
+    evaluate.add_argument("--int8", action="store_true",
+                          help="also measure the (pruned) model with dynamic int8 quantization "
+                          "of its Linear/LSTM/GRU layers")
+    evaluate.add_argument("--low-rank", type=float, metavar="F",
+                          help="also measure the (pruned) model with its Linear layers "
+                          "factorized by truncated SVD, at this fraction of full rank (0..1]")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     prune = verbs.add_parser("prune", help="prune a model and write the weights and plan")
-    prune.add_argument("model", metavar="MODEL", help="sample:NAME")
+    add_source_arguments(prune)
     _add_plan_args(prune, targets=True)
     prune.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     prune.add_argument("--latency", action="store_true", help="also time inference")
@@ -135,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sensitivity = verbs.add_parser(
         "sensitivity", help="prune each layer (or coupled group) alone at a ladder of amounts "
         "and measure what the model loses")
-    sensitivity.add_argument("model", metavar="MODEL", help="sample:NAME")
+    add_source_arguments(sensitivity)
     sensitivity.add_argument(
         "--levels", metavar="S,S,...",
         default=",".join(f"{level:g}" for level in DEFAULT_LEVELS),
@@ -239,7 +246,7 @@ def _plan_for(
 
 def _measure(args: argparse.Namespace) -> tuple[Workbench, Report, dict[str, str]]:
     file_plan = _read_plan_args(args)
-    bench = open_workbench(args.model)
+    bench = open_workbench(source_from_args(args))
     plan, skipped = _plan_for(args, bench, file_plan)
     blocks = [b.strip() for b in args.remove_blocks.split(",") if b.strip()]
     if blocks:
@@ -252,7 +259,7 @@ def _measure_budget(
     args: argparse.Namespace, budget: Budget
 ) -> tuple[Workbench, Report, dict[str, str], Outcome]:
     """Fit the chosen allocation to the budget, apply its plan and measure it."""
-    bench = open_workbench(args.model)
+    bench = open_workbench(source_from_args(args))
     session = bench.session
     method = Method(args.allocate or Method.SENSITIVITY)
     cap = DEFAULT_CAP if args.max_layer_sparsity is None else args.max_layer_sparsity
@@ -366,10 +373,45 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Measure a model, pruned by a plan or a uniform sparsity if one is given."""
+    """Measure a model, pruned by a plan or a uniform sparsity if one is given (and, with
+    --int8 / --low-rank, the pruned model quantized or factorized too)."""
+    if args.low_rank is not None and not 0.0 < args.low_rank <= 1.0:
+        raise PrunevizError(f"--low-rank must be in (0, 1], got {args.low_rank}")
     bench, report, skipped = _measure(args)
-    _emit(args, report, bench.baseline, skipped)
+    combined = _combined(args, bench)
+    extra = {"combined": [m.to_dict() for m in combined]} if combined else None
+    lines = [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
+             f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
+             + (f"  latency {m.latency.median_ms:.2f} ms" if m.latency else "")
+             + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
+    if args.json:
+        _emit(args, report, bench.baseline, skipped, extra)
+    else:
+        _emit(args, report, bench.baseline, skipped, summary=lines)
     return 0
+
+
+def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
+    """The pruned model quantized (--int8) and/or factorized (--low-rank), measured."""
+    from pruneviz.compress import INT8, SVD, low_rank, measure_model, quantize_dynamic_int8
+    from pruneviz.compress import technique_name as name
+    from pruneviz.report import latency_batch
+
+    pruned = not bench.session.plan.is_empty
+    done = []
+    if args.int8:
+        done.append(measure_model(quantize_dynamic_int8(bench.model), bench.eval_data,
+                                  technique=name(INT8, pruned=pruned), latency=args.latency,
+                                  reference=bench.pristine))
+    if args.low_rank is not None:
+        factored = low_rank(bench.model, args.low_rank,
+                            example=latency_batch(bench.eval_data, 8))
+        factored.check_changed()
+        done.append(measure_model(factored.model, bench.eval_data,
+                                  technique=name(SVD, pruned=pruned, rank=args.low_rank),
+                                  latency=args.latency, reference=bench.pristine,
+                                  notes=factored.notes))
+    return done
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -483,7 +525,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     granularity = Granularity(args.granularity)
     if granularity.n_m is not None:
         raise _no_amount(granularity, "sensitivity")
-    bench = open_workbench(args.model)
+    bench = open_workbench(source_from_args(args))
     # Progress goes to stderr, and only in text mode: --json prints one object, nothing else.
     result = _run_sensitivity(bench, args.granularity, args.criterion, levels,
                               progress=not args.json)
@@ -498,7 +540,6 @@ def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, An
     """Measure the slimmed and sparse-deployed forms; write the slimmed model."""
     from pruneviz.export import save_slimmed
     from pruneviz.forms import slimmed_form, sparse_form
-    from pruneviz.models.samples import load_sample
     from pruneviz.report import latency_batch
 
     batch = latency_batch(bench.eval_data, 64)
@@ -507,8 +548,7 @@ def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, An
     result: dict[str, Any] = {"slim": slim_report.to_dict(),
                               "sparse_deployed": sparse_report.to_dict()}
     if slim_model is not None:
-        base = load_sample(bench.name.removeprefix("sample:")).model
-        result["slim_files"] = save_slimmed(bench.name, base, slim_model, batch[:8],
+        result["slim_files"] = save_slimmed(bench.name, bench.pristine, slim_model, batch[:8],
                                             out / "slim")
     return result
 
@@ -549,7 +589,7 @@ def _add_finetune_parser(verbs: argparse._SubParsersAction[_Parser]) -> None:
         description="Prune MODEL and retrain it on its training data, printing the test "
         "metric before pruning, right after pruning and after retraining. Under torchrun "
         "the training is data-parallel (see the README).")
-    finetune_.add_argument("model", metavar="MODEL", help="sample:NAME")
+    add_source_arguments(finetune_)
     what = finetune_.add_argument_group("what to prune (exactly one of --plan, --sparsity, "
                                         "--schedule)")
     source = what.add_mutually_exclusive_group()
@@ -844,7 +884,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     before pruning, right after it and after retraining, and write the weights, the
     training history and the report (the first process only, under torchrun)."""
     file_plan, recipe = _read_finetune_args(args)
-    bench = open_workbench(args.model)
+    bench = open_workbench(source_from_args(args))
     session = bench.session
     if bench.train_data is None:
         raise PrunevizError(f"{bench.name} has no training data to fine-tune on")
@@ -857,7 +897,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         reference = bench.meter.reference
         teacher = copy.deepcopy(bench.model) if reference is None else reference
     before = bench.baseline.evaluation
-    higher = bench.eval_data.task.higher_is_better
+    higher = bench.eval_data.higher_is_better
     spec: PruneSpec | None = None
     if schedule is None:
         plan, skipped = _plan_for(args, bench, file_plan)

@@ -8,6 +8,11 @@ metric is better when higher (accuracy) or lower (MSE), as the log is told.
 A plan says which weights are zeroed, not what the others are: an experiment also names
 its `weights` — "original" (the model as shipped), or fine-tuned weights such as
 "fine-tuned #2" — and the same plan on two sets of weights is two experiments.
+
+An experiment also names its `technique`: "prune" (the masked model itself), or another
+compression measured on the model the plan made (compress.py): "int8", "prune+int8",
+"svd r=50%", "prune+svd r=50%". Its plan is still the pruning plan (empty for a
+technique alone), and restoring it restores that plan only.
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ from typing import TYPE_CHECKING, Any
 from pruneviz.plan import GlobalPlan, LayerPlan, Plan
 
 if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
+    from pruneviz.compress import Measurement
     from pruneviz.report import Report
 
 ORIGINAL = "original"  # the weights of an experiment made on the model as shipped
+PRUNE = "prune"  # the technique of an experiment on the masked model itself
+# Technique families, as technique_family names them (their order is the legend's).
+TECHNIQUES: tuple[str, ...] = ("prune", "int8", "prune+int8", "svd", "prune+svd")
 
 # Experiment fields that are costs (smaller is better): the x axes a trade-off can use.
 COST_FIELDS: tuple[str, ...] = (
@@ -58,6 +67,12 @@ class Experiment:
     size_gzip_bytes: int
     latency_ms: float | None
     weights: str = ORIGINAL  # which weights the plan was applied to
+    technique: str = PRUNE  # what was measured: the masked model, or it made int8 or low-rank
+
+    @property
+    def is_pruning(self) -> bool:
+        """Whether this is the masked model itself (restoring it restores all of it)."""
+        return self.technique == PRUNE
 
     def to_row(self) -> dict[str, Any]:
         """Flat dict for tables and CSV: every field but the plan JSON (the key stays)."""
@@ -79,6 +94,12 @@ ROW_FIELDS: tuple[str, ...] = (
     *(f.name for f in fields(Experiment) if f.name not in ("plan_json", "plan_key")),
     "plan_key",
 )
+
+
+def technique_family(technique: str) -> str:
+    """The family of a technique label: "svd r=50%" -> "svd", "prune+svd r=25%" ->
+    "prune+svd"; one of TECHNIQUES, or the label's first word if it is none of them."""
+    return technique.split(" ", 1)[0]
 
 
 def check_cost_field(field: str) -> None:
@@ -144,6 +165,44 @@ class ExperimentLog:
         self._by_key[_log_key(plan, weights)] = experiment.id
         return experiment
 
+    def record_measurement(self, measurement: Measurement, plan: Plan, label: str | None = None,
+                           weights: str = ORIGINAL) -> Experiment:
+        """Add a model measured by compress.measure_model (int8, low-rank, ...), made from
+        `plan` applied to `weights` (an empty plan: the technique alone); the same
+        technique, plan and weights seen before return their entry."""
+        technique = measurement.technique
+        if technique == PRUNE:
+            raise ValueError("a pruned model is recorded from its Report (record), not as a "
+                             "measurement of another technique")
+        log_key = _log_key(plan, weights, technique)
+        index = self._by_key.get(log_key)
+        if index is not None:
+            return self._experiments[index]
+        experiment = Experiment(
+            id=len(self._experiments),
+            label=label if label else (f"{technique} (unpruned)" if plan.is_empty
+                                       else f"{technique}: {describe_plan(plan)}"),
+            plan_json=plan.to_json(indent=None),
+            plan_key=plan.key(),
+            metric_name=measurement.evaluation.metric_name,
+            metric=measurement.evaluation.metric,
+            loss=measurement.evaluation.loss,
+            params_total=measurement.params_total,
+            params_nonzero=measurement.params_nonzero,
+            sparsity=measurement.sparsity,
+            macs_dense=measurement.macs_dense,
+            macs_effective=measurement.macs_effective,
+            size_dense_bytes=measurement.sizes.dense,
+            size_sparse_bytes=measurement.sizes.sparse,
+            size_gzip_bytes=measurement.sizes.gzip,
+            latency_ms=None if measurement.latency is None else measurement.latency.median_ms,
+            weights=weights,
+            technique=technique,
+        )
+        self._experiments.append(experiment)
+        self._by_key[log_key] = experiment.id
+        return experiment
+
     def __len__(self) -> int:
         return len(self._experiments)
 
@@ -156,9 +215,11 @@ class ExperimentLog:
             raise KeyError(f"no experiment with id {id!r}; ids are 0..{len(self) - 1}")
         return self._experiments[id]
 
-    def find(self, plan: Plan, weights: str = ORIGINAL) -> Experiment | None:
-        """The experiment recorded for `plan` (same key) on `weights`, or None."""
-        index = self._by_key.get(_log_key(plan, weights))
+    def find(self, plan: Plan, weights: str = ORIGINAL, technique: str = PRUNE
+             ) -> Experiment | None:
+        """The experiment recorded for `plan` (same key) on `weights` with `technique`
+        (default: the masked model itself), or None."""
+        index = self._by_key.get(_log_key(plan, weights, technique))
         return None if index is None else self._experiments[index]
 
     def plan(self, id: int) -> Plan:
@@ -183,8 +244,9 @@ class ExperimentLog:
         return [measured[i].id for i in pareto_front(xs, ys, self.higher_is_better)]
 
 
-def _log_key(plan: Plan, weights: str) -> str:
-    return plan.key() if weights == ORIGINAL else f"{weights}\n{plan.key()}"
+def _log_key(plan: Plan, weights: str, technique: str = PRUNE) -> str:
+    key = plan.key() if weights == ORIGINAL else f"{weights}\n{plan.key()}"
+    return key if technique == PRUNE else f"{technique}\n{key}"
 
 
 def pareto_front(xs: Sequence[float], ys: Sequence[float], higher_is_better: bool) -> list[int]:
@@ -254,11 +316,14 @@ def describe_plan(plan: Plan, max_parts: int = 3) -> str:
 __all__ = [
     "COST_FIELDS",
     "ORIGINAL",
+    "PRUNE",
     "ROW_FIELDS",
+    "TECHNIQUES",
     "Experiment",
     "ExperimentLog",
     "TradeoffPoint",
     "check_cost_field",
     "describe_plan",
     "pareto_front",
+    "technique_family",
 ]

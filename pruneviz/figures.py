@@ -20,7 +20,15 @@ import numpy.typing as npt
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from pruneviz.experiments import ORIGINAL, Experiment, check_cost_field, pareto_front
+from pruneviz.experiments import (
+    ORIGINAL,
+    PRUNE,
+    TECHNIQUES,
+    Experiment,
+    check_cost_field,
+    pareto_front,
+    technique_family,
+)
 
 if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
     from pruneviz.finetune import Record
@@ -468,6 +476,18 @@ def criteria_disagreement(
 
 
 # -- 6. trade-off scatter -----------------------------------------------------------------------
+# How each technique family is drawn: (legend name, marker symbol, colour). A technique
+# on a pruned model is its own symbol's star version.
+TECHNIQUE_STYLES: dict[str, tuple[str, str, str]] = {
+    "prune": ("pruning", "circle", KEPT),
+    "int8": ("int8 (unpruned)", "square", "#B279A2"),
+    "prune+int8": ("pruning + int8", "star-square", "#B279A2"),
+    "svd": ("low-rank SVD (unpruned)", "triangle-up", "#72B7B2"),
+    "prune+svd": ("pruning + low-rank SVD", "star-triangle-up", "#72B7B2"),
+}
+_OTHER_STYLE = ("other technique", "x", "#9D9D9D")
+
+
 def tradeoff_scatter(
     points: Sequence[Experiment],
     *,
@@ -481,7 +501,10 @@ def tradeoff_scatter(
     """Metric against a cost (`x_field`, see experiments.COST_FIELDS), Pareto front marked.
 
     Points without a value for `x_field` (latency not measured) are left out; the
-    baseline takes part in the front even if it is not among `points`. Experiments on
+    baseline takes part in the front even if it is not among `points`. Each technique
+    has its own marker and legend entry (circle: pruning, square: int8, triangle:
+    low-rank SVD, a star of the same shape: that technique on a pruned model); the
+    Pareto front is over every point, whatever its technique. Pruning experiments on
     fine-tuned weights are diamonds, each joined by a dotted line to its twin (the same
     plan on the original weights) when that is among the points: collapse and recovery.
     """
@@ -496,23 +519,43 @@ def tradeoff_scatter(
     front = [shown[i] for i in pareto_front(xs, ys, higher_is_better)]
 
     def custom(group: Sequence[Experiment]) -> list[list[Any]]:
-        return [[p.id, p.label] for p in group]
+        return [[p.id, p.label, p.technique, p.weights] for p in group]
 
     hover = (
         f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}<br>{x_title}: %{{x:,.4g}}"
-        "<extra>#%{customdata[0]}</extra>"
+        "<br>technique: %{customdata[2]}<extra>#%{customdata[0]}</extra>"
     )
-    plain = [p for p in shown if p.weights == ORIGINAL]
-    tuned = [p for p in shown if p.weights != ORIGINAL]
+    with_weights = hover.replace("<extra>", "<br>weights: %{customdata[3]}<extra>")
+
+    def x_of(group: Sequence[Experiment]) -> list[float]:
+        return [float(getattr(p, x_field)) for p in group]
+
+    pruning = [p for p in shown if p.technique == PRUNE]
+    plain = [p for p in pruning if p.weights == ORIGINAL]
+    tuned = [p for p in pruning if p.weights != ORIGINAL]
+    name, symbol, colour = TECHNIQUE_STYLES[PRUNE]
     traces: list[Any] = [
-        go.Scatter(x=[float(getattr(p, x_field)) for p in plain], y=[p.metric for p in plain],
-                   mode="markers", name="experiments", customdata=custom(plain),
-                   marker={"color": KEPT, "size": 8, "opacity": 0.8}, hovertemplate=hover),
-        go.Scatter(x=[float(getattr(p, x_field)) for p in front], y=[p.metric for p in front],
+        go.Scatter(x=x_of(plain), y=[p.metric for p in plain], mode="markers", name=name,
+                   customdata=custom(plain), hovertemplate=hover,
+                   marker={"color": colour, "size": 8, "opacity": 0.8, "symbol": symbol}),
+        go.Scatter(x=x_of(front), y=[p.metric for p in front],
                    mode="lines+markers", name="Pareto front", customdata=custom(front),
                    line={"color": PARETO, "width": 2, "shape": "hv"},
-                   marker={"color": PARETO, "size": 11}, hovertemplate=hover),
+                   marker={"color": PARETO, "size": 11}, hovertemplate=with_weights),
     ]
+    families: dict[str, list[Experiment]] = {}
+    for p in shown:
+        if p.technique != PRUNE:
+            families.setdefault(technique_family(p.technique), []).append(p)
+    order = [f for f in TECHNIQUES if f in families]
+    for family in order + sorted(set(families) - set(order)):
+        group = families[family]
+        name, symbol, colour = TECHNIQUE_STYLES.get(family, _OTHER_STYLE)
+        traces.append(go.Scatter(
+            x=x_of(group), y=[p.metric for p in group], mode="markers", name=name,
+            customdata=custom(group), hovertemplate=with_weights,
+            marker={"color": colour, "size": 13 if symbol.startswith("star") else 10,
+                    "symbol": symbol, "line": {"color": "white", "width": 1}}))
     if tuned:  # drawn over the front, each joined to its twin (same plan, original weights)
         twins = {p.plan_key: p for p in plain}
         xs_join: list[float | None] = []
@@ -527,12 +570,11 @@ def tradeoff_scatter(
                 x=xs_join, y=ys_join, mode="lines", name="pruned → fine-tuned",
                 line={"color": TUNED, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
         traces.append(go.Scatter(
-            x=[float(getattr(p, x_field)) for p in tuned], y=[p.metric for p in tuned],
+            x=x_of(tuned), y=[p.metric for p in tuned],
             mode="markers", name="fine-tuned weights", customdata=custom(tuned),
             marker={"color": TUNED, "size": 12, "symbol": "diamond",
                     "line": {"color": "white", "width": 1}},
-            hovertemplate=hover.replace("<extra>", "<br>weights: %{text}<extra>"),
-            text=[p.weights for p in tuned]))
+            hovertemplate=with_weights))
     if baseline is not None and baseline.cost(x_field) is not None:
         traces.append(go.Scatter(
             x=[float(getattr(baseline, x_field))], y=[baseline.metric], mode="markers",
@@ -543,7 +585,7 @@ def tradeoff_scatter(
     if selected:
         traces.append(go.Scatter(
             x=[float(getattr(selected[0], x_field))], y=[selected[0].metric], mode="markers",
-            name="selected", customdata=custom(selected), hovertemplate=hover,
+            name="selected", customdata=custom(selected), hovertemplate=with_weights,
             marker={"symbol": "circle-open", "size": 20, "color": BASELINE,
                     "line": {"width": 2}},
         ))
@@ -554,7 +596,8 @@ def tradeoff_scatter(
         f"{metric_name} ({better} is better)",
         subtitle=f"{skipped} experiment(s) without {x_field} not shown" if skipped else None,
         xaxis={"type": "linear"},
-        meta={"pareto_ids": [p.id for p in front]},
+        meta={"pareto_ids": [p.id for p in front],
+              "techniques": {str(p.id): p.technique for p in shown}},
     )
     return go.Figure(traces, layout)
 
@@ -573,6 +616,7 @@ __all__ = [
     "score_bars",
     "sensitivity_curves",
     "sensitivity_heatmap",
+    "TECHNIQUE_STYLES",
     "tradeoff_scatter",
     "training_curves",
     "weight_histogram",

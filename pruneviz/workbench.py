@@ -1,8 +1,8 @@
 """A Workbench bundles what one user works with: a pruning session and its meter.
 
-`open_workbench("sample:digits_cnn")` is the one call the CLI and the app make to start:
-it loads the model and its data, makes the session's private copy, and measures the
-unpruned baseline.
+`open_workbench("sample:digits_cnn")` (or a `Source` naming the user's own model, weights
+and data) is the one call the CLI makes to start: it loads the model and its data, makes
+the session's private copy, and measures the unpruned baseline.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from pruneviz.data import TensorData
-from pruneviz.errors import PrunevizError
-from pruneviz.models.samples import load_sample, sample_names
+from pruneviz.metrics import EvalResult, evaluate
 from pruneviz.plan import Plan
 from pruneviz.report import Meter, Report
 from pruneviz.session import PruningSession
+from pruneviz.sources import Loaded, Source, load_source
 
 CALIBRATION_SAMPLES = 256
 
@@ -31,22 +31,26 @@ class Workbench:
     eval_data: TensorData
     train_data: TensorData | None
     baseline: Report
+    # The model as loaded (original weights), never changed: a fresh architecture to
+    # rebuild or verify exports on, and the latency reference.
+    pristine: nn.Module
+    # The whole evaluation set when `eval_data` (what every live update measures) is a
+    # subset of it; None when eval_data is the whole set.
+    eval_full: TensorData | None = None
 
     @property
     def model(self) -> nn.Module:
         """The session's (mutable) copy of the model."""
         return self.session.model
 
+    @property
+    def full_data(self) -> TensorData:
+        """The whole evaluation set (eval_data itself unless that is a subset)."""
+        return self.eval_full if self.eval_full is not None else self.eval_data
 
-def parse_model_ref(ref: str) -> str:
-    """Check a MODEL argument (`sample:NAME`) and return the sample name."""
-    kind, sep, name = ref.partition(":")
-    if not sep or kind != "sample":
-        raise PrunevizError(
-            f"cannot read model reference {ref!r}: use sample:NAME, where NAME is one of "
-            f"{', '.join(sample_names())}"
-        )
-    return name
+    def evaluate_full(self) -> EvalResult:
+        """The current model's metric on the whole evaluation set (slow for large sets)."""
+        return evaluate(self.model, self.full_data)
 
 
 def build_workbench(
@@ -57,23 +61,36 @@ def build_workbench(
     train_data: TensorData | None,
     *,
     latency_batch_size: int = 64,
+    eval_subset: int | None = None,
 ) -> Workbench:
-    """A workbench over any model and data (the pristine `model` is copied, never changed)."""
+    """A workbench over any model and data (the pristine `model` is copied, never changed).
+
+    With `eval_subset`, live measurements use a fixed class-balanced random subset of
+    that many samples; `Workbench.evaluate_full` measures the whole set on demand.
+    """
+    full: TensorData | None = None
+    if eval_subset is not None and eval_subset < len(eval_data):
+        full, eval_data = eval_data, eval_data.subset(eval_subset)
     calibration = (train_data or eval_data).head(CALIBRATION_SAMPLES)
     session = PruningSession(model, example_input, calibration=calibration, name=name)
     # The pristine model is only read (inference), never changed: it is the latency
     # reference that each measurement is timed against.
     meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size)
-    return Workbench(name, session, meter, eval_data, train_data, meter.report())
+    return Workbench(name, session, meter, eval_data, train_data, meter.report(), model, full)
 
 
-def open_workbench(ref: str) -> Workbench:
-    """Load a model reference (`sample:NAME`) with its data into a fresh workbench."""
-    sample = load_sample(parse_model_ref(ref))
-    return build_workbench(
-        f"sample:{sample.spec.name}", sample.model, sample.example_input(),
-        sample.test_data(), sample.train_data(),
-    )
+def workbench_for(loaded: Loaded) -> Workbench:
+    """A fresh workbench over a loaded source (its model is copied, never changed)."""
+    return build_workbench(loaded.name, loaded.model, loaded.example_input, loaded.eval_data,
+                           loaded.train_data, eval_subset=loaded.source.eval_subset)
+
+
+def open_workbench(source: str | Source) -> Workbench:
+    """Load a model (`sample:NAME`, or a Source with the user's model, weights and data)
+    into a fresh workbench."""
+    if isinstance(source, str):
+        source = Source(model=source)
+    return workbench_for(load_source(source))
 
 
 def measure_plans(bench: Workbench, plans: list[Plan], *, latency: bool = True) -> list[Report]:

@@ -3,6 +3,7 @@ driven by playwright; a slider moves and the measured metric changes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,15 +37,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+@contextlib.contextmanager
+def _serve(*app_args: str) -> Iterator[str]:
+    """`streamlit run app.py [-- app_args]` on a free localhost port; yields its URL."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+               "--server.port", str(port), "--server.address", "127.0.0.1",
+               "--server.headless", "true"]
+    if app_args:
+        command += ["--", *app_args]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -66,6 +68,12 @@ def server() -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with _serve() as url:
+        yield url
 
 
 def _metric(page: Any, label: str) -> str:
@@ -103,3 +111,51 @@ def test_slider_move_updates_the_measured_metric(server: str) -> None:
             browser.close()
     assert after != before
     assert elapsed < 30
+
+
+def test_users_model_starts_and_a_hostile_upload_is_refused(tmp_path: Path) -> None:
+    """`streamlit run app.py -- --model file.py:build --data ...`: the user's transformer
+    opens; uploading a malicious pickle shows why it was refused, runs nothing, and the
+    app goes on working."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    import io
+    import pickle
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fixtures.user_models.embed_transformer import sample_data
+
+    ids, labels = sample_data(200)
+    np.savez(tmp_path / "tokens.npz", x=ids.numpy(), y=labels.numpy())
+    sentinel = tmp_path / "pwned"
+
+    class Hostile:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, (f"touch {sentinel}",))
+
+    buffer = io.BytesIO()
+    torch.save({"weight": Hostile()}, buffer, pickle_module=pickle)
+    evil = tmp_path / "weights.pt"
+    evil.write_bytes(buffer.getvalue())
+    model = f"{ROOT / 'tests/fixtures/user_models/embed_transformer.py'}:build"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with _serve("--model", model, "--data", str(tmp_path / "tokens.npz")) as url, \
+            playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(url, wait_until="networkidle")
+            page.get_by_text("embed_transformer.py:build", exact=False).first.wait_for(
+                timeout=60_000)
+            page.get_by_text("Weights and evaluation data").click()
+            page.locator("input[type=file]").set_input_files(str(evil))
+            page.get_by_role("button", name="Use these weights").click()
+            page.get_by_text("nothing in it was run").wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "hostile-upload.png"), full_page=True)
+            page.goto(f"{url}/prune", wait_until="networkidle")
+            page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
+        finally:
+            browser.close()
+    assert not sentinel.exists()

@@ -9,11 +9,15 @@ import math
 import numpy as np
 import pytest
 
+from pruneviz.compress import Measurement
 from pruneviz.experiments import (
+    PRUNE,
     ROW_FIELDS,
+    TECHNIQUES,
     ExperimentLog,
     describe_plan,
     pareto_front,
+    technique_family,
 )
 from pruneviz.metrics import EvalResult, Latency
 from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
@@ -216,3 +220,76 @@ def test_log_pareto_ids_use_the_cost_field(log: ExperimentLog) -> None:
     assert log.pareto_ids("params_nonzero") == [2, 1, 0]  # the new one is dominated by A
     with pytest.raises(ValueError, match="not a cost"):
         log.pareto_ids("metric")
+
+
+# -- other techniques (int8, low-rank) -------------------------------------------------------
+def _measurement(technique: str, metric: float, nonzero: int, total: int = 1000,
+                 latency: float | None = 0.5) -> Measurement:
+    return Measurement(
+        technique=technique,
+        evaluation=EvalResult("accuracy", metric, 0.3, 100),
+        params_total=total,
+        params_nonzero=nonzero,
+        macs_dense=5000,
+        macs_effective=5 * nonzero,
+        sizes=FileSizes(1100, 2 * nonzero, nonzero),
+        latency=None if latency is None else Latency(latency, latency, latency, 64, 2, 10),
+    )
+
+
+def test_pruning_experiments_are_technique_prune(log: ExperimentLog) -> None:
+    assert {e.technique for e in log} == {PRUNE}
+    assert all(e.is_pruning for e in log)
+    rows = list(csv.DictReader(io.StringIO(log.to_csv())))
+    assert "technique" in ROW_FIELDS
+    assert [row["technique"] for row in rows] == ["prune"] * 3
+
+
+def test_a_measurement_of_another_technique_is_its_own_experiment(log: ExperimentLog) -> None:
+    int8 = log.record_measurement(_measurement("int8", 0.94, 990), Plan())
+    both = log.record_measurement(_measurement("prune+int8", 0.92, 690), PLAN_A)
+    svd = log.record_measurement(_measurement("svd r=50%", 0.90, 600, total=600), Plan(),
+                                 label="half rank", weights="fine-tuned #1")
+    assert [(e.id, e.technique) for e in (int8, both, svd)] == [
+        (3, "int8"), (4, "prune+int8"), (5, "svd r=50%")]
+    assert int8.label == "int8 (unpruned)"
+    assert both.label == "prune+int8: conv1 filter l1 50%"
+    assert svd.label == "half rank"
+    assert (both.metric, both.loss, both.params_nonzero, both.macs_effective) == (
+        0.92, 0.3, 690, 3450)
+    assert (both.size_dense_bytes, both.size_sparse_bytes, both.size_gzip_bytes) == (
+        1100, 1380, 690)
+    assert both.sparsity == pytest.approx(0.31)
+    assert both.latency_ms == 0.5
+    assert not both.is_pruning
+    assert log.plan(4) == PLAN_A  # its pruning plan, what restoring it applies
+    # found by plan, weights and technique; the plain pruning entry stays the default
+    assert log.find(PLAN_A) == log.get(1)
+    assert log.find(PLAN_A, technique="prune+int8") == both
+    assert log.find(Plan(), "fine-tuned #1", "svd r=50%") == svd
+    assert log.find(Plan(), technique="svd r=50%") is None
+    again = log.record_measurement(_measurement("int8", 0.1, 1), Plan())
+    assert again == int8
+    assert len(log) == 6
+    rows = list(csv.DictReader(io.StringIO(log.to_csv())))
+    assert [row["technique"] for row in rows] == [
+        "prune", "prune", "prune", "int8", "prune+int8", "svd r=50%"]
+    assert rows[5]["weights"] == "fine-tuned #1"
+
+
+def test_the_pareto_front_is_over_every_technique(log: ExperimentLog) -> None:
+    # int8 of A: fewer non-zeros than A at the same metric; it takes A's place
+    log.record_measurement(_measurement("prune+int8", 0.93, 650), PLAN_A)
+    assert log.pareto_ids("params_nonzero") == [2, 3, 0]
+
+
+def test_a_pruned_model_is_not_recorded_as_a_measurement(log: ExperimentLog) -> None:
+    with pytest.raises(ValueError, match="from its Report"):
+        log.record_measurement(_measurement(PRUNE, 0.9, 10), PLAN_B)
+
+
+def test_technique_families() -> None:
+    assert [technique_family(t) for t in
+            ["prune", "int8", "prune+int8", "svd r=50%", "prune+svd r=12.5%", "svd r=custom"]
+            ] == ["prune", "int8", "prune+int8", "svd", "prune+svd", "svd"]
+    assert set(TECHNIQUES) == {"prune", "int8", "prune+int8", "svd", "prune+svd"}

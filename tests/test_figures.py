@@ -293,7 +293,7 @@ def test_tradeoff_scatter_marks_exactly_the_pareto_front() -> None:
     assert [row[0] for row in front.customdata] == [6, 3, 1, 0]
     assert list(front.x) == [100, 200, 500, 1000]
     assert front.line.shape == "hv"
-    assert len(_trace(fig, "experiments").x) == len(POINTS)
+    assert len(_trace(fig, "pruning").x) == len(POINTS)
     base = _trace(fig, "baseline (unpruned)")
     assert (list(base.x), list(base.y)) == ([1000.0], [0.95])
     assert base.marker.symbol == "star"
@@ -307,7 +307,7 @@ def test_tradeoff_scatter_lower_is_better_and_unmeasured_points() -> None:
                              selected_id=2)
     # All latencies are 1.0 except id 6 (unmeasured): lowest metric wins.
     assert fig.layout.meta["pareto_ids"] == [3]
-    assert len(_trace(fig, "experiments").x) == len(POINTS) - 1
+    assert len(_trace(fig, "pruning").x) == len(POINTS) - 1
     assert "baseline (unpruned)" not in [t.name for t in fig.data]
     assert [row[0] for row in _trace(fig, "selected").customdata] == [2]
     assert "without latency_ms" in fig.layout.title.subtitle.text
@@ -514,7 +514,7 @@ def test_tradeoff_scatter_joins_fine_tuned_points_to_their_twins() -> None:
     fig = F.tradeoff_scatter([POINTS[0], twin, tuned, alone], x_field="params_nonzero",
                              x_title="params", metric_name="accuracy", higher_is_better=True,
                              baseline=POINTS[0])
-    assert [row[0] for row in _trace(fig, "experiments").customdata] == [0, 1]
+    assert [row[0] for row in _trace(fig, "pruning").customdata] == [0, 1]
     diamonds = _trace(fig, "fine-tuned weights")
     assert [row[0] for row in diamonds.customdata] == [2, 3]
     assert diamonds.marker.symbol == "diamond"
@@ -522,6 +522,46 @@ def test_tradeoff_scatter_joins_fine_tuned_points_to_their_twins() -> None:
     assert list(joined.x) == [200.0, 200.0, None]
     assert list(joined.y) == [0.40, 0.93, None]
     assert fig.layout.meta["pareto_ids"] == [3, 2, 0]  # fine-tuned points can be on the front
+
+
+def test_tradeoff_scatter_marks_each_technique_and_fronts_over_all_of_them() -> None:
+    int8 = replace(_experiment(7, 300, 0.945), technique="int8")
+    both = replace(_experiment(8, 150, 0.93), technique="prune+int8")
+    svd = replace(_experiment(9, 700, 0.60), technique="svd r=50%")
+    pruned_svd = replace(_experiment(10, 400, 0.70), technique="prune+svd r=25%",
+                         weights="fine-tuned #1")
+    fig = F.tradeoff_scatter([*POINTS, int8, both, svd, pruned_svd], x_field="params_nonzero",
+                             x_title="params", metric_name="accuracy", higher_is_better=True,
+                             baseline=POINTS[0])
+    names = [t.name for t in fig.data]
+    assert names == ["pruning", "Pareto front", "int8 (unpruned)", "pruning + int8",
+                     "low-rank SVD (unpruned)", "pruning + low-rank SVD",
+                     "baseline (unpruned)"]
+    symbols = {t.name: t.marker.symbol for t in fig.data if t.mode == "markers"}
+    assert symbols["pruning"] == "circle"
+    assert symbols["int8 (unpruned)"] == "square"
+    assert symbols["pruning + int8"] == "star-square"
+    assert symbols["low-rank SVD (unpruned)"] == "triangle-up"
+    assert symbols["pruning + low-rank SVD"] == "star-triangle-up"
+    assert len(set(symbols.values())) == len(symbols)  # every technique its own marker
+    assert [row[0] for row in _trace(fig, "pruning").customdata] == [p.id for p in POINTS]
+    assert [row[0] for row in _trace(fig, "pruning + low-rank SVD").customdata] == [10]
+    # a fine-tuned point of another technique is drawn as its technique, not a diamond
+    assert "fine-tuned weights" not in names
+    # one front over every technique: int8 beats pruned ones at their cost
+    assert fig.layout.meta["pareto_ids"] == [6, 8, 7, 0]
+    assert fig.layout.meta["techniques"]["8"] == "prune+int8"
+    hover = _trace(fig, "pruning + int8")
+    assert "technique: %{customdata[2]}" in hover.hovertemplate
+    assert list(hover.customdata[0]) == [8, "plan 8", "prune+int8", "original"]
+    fig.to_json()
+
+
+def test_every_technique_family_has_a_style() -> None:
+    from pruneviz.experiments import TECHNIQUES
+
+    assert tuple(F.TECHNIQUE_STYLES) == TECHNIQUES
+    assert len({style[1] for style in F.TECHNIQUE_STYLES.values()}) == len(TECHNIQUES)
 
 
 # -- common look --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pruneviz.experiments import ORIGINAL, Experiment, describe_plan
 from pruneviz.finetune import FinetuneRecipe, total_steps
 from pruneviz.models.samples import load_sample
 from pruneviz.schedules import Schedule
-from pruneviz.ui.state import LOG_KEY, MODEL_KEY, WEIGHTS_KEY
+from pruneviz.ui.state import BENCH_ID_KEY, LOG_KEY, MODEL_KEY, WEIGHTS_KEY
 from pruneviz.ui.worker import FINETUNE_WORKERS_KEY, FinetuneOutcome, FinetuneWorker
 
 PAGE = "pages/finetune.py"
@@ -42,7 +42,7 @@ def start(plan_sparsity: float | None = None) -> AppTest:
 
 
 def worker_of(at: AppTest) -> FinetuneWorker:
-    worker = at.session_state[FINETUNE_WORKERS_KEY][MODEL]
+    worker = at.session_state[FINETUNE_WORKERS_KEY][str(at.session_state[BENCH_ID_KEY])]
     assert isinstance(worker, FinetuneWorker)
     return worker
 

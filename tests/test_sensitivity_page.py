@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from pruneviz.allocation import Budget, plan_for_budget
 from pruneviz.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
-from pruneviz.ui.state import COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
+from pruneviz.ui.state import BENCH_ID_KEY, COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
 from pruneviz.ui.worker import WORKERS_KEY, SensitivityWorker
 
 PAGE = "pages/sensitivity.py"
@@ -32,7 +32,7 @@ def start() -> AppTest:
 
 
 def worker_of(at: AppTest) -> SensitivityWorker:
-    worker = at.session_state[WORKERS_KEY][MODEL]
+    worker = at.session_state[WORKERS_KEY][str(at.session_state[BENCH_ID_KEY])]
     assert isinstance(worker, SensitivityWorker)
     return worker
 

@@ -65,23 +65,26 @@ def within_noise(a: Latency, b: Latency) -> bool:
     return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
 
 
-def metrics_row(report: Report, baseline: Report) -> None:
+def metrics_row(report: Report, baseline: Report, higher_is_better: bool = True) -> None:
     """The live metrics, each with its change against the unpruned baseline."""
     ev, base = report.evaluation, baseline.evaluation
-    higher = ev.metric_name == "accuracy"
     cols = st.columns(4) + st.columns(4)[:3]
-    if higher:
+    better = "higher" if higher_is_better else "lower"
+    if ev.metric_name.endswith("accuracy"):
         change = (ev.metric - base.metric) * 100
         cols[0].metric(
-            "accuracy", f"{ev.metric:.2%}",
+            ev.metric_name, f"{ev.metric:.2%}",
             f"{change:+.2f} pts" if abs(change) >= 0.005 else "no change",
             delta_color="normal" if abs(change) >= 0.005 else "off",
-            help=f"On {ev.samples} held-out samples.",
+            help=f"On {ev.samples:,} held-out samples.",
         )
     else:
+        change = ev.metric - base.metric
         cols[0].metric(
-            ev.metric_name, f"{ev.metric:.5f}", f"{ev.metric - base.metric:+.5f}",
-            delta_color="inverse", help=f"On {ev.samples} held-out samples; lower is better.",
+            ev.metric_name, f"{ev.metric:.5g}",
+            f"{change:+.5g}" if change else "no change",
+            delta_color=("normal" if higher_is_better else "inverse") if change else "off",
+            help=f"On {ev.samples:,} held-out samples; {better} is better.",
         )
     delta, color = relative_delta(report.params_nonzero, baseline.params_nonzero)
     cols[1].metric(

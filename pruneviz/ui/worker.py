@@ -44,7 +44,7 @@ from pruneviz.report import Meter, Report
 from pruneviz.schedules import Schedule
 from pruneviz.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
 from pruneviz.session import PruningSession
-from pruneviz.ui.state import LATENCY_RUNS, experiment_log, pristine_sample, remember_weights
+from pruneviz.ui.state import LATENCY_RUNS, bench_key, experiment_log, remember_weights
 from pruneviz.workbench import CALIBRATION_SAMPLES, Workbench
 
 WORKERS_KEY = "pv_sensitivity_workers"
@@ -167,20 +167,19 @@ class SensitivityWorker(_Background):
 def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     """This tab's worker for the workbench's model: one per model, kept across pages."""
     workers = st.session_state.setdefault(WORKERS_KEY, {})
-    worker = workers.get(bench.name)
+    worker = workers.get(bench_key())
     if isinstance(worker, SensitivityWorker):
         return worker
-    sample = pristine_sample(bench.name.removeprefix("sample:"))
+    pristine, example = bench.pristine, bench.session.example_input
     calibration = (bench.train_data or bench.eval_data).head(CALIBRATION_SAMPLES)
     name = bench.name
 
     def make_session() -> PruningSession:
         # The session deep-copies the pristine model: the worker's own copy.
-        return PruningSession(sample.model, sample.example_input(), calibration=calibration,
-                              name=name)
+        return PruningSession(pristine, example, calibration=calibration, name=name)
 
     worker = SensitivityWorker(make_session, bench.eval_data)
-    workers[bench.name] = worker
+    workers[bench_key()] = worker
     return worker
 
 
@@ -376,22 +375,21 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
     """This tab's fine-tuning worker for the workbench's model: one per model, kept across
     pages (leaving the Fine-tune page does not stop or lose a run)."""
     workers = st.session_state.setdefault(FINETUNE_WORKERS_KEY, {})
-    worker = workers.get(bench.name)
+    worker = workers.get(bench_key())
     if isinstance(worker, FinetuneWorker):
         return worker
     if bench.train_data is None:
         raise PlanError(f"{bench.name} has no training split to fine-tune on")
-    sample = pristine_sample(bench.name.removeprefix("sample:"))
+    pristine, example = bench.pristine, bench.session.example_input
     calibration = bench.train_data.head(CALIBRATION_SAMPLES)
     name = bench.name
 
     def make_session() -> PruningSession:
-        return PruningSession(sample.model, sample.example_input(), calibration=calibration,
-                              name=name)
+        return PruningSession(pristine, example, calibration=calibration, name=name)
 
-    worker = FinetuneWorker(make_session, sample.model, bench.train_data, bench.eval_data,
+    worker = FinetuneWorker(make_session, pristine, bench.train_data, bench.eval_data,
                             latency_batch_size=bench.meter.latency_batch_size)
-    workers[bench.name] = worker
+    workers[bench_key()] = worker
     return worker
 
 
@@ -399,7 +397,7 @@ def record_finished_run(bench: Workbench) -> FinetuneOutcome | None:
     """Record the tab's last fine-tuning run of this model in the experiment log, once: the
     fine-tuned weights with the final plan, and its twin (the same plan on the original
     weights). Any page may call it; returns the last finished run, if any."""
-    worker = st.session_state.get(FINETUNE_WORKERS_KEY, {}).get(bench.name)
+    worker = st.session_state.get(FINETUNE_WORKERS_KEY, {}).get(bench_key())
     if not isinstance(worker, FinetuneWorker):
         return None
     outcome = worker.snapshot().outcome

@@ -1,0 +1,138 @@
+"""The app started on the user's own model (`streamlit run app.py -- --model ...`), through
+AppTest: every page works on it, weights can be swapped and given back, and bad start
+arguments or a broken model leave the app usable on the samples."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures.apptest import APP, bench_of
+from safetensors.torch import save_file
+from streamlit.testing.v1 import AppTest
+
+from pruneviz.data import load_digits
+from pruneviz.ui import state
+from pruneviz.ui.state import MODEL_KEY, UPLOAD_KEY, Upload
+
+PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
+         "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py"]
+USER_FILE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+    def build():
+        torch.manual_seed(1)
+        return Net()
+
+
+    def broken():
+        raise RuntimeError("the factory is broken")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("app_user")
+    (root / "net.py").write_text(USER_FILE)
+    test, train = load_digits("test"), load_digits("train")
+    np.savez(root / "test.npz", x=test.x.numpy(), y=test.y.numpy())
+    np.savez(root / "train.npz", x=train.x[:300].numpy(), y=train.y[:300].numpy())
+    torch.manual_seed(5)
+    state = {"conv.weight": torch.randn(8, 1, 3, 3), "conv.bias": torch.zeros(8),
+             "fc.weight": torch.randn(10, 512) * 0.05, "fc.bias": torch.zeros(10)}
+    save_file(state, str(root / "other.safetensors"))
+    return {"root": root, "net": root / "net.py", "data": root / "test.npz",
+            "train": root / "train.npz", "other": root / "other.safetensors"}
+
+
+def start(monkeypatch: pytest.MonkeyPatch, argv: list[str], page: str | None = None) -> AppTest:
+    monkeypatch.setattr(state, "LAUNCH_ARGV", ["app.py", *argv])
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _args(user: dict[str, Path], factory: str = "build") -> list[str]:
+    return ["--model", f"{user['net']}:{factory}", "--data", str(user["data"]),
+            "--train-data", str(user["train"])]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_works_on_the_users_model(monkeypatch: pytest.MonkeyPatch,
+                                             user: dict[str, Path], page: str) -> None:
+    at = start(monkeypatch, _args(user), page)
+    assert not at.error, [e.value for e in at.error]
+    assert bench_of(at).name == f"{user['net']}:build"
+    assert at.sidebar.selectbox[0].value == f"{user['net']}:build"
+
+
+def test_uploaded_weights_replace_the_originals_and_go_back(
+        monkeypatch: pytest.MonkeyPatch, user: dict[str, Path]) -> None:
+    from pruneviz.models.user import fit_weights, read_weights
+
+    at = start(monkeypatch, _args(user))
+    original = {k: v.clone() for k, v in bench_of(at).pristine.state_dict().items()}
+    # AppTest cannot drive a file uploader: put what the upload button stores, as it would.
+    model = bench_of(at).pristine.__class__()
+    fit_weights(model, read_weights(user["other"], "other.safetensors"), "other.safetensors")
+    at.session_state[UPLOAD_KEY] = Upload(f"{user['net']}:build", "other.safetensors",
+                                          "0123", model.eval())
+    at.run()
+    assert not at.exception, at.exception
+    swapped = bench_of(at).session.model.state_dict()
+    assert torch.equal(swapped["fc.weight"], model.fc.weight)
+    assert any("other.safetensors" in info.value for info in at.info)
+    back = next(b for b in at.button if b.label == "Back to the model's own weights")
+    back.click().run()
+    restored = bench_of(at).session.model.state_dict()
+    assert all(torch.equal(restored[k], original[k]) for k in original)
+
+
+def test_a_broken_model_is_explained_and_the_samples_still_work(
+        monkeypatch: pytest.MonkeyPatch, user: dict[str, Path]) -> None:
+    at = start(monkeypatch, _args(user, "broken"))
+    assert any("the factory is broken" in e.value for e in at.error)
+    at.session_state[MODEL_KEY] = "sample:digits_mlp"
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error
+    assert bench_of(at).name == "sample:digits_mlp"
+
+
+def test_bad_start_arguments_fall_back_to_the_default_sample(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    at = start(monkeypatch, ["--model", "resnet50"])
+    assert any("resnet50" in w.value for w in at.sidebar.warning)
+    assert bench_of(at).name == "sample:digits_cnn"
+
+
+def test_start_arguments_are_read_like_the_cli() -> None:
+    source, problem = state.startup_source(
+        ("--model", "net.py:build", "--weights", "w.pt", "--data", "mnist:d", "--eval-subset",
+         "500", "--metric", "top3"))
+    assert problem is None
+    assert (source.model, source.weights, source.data, source.eval_subset, source.metric) == (
+        "net.py:build", "w.pt", "mnist:d", 500, "top3")
+    _, problem = state.startup_source(("--model", "sample:digits_cnn", "--bogus"))
+    assert problem is not None
+    assert "--bogus" in problem
