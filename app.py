@@ -56,6 +56,7 @@ page = st.navigation(
         st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
         st.Page("pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
+        st.Page("pages/export.py", title="Export", icon=":material/download:"),
     ]
 )
 page.run()

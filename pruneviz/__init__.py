@@ -13,6 +13,8 @@ Streamlit app in app.py and pages/ is a thin layer on top of it.
 
 from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, allocate, plan_for_budget
 from pruneviz.attention import SlimAttention
+from pruneviz.bundle import ExportResult, export_bundle
+from pruneviz.compress import low_rank, quantize_dynamic_int8
 from pruneviz.criteria import (
     CriterionSpec,
     ScoreInputs,
@@ -23,6 +25,7 @@ from pruneviz.criteria import (
     simhash_buckets,
 )
 from pruneviz.data import TensorData, load_digits
+from pruneviz.datasets import load_data
 from pruneviz.errors import DataError, ModelError, PlanError, PrunevizError, SampleNotFoundError
 from pruneviz.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
 from pruneviz.layers import PrunableLayer, find_prunable_layers, fingerprint
@@ -38,6 +41,7 @@ from pruneviz.sensitivity import (
     sensitivity_items,
 )
 from pruneviz.session import LayerResult, PruningSession, ScoreTable
+from pruneviz.sources import Source, load_source
 from pruneviz.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
 from pruneviz.tasks import Task
 from pruneviz.workbench import Workbench, build_workbench, open_workbench
@@ -86,6 +90,13 @@ __all__ = [
     "TensorData",
     "Workbench",
     "build_workbench",
+    "Source",
+    "load_source",
+    "load_data",
+    "export_bundle",
+    "ExportResult",
+    "quantize_dynamic_int8",
+    "low_rank",
     "count_params",
     "criterion_names",
     "decode_sparse",

@@ -153,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
                              help="default: l1")
     sensitivity.add_argument("--json", action="store_true", help="print one JSON object")
 
+    export = verbs.add_parser(
+        "export", help="prune, then write the weights, plan, slimmed model and an HTML / "
+        "Markdown report into a folder, each verified on reload")
+    add_source_arguments(export)
+    _add_plan_args(export)
+    export.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    export.add_argument("--latency", action="store_true",
+                        help="also time the pruned model against the unpruned one")
+    slim_choice = export.add_mutually_exclusive_group()
+    slim_choice.add_argument("--slim", dest="slim", action="store_const", const=True,
+                             help="require the slimmed model (an error if the plan removes "
+                             "no structure); default: written when the plan is structured")
+    slim_choice.add_argument("--no-slim", dest="slim", action="store_const", const=False,
+                             help="never write the slimmed model")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+
     _add_finetune_parser(verbs)
 
     bench = verbs.add_parser("bench", help="run the engine benchmarks (JSON results)")
@@ -1043,8 +1059,32 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Prune as the plan options say, export everything into --out and verify it."""
+    from pruneviz.bundle import export_bundle
+
+    bench, _, _ = _measure(args)
+    result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.status)
+        for check in result.checks:
+            print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+        for name, size in result.sizes().items():
+            print(f"{size:>10,} B  {args.out / name}")
+        print(f"slim: {result.slim_note}")
+        print(f"reproduce: {result.command}")
+    if not result.passed:
+        print(f"pruneviz: error: the export in {args.out} did not verify: {result.status}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {"samples": cmd_samples, "evaluate": cmd_evaluate, "prune": cmd_prune,
-            "sensitivity": cmd_sensitivity, "finetune": cmd_finetune, "bench": cmd_bench}
+            "sensitivity": cmd_sensitivity, "export": cmd_export, "finetune": cmd_finetune,
+            "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ only writes them for the user's deployment.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -129,16 +130,24 @@ def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
     raise ModelError(f"cannot resize a {type(old).__name__}")
 
 
-def build_from_card(card: dict[str, Any]) -> nn.Module:
-    """The slimmed architecture (uninitialised weights) that a card describes."""
+def build_from_card(card: dict[str, Any], base_model: nn.Module | None = None) -> nn.Module:
+    """The slimmed architecture (uninitialised weights) that a card describes.
+
+    The card's base is built from its sample (`sample:NAME`) unless `base_model` — the
+    base architecture itself, such as the user's own model as loaded — is given; it is
+    copied, never changed.
+    """
     if card.get("format") != CARD_FORMAT or card.get("version") != CARD_VERSION:
         raise ModelError(f"not a pruneviz slim card (format {card.get('format')!r}, "
                          f"version {card.get('version')!r}); expected {CARD_FORMAT!r} "
                          f"version {CARD_VERSION}")
+    if base_model is not None:
+        return apply_card(copy.deepcopy(base_model), card)
     base = str(card.get("base", ""))
     kind, _, name = base.partition(":")
     if kind != "sample":
-        raise ModelError(f"the card's base {base!r} is not a sample model (sample:NAME)")
+        raise ModelError(f"the card's base {base!r} is not a sample model (sample:NAME); "
+                         "pass the base architecture (the model as loaded) to rebuild it")
     return apply_card(get_spec(name).build(), card)
 
 
@@ -147,7 +156,14 @@ def apply_card(model: nn.Module, card: dict[str, Any]) -> nn.Module:
     shapes; the weights are left to load."""
     base = str(card.get("base", ""))
     modules = dict(model.named_modules())
-    for path, shape in dict(card.get("modules", {})).items():
+    entries = card.get("modules", {})
+    if not isinstance(entries, dict):
+        raise ModelError("the card's 'modules' must be an object mapping module names to "
+                         "their shapes")
+    for path, shape in entries.items():
+        if not isinstance(shape, dict):
+            raise ModelError(f"the card's entry for {path!r} is malformed: expected an "
+                             f"object, got {type(shape).__name__}")
         if path not in modules:
             raise ModelError(f"the card names module {path!r}, which {base} does not have")
         parent_name, _, attr = path.rpartition(".")
@@ -161,13 +177,17 @@ def apply_card(model: nn.Module, card: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
-def load_slimmed(card_path: Path, weights_path: Path) -> nn.Module:
-    """Rebuild a slimmed model from its card and safetensors weights (strict)."""
+def load_slimmed(card_path: Path, weights_path: Path,
+                 base_model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a slimmed model from its card and safetensors weights (strict); see
+    `build_from_card` for `base_model`."""
     try:
         card = json.loads(Path(card_path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the slim card {card_path}: {exc}") from None
-    model = build_from_card(card)
+    if not isinstance(card, dict):
+        raise ModelError(f"the slim card {card_path} is not a JSON object")
+    model = build_from_card(card, base_model)
     try:
         state = load_file(str(weights_path))
         model.load_state_dict(state, strict=True)
@@ -188,6 +208,21 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every system can)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def export_program(model: nn.Module, example: Tensor, path: Path) -> str | None:
@@ -216,7 +251,7 @@ def save_slimmed(
     card_path = out / "slim.json"
     write_atomic(weights, dense_bytes(slimmed.state_dict()))
     write_atomic(card_path, json.dumps(card, indent=2).encode())
-    reloaded = load_slimmed(card_path, weights)
+    reloaded = load_slimmed(card_path, weights, base_model)
     with torch.inference_mode():
         same = torch.equal(reloaded(example), slimmed.eval()(example))
     program_error = export_program(slimmed, example, out / "slim.pt2")

@@ -188,6 +188,15 @@ def check_fit(model: nn.Module, data: TensorData, where: str) -> None:
             f"shape {tuple(y.shape)}; they must match for {data.task.value}")
 
 
+def source_options(source: Source, *, weights: bool = True) -> list[str]:
+    """The CLI options (after MODEL) that reopen `source`; `weights=False` leaves out
+    --weights (when other weights are given instead)."""
+    options = [("--weights", source.weights if weights else None), ("--data", source.data),
+               ("--train-data", source.train_data), ("--task", source.task),
+               ("--metric", source.metric), ("--label-column", source.label_column)]
+    return [part for option, value in options if value for part in (option, value)]
+
+
 def add_source_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
     """The options every verb (and the app) takes to name a model and its data."""
     if model:
@@ -244,5 +253,6 @@ __all__ = [
     "check_model_ref",
     "load_source",
     "source_from_args",
+    "source_options",
     "with_model",
 ]

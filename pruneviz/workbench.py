@@ -37,6 +37,7 @@ class Workbench:
     # The whole evaluation set when `eval_data` (what every live update measures) is a
     # subset of it; None when eval_data is the whole set.
     eval_full: TensorData | None = None
+    source: Source | None = None  # what was loaded (the CLI options that reopen it)
 
     @property
     def model(self) -> nn.Module:
@@ -68,10 +69,12 @@ def build_workbench(
     With `eval_subset`, live measurements use a fixed class-balanced random subset of
     that many samples; `Workbench.evaluate_full` measures the whole set on demand.
     """
+    # Calibration (for data-driven criteria) never depends on the subset, so a plan
+    # re-applied with or without one (the CLI, an export check) prunes the same structures.
+    calibration = (train_data or eval_data).head(CALIBRATION_SAMPLES)
     full: TensorData | None = None
     if eval_subset is not None and eval_subset < len(eval_data):
         full, eval_data = eval_data, eval_data.subset(eval_subset)
-    calibration = (train_data or eval_data).head(CALIBRATION_SAMPLES)
     session = PruningSession(model, example_input, calibration=calibration, name=name)
     # The pristine model is only read (inference), never changed: it is the latency
     # reference that each measurement is timed against.
@@ -81,8 +84,10 @@ def build_workbench(
 
 def workbench_for(loaded: Loaded) -> Workbench:
     """A fresh workbench over a loaded source (its model is copied, never changed)."""
-    return build_workbench(loaded.name, loaded.model, loaded.example_input, loaded.eval_data,
-                           loaded.train_data, eval_subset=loaded.source.eval_subset)
+    bench = build_workbench(loaded.name, loaded.model, loaded.example_input, loaded.eval_data,
+                            loaded.train_data, eval_subset=loaded.source.eval_subset)
+    bench.source = loaded.source
+    return bench
 
 
 def open_workbench(source: str | Source) -> Workbench:

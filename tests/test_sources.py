@@ -225,3 +225,27 @@ def test_cli_finetunes_a_user_model_on_user_training_data(
     assert code == 0, err
     result = json.loads(out)
     assert result["model"] == f"{files['net']}:build"
+
+
+def test_cli_export_of_a_user_model_verifies_and_its_command_reproduces_it(
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    out = tmp_path / "export"
+    code, stdout, err = _cli(capsys, "export", f"{files['net']}:build", "--weights",
+                             str(files["st"]), "--data", str(files["data"]), "--sparsity",
+                             "0.5", "--granularity", "filter", "--out", str(out), "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["verified"] is True
+    assert (out / "slim" / "slim.json").is_file()
+    command = shlex.split(result["command"].splitlines()[0])
+    assert command[:2] == ["pruneviz", "prune"]
+    assert "--data" in command
+    monkeypatch.chdir(out)  # the command names plan.json relative to the export folder
+    code, _, err = _cli(capsys, *command[1:], "--json")
+    assert code == 0, err
+    a = load_file(str(out / "weights.safetensors"))
+    b = load_file(str(out / "reproduced" / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

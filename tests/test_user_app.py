@@ -19,7 +19,7 @@ from pruneviz.ui import state
 from pruneviz.ui.state import MODEL_KEY, UPLOAD_KEY, Upload
 
 PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
-         "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py"]
+         "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py", "pages/export.py"]
 USER_FILE = textwrap.dedent(
     """
     import torch

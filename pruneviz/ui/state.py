@@ -212,6 +212,8 @@ def workbench() -> Workbench:
         model = upload.model if upload is not None else loaded.model
         bench = build_workbench(ref, model, loaded.example_input, loaded.eval_data,
                                 loaded.train_data, eval_subset=subset)
+        source = source_for(ref)  # the options that reopen it (an upload: its file name)
+        bench.source = dataclasses.replace(source, weights=upload.name) if upload else source
         bench.meter.latency_runs = LATENCY_RUNS
         bench.baseline = bench.meter.report(latency=True)
         st.session_state[WORKBENCH_KEY] = bench

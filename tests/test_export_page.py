@@ -1,0 +1,118 @@
+"""The Export page through Streamlit's AppTest: what will be written is shown, the Export
+button writes and verifies the bundle, offers the zip and each file for download, shows
+the checks, optionally writes into a folder, and shows problems as messages."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from fixtures.apptest import APP, bench_of
+from safetensors.torch import load
+from streamlit.testing.v1 import AppTest
+
+from pruneviz.bundle import ExportDownload
+from pruneviz.ui.state import MODEL_KEY
+
+PAGE = "pages/export.py"
+
+
+def start(model: str, granularity: str | None = None, sparsity: float = 0.5) -> AppTest:
+    """The app on the Export page; with `granularity`, the tab's plan prunes every layer
+    (that supports it) `sparsity` of it, set as the Prune page would."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[MODEL_KEY] = model
+    at.run()
+    if granularity is not None:
+        session = bench_of(at).session
+        session.apply(session.uniform_plan(sparsity, granularity, "l1")[0])
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def export(at: AppTest) -> ExportDownload:
+    at.button(key="pv_export_run").click().run()
+    assert not at.exception, at.exception
+    found = at.session_state["pv_export"]
+    download = found[1]
+    assert isinstance(download, ExportDownload)
+    return download
+
+
+def test_preview_lists_the_files_and_why_there_is_no_slimmed_model() -> None:
+    at = start("sample:digits_cnn", "unstructured")
+    (table,) = at.dataframe
+    assert list(table.value["file"]) == ["weights.safetensors", "weights.sparse.safetensors",
+                                         "plan.json", "report.html", "summary.md"]
+    assert any("No slimmed model was written" in c.value for c in at.caption)
+    assert any("pruneviz prune sample:digits_cnn" in c.value for c in at.code)
+    assert not at.get("download_button")  # nothing until the user exports
+
+
+def test_export_offers_every_download_and_shows_the_checks() -> None:
+    at = start("sample:digits_resnet", "filter")
+    download = export(at)
+    result = download.result
+    assert result.passed, result.checks
+    assert not at.error, [e.value for e in at.error]
+    (success,) = at.success
+    assert "verified: outputs identical on 450 eval samples" in success.value
+    checks = [m.value for m in at.markdown if m.value.startswith(("✓", "✗"))]
+    assert len(checks) == len(result.checks) == 5
+    assert all(c.startswith("✓") for c in checks)
+    buttons = at.get("download_button")
+    labels = [b.proto.label for b in buttons]
+    assert labels[0].startswith("Everything (")
+    assert labels[1:] == ["report.html", "summary.md", "weights.safetensors", "plan.json"]
+
+    names = set(zipfile.ZipFile(io.BytesIO(download.zip)).namelist())
+    assert {f"pruneviz-export/{n}" for n in download.files} == names
+    assert "pruneviz-export/slim/slim.json" in names
+    # the weights offered are the tab's pruned model
+    state = load(download.files["weights.safetensors"])
+    live = bench_of(at).model.state_dict()
+    assert state.keys() == live.keys()
+    assert all(state[k].equal(live[k]) for k in live)
+    html = download.files["report.html"].decode()
+    assert "<script src=http" not in html.replace('"', "").replace("'", "")
+
+    # The plan changes: the old export is no longer offered as the current one.
+    session = bench_of(at).session
+    session.apply(session.uniform_plan(0.3, "filter", "l1")[0])
+    at.run()
+    assert not at.get("download_button")
+    assert any("export again" in c.value for c in at.caption)
+
+
+def test_export_also_writes_into_a_folder(tmp_path: Path) -> None:
+    at = start("sample:digits_cnn", "unstructured", 0.7)
+    target = tmp_path / "bundle" / "run1"
+    at.text_input(key="pv_export_folder").set_value(str(target)).run()
+    download = export(at)
+    assert download.result.passed
+    assert download.result.out == target
+    assert sorted(p.name for p in target.iterdir()) == sorted(download.files)
+    assert (target / "plan.json").read_bytes() == download.files["plan.json"]
+    assert any(str(target) in i.value for i in at.info)
+
+
+def test_a_folder_that_is_a_file_is_an_error_message(tmp_path: Path) -> None:
+    at = start("sample:digits_cnn", "unstructured")
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine")
+    at.text_input(key="pv_export_folder").set_value(str(blocker)).run()
+    at.button(key="pv_export_run").click().run()
+    assert not at.exception, at.exception
+    (error,) = at.error
+    assert "is a file, not a folder" in error.value
+    assert blocker.read_text() == "mine"
+    assert "pv_export" not in at.session_state
+
+
+def test_the_unpruned_model_can_be_exported() -> None:
+    at = start("sample:digits_mlp")
+    assert any("Nothing is pruned yet" in i.value for i in at.info)
+    assert export(at).result.passed
