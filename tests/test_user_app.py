@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from pruneviz.data import load_digits
 from pruneviz.ui import state
-from pruneviz.ui.state import MODEL_KEY, UPLOAD_KEY, Upload
+from pruneviz.ui.state import MODEL_KEY, UPLOAD_KEY, Upload, widget_key
 
 PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
          "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py", "pages/export.py"]
@@ -136,3 +136,50 @@ def test_start_arguments_are_read_like_the_cli() -> None:
     _, problem = state.startup_source(("--model", "sample:digits_cnn", "--bogus"))
     assert problem is not None
     assert "--bogus" in problem
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "user_models"
+
+
+@pytest.fixture(scope="module")
+def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each fixture user model's own sample data, saved as the user would: an .npz."""
+    import importlib
+
+    root = tmp_path_factory.mktemp("fixture_data")
+    paths = {}
+    for name in ("residual_concat", "gru_model", "embed_transformer"):
+        module = importlib.import_module(f"fixtures.user_models.{name}")
+        x, y = module.sample_data(96)
+        np.savez(root / f"{name}.npz", x=x.numpy(), y=y.numpy())
+        paths[name] = root / f"{name}.npz"
+    return paths
+
+
+@pytest.mark.parametrize("name", ["residual_concat", "gru_model", "embed_transformer"])
+@pytest.mark.parametrize("page", ["pages/model.py", "pages/inspect.py", "pages/prune.py",
+                                  "pages/deploy.py", "pages/export.py"])
+def test_fixture_user_models_work_on_every_page(monkeypatch: pytest.MonkeyPatch,
+                                                fixture_data: dict[str, Path], name: str,
+                                                page: str) -> None:
+    at = start(monkeypatch, ["--model", f"{FIXTURES / name}.py:build", "--data",
+                             str(fixture_data[name])], page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_attention_heads_are_shown_and_pruned_as_structures(
+        monkeypatch: pytest.MonkeyPatch, fixture_data: dict[str, Path]) -> None:
+    at = start(monkeypatch, ["--model", f"{FIXTURES}/embed_transformer.py:build", "--data",
+                             str(fixture_data["embed_transformer"])], "pages/prune.py")
+    session = bench_of(at).session
+    attention = next(n for n in session.layer_names if n.endswith("self_attn"))
+    at.selectbox(key=widget_key("gran", attention)).set_value("filter").run()
+    at.slider(key=widget_key("sp", attention)).set_value(50).run()
+    assert not at.exception, at.exception
+    result = bench_of(at).session.result(attention)
+    assert (result.structures_pruned, result.structures) == (2, 4)  # 2 of 4 heads
+    at.selectbox(key=state.SELECTED_LAYER_KEY).set_value(attention).run()
+    assert any("attention heads" in c.value for c in at.caption)
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
