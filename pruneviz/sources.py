@@ -128,7 +128,8 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
                 _data(source, source.train_data, "train", sample.spec.task)
     else:
         model = load_user_model(source.model, weights, label, notes=notes)
-        title = source.model.rpartition(":")[2]
+        path, _, factory = source.model.rpartition(":")
+        title = f"{Path(path).name}:{factory}"
         description = f"your model from {source.model}" + (f", weights {label}" if label else "")
         if source.data is None:
             raise DataError(
