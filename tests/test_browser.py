@@ -113,10 +113,11 @@ def test_slider_move_updates_the_measured_metric(server: str) -> None:
     assert elapsed < 30
 
 
-def test_users_model_starts_and_a_hostile_upload_is_refused(tmp_path: Path) -> None:
+def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
     """`streamlit run app.py -- --model file.py:build --data ...`: the user's transformer
-    opens; uploading a malicious pickle shows why it was refused, runs nothing, and the
-    app goes on working."""
+    opens; uploading a malicious pickle shows why it was refused and runs nothing; an
+    empty, a truncated, a whole-model, a missing-key and a wrong-shape file are each
+    explained; good weights are then taken, and the app goes on working."""
     playwright = pytest.importorskip("playwright.sync_api")
     import io
     import pickle
@@ -140,6 +141,27 @@ def test_users_model_starts_and_a_hostile_upload_is_refused(tmp_path: Path) -> N
     evil = tmp_path / "weights.pt"
     evil.write_bytes(buffer.getvalue())
     model = f"{ROOT / 'tests/fixtures/user_models/embed_transformer.py'}:build"
+    from fixtures.user_models.embed_transformer import build
+    from safetensors.torch import save
+
+    state = {k: v.contiguous() for k, v in build().state_dict().items()}
+    good = tmp_path / "tuned.safetensors"
+    good.write_bytes(save({k: v * 0.5 for k, v in state.items()}))
+    whole = io.BytesIO()
+    torch.save(build(), whole)
+    missing = {k: v for k, v in state.items() if k != "positions"}
+    shapes = {**state, "head.weight": torch.zeros(3, 3)}
+    contents = {
+        "empty.safetensors": (b"", "is empty (0 bytes)"),
+        "truncated.safetensors": (good.read_bytes()[:2000], "damaged or truncated"),
+        "whole.pt": (whole.getvalue(), "holds a whole pickled model object"),
+        "missing.safetensors": (save(missing), "missing from the file: positions"),
+        "shapes.safetensors": (save(shapes), "head.weight (file (3, 3), model (5, 24))"),
+    }
+    bad_files = []
+    for name, (data, expected) in contents.items():
+        (tmp_path / name).write_bytes(data)
+        bad_files.append((tmp_path / name, expected))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with _serve("--model", model, "--data", str(tmp_path / "tokens.npz")) as url, \
             playwright.sync_playwright() as p:
@@ -151,9 +173,21 @@ def test_users_model_starts_and_a_hostile_upload_is_refused(tmp_path: Path) -> N
                 timeout=60_000)
             page.get_by_text("Weights and evaluation data").click()
             page.locator("input[type=file]").set_input_files(str(evil))
+            page.wait_for_timeout(2000)
             page.get_by_role("button", name="Use these weights").click()
             page.get_by_text("nothing in it was run").wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "hostile-upload.png"), full_page=True)
+            # Every other kind of bad file is explained too, and the tab stays usable.
+            for path, expected in bad_files:
+                page.locator("input[type=file]").set_input_files(str(path))
+                page.wait_for_timeout(2000)  # the upload finishes before the button is used
+                page.get_by_role("button", name="Use these weights").click()
+                page.get_by_text(expected).wait_for(timeout=30_000)
+            page.locator("input[type=file]").set_input_files(str(good))
+            page.wait_for_timeout(2000)
+            page.get_by_role("button", name="Use these weights").click()
+            page.get_by_text("This tab prunes the weights you uploaded").wait_for(
+                timeout=30_000)
             page.goto(f"{url}/prune", wait_until="networkidle")
             page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
         finally:
