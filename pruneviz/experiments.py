@@ -142,28 +142,7 @@ class ExperimentLog:
                 existing = replace(existing, latency_ms=latency)
                 self._experiments[existing.id] = existing
             return existing
-        experiment = Experiment(
-            id=len(self._experiments),
-            label=label if label else describe_plan(plan),
-            plan_json=plan.to_json(indent=None),
-            plan_key=key,
-            metric_name=report.evaluation.metric_name,
-            metric=report.evaluation.metric,
-            loss=report.evaluation.loss,
-            params_total=report.params_total,
-            params_nonzero=report.params_nonzero,
-            sparsity=report.sparsity,
-            macs_dense=report.macs_dense,
-            macs_effective=report.macs_effective,
-            size_dense_bytes=report.sizes.dense,
-            size_sparse_bytes=report.sizes.sparse,
-            size_gzip_bytes=report.sizes.gzip,
-            latency_ms=latency,
-            weights=weights,
-        )
-        self._experiments.append(experiment)
-        self._by_key[_log_key(plan, weights)] = experiment.id
-        return experiment
+        return self._add(report, plan, label or describe_plan(plan), weights, PRUNE)
 
     def record_measurement(self, measurement: Measurement, plan: Plan, label: str | None = None,
                            weights: str = ORIGINAL) -> Experiment:
@@ -178,29 +157,36 @@ class ExperimentLog:
         index = self._by_key.get(log_key)
         if index is not None:
             return self._experiments[index]
+        label = label or (f"{technique} (unpruned)" if plan.is_empty
+                          else f"{technique}: {describe_plan(plan)}")
+        return self._add(measurement, plan, label, weights, technique)
+
+    def _add(self, measured: Report | Measurement, plan: Plan, label: str, weights: str,
+             technique: str) -> Experiment:
+        """Append a new entry from a Report or a Measurement (they share these fields)."""
+        latency = measured.latency
         experiment = Experiment(
             id=len(self._experiments),
-            label=label if label else (f"{technique} (unpruned)" if plan.is_empty
-                                       else f"{technique}: {describe_plan(plan)}"),
+            label=label,
             plan_json=plan.to_json(indent=None),
             plan_key=plan.key(),
-            metric_name=measurement.evaluation.metric_name,
-            metric=measurement.evaluation.metric,
-            loss=measurement.evaluation.loss,
-            params_total=measurement.params_total,
-            params_nonzero=measurement.params_nonzero,
-            sparsity=measurement.sparsity,
-            macs_dense=measurement.macs_dense,
-            macs_effective=measurement.macs_effective,
-            size_dense_bytes=measurement.sizes.dense,
-            size_sparse_bytes=measurement.sizes.sparse,
-            size_gzip_bytes=measurement.sizes.gzip,
-            latency_ms=None if measurement.latency is None else measurement.latency.median_ms,
+            metric_name=measured.evaluation.metric_name,
+            metric=measured.evaluation.metric,
+            loss=measured.evaluation.loss,
+            params_total=measured.params_total,
+            params_nonzero=measured.params_nonzero,
+            sparsity=measured.sparsity,
+            macs_dense=measured.macs_dense,
+            macs_effective=measured.macs_effective,
+            size_dense_bytes=measured.sizes.dense,
+            size_sparse_bytes=measured.sizes.sparse,
+            size_gzip_bytes=measured.sizes.gzip,
+            latency_ms=None if latency is None else latency.median_ms,
             weights=weights,
             technique=technique,
         )
         self._experiments.append(experiment)
-        self._by_key[log_key] = experiment.id
+        self._by_key[_log_key(plan, weights, technique)] = experiment.id
         return experiment
 
     def __len__(self) -> int:
