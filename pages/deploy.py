@@ -26,7 +26,7 @@ st.markdown(
     "measured faster on this CPU (unstructured pruning)."
 )
 cache = st.session_state.setdefault("pv_forms_cache", {})
-key = (bench.name, session.plan.key())
+key = (state.bench_key(), state.current_weights(), session.plan.key())
 if key not in cache:
     with st.spinner("Building and timing the three forms ..."), \
             user_errors("The deployable forms could not be measured"):
@@ -82,7 +82,8 @@ if card is not None:
     card_json, weights = card
     st.subheader("Download the slimmed model")
     st.caption("Safetensors weights plus a JSON architecture card; "
-               "`pruneviz.export.load_slimmed(card, weights)` rebuilds it in these shapes.")
+               "`pruneviz.export.load_slimmed(card, weights)` rebuilds it in these shapes "
+               "(for your own model, add `base_model=` your model as built by its factory).")
     left, right = st.columns(2)
     left.download_button("slim.safetensors", weights, file_name="slim.safetensors",
                          mime="application/octet-stream", key="pv_dl_slim")

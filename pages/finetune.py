@@ -56,8 +56,8 @@ with user_errors("The model could not be loaded"):
     worker = finetune_worker(bench)
 session = bench.session
 task = bench.eval_data.task
-metric_name = task.metric_name
-accuracy = metric_name == "accuracy"
+metric_name = bench.eval_data.metric_name
+accuracy = metric_name.endswith("accuracy") and bench.eval_data.higher_is_better
 batchnorm = has_batchnorm(session.model)
 record_finished_run(bench)  # a run that ended while another page was shown
 
@@ -73,10 +73,10 @@ def percent(value: float) -> str:
 st.caption(
     "Pruning removes weights; retraining lets the ones left make up for them. Training runs "
     "in the background — other pages stay usable, and leaving this one does not stop or lose "
-    "the run. It always starts from the original weights, on the sample's own "
-    f"{len(worker.train_data):,} training images ({FinetuneRecipe().val_fraction:.0%} of them "
-    "held out to pick the best epoch); the result is measured on the "
-    f"{len(bench.eval_data):,} test images and recorded "
+    "the run. It always starts from the original weights, on the "
+    f"{len(worker.train_data):,} training samples of {worker.train_data.name} "
+    f"({FinetuneRecipe().val_fraction:.0%} of them held out to pick the best epoch); the "
+    f"result is measured on the {len(bench.eval_data):,} evaluation samples and recorded "
     "on Trade-offs next to the same plan without retraining. The same seed gives the same "
     "weights."
 )

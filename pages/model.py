@@ -74,10 +74,10 @@ with st.expander("Weights and evaluation data", expanded=upload is not None):
         st.markdown("**Live evaluation subset.** Every slider move re-measures the metric; "
                     "on a large evaluation set a fixed subset keeps that fast. The Prune "
                     "page measures the whole set on demand.")
-        current = state.eval_subset_size()
-        n = st.number_input("Samples per live update", min_value=100, max_value=len(full),
-                            value=current or len(full), step=100)
-        if st.button("Apply subset size") and int(n) != (current or len(full)):
+        current = min(state.eval_subset_size() or len(full), len(full))
+        n = st.number_input("Samples per live update", min_value=min(100, current),
+                            max_value=len(full), value=current, step=100)
+        if st.button("Apply subset size") and int(n) != current:
             state.set_eval_subset(None if int(n) >= len(full) else int(n))
             st.rerun()
         st.caption(f"Default: {DEFAULT_EVAL_SUBSET:,} samples when the set is larger. "

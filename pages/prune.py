@@ -273,7 +273,8 @@ with metrics_box:
         if left.button(f"Measure on all {len(bench.full_data):,} samples",
                        help="Live updates use a fixed subset of the evaluation data "
                        "(set its size on the Model page); this measures the whole set."):
-            with st.spinner("Evaluating the whole set ..."):
+            with st.spinner("Evaluating the whole set ..."), \
+                    user_errors("Measuring the whole evaluation set"):
                 full = state.evaluate_full()
         right.caption(
             f"Live numbers: a fixed subset of {len(bench.eval_data):,} samples. "

@@ -51,8 +51,8 @@ with user_errors("The model could not be loaded"):
     bench = state.workbench()
 worker = sensitivity_worker(bench)
 task = bench.eval_data.task
-metric_name = task.metric_name
-accuracy = metric_name == "accuracy"
+metric_name = bench.eval_data.metric_name
+accuracy = metric_name.endswith("accuracy") and bench.eval_data.higher_is_better
 
 
 def show_metric(value: float) -> str:
@@ -133,8 +133,8 @@ def show_analysis(was_running: bool) -> None:
     curves_tab.plotly_chart(sensitivity_curves(result), key="sens_curves")
     heatmap_tab.plotly_chart(sensitivity_heatmap(result), key="sens_heatmap")
 
-    tolerance = 0.01 if accuracy else 0.1 * result.baseline.metric
-    within = "1 pt" if accuracy else f"+{tolerance:.5f}"
+    tolerance = result.default_tolerance()
+    within = "1 pt" if accuracy else f"{'-' if result.higher_is_better else '+'}{tolerance:.5g}"
     st.subheader("Most to least robust")
     st.dataframe(
         [

@@ -71,7 +71,7 @@ from pruneviz.plan import Plan
 from pruneviz.report import Report
 from pruneviz.session import PruningSession
 from pruneviz.slim import slim as slim_session
-from pruneviz.sources import source_options
+from pruneviz.sources import refuse_overwriting_inputs, source_options
 from pruneviz.storage import decode_sparse, dense_bytes, sparse_bytes
 from pruneviz.workbench import Workbench
 
@@ -239,8 +239,12 @@ def _same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> list[str]:
 
 
 def _base_state(bench: Workbench) -> dict[str, Tensor] | None:
-    """The unpruned weights to ship, or None when `bench.name` alone loads them."""
+    """The unpruned weights to ship, or None when `bench.name` alone loads them (a sample
+    with its shipped weights). A model of the user's always ships them: its factory may
+    not be seeded, and its weights file may be changed or lost after the export."""
     original = _original_state(bench.session)
+    if not bench.name.startswith("sample:"):
+        return original
     return None if not _same_state(original, _reference_state(bench)) else original
 
 
@@ -542,6 +546,8 @@ def export_bundle(
         card = architecture_card(bench.name, bench.pristine, slim_model)
         files[SLIM_WEIGHTS] = dense_bytes(slim_model.state_dict())
         files[SLIM_CARD] = json.dumps(card, indent=2).encode()
+    refuse_overwriting_inputs(bench.source, out, [*files, *OPTIONAL_FILES, REPORT_HTML,
+                                                   SUMMARY_MD])
     written = _write(out, files)
     _remove_stale(out, written)
     command = _command(bench, base is not None)

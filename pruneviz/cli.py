@@ -50,7 +50,7 @@ from pruneviz.plan import GlobalPlan, Granularity, Plan
 from pruneviz.report import Report
 from pruneviz.schedules import Schedule, ScheduleKind
 from pruneviz.sensitivity import DEFAULT_LEVELS, Point, SensitivityResult, SensitivityRun
-from pruneviz.sources import add_source_arguments, source_from_args
+from pruneviz.sources import add_source_arguments, refuse_overwriting_inputs, source_from_args
 from pruneviz.storage import dense_bytes, sparse_bytes
 from pruneviz.workbench import Workbench, open_workbench
 
@@ -451,6 +451,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         "plan.json": bench.session.stamp(bench.session.plan).to_json().encode(),
         "report.json": json.dumps(report.to_dict(), indent=2).encode(),
     }
+    refuse_overwriting_inputs(bench.source, out, files)
     for filename, data in files.items():
         write_atomic(out / filename, data)
     extra: dict[str, Any] = {"written": {name: str(out / name) for name in files}}
@@ -1027,6 +1028,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PrunevizError(f"cannot create output folder {out}: {exc.strerror}") from None
+    refuse_overwriting_inputs(bench.source, out, files)
     for filename, data in files.items():
         write_atomic(out / filename, data)
     written = {name: str(out / name) for name in files}

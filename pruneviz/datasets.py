@@ -45,7 +45,7 @@ from torch import Tensor
 from pruneviz.data import TensorData
 from pruneviz.errors import DataError
 from pruneviz.tasks import Task, parse_metric, parse_task
-from pruneviz.userfile import UserFileError, is_file_ref, load_callable
+from pruneviz.userfile import UserFileError, describe_failure, is_file_ref, load_callable
 
 Split = Literal["test", "train"]
 Array = NDArray[Any]
@@ -70,6 +70,7 @@ DATA_HELP = (
 FUNCTION_SAMPLE_LIMIT = 1_000_000  # a data function giving more samples is refused
 LABEL_COLUMN_NAMES = ("label", "target", "y")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what Pillow may decode them as
 _GREY_MODES = ("1", "L", "LA")
 _DEEP_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
@@ -439,7 +440,9 @@ def _read_image(path: Path) -> Array:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        # The format is decided by the content: allow only plain raster formats, never
+        # one that hands the file to an external program (EPS runs Ghostscript).
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
             if image.mode in _DEEP_MODES:
                 raise DataError(f"{path} is a {image.mode} (16-bit or floating-point) image; "
                                 "save the images with 8 bits per channel")
@@ -632,9 +635,8 @@ def _read_function(ref: str, split: Split, limit: int | None) -> _Raw:
     kwargs = {"split": split} if _accepts_split(function) else {}
     try:
         result = function(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-        raise UserFileError(f"the data function {ref} raised {type(exc).__name__}: {exc}; "
-                            "fix the function and try again") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
+        raise UserFileError(f"the data function {ref} failed: {describe_failure(exc)}") from None
     name = f"{ref.rpartition(':')[2]}({split})"
     cap = limit if limit is not None else FUNCTION_SAMPLE_LIMIT
     x, y = _materialise(result, ref, cap)
@@ -727,7 +729,7 @@ def _from_items(items: Iterable[object], ref: str, cap: int) -> tuple[Tensor, Te
             targets.append(_as_tensor(y, ref, f"the target of item {i}"))
     except (DataError, UserFileError):
         raise
-    except Exception as exc:  # noqa: BLE001 - the user's dataset may raise anything
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's dataset may raise anything
         raise UserFileError(f"reading the data set from {ref} raised {type(exc).__name__}: "
                             f"{exc}; fix the data set and try again") from None
     if not inputs:
@@ -756,7 +758,7 @@ def _from_batches(loader: Iterable[object], ref: str, cap: int) -> tuple[Tensor,
             targets.append(yt)
     except (DataError, UserFileError):
         raise
-    except Exception as exc:  # noqa: BLE001 - the user's loader may raise anything
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's loader may raise anything
         raise UserFileError(f"reading the DataLoader from {ref} raised {type(exc).__name__}: "
                             f"{exc}; fix the data set and try again") from None
     if not inputs:

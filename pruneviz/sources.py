@@ -16,6 +16,8 @@ that do not fit each other fail here with a message, not deep inside a page.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,10 +27,11 @@ from torch import Tensor, nn
 from pruneviz.data import TensorData
 from pruneviz.errors import DataError, ModelError, PrunevizError
 from pruneviz.models.samples import DEFAULT_SAMPLE, load_sample, sample_names
-from pruneviz.tasks import Task
+from pruneviz.tasks import Task, parse_metric
 from pruneviz.userfile import is_file_ref
 
 DEFAULT_EVAL_SUBSET = 2000  # samples evaluated on each live update in the app
+FIT_BATCH = 1024  # metrics.evaluate's batch size: checked before anything is measured
 MODEL_HELP = (
     "sample:NAME (one of: {samples}) or path/to/file.py:factory, a function in your own "
     "file that returns an nn.Module"
@@ -119,7 +122,14 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
             model.eval()
         train_data: TensorData | None
         if source.data is None:
+            if source.task is not None and source.task != sample.spec.task.value:
+                raise DataError(f"{source.model} is a {sample.spec.task.value} model on its "
+                                f"own data; --task {source.task} needs --data")
             eval_data, train_data = sample.test_data(), sample.train_data()
+            scorer = parse_metric(source.metric, sample.spec.task)
+            if scorer is not None:
+                eval_data = dataclasses.replace(eval_data, scorer=scorer)
+                train_data = dataclasses.replace(train_data, scorer=scorer)
             if source.train_data is not None:
                 train_data = _data(source, source.train_data, "train", sample.spec.task)
         else:
@@ -156,16 +166,18 @@ def _data(source: Source, ref: str, split: str, task: Task | None) -> TensorData
 
 
 def check_fit(model: nn.Module, data: TensorData, where: str) -> None:
-    """Run the model on two samples of `data`; explain what does not fit."""
-    x, y = data.x[:2], data.y[:2]
-    try:
-        with torch.inference_mode():
-            out = model(x)
-    except Exception as exc:  # noqa: BLE001 - the user's model may raise anything
-        raise ModelError(
-            f"the model failed on inputs of shape {tuple(x.shape)} ({x.dtype}) from {where}: "
-            f"{type(exc).__name__}: {exc}; check that the data is what the model expects"
-        ) from None
+    """Run the model on one sample and on a full evaluation batch of `data` (the sizes
+    every later measurement uses); explain what does not fit."""
+    for x in (data.x[:1], data.x[:FIT_BATCH]):
+        try:
+            with torch.inference_mode():
+                out = model(x)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's model may raise anything
+            raise ModelError(
+                f"the model failed on a batch of shape {tuple(x.shape)} ({x.dtype}) from "
+                f"{where}: {type(exc).__name__}: {exc}; check that the data is what the model "
+                "expects, and that its forward works for any batch size") from None
+    y = data.y[:FIT_BATCH]
     if not isinstance(out, Tensor):
         raise ModelError(
             f"the model returned a {type(out).__name__}, not a tensor; pruneviz measures "
@@ -189,13 +201,61 @@ def check_fit(model: nn.Module, data: TensorData, where: str) -> None:
             f"shape {tuple(y.shape)}; they must match for {data.task.value}")
 
 
+def absolute_ref(ref: str) -> str:
+    """`ref` (a model, weights, data or metric reference) with its path made absolute, so
+    that a command naming it works from any folder."""
+    kind, sep, rest = ref.partition(":")
+    if sep and kind in ("mnist", "fashion-mnist", "idx"):
+        return f"{kind}:{Path(rest).expanduser().absolute()}" if rest else ref
+    if is_file_ref(ref):
+        file, _, name = ref.rpartition(":")
+        return f"{Path(file).expanduser().absolute()}:{name}"
+    if sep and kind == "sample":
+        return ref
+    path = Path(ref).expanduser()
+    return str(path.absolute()) if path.exists() else ref
+
+
 def source_options(source: Source, *, weights: bool = True) -> list[str]:
-    """The CLI options (after MODEL) that reopen `source`; `weights=False` leaves out
-    --weights (when other weights are given instead)."""
+    """The CLI options (after MODEL) that reopen `source`, with absolute paths;
+    `weights=False` leaves out --weights (when other weights are given instead)."""
     options = [("--weights", source.weights if weights else None), ("--data", source.data),
                ("--train-data", source.train_data), ("--task", source.task),
                ("--metric", source.metric), ("--label-column", source.label_column)]
-    return [part for option, value in options if value for part in (option, value)]
+    paths = ("--weights", "--data", "--train-data", "--metric")
+    return [part for option, value in options if value
+            for part in (option, absolute_ref(value) if option in paths else value)]
+
+
+def input_files(source: Source) -> set[Path]:
+    """Every existing file `source` reads (model, weights, data and metric files)."""
+    found = set()
+    for ref in (source.model, source.weights, source.data, source.train_data, source.metric):
+        if not ref:
+            continue
+        path = absolute_ref(ref)
+        if is_file_ref(path):
+            path = path.rpartition(":")[0]
+        candidate = Path(path.partition(":")[2] if path.startswith(("mnist:", "idx:",
+                                                                    "fashion-mnist:"))
+                         else path)
+        if candidate.is_file():
+            found.add(candidate.resolve())
+    return found
+
+
+def refuse_overwriting_inputs(source: Source | None, out: Path, names: Iterable[str]) -> None:
+    """Refuse to write (or remove) `out/name` when that is one of the files `source`
+    reads: the user's model, weights and data are never replaced."""
+    if source is None:
+        return
+    inputs = input_files(source)
+    for name in names:
+        target = (Path(out).expanduser() / name).resolve()
+        if target in inputs:
+            raise PrunevizError(
+                f"refusing to write {target}: it is one of your input files (model, weights "
+                "or data), and pruneviz never replaces them; choose another output folder")
 
 
 def add_source_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
@@ -255,5 +315,8 @@ __all__ = [
     "load_source",
     "source_from_args",
     "source_options",
+    "absolute_ref",
+    "input_files",
+    "refuse_overwriting_inputs",
     "with_model",
 ]

@@ -149,7 +149,7 @@ def user_metric(ref: str) -> Scorer:
     def batch_sum(output: Tensor, target: Tensor) -> float:
         try:
             value = function(output, target)
-        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
             raise UserFileError(
                 f"the metric function {ref} raised {type(exc).__name__}: {exc}; "
                 "fix the function and try again") from None

@@ -40,6 +40,14 @@ def is_file_ref(ref: str) -> bool:
     return bool(sep) and path.endswith(".py") and name.isidentifier()
 
 
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return ("it exits (sys.exit, or argparse reading this program's own arguments) "
+                "when imported or called; put the script part of the file under "
+                "`if __name__ == \"__main__\":`")
+    return f"{type(exc).__name__}: {exc}; fix the file and try again"
+
+
 def _import(path: Path) -> ModuleType:
     resolved = path.resolve()
     if not resolved.is_file():
@@ -57,11 +65,9 @@ def _import(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
         del sys.modules[module_name]
-        raise UserFileError(
-            f"importing {path} failed: {type(exc).__name__}: {exc}; fix the file and try again"
-        ) from None
+        raise UserFileError(f"importing {path} failed: {describe_failure(exc)}") from None
     return module
 
 
@@ -87,10 +93,9 @@ def call_user(ref: str, what: str, *args: Any) -> Any:
     function = load_callable(ref, what)
     try:
         return function(*args)
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
-        raise UserFileError(
-            f"the {what} {ref} raised {type(exc).__name__}: {exc}"
-        ) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
+        raise UserFileError(f"the {what} {ref} failed: {describe_failure(exc)}") from None
 
 
-__all__ = ["UserFileError", "call_user", "is_file_ref", "load_callable", "split_ref"]
+__all__ = ["UserFileError", "call_user", "describe_failure", "is_file_ref", "load_callable",
+           "split_ref"]

@@ -312,6 +312,16 @@ def test_image_folder_problems(tmp_path: Path) -> None:
         load_data(str(tmp_path / "mixed"), max_samples=1)
 
 
+def test_an_image_file_that_is_really_postscript_is_not_decoded(tmp_path: Path) -> None:
+    """Pillow picks the decoder by content: an EPS named .png would be handed to Ghostscript
+    (which runs the PostScript). Only raster formats are allowed."""
+    save_png(tmp_path / "eps" / "a" / "ok.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "eps" / "a" / "evil.png").write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\nshowpage\n")
+    with pytest.raises(DataError, match=r"evil\.png cannot be read as an image"):
+        load_data(str(tmp_path / "eps"))
+
+
 # --- IDX --------------------------------------------------------------------------------
 
 
@@ -582,7 +592,7 @@ def test_data_function_forms(data_file: str) -> None:
         ("dicts", DataError, "item 0 .* is a dict with keys image, label, not an "
                              r"\(input, target\) pair"),
         ("ragged", DataError, r"item 1 .* input of shape \(4,\), but item 0 has \(3,\)"),
-        ("broken", UserFileError, "raised RuntimeError: no disk"),
+        ("broken", UserFileError, "failed: RuntimeError: no disk"),
         ("text", DataError, "returned a str; it must return a torch Dataset"),
         ("missing", UserFileError, "has no function 'missing'"),
     ],

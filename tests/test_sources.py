@@ -44,6 +44,25 @@ USER_FILE = textwrap.dedent(
 
     def wide_input():
         return nn.Sequential(nn.Flatten(), nn.Linear(100, 10))
+
+
+    def exits():
+        import sys
+        sys.exit(2)
+
+
+    class OnlyOne(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            assert x.shape[0] < 3, "batches of more than 2 are not supported"
+            return self.fc(x.flatten(1))
+
+
+    def small_batches():
+        return OnlyOne()
     """
 )
 
@@ -115,12 +134,14 @@ def test_user_model_needs_data(files: dict[str, Path]) -> None:
 
 
 def test_data_that_does_not_fit_the_model_is_named(files: dict[str, Path]) -> None:
-    with pytest.raises(ModelError, match=r"shape \(2, 1, 8, 8\)"):
+    with pytest.raises(ModelError, match=r"shape \(1, 1, 8, 8\)"):
         load_source(_source(files, "wide_input", weights=None))
 
 
 @pytest.mark.parametrize(("factory", "message"), [
     ("broken", "boom from the factory"),
+    ("exits", "if __name__"),
+    ("small_batches", r"batch of shape \(450, 1, 8, 8\).*batches of more than 2"),
     ("not_a_module", "int"),
     ("missing", "has no function 'missing'"),
 ])
@@ -249,3 +270,27 @@ def test_cli_export_of_a_user_model_verifies_and_its_command_reproduces_it(
     a = load_file(str(out / "weights.safetensors"))
     b = load_file(str(out / "reproduced" / "weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_samples_metric_can_be_chosen_without_data() -> None:
+    bench = open_workbench(Source(model="sample:digits_mlp", metric="top3"))
+    assert bench.baseline.evaluation.metric_name == "top-3 accuracy"
+    assert bench.baseline.evaluation.metric >= 0.97
+    with pytest.raises(DataError, match="--data"):
+        load_source(Source(model="sample:digits_mlp", task="regression"))
+
+
+@pytest.mark.parametrize("verb", ["export", "prune"])
+def test_outputs_never_replace_the_users_input_files(
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        verb: str) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(files["st"].read_bytes())
+    before = weights.read_bytes()
+    code, _, err = _cli(capsys, verb, f"{files['net']}:build", "--weights", str(weights),
+                        "--data", str(files["data"]), "--sparsity", "0.5", "--out", str(folder))
+    assert code == 2
+    assert "one of your input files" in err
+    assert weights.read_bytes() == before

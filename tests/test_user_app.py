@@ -183,3 +183,11 @@ def test_attention_heads_are_shown_and_pruned_as_structures(
     at.switch_page("pages/deploy.py").run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("subset", ["50", "5000"])
+def test_an_eval_subset_outside_the_input_range_is_shown_not_raised(
+        monkeypatch: pytest.MonkeyPatch, user: dict[str, Path], subset: str) -> None:
+    at = start(monkeypatch, [*_args(user), "--eval-subset", subset])
+    assert not at.error, [e.value for e in at.error]
+    assert len(bench_of(at).eval_data) == min(int(subset), 450)

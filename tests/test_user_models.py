@@ -543,7 +543,7 @@ def test_tied_weights_saved_once_are_filled_in(tmp_path: Path) -> None:
 
 # -- the factory --------------------------------------------------------------------------
 def test_factory_that_raises_is_named() -> None:
-    with pytest.raises(UserFileError, match="raised RuntimeError: layer sizes do not add up"
+    with pytest.raises(UserFileError, match="failed: RuntimeError: layer sizes do not add up"
                        ) as info:
         load_factory(f"{BROKEN}:raises")
     assert f"{BROKEN}:raises" in str(info.value)

@@ -55,9 +55,9 @@ LOG_KEY = "pv_experiments"
 SELECTED_LAYER_KEY = "pv_selected_layer"
 COMPARISON_KEY = "pv_budget_comparison"  # the Sensitivity page's last budget comparison
 WEIGHTS_KEY = "pv_weights"  # which weights the tab's session prunes: ORIGINAL or fine-tuned
-TUNED_KEY = "pv_tuned_weights"  # {model ref: {name: state dict}}: this tab's fine-tuned weights
+TUNED_KEY = "pv_tuned_weights"  # {bench key: {name: state dict}}: this tab's fine-tuned weights
 UPLOAD_KEY = "pv_upload"  # weights uploaded in this tab (an Upload)
-SUBSET_KEY = "pv_eval_subset"  # live updates' evaluation subset size chosen in this tab
+SUBSET_KEY = "pv_eval_subset"  # {model ref: live evaluation subset size} chosen in this tab
 BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
 FULL_EVAL_KEY = "pv_full_eval"  # the current plan measured on the whole evaluation set
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
@@ -184,8 +184,8 @@ def forget_upload() -> None:
 
 def eval_subset_size() -> int | None:
     """How many evaluation samples each live update measures (None: all of them)."""
-    chosen = st.session_state.get(SUBSET_KEY)
-    if isinstance(chosen, int):
+    chosen = st.session_state.get(SUBSET_KEY, {}).get(current_model_ref(), 0)
+    if chosen is None or (isinstance(chosen, int) and chosen > 0):
         return chosen
     source = source_for(current_model_ref())
     if source.eval_subset is not None:
@@ -195,8 +195,8 @@ def eval_subset_size() -> int | None:
 
 
 def set_eval_subset(n: int | None) -> None:
-    """Measure live updates on `n` samples (None: the whole evaluation set)."""
-    st.session_state[SUBSET_KEY] = n
+    """Measure this model's live updates on `n` samples (None: the whole evaluation set)."""
+    st.session_state.setdefault(SUBSET_KEY, {})[current_model_ref()] = n
 
 
 def workbench() -> Workbench:
@@ -283,8 +283,7 @@ def current_weights() -> str:
 
 def remember_weights(name: str, state: dict[str, Tensor]) -> None:
     """Keep fine-tuned weights under `name`, for experiments that were measured on them."""
-    bench = workbench()
-    st.session_state.setdefault(TUNED_KEY, {}).setdefault(bench.name, {})[name] = state
+    st.session_state.setdefault(TUNED_KEY, {}).setdefault(bench_key(), {})[name] = state
 
 
 def weights_state(name: str) -> dict[str, Tensor]:
@@ -292,7 +291,7 @@ def weights_state(name: str) -> dict[str, Tensor]:
     bench = workbench()
     if name == ORIGINAL:
         return bench.pristine.state_dict()
-    found = st.session_state.get(TUNED_KEY, {}).get(bench.name, {}).get(name)
+    found = st.session_state.get(TUNED_KEY, {}).get(bench_key(), {}).get(name)
     if found is None:
         raise PrunevizError(f"the {name} weights are not kept in this tab any more; "
                             "run the fine-tuning again")

@@ -34,6 +34,12 @@ def user_errors(what: str) -> Iterator[None]:
             f"{what} failed: {exc}. Try another setting, or reset the plan on the Prune page."
         )
         st.stop()
+    except Exception as exc:  # noqa: BLE001 - the app's last guard: a message, not a traceback
+        # (st.rerun / st.stop are BaseExceptions: they pass through.) Most likely the
+        # user's own model or data code raised something unexpected.
+        st.error(f"{what} failed: {type(exc).__name__}: {exc}. If this is your own model "
+                 "or data, check its code; otherwise reset the plan on the Prune page.")
+        st.stop()
 
 
 def _kib(n: int) -> str:

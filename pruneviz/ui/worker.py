@@ -379,7 +379,8 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
     if isinstance(worker, FinetuneWorker):
         return worker
     if bench.train_data is None:
-        raise PlanError(f"{bench.name} has no training split to fine-tune on")
+        raise PlanError(f"{bench.name} has no training data to fine-tune on: start the app "
+                        "with --train-data (the same forms as --data)")
     pristine, example = bench.pristine, bench.session.example_input
     calibration = bench.train_data.head(CALIBRATION_SAMPLES)
     name = bench.name
