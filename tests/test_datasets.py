@@ -28,9 +28,6 @@ from pruneviz.metrics import evaluate
 from pruneviz.tasks import Task, parse_metric, parse_task, top_k, user_metric
 from pruneviz.userfile import UserFileError
 
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
-
-
 # --- helpers ----------------------------------------------------------------------------
 
 
@@ -416,20 +413,6 @@ def test_fashion_mnist_verifies_the_gz(tmp_path: Path, monkeypatch: pytest.Monke
     write_idx(tmp_path / "raw", gz=False)
     with pytest.raises(DataError, match=r"cannot be verified.*original.*idx:"):
         load_data(f"fashion-mnist:{tmp_path / 'raw'}")
-
-
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(),
-                    reason=f"the real MNIST test split is not at {SHARED_MNIST}")
-def test_real_mnist_test_split_verifies() -> None:
-    data = load_data(f"mnist:{SHARED_MNIST}")
-    assert data.x.shape == (10_000, 1, 28, 28)
-    assert len(data.y) == 10_000
-    assert data.y[:5].tolist() == [7, 2, 1, 0, 4]
-    assert torch.bincount(data.y).tolist()[:2] == [980, 1135]
-    assert float(data.x.min()) >= 0.0
-    assert float(data.x.max()) == 1.0
-    labels = gzip.decompress((SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())
-    assert hashlib.sha256(labels).hexdigest() == datasets.MNIST_SHA256["t10k-labels-idx1-ubyte"]
 
 
 # --- download ---------------------------------------------------------------------------
