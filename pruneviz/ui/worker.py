@@ -45,7 +45,7 @@ from pruneviz.schedules import Schedule
 from pruneviz.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
 from pruneviz.session import PruningSession
 from pruneviz.ui.state import LATENCY_RUNS, bench_key, experiment_log, remember_weights
-from pruneviz.workbench import CALIBRATION_SAMPLES, Workbench
+from pruneviz.workbench import Workbench
 
 WORKERS_KEY = "pv_sensitivity_workers"
 
@@ -81,6 +81,7 @@ class _Background:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._error: str | None = None  # why the last job failed, if it did
 
     @property
     def running(self) -> bool:
@@ -102,6 +103,13 @@ class _Background:
             thread.join(timeout)
         return not self.running
 
+    def _fail(self, exc: Exception) -> None:
+        """Keep a job's failure for the page: a user problem's message as it is, anything
+        else with its type."""
+        message = str(exc) if isinstance(exc, PrunevizError) else f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._error = message
+
     def _launch(self, name: str, target: Callable[..., None], *args: object) -> None:
         self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         self._thread.start()
@@ -119,7 +127,6 @@ class SensitivityWorker(_Background):
         self._done = 0
         self._total = 0
         self._result: SensitivityResult | None = None
-        self._error: str | None = None
 
     def start(self, criterion: str, granularity: str, levels: Sequence[float]) -> None:
         """Check the settings and start measuring in the background.
@@ -156,12 +163,20 @@ class SensitivityWorker(_Background):
             with self._lock:
                 self._done = run.done
                 self._result = final
-        except PrunevizError as exc:
-            with self._lock:
-                self._error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
-            with self._lock:
-                self._error = f"{type(exc).__name__}: {exc}"
+            self._fail(exc)
+
+
+def session_factory(bench: Workbench) -> Callable[[], PruningSession]:
+    """Builds a worker's own session over the bench's pristine model (deep-copied), with
+    the bench's example input and calibration data: the same decisions as the tab's."""
+    pristine, example = bench.pristine, bench.session.example_input
+    calibration, name = bench.session.calibration, bench.name
+
+    def make_session() -> PruningSession:
+        return PruningSession(pristine, example, calibration=calibration, name=name)
+
+    return make_session
 
 
 def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
@@ -170,15 +185,7 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     worker = workers.get(bench_key())
     if isinstance(worker, SensitivityWorker):
         return worker
-    pristine, example = bench.pristine, bench.session.example_input
-    calibration = (bench.train_data or bench.eval_data).head(CALIBRATION_SAMPLES)
-    name = bench.name
-
-    def make_session() -> PruningSession:
-        # The session deep-copies the pristine model: the worker's own copy.
-        return PruningSession(pristine, example, calibration=calibration, name=name)
-
-    worker = SensitivityWorker(make_session, bench.eval_data)
+    worker = SensitivityWorker(session_factory(bench), bench.eval_data)
     workers[bench_key()] = worker
     return worker
 
@@ -257,7 +264,6 @@ class FinetuneWorker(_Background):
         self._records: list[Record] = []
         self._total = 0
         self._outcome: FinetuneOutcome | None = None
-        self._error: str | None = None
         self._runs = 0
         self._claimed = 0
 
@@ -360,12 +366,8 @@ class FinetuneWorker(_Background):
             outcome = FinetuneOutcome(run, job, result, plan, report, twin, before)
             with self._lock:
                 self._outcome = outcome
-        except PrunevizError as exc:
-            with self._lock:
-                self._error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
-            with self._lock:
-                self._error = f"{type(exc).__name__}: {exc}"
+            self._fail(exc)
         finally:
             with self._lock:
                 self._phase = ""
@@ -381,14 +383,8 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
     if bench.train_data is None:
         raise PlanError(f"{bench.name} has no training data to fine-tune on: start the app "
                         "with --train-data (the same forms as --data)")
-    pristine, example = bench.pristine, bench.session.example_input
-    calibration = bench.train_data.head(CALIBRATION_SAMPLES)
-    name = bench.name
-
-    def make_session() -> PruningSession:
-        return PruningSession(pristine, example, calibration=calibration, name=name)
-
-    worker = FinetuneWorker(make_session, pristine, bench.train_data, bench.eval_data,
+    worker = FinetuneWorker(session_factory(bench), bench.pristine, bench.train_data,
+                            bench.eval_data,
                             latency_batch_size=bench.meter.latency_batch_size)
     workers[bench_key()] = worker
     return worker
