@@ -21,7 +21,7 @@ from pruneviz.schedules import Schedule
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed
-from pruneviz.ui.widgets import user_errors
+from pruneviz.ui.widgets import show_metric, shows_percent, user_errors
 from pruneviz.ui.worker import (
     FinetuneJob,
     FinetuneOutcome,
@@ -57,13 +57,9 @@ with user_errors("The model could not be loaded"):
 session = bench.session
 task = bench.eval_data.task
 metric_name = bench.eval_data.metric_name
-accuracy = metric_name.endswith("accuracy") and bench.eval_data.higher_is_better
+accuracy = shows_percent(bench.eval_data)
 batchnorm = has_batchnorm(session.model)
 record_finished_run(bench)  # a run that ended while another page was shown
-
-
-def show_metric(value: float) -> str:
-    return f"{value:.2%}" if accuracy else f"{value:.5f}"
 
 
 def percent(value: float) -> str:
@@ -388,7 +384,7 @@ def result_row(stage: str, report: Report, experiment: Experiment | None,
     latency = latency or report.latency
     return {
         "stage": stage,
-        metric_name: show_metric(report.evaluation.metric),
+        metric_name: show_metric(report.evaluation.metric, accuracy),
         "change": f"{change * 100:+.2f} pts" if accuracy else f"{change:+.5f}",
         "sparsity (all parameters)": f"{report.sparsity:.1%}",
         "non-zero params": f"{report.params_nonzero:,}",
@@ -414,7 +410,7 @@ def show_result(outcome: FinetuneOutcome) -> None:
         hide_index=True,
     )
     best = ("" if result.best_metric is None
-            else f" (validation {metric_name} {show_metric(result.best_metric)})")
+            else f" (validation {metric_name} {show_metric(result.best_metric, accuracy)})")
     st.caption(
         f"{outcome.job.label}: {result.steps} steps, {stop_text(outcome)}. The weights kept are "
         f"those of step {result.best_step}{best}. Measured on the {len(bench.eval_data):,} test "

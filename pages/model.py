@@ -7,7 +7,7 @@ from pruneviz.layers import model_summary
 from pruneviz.sources import DEFAULT_EVAL_SUBSET
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
-from pruneviz.ui.widgets import user_errors
+from pruneviz.ui.widgets import show_metric, shows_percent, user_errors
 
 run_through_app()
 st.title("pruneviz — see what pruning does to a real model")
@@ -27,12 +27,8 @@ if upload is not None:
 base = bench.baseline
 ev = base.evaluation
 cols = st.columns(5)
-if ev.metric_name.endswith("accuracy"):
-    cols[0].metric(ev.metric_name, f"{ev.metric:.2%}")
-else:
-    cols[0].metric(ev.metric_name, f"{ev.metric:.5g}",
-                   help=("Higher" if bench.eval_data.higher_is_better else "Lower")
-                   + " is better.")
+cols[0].metric(ev.metric_name, show_metric(ev.metric, shows_percent(bench.eval_data)),
+               help=("Higher" if bench.eval_data.higher_is_better else "Lower") + " is better.")
 cols[1].metric("parameters", f"{base.params_total:,}")
 cols[2].metric("weight MACs / sample", f"{base.macs_dense:,}")
 cols[3].metric("file (safetensors)", f"{base.sizes.dense / 1024:,.1f} KiB")

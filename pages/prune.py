@@ -266,7 +266,7 @@ with view:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
 
 with metrics_box:
-    metrics_row(report, bench.baseline, bench.eval_data.higher_is_better)
+    metrics_row(report, bench.baseline, bench.eval_data)
     if bench.eval_full is not None:
         full = state.full_evaluation()
         left, right = st.columns([1, 3], vertical_alignment="center")

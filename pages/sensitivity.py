@@ -16,7 +16,7 @@ from pruneviz.sensitivity import DEFAULT_LEVELS
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed
-from pruneviz.ui.widgets import user_errors
+from pruneviz.ui.widgets import show_metric, shows_percent, user_errors
 from pruneviz.ui.worker import sensitivity_worker
 
 GRANULARITIES = ["unstructured", "filter", "channel"]
@@ -52,11 +52,7 @@ with user_errors("The model could not be loaded"):
 worker = sensitivity_worker(bench)
 task = bench.eval_data.task
 metric_name = bench.eval_data.metric_name
-accuracy = metric_name.endswith("accuracy") and bench.eval_data.higher_is_better
-
-
-def show_metric(value: float) -> str:
-    return f"{value:.2%}" if accuracy else f"{value:.5f}"
+accuracy = shows_percent(bench.eval_data)
 
 
 def show_drop(value: float) -> str:
@@ -124,7 +120,7 @@ def show_analysis(was_running: bool) -> None:
     st.caption(
         f"{result.granularity.value}, {result.criterion}: {len(result.items)} layers or "
         f"groups x {len(result.levels)} levels; unpruned {metric_name} "
-        f"{show_metric(result.baseline.metric)}{took}.")
+        f"{show_metric(result.baseline.metric, accuracy)}{took}.")
     if not result.complete and not progress.running:
         st.warning(f"Cancelled after {progress.done} of {progress.total} points: this result "
                    "is incomplete. Layers without a curve are missing from the ranking and "
@@ -144,7 +140,7 @@ def show_analysis(was_running: bool) -> None:
                 "unit": row["unit"],
                 f"safe up to (drop ≤ {within})": f"{row['safe_sparsity']:.0%}",
                 "mean drop": show_drop(row["mean_drop"]),
-                f"worst {metric_name}": show_metric(row["worst_metric"]),
+                f"worst {metric_name}": show_metric(row["worst_metric"], accuracy),
                 "layers changed": ", ".join(row["layers"]),
             }
             for rank, row in enumerate(result.ranking(tolerance), start=1)
@@ -218,10 +214,11 @@ if current is not None:
                 "method": c.outcome.method.value,
                 f"{spec.measured} (measured)": format_quantity(kind, c.outcome.measured),
                 "met": "yes" if c.outcome.met else "no",
-                f"{metric_name} (measured)": show_metric(c.outcome.report.evaluation.metric),
+                f"{metric_name} (measured)":
+                    show_metric(c.outcome.report.evaluation.metric, accuracy),
                 f"{metric_name} (predicted)": "-"
                 if c.outcome.predicted_metric is None
-                else show_metric(c.outcome.predicted_metric),
+                else show_metric(c.outcome.predicted_metric, accuracy),
                 "non-zero params": f"{c.outcome.report.params_nonzero:,}",
                 "experiment": f"#{c.experiment.id} {c.experiment.label}",
             }
@@ -250,8 +247,8 @@ if propose:
     predicted = outcome.predicted_metric
     st.success(
         f"This tab's plan is now the sensitivity allocation ({describe_plan(outcome.plan)}): "
-        f"measured {metric_name} {show_metric(outcome.report.evaluation.metric)}"
-        + (f", predicted {show_metric(predicted)}" if predicted is not None else "")
+        f"measured {metric_name} {show_metric(outcome.report.evaluation.metric, accuracy)}"
+        + (f", predicted {show_metric(predicted, accuracy)}" if predicted is not None else "")
         + ". Go to the Prune page to adjust it by hand: its sliders show whole percents, and "
         "the proposed amounts stay exact until you move one."
     )

@@ -8,6 +8,7 @@ from typing import Literal
 
 import streamlit as st
 
+from pruneviz.data import TensorData
 from pruneviz.errors import PrunevizError
 from pruneviz.metrics import Latency
 from pruneviz.report import Report
@@ -71,12 +72,23 @@ def within_noise(a: Latency, b: Latency) -> bool:
     return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
 
 
-def metrics_row(report: Report, baseline: Report, higher_is_better: bool = True) -> None:
+def shows_percent(data: TensorData) -> bool:
+    """Whether the data's metric is an accuracy: shown in %, its changes in points."""
+    return data.metric_name.endswith("accuracy") and data.higher_is_better
+
+
+def show_metric(value: float, percent: bool) -> str:
+    """A metric value as the pages show it."""
+    return f"{value:.2%}" if percent else f"{value:.5g}"
+
+
+def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
     """The live metrics, each with its change against the unpruned baseline."""
     ev, base = report.evaluation, baseline.evaluation
     cols = st.columns(4) + st.columns(4)[:3]
+    higher_is_better = data.higher_is_better
     better = "higher" if higher_is_better else "lower"
-    if ev.metric_name.endswith("accuracy"):
+    if shows_percent(data):
         change = (ev.metric - base.metric) * 100
         cols[0].metric(
             ev.metric_name, f"{ev.metric:.2%}",
