@@ -9,19 +9,17 @@ import numpy as np
 import streamlit as st
 from torch import nn
 
-from pruneviz.criteria import iter_criteria
 from pruneviz.errors import PrunevizError
 from pruneviz.experiments import ORIGINAL, Experiment, describe_plan
 from pruneviz.figures import schedule_chart, training_curves, weight_histogram
 from pruneviz.finetune import FinetuneRecipe, PruneSpec, Regularizer
 from pruneviz.metrics import Latency
-from pruneviz.plan import Granularity
 from pruneviz.report import Report
 from pruneviz.schedules import Schedule
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed
-from pruneviz.ui.widgets import show_metric, shows_percent, user_errors
+from pruneviz.ui.widgets import criterion_select, show_metric, shows_percent, user_errors
 from pruneviz.ui.worker import (
     FinetuneJob,
     FinetuneOutcome,
@@ -143,10 +141,7 @@ def prune_spec_controls() -> PruneSpec:
     granularity = cols[0].selectbox("Granularity", GRANULARITIES, key="pv_ft_gran",
                                     help="unstructured: single weights; filter: output "
                                     "channels (neurons); channel: input channels.")
-    options = [spec.name for spec in iter_criteria(Granularity(granularity))]
-    if st.session_state.get("pv_ft_crit") not in options:
-        st.session_state["pv_ft_crit"] = options[0]
-    criterion = cols[1].selectbox("Criterion", options, key="pv_ft_crit")
+    criterion = criterion_select(cols[1], granularity, "pv_ft_crit")
     scope = cols[2].radio("Amounts", list(SCOPES), format_func=SCOPES.__getitem__,
                           key="pv_ft_scope",
                           help="The same sparsity in every layer, or one ranking of all "

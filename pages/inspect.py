@@ -15,7 +15,7 @@ from pruneviz.plan import Granularity, LayerPlan
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed
-from pruneviz.ui.widgets import user_errors
+from pruneviz.ui.widgets import criterion_select, user_errors
 
 run_through_app()
 st.title("Inspect")
@@ -31,11 +31,7 @@ current = session.result(name)
 seed("pv_inspect_gran", current.granularity or "unstructured")
 granularity = cols[1].selectbox("Granularity", [g.value for g in Granularity],
                                 key="pv_inspect_gran")
-options = [spec.name for spec in iter_criteria(Granularity(granularity))]
-if st.session_state.get("pv_inspect_crit") not in options:
-    st.session_state["pv_inspect_crit"] = current.criterion if current.criterion in options \
-        else options[0]
-criterion = cols[2].selectbox("Criterion", options, key="pv_inspect_crit")
+criterion = criterion_select(cols[2], granularity, "pv_inspect_crit", current.criterion)
 g = Granularity(granularity)
 amount = cols[3].slider(
     "Preview: prune this share (%)", 0, 100,

@@ -2,14 +2,13 @@
 
 import streamlit as st
 
-from pruneviz.criteria import iter_criteria
 from pruneviz.experiments import ORIGINAL
 from pruneviz.figures import score_bars, weight_histogram
 from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed, widget_key
-from pruneviz.ui.widgets import HONESTY_NOTE, metrics_row, user_errors
+from pruneviz.ui.widgets import HONESTY_NOTE, criteria_for, metrics_row, user_errors
 
 SCOPES = ["Per layer", "Global ranking"]
 MODES = ["sparsity %", "|score| threshold"]
@@ -21,11 +20,6 @@ with user_errors("The model could not be loaded"):
     bench = state.workbench()
 session = bench.session
 plan_now = session.plan
-
-
-def criteria_for(granularity: str) -> list[str]:
-    """Criteria that can rank structures of this granularity."""
-    return [spec.name for spec in iter_criteria(Granularity(granularity))]
 
 
 # -- seed widgets from the current plan (after a page switch or a restored experiment) ---

@@ -7,16 +7,14 @@ from typing import NamedTuple
 import streamlit as st
 
 from pruneviz.allocation import Budget, BudgetKind, Method, format_quantity, plan_for_budget
-from pruneviz.criteria import iter_criteria
 from pruneviz.errors import PrunevizError
 from pruneviz.experiments import describe_plan
 from pruneviz.figures import sensitivity_curves, sensitivity_heatmap
-from pruneviz.plan import Granularity
 from pruneviz.sensitivity import DEFAULT_LEVELS
 from pruneviz.ui import state
 from pruneviz.ui.navigation import run_through_app
 from pruneviz.ui.state import seed
-from pruneviz.ui.widgets import show_metric, shows_percent, user_errors
+from pruneviz.ui.widgets import criterion_select, show_metric, shows_percent, user_errors
 from pruneviz.ui.worker import sensitivity_worker
 
 GRANULARITIES = ["unstructured", "filter", "channel"]
@@ -76,11 +74,8 @@ cols = st.columns([1, 1, 5])
 granularity = cols[0].selectbox("Granularity", GRANULARITIES, key="pv_sens_gran",
                                 help="unstructured: single weights; filter: output channels "
                                 "(neurons); channel: input channels (features).")
-options = [spec.name for spec in iter_criteria(Granularity(granularity))]
-if st.session_state.get("pv_sens_crit") not in options:
-    st.session_state["pv_sens_crit"] = \
-        last.criterion if last and last.criterion in options else options[0]
-criterion = cols[1].selectbox("Criterion", options, key="pv_sens_crit")
+criterion = criterion_select(cols[1], granularity, "pv_sens_crit",
+                             last.criterion if last else None)
 levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key="pv_sens_levels",
                              format_func=lambda v: f"{v}%")
 cols = st.columns([1, 1, 5])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import streamlit as st
 
+from pruneviz.criteria import iter_criteria
 from pruneviz.data import TensorData
 from pruneviz.errors import PrunevizError
 from pruneviz.metrics import Latency
+from pruneviz.plan import Granularity
 from pruneviz.report import Report
 
 HONESTY_NOTE = (
@@ -70,6 +72,21 @@ def within_noise(a: Latency, b: Latency) -> bool:
     """True when two timings' p10-p90 spreads overlap: their medians' difference is not
     a measured change (an unpruned model timed against itself often shows +-30%)."""
     return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
+
+
+def criteria_for(granularity: str) -> list[str]:
+    """Criteria that can rank structures of this granularity."""
+    return [spec.name for spec in iter_criteria(Granularity(granularity))]
+
+
+def criterion_select(container: Any, granularity: str, key: str,
+                     preferred: str | None = None) -> str:
+    """A criterion picker offering what fits `granularity`; when the granularity changes
+    and the chosen criterion no longer fits, `preferred` (if it fits) or the first one."""
+    options = criteria_for(granularity)
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = preferred if preferred in options else options[0]
+    return str(container.selectbox("Criterion", options, key=key))
 
 
 def shows_percent(data: TensorData) -> bool:
