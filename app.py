@@ -7,7 +7,7 @@ Start it on your own model with
 
 import streamlit as st
 
-from pruneviz.ui.state import (
+from pruneviz.app.state import (
     MODEL_KEY,
     MODEL_WIDGET_KEY,
     current_model_ref,
@@ -49,14 +49,14 @@ with st.sidebar:
 
 page = st.navigation(
     [
-        st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
-        st.Page("pages/inspect.py", title="Inspect", icon=":material/search:"),
-        st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/ssid_chart:"),
-        st.Page("pages/prune.py", title="Prune", icon=":material/content_cut:"),
-        st.Page("pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
-        st.Page("pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
-        st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
-        st.Page("pages/export.py", title="Export", icon=":material/download:"),
+        st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True),
+        st.Page("app_pages/inspect.py", title="Inspect", icon=":material/search:"),
+        st.Page("app_pages/sensitivity.py", title="Sensitivity", icon=":material/ssid_chart:"),
+        st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
+        st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
+        st.Page("app_pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
+        st.Page("app_pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
+        st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
     ]
 )
 page.run()

@@ -8,7 +8,7 @@ the original; the 50% pruned model in int8; low-rank SVD at 50% of each Linear's
 rank (`compress.low_rank`). For each: the metric on the whole test split, the bytes of
 its weight file (dense safetensors, and the sparse encoding — `compress.stored_sizes`),
 stored parameters, and median latency at batch 64 and batch 1
-(`pruneviz.metrics.measure_latency`, median of `runs` timed passes, repeated for
+(`pruneviz.measure.metrics.measure_latency`, median of `runs` timed passes, repeated for
 `rounds` rounds in rotation, each round starting with the next model, so that machine
 load hits every model alike; the median of the rounds' medians is reported); ratios
 against the original float model.
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneviz.compress import low_rank, measure_model, quantize_dynamic_int8
-from pruneviz.metrics import measure_latency
-from pruneviz.report import latency_batch
-from pruneviz.workbench import open_workbench
+from pruneviz.measure.compression import low_rank, measure_model, quantize_dynamic_int8
+from pruneviz.measure.meter import latency_batch
+from pruneviz.measure.metrics import measure_latency
+from pruneviz.workflows.workbench import open_workbench
 
 MODELS = ("digits_mlp", "digits_lstm", "digits_cnn")
 SPARSITY = 0.5

@@ -8,7 +8,7 @@ Prints one JSON object: medians, ratios against the named baseline, and the targ
 import json
 import sys
 
-from pruneviz.bench import run_benchmarks
+from pruneviz.workflows.bench import run_benchmarks
 
 if __name__ == "__main__":
     name = sys.argv[1] if len(sys.argv) > 1 else None

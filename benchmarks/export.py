@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from pruneviz.bundle import export_bundle, verify_bundle
-from pruneviz.slim import slim
-from pruneviz.workbench import open_workbench
+from pruneviz.core.slim import slim
+from pruneviz.output.bundle import export_bundle, verify_bundle
+from pruneviz.workflows.workbench import open_workbench
 
 CASES = {"digits_cnn": "unstructured", "digits_resnet": "filter"}
 SPARSITY = 0.5

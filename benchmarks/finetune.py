@@ -14,7 +14,7 @@
    then fine-tuning; the slimmed model's latency against the unpruned one (batch 64).
    Target: within 1 point, and a real speed-up.
 
-The recipes are pruneviz.finetune.REFERENCES. Each prints the test metric before
+The recipes are pruneviz.workflows.finetune.REFERENCES. Each prints the test metric before
 pruning, right after pruning (the final plan applied to the unpruned weights, one-shot,
 no retraining) and after retraining, with the training time. Prints one JSON object.
 Takes under a minute on 2 quiet cores.
@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
-from pruneviz.finetune import REFERENCES, finetune
-from pruneviz.forms import masked_form, slimmed_form
-from pruneviz.metrics import evaluate
-from pruneviz.models.samples import load_sample
-from pruneviz.report import latency_batch
-from pruneviz.session import PruningSession
-from pruneviz.workbench import open_workbench
+from pruneviz.core.session import PruningSession
+from pruneviz.data.samples import load_sample
+from pruneviz.measure.forms import masked_form, slimmed_form
+from pruneviz.measure.meter import latency_batch
+from pruneviz.measure.metrics import evaluate
+from pruneviz.workflows.finetune import REFERENCES, finetune
+from pruneviz.workflows.workbench import open_workbench
 
 
 def weight_sparsity(session: PruningSession) -> float:

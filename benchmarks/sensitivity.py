@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from pruneviz.allocation import Budget, BudgetKind, Method, plan_for_budget
-from pruneviz.models.samples import sample_names
-from pruneviz.sensitivity import SensitivityResult, SensitivityRun
-from pruneviz.workbench import open_workbench
+from pruneviz.data.samples import sample_names
+from pruneviz.workflows.allocation import Budget, BudgetKind, Method, plan_for_budget
+from pruneviz.workflows.sensitivity import SensitivityResult, SensitivityRun
+from pruneviz.workflows.workbench import open_workbench
 
 TARGET = ">= 2x faster than the naive loop on digits_resnet, identical numbers"
 

@@ -8,7 +8,7 @@
    pruning) — which picks its own channels — and Torch-Pruning given OUR channels
    (DependencyGraph.get_pruning_group + prune() per group, like tests/test_slim.py), to
    compare like with like. Params and MACs (tp.utils.count_ops_and_params, one sample),
-   batch-64 latency (pruneviz.metrics.measure_latency, median of `runs`, repeated for
+   batch-64 latency (pruneviz.measure.metrics.measure_latency, median of `runs`, repeated for
    `rounds` rounds in rotation so that machine load hits every model alike; the median
    of the rounds' medians is reported), and the ratios with their targets.
 2. slim() call time for every sample at the same plan (median of 5), or why it refuses.
@@ -30,12 +30,12 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from pruneviz.core.session import PruningSession
+from pruneviz.core.slim import max_abs_diff, slim
+from pruneviz.data.samples import load_sample, sample_names
 from pruneviz.errors import ModelError
-from pruneviz.metrics import measure_latency
-from pruneviz.models.samples import load_sample, sample_names
-from pruneviz.session import PruningSession
-from pruneviz.slim import max_abs_diff, slim
-from pruneviz.workbench import open_workbench
+from pruneviz.measure.metrics import measure_latency
+from pruneviz.workflows.workbench import open_workbench
 
 MODEL = "digits_resnet"
 SPARSITY = 0.5

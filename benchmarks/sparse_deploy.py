@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneviz.deploy import SparseConv1x1, SparseLinear, deployed_state_bytes, sparse_deploy
-from pruneviz.metrics import measure_latency_pair
-from pruneviz.models.samples import load_sample, sample_names
-from pruneviz.storage import dense_bytes, sparse_bytes
-from pruneviz.workbench import open_workbench
+from pruneviz.data.samples import load_sample, sample_names
+from pruneviz.measure.metrics import measure_latency_pair
+from pruneviz.measure.sparse import SparseConv1x1, SparseLinear, deployed_state_bytes, sparse_deploy
+from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.workflows.workbench import open_workbench
 
 SIZE = 4096
 CONV_SHAPES = ((64, 256, 512, 8), (8, 1024, 1024, 14), (256, 1024, 1024, 1))  # N, C, O, HxW

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneviz.data import TensorData
-from pruneviz.datasets import load_data
-from pruneviz.metrics import evaluate
-from pruneviz.plan import Plan
-from pruneviz.sources import DEFAULT_EVAL_SUBSET
-from pruneviz.workbench import build_workbench
+from pruneviz.core.plan import Plan
+from pruneviz.data.readers import load_data
+from pruneviz.data.sources import DEFAULT_EVAL_SUBSET
+from pruneviz.data.tensors import TensorData
+from pruneviz.measure.metrics import evaluate
+from pruneviz.workflows.workbench import build_workbench
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
 

@@ -1,7 +1,7 @@
 """pruneviz: an interactive, visual pruning workbench for PyTorch models.
 
 The library is usable on its own (this API, and the CLI `python -m pruneviz`); the
-Streamlit app in app.py and pages/ is a thin layer on top of it.
+Streamlit app in app.py and app_pages/ is a thin layer on top of it.
 
     from pruneviz import open_workbench, LayerPlan
     bench = open_workbench("sample:digits_cnn")
@@ -11,11 +11,8 @@ Streamlit app in app.py and pages/ is a thin layer on top of it.
     print(bench.meter.report().to_dict())
 """
 
-from pruneviz.allocation import Budget, BudgetKind, Method, Outcome, allocate, plan_for_budget
-from pruneviz.attention import SlimAttention
-from pruneviz.bundle import ExportResult, export_bundle
-from pruneviz.compress import low_rank, quantize_dynamic_int8
-from pruneviz.criteria import (
+from pruneviz.core.attention import SlimAttention
+from pruneviz.core.criteria import (
     CriterionSpec,
     ScoreInputs,
     Structures,
@@ -24,27 +21,38 @@ from pruneviz.criteria import (
     register_criterion,
     simhash_buckets,
 )
-from pruneviz.data import TensorData, load_digits
-from pruneviz.datasets import load_data
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.layers import PrunableLayer, find_prunable_layers, fingerprint
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.core.session import LayerResult, PruningSession, ScoreTable
+from pruneviz.data.readers import load_data
+from pruneviz.data.samples import SAMPLES, load_sample, sample_names
+from pruneviz.data.sources import Source, load_source
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import TensorData, load_digits
 from pruneviz.errors import DataError, ModelError, PlanError, PrunevizError, SampleNotFoundError
-from pruneviz.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
-from pruneviz.layers import PrunableLayer, find_prunable_layers, fingerprint
-from pruneviz.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
-from pruneviz.models.samples import SAMPLES, load_sample, sample_names
-from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
-from pruneviz.report import Meter, Report
-from pruneviz.schedules import Schedule, ScheduleKind
-from pruneviz.sensitivity import (
+from pruneviz.measure.compression import low_rank, quantize_dynamic_int8
+from pruneviz.measure.meter import Meter, Report
+from pruneviz.measure.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
+from pruneviz.measure.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
+from pruneviz.output.bundle import ExportResult, export_bundle
+from pruneviz.workflows.allocation import (
+    Budget,
+    BudgetKind,
+    Method,
+    Outcome,
+    allocate,
+    plan_for_budget,
+)
+from pruneviz.workflows.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
+from pruneviz.workflows.schedules import Schedule, ScheduleKind
+from pruneviz.workflows.sensitivity import (
     SensitivityCache,
     SensitivityResult,
     SensitivityRun,
     sensitivity_items,
 )
-from pruneviz.session import LayerResult, PruningSession, ScoreTable
-from pruneviz.sources import Source, load_source
-from pruneviz.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
-from pruneviz.tasks import Task
-from pruneviz.workbench import Workbench, build_workbench, open_workbench
+from pruneviz.workflows.workbench import Workbench, build_workbench, open_workbench
 
 __all__ = [
     "REFERENCES",

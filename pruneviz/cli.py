@@ -23,7 +23,16 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from pruneviz.allocation import (
+from pruneviz.core.criteria import criterion_names
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import GlobalPlan, Plan
+from pruneviz.data.sources import add_source_arguments, refuse_overwriting_inputs, source_from_args
+from pruneviz.errors import PlanError, PrunevizError
+from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import EvalResult, count_params, evaluate
+from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.output.model_files import write_atomic
+from pruneviz.workflows.allocation import (
     Budget,
     BudgetKind,
     Method,
@@ -31,10 +40,7 @@ from pruneviz.allocation import (
     format_quantity,
     plan_for_budget,
 )
-from pruneviz.criteria import criterion_names
-from pruneviz.errors import PlanError, PrunevizError
-from pruneviz.export import write_atomic
-from pruneviz.finetune import (
+from pruneviz.workflows.finetune import (
     FinetuneRecipe,
     FinetuneResult,
     PruneSpec,
@@ -45,14 +51,9 @@ from pruneviz.finetune import (
     steps_per_epoch,
     total_steps,
 )
-from pruneviz.metrics import EvalResult, count_params, evaluate
-from pruneviz.plan import GlobalPlan, Granularity, Plan
-from pruneviz.report import Report
-from pruneviz.schedules import Schedule, ScheduleKind
-from pruneviz.sensitivity import DEFAULT_LEVELS, Point, SensitivityResult, SensitivityRun
-from pruneviz.sources import add_source_arguments, refuse_overwriting_inputs, source_from_args
-from pruneviz.storage import dense_bytes, sparse_bytes
-from pruneviz.workbench import Workbench, open_workbench
+from pruneviz.workflows.schedules import Schedule, ScheduleKind
+from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, Point, SensitivityResult, SensitivityRun
+from pruneviz.workflows.workbench import Workbench, open_workbench
 
 GRANULARITIES = [g.value for g in Granularity]
 DEFAULT_CAP = 0.95  # --max-layer-sparsity with a target (as allocation.plan_for_budget)
@@ -368,7 +369,7 @@ def _allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
 
 def cmd_samples(args: argparse.Namespace) -> int:
     """List the sample models and their baseline metrics from their cards."""
-    from pruneviz.models.samples import SAMPLES, load_sample
+    from pruneviz.data.samples import SAMPLES, load_sample
 
     rows = []
     for name, spec in SAMPLES.items():
@@ -409,9 +410,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
     """The pruned model quantized (--int8) and/or factorized (--low-rank), measured."""
-    from pruneviz.compress import INT8, SVD, low_rank, measure_model, quantize_dynamic_int8
-    from pruneviz.compress import technique_name as name
-    from pruneviz.report import latency_batch
+    from pruneviz.measure.compression import (
+        INT8,
+        SVD,
+        low_rank,
+        measure_model,
+        quantize_dynamic_int8,
+    )
+    from pruneviz.measure.compression import technique_name as name
+    from pruneviz.measure.meter import latency_batch
 
     pruned = not bench.session.plan.is_empty
     done = []
@@ -555,9 +562,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
 def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, Any]:
     """Measure the slimmed and sparse-deployed forms; write the slimmed model."""
-    from pruneviz.export import save_slimmed
-    from pruneviz.forms import slimmed_form, sparse_form
-    from pruneviz.report import latency_batch
+    from pruneviz.measure.forms import slimmed_form, sparse_form
+    from pruneviz.measure.meter import latency_batch
+    from pruneviz.output.model_files import save_slimmed
 
     batch = latency_batch(bench.eval_data, 64)
     slim_report, slim_model = slimmed_form(bench.session, batch, latency=latency)
@@ -572,7 +579,7 @@ def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, An
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks and print their JSON results."""
-    from pruneviz.bench import run_benchmarks
+    from pruneviz.workflows.bench import run_benchmarks
 
     results = run_benchmarks(args.name)
     print(json.dumps(results, indent=2 if args.json else None))
@@ -1063,7 +1070,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Prune as the plan options say, export everything into --out and verify it."""
-    from pruneviz.bundle import export_bundle
+    from pruneviz.output.bundle import export_bundle
 
     bench, _, _ = _measure(args)
     result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency)

@@ -24,11 +24,11 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from pruneviz.data import DIGITS_SPLIT_SEED, load_digits  # noqa: E402
+from pruneviz.data.samples import SAMPLE_DIR, SampleSpec, get_spec, sample_names  # noqa: E402
+from pruneviz.data.tensors import DIGITS_SPLIT_SEED, load_digits  # noqa: E402
+from pruneviz.data.training import train  # noqa: E402
 from pruneviz.errors import SampleNotFoundError  # noqa: E402
-from pruneviz.metrics import count_params, evaluate  # noqa: E402
-from pruneviz.models.samples import SAMPLE_DIR, SampleSpec, get_spec, sample_names  # noqa: E402
-from pruneviz.training import train  # noqa: E402
+from pruneviz.measure.metrics import count_params, evaluate  # noqa: E402
 
 DATA_SOURCE = "sklearn.datasets.load_digits (UCI ML hand-written digits, bundled with scikit-learn)"
 

@@ -8,7 +8,12 @@ from functools import cache
 
 import pytest
 
-from pruneviz.allocation import (
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.errors import PlanError
+from pruneviz.measure.metrics import count_params
+from pruneviz.measure.storage import sparse_bytes
+from pruneviz.workflows.allocation import (
     Budget,
     BudgetKind,
     Method,
@@ -18,12 +23,8 @@ from pruneviz.allocation import (
     measure,
     plan_for_budget,
 )
-from pruneviz.errors import PlanError
-from pruneviz.metrics import count_params
-from pruneviz.plan import Granularity, LayerPlan, Plan
-from pruneviz.sensitivity import Item, Point, SensitivityResult, SensitivityRun
-from pruneviz.storage import sparse_bytes
-from pruneviz.workbench import Workbench, open_workbench
+from pruneviz.workflows.sensitivity import Item, Point, SensitivityResult, SensitivityRun
+from pruneviz.workflows.workbench import Workbench, open_workbench
 
 
 @cache

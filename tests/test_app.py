@@ -8,16 +8,17 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.metrics import Latency
-from pruneviz.models.samples import load_sample, sample_names
-from pruneviz.plan import Granularity, Plan
-from pruneviz.ui.state import MODEL_KEY, WORKBENCH_KEY, widget_key
-from pruneviz.ui.widgets import within_noise
-from pruneviz.workbench import Workbench
+from pruneviz.app.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.app.widgets import within_noise
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import Plan
+from pruneviz.data.samples import load_sample, sample_names
+from pruneviz.measure.metrics import Latency
+from pruneviz.workflows.workbench import Workbench
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
-         "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py"]
+PAGES = [f"app_pages/{name}.py" for name in (
+    "model", "inspect", "sensitivity", "prune", "finetune", "deploy", "tradeoffs")]
 TIMEOUT = 60
 
 
@@ -62,7 +63,7 @@ def test_every_page_loads_for_every_sample(sample: str, page: str) -> None:
 
 
 def test_layer_slider_changes_that_layer_and_the_metric() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     before_metric = shown_metric(at, "accuracy")
     assert shown_sparsity(at, "conv2") == "0.0%"
     at.slider(key=widget_key("sp", "conv2")).set_value(95).run()
@@ -75,7 +76,7 @@ def test_layer_slider_changes_that_layer_and_the_metric() -> None:
 
 
 def test_global_slider_sets_every_layer() -> None:
-    at = start("digits_mlp", "pages/prune.py")
+    at = start("digits_mlp", "app_pages/prune.py")
     at.slider(key=widget_key("all")).set_value(60).run()
     assert not at.exception
     for name in ["fc1", "fc2", "fc3"]:
@@ -84,7 +85,7 @@ def test_global_slider_sets_every_layer() -> None:
 
 
 def test_global_ranking_scope_prunes_to_the_total() -> None:
-    at = start("digits_mlp", "pages/prune.py")
+    at = start("digits_mlp", "app_pages/prune.py")
     at.radio(key=widget_key("scope")).set_value("Global ranking").run()
     at.slider(key=widget_key("g_sp")).set_value(80).run()
     assert not at.exception
@@ -95,7 +96,7 @@ def test_global_ranking_scope_prunes_to_the_total() -> None:
 
 
 def test_reset_restores_the_baseline_exactly() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     baseline = shown_metric(at, "accuracy")
     at.slider(key=widget_key("sp", "conv1")).set_value(70).run()
     at.slider(key=widget_key("sp", "fc")).set_value(90).run()
@@ -111,8 +112,8 @@ def test_reset_restores_the_baseline_exactly() -> None:
 
 
 def test_two_sessions_stay_isolated() -> None:
-    first = start("digits_cnn", "pages/prune.py")
-    second = start("digits_cnn", "pages/prune.py")
+    first = start("digits_cnn", "app_pages/prune.py")
+    second = start("digits_cnn", "app_pages/prune.py")
     first.slider(key=widget_key("sp", "conv2")).set_value(90).run()
     second.run()
     assert shown_sparsity(first, "conv2") == "90.0%"
@@ -124,11 +125,11 @@ def test_two_sessions_stay_isolated() -> None:
 
 
 def test_choosing_an_experiment_restores_its_plan() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     at.slider(key=widget_key("sp", "conv2")).set_value(50).run()
     plan_at_50 = bench_of(at).session.plan
     at.slider(key=widget_key("sp", "conv2")).set_value(80).run()
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     assert not at.exception
     log = at.session_state["pv_experiments"]
     target = next(e for e in log if Plan.from_json(e.plan_json).key() == plan_at_50.key())
@@ -141,7 +142,7 @@ def test_choosing_an_experiment_restores_its_plan() -> None:
 
 
 def test_unsupported_choice_shows_a_message_not_a_traceback() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     at.selectbox(key=widget_key("gran", "conv1")).set_value("filter").run()
     at.selectbox(key=widget_key("crit", "conv1")).set_value("bn_scale").run()
     assert not at.exception
@@ -152,7 +153,7 @@ def test_unsupported_choice_shows_a_message_not_a_traceback() -> None:
 
 
 def test_sweep_adds_measured_points_to_the_tradeoffs() -> None:
-    at = start("digits_mlp", "pages/tradeoffs.py")
+    at = start("digits_mlp", "app_pages/tradeoffs.py")
     assert len(at.session_state["pv_experiments"]) == 1
     at.button(key="pv_sweep").click().run()
     assert not at.exception
@@ -166,18 +167,18 @@ def test_sweep_adds_measured_points_to_the_tradeoffs() -> None:
 
 
 def test_model_picker_switches_the_model_and_keeps_it_across_pages() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     at.selectbox(key="pv_model_picker").set_value("sample:digits_mlp").run()
     assert not at.exception
     assert bench_of(at).name == "sample:digits_mlp"
     assert at.slider(key=widget_key("sp", "fc1")).value == 0
-    at.switch_page("pages/inspect.py").run()
-    at.switch_page("pages/prune.py").run()
+    at.switch_page("app_pages/inspect.py").run()
+    at.switch_page("app_pages/prune.py").run()
     assert bench_of(at).name == "sample:digits_mlp"
 
 
 def test_threshold_mode_prunes_scores_below_the_slider() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     at.radio(key=widget_key("mode")).set_value("|score| threshold").run()
     assert not at.exception
     session = bench_of(at).session
@@ -192,7 +193,7 @@ def test_threshold_mode_prunes_scores_below_the_slider() -> None:
 
 
 def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
-    at = start("digits_resnet", "pages/prune.py")
+    at = start("digits_resnet", "app_pages/prune.py")
     for name in ["stem.conv", "layer1.conv2"]:
         at.selectbox(key=widget_key("gran", name)).set_value("filter").run()
     at.slider(key=widget_key("sp", "layer1.conv2")).set_value(50).run()
@@ -202,7 +203,7 @@ def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
     session = bench_of(at).session
     assert "stem.conv" in session.coupled_with("layer1.conv2")
     assert session.result("stem.conv").structures_pruned == 8
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("app_pages/deploy.py").run()
     assert not at.exception
     assert not at.warning, [w.value for w in at.warning]
     shown = {m.label: m.value for m in at.metric}
@@ -211,10 +212,10 @@ def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
 
 
 def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     at.selectbox(key=widget_key("gran", "conv1")).set_value("filter").run()
     at.slider(key=widget_key("sp", "conv1")).set_value(50).run()
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     at.button(key="pv_forms_all").click().run()
     assert not at.exception
     found = at.session_state["pv_best_forms"]
@@ -223,10 +224,10 @@ def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
 
 
 def test_many_layer_models_edit_one_layer_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pruneviz.ui.state as ui_state
+    import pruneviz.app.state as ui_state
 
     monkeypatch.setattr(ui_state, "MANY_LAYERS", 2)  # digits_cnn's 3 layers count as many
-    at = start("digits_cnn", "pages/prune.py")
+    at = start("digits_cnn", "app_pages/prune.py")
     assert not at.exception
     at.selectbox(key=widget_key("edit_layer")).set_value("conv2").run()
     assert [s.key for s in at.slider if s.key and "::" in s.key] == [widget_key("sp", "conv2")]

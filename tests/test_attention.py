@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from pruneviz.attention import SlimAttention
-from pruneviz.export import apply_card, architecture_card
+from pruneviz.core.attention import SlimAttention
+from pruneviz.output.model_files import apply_card, architecture_card
 
 TOLERANCE = 1e-5
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from pruneviz.core.plan import Plan
+from pruneviz.core.slim import max_abs_diff, slim
+from pruneviz.data.samples import load_sample
 from pruneviz.errors import PlanError
-from pruneviz.export import save_slimmed
-from pruneviz.metrics import count_params
-from pruneviz.models.samples import load_sample
-from pruneviz.plan import Plan
-from pruneviz.slim import max_abs_diff, slim
-from pruneviz.workbench import open_workbench
+from pruneviz.measure.metrics import count_params
+from pruneviz.output.model_files import save_slimmed
+from pruneviz.workflows.workbench import open_workbench
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,12 @@ import torch
 from fixtures.models import ZOO
 from safetensors.torch import load_file, save_file
 
-from pruneviz import bundle
-from pruneviz.bundle import (
+from pruneviz.cli import main
+from pruneviz.core.plan import Plan
+from pruneviz.core.slim import slim
+from pruneviz.errors import ModelError, PrunevizError
+from pruneviz.output import bundle
+from pruneviz.output.bundle import (
     BASE,
     PLAN,
     REPORT_HTML,
@@ -36,13 +40,9 @@ from pruneviz.bundle import (
     export_preview,
     verify_bundle,
 )
-from pruneviz.cli import main
-from pruneviz.errors import ModelError, PrunevizError
-from pruneviz.experiments import ExperimentLog
-from pruneviz.export import load_slimmed
-from pruneviz.plan import Plan
-from pruneviz.slim import slim
-from pruneviz.workbench import Workbench, build_workbench, measure_plans, open_workbench
+from pruneviz.output.model_files import load_slimmed
+from pruneviz.workflows.experiments import ExperimentLog
+from pruneviz.workflows.workbench import Workbench, build_workbench, measure_plans, open_workbench
 
 DATA_FILES = [WEIGHTS, SPARSE, PLAN]
 REPORTS = [REPORT_HTML, SUMMARY_MD]

@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 
 from pruneviz import Plan, decode_sparse, open_workbench
 from pruneviz.cli import main
-from pruneviz.models.architectures import DigitsMLP
-from pruneviz.models.samples import SAMPLE_DIR
-from pruneviz.sensitivity import DEFAULT_LEVELS, SensitivityRun
+from pruneviz.data.architectures import DigitsMLP
+from pruneviz.data.samples import SAMPLE_DIR
+from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityRun
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -113,7 +113,7 @@ def runs(workdir: Path, cnn_summary: str) -> dict[str, Run]:
     """Every CLI run the tests look at, started in two waves."""
     (workdir / "not_json.json").write_text("{this is: not json", encoding="utf-8")
     missing_layer = Plan.from_dict({
-        "format": "pruneviz.plan", "version": 1,
+        "format": "pruneviz.core.plan", "version": 1,
         "layers": {"fc1": {"sparsity": 0.5}, "conv9": {"sparsity": 0.5}},
     })
     (workdir / "missing_layer.json").write_text(missing_layer.to_json(), encoding="utf-8")
@@ -543,7 +543,7 @@ def _report(workdir: Path, key: str) -> dict[str, object]:
 
 def _pruned_model(plan: Plan) -> tuple[dict[str, torch.Tensor], object]:
     """The sample's weights with `plan` applied (no training), and its test evaluation."""
-    from pruneviz.metrics import evaluate
+    from pruneviz.measure.metrics import evaluate
 
     bench = open_workbench("sample:digits_mlp")
     bench.session.apply(plan)
@@ -552,7 +552,7 @@ def _pruned_model(plan: Plan) -> tuple[dict[str, torch.Tensor], object]:
 
 
 def _evaluate_weights(path: Path) -> tuple[float, float]:
-    from pruneviz.metrics import evaluate
+    from pruneviz.measure.metrics import evaluate
 
     bench = open_workbench("sample:digits_mlp")
     bench.model.load_state_dict(load_file(path), strict=True)
@@ -597,7 +597,7 @@ def test_finetune_right_after_pruning_is_the_pruned_model(finetune_runs: dict[st
     elif key == "sparsity":
         plan, _ = bench.session.uniform_plan(0.5, "unstructured", "l1")
     else:
-        from pruneviz.plan import GlobalPlan
+        from pruneviz.core.plan import GlobalPlan
 
         plan = bench.session.stamp(Plan(global_=GlobalPlan("unstructured", "l1", sparsity=0.7)))
     pruned, evaluation = _pruned_model(plan)

@@ -10,34 +10,36 @@ import torch
 from safetensors.torch import load as st_load
 from torch import Tensor, nn
 
-from pruneviz import compress
-from pruneviz.compress import (
-    APPLY_TO,
-    BOTH,
-    CURRENT_PLAN,
+from pruneviz.core.layers import find_prunable_layers
+from pruneviz.core.plan import Plan
+from pruneviz.data.samples import load_sample
+from pruneviz.data.tensors import TensorData, load_digits
+from pruneviz.errors import ModelError, PlanError, PrunevizError
+from pruneviz.measure import compression as compress
+from pruneviz.measure.compression import (
     INT8,
-    ORIGINAL_MODEL,
     SVD,
     LowRankLinear,
     count_macs,
     low_rank,
     measure_model,
     quantize_dynamic_int8,
-    record_technique,
     stored_params,
     stored_sizes,
     stored_state,
     technique_name,
 )
-from pruneviz.data import TensorData, load_digits
-from pruneviz.errors import ModelError, PlanError, PrunevizError
-from pruneviz.experiments import ExperimentLog
-from pruneviz.layers import find_prunable_layers
-from pruneviz.metrics import count_params, evaluate
-from pruneviz.models.samples import load_sample
-from pruneviz.plan import Plan
-from pruneviz.storage import dense_bytes, file_sizes
-from pruneviz.workbench import Workbench, open_workbench
+from pruneviz.measure.metrics import count_params, evaluate
+from pruneviz.measure.storage import dense_bytes, file_sizes
+from pruneviz.workflows.experiments import ExperimentLog
+from pruneviz.workflows.techniques import (
+    APPLY_TO,
+    BOTH,
+    CURRENT_PLAN,
+    ORIGINAL_MODEL,
+    record_technique,
+)
+from pruneviz.workflows.workbench import Workbench, open_workbench
 
 
 @functools.cache

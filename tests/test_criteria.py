@@ -7,7 +7,7 @@ import torch
 from fixtures.models import ZOO, ZooEntry
 from torch import Tensor, nn
 
-import pruneviz.criteria as criteria
+import pruneviz.core.criteria as criteria
 from pruneviz import (
     DataError,
     Granularity,
@@ -20,8 +20,8 @@ from pruneviz import (
     register_criterion,
     simhash_buckets,
 )
-from pruneviz.criteria import get_criterion, lsh_scores
-from pruneviz.tasks import Task
+from pruneviz.core.criteria import get_criterion, lsh_scores
+from pruneviz.data.tasks import Task
 
 BUILTIN = ["l1", "l2", "random", "taylor", "apoz", "activation", "bn_scale", "fpgm", "lsh"]
 UNSTRUCTURED_OK = {"l1", "l2", "random", "taylor"}

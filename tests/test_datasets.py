@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pruneviz import datasets
-from pruneviz.data import TensorData
-from pruneviz.datasets import describe_data_ref, load_data, parse_idx
+from pruneviz.data import readers as datasets
+from pruneviz.data.readers import describe_data_ref, load_data, parse_idx
+from pruneviz.data.tasks import Task, parse_metric, parse_task, top_k, user_metric
+from pruneviz.data.tensors import TensorData
+from pruneviz.data.userfile import UserFileError
 from pruneviz.errors import DataError, PrunevizError
-from pruneviz.metrics import evaluate
-from pruneviz.tasks import Task, parse_metric, parse_task, top_k, user_metric
-from pruneviz.userfile import UserFileError
+from pruneviz.measure.metrics import evaluate
 
 # --- helpers ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from fixtures.models import ZOO, assert_bit_identical, snapshot
 from safetensors.torch import load
 from torch import Tensor, nn
 
-from pruneviz.deploy import (
+from pruneviz.errors import ModelError
+from pruneviz.measure.sparse import (
     CSR,
     DENSE,
     TOLERANCE,
@@ -23,8 +24,7 @@ from pruneviz.deploy import (
     relative_difference,
     sparse_deploy,
 )
-from pruneviz.errors import ModelError
-from pruneviz.storage import dense_bytes
+from pruneviz.measure.storage import dense_bytes
 
 HUGE_MARGIN = 1e9  # any measured layer is converted: tests the mechanism, not the timing
 

@@ -9,8 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from pruneviz.compress import Measurement
-from pruneviz.experiments import (
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.measure.compression import Measurement
+from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import EvalResult, Latency
+from pruneviz.measure.storage import FileSizes
+from pruneviz.workflows.experiments import (
     PRUNE,
     ROW_FIELDS,
     TECHNIQUES,
@@ -19,10 +24,6 @@ from pruneviz.experiments import (
     pareto_front,
     technique_family,
 )
-from pruneviz.metrics import EvalResult, Latency
-from pruneviz.plan import GlobalPlan, Granularity, LayerPlan, Plan
-from pruneviz.report import Report
-from pruneviz.storage import FileSizes
 
 
 # -- pareto_front -------------------------------------------------------------------------------

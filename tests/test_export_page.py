@@ -12,10 +12,10 @@ from fixtures.apptest import APP, bench_of
 from safetensors.torch import load
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.bundle import ExportDownload
-from pruneviz.ui.state import MODEL_KEY
+from pruneviz.app.state import MODEL_KEY
+from pruneviz.output.bundle import ExportDownload
 
-PAGE = "pages/export.py"
+PAGE = "app_pages/export.py"
 
 
 def start(model: str, granularity: str | None = None, sparsity: float = 0.5) -> AppTest:

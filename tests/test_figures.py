@@ -12,13 +12,13 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from pruneviz import figures as F
-from pruneviz.experiments import Experiment
-from pruneviz.finetune import Record
-from pruneviz.plan import Granularity
-from pruneviz.schedules import Schedule
-from pruneviz.sensitivity import Item, Point, SensitivityResult, SensitivityRun
-from pruneviz.workbench import Workbench, open_workbench
+from pruneviz.core.granularity import Granularity
+from pruneviz.output import figures as F
+from pruneviz.workflows.experiments import Experiment
+from pruneviz.workflows.finetune import Record
+from pruneviz.workflows.schedules import Schedule
+from pruneviz.workflows.sensitivity import Item, Point, SensitivityResult, SensitivityRun
+from pruneviz.workflows.workbench import Workbench, open_workbench
 
 
 def _trace(fig: go.Figure, name: str) -> Any:
@@ -558,7 +558,7 @@ def test_tradeoff_scatter_marks_each_technique_and_fronts_over_all_of_them() -> 
 
 
 def test_every_technique_family_has_a_style() -> None:
-    from pruneviz.experiments import TECHNIQUES
+    from pruneviz.workflows.experiments import TECHNIQUES
 
     assert tuple(F.TECHNIQUE_STYLES) == TECHNIQUES
     assert len({style[1] for style in F.TECHNIQUE_STYLES.values()}) == len(TECHNIQUES)
@@ -597,7 +597,7 @@ def test_every_figure_has_titles_and_the_shared_look(name: str) -> None:
 
 
 def test_best_form_scatter_colours_points_by_their_form() -> None:
-    from pruneviz.figures import best_form_scatter
+    from pruneviz.output.figures import best_form_scatter
 
     fig = best_form_scatter(["a", "b", "c"], [1.0, 2.0, 0.5], [0.9, 0.95, 0.8],
                             ["masked", "slimmed", "slimmed"], metric_name="accuracy")

@@ -9,8 +9,13 @@ import pytest
 import torch
 from fixtures.models import ZOO, assert_bit_identical, snapshot
 
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.data.samples import load_sample
 from pruneviz.errors import PlanError
-from pruneviz.finetune import (
+from pruneviz.measure.metrics import count_params, evaluate
+from pruneviz.workflows.finetune import (
     REFERENCES,
     FinetuneRecipe,
     PruneSpec,
@@ -19,12 +24,8 @@ from pruneviz.finetune import (
     finetune,
     split_validation,
 )
-from pruneviz.metrics import count_params, evaluate
-from pruneviz.models.samples import load_sample
-from pruneviz.plan import Granularity, LayerPlan, Plan
-from pruneviz.schedules import Schedule
-from pruneviz.session import PruningSession
-from pruneviz.workbench import open_workbench
+from pruneviz.workflows.schedules import Schedule
+from pruneviz.workflows.workbench import open_workbench
 
 
 def zoo_session(name: str = "conv_bn") -> tuple[PruningSession, object]:

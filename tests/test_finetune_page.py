@@ -13,14 +13,14 @@ from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from fixtures.models import assert_bit_identical, snapshot
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.experiments import ORIGINAL, Experiment, describe_plan
-from pruneviz.finetune import FinetuneRecipe, total_steps
-from pruneviz.models.samples import load_sample
-from pruneviz.schedules import Schedule
-from pruneviz.ui.state import BENCH_ID_KEY, LOG_KEY, MODEL_KEY, WEIGHTS_KEY
-from pruneviz.ui.worker import FINETUNE_WORKERS_KEY, FinetuneOutcome, FinetuneWorker
+from pruneviz.app.state import BENCH_ID_KEY, LOG_KEY, MODEL_KEY, WEIGHTS_KEY
+from pruneviz.app.worker import FINETUNE_WORKERS_KEY, FinetuneOutcome, FinetuneWorker
+from pruneviz.data.samples import load_sample
+from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
+from pruneviz.workflows.finetune import FinetuneRecipe, total_steps
+from pruneviz.workflows.schedules import Schedule
 
-PAGE = "pages/finetune.py"
+PAGE = "app_pages/finetune.py"
 MODEL = "sample:digits_mlp"
 WAIT = 30.0  # seconds a short run of digits_mlp may take, at most
 
@@ -120,7 +120,7 @@ def test_oneshot_finetune_records_the_result_next_to_its_twin() -> None:
                             if r.step > 0 and r.loss == r.loss]
 
     # On Trade-offs the fine-tuned point is a diamond joined to its twin.
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     assert not at.exception, at.exception
     chart = figure(at, "tradeoff_size_sparse_bytes")
     (diamonds,) = [t for t in chart.data if t.name == "fine-tuned weights"]
@@ -134,9 +134,9 @@ def test_leaving_the_page_does_not_lose_the_run() -> None:
     short(at, epochs=3, max_steps=54)
     at.button(key="pv_ft_run").click().run()
     worker = worker_of(at)
-    at.switch_page("pages/prune.py").run()  # the run goes on while another page is shown
+    at.switch_page("app_pages/prune.py").run()  # the run goes on while another page is shown
     assert not at.exception, at.exception
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     assert worker.wait(WAIT)
     at.run()  # Trade-offs records a run that ended while the user was away
     assert not at.exception, at.exception
@@ -152,7 +152,7 @@ def test_leaving_the_page_does_not_lose_the_run() -> None:
     # weights and plan are the same afterwards, bit for bit.
     session = bench_of(at).session
     plan, before = session.plan, snapshot(session.model)
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     at.button(key="pv_forms_all").click().run()
     assert not at.exception, at.exception
     found = at.session_state["pv_best_forms"]
@@ -236,7 +236,7 @@ def test_fine_tuned_weights_are_used_and_given_back_bit_for_bit() -> None:
     assert session.plan.key() == outcome.plan.key()
     assert_bit_identical(snapshot(session.model), outcome.result.state)
     assert bench.meter.report().evaluation.metric == outcome.report.evaluation.metric
-    at.switch_page("pages/prune.py").run()
+    at.switch_page("app_pages/prune.py").run()
     assert not at.exception, at.exception
     assert any("fine-tuned #1" in c.value for c in at.caption)
 
@@ -250,14 +250,14 @@ def test_fine_tuned_weights_are_used_and_given_back_bit_for_bit() -> None:
 
     # Restoring the fine-tuned experiment on Trade-offs takes its weights too.
     tuned = next(e for e in log_of(at) if e.weights == "fine-tuned #1")
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     at.selectbox(key="pv_tradeoff_choice").set_value(tuned.id).run()
     assert any("fine-tuned #1" in c.value for c in at.caption)
     at.button(key="pv_restore").click().run()
     assert not at.exception, at.exception
     assert at.session_state[WEIGHTS_KEY] == "fine-tuned #1"
     assert_bit_identical(snapshot(session.model), outcome.result.state)
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     at.selectbox(key="pv_tradeoff_choice").set_value(0).run()
     at.button(key="pv_restore").click().run()
     assert not at.exception, at.exception

@@ -11,7 +11,7 @@ from fixtures.models import ZOO, NoPrunable, ZooEntry
 from torch import nn
 
 from pruneviz import ModelError, PrunableLayer, find_prunable_layers, fingerprint
-from pruneviz.layers import check_finite, structure_index
+from pruneviz.core.layers import check_finite, structure_index
 
 # name -> (type, shape) for every prunable weight of every zoo model, in module order.
 EXPECTED: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {

@@ -9,8 +9,8 @@ from fixtures.models import ZOO
 from torch import nn
 
 from pruneviz import DataError, TensorData, count_params, evaluate, measure_latency
-from pruneviz.metrics import eval_mode
-from pruneviz.tasks import Task
+from pruneviz.core.layers import eval_mode
+from pruneviz.data.tasks import Task
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 48, 1000])
@@ -143,7 +143,7 @@ def test_evaluate_restores_the_training_flag_and_keeps_bn_statistics() -> None:
 def test_latency_pair_times_both_models_run_for_run() -> None:
     from torch import nn
 
-    from pruneviz.metrics import measure_latency_pair
+    from pruneviz.measure.metrics import measure_latency_pair
 
     small = nn.Linear(8, 8).eval()
     big = nn.Sequential(*[nn.Linear(256, 256) for _ in range(8)]).eval()

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pruneviz import GlobalPlan, Granularity, LayerPlan, Plan, PlanError, PruningSession
-from pruneviz.criteria import criterion_names
-from pruneviz.plan import PLAN_FORMAT, PLAN_VERSION, ModelRef
+from pruneviz.core.criteria import criterion_names
+from pruneviz.core.plan import PLAN_FORMAT, PLAN_VERSION, ModelRef
 
 
 def _full_plan() -> Plan:

@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 import torch
 
-from pruneviz.data import load_digits
-from pruneviz.errors import ModelError, SampleNotFoundError
-from pruneviz.metrics import count_params, evaluate
-from pruneviz.models import (
+from pruneviz.data import samples as samples_module
+from pruneviz.data.samples import (
     DEFAULT_SAMPLE,
     SAMPLE_DIR,
     get_spec,
     load_sample,
     sample_names,
 )
-from pruneviz.models import samples as samples_module
-from pruneviz.tasks import Task
-from pruneviz.training import TrainRecipe, train
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import load_digits
+from pruneviz.data.training import TrainRecipe, train
+from pruneviz.errors import ModelError, SampleNotFoundError
+from pruneviz.measure.metrics import count_params, evaluate
 
 EXPECTED_NAMES = [
     "digits_mlp",

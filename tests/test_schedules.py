@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pruneviz.errors import PlanError
-from pruneviz.schedules import Schedule, ScheduleKind, agp
+from pruneviz.workflows.schedules import Schedule, ScheduleKind, agp
 
 
 def test_poly_follows_tf_model_optimizations_formula() -> None:

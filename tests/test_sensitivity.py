@@ -13,11 +13,15 @@ from fixtures.models import ZOO, assert_bit_identical, snapshot
 from fixtures.unseen import UNSEEN
 from torch import Tensor, nn
 
-from pruneviz.data import TensorData
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError
-from pruneviz.metrics import count_params, evaluate
-from pruneviz.plan import Granularity, LayerPlan, Plan
-from pruneviz.sensitivity import (
+from pruneviz.measure.metrics import count_params, evaluate
+from pruneviz.measure.storage import sparse_bytes
+from pruneviz.workflows.sensitivity import (
     DEFAULT_LEVELS,
     PrefixCache,
     SensitivityCache,
@@ -25,10 +29,7 @@ from pruneviz.sensitivity import (
     SensitivityRun,
     sensitivity_items,
 )
-from pruneviz.session import PruningSession
-from pruneviz.storage import sparse_bytes
-from pruneviz.tasks import Task
-from pruneviz.workbench import open_workbench
+from pruneviz.workflows.workbench import open_workbench
 
 LEVELS = (0.0, 0.3, 0.6, 0.9)
 ENTRIES = {**ZOO, **UNSEEN}

@@ -12,12 +12,12 @@ import pytest
 from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.allocation import Budget, plan_for_budget
-from pruneviz.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
-from pruneviz.ui.state import BENCH_ID_KEY, COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
-from pruneviz.ui.worker import WORKERS_KEY, SensitivityWorker
+from pruneviz.app.state import BENCH_ID_KEY, COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
+from pruneviz.app.worker import WORKERS_KEY, SensitivityWorker
+from pruneviz.workflows.allocation import Budget, plan_for_budget
+from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
 
-PAGE = "pages/sensitivity.py"
+PAGE = "app_pages/sensitivity.py"
 MODEL = "sample:digits_mlp"
 WAIT = 20.0  # seconds an analysis of digits_mlp may take, at most
 
@@ -158,7 +158,7 @@ def test_compare_records_three_measured_experiments() -> None:
     assert outcome.predicted_metric is not None
     assert predicted[2] == f"{outcome.predicted_metric:.2%}"
 
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     assert not at.exception, at.exception
     shown = list(at.dataframe[-1].value["label"])
     assert shown[1:] == labels
@@ -175,7 +175,7 @@ def test_propose_applies_the_sensitivity_allocation() -> None:
                                sensitivity=result, cap=0.95).plan
     assert not expected.is_empty
     assert bench.session.plan.key() == expected.key()
-    at.switch_page("pages/prune.py").run()
+    at.switch_page("app_pages/prune.py").run()
     assert not at.exception, at.exception
     for name, entry in expected.layers.items():
         assert entry.sparsity is not None

@@ -23,7 +23,7 @@ from pruneviz import (
     PlanError,
     PruningSession,
 )
-from pruneviz.coupling import Group, Member
+from pruneviz.core.coupling import Group, Member
 
 
 def make_session(name: str, *, calibration: bool = False) -> PruningSession:

@@ -21,13 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from pruneviz.attention import SlimAttention
+from pruneviz.core.attention import SlimAttention
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.core.slim import SlimResult, _check_grouped, max_abs_diff, slim
+from pruneviz.data.samples import load_sample, sample_names
 from pruneviz.errors import ModelError
-from pruneviz.models.samples import load_sample, sample_names
-from pruneviz.plan import Granularity, LayerPlan, Plan
-from pruneviz.session import PruningSession
-from pruneviz.slim import SlimResult, _check_grouped, max_abs_diff, slim
-from pruneviz.workbench import open_workbench
+from pruneviz.workflows.workbench import open_workbench
 
 TOLERANCE = 1e-5  # max |slimmed - masked| / max |masked|
 FILTER, CHANNEL = Granularity.FILTER, Granularity.CHANNEL

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pruneviz.cli import main
-from pruneviz.data import load_digits
+from pruneviz.data.sources import Source, load_source
+from pruneviz.data.tensors import load_digits
 from pruneviz.errors import DataError, ModelError, PrunevizError
-from pruneviz.metrics import evaluate
-from pruneviz.sources import Source, load_source
-from pruneviz.workbench import open_workbench
+from pruneviz.measure.metrics import evaluate
+from pruneviz.workflows.workbench import open_workbench
 
 USER_FILE = textwrap.dedent(
     """

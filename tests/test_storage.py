@@ -17,7 +17,7 @@ from safetensors.torch import load, load_file, save, save_file
 from torch import Tensor
 
 from pruneviz import ModelError, decode_sparse, dense_bytes, file_sizes, sparse_bytes
-from pruneviz.storage import sparse_layout
+from pruneviz.measure.storage import sparse_layout
 
 
 def _with_sparsity(shape: tuple[int, ...], sparsity: float, seed: int = 0,

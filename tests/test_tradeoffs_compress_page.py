@@ -5,8 +5,8 @@ from __future__ import annotations
 from fixtures.apptest import APP, bench_of, figure
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.plan import Plan
-from pruneviz.ui.state import MODEL_KEY, widget_key
+from pruneviz.app.state import MODEL_KEY, widget_key
+from pruneviz.core.plan import Plan
 
 TIMEOUT = 120
 
@@ -25,12 +25,12 @@ def _techniques(at: AppTest) -> list[str]:
 
 def test_both_forms_add_measured_points_for_each_combination() -> None:
     at = _start("digits_mlp")
-    at.switch_page("pages/prune.py").run()
+    at.switch_page("app_pages/prune.py").run()
     at.slider(key=widget_key("sp", "fc1")).set_value(50).run()
     assert not at.exception, at.exception
     pruned_plan = bench_of(at).session.plan
     assert not pruned_plan.is_empty
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     assert not at.exception, at.exception
     assert _techniques(at) == ["prune", "prune"]  # the baseline and the slider position
 
@@ -79,7 +79,7 @@ def test_both_forms_add_measured_points_for_each_combination() -> None:
 
 def test_a_model_without_linear_layers_gets_a_message_not_a_traceback() -> None:
     at = _start("digits_autoencoder")
-    at.switch_page("pages/tradeoffs.py").run()
+    at.switch_page("app_pages/tradeoffs.py").run()
     at.button(key="pv_int8_go").click().run()
     assert not at.exception, at.exception
     assert any("no nn.Linear, nn.LSTM or nn.GRU" in e.value for e in at.error)

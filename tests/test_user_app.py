@@ -14,12 +14,12 @@ from fixtures.apptest import APP, bench_of
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.data import load_digits
-from pruneviz.ui import state
-from pruneviz.ui.state import MODEL_KEY, UPLOAD_KEY, Upload, widget_key
+from pruneviz.app import state
+from pruneviz.app.state import MODEL_KEY, UPLOAD_KEY, Upload, widget_key
+from pruneviz.data.tensors import load_digits
 
-PAGES = ["pages/model.py", "pages/inspect.py", "pages/sensitivity.py", "pages/prune.py",
-         "pages/finetune.py", "pages/deploy.py", "pages/tradeoffs.py", "pages/export.py"]
+PAGES = [f"app_pages/{name}.py" for name in (
+    "model", "inspect", "sensitivity", "prune", "finetune", "deploy", "tradeoffs", "export")]
 USER_FILE = textwrap.dedent(
     """
     import torch
@@ -88,7 +88,7 @@ def test_every_page_works_on_the_users_model(monkeypatch: pytest.MonkeyPatch,
 
 def test_uploaded_weights_replace_the_originals_and_go_back(
         monkeypatch: pytest.MonkeyPatch, user: dict[str, Path]) -> None:
-    from pruneviz.models.user import fit_weights, read_weights
+    from pruneviz.data.user_models import fit_weights, read_weights
 
     at = start(monkeypatch, _args(user))
     original = {k: v.clone() for k, v in bench_of(at).pristine.state_dict().items()}
@@ -157,8 +157,8 @@ def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name", ["residual_concat", "gru_model", "embed_transformer"])
-@pytest.mark.parametrize("page", ["pages/model.py", "pages/inspect.py", "pages/prune.py",
-                                  "pages/deploy.py", "pages/export.py"])
+@pytest.mark.parametrize("page", [f"app_pages/{name}.py" for name in (
+    "model", "inspect", "prune", "deploy", "export")])
 def test_fixture_user_models_work_on_every_page(monkeypatch: pytest.MonkeyPatch,
                                                 fixture_data: dict[str, Path], name: str,
                                                 page: str) -> None:
@@ -170,7 +170,7 @@ def test_fixture_user_models_work_on_every_page(monkeypatch: pytest.MonkeyPatch,
 def test_attention_heads_are_shown_and_pruned_as_structures(
         monkeypatch: pytest.MonkeyPatch, fixture_data: dict[str, Path]) -> None:
     at = start(monkeypatch, ["--model", f"{FIXTURES}/embed_transformer.py:build", "--data",
-                             str(fixture_data["embed_transformer"])], "pages/prune.py")
+                             str(fixture_data["embed_transformer"])], "app_pages/prune.py")
     session = bench_of(at).session
     attention = next(n for n in session.layer_names if n.endswith("self_attn"))
     at.selectbox(key=widget_key("gran", attention)).set_value("filter").run()
@@ -180,7 +180,7 @@ def test_attention_heads_are_shown_and_pruned_as_structures(
     assert (result.structures_pruned, result.structures) == (2, 4)  # 2 of 4 heads
     at.selectbox(key=state.SELECTED_LAYER_KEY).set_value(attention).run()
     assert any("attention heads" in c.value for c in at.caption)
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("app_pages/deploy.py").run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
 

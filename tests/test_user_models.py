@@ -32,17 +32,18 @@ from safetensors.torch import save as save_safetensors
 from safetensors.torch import save_file, save_model
 from torch import Tensor, nn
 
-from pruneviz.attention import SlimAttention
-from pruneviz.data import TensorData
+from pruneviz.core.attention import SlimAttention
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.core.slim import max_abs_diff, slim
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import TensorData
+from pruneviz.data.user_models import fit_weights, load_factory, load_user_model, read_weights
+from pruneviz.data.userfile import UserFileError, load_callable
 from pruneviz.errors import ModelError, PrunevizError
-from pruneviz.models import fit_weights, load_factory, load_user_model, read_weights
-from pruneviz.plan import Granularity, LayerPlan, Plan
-from pruneviz.sensitivity import SensitivityRun
-from pruneviz.session import PruningSession
-from pruneviz.slim import max_abs_diff, slim
-from pruneviz.tasks import Task
-from pruneviz.userfile import UserFileError, load_callable
-from pruneviz.workbench import Workbench, build_workbench
+from pruneviz.workflows.sensitivity import SensitivityRun
+from pruneviz.workflows.workbench import Workbench, build_workbench
 
 USER_MODELS = Path(__file__).parent / "fixtures" / "user_models"
 RESIDUAL = f"{USER_MODELS / 'residual_concat.py'}:build"

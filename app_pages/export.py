@@ -1,0 +1,81 @@
+"""Export: the current plan as one verified bundle — weights, plan, slimmed model, report."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from pruneviz.app import state
+from pruneviz.app.widgets import user_errors
+from pruneviz.output.bundle import export_for_download, export_preview
+
+EXPORT_KEY = "pv_export"  # (what was exported, ExportDownload) of this tab's last export
+FOLDER_KEY = "pv_export_folder"
+
+st.title("Export")
+with user_errors("The model could not be loaded"):
+    bench = state.workbench()
+    weights = state.current_weights()
+    identity = (state.bench_key(), bench.session.plan.key(), weights)
+with user_errors("The export could not be prepared"):
+    preview = export_preview(bench)
+
+st.markdown(
+    "Everything about the current plan in one folder: the pruned weights, the plan that "
+    "reproduces them, the slimmed model when the plan removes structure, and a report "
+    "(one HTML page that opens offline, plus Markdown) with every number **measured**. "
+    "Before it is offered, the export is **verified** from the written files: the weights "
+    "reload and give identical outputs, the plan re-applied in a fresh session gives the "
+    "same weights bit for bit, the slimmed model rebuilds and gives identical outputs.")
+st.markdown(f"**Plan:** {preview.plan_text} — on the **{weights}** weights of "
+            f"**{bench.name}**.")
+if bench.session.plan.is_empty:
+    st.info("Nothing is pruned yet: the export holds the unpruned model. Set a plan on the "
+            "Prune page first to export a pruned one.")
+st.dataframe([{"file": name, "holds": what} for name, what in preview.files],
+             hide_index=True, width="stretch")
+st.caption(preview.slim_note)
+st.caption("Reproduce the weights from the plan with the CLI:")
+st.code(preview.command, language="bash")
+
+folder = st.text_input(
+    "Also write to folder on this machine", key=FOLDER_KEY,
+    placeholder="e.g. ~/pruneviz-exports/run1 (leave empty for downloads only)",
+    help="The app runs on this machine, so it can write the bundle there too; the folder "
+    "is created if missing. Files already there with the same names are replaced, each "
+    "one completely or not at all.")
+if st.button("Export", type="primary", key="pv_export_run"):
+    target = Path(folder.strip()).expanduser() if folder.strip() else None
+    with st.spinner("Writing and verifying the export ..."), \
+            user_errors("The export failed"):
+        download = export_for_download(bench, target, log=state.experiment_log(),
+                                       latency=True, weights=weights)
+    st.session_state[EXPORT_KEY] = (identity, download, target is not None)
+
+found = st.session_state.get(EXPORT_KEY)
+if found is not None and found[0] != identity:
+    st.caption("The plan or the weights changed since the last export: export again.")
+elif found is not None:
+    _, download, in_folder = found
+    result = download.result
+    if result.passed:
+        st.success(f"Export {result.status}", icon=":material/verified:")
+    else:
+        st.error(f"Export {result.status}. The files were written, but do not trust them: "
+                 "the report says which check failed.", icon=":material/error:")
+    st.subheader("Verification")
+    for check in result.checks:
+        st.markdown(f"{'✓' if check.passed else '✗'} **{check.name}** — {check.detail}")
+    if in_folder:
+        st.info(f"Written to `{result.out}` in {result.seconds:.1f} s.")
+    st.subheader("Download")
+    stem = "pruneviz-export-" + "".join(c if c.isalnum() else "-" for c in bench.name)
+    st.download_button(f"Everything ({len(download.files)} files, zip)", download.zip,
+                       file_name=f"{stem}.zip", mime="application/zip",
+                       key="pv_export_dl_zip", type="primary")
+    cols = st.columns(4)
+    for col, (name, mime) in zip(cols, [
+        ("report.html", "text/html"), ("summary.md", "text/markdown"),
+        ("weights.safetensors", "application/octet-stream"), ("plan.json", "application/json"),
+    ], strict=True):
+        col.download_button(name, download.files[name], file_name=name, mime=mime,
+                            key=f"pv_export_dl_{name}")

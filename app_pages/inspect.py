@@ -1,0 +1,121 @@
+"""Inspect: one layer's weights and importance scores, all layers at a glance, kernels,
+and where the criteria disagree."""
+
+import streamlit as st
+
+from pruneviz.app import state
+from pruneviz.app.state import seed
+from pruneviz.app.widgets import criterion_select, user_errors
+from pruneviz.core.criteria import iter_criteria
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan
+from pruneviz.output.figures import (
+    criteria_disagreement,
+    kernel_grid,
+    layer_overview,
+    score_bars,
+    weight_histogram,
+)
+
+st.title("Inspect")
+with user_errors("The model could not be loaded"):
+    bench = state.workbench()
+session = bench.session
+
+seed(state.SELECTED_LAYER_KEY, session.layer_names[0])
+cols = st.columns([2, 1, 1, 2])
+name = cols[0].selectbox("Layer", session.layer_names, key=state.SELECTED_LAYER_KEY)
+layer = session.layer_by_name[name]
+current = session.result(name)
+seed("pv_inspect_gran", current.granularity or "unstructured")
+granularity = cols[1].selectbox("Granularity", [g.value for g in Granularity],
+                                key="pv_inspect_gran")
+criterion = criterion_select(cols[2], granularity, "pv_inspect_crit", current.criterion)
+g = Granularity(granularity)
+amount = cols[3].slider(
+    "Preview: prune this share (%)", 0, 100,
+    round(current.sparsity * 100) if current.structures_pruned else 50,
+    key=f"pv_inspect_amount::{name}", disabled=g.n_m is not None,
+    help="Starts at the layer's sparsity on the Prune page (50% if it is not pruned there). "
+    "Nothing is applied here.",
+)
+
+reason = session.unsupported(name, g, criterion)
+if reason is not None:
+    st.warning(reason)
+else:
+    with user_errors("The preview failed"):
+        entry = LayerPlan(g, criterion, sparsity=None if g.n_m else amount / 100)
+        mask, pruned, threshold = session.preview(name, entry)
+        group = session.group_of(name, g)
+        table = (session.group_scores(group.id, criterion, g) if group is not None
+                 else session.scores(name, g, criterion))
+    unit = (group.unit if group is not None else g.value) if g.structured else "weight"
+    if g.structured and group is not None:
+        st.caption(f":material/link: {name}'s {g.value}s are coupled with "
+                   f"{', '.join(n for n in group.layers if n != name)}: scores are the "
+                   f"group's, and the preview removes the same {group.unit}s in all of them.")
+    log_y = st.checkbox("log-scale counts", key="pv_inspect_logy")
+    left, right = st.columns(2)
+    magnitude = not g.structured and g.n_m is None and criterion in ("l1", "l2")
+    left.plotly_chart(
+        weight_histogram(session.original(layer.weight).numpy(), mask.numpy(), layer=name,
+                         threshold=threshold if magnitude and pruned else None, log_y=log_y),
+        key="inspect_hist",
+    )
+    right.plotly_chart(
+        score_bars(table.sorted.numpy(), pruned if g.n_m is None else 0, layer=name,
+                   criterion=criterion, unit=unit, threshold=threshold if pruned else None),
+        key="inspect_scores",
+    )
+
+    if g.structured:
+        st.subheader("Where the criteria disagree")
+        pruned_by = {}
+        skipped = []
+        for spec in iter_criteria(g):
+            if session.unsupported(name, g, spec.name) is not None:
+                skipped.append(spec.name)
+                continue
+            other, _, _ = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))
+            structures = session.structures(name, g)
+            pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).numpy()
+        st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
+                        key="inspect_disagree")
+        if skipped:
+            st.caption(f"Not applicable to {name}: {', '.join(skipped)}.")
+    else:
+        st.caption("Choose the filter or channel granularity to compare which structures "
+                   "each criterion would remove.")
+
+st.subheader("All layers")
+results = session.results()
+st.plotly_chart(
+    layer_overview([r.name for r in results], [r.params for r in results],
+                   [r.nonzero for r in results], [lay.macs_share for lay in session.layers]),
+    key="inspect_overview",
+)
+st.dataframe(
+    [
+        {"layer": r.name, "type": r.type, "params": r.params,
+         "MACs share": f"{lay.macs_share:.1%}", "current sparsity": f"{r.sparsity:.1%}",
+         "coupled group": "-" if r.group is None else f"#{r.group}",
+         "pruned together with": ", ".join(
+             n for n in session.coupled_with(r.name) if n != r.name) or "-"}
+        for r, lay in zip(results, session.layers, strict=True)
+    ],
+    hide_index=True,
+)
+
+convs = [lay for lay in session.layers if lay.type == "Conv2d" and len(lay.shape) == 4]
+if convs:
+    first = convs[0]
+    st.subheader(f"Kernels of the first convolution ({first.name})")
+    weight = session.original(first.weight)
+    kernels = weight[:, 0] if weight.shape[1] == 1 else weight.mean(dim=1)
+    filter_pruned = ~session.mask(first.name).flatten(1).any(dim=1)
+    st.plotly_chart(kernel_grid(kernels.numpy(), filter_pruned.numpy(), layer=first.name),
+                    key="inspect_kernels")
+    st.caption("Pruned filters (all weights zero under the current plan) are dimmed. "
+               + ("Each tile is the filter's single input channel." if weight.shape[1] == 1
+                  else "Each tile is the mean over the filter's input channels."))

@@ -1,0 +1,119 @@
+"""Model (home): the chosen model, its measured baseline, its layers, and how pruning works;
+upload other weights for the same architecture; choose the live evaluation subset."""
+
+import streamlit as st
+
+from pruneviz.app import state
+from pruneviz.app.widgets import show_metric, shows_percent, user_errors
+from pruneviz.core.layers import model_summary
+from pruneviz.data.sources import DEFAULT_EVAL_SUBSET
+
+st.title("pruneviz — see what pruning does to a real model")
+with user_errors("The model could not be loaded"):
+    loaded = state.current_loaded()
+    bench = state.workbench()
+    summary = model_summary(bench.session.model, bench.session.example_input)
+
+upload = state.current_upload()
+st.markdown(f"**{loaded.title}** — {loaded.description}")
+for note in loaded.notes:
+    st.caption(f":material/info: {note}")
+if upload is not None:
+    st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
+            f"(sha256 {upload.digest}…). The model's own weights are untouched.")
+
+base = bench.baseline
+ev = base.evaluation
+cols = st.columns(5)
+cols[0].metric(ev.metric_name, show_metric(ev.metric, shows_percent(bench.eval_data)),
+               help=("Higher" if bench.eval_data.higher_is_better else "Lower") + " is better.")
+cols[1].metric("parameters", f"{base.params_total:,}")
+cols[2].metric("weight MACs / sample", f"{base.macs_dense:,}")
+cols[3].metric("file (safetensors)", f"{base.sizes.dense / 1024:,.1f} KiB")
+if base.latency is not None:
+    cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
+                   help=f"Median of {base.latency.runs} runs, batch {base.latency.batch_size}, "
+                   f"{base.latency.threads} CPU threads.")
+full = bench.full_data
+if loaded.source.is_sample and loaded.source.data is None:
+    where = ("held-out test samples of scikit-learn's bundled handwritten digits (8x8 images, "
+             "never seen in training)")
+else:
+    where = f"samples of {full.name}"
+shown = (f"{ev.samples:,} {where}" if bench.eval_full is None
+         else f"a fixed class-balanced subset of {ev.samples:,} of the {len(full):,} {where}")
+st.caption(f"Measured just now on this machine: {shown}.")
+
+with st.expander("Weights and evaluation data", expanded=upload is not None):
+    st.markdown(
+        "**Use other weights for this architecture.** A `.safetensors` file, or a `.pt` / "
+        "`.pth` *state dict* (read with `torch.load(weights_only=True)`). Nothing is "
+        "unpickled: whole pickled models, TorchScript and `.pt2` programs are refused, "
+        "because loading them can run code.")
+    file = st.file_uploader("Weights file", type=["safetensors", "pt", "pth", "bin"],
+                            key="pv_weights_upload")
+    left_b, right_b = st.columns(2)
+    if left_b.button("Use these weights", disabled=file is None, type="primary"):
+        assert file is not None
+        try:
+            with st.spinner("Checking the weights ..."):
+                state.upload_weights(file.name, file.getvalue())
+            st.rerun()
+        except Exception as exc:  # noqa: BLE001 - any failure is shown, the tab stays usable
+            st.error(f"Not used. {exc}")
+    if right_b.button("Back to the model's own weights", disabled=upload is None):
+        state.forget_upload()
+        st.rerun()
+    if len(full) > 200:
+        st.markdown("**Live evaluation subset.** Every slider move re-measures the metric; "
+                    "on a large evaluation set a fixed subset keeps that fast. The Prune "
+                    "page measures the whole set on demand.")
+        current = min(state.eval_subset_size() or len(full), len(full))
+        n = st.number_input("Samples per live update", min_value=min(100, current),
+                            max_value=len(full), value=current, step=100)
+        if st.button("Apply subset size") and int(n) != current:
+            state.set_eval_subset(None if int(n) >= len(full) else int(n))
+            st.rerun()
+        st.caption(f"Default: {DEFAULT_EVAL_SUBSET:,} samples when the set is larger. "
+                   "Changing it re-measures the baseline and starts a new experiment log.")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader("Layers (torchinfo summary, one sample)")
+    st.dataframe(
+        [
+            {
+                "layer": ("  " * (row.depth - 1)) + row.name,
+                "type": row.type,
+                "output shape": str(list(row.output_shape)),
+                "params": row.params,
+                "MACs": row.macs,
+                "prunable": "yes" if row.name in bench.session.layer_by_name
+                or any(p.module_name == row.name for p in bench.session.layers) else "",
+            }
+            for row in summary
+        ],
+        hide_index=True,
+    )
+    st.caption("MACs here are torchinfo's (bias additions included).")
+with right:
+    st.subheader("What pruning is")
+    st.markdown(
+        """
+A trained network has many weights that barely matter. **Pruning** removes them:
+
+- **unstructured** — single weights, the smallest first (*magnitude pruning*);
+- **N:M** — keep N of every M neighbouring weights (hardware-friendly, e.g. 2:4);
+- **structured** — whole filters, channels or neurons, so the layer really shrinks.
+
+Which ones go is decided by an **importance criterion**: weight size (L1/L2), a gradient
+estimate (Taylor), how often a unit is silent (APoZ), its BatchNorm scale, how redundant
+it is (FPGM, LSH duplicates) — or chance (random), the baseline every paper compares to.
+
+**The workflow here:** look at the layers (*Inspect*), prune them with sliders and watch
+the measured accuracy, size and latency (*Prune*), turn the plan into what really ships —
+channels removed, or sparse kernels — and measure that (*Deploy*), then compare every
+configuration you tried (*Trade-offs*). Zeroed weights alone do not make a dense model
+smaller or faster — the app shows which numbers move and which do not.
+"""
+    )

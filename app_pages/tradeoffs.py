@@ -1,0 +1,143 @@
+"""Trade-offs: every configuration evaluated in this tab, on measured-metric charts."""
+
+import streamlit as st
+
+from pruneviz.app import state
+from pruneviz.app.widgets import user_errors
+from pruneviz.app.worker import record_finished_run
+from pruneviz.measure.compression import INT8, SVD
+from pruneviz.output.figures import best_form_scatter, tradeoff_scatter
+from pruneviz.workflows.experiments import describe_plan
+from pruneviz.workflows.techniques import APPLY_TO
+
+st.title("Trade-offs")
+with user_errors("The model could not be loaded"):
+    bench = state.workbench()
+record_finished_run(bench)  # a fine-tuning run that ended while another page was shown
+log = state.experiment_log()
+experiments = list(log)
+baseline = experiments[0]
+metric_name = baseline.metric_name
+higher = bench.eval_data.higher_is_better
+
+st.caption(
+    f"{len(experiments)} configuration(s) measured in this tab: every slider position you "
+    "stopped at on the Prune page, plus any sweep below and every fine-tuning run (diamonds, "
+    "joined to the same plan without retraining). The Pareto front joins the "
+    "configurations that no other one beats on both axes, whatever their technique. Sizes "
+    "and latency are of the masked model saved and run densely, except 'sparse file', the "
+    "best form for masked weights; int8 and low-rank points are their own models' files "
+    "and timings."
+)
+with st.expander("Add a sweep: the same sparsity on every layer, 10% to 90%",
+                 expanded=len(experiments) < 3):
+    cols = st.columns([1, 1, 2], vertical_alignment="bottom")
+    sweep_gran = cols[0].selectbox("granularity", ["unstructured", "filter", "channel"],
+                                   key="pv_sweep_gran")
+    sweep_crit = cols[1].selectbox("criterion", ["l1", "l2", "random", "fpgm", "lsh", "taylor"],
+                                   key="pv_sweep_crit")
+    if cols[2].button("Measure the sweep", key="pv_sweep"):
+        with st.spinner("Pruning, evaluating and timing 9 configurations ..."), \
+                user_errors("The sweep failed"):
+            state.record_uniform_sweep([i / 10 for i in range(1, 10)], sweep_gran, sweep_crit)
+        st.rerun()
+with st.expander("Combine with other techniques: int8 quantization, low-rank factorization",
+                 expanded=bool(state.last_compression())):
+    st.caption("Each applies to a copy of the unpruned model, of the model with the current "
+               f"plan ({describe_plan(bench.session.plan)}), or both; every resulting model "
+               "is measured like a pruned one (metric on the evaluation data, its weight "
+               "file's bytes, latency against the unpruned model) and becomes a point on the "
+               "charts below: squares for int8, triangles for SVD, stars on a pruned model.")
+    int8_col, svd_col = st.columns(2)
+    with int8_col.form("pv_int8_form"):
+        st.markdown("**Dynamic int8 quantization**")
+        st.caption("Linear and LSTM/GRU weights stored as 8-bit integers with a scale; "
+                   "activations quantized on the fly. The numbers shown are measured on the "
+                   "int8 model.")
+        int8_on = st.radio("apply to", APPLY_TO, index=2, key="pv_int8_on")
+        if st.form_submit_button("Quantize and measure", key="pv_int8_go"):
+            with st.spinner("Quantizing, evaluating and timing ..."), \
+                    user_errors("The int8 model could not be measured"):
+                state.record_compression(INT8, int8_on)
+            st.rerun()
+    with svd_col.form("pv_svd_form"):
+        st.markdown("**Low-rank (SVD) of linear layers**")
+        st.caption("Each Linear becomes two thinner ones from its weight's truncated SVD, "
+                   "where that stores fewer weights. The numbers shown are measured on the "
+                   "factorized model.")
+        svd_rank = st.slider("rank kept (% of each layer's full rank)", 10, 100, 50, step=5,
+                             key="pv_svd_rank")
+        svd_on = st.radio("apply to", APPLY_TO, index=2, key="pv_svd_on")
+        if st.form_submit_button("Factorize and measure", key="pv_svd_go"):
+            with st.spinner("Factorizing, evaluating and timing ..."), \
+                    user_errors("The low-rank model could not be measured"):
+                state.record_compression(SVD, svd_on, svd_rank / 100)
+            st.rerun()
+    for line, notes in state.last_compression():
+        st.caption(f":material/check: {line}")
+        for note in notes:
+            st.caption(f":material/info: {note}")
+tabs = st.tabs(["vs sparse file size", "vs latency", "vs effective MACs", "vs dense file size"])
+for tab, (field, title) in zip(
+    tabs,
+    [("size_sparse_bytes", "sparse file size (bytes)"),
+     ("latency_ms", "latency (ms, batch 64)"),
+     ("macs_effective", "effective MACs per sample"),
+     ("size_dense_bytes", "dense file size (bytes)")],
+    strict=True,
+):
+    points = [e for e in experiments if getattr(e, field) is not None]
+    tab.plotly_chart(
+        tradeoff_scatter(points, x_field=field, x_title=title, metric_name=metric_name,
+                         higher_is_better=higher, baseline=baseline),
+        key=f"tradeoff_{field}",
+    )
+
+st.subheader("What would really ship")
+found = state.best_forms()
+if st.button("Measure the deployable forms of every configuration", key="pv_forms_all",
+             help="Builds each configuration's slimmed and sparse-deployed models and times "
+             "them; the fastest form that reproduces the masked outputs is kept."):
+    with st.spinner("Slimming, deploying and timing every configuration ..."), \
+            user_errors("The deployable forms could not be measured"):
+        state.measure_best_forms()
+    found = state.best_forms()
+if found:
+    # forms are of masked models: an int8 or factorized point has none of its own
+    shown = [e for e in experiments if e.id in found and e.is_pruning]
+    st.plotly_chart(
+        best_form_scatter(
+            [f"#{e.id} {e.label} ({found[e.id].size_bytes:,} B)" for e in shown],
+            [found[e.id].latency_ms or 0.0 for e in shown], [e.metric for e in shown],
+            [found[e.id].form for e in shown], metric_name=metric_name),
+        key="tradeoff_best_forms")
+    st.caption("Each point is drawn at its fastest form that reproduces the masked model's "
+               "outputs; the legend says which form that is.")
+else:
+    st.caption("The charts above use the masked model as it is. Measure the deployable "
+               "forms to see each configuration at its fastest real form.")
+
+st.subheader("Experiments")
+st.dataframe([e.to_row() for e in experiments], hide_index=True)
+
+labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
+chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,
+                      index=len(experiments) - 1, key="pv_tradeoff_choice")
+chosen_weights = log.get(chosen).weights
+if not log.get(chosen).is_pruning:
+    st.caption(f":material/info: #{chosen} is **{log.get(chosen).technique}**: restoring it "
+               "puts its pruning plan on the Prune page, without the "
+               f"{log.get(chosen).technique.removeprefix('prune+')} step (the Prune page "
+               "edits masks only).")
+if chosen_weights != state.current_weights():
+    st.caption(f":material/model_training: #{chosen} was measured on the **{chosen_weights}** "
+               "weights: restoring it puts those weights in this tab, with its plan.")
+cols = st.columns(3)
+if cols[0].button("Restore this plan on the Prune page", key="pv_restore"):
+    with user_errors("The plan could not be restored"):
+        state.restore_experiment(chosen)
+    st.switch_page("app_pages/prune.py")
+cols[1].download_button("Download experiments (CSV)", log.to_csv(),
+                        file_name="pruneviz-experiments.csv", mime="text/csv")
+cols[2].download_button("Download this plan (JSON)", log.plan(chosen).to_json(),
+                        file_name=f"pruneviz-plan-{chosen}.json", mime="application/json")

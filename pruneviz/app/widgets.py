@@ -1,0 +1,157 @@
+"""Reusable Streamlit pieces for the pages: error boundary, live metrics, honesty note."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import streamlit as st
+
+from pruneviz.core.criteria import iter_criteria
+from pruneviz.core.granularity import Granularity
+from pruneviz.data.tensors import TensorData
+from pruneviz.errors import PrunevizError
+from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import Latency
+
+HONESTY_NOTE = (
+    "**What masking changes, honestly.** A slider writes zeros into the weights. "
+    "The *dense* file and the *dense* latency stay the same: the same tensors are still "
+    "stored and multiplied. What changes is the accuracy, the number of non-zero "
+    "parameters, the *effective* MACs (what a kernel that skips zeros would do) and the "
+    "*sparse* file. Real speed-ups need the structure removed or sparse kernels."
+)
+
+
+@contextmanager
+def user_errors(what: str) -> Iterator[None]:
+    """Show problems as st.error with what to do, never a traceback; then stop the page."""
+    try:
+        yield
+    except PrunevizError as exc:
+        st.error(f"{what}: {exc}")
+        st.stop()
+    except (ValueError, RuntimeError) as exc:
+        st.error(
+            f"{what} failed: {exc}. Try another setting, or reset the plan on the Prune page."
+        )
+        st.stop()
+    except Exception as exc:  # noqa: BLE001 - the app's last guard: a message, not a traceback
+        # (st.rerun / st.stop are BaseExceptions: they pass through.) Most likely the
+        # user's own model or data code raised something unexpected.
+        st.error(f"{what} failed: {type(exc).__name__}: {exc}. If this is your own model "
+                 "or data, check its code; otherwise reset the plan on the Prune page.")
+        st.stop()
+
+
+def _kib(n: int) -> str:
+    kib = n / 1024
+    return f"{kib:,.1f} KiB" if kib < 100 else f"{kib:,.0f} KiB"
+
+
+def _count(n: int) -> str:
+    if n >= 10_000_000:
+        return f"{n / 1e6:,.1f} M"
+    if n >= 1_000_000:
+        return f"{n / 1e6:,.2f} M"
+    return f"{n:,}"
+
+
+def relative_delta(now: float, then: float) -> tuple[str | None, Literal["inverse", "off"]]:
+    """A percentage change for st.metric; grey when there is no change."""
+    if not then:
+        return None, "off"
+    change = (now / then - 1) * 100
+    if abs(change) < 0.05:
+        return "no change", "off"
+    return f"{change:+.1f}%", "inverse"
+
+
+def within_noise(a: Latency, b: Latency) -> bool:
+    """True when two timings' p10-p90 spreads overlap: their medians' difference is not
+    a measured change (an unpruned model timed against itself often shows +-30%)."""
+    return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
+
+
+def criteria_for(granularity: str) -> list[str]:
+    """Criteria that can rank structures of this granularity."""
+    return [spec.name for spec in iter_criteria(Granularity(granularity))]
+
+
+def criterion_select(container: Any, granularity: str, key: str,
+                     preferred: str | None = None) -> str:
+    """A criterion picker offering what fits `granularity`; when the granularity changes
+    and the chosen criterion no longer fits, `preferred` (if it fits) or the first one."""
+    options = criteria_for(granularity)
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = preferred if preferred in options else options[0]
+    return str(container.selectbox("Criterion", options, key=key))
+
+
+def shows_percent(data: TensorData) -> bool:
+    """Whether the data's metric is an accuracy: shown in %, its changes in points."""
+    return data.metric_name.endswith("accuracy") and data.higher_is_better
+
+
+def show_metric(value: float, percent: bool) -> str:
+    """A metric value as the pages show it."""
+    return f"{value:.2%}" if percent else f"{value:.5g}"
+
+
+def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
+    """The live metrics, each with its change against the unpruned baseline."""
+    ev, base = report.evaluation, baseline.evaluation
+    cols = st.columns(4) + st.columns(4)[:3]
+    higher_is_better = data.higher_is_better
+    better = "higher" if higher_is_better else "lower"
+    if shows_percent(data):
+        change = (ev.metric - base.metric) * 100
+        cols[0].metric(
+            ev.metric_name, f"{ev.metric:.2%}",
+            f"{change:+.2f} pts" if abs(change) >= 0.005 else "no change",
+            delta_color="normal" if abs(change) >= 0.005 else "off",
+            help=f"On {ev.samples:,} held-out samples.",
+        )
+    else:
+        change = ev.metric - base.metric
+        cols[0].metric(
+            ev.metric_name, f"{ev.metric:.5g}",
+            f"{change:+.5g}" if change else "no change",
+            delta_color=("normal" if higher_is_better else "inverse") if change else "off",
+            help=f"On {ev.samples:,} held-out samples; {better} is better.",
+        )
+    delta, color = relative_delta(report.params_nonzero, baseline.params_nonzero)
+    cols[1].metric(
+        "non-zero params", _count(report.params_nonzero), delta, delta_color=color,
+        help=f"of {report.params_total:,} parameters ({report.sparsity:.1%} zero)",
+    )
+    delta, color = relative_delta(report.macs_effective, baseline.macs_effective)
+    cols[2].metric(
+        "effective MACs", _count(report.macs_effective), delta, delta_color=color,
+        help="Weight multiply-accumulates per sample if zero weights were skipped. "
+        f"Dense: {report.macs_dense:,}.",
+    )
+    for col, label, now, then, tip in (
+        (cols[4], "dense file", report.sizes.dense, baseline.sizes.dense,
+         "fp32 safetensors, as saved: masking does not shrink it"),
+        (cols[5], "sparse file", report.sizes.sparse, baseline.sizes.sparse,
+         "values + 1-bit mask or CSR per tensor, whichever is smaller"),
+        (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
+         "gzip of the dense file"),
+    ):
+        delta, color = relative_delta(now, then)
+        col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
+    base_lat = report.latency_reference or baseline.latency
+    if report.latency is not None and base_lat is not None:
+        lat = report.latency
+        delta, color = relative_delta(lat.median_ms, base_lat.median_ms)
+        if delta is not None and within_noise(lat, base_lat):
+            delta, color = "within noise", "off"
+        cols[3].metric(
+            "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
+            help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
+            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). The change is against the "
+            f"unpruned model timed in the same runs, interleaved ({base_lat.median_ms:.2f} ms); "
+            "differences within the spread are noise.",
+        )

@@ -1,0 +1,2 @@
+"""One model's pruning: plan → scores → decisions → masks → weights, live and reversible.
+Measures nothing."""

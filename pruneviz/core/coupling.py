@@ -1,0 +1,466 @@
+"""Coupled groups: the layers whose channels must be pruned together.
+
+Removing output channel c of a convolution also removes input channel c of every layer
+that reads it, the matching BatchNorm entries, and — through a residual addition or a
+concatenation — channel c (or its offset) of every other branch. Torch-Pruning's
+DependencyGraph, the field's reference for arbitrary graphs, finds these groups; this
+module turns each into plain data: the members, and for every member index the root
+channel it belongs to. The session masks whole groups with it, and slim.py removes them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pruneviz.core.attention import SlimAttention
+from pruneviz.core.layers import PrunableLayer
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
+          nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
+_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+             nn.ConvTranspose2d, nn.ConvTranspose3d)
+_RNN = (nn.LSTM, nn.GRU, nn.RNN)
+# Rows per hidden unit in weight_ih / weight_hh: one per gate.
+_GATES: dict[type[nn.Module], int] = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One module of a group: which of its channels go with which root channel.
+
+    `kind` is "out" (output channels of a weight layer), "in" (input channels of a weight
+    layer) or "norm" (per-channel affine parameters of a norm layer); "rnn", "rnn_in" and
+    "heads" are the recurrent layers' and attention layers' own removal steps, which
+    only slim() uses. `idxs[i]` is the member's own channel index that goes with root
+    channel `root[i]`.
+    """
+
+    module: str
+    kind: str
+    idxs: tuple[int, ...]
+    root: tuple[int, ...]
+    layer: str | None  # the prunable layer's name, for weight layers
+    # The pruning function (Torch-Pruning's, or ours for recurrent and attention layers);
+    # None for a member that is only masked (the gate rows of an LSTM, whose removal the
+    # LSTM's own "rnn" member does in one call). A function may return a new module that
+    # takes the old one's place (an attention layer with fewer heads).
+    handler: Callable[[nn.Module, list[int]], Any] | None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Layers coupled through shared channels; structures are the root's output channels."""
+
+    id: int
+    root: str
+    size: int
+    members: tuple[Member, ...]
+    unsupported: str | None  # why the group cannot be masked/removed, if it cannot
+    unit: str = "channel"  # what one unit is: a channel, an RNN's hidden unit, a head
+
+    @property
+    def out_layers(self) -> list[str]:
+        """Prunable layers whose output channels belong to the group."""
+        return [m.layer for m in self.members if m.kind == "out" and m.layer]
+
+    @property
+    def in_layers(self) -> list[str]:
+        """Prunable layers whose input channels belong to the group."""
+        return [m.layer for m in self.members if m.kind == "in" and m.layer]
+
+    @property
+    def layers(self) -> list[str]:
+        """Every prunable layer in the group (outputs first), without repeats."""
+        seen: dict[str, None] = {}
+        for name in self.out_layers + self.in_layers:
+            seen.setdefault(name, None)
+        return list(seen)
+
+
+def output_modules(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> set[str]:
+    """Modules whose output is (part of) the model's output, looking through modules
+    without parameters (a final Sigmoid, Flatten or Dropout) to the layer behind them."""
+    produced: dict[int, tuple[Tensor, str]] = {}
+    handles = []
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, Tensor):
+                return
+            source = name
+            first = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
+            if first is not None and not any(True for _ in module.parameters()):
+                known = produced.get(id(first))
+                if known is not None and known[0] is first:
+                    source = known[1]
+            produced[id(output)] = (output, source)
+
+        return record
+
+    for name, module in model.named_modules():
+        if name and not any(True for _ in module.children()):
+            handles.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            out = model(*example) if isinstance(example, tuple) else model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    outs = out if isinstance(out, tuple | list) else [out]
+    return {produced[id(t)][1] for t in outs if isinstance(t, Tensor) and id(t) in produced}
+
+
+def find_groups(
+    model: nn.Module, example: Tensor | tuple[Tensor, ...], layers: list[PrunableLayer]
+) -> tuple[list[Group], str | None]:
+    """The coupled groups of `model` rooted at its Linear/Conv layers.
+
+    Groups whose channels are the model's own outputs (a classifier's classes, an
+    autoencoder's image channels) are left out: removing them would change what the
+    model returns. Returns the groups and, if the graph could not be traced, why.
+    """
+    import torch_pruning as tp
+
+    first = tuple(t[:1] for t in example) if isinstance(example, tuple) else example[:1]
+    was_training = model.training
+    model.eval()
+    # GRUs and plain RNNs are layers with hidden_size outputs and input_size inputs, as
+    # LSTMs are; Torch-Pruning's LSTM pruner tells the graph so (our functions remove them).
+    rnn_pruner = tp.pruner.function.LSTMPruner()
+    # A recurrent layer must be one node of the traced graph (see _one_node).
+    hooks = [module.register_forward_hook(_one_node) for module in model.modules()
+             if isinstance(module, _RNN)]
+    try:
+        outputs = output_modules(model, first)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "unwrapped parameters" and the like
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=first,
+                customized_pruners={nn.GRU: rnn_pruner, nn.RNN: rnn_pruner})
+        names = {module: name for name, module in model.named_modules()}
+        weight_layer = {layer.module_name: layer.name for layer in layers
+                        if layer.param_name == "weight"}
+        ignored = [module for name, module in model.named_modules() if name in outputs]
+        raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
+                                               root_module_types=[*_WEIGHTED, *_RNN]))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
+        heads = _attention_groups(model, layers, 0)
+        return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+
+    blocks = _grouped_blocks(model)
+    groups: list[Group] = []
+    for raw in raw_groups:
+        members, unsupported, root_name = _members(raw, names, weight_layer)
+        if root_name is None:
+            continue
+        if _lossy(members):
+            # Torch-Pruning keeps one root channel per channel when it merges two paths to
+            # one module (a Linear's features viewed as conv channels, then an activation):
+            # the channel's other roots are dropped. Ask it root by root instead, where
+            # there is nothing to drop.
+            head = raw[0]
+            members = []
+            for r in sorted({int(i) for i in head.idxs}):
+                single = graph.get_pruning_group(head.dep.target.module, head.dep.handler, [r])
+                members += _members(single, names, weight_layer)[0]
+        merged, size = _units(_merge(members), blocks)
+        unit = "hidden unit" if any(m.kind == "rnn" for m in merged) else "channel"
+        groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
+    return groups + _attention_groups(model, layers, len(groups)), None
+
+
+class _WholeRecurrent(torch.autograd.Function):
+    """The outputs of a recurrent layer, as one autograd node fed by its input.
+
+    Only the graph matters (it is traced, never differentiated): its inputs are the
+    layer's input and weights, its outputs copies of the layer's outputs.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, count: int, *tensors: Tensor) -> tuple[Tensor, ...]:
+        ctx.inputs = len(tensors)
+        return tuple(t.clone() for t in tensors[len(tensors) - count:])
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[None, ...]:
+        return (None,) * (1 + int(ctx.inputs))
+
+
+def _one_node(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    """Forward hook: a recurrent layer's outputs coming out of one node fed by its input.
+
+    On the CPU a GRU or plain RNN (unlike an LSTM, which runs one fused kernel) is
+    recorded step by step, gate splits and all; Torch-Pruning then walks from the layer
+    before it into those steps and fails on their splits (a Linear projection before a
+    GRU loses every group of the model). As one node, the layer is what its pruner says:
+    input features in, hidden units out. Left alone: packed sequences and a given
+    initial state (its channels are hidden units, not input features).
+    """
+    if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or \
+            not isinstance(output, tuple) or len(output) != 2:
+        return None
+    out, hidden = output
+    states = list(hidden) if isinstance(hidden, tuple) else [hidden]
+    produced = [out, *states]
+    if not all(isinstance(t, Tensor) for t in produced):
+        return None
+    made = _WholeRecurrent.apply(  # type: ignore[no-untyped-call]
+        len(produced), inputs[0], *module.parameters(recurse=False),
+        *(t.detach() for t in produced))
+    new_out, *new_states = made
+    return new_out, (tuple(new_states) if isinstance(hidden, tuple) else new_states[0])
+
+
+def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int) -> list[Group]:
+    """One group per nn.MultiheadAttention: its heads.
+
+    Head h is rows h*d..h*d+d-1 of each of the query, key and value projections and the
+    same columns of out_proj. With those zeroed, the head's scores are all equal and its
+    values 0, so it adds nothing: masking a head computes what removing it does.
+    """
+    by_param = {(layer.module_name, layer.param_name): layer.name for layer in layers}
+    groups: list[Group] = []
+    for name, mha in model.named_modules():
+        if not isinstance(mha, nn.MultiheadAttention) or mha.bias_k is not None or \
+                mha.add_zero_attn:
+            continue
+        out_proj = by_param.get((f"{name}.out_proj" if name else "out_proj", "weight"))
+        projections = ("in_proj_weight",) if mha._qkv_same_embed_dim else (
+            "q_proj_weight", "k_proj_weight", "v_proj_weight")
+        proj_layers = [by_param.get((name, p)) for p in projections]
+        if out_proj is None or None in proj_layers:
+            continue
+        d, e = mha.head_dim, mha.embed_dim
+        heads = range(mha.num_heads)
+        blocks = 3 if mha._qkv_same_embed_dim else 1  # q, k, v rows in one in_proj_weight
+        rows = tuple(b * e + h * d + j for b in range(blocks) for h in heads for j in range(d))
+        row_roots = tuple(h for _ in range(blocks) for h in heads for _ in range(d))
+        cols = tuple(h * d + j for h in heads for j in range(d))
+        col_roots = tuple(h for h in heads for _ in range(d))
+        members = [Member(name, "out", rows, row_roots, layer, None) for layer in proj_layers]
+        members += [
+            Member(f"{name}.out_proj" if name else "out_proj", "in", cols, col_roots, out_proj,
+                   None),
+            Member(name, "heads", tuple(heads), tuple(heads), None, _remove_heads),
+        ]
+        root = proj_layers[0]
+        assert root is not None
+        groups.append(Group(first_id + len(groups), root, mha.num_heads, tuple(members),
+                            None, "head"))
+    return groups
+
+
+def _remove_heads(mha: nn.Module, heads: list[int]) -> nn.Module:
+    """A SlimAttention without `heads`, to take the MultiheadAttention's place."""
+    assert isinstance(mha, nn.MultiheadAttention)
+    return SlimAttention.from_pruned(mha, heads)
+
+
+def _grouped_blocks(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Grouped (not depthwise) convs: name -> (input channels, filters) per conv group."""
+    return {
+        name: (module.in_channels // module.groups, module.out_channels // module.groups)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups < module.in_channels
+    }
+
+
+def _members(
+    raw: Any, names: dict[nn.Module, str], weight_layer: dict[str, str]
+) -> tuple[list[Member], str | None, str | None]:
+    """A Torch-Pruning group as members; why it is unsupported, if it is; its root layer."""
+    members: list[Member] = []
+    unsupported = None
+    root_name = None
+    for item in raw:
+        target = item.dep.target.module
+        if not isinstance(target, nn.Module) or target not in names:
+            continue  # an operation (add, cat, flatten): nothing to store
+        name = names[target]
+        handler = item.dep.handler
+        pruning_out = getattr(handler, "__name__", "") == "prune_out_channels"
+        root = tuple(int(r) for r in (item.root_idxs or item.idxs))
+        if isinstance(target, _RNN):
+            # Our own functions remove the units: Torch-Pruning 1.6's LSTM pruner cuts
+            # weight_hh and weight_ih along the wrong dimensions.
+            rnn, why = _rnn_members(name, target, pruning_out, item.idxs, root)
+            members += rnn
+            unsupported = unsupported or why
+            if root_name is None and pruning_out and not why:
+                root_name = f"{name}.weight_ih_l0"
+            continue
+        if isinstance(target, _WEIGHTED):
+            kind = "out" if pruning_out else "in"
+            if isinstance(target, nn.Conv1d | nn.Conv2d | nn.Conv3d) and \
+                    target.groups > 1 and target.groups == target.in_channels:
+                kind = "out"  # depthwise: input channel c is filter c
+        elif isinstance(target, _NORMS):
+            kind = "norm"
+            unsupported = unsupported or _normalised_together(name, target)
+        elif any(p.requires_grad for p in target.parameters(recurse=False)):
+            unsupported = (f"{name} ({type(target).__name__}) shares these channels, "
+                           "and pruneviz cannot mask its parameters")
+            kind = "other"
+        else:
+            continue
+        members.append(Member(name, kind, tuple(int(i) for i in item.idxs), root,
+                              weight_layer.get(name) if kind in ("out", "in") else None,
+                              handler))
+        if root_name is None and kind == "out" and name in weight_layer:
+            root_name = weight_layer[name]
+    return members, unsupported, root_name
+
+
+def _normalised_together(name: str, norm: nn.Module) -> str | None:
+    """Why masking channels that `norm` reads is not removing them, if it is not.
+
+    A LayerNorm (or a GroupNorm with several channels per group) normalises the channels
+    together: a masked channel is a 0 that still counts in the mean and variance of the
+    others, while a removed one does not, so the masked model would not compute what the
+    slimmed one computes.
+    """
+    if isinstance(norm, nn.LayerNorm) or (
+            isinstance(norm, nn.GroupNorm) and norm.num_groups != norm.num_channels):
+        return (f"{name} ({type(norm).__name__}) normalises these channels together (a "
+                "masked channel would still count in the others' mean and variance), so "
+                "they cannot be pruned as whole channels; prune these layers unstructured")
+    return None
+
+
+def _rnn_members(
+    name: str, rnn: nn.RNNBase, pruning_out: bool, idxs: Any, root: tuple[int, ...],
+) -> tuple[list[Member], str | None]:
+    """An LSTM's, GRU's or RNN's hidden units (out) or input features (in) as members.
+
+    Hidden unit h is row h of each gate block of weight_ih / weight_hh (and the biases),
+    and column h of weight_hh. With those zeroed the unit's output stays exactly 0 from
+    a zero initial state: an LSTM's input, forget and output gates sit at 0.5 and its
+    candidate at 0; a GRU's update gate at 0.5 and its candidate at 0, so h' = h / 2;
+    a plain RNN computes tanh(0) or relu(0). Masking a unit computes what removing it does.
+    """
+    kind = type(rnn).__name__
+    if rnn.num_layers != 1 or rnn.bidirectional or int(getattr(rnn, "proj_size", 0)):
+        return [], (f"{name} is a {rnn.num_layers}-layer"
+                    f"{' bidirectional' if rnn.bidirectional else ''} {kind}; pruneviz couples "
+                    f"the hidden units of single-layer, one-direction {kind}s only")
+    units = [int(i) for i in idxs]
+    if not pruning_out:
+        return [Member(name, "in", tuple(units), root, f"{name}.weight_ih_l0", None),
+                Member(name, "rnn_in", tuple(units), root, None, _prune_rnn_inputs)], None
+    size, gates = rnn.hidden_size, _GATES[type(rnn)]
+    rows = tuple(g * size + u for g in range(gates) for u in units)
+    row_roots = tuple(r for _ in range(gates) for r in root)
+    return [
+        Member(name, "out", rows, row_roots, f"{name}.weight_ih_l0", None),
+        Member(name, "out", rows, row_roots, f"{name}.weight_hh_l0", None),
+        Member(name, "in", tuple(units), root, f"{name}.weight_hh_l0", None),
+        Member(name, "rnn", tuple(units), root, None, _prune_rnn_hidden),
+    ], None
+
+
+def _keep(size: int, idxs: list[int]) -> Tensor:
+    return torch.tensor(sorted(set(range(size)) - set(idxs)), dtype=torch.long)
+
+
+def _set(rnn: nn.Module, name: str, value: Tensor) -> None:
+    setattr(rnn, name, nn.Parameter(value.contiguous(), requires_grad=False))
+
+
+def _prune_rnn_hidden(rnn: nn.Module, idxs: list[int]) -> None:
+    """Remove hidden units of a single-layer LSTM/GRU/RNN: their rows in every gate block
+    of weight_ih/weight_hh and the biases, and their columns of weight_hh."""
+    assert isinstance(rnn, nn.RNNBase)
+    keep = _keep(rnn.hidden_size, idxs)
+    rows = torch.cat([keep + g * rnn.hidden_size for g in range(_GATES[type(rnn)])])
+    p = {n: getattr(rnn, n) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                      "bias_hh_l0") if hasattr(rnn, n)}
+    with torch.no_grad():
+        _set(rnn, "weight_ih_l0", p["weight_ih_l0"][rows])
+        _set(rnn, "weight_hh_l0", p["weight_hh_l0"][rows][:, keep])
+        if rnn.bias:
+            _set(rnn, "bias_ih_l0", p["bias_ih_l0"][rows])
+            _set(rnn, "bias_hh_l0", p["bias_hh_l0"][rows])
+    rnn.hidden_size = len(keep)
+
+
+def _prune_rnn_inputs(rnn: nn.Module, idxs: list[int]) -> None:
+    """Remove input features of a single-layer LSTM/GRU/RNN (columns of weight_ih)."""
+    assert isinstance(rnn, nn.RNNBase)
+    keep = _keep(rnn.input_size, idxs)
+    with torch.no_grad():
+        _set(rnn, "weight_ih_l0", getattr(rnn, "weight_ih_l0")[:, keep])  # noqa: B009
+    rnn.input_size = len(keep)
+
+
+def _lossy(members: list[Member]) -> bool:
+    """True when a member names only some of the group's root channels: Torch-Pruning may
+    have dropped the others (or the channels are split between members; asking again
+    root by root is right in both cases)."""
+    roots = {r for m in members for r in m.root}
+    return any(set(m.root) != roots for m in members)
+
+
+def _units(
+    members: list[Member], blocks: dict[str, tuple[int, int]]
+) -> tuple[list[Member], int]:
+    """Renumber root channels into units that can be removed on their own.
+
+    Usually one root channel is one unit. But when several root channels feed the same
+    channel of a member (a Linear's 32 outputs viewed as 8 channels of 4 pixels), those
+    root channels can only go together: they are joined into one unit. So are the
+    channels at the same position of every conv group of a grouped conv (`blocks`: name
+    -> channels per conv group, in and out): the smaller conv must keep equal groups, and
+    its weight reads input position p of every group, so position p goes everywhere.
+    """
+    roots = sorted({r for m in members for r in m.root})
+    parent = {r: r for r in roots}
+
+    def find(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    for m in members:
+        first_root: dict[int, int] = {}
+        per = blocks.get(m.module, (0, 0))[0 if m.kind == "in" else 1] \
+            if m.kind in ("in", "out") else 0
+        for idx, root in zip(m.idxs, m.root, strict=True):
+            other = first_root.setdefault(idx % per if per else idx, root)
+            a, b = find(other), find(root)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    unit_of: dict[int, int] = {}
+    for r in roots:
+        unit_of.setdefault(find(r), len(unit_of))
+    renumbered = []
+    for m in members:
+        # One (index, unit) pair per member channel: its several roots are now one unit.
+        pairs = dict.fromkeys((i, unit_of[find(r)]) for i, r in zip(m.idxs, m.root, strict=True))
+        renumbered.append(Member(m.module, m.kind, tuple(i for i, _ in pairs),
+                                 tuple(u for _, u in pairs), m.layer, m.handler))
+    return renumbered, len(unit_of)
+
+
+def _merge(members: list[Member]) -> list[Member]:
+    """One member per (module, kind), with every distinct (index, root) pair: Torch-Pruning
+    may list a module twice (depthwise), and one channel may go with several roots."""
+    merged: dict[tuple[str, str, str | None], tuple[Member, dict[tuple[int, int], None]]] = {}
+    for m in members:
+        pairs = merged.setdefault((m.module, m.kind, m.layer), (m, {}))[1]
+        pairs.update(dict.fromkeys(zip(m.idxs, m.root, strict=True)))
+    return [
+        Member(first.module, first.kind, tuple(i for i, _ in pairs), tuple(r for _, r in pairs),
+               first.layer, first.handler)
+        for first, pairs in merged.values()
+    ]

@@ -1,0 +1,454 @@
+"""Importance criteria: one signature, one registry.
+
+A criterion scores the structures of one layer — single weights for unstructured and
+N:M pruning, output filters/neurons or input channels for structured pruning — and
+returns one score per structure; higher means more important, lower is pruned first.
+
+Every criterion has the signature `(ScoreInputs) -> Tensor` and is listed in the
+registry under a name; users add their own with `register_criterion`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.layers import _CONV, _CONV_T, PrunableLayer, eval_mode, structure_index
+from pruneviz.data.tensors import TensorData
+from pruneviz.errors import DataError, ModelError, PlanError
+
+# ---------------------------------------------------------------------------------------
+# Structures: which weights each score covers
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Structures:
+    """How the weights of one layer group into the structures a criterion scores.
+
+    For unstructured and N:M granularities every weight is its own structure
+    (`index is None`); otherwise `index` gives each weight's structure id and `order`
+    lists the flat weight positions structure by structure, so that `vectors` can
+    gather each structure's weights into one row.
+    """
+
+    granularity: Granularity
+    shape: tuple[int, ...]
+    count: int
+    size: int
+    dim: int | None
+    index: Tensor | None
+    order: Tensor | None
+
+    def vectors(self, tensor: Tensor) -> Tensor:
+        """Rows of `tensor` (weight-shaped), one per structure: shape (count, size)."""
+        if self.order is None:
+            return tensor.reshape(-1, 1)
+        return tensor.reshape(-1)[self.order].view(self.count, self.size)
+
+    def expand(self, keep: Tensor) -> Tensor:
+        """A weight-shaped boolean mask from a per-structure keep vector."""
+        if self.index is None:
+            return keep.view(self.shape)
+        return keep[self.index]
+
+
+def structures_for(layer: PrunableLayer, granularity: Granularity) -> Structures:
+    """The structures of `layer` at `granularity` (filters, channels or single weights)."""
+    if not granularity.structured:
+        n = layer.params
+        return Structures(granularity, layer.shape, n, 1, None, None, None)
+    dim = layer.out_dim if granularity is Granularity.FILTER else layer.in_dim
+    index = structure_index(layer, dim)
+    count = int(index.max()) + 1
+    order = torch.argsort(index.reshape(-1), stable=True)
+    return Structures(granularity, layer.shape, count, layer.params // count, dim, index, order)
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration statistics (for data-driven criteria), computed once per session
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationStats:
+    """Per-layer statistics gathered on calibration batches with the original weights.
+
+    `taylor[name]` is sum over batches of |w * dL/dw| (weight-shaped); `out_*`/`in_*`
+    are per output/input channel: fraction of non-positive values (zeros after a ReLU)
+    and mean of the positive part.
+    """
+
+    taylor: dict[str, Tensor]
+    out_zero_fraction: dict[str, Tensor]
+    out_mean: dict[str, Tensor]
+    in_zero_fraction: dict[str, Tensor]
+    in_mean: dict[str, Tensor]
+    batches: int
+
+
+def _channel_dim(module: nn.Module, tensor: Tensor) -> int:
+    return tensor.dim() - 1 if isinstance(module, nn.Linear) else 1
+
+
+def _per_channel(tensor: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    moved = tensor.detach().movedim(dim, 0).reshape(tensor.shape[dim], -1)
+    return (moved <= 0).float().mean(dim=1), moved.clamp(min=0).mean(dim=1)
+
+
+def collect_calibration_stats(
+    model: nn.Module, layers: list[PrunableLayer], data: TensorData, max_batches: int = 4,
+    batch_size: int = 64,
+) -> CalibrationStats:
+    """Run calibration batches forward and backward; gather Taylor and activation stats."""
+    if len(data) == 0:
+        raise DataError("the calibration data is empty; data-driven criteria need samples")
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    sums: dict[str, list[Tensor]] = {}
+    handles = []
+
+    def add(key: str, zero: Tensor, mean: Tensor) -> None:
+        if key in sums:
+            sums[key][0] += zero
+            sums[key][1] += mean
+        else:
+            sums[key] = [zero.clone(), mean.clone()]
+
+    def out_hook(name: str, channel_module: nn.Module) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if isinstance(output, Tensor):
+                add("out:" + name, *_per_channel(output, _channel_dim(channel_module, output)))
+
+        return hook
+
+    def in_hook(name: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            if inputs and isinstance(inputs[0], Tensor):
+                add("in:" + name, *_per_channel(inputs[0], _channel_dim(module, inputs[0])))
+
+        return hook
+
+    for layer in layers:
+        module = modules[layer.module_name]
+        if not isinstance(module, (nn.Linear, *_CONV, *_CONV_T)):
+            continue
+        watched = modules[layer.bn] if layer.bn else module
+        handles.append(watched.register_forward_hook(out_hook(layer.name, module)))
+        handles.append(module.register_forward_pre_hook(in_hook(layer.name)))
+
+    taylor = {layer.name: torch.zeros(layer.shape) for layer in layers}
+    requires = {name: p.requires_grad for name, p in params.items()}
+    batches = 0
+    try:
+        with eval_mode(model), torch.enable_grad():
+            for name in requires:
+                params[name].requires_grad_(True)
+            for x, y in data.batches(batch_size):
+                if batches >= max_batches:
+                    break
+                model.zero_grad(set_to_none=True)
+                loss = data.task.loss(model(x), y)
+                loss.backward()  # type: ignore[no-untyped-call]
+                for layer in layers:
+                    weight = params[layer.weight]
+                    if weight.grad is not None:
+                        taylor[layer.name] += (weight.detach() * weight.grad).abs()
+                batches += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.zero_grad(set_to_none=True)
+        for name, flag in requires.items():
+            params[name].requires_grad_(flag)
+
+    def averaged(prefix: str, which: int) -> dict[str, Tensor]:
+        return {
+            k[len(prefix):]: v[which] / batches for k, v in sums.items() if k.startswith(prefix)
+        }
+
+    return CalibrationStats(
+        taylor, averaged("out:", 0), averaged("out:", 1), averaged("in:", 0), averaged("in:", 1),
+        batches,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The criterion signature and registry
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """Everything a criterion may look at for one layer.
+
+    `weight` is the layer's original (unpruned) weight; `stats()` runs the calibration
+    data once per session and returns the cached CalibrationStats; `bn_weight` is the
+    scale (gamma) of the BatchNorm fed by this layer's outputs, if there is one.
+    """
+
+    layer: PrunableLayer
+    weight: Tensor
+    structures: Structures
+    stats: Callable[[], CalibrationStats]
+    bn_weight: Tensor | None
+    seed: int
+
+
+CriterionFn = Callable[[ScoreInputs], Tensor]
+
+
+@dataclass(frozen=True)
+class CriterionSpec:
+    """A registered criterion: its function and what it can score."""
+
+    name: str
+    fn: CriterionFn
+    unstructured: bool
+    needs_data: bool
+    description: str
+
+
+_REGISTRY: dict[str, CriterionSpec] = {}
+
+
+def register_criterion(
+    name: str, fn: CriterionFn, *, unstructured: bool, needs_data: bool = False,
+    description: str | None = None,
+) -> CriterionSpec:
+    """Add a criterion to the registry (or replace one of the same name).
+
+    `unstructured=True` if it can score single weights (not only whole structures);
+    `needs_data=True` if it uses calibration statistics.
+    """
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"criterion name must be alphanumeric/underscore, got {name!r}")
+    doc = description or (fn.__doc__ or name).strip().splitlines()[0]
+    spec = CriterionSpec(name, fn, unstructured, needs_data, doc)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def criterion_names() -> list[str]:
+    """Names of every registered criterion, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_criterion(name: str) -> CriterionSpec:
+    """The registered criterion called `name`; the error lists the allowed names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise PlanError(
+            f"unknown criterion {name!r}; allowed: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def iter_criteria(granularity: Granularity) -> Iterator[CriterionSpec]:
+    """The criteria that can score structures of `granularity`."""
+    for spec in _REGISTRY.values():
+        if granularity.structured or spec.unstructured:
+            yield spec
+
+
+def compute_scores(name: str, inputs: ScoreInputs) -> Tensor:
+    """Score the structures of one layer with criterion `name`; checks what comes back."""
+    spec = get_criterion(name)
+    granularity = inputs.structures.granularity
+    if not granularity.structured and not spec.unstructured:
+        usable = ", ".join(s.name for s in iter_criteria(granularity))
+        raise PlanError(
+            f"layer {inputs.layer.name!r}: criterion {name!r} scores whole structures and "
+            f"cannot rank single weights ({granularity.value}); use one of {usable}, or a "
+            "filter/channel granularity"
+        )
+    scores = spec.fn(inputs)
+    if scores.shape != (inputs.structures.count,):
+        raise ModelError(
+            f"criterion {name!r} returned scores of shape {tuple(scores.shape)} for layer "
+            f"{inputs.layer.name!r}; expected ({inputs.structures.count},)"
+        )
+    scores = scores.detach().float()
+    if not torch.isfinite(scores).all():
+        raise ModelError(
+            f"criterion {name!r} gave non-finite scores for layer {inputs.layer.name!r}; "
+            "check the calibration data and the layer's weights"
+        )
+    return scores
+
+
+# ---------------------------------------------------------------------------------------
+# The built-in criteria
+# ---------------------------------------------------------------------------------------
+
+
+def l1_norm(inputs: ScoreInputs) -> Tensor:
+    """Magnitude: |w| per weight, L1 norm per structure (Han et al. 2015; Li et al. 2017)."""
+    return inputs.structures.vectors(inputs.weight).abs().sum(dim=1)
+
+
+def l2_norm(inputs: ScoreInputs) -> Tensor:
+    """Magnitude: |w| per weight, L2 norm per structure (He et al. 2018, soft filter pruning)."""
+    return inputs.structures.vectors(inputs.weight).pow(2).sum(dim=1).sqrt()
+
+
+def random_scores(inputs: ScoreInputs) -> Tensor:
+    """Random scores, seeded per layer: the baseline every pruning paper compares against."""
+    seed = (inputs.seed * 1_000_003 + zlib.crc32(inputs.layer.name.encode())) % (2**63)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(inputs.structures.count, generator=generator)
+
+
+def taylor(inputs: ScoreInputs) -> Tensor:
+    """First-order Taylor: sum of |w * dL/dw| per structure (Molchanov et al. 2019)."""
+    grad_w = inputs.stats().taylor[inputs.layer.name]
+    return inputs.structures.vectors(grad_w).sum(dim=1)
+
+
+def _activation_stat(inputs: ScoreInputs, which: str) -> Tensor:
+    stats = inputs.stats()
+    structures = inputs.structures
+    layer = inputs.layer
+    is_output = structures.dim == layer.out_dim
+    table = {
+        ("zero", True): stats.out_zero_fraction, ("mean", True): stats.out_mean,
+        ("zero", False): stats.in_zero_fraction, ("mean", False): stats.in_mean,
+    }[(which, is_output)]
+    if layer.name not in table:
+        raise PlanError(
+            f"layer {layer.name!r} ({layer.type}): activation-based criteria need the layer's "
+            "per-channel inputs and outputs, which are not observable for recurrent or "
+            "attention weight matrices; use l1, l2, taylor, fpgm, lsh or random"
+        )
+    values = table[layer.name]
+    if values.shape[0] != structures.count:
+        raise PlanError(
+            f"layer {layer.name!r}: its activations have {values.shape[0]} channels but the "
+            f"layer has {structures.count} structures; activation criteria cannot be used here"
+        )
+    return values
+
+
+def apoz(inputs: ScoreInputs) -> Tensor:
+    """1 - APoZ, the average percentage of zeros after ReLU per channel (Hu et al. 2016)."""
+    return 1.0 - _activation_stat(inputs, "zero")
+
+
+def mean_activation(inputs: ScoreInputs) -> Tensor:
+    """Mean post-ReLU activation per channel (Molchanov et al. 2017, 'mean activation')."""
+    return _activation_stat(inputs, "mean")
+
+
+def bn_scale(inputs: ScoreInputs) -> Tensor:
+    """|gamma| of the BatchNorm after each filter (Liu et al. 2017, Network Slimming)."""
+    layer = inputs.layer
+    if inputs.structures.granularity is not Granularity.FILTER:
+        raise PlanError(
+            f"layer {layer.name!r}: bn_scale ranks output filters by the BatchNorm that "
+            "follows them; use it with granularity 'filter'"
+        )
+    if inputs.bn_weight is None:
+        raise PlanError(
+            f"layer {layer.name!r} is not followed by a BatchNorm, so bn_scale has nothing "
+            "to rank; use l1, l2, fpgm, lsh, taylor or apoz for this layer"
+        )
+    return inputs.bn_weight.detach().abs().float()
+
+
+def fpgm(inputs: ScoreInputs) -> Tensor:
+    """Distance to the other filters, i.e. to the geometric median (He et al. 2019, FPGM)."""
+    vectors = inputs.structures.vectors(inputs.weight).double()
+    return torch.cdist(vectors, vectors).sum(dim=1).float()
+
+
+LSH_BITS = 24
+LSH_TABLES = 4
+
+
+def lsh_redundancy(inputs: ScoreInputs) -> Tensor:
+    """Near-duplicate structures found by SimHash (Charikar 2002) score low; see `lsh_scores`."""
+    vectors = inputs.structures.vectors(inputs.weight)
+    return lsh_scores(vectors, seed=inputs.seed + zlib.crc32(inputs.layer.name.encode()))
+
+
+def simhash_buckets(
+    vectors: Tensor, bits: int = LSH_BITS, tables: int = LSH_TABLES, seed: int = 0
+) -> Tensor:
+    """Group rows of `vectors` into near-duplicate buckets with random-hyperplane hashing.
+
+    Each of `tables` hash tables draws `bits` random hyperplanes; a row's code in a table
+    is the side of each hyperplane it lies on. Two rows at angle theta share a code with
+    probability (1 - theta/pi)^bits, so near-parallel rows collide and unrelated ones do
+    not. Rows that share a code in any table are joined (union-find). Returns, per row,
+    the id of its bucket (the smallest row index in it).
+    """
+    count, dim = vectors.shape
+    generator = torch.Generator().manual_seed(seed % (2**63))
+    planes = torch.randn(tables, bits, dim, generator=generator, dtype=torch.float64)
+    signs = torch.einsum("tbd,nd->tnb", planes, vectors.double()) > 0
+    weights = 2 ** torch.arange(bits, dtype=torch.int64)
+    codes = (signs.long() * weights).sum(dim=2)  # (tables, count)
+    parent = list(range(count))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for t in range(tables):
+        first_with_code: dict[int, int] = {}
+        for i, code in enumerate(codes[t].tolist()):
+            j = first_with_code.setdefault(code, i)
+            if j != i:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    return torch.tensor([find(i) for i in range(count)], dtype=torch.int64)
+
+
+def lsh_scores(vectors: Tensor, seed: int = 0) -> Tensor:
+    """Scores in [0, 1]: the strongest row of each SimHash bucket scores above 0.5
+    (by its norm relative to the largest), every other member of a bucket below 0.5.
+
+    So a threshold of 0.5 prunes exactly the near-duplicates, and a sparsity fraction
+    prunes duplicates first, weakest first, before touching any bucket's representative.
+    """
+    buckets = simhash_buckets(vectors, seed=seed)
+    norms = vectors.double().norm(dim=1)
+    top = float(norms.max()) if norms.numel() else 0.0
+    relative = norms / top if top > 0 else torch.zeros_like(norms)
+    keeper = torch.zeros(len(norms), dtype=torch.bool)
+    best: dict[int, int] = {}
+    for i, bucket in enumerate(buckets.tolist()):
+        if bucket not in best or norms[i] > norms[best[bucket]]:
+            best[bucket] = i
+    keeper[list(best.values())] = True
+    scores = torch.where(keeper, 0.5 + 0.5 * relative, 0.499 * relative)
+    return scores.float()
+
+
+for _name, _fn, _unstructured, _data in (
+    ("l1", l1_norm, True, False),
+    ("l2", l2_norm, True, False),
+    ("random", random_scores, True, False),
+    ("taylor", taylor, True, True),
+    ("apoz", apoz, False, True),
+    ("activation", mean_activation, False, True),
+    ("bn_scale", bn_scale, False, False),
+    ("fpgm", fpgm, False, False),
+    ("lsh", lsh_redundancy, False, False),
+):
+    register_criterion(_name, _fn, unstructured=_unstructured, needs_data=_data)
+
+__all__ = [
+    "CalibrationStats", "CriterionFn", "CriterionSpec", "ScoreInputs", "Structures",
+    "collect_calibration_stats", "compute_scores", "criterion_names", "get_criterion",
+    "iter_criteria", "lsh_scores", "register_criterion", "simhash_buckets", "structures_for",
+]

@@ -1,0 +1,322 @@
+"""Where a workbench's model and data come from: a sample, or the user's own files.
+
+A `Source` is what the CLI options and the app's start arguments name:
+
+    sample:digits_cnn                                 a shipped sample and its digits data
+    sample:digits_cnn --weights mine.safetensors      the sample architecture, other weights
+    models/net.py:build --weights w.safetensors --data eval.npz --train-data train.npz
+
+`load_source` turns it into a `Loaded`: the model (eval mode, never changed afterwards),
+an example input, and the data. Nothing in a weights file is unpickled
+(pruneviz.data.user_models); the factory and data functions are the user's own trusted code.
+Before anything is measured the model is run once on the data, so that a model and data
+that do not fit each other fail here with a message, not deep inside a page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from pruneviz.data.samples import DEFAULT_SAMPLE, load_sample, sample_names
+from pruneviz.data.tasks import Task, parse_metric
+from pruneviz.data.tensors import TensorData
+from pruneviz.data.userfile import is_file_ref
+from pruneviz.errors import DataError, ModelError, PrunevizError
+
+DEFAULT_EVAL_SUBSET = 2000  # samples evaluated on each live update in the app
+FIT_BATCH = 1024  # metrics.evaluate's batch size: checked before anything is measured
+MODEL_HELP = (
+    "sample:NAME (one of: {samples}) or path/to/file.py:factory, a function in your own "
+    "file that returns an nn.Module"
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model reference and, optionally, its weights, data and task options."""
+
+    model: str = f"sample:{DEFAULT_SAMPLE}"
+    weights: str | None = None  # .safetensors, or a .pt/.pth state dict
+    data: str | None = None  # evaluation data (pruneviz.data.readers.load_data forms)
+    train_data: str | None = None  # training data, for fine-tuning and calibration
+    task: str | None = None  # classification, regression or reconstruction (None: infer)
+    metric: str | None = None  # accuracy, top5, mse or path/file.py:function
+    label_column: str | None = None  # CSV: the column holding the targets
+    eval_subset: int | None = None  # live updates evaluate this many samples (None: all)
+
+    @property
+    def is_sample(self) -> bool:
+        """Whether the model is a shipped sample (`sample:NAME`)."""
+        return self.model.startswith("sample:")
+
+    def describe(self) -> str:
+        """One line naming the model, weights and data, for titles and reports."""
+        parts = [self.model]
+        if self.weights:
+            parts.append(f"weights {Path(self.weights).name}")
+        if self.data:
+            parts.append(f"data {self.data}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A source, loaded: the model as loaded (never changed) and its data."""
+
+    source: Source
+    model: nn.Module
+    example_input: Tensor
+    eval_data: TensorData  # the whole evaluation set
+    train_data: TensorData | None
+    title: str  # a short human name: the sample's title, or the factory's name
+    description: str = ""
+    notes: tuple[str, ...] = ()  # how the weights were read (e.g. a checkpoint's key)
+
+    @property
+    def name(self) -> str:
+        """The model reference: what plans are stamped with."""
+        return self.source.model
+
+
+def check_model_ref(ref: str) -> None:
+    """Refuse a MODEL argument that is neither `sample:NAME` nor `file.py:function`."""
+    kind, sep, name = ref.partition(":")
+    if sep and kind == "sample":
+        if name not in sample_names():
+            raise PrunevizError(
+                f"unknown sample model {name!r}; allowed: {', '.join(sample_names())}")
+        return
+    if not is_file_ref(ref):
+        raise PrunevizError(
+            f"cannot read model reference {ref!r}: use "
+            + MODEL_HELP.format(samples=", ".join(sample_names())))
+
+
+def load_source(source: Source, *, weights_bytes: bytes | None = None,
+                weights_name: str = "") -> Loaded:
+    """Load the model, its weights and its data, and check that they fit together.
+
+    `weights_bytes` (an upload) replaces `source.weights` when given.
+    """
+    from pruneviz.data.user_models import fit_weights, load_user_model, read_weights
+
+    check_model_ref(source.model)
+    weights: Path | bytes | None = weights_bytes
+    label = weights_name
+    notes: list[str] = []
+    if weights is None and source.weights:
+        weights, label = Path(source.weights).expanduser(), source.weights
+    if source.is_sample:
+        sample = load_sample(source.model.removeprefix("sample:"))
+        model, title, description = sample.model, sample.spec.title, sample.spec.description
+        if weights is not None:
+            model = sample.spec.build()
+            fit_weights(model, read_weights(weights, label, notes=notes), label)
+            model.eval()
+        train_data: TensorData | None
+        if source.data is None:
+            if source.task is not None and source.task != sample.spec.task.value:
+                raise DataError(f"{source.model} is a {sample.spec.task.value} model on its "
+                                f"own data; --task {source.task} needs --data")
+            eval_data, train_data = sample.test_data(), sample.train_data()
+            scorer = parse_metric(source.metric, sample.spec.task)
+            if scorer is not None:
+                eval_data = dataclasses.replace(eval_data, scorer=scorer)
+                train_data = dataclasses.replace(train_data, scorer=scorer)
+            if source.train_data is not None:
+                train_data = _data(source, source.train_data, "train", sample.spec.task)
+        else:
+            eval_data = _data(source, source.data, "test", sample.spec.task)
+            train_data = None if source.train_data is None else \
+                _data(source, source.train_data, "train", sample.spec.task)
+    else:
+        model = load_user_model(source.model, weights, label, notes=notes)
+        path, _, factory = source.model.rpartition(":")
+        title = f"{Path(path).name}:{factory}"
+        description = f"your model from {source.model}" + (f", weights {label}" if label else "")
+        if source.data is None:
+            raise DataError(
+                f"{source.model} is your own model, so pruneviz needs data to measure it on: "
+                "pass --data (an .npz with x and y, a CSV, an image folder, mnist:FOLDER or "
+                "path/file.py:function)")
+        eval_data = _data(source, source.data, "test", None)
+        train_data = None if source.train_data is None else \
+            _data(source, source.train_data, "train", eval_data.task)
+    example = eval_data.x[:1].clone()
+    check_fit(model, eval_data, source.data or source.model)
+    if train_data is not None:
+        check_fit(model, train_data, source.train_data or "the training data")
+    return Loaded(source, model, example, eval_data, train_data, title, description,
+                  tuple(notes))
+
+
+def _data(source: Source, ref: str, split: str, task: Task | None) -> TensorData:
+    from pruneviz.data.readers import load_data
+
+    return load_data(ref, split="train" if split == "train" else "test",
+                     task=source.task or task, label_column=source.label_column,
+                     metric=source.metric)
+
+
+def check_fit(model: nn.Module, data: TensorData, where: str) -> None:
+    """Run the model on one sample and on a full evaluation batch of `data` (the sizes
+    every later measurement uses); explain what does not fit."""
+    for x in (data.x[:1], data.x[:FIT_BATCH]):
+        try:
+            with torch.inference_mode():
+                out = model(x)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's model may raise anything
+            raise ModelError(
+                f"the model failed on a batch of shape {tuple(x.shape)} ({x.dtype}) from "
+                f"{where}: {type(exc).__name__}: {exc}; check that the data is what the model "
+                "expects, and that its forward works for any batch size") from None
+    y = data.y[:FIT_BATCH]
+    if not isinstance(out, Tensor):
+        raise ModelError(
+            f"the model returned a {type(out).__name__}, not a tensor; pruneviz measures "
+            "models whose forward returns one tensor (wrap yours to return the logits)")
+    if not torch.isfinite(out).all():
+        raise ModelError(f"the model's output on {where} contains NaN or infinite values; "
+                         "check the weights and the input scaling")
+    if data.task is Task.CLASSIFICATION:
+        if out.dim() != 2:
+            raise ModelError(
+                f"a classifier must return (batch, classes) scores, but the model returned "
+                f"shape {tuple(out.shape)}; pass --task regression if the targets are values")
+        top = int(data.y.max())
+        if top >= out.shape[1]:
+            raise ModelError(
+                f"{where} has class label {top}, but the model scores only {out.shape[1]} "
+                "classes; check the label column, or the model's last layer")
+    elif out.shape[0] != y.shape[0] or out[0].numel() != y[0].numel():
+        raise ModelError(
+            f"the model's output has shape {tuple(out.shape)} but the targets in {where} have "
+            f"shape {tuple(y.shape)}; they must match for {data.task.value}")
+
+
+def absolute_ref(ref: str) -> str:
+    """`ref` (a model, weights, data or metric reference) with its path made absolute, so
+    that a command naming it works from any folder."""
+    kind, sep, rest = ref.partition(":")
+    if sep and kind in ("mnist", "fashion-mnist", "idx"):
+        return f"{kind}:{Path(rest).expanduser().absolute()}" if rest else ref
+    if is_file_ref(ref):
+        file, _, name = ref.rpartition(":")
+        return f"{Path(file).expanduser().absolute()}:{name}"
+    if sep and kind == "sample":
+        return ref
+    path = Path(ref).expanduser()
+    return str(path.absolute()) if path.exists() else ref
+
+
+def source_options(source: Source, *, weights: bool = True) -> list[str]:
+    """The CLI options (after MODEL) that reopen `source`, with absolute paths;
+    `weights=False` leaves out --weights (when other weights are given instead)."""
+    options = [("--weights", source.weights if weights else None), ("--data", source.data),
+               ("--train-data", source.train_data), ("--task", source.task),
+               ("--metric", source.metric), ("--label-column", source.label_column)]
+    paths = ("--weights", "--data", "--train-data", "--metric")
+    return [part for option, value in options if value
+            for part in (option, absolute_ref(value) if option in paths else value)]
+
+
+def input_files(source: Source) -> set[Path]:
+    """Every existing file `source` reads (model, weights, data and metric files)."""
+    found = set()
+    for ref in (source.model, source.weights, source.data, source.train_data, source.metric):
+        if not ref:
+            continue
+        path = absolute_ref(ref)
+        if is_file_ref(path):
+            path = path.rpartition(":")[0]
+        candidate = Path(path.partition(":")[2] if path.startswith(("mnist:", "idx:",
+                                                                    "fashion-mnist:"))
+                         else path)
+        if candidate.is_file():
+            found.add(candidate.resolve())
+    return found
+
+
+def refuse_overwriting_inputs(source: Source | None, out: Path, names: Iterable[str]) -> None:
+    """Refuse to write (or remove) `out/name` when that is one of the files `source`
+    reads: the user's model, weights and data are never replaced."""
+    if source is None:
+        return
+    inputs = input_files(source)
+    for name in names:
+        target = (Path(out).expanduser() / name).resolve()
+        if target in inputs:
+            raise PrunevizError(
+                f"refusing to write {target}: it is one of your input files (model, weights "
+                "or data), and pruneviz never replaces them; choose another output folder")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """The options every verb (and the app) takes to name a model and its data."""
+    if model:
+        parser.add_argument("model", metavar="MODEL",
+                            help=MODEL_HELP.format(samples=", ".join(sample_names())))
+    parser.add_argument("--weights", metavar="FILE",
+                        help="weights for MODEL: .safetensors, or a .pt/.pth state dict "
+                        "(read with torch.load(weights_only=True); nothing is unpickled)")
+    parser.add_argument("--data", metavar="DATA",
+                        help="evaluation data: file.npz (arrays x, y), file.csv, an image "
+                        "folder (one subfolder per class), mnist:FOLDER, fashion-mnist:FOLDER, "
+                        "idx:FOLDER, mnist (download once into a cache) or "
+                        "path/file.py:function (default for samples: the digits test split)")
+    parser.add_argument("--train-data", metavar="DATA",
+                        help="training data for fine-tuning and calibration, same forms")
+    parser.add_argument("--task", choices=[t.value for t in Task],
+                        help="what the model's output means (default: inferred from targets)")
+    parser.add_argument("--metric", metavar="METRIC",
+                        help="accuracy, top5 (any k), mse, or path/file.py:function(output, "
+                        "target) returning the batch mean")
+    parser.add_argument("--label-column", metavar="NAME",
+                        help="CSV data: the column holding the targets (default: label/target/y, "
+                        "else the last column)")
+    parser.add_argument("--eval-subset", type=int, metavar="N",
+                        help="evaluate on a fixed random subset of N samples (class-balanced); "
+                        "the app's live updates use one by default for large sets")
+
+
+def source_from_args(args: argparse.Namespace, *, default_model: str | None = None) -> Source:
+    """The Source named by parsed `add_source_arguments` options."""
+    subset = getattr(args, "eval_subset", None)
+    if subset is not None and subset < 1:
+        raise DataError(f"--eval-subset must be at least 1, got {subset}")
+    return Source(
+        model=getattr(args, "model", None) or default_model or f"sample:{DEFAULT_SAMPLE}",
+        weights=args.weights, data=args.data, train_data=args.train_data, task=args.task,
+        metric=args.metric, label_column=args.label_column, eval_subset=subset,
+    )
+
+
+def with_model(source: Source, model: str) -> Source:
+    """`source` for another model: a sample keeps no user weights or data options."""
+    if model == source.model:
+        return source
+    return replace(Source(), model=model)
+
+
+__all__ = [
+    "DEFAULT_EVAL_SUBSET",
+    "Loaded",
+    "Source",
+    "add_source_arguments",
+    "check_fit",
+    "check_model_ref",
+    "load_source",
+    "source_from_args",
+    "source_options",
+    "absolute_ref",
+    "input_files",
+    "refuse_overwriting_inputs",
+    "with_model",
+]

@@ -1,0 +1,194 @@
+"""Measure a pruning session's current model: everything the CLI prints and the app shows.
+
+`Meter` caches each measurement per plan (evaluation, file sizes, latency — latency is
+the slowest), so going back to a plan already seen costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from pruneviz.core.session import LayerResult, PruningSession
+from pruneviz.data.tensors import TensorData
+from pruneviz.measure.metrics import (
+    EvalResult,
+    Latency,
+    count_params,
+    evaluate,
+    measure_latency,
+    measure_latency_pair,
+)
+from pruneviz.measure.storage import FileSizes, file_sizes
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Report:
+    """All measurements of one pruned model (see `to_dict` for the JSON form)."""
+
+    model: str
+    plan: dict[str, Any]
+    evaluation: EvalResult
+    params_total: int
+    params_nonzero: int
+    macs_dense: int
+    macs_effective: int
+    sizes: FileSizes
+    latency: Latency | None
+    layers: list[LayerResult]
+    latency_reference: Latency | None = None  # the unpruned model, timed interleaved
+    notes: tuple[str, ...] = ()  # what the session changed about the plan, and why
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of all parameters that are exactly zero."""
+        return 1.0 - self.params_nonzero / self.params_total if self.params_total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object the CLI prints with --json."""
+        out: dict[str, Any] = {
+            "model": self.model,
+            "metric_name": self.evaluation.metric_name,
+            "metric": self.evaluation.metric,
+            "loss": self.evaluation.loss,
+            "eval_samples": self.evaluation.samples,
+            "params_total": self.params_total,
+            "params_nonzero": self.params_nonzero,
+            "sparsity": self.sparsity,
+            "macs_dense": self.macs_dense,
+            "macs_effective": self.macs_effective,
+            "size_dense_bytes": self.sizes.dense,
+            "size_sparse_bytes": self.sizes.sparse,
+            "size_gzip_bytes": self.sizes.gzip,
+        }
+        if self.latency is not None:
+            out["latency_ms"] = self.latency.median_ms
+            out["latency"] = dict(self.latency.__dict__)
+        if self.latency_reference is not None:
+            out["latency_reference"] = dict(self.latency_reference.__dict__)
+        out["notes"] = list(self.notes)
+        out["removed_blocks"] = list(self.plan.get("blocks", []))
+        out["layers"] = [layer.to_dict() for layer in self.layers]
+        out["plan"] = self.plan
+        return out
+
+
+def latency_batch(data: TensorData, batch_size: int) -> Tensor:
+    """A batch of `batch_size` real inputs (repeating the data if it is smaller)."""
+    x = data.x[:batch_size]
+    if x.shape[0] < batch_size:
+        reps = -(-batch_size // x.shape[0])
+        x = torch.cat([x] * reps)[:batch_size]
+    return x.contiguous()
+
+
+class Meter:
+    """Measures a session's current model on `data`, caching results per plan.
+
+    With a `reference` (the unpruned model, read-only), latency is measured interleaved
+    with the reference's, so that a latency change is not machine load in disguise.
+    """
+
+    def __init__(
+        self,
+        session: PruningSession,
+        data: TensorData,
+        *,
+        reference: nn.Module | None = None,
+        latency_batch_size: int = 64,
+        latency_runs: int = 20,
+        cache_size: int = 256,
+    ) -> None:
+        self.session = session
+        self.reference = reference
+        self.data = data
+        self.latency_batch_size = latency_batch_size
+        self.latency_runs = latency_runs
+        self._latency_input = latency_batch(data, latency_batch_size)
+        self._cache: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _cached(self, kind: str, compute: Callable[[], T]) -> T:
+        key = (kind, self.session.plan.key())
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]  # type: ignore[return-value]
+        value = compute()
+        self._cache[key] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    @property
+    def latency_input(self) -> Tensor:
+        """The batch of real inputs latency is measured on."""
+        return self._latency_input
+
+    def clear(self) -> None:
+        """Forget cached measurements (call after the originals themselves changed)."""
+        self._cache.clear()
+
+    def evaluate(self) -> EvalResult:
+        """Task metric and loss of the current model on the data."""
+        return self._cached("eval", lambda: evaluate(self.session.model, self.data))
+
+    def sizes(self) -> FileSizes:
+        """Bytes of the current weights saved dense, sparse-encoded and gzipped."""
+        return self._cached("sizes", lambda: file_sizes(self.session.model.state_dict()))
+
+    def latency(self) -> Latency:
+        """Median CPU latency of the current model on a batch of real inputs."""
+        return self._latencies()[0]
+
+    def latency_reference(self) -> Latency | None:
+        """The unpruned reference's latency, timed interleaved with `latency()`'s runs."""
+        return self._latencies()[1]
+
+    def _latencies(self) -> tuple[Latency, Latency | None]:
+        def measure() -> tuple[Latency, Latency | None]:
+            if self.reference is None:
+                return measure_latency(
+                    self.session.model, self._latency_input, runs=self.latency_runs
+                ), None
+            return measure_latency_pair(
+                self.session.model, self.reference, self._latency_input,
+                runs=self.latency_runs,
+            )
+
+        return self._cached("latency", measure)
+
+    def macs(self) -> tuple[int, int]:
+        """Weight MACs per sample: dense, and with zero weights skipped."""
+        dense = 0
+        effective = 0.0
+        for layer in self.session.layers:
+            result = self.session.result(layer.name)
+            dense += layer.macs
+            effective += layer.macs * (result.nonzero / layer.params if layer.params else 0.0)
+        return dense, round(effective)
+
+    def report(self, *, latency: bool = False) -> Report:
+        """Every measurement of the current model (latency only if asked: it is the slowest)."""
+        counts = count_params(self.session.model)
+        macs_dense, macs_effective = self.macs()
+        return Report(
+            model=self.session.name,
+            plan=self.session.stamp(self.session.plan).to_dict(),
+            evaluation=self.evaluate(),
+            params_total=counts.total,
+            params_nonzero=counts.nonzero,
+            macs_dense=macs_dense,
+            macs_effective=macs_effective,
+            sizes=self.sizes(),
+            latency=self.latency() if latency else None,
+            layers=self.session.results(),
+            latency_reference=self.latency_reference() if latency else None,
+            notes=tuple(self.session.notes),
+        )

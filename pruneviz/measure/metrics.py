@@ -1,0 +1,137 @@
+"""Measurements of a model: task metric and loss, parameter counts, MACs, file sizes, latency.
+
+Every number here is measured on the real model: the metric by running the eval data,
+sizes by serialising the actual files, latency by timing repeated forward passes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pruneviz.core.layers import eval_mode
+from pruneviz.data.tensors import TensorData
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Task metric and mean loss of a model on a data set."""
+
+    metric_name: str
+    metric: float
+    loss: float
+    samples: int
+
+
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024) -> EvalResult:
+    """Run `data` through `model` (eval mode, no grad) and return metric and loss."""
+    metric_total = 0.0
+    loss_total = 0.0
+    with eval_mode(model), torch.inference_mode():
+        for x, y in data.batches(batch_size):
+            out = model(x)
+            metric_total += data.metric_sum(out, y)
+            loss_total += data.task.loss_sum(out, y)
+    n = len(data)
+    return EvalResult(data.metric_name, metric_total / n, loss_total / n, n)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Total and non-zero parameter counts of a model."""
+
+    total: int
+    nonzero: int
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of parameters that are exactly zero."""
+        return 1.0 - self.nonzero / self.total if self.total else 0.0
+
+
+def count_params(model: nn.Module) -> ParamCounts:
+    """Count every parameter of `model`, and those that are not zero."""
+    total = 0
+    nonzero = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            total += p.numel()
+            nonzero += int(torch.count_nonzero(p))
+    return ParamCounts(total, nonzero)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """CPU latency of a forward pass: median and spread over timed runs."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    batch_size: int
+    threads: int
+    runs: int
+
+
+def _summarise(times: list[float], batch_size: int) -> Latency:
+    ordered = sorted(times)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+    return Latency(
+        median_ms=statistics.median(times),
+        p10_ms=pick(0.1),
+        p90_ms=pick(0.9),
+        batch_size=batch_size,
+        threads=torch.get_num_threads(),
+        runs=len(times),
+    )
+
+
+def _timed(model: nn.Module, example: Tensor) -> float:
+    start = time.perf_counter()
+    model(example)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def measure_latency(
+    model: nn.Module, example: Tensor, *, runs: int = 20, warmup: int = 3
+) -> Latency:
+    """Time `runs` forward passes of `example` after `warmup` untimed ones (eval, no grad)."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    with eval_mode(model), torch.inference_mode():
+        for _ in range(warmup):
+            model(example)
+        times = [_timed(model, example) for _ in range(runs)]
+    return _summarise(times, int(example.shape[0]))
+
+
+def measure_latency_pair(
+    model: nn.Module, reference: nn.Module, example: Tensor, *, runs: int = 20,
+    warmup: int = 3,
+) -> tuple[Latency, Latency]:
+    """Time `model` and `reference` alternately, run for run, so that changing machine load
+    (another program, the browser redrawing) hits both alike; returns both latencies."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    with eval_mode(model), eval_mode(reference), torch.inference_mode():
+        for _ in range(warmup):
+            model(example)
+            reference(example)
+        times: list[float] = []
+        reference_times: list[float] = []
+        for i in range(runs):
+            # Alternate which goes first, so neither always runs on a warmer cache.
+            if i % 2:
+                reference_times.append(_timed(reference, example))
+                times.append(_timed(model, example))
+            else:
+                times.append(_timed(model, example))
+                reference_times.append(_timed(reference, example))
+    batch = int(example.shape[0])
+    return _summarise(times, batch), _summarise(reference_times, batch)

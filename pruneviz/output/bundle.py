@@ -1,0 +1,662 @@
+"""Export a pruned model as one verified folder: weights, plan, slimmed model and report.
+
+`export_bundle(bench, out)` writes into folder `out` (created if missing):
+
+- `weights.safetensors`: the pruned (masked) model's full state dict;
+- `weights.sparse.safetensors`: the same tensors in pruneviz's sparse encoding;
+- `plan.json`: the stamped plan; `pruneviz prune MODEL --plan plan.json --out DIR`
+  reproduces `weights.safetensors` byte for byte;
+- `base_weights.safetensors`: only when the plan was applied to weights that MODEL alone
+  does not load (fine-tuned or uploaded weights): the unpruned weights the plan starts
+  from, for `--weights`;
+- `slim/slim.safetensors` + `slim/slim.json`: the slimmed model (pruned channels and
+  removed blocks really gone) and its architecture card, when the plan is structured;
+  the report says why otherwise;
+- `report.html`: one self-contained page (plotly.js inline, no network) with the measured
+  tables, charts, verification results and environment; `summary.md`: the same in Markdown.
+
+Before the export is declared good it is verified from the files on disk: the weights
+reload strictly into a fresh copy of the architecture and give outputs identical to the
+in-app model's on the evaluation data; the plan, re-applied to the unpruned weights in a
+fresh session, reproduces the weights bit for bit; the slimmed model, rebuilt from its
+files, gives outputs identical to the slimmed model in memory. A failed check does not
+stop the export: the report is written and says FAILED.
+
+Every file is written atomically (temporary file in the same folder, fsync, rename), so
+an export into an existing folder leaves each file either as it was or complete and new,
+never half-written. Files an earlier export wrote that this one does not (a slimmed model,
+base weights) are removed, so the folder never mixes two exports' models.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import shlex
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from pruneviz.core.blocks import set_module
+from pruneviz.core.layers import eval_mode
+from pruneviz.core.plan import Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.core.slim import slim as slim_session
+from pruneviz.data.samples import get_spec
+from pruneviz.data.sources import refuse_overwriting_inputs, source_options
+from pruneviz.errors import ModelError, PrunevizError
+from pruneviz.measure.meter import Report
+from pruneviz.measure.storage import decode_sparse, dense_bytes, sparse_bytes
+from pruneviz.output.figures import layer_overview, tradeoff_scatter
+from pruneviz.output.html_report import (
+    Check,
+    FileRow,
+    ReportContent,
+    environment,
+    layer_rows,
+    metric_rows,
+    render_html,
+    render_markdown,
+    sparsity_chart,
+    status_line,
+)
+from pruneviz.output.model_files import architecture_card, load_slimmed, write_atomic
+from pruneviz.workflows.experiments import ORIGINAL, ExperimentLog, describe_plan
+from pruneviz.workflows.workbench import Workbench
+
+WEIGHTS = "weights.safetensors"
+SPARSE = "weights.sparse.safetensors"
+PLAN = "plan.json"
+BASE = "base_weights.safetensors"
+SLIM_WEIGHTS = "slim/slim.safetensors"
+SLIM_CARD = "slim/slim.json"
+REPORT_HTML = "report.html"
+SUMMARY_MD = "summary.md"
+# Written by an earlier export (or `pruneviz prune --slim`) but not necessarily by this one:
+# removed when this export does not write them, so that they cannot be taken for its own.
+OPTIONAL_FILES = (BASE, SLIM_WEIGHTS, SLIM_CARD, "slim/slim.pt2")
+OUTPUT_BATCH = 256  # eval samples per forward pass when outputs are compared
+SLIM_TOLERANCE = 1e-4  # slimmed vs masked outputs, relative to the largest output (>= 1)
+
+_WHAT = {
+    WEIGHTS: "pruned (masked) model, full state dict, dense safetensors",
+    SPARSE: "the same tensors, sparse encoding (pruneviz.measure.storage.decode_sparse)",
+    PLAN: "the plan, stamped with the model it was made for",
+    BASE: "the unpruned weights the plan was applied to (for --weights)",
+    SLIM_WEIGHTS: "slimmed model: pruned structure removed",
+    SLIM_CARD: "slimmed model's architecture card (pruneviz.output.model_files.load_slimmed)",
+    REPORT_HTML: "the report: one self-contained HTML page (tables, charts, checks)",
+    SUMMARY_MD: "the report's tables as Markdown",
+}
+
+
+class ExportError(PrunevizError, OSError):
+    """The export folder cannot be used, or a file in it cannot be written."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote, and how it was verified."""
+
+    out: Path
+    files: dict[str, Path]  # name relative to `out` -> path, every file this export wrote
+    checks: tuple[Check, ...]
+    report: Report  # the pruned model, measured
+    baseline: Report  # the model as loaded, unpruned
+    slim_note: str  # what slim/ holds, or why no slimmed model was written
+    command: str  # the CLI command that reproduces weights.safetensors from plan.json
+    eval_samples: int  # samples the outputs were compared on
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        """True when every verification check passed."""
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        """"verified: ..." or "FAILED: ..." (the line at the top of the report)."""
+        return status_line(self.checks, self.eval_samples)
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of every file written, by name."""
+        return {name: path.stat().st_size for name, path in self.files.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what `pruneviz export --json` prints)."""
+        return {
+            "out": str(self.out),
+            "verified": self.passed,
+            "status": self.status,
+            "checks": [c.to_dict() for c in self.checks],
+            "files": {name: str(path) for name, path in self.files.items()},
+            "sizes": self.sizes(),
+            "slim": self.slim_note,
+            "command": self.command,
+            "eval_samples": self.eval_samples,
+            "seconds": self.seconds,
+        }
+
+
+# -- the folder --------------------------------------------------------------------------------
+def prepare_folder(out: Path) -> Path:
+    """Create `out` if missing and check that files can be written into it."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder: choose a folder to export into "
+                          "(it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the export folder {out}: {exc.strerror or exc}; "
+                          "choose a folder you can write to") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".pruneviz-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ExportError(f"cannot write into the folder {out}: {exc.strerror or exc}; "
+                          "choose a folder you can write to") from None
+    return out
+
+
+def _write(out: Path, files: dict[str, bytes]) -> dict[str, Path]:
+    written = {}
+    for name, data in files.items():
+        path = out / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        except OSError as exc:
+            raise ExportError(
+                f"could not write {name} into {out}: {exc.strerror or exc}. Every file in the "
+                "folder is complete (each is from this export or an earlier one); free some "
+                "space or choose another folder, then export again") from None
+        written[name] = path
+    return written
+
+
+def _remove_stale(out: Path, written: dict[str, Path]) -> None:
+    for name in OPTIONAL_FILES:
+        if name in written:
+            continue
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ExportError(f"could not remove {out / name}, left by an earlier export: "
+                              f"{exc.strerror or exc}; delete it by hand") from None
+    slim_dir = out / "slim"
+    if slim_dir.is_dir() and not any(slim_dir.iterdir()):
+        slim_dir.rmdir()
+
+
+# -- what goes in ------------------------------------------------------------------------------
+def _original_state(session: PruningSession) -> dict[str, Tensor]:
+    """The session's unpruned weights, full state dict (removed blocks included)."""
+    plan = session.plan
+    if session.removed_blocks():  # put the blocks back (same decisions: nothing rewritten)
+        session.apply(plan.with_blocks(()))
+    try:
+        changed = set(session.changed_tensors())
+        return {k: (session.original(k) if k in changed else v).detach().clone()
+                for k, v in session.model.state_dict().items()}
+    finally:
+        if session.plan is not plan:
+            session.apply(plan)
+
+
+def _reference_state(bench: Workbench) -> dict[str, Tensor]:
+    """The weights `bench.name` alone loads: a sample's shipped weights, else the model
+    as it was loaded."""
+    kind, _, name = bench.name.partition(":")
+    if kind == "sample":
+        return load_file(str(get_spec(name).weights_path))
+    return {k: v.detach() for k, v in bench.pristine.state_dict().items()}
+
+
+def _bit_equal(a: Tensor, b: Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.detach().reshape(-1).contiguous().view(torch.uint8),
+                       b.detach().reshape(-1).contiguous().view(torch.uint8))
+
+
+def _same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> list[str]:
+    """Names of tensors that differ (or are missing from one side)."""
+    return sorted(k for k in a.keys() | b.keys()
+                  if k not in a or k not in b or not _bit_equal(a[k], b[k]))
+
+
+def _base_state(bench: Workbench) -> dict[str, Tensor] | None:
+    """The unpruned weights to ship, or None when `bench.name` alone loads them (a sample
+    with its shipped weights). A model of the user's always ships them: its factory may
+    not be seeded, and its weights file may be changed or lost after the export."""
+    original = _original_state(bench.session)
+    if not bench.name.startswith("sample:"):
+        return original
+    return None if not _same_state(original, _reference_state(bench)) else original
+
+
+def _structured(plan: Plan) -> bool:
+    granularities = [e.granularity for e in plan.layers.values()]
+    if plan.global_ is not None:
+        granularities.append(plan.global_.granularity)
+    return bool(plan.blocks) or any(g.structured for g in granularities)
+
+
+def _slimmed(bench: Workbench, want: bool | None) -> tuple[nn.Module | None, str]:
+    """The slimmed model (or None) and what the report says about it."""
+    session = bench.session
+    if want is False:
+        return None, "No slimmed model was written: the export was asked not to."
+    if want is None and not _structured(session.plan):
+        return None, (
+            "No slimmed model was written: the plan prunes single weights (unstructured or "
+            "N:M), which keeps every tensor's shape, so there is no structure to remove; the "
+            "sparse file (weights.sparse.safetensors) is what shrinks.")
+    try:
+        result = slim_session(session)
+    except ModelError as exc:
+        if want:
+            raise ModelError(f"cannot write a slimmed model: {exc}") from None
+        return None, f"No slimmed model was written: {exc}"
+    if not result.removed and not session.removed_blocks():
+        if want:
+            raise ModelError("cannot write a slimmed model: the plan removes no coupled "
+                             "channels and no blocks; use filter or channel pruning")
+        return None, ("No slimmed model was written: the plan removes no coupled channels "
+                      "and no blocks, so it would have the masked model's shapes.")
+    total = sum(p.numel() for p in bench.pristine.parameters())
+    parts = [f"{name} -{count}" for name, count in sorted(result.removed.items())]
+    parts += [f"{block} removed" for block in session.removed_blocks()]
+    base = "" if bench.name.startswith("sample:") else \
+        ", base_model=<your model, as loaded>"
+    return result.model, (
+        f"slim/ holds the slimmed model: {result.params:,} parameters instead of {total:,} "
+        f"({'; '.join(parts)}). Rebuild it with pruneviz.output.model_files.load_slimmed("
+        f"'slim/slim.json', 'slim/slim.safetensors'{base}).")
+
+
+def _what(bench: Workbench, name: str) -> str:
+    blocks = bench.session.removed_blocks()
+    if name in (WEIGHTS, SPARSE) and blocks:
+        return (f"{_WHAT[name]}; {', '.join(blocks)} replaced by the identity (their weights "
+                "are not in it)")
+    return _WHAT[name]
+
+
+def _command(bench: Workbench, base: bool) -> str:
+    parts = ["pruneviz", "prune", bench.name]
+    if base:
+        parts += ["--weights", BASE]
+    if bench.source is not None:
+        parts += source_options(bench.source, weights=not base)
+    parts += ["--plan", PLAN, "--out", "reproduced"]
+    line = " ".join(shlex.quote(part) for part in parts)
+    if bench.source is None and not bench.name.startswith("sample:"):
+        line += "  # plus the --data (and --weights) options the model was opened with"
+    return f"{line}\ncmp reproduced/{WEIGHTS} {WEIGHTS}"
+
+
+# -- verification ------------------------------------------------------------------------------
+def _outputs(model: nn.Module, x: Tensor) -> Tensor:
+    with eval_mode(model), torch.inference_mode():
+        parts = [model(x[i: i + OUTPUT_BATCH]) for i in range(0, x.shape[0], OUTPUT_BATCH)]
+    return torch.cat(parts)
+
+
+def _max_diff(a: Tensor, b: Tensor) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+
+
+def _failed(name: str, exc: BaseException) -> Check:
+    return Check(name, False, f"{type(exc).__name__}: {exc}")
+
+
+def _check_weights(bench: Workbench, out: Path, masked: Tensor, x: Tensor) -> Check:
+    name = f"{WEIGHTS} reloads into a fresh copy of the architecture"
+    try:
+        state = load_file(str(out / WEIGHTS))
+        model = copy.deepcopy(bench.pristine)
+        for block in bench.session.removed_blocks():
+            set_module(model, block, nn.Identity())
+        model.load_state_dict(state, strict=True)
+        differ = _same_state(state, bench.model.state_dict())
+        if differ:
+            return Check(name, False, f"{len(differ)} tensor(s) differ from the in-app "
+                         f"model's: {', '.join(differ[:5])}")
+        reloaded = _outputs(model, x)
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
+        return _failed(name, exc)
+    if not torch.equal(reloaded, masked):
+        return Check(name, False, f"outputs differ from the in-app model's on {len(x):,} "
+                     f"eval samples (largest difference {_max_diff(reloaded, masked):.3g})")
+    return Check(name, True, f"loads strictly into a fresh {type(model).__name__}: "
+                 f"{len(state)} tensors bit-identical to the in-app model; outputs "
+                 f"identical on {len(x):,} eval samples")
+
+
+def _check_sparse(bench: Workbench, out: Path) -> Check:
+    name = f"{SPARSE} decodes to the same weights"
+    try:
+        state = decode_sparse((out / SPARSE).read_bytes())
+        differ = _same_state(state, bench.model.state_dict())
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
+        return _failed(name, exc)
+    if differ:
+        return Check(name, False, f"{len(differ)} tensor(s) differ: {', '.join(differ[:5])}")
+    return Check(name, True, f"{len(state)} tensors, bit for bit")
+
+
+def _check_plan(bench: Workbench, out: Path, command: str) -> Check:
+    name = f"{PLAN} reproduces the weights"
+    try:
+        plan = Plan.from_json((out / PLAN).read_text(encoding="utf-8"))
+        base_path = out / BASE
+        base = load_file(str(base_path)) if base_path.is_file() else _reference_state(bench)
+        model = copy.deepcopy(bench.pristine)
+        model.load_state_dict(base, strict=True)
+        session = bench.session
+        fresh = PruningSession(model, session.example_input, calibration=session.calibration,
+                               name=bench.name, seed=session.seed)
+        fresh.apply(plan)
+        exported = load_file(str(out / WEIGHTS))
+        differ = _same_state(fresh.model.state_dict(), exported)
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
+        return _failed(name, exc)
+    if differ:
+        return Check(name, False, f"the plan applied to the unpruned weights in a fresh "
+                     f"session gives {len(differ)} tensor(s) other than {WEIGHTS}: "
+                     f"{', '.join(differ[:5])}")
+    source = BASE if base_path.is_file() else "the model's own weights"
+    return Check(name, True, f"applied to {source} in a fresh session, the plan gives "
+                 f"{WEIGHTS} bit for bit ({len(exported)} tensors): "
+                 f"`{command.splitlines()[0]}` reproduces it")
+
+
+def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tensor,
+                x: Tensor) -> list[Check]:
+    name = "slimmed model reloads from slim/"
+    try:
+        model = load_slimmed(out / SLIM_CARD, out / SLIM_WEIGHTS, bench.pristine)
+        reloaded = _outputs(model, x)
+        in_memory = _outputs(slim_model, x)
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
+        return [_failed(name, exc)]
+    params = sum(p.numel() for p in model.parameters())
+    same = torch.equal(reloaded, in_memory)
+    first = Check(name, same, (
+        f"{SLIM_CARD} + {SLIM_WEIGHTS} rebuild a model with {params:,} parameters; outputs "
+        + (f"identical to the slimmed model in memory on {len(x):,} eval samples" if same
+           else f"differ from the slimmed model in memory (largest difference "
+                f"{_max_diff(reloaded, in_memory):.3g})")))
+    diff = _max_diff(reloaded, masked)
+    tolerance = SLIM_TOLERANCE * max(1.0, float(masked.abs().max()) if masked.numel() else 1.0)
+    second = Check("slimmed model computes what the masked model computes",
+                   diff <= tolerance,
+                   f"largest output difference from the in-app (masked) model on {len(x):,} "
+                   f"eval samples: {diff:.3g} (tolerance {tolerance:.1g}; float sums in "
+                   "another order)")
+    return [first, second]
+
+
+def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None = None,
+                  command: str | None = None) -> list[Check]:
+    """Check the files in `out` against the workbench's current model (never raises).
+
+    With `slim_model` (the slimmed model in memory), slim/ must be there and rebuild it;
+    without it, slim/ is checked against a fresh slim of the session when present.
+    """
+    out = Path(out)
+    x = bench.eval_data.x
+    masked = _outputs(bench.model, x)
+    command = command or _command(bench, (out / BASE).is_file())
+    checks = [_check_weights(bench, out, masked, x), _check_sparse(bench, out),
+              _check_plan(bench, out, command)]
+    if slim_model is None and (out / SLIM_CARD).is_file():
+        try:
+            slim_model = slim_session(bench.session).model
+        except ModelError as exc:
+            checks.append(_failed("slimmed model reloads from slim/", exc))
+    if slim_model is not None:
+        checks += _check_slim(bench, out, slim_model, masked, x)
+    return checks
+
+
+# -- the report --------------------------------------------------------------------------------
+def _figures(bench: Workbench, content_layers: Sequence[Any], log: ExperimentLog | None,
+             plan: Plan, weights: str) -> list[tuple[str, go.Figure]]:
+    session = bench.session
+    figures = [("Achieved sparsity of each prunable layer (zero weights / weights), in "
+                "model order.", sparsity_chart(content_layers))]
+    results = session.results()
+    total_macs = sum(layer.macs for layer in session.layers) or 1
+    figures.append((
+        "Parameters of each layer: kept (non-zero) and zeroed.",
+        layer_overview([r.name for r in results], [r.params for r in results],
+                       [r.nonzero for r in results],
+                       [layer.macs / total_macs for layer in session.layers])))
+    if log is not None and len(log):
+        experiments = list(log)
+        baseline = log.find(session.stamp(Plan()))
+        current = log.find(plan, weights)
+        metric_name = experiments[0].metric_name
+        mark = f" #{current.id} is this export." if current is not None else ""
+        for field, title in (("size_sparse_bytes", "sparse file size (bytes)"),
+                             ("latency_ms", "latency (ms, batch 64)")):
+            if sum(getattr(e, field) is not None for e in experiments) < 2:
+                continue
+            figures.append((
+                f"Every configuration measured in the session: {metric_name} against "
+                f"{title}; the Pareto front joins those no other one beats.{mark}",
+                tradeoff_scatter(experiments, x_field=field, x_title=title,
+                                 metric_name=metric_name,
+                                 higher_is_better=log.higher_is_better, baseline=baseline,
+                                 selected_id=current.id if current is not None else None)))
+    return figures
+
+
+def _data_text(bench: Workbench) -> str:
+    data = bench.eval_data
+    text = f"{data.name}, {len(data):,} samples ({data.task.value})"
+    if bench.eval_full is not None:
+        text += f", a fixed subset of the {len(bench.eval_full):,} in {bench.eval_full.name}"
+    return text
+
+
+# -- export --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportPreview:
+    """What an export of the current plan would write (nothing is written)."""
+
+    plan_text: str
+    files: list[tuple[str, str]]  # (name, what it holds)
+    slim_note: str
+    command: str
+
+
+def export_preview(bench: Workbench, *, slim: bool | None = None) -> ExportPreview:
+    """The files an export of the workbench's current plan would write, and why a slimmed
+    model would or would not be among them."""
+    base = _base_state(bench) is not None
+    slim_model, slim_note = _slimmed(bench, False if slim is False else None)
+    if slim and slim_model is None:
+        slim_note += " (the export was asked for one: it will fail)"
+    names = [WEIGHTS, SPARSE, PLAN, *([BASE] if base else []),
+             *([SLIM_WEIGHTS, SLIM_CARD] if slim_model is not None else []),
+             REPORT_HTML, SUMMARY_MD]
+    return ExportPreview(describe_plan(bench.session.stamp(bench.session.plan), max_parts=6),
+                         [(name, _what(bench, name)) for name in names], slim_note,
+                         _command(bench, base))
+
+
+def export_bundle(
+    bench: Workbench,
+    out: Path,
+    *,
+    log: ExperimentLog | None = None,
+    extra_figures: Sequence[tuple[str, go.Figure]] = (),
+    slim: bool | None = None,
+    latency: bool = False,
+    weights: str = ORIGINAL,
+) -> ExportResult:
+    """Write the workbench's current pruned model, plan and report into folder `out`,
+    then verify the files (see the module docstring for what is written and checked).
+
+    `log`: the session's experiments, drawn as trade-off charts. `extra_figures`: more
+    (caption, figure) pairs for the report. `slim`: None writes a slimmed model when the
+    plan is structured and it can be built (the report says why not otherwise), True
+    requires one (ModelError if it cannot be built), False never writes one. `latency`:
+    also time the pruned model against the unpruned one (cached per plan by the meter).
+    `weights`: the name of the weights the plan was applied to, for the report.
+
+    Raises ExportError when `out` is a file, cannot be created or written, or a write
+    fails (every file is then either complete and new, or as it was). A failed check does
+    not raise: the result's `passed` is False and the report says FAILED.
+    """
+    start = time.perf_counter()
+    out = prepare_folder(out)
+    session = bench.session
+    plan = session.stamp(session.plan)
+    report = bench.meter.report(latency=latency)
+    state = session.model.state_dict()
+    base = _base_state(bench)
+    slim_model, slim_note = _slimmed(bench, slim)
+    files: dict[str, bytes] = {
+        WEIGHTS: dense_bytes(state),
+        SPARSE: sparse_bytes(state),
+        PLAN: plan.to_json().encode(),
+    }
+    if base is not None:
+        files[BASE] = dense_bytes(base)
+    if slim_model is not None:
+        card = architecture_card(bench.name, bench.pristine, slim_model)
+        files[SLIM_WEIGHTS] = dense_bytes(slim_model.state_dict())
+        files[SLIM_CARD] = json.dumps(card, indent=2).encode()
+    refuse_overwriting_inputs(bench.source, out, [*files, *OPTIONAL_FILES, REPORT_HTML,
+                                                   SUMMARY_MD])
+    written = _write(out, files)
+    _remove_stale(out, written)
+    command = _command(bench, base is not None)
+    checks = tuple(verify_bundle(bench, out, slim_model=slim_model, command=command))
+
+    rows = layer_rows(session)
+    file_rows = [FileRow(name, len(data), _what(bench, name)) for name, data in files.items()]
+    file_rows += [FileRow(REPORT_HTML, None, _WHAT[REPORT_HTML]),
+                  FileRow(SUMMARY_MD, None, _WHAT[SUMMARY_MD])]
+    content = ReportContent(
+        title=f"pruneviz export: {bench.name}",
+        model=f"{bench.name} ({type(bench.pristine).__name__})",
+        data=_data_text(bench),
+        weights=weights,
+        plan_text=describe_plan(plan, max_parts=6),
+        plan_json=plan.to_json(),
+        metrics=metric_rows(bench.baseline, report),
+        layers=rows,
+        checks=checks,
+        files=file_rows,
+        slim_note=slim_note,
+        command=command,
+        environment=environment(),
+        eval_samples=len(bench.eval_data),
+        notes=tuple(session.notes),
+        figures=(*_figures(bench, rows, log, plan, weights), *extra_figures),
+    )
+    written.update(_write(out, {
+        REPORT_HTML: render_html(content).encode("utf-8"),
+        SUMMARY_MD: render_markdown(content).encode("utf-8"),
+    }))
+    return ExportResult(out, written, checks, report, bench.baseline, slim_note, command,
+                        len(bench.eval_data), time.perf_counter() - start)
+
+
+# -- downloads -----------------------------------------------------------------------------------
+def bundle_files(result: ExportResult) -> dict[str, bytes]:
+    """The bytes of every file the export wrote, by name."""
+    return {name: path.read_bytes() for name, path in result.files.items()}
+
+
+def bundle_zip(result: ExportResult) -> bytes:
+    """The whole export as one zip (for a browser download)."""
+    return _zip(bundle_files(result))
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(f"pruneviz-export/{name}",
+                                             date_time=time.localtime()[:6]), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ExportDownload:
+    """An export held in memory: its result, every file's bytes, and the zip of them."""
+
+    result: ExportResult
+    files: dict[str, bytes]
+    zip: bytes
+
+
+def export_for_download(
+    bench: Workbench,
+    folder: Path | None = None,
+    *,
+    log: ExperimentLog | None = None,
+    extra_figures: Sequence[tuple[str, go.Figure]] = (),
+    slim: bool | None = None,
+    latency: bool = False,
+    weights: str = ORIGINAL,
+) -> ExportDownload:
+    """Export into `folder` (None: a temporary folder, deleted afterwards, so the result's
+    paths no longer exist) and keep every file's bytes and a zip of them; the options are
+    export_bundle's."""
+    options: dict[str, Any] = {"log": log, "extra_figures": extra_figures, "slim": slim,
+                               "latency": latency, "weights": weights}
+    if folder is not None:
+        result = export_bundle(bench, folder, **options)
+        files = bundle_files(result)
+        return ExportDownload(result, files, _zip(files))
+    with tempfile.TemporaryDirectory(prefix="pruneviz-export-") as tmp:
+        result = export_bundle(bench, Path(tmp), **options)
+        files = bundle_files(result)
+    return ExportDownload(result, files, _zip(files))
+
+
+__all__ = [
+    "BASE",
+    "PLAN",
+    "REPORT_HTML",
+    "SLIM_CARD",
+    "SLIM_WEIGHTS",
+    "SPARSE",
+    "SUMMARY_MD",
+    "WEIGHTS",
+    "Check",
+    "ExportDownload",
+    "ExportError",
+    "ExportPreview",
+    "ExportResult",
+    "bundle_files",
+    "bundle_zip",
+    "export_bundle",
+    "export_for_download",
+    "export_preview",
+    "prepare_folder",
+    "verify_bundle",
+]

@@ -1,0 +1,262 @@
+"""Export a slimmed model: safetensors weights plus a JSON architecture card that pruneviz
+reloads into the slimmed shapes, and a `torch.export` program for deployment.
+
+The card names the base architecture (a sample) and, for every module whose shape
+slimming changed, its new channel counts. Loading builds the base architecture, swaps
+those modules for ones of the recorded shapes and loads the weights strictly — no code
+from the file runs. pruneviz never loads .pt2 programs (loading one can run code); it
+only writes them for the user's deployment.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from pruneviz.core.attention import SlimAttention
+from pruneviz.data.samples import get_spec
+from pruneviz.errors import ModelError
+from pruneviz.measure.storage import dense_bytes
+
+CARD_FORMAT = "pruneviz.core.slim"
+CARD_VERSION = 1
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+         nn.ConvTranspose3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_RNN = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def _shape_of(module: nn.Module) -> dict[str, Any] | None:
+    if isinstance(module, nn.Linear):
+        return {"type": "Linear", "in_features": module.in_features,
+                "out_features": module.out_features}
+    if isinstance(module, _CONV):
+        return {"type": type(module).__name__, "in_channels": module.in_channels,
+                "out_channels": module.out_channels, "groups": module.groups}
+    if isinstance(module, _BN):
+        return {"type": type(module).__name__, "num_features": module.num_features}
+    if isinstance(module, nn.GroupNorm):
+        return {"type": "GroupNorm", "num_channels": module.num_channels,
+                "num_groups": module.num_groups}
+    if isinstance(module, nn.LayerNorm):
+        return {"type": "LayerNorm", "normalized_shape": list(module.normalized_shape)}
+    if isinstance(module, _RNN):
+        return {"type": type(module).__name__, "input_size": module.input_size,
+                "hidden_size": module.hidden_size}
+    if isinstance(module, SlimAttention):
+        return {"type": "SlimAttention", "num_heads": module.num_heads,
+                "head_dim": module.head_dim, "kept_heads": list(module.kept_heads)}
+    return None
+
+
+def architecture_card(base: str, base_model: nn.Module, slimmed: nn.Module) -> dict[str, Any]:
+    """The card: base architecture plus every module whose shape differs from the base."""
+    before = dict(base_model.named_modules())
+    changed: dict[str, Any] = {}
+    replaced: list[str] = []  # modules built whole from their entry: skip what is inside
+    for name, module in slimmed.named_modules():
+        if any(name.startswith(f"{r}.") for r in replaced):
+            continue
+        shape = _shape_of(module)
+        if name in before and isinstance(module, nn.Identity) and \
+                not isinstance(before[name], nn.Identity):
+            changed[name] = {"type": "Identity"}
+            replaced.append(name)
+        elif shape is not None and name in before and shape != _shape_of(before[name]):
+            changed[name] = shape
+            if isinstance(module, SlimAttention):
+                replaced.append(name)
+    return {
+        "format": CARD_FORMAT,
+        "version": CARD_VERSION,
+        "base": base,
+        "modules": changed,
+        "params": sum(p.numel() for p in slimmed.parameters()),
+    }
+
+
+def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
+    kind = shape.get("type")
+    if kind == "SlimAttention" and isinstance(old, nn.MultiheadAttention):
+        return SlimAttention(
+            old.embed_dim, int(shape["num_heads"]), int(shape["head_dim"]), kdim=old.kdim,
+            vdim=old.vdim, in_bias=old.in_proj_bias is not None,
+            out_bias=old.out_proj.bias is not None, batch_first=old.batch_first,
+            dropout=old.dropout, kept_heads=tuple(int(h) for h in shape["kept_heads"]),
+            original_heads=old.num_heads)
+    if kind != type(old).__name__:
+        raise ModelError(f"card says {kind!r} but the base architecture has "
+                         f"{type(old).__name__}")
+    if isinstance(old, nn.Linear):
+        return nn.Linear(int(shape["in_features"]), int(shape["out_features"]),
+                         bias=old.bias is not None)
+    if isinstance(old, _CONV):
+        kwargs: dict[str, Any] = {
+            "kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding,
+            "dilation": old.dilation, "groups": int(shape["groups"]),
+            "bias": old.bias is not None,
+        }
+        if isinstance(old, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            kwargs["output_padding"] = old.output_padding
+        else:
+            kwargs["padding_mode"] = old.padding_mode
+        return type(old)(int(shape["in_channels"]), int(shape["out_channels"]), **kwargs)
+    if isinstance(old, _BN):
+        return type(old)(int(shape["num_features"]), eps=old.eps, momentum=old.momentum,
+                         affine=old.affine, track_running_stats=old.track_running_stats)
+    if isinstance(old, nn.GroupNorm):
+        return nn.GroupNorm(int(shape["num_groups"]), int(shape["num_channels"]), eps=old.eps,
+                            affine=old.affine)
+    if isinstance(old, nn.LayerNorm):
+        return nn.LayerNorm(list(shape["normalized_shape"]), eps=old.eps,
+                            elementwise_affine=old.elementwise_affine)
+    if isinstance(old, nn.LSTM | nn.GRU):
+        return type(old)(int(shape["input_size"]), int(shape["hidden_size"]),
+                         num_layers=old.num_layers, bias=old.bias, batch_first=old.batch_first,
+                         dropout=old.dropout, bidirectional=old.bidirectional)
+    if isinstance(old, nn.RNN):
+        return nn.RNN(int(shape["input_size"]), int(shape["hidden_size"]),
+                      num_layers=old.num_layers, nonlinearity=old.nonlinearity, bias=old.bias,
+                      batch_first=old.batch_first, dropout=old.dropout,
+                      bidirectional=old.bidirectional)
+    raise ModelError(f"cannot resize a {type(old).__name__}")
+
+
+def build_from_card(card: dict[str, Any], base_model: nn.Module | None = None) -> nn.Module:
+    """The slimmed architecture (uninitialised weights) that a card describes.
+
+    The card's base is built from its sample (`sample:NAME`) unless `base_model` — the
+    base architecture itself, such as the user's own model as loaded — is given; it is
+    copied, never changed.
+    """
+    if card.get("format") != CARD_FORMAT or card.get("version") != CARD_VERSION:
+        raise ModelError(f"not a pruneviz slim card (format {card.get('format')!r}, "
+                         f"version {card.get('version')!r}); expected {CARD_FORMAT!r} "
+                         f"version {CARD_VERSION}")
+    if base_model is not None:
+        return apply_card(copy.deepcopy(base_model), card)
+    base = str(card.get("base", ""))
+    kind, _, name = base.partition(":")
+    if kind != "sample":
+        raise ModelError(f"the card's base {base!r} is not a sample model (sample:NAME); "
+                         "pass the base architecture (the model as loaded) to rebuild it")
+    return apply_card(get_spec(name).build(), card)
+
+
+def apply_card(model: nn.Module, card: dict[str, Any]) -> nn.Module:
+    """Swap the modules a card names in `model` (the card's base) for their slimmed
+    shapes; the weights are left to load."""
+    base = str(card.get("base", ""))
+    modules = dict(model.named_modules())
+    entries = card.get("modules", {})
+    if not isinstance(entries, dict):
+        raise ModelError("the card's 'modules' must be an object mapping module names to "
+                         "their shapes")
+    for path, shape in entries.items():
+        if not isinstance(shape, dict):
+            raise ModelError(f"the card's entry for {path!r} is malformed: expected an "
+                             f"object, got {type(shape).__name__}")
+        if path not in modules:
+            raise ModelError(f"the card names module {path!r}, which {base} does not have")
+        parent_name, _, attr = path.rpartition(".")
+        parent = modules[parent_name] if parent_name else model
+        try:
+            new = nn.Identity() if shape.get("type") == "Identity" else \
+                _resized(modules[path], shape)
+            setattr(parent, attr, new)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"the card's entry for {path!r} is malformed: {exc}") from None
+    return model.eval()
+
+
+def load_slimmed(card_path: Path, weights_path: Path,
+                 base_model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a slimmed model from its card and safetensors weights (strict); see
+    `build_from_card` for `base_model`."""
+    try:
+        card = json.loads(Path(card_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the slim card {card_path}: {exc}") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"the slim card {card_path} is not a JSON object")
+    model = build_from_card(card, base_model)
+    try:
+        state = load_file(str(weights_path))
+        model.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelError(f"the weights {weights_path} do not fit the card: {exc}") from None
+    return model
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that no half-written file is ever left behind."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every system can)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def export_program(model: nn.Module, example: Tensor, path: Path) -> str | None:
+    """Write a `torch.export` program of `model`; returns why it failed, or None."""
+    try:
+        program = torch.export.export(model.eval(), (example,))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
+        os.close(fd)
+        try:
+            torch.export.save(program, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except Exception as exc:  # noqa: BLE001 - export is best effort; the reason is reported
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def save_slimmed(
+    base: str, base_model: nn.Module, slimmed: nn.Module, example: Tensor, out: Path
+) -> dict[str, Any]:
+    """Write slim.safetensors, slim.json (the card) and slim.pt2; reload and verify."""
+    out.mkdir(parents=True, exist_ok=True)
+    card = architecture_card(base, base_model, slimmed)
+    weights = out / "slim.safetensors"
+    card_path = out / "slim.json"
+    write_atomic(weights, dense_bytes(slimmed.state_dict()))
+    write_atomic(card_path, json.dumps(card, indent=2).encode())
+    reloaded = load_slimmed(card_path, weights, base_model)
+    with torch.inference_mode():
+        same = torch.equal(reloaded(example), slimmed.eval()(example))
+    program_error = export_program(slimmed, example, out / "slim.pt2")
+    return {
+        "weights": str(weights), "card": str(card_path),
+        "program": None if program_error else str(out / "slim.pt2"),
+        "program_error": program_error, "reload_identical": same,
+    }

@@ -1,1 +1,0 @@
-"""Streamlit helpers for the pages: the only part of pruneviz that imports streamlit."""

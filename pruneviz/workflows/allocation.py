@@ -1,0 +1,328 @@
+"""Per-layer amounts that meet a budget: uniform, global ranking, or sensitivity-guided.
+
+A budget is a target for the whole model — overall sparsity, weight MACs, the sparse
+weights file's size, or measured latency. Each method is a family of plans with one knob
+(uniform: the amount every layer gets; global: the amount of the one ranking;
+sensitivity: how much the allocation removes), and `fit` turns the knob by bisection
+until the *measured* model meets the budget. What is reported is always measured.
+
+The sensitivity-guided allocation reads the curves of a `SensitivityResult`: for each
+item, what pruning it alone costs in metric and what it removes. It takes the cheapest
+removal first over the lower convex hull of every curve (the greedy solution of the
+Lagrangian relaxation: at the optimum every item prunes up to the same marginal cost),
+interpolating the last step so the predicted removal is met exactly. Its predicted metric
+— the unpruned metric minus the sum of the items' drops — is shown beside the measured one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pruneviz.core.granularity import Granularity, parse_granularity
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.errors import PlanError
+from pruneviz.measure.forms import best_form, masked_form, slimmed_form, sparse_form
+from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import count_params
+from pruneviz.measure.storage import sparse_size
+from pruneviz.workflows.sensitivity import Point, SensitivityResult
+from pruneviz.workflows.workbench import Workbench
+
+FIT_STEPS = 24  # bisection steps for counted budgets (2^-24 of the knob's range)
+LATENCY_FIT_STEPS = 8  # each step measures latency: fewer
+LATENCY_RUNS = 10
+
+
+class BudgetKind(StrEnum):
+    """What a budget limits."""
+
+    SPARSITY = "sparsity"  # fraction of all parameters that are zero: at least
+    MACS = "macs"  # weight MACs per sample, as a fraction of the unpruned model's: at most
+    SIZE = "size_bytes"  # bytes of the sparse-encoded weights file: at most
+    LATENCY = "latency_ms"  # measured latency of the best deployable form: at most
+
+
+class Method(StrEnum):
+    """How the per-layer amounts are chosen."""
+
+    UNIFORM = "uniform"
+    GLOBAL = "global"
+    SENSITIVITY = "sensitivity"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A target for the whole model (see BudgetKind for the units)."""
+
+    kind: BudgetKind
+    value: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", BudgetKind(self.kind))
+        v = self.value
+        if v != v or v < 0:
+            raise PlanError(f"budget {self.kind.value} must be a number >= 0, got {v}")
+        if self.kind in (BudgetKind.SPARSITY, BudgetKind.MACS) and v > 1:
+            raise PlanError(f"budget {self.kind.value} is a fraction between 0 and 1, got {v}")
+
+    def met(self, measured: float) -> bool:
+        if self.kind is BudgetKind.SPARSITY:
+            return measured >= self.value
+        return measured <= self.value
+
+    def describe(self) -> str:
+        return {
+            BudgetKind.SPARSITY: f"{self.value:.0%} overall sparsity",
+            BudgetKind.MACS: f"{self.value:.0%} of the MACs",
+            BudgetKind.SIZE: f"a {self.value / 1024:.1f} KiB sparse file",
+            BudgetKind.LATENCY: f"{self.value:.2f} ms latency",
+        }[self.kind]
+
+
+def measure(bench: Workbench, kind: BudgetKind) -> float:
+    """The budget quantity of the session's current model, measured."""
+    session = bench.session
+    if kind is BudgetKind.SPARSITY:
+        return count_params(session.model).sparsity
+    if kind is BudgetKind.MACS:
+        dense, effective = bench.meter.macs()
+        return effective / dense if dense else 0.0
+    if kind is BudgetKind.SIZE:
+        return float(sparse_size(session.model.state_dict()))
+    return best_latency(bench)
+
+
+def best_latency(bench: Workbench) -> float:
+    """Median latency (ms) of the fastest deployable form of the current plan."""
+    batch = bench.meter.latency_input
+    forms = [masked_form(bench.session, batch, runs=LATENCY_RUNS),
+             slimmed_form(bench.session, batch, runs=LATENCY_RUNS)[0],
+             sparse_form(bench.session, batch, runs=LATENCY_RUNS)[0]]
+    latency = best_form(forms).latency_ms
+    assert latency is not None
+    return latency
+
+
+# -- the sensitivity-guided allocation ---------------------------------------------------
+@dataclass(frozen=True)
+class _Step:
+    item: str
+    slope: float  # metric cost per unit removed
+    start: Point
+    end: Point
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Per-item amounts from the sensitivity curves, and what they predict."""
+
+    levels: dict[str, float]  # item key -> sparsity
+    predicted_metric: float
+    predicted_removed: float  # in the budget's units (parameters, MACs or bytes)
+    plan: Plan
+
+
+def _amount(point: Point, baseline: Point, kind: BudgetKind) -> float:
+    """What a point removes, in units that add up across items."""
+    if kind is BudgetKind.SPARSITY:
+        return float(baseline.params_nonzero - point.params_nonzero)
+    if kind is BudgetKind.SIZE:
+        return float(baseline.size_bytes - point.size_bytes)
+    return float(baseline.macs - point.macs)  # MACs; latency follows MACs (then measured)
+
+
+def _damage(result: SensitivityResult, point: Point) -> float:
+    """Metric lost (the loss breaks ties between points of equal metric)."""
+    return result.drop(point) + 1e-3 * (point.loss - result.baseline.loss)
+
+
+def _hull_steps(result: SensitivityResult, key: str, kind: BudgetKind, cap: float) -> list[_Step]:
+    """The lower convex hull of one item's (removed, damage) curve, as steps."""
+    base = result.baseline
+    points = [p for p in result.curve(key) if p.level <= cap + 1e-9]
+    start = next((p for p in points if p.level == 0.0), None)
+    origin = start or Point(key, 0.0, base.metric, base.loss, base.params_nonzero,
+                            base.macs, base.size_bytes, 0)
+    xy = [(0.0, 0.0, origin)]
+    for p in points:
+        x = _amount(p, base, kind)
+        if x > xy[-1][0]:  # more removed than every lower amount
+            xy.append((x, _damage(result, p), p))
+    hull: list[tuple[float, float, Point]] = []
+    for q in xy:
+        while len(hull) >= 2:
+            (x1, y1, _), (x2, y2, _) = hull[-2], hull[-1]
+            if (y2 - y1) * (q[0] - x1) >= (q[1] - y1) * (x2 - x1):
+                hull.pop()  # hull[-1] lies on or above the chord: never worth stopping at
+            else:
+                break
+        hull.append(q)
+    return [_Step(key, (b[1] - a[1]) / (b[0] - a[0]), a[2], b[2])
+            for a, b in itertools.pairwise(hull)]
+
+
+def allocate(result: SensitivityResult, kind: BudgetKind, removed: float,
+             cap: float = 0.95) -> Allocation:
+    """Amounts per item that remove `removed` (in the budget's units) at the least
+    predicted metric cost, no item above `cap`."""
+    base = result.baseline
+    steps = sorted((s for item in result.items
+                    for s in _hull_steps(result, item.key, kind, cap)),
+                   key=lambda s: s.slope)
+    levels = {item.key: 0.0 for item in result.items}
+    damage = {item.key: 0.0 for item in result.items}
+    drops = {item.key: 0.0 for item in result.items}
+    total = 0.0
+    for step in steps:
+        if total >= removed:
+            break
+        a, b = _amount(step.start, base, kind), _amount(step.end, base, kind)
+        take = min(1.0, (removed - total) / (b - a))
+        levels[step.item] = step.start.level + take * (step.end.level - step.start.level)
+        d0, d1 = _damage(result, step.start), _damage(result, step.end)
+        damage[step.item] = d0 + take * (d1 - d0)
+        m0, m1 = result.drop(step.start), result.drop(step.end)
+        drops[step.item] = m0 + take * (m1 - m0)
+        total += take * (b - a)
+    sign = 1.0 if result.higher_is_better else -1.0
+    predicted = base.metric - sign * sum(drops.values())
+    plan = Plan({key: LayerPlan(result.granularity, result.criterion, sparsity=round(level, 6))
+                 for key, level in levels.items() if level > 0})
+    return Allocation(levels, predicted, total, plan)
+
+
+def max_removal(result: SensitivityResult, kind: BudgetKind, cap: float) -> float:
+    """The most the allocation can remove with every item at its highest amount <= cap."""
+    return sum(
+        max((_amount(p, result.baseline, kind) for p in result.curve(item.key)
+             if p.level <= cap + 1e-9), default=0.0)
+        for item in result.items
+    )
+
+
+# -- fitting a family of plans to a budget -----------------------------------------------
+@dataclass
+class Outcome:
+    """A method's plan at a budget, measured."""
+
+    method: Method
+    budget: Budget
+    plan: Plan
+    measured: float  # the budget quantity, measured
+    met: bool
+    report: Report
+    knob: float
+    predicted_metric: float | None = None  # sensitivity only
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method.value, "budget": {"kind": self.budget.kind.value,
+                                                     "value": self.budget.value},
+            "measured": self.measured, "met": self.met, "knob": self.knob,
+            "metric": self.report.evaluation.metric,
+            "predicted_metric": self.predicted_metric,
+            "plan": self.plan.to_dict(), "notes": self.notes,
+        }
+
+
+def fit(bench: Workbench, family: Callable[[float], Plan], budget: Budget,
+        steps: int | None = None) -> tuple[Plan, float, float]:
+    """The smallest knob in [0, 1] whose plan's measured quantity meets `budget` (the
+    session's plan is put back). Returns the plan, its measured quantity and the knob;
+    if even knob 1 misses the budget, knob 1's plan (the caller says it is not met)."""
+    session = bench.session
+    saved = session.plan
+    steps = steps or (LATENCY_FIT_STEPS if budget.kind is BudgetKind.LATENCY else FIT_STEPS)
+
+    def quantity(knob: float) -> tuple[Plan, float]:
+        plan = session.stamp(family(knob))
+        session.apply(plan)
+        return plan, measure(bench, budget.kind)
+
+    try:
+        plan, value = quantity(0.0)
+        if budget.met(value):
+            return plan, value, 0.0
+        best = quantity(1.0)
+        if not budget.met(best[1]):
+            return best[0], best[1], 1.0
+        lo, hi = 0.0, 1.0
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            candidate = quantity(mid)
+            if budget.met(candidate[1]):
+                hi, best = mid, candidate
+            else:
+                lo = mid
+        return best[0], best[1], hi
+    finally:
+        session.apply(saved)
+
+
+def plan_for_budget(
+    bench: Workbench, budget: Budget, method: Method | str, *,
+    granularity: Granularity | str = Granularity.UNSTRUCTURED, criterion: str = "l1",
+    sensitivity: SensitivityResult | None = None, cap: float = 0.95,
+) -> Outcome:
+    """`method`'s plan at `budget`, fitted by measurement, then evaluated for real."""
+    method = Method(method)
+    g = parse_granularity(granularity)
+    session = bench.session
+    notes: list[str] = []
+    predicted: dict[float, float] = {}
+    if method is Method.UNIFORM:
+        def family(knob: float) -> Plan:
+            return session.uniform_plan(knob * cap, g, criterion)[0]
+    elif method is Method.GLOBAL:
+        def family(knob: float) -> Plan:
+            return Plan(global_=GlobalPlan(g, criterion, sparsity=knob * cap,
+                                           max_layer_sparsity=cap))
+    else:
+        if sensitivity is None:
+            raise PlanError("the sensitivity-guided allocation needs a sensitivity analysis: "
+                            "run one first (same granularity and criterion)")
+        if sensitivity.granularity is not g or sensitivity.criterion != criterion:
+            raise PlanError(
+                f"the sensitivity analysis was run {sensitivity.granularity.value} with "
+                f"{sensitivity.criterion}; run it {g.value} with {criterion} to allocate so")
+        if not sensitivity.complete:
+            notes.append("the sensitivity analysis was stopped early: items without a "
+                         "curve are left unpruned")
+        total = max_removal(sensitivity, budget.kind, cap)
+
+        def family(knob: float) -> Plan:
+            allocation = allocate(sensitivity, budget.kind, knob * total, cap)
+            predicted[knob] = allocation.predicted_metric
+            return allocation.plan
+    plan, value, knob = fit(bench, family, budget)
+    met = budget.met(value)
+    if not met:
+        notes.append(f"{method.value} cannot reach {budget.describe()} with every layer at "
+                     f"most {cap:.0%} pruned: it reaches {format_quantity(budget.kind, value)}")
+    saved = session.plan
+    try:
+        session.apply(plan)
+        report = bench.meter.report()
+    finally:
+        session.apply(saved)
+    return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes)
+
+
+def format_quantity(kind: BudgetKind, value: float) -> str:
+    """A budget quantity for people: 80.0%, 12,345 bytes, 1.23 ms."""
+    if kind in (BudgetKind.SPARSITY, BudgetKind.MACS):
+        return f"{value:.1%}"
+    if kind is BudgetKind.SIZE:
+        return f"{value:,.0f} bytes"
+    return f"{value:.2f} ms"
+
+
+__all__ = [
+    "Allocation", "Budget", "BudgetKind", "Method", "Outcome", "allocate", "fit", "format_quantity",
+    "max_removal", "measure", "plan_for_budget",
+]

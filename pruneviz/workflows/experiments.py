@@ -1,0 +1,315 @@
+"""The session's record of evaluated pruning configurations, and their Pareto front.
+
+Every plan the user measures becomes one `Experiment`: a flat, frozen row of numbers
+plus the plan's JSON, so any row can be re-applied, compared or exported as CSV.
+Costs (non-zero parameters, MACs, bytes, latency) are better when smaller; the task
+metric is better when higher (accuracy) or lower (MSE), as the log is told.
+
+A plan says which weights are zeroed, not what the others are: an experiment also names
+its `weights` — "original" (the model as shipped), or fine-tuned weights such as
+"fine-tuned #2" — and the same plan on two sets of weights is two experiments.
+
+An experiment also names its `technique`: "prune" (the masked model itself), or another
+compression measured on the model the plan made (compress.py): "int8", "prune+int8",
+"svd r=50%", "prune+svd r=50%". Its plan is still the pruning plan (empty for a
+technique alone), and restoring it restores that plan only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.measure.compression import PRUNE
+
+if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
+    from pruneviz.measure.compression import Measurement
+    from pruneviz.measure.meter import Report
+
+ORIGINAL = "original"  # the weights of an experiment made on the model as shipped
+# Technique families, as technique_family names them (their order is the legend's).
+TECHNIQUES: tuple[str, ...] = ("prune", "int8", "prune+int8", "svd", "prune+svd")
+
+# Experiment fields that are costs (smaller is better): the x axes a trade-off can use.
+COST_FIELDS: tuple[str, ...] = (
+    "params_nonzero",
+    "macs_effective",
+    "size_sparse_bytes",
+    "size_gzip_bytes",
+    "size_dense_bytes",
+    "latency_ms",
+)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One evaluated plan: its label, the plan itself, and every measurement of it."""
+
+    id: int
+    label: str
+    plan_json: str
+    plan_key: str
+    metric_name: str
+    metric: float
+    loss: float
+    params_total: int
+    params_nonzero: int
+    sparsity: float
+    macs_dense: int
+    macs_effective: int
+    size_dense_bytes: int
+    size_sparse_bytes: int
+    size_gzip_bytes: int
+    latency_ms: float | None
+    weights: str = ORIGINAL  # which weights the plan was applied to
+    technique: str = PRUNE  # what was measured: the masked model, or it made int8 or low-rank
+
+    @property
+    def is_pruning(self) -> bool:
+        """Whether this is the masked model itself (restoring it restores all of it)."""
+        return self.technique == PRUNE
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat dict for tables and CSV: every field but the plan JSON (the key stays)."""
+        row = asdict(self)
+        del row["plan_json"]
+        row["plan_key"] = row.pop("plan_key")  # last: long, and least read
+        return row
+
+    def cost(self, field: str) -> float | None:
+        """The value of cost field `field` (see COST_FIELDS), None if not measured."""
+        check_cost_field(field)
+        value = getattr(self, field)
+        return None if value is None else float(value)
+
+
+TradeoffPoint = Experiment  # what figures.tradeoff_scatter plots: any recorded experiment
+
+ROW_FIELDS: tuple[str, ...] = (
+    *(f.name for f in fields(Experiment) if f.name not in ("plan_json", "plan_key")),
+    "plan_key",
+)
+
+
+def technique_family(technique: str) -> str:
+    """The family of a technique label: "svd r=50%" -> "svd", "prune+svd r=25%" ->
+    "prune+svd"; one of TECHNIQUES, or the label's first word if it is none of them."""
+    return technique.split(" ", 1)[0]
+
+
+def check_cost_field(field: str) -> None:
+    """Refuse a field that is not one of COST_FIELDS, naming the allowed ones."""
+    if field not in COST_FIELDS:
+        raise ValueError(
+            f"x field {field!r} is not a cost (smaller is better); allowed: "
+            f"{', '.join(COST_FIELDS)}"
+        )
+
+
+class ExperimentLog:
+    """The experiments of one session, one per distinct plan and weights, with ids 0, 1, ..."""
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.higher_is_better = higher_is_better
+        self._experiments: list[Experiment] = []
+        self._by_key: dict[str, int] = {}
+
+    def record(self, report: Report, plan: Plan, label: str | None = None,
+               weights: str = ORIGINAL) -> Experiment:
+        """Add the measurements of `plan` applied to `weights`; a plan seen before on the
+        same weights returns its entry.
+
+        Recording a known plan again only fills in its latency if it had none.
+        `report` must have been measured with `plan` applied.
+        """
+        key = plan.key()
+        measured = Plan.from_dict(report.plan).key()
+        if measured != key:
+            raise ValueError(
+                f"the report was measured for plan {describe_plan(Plan.from_dict(report.plan))!r}"
+                f", not for {describe_plan(plan)!r}; measure the plan before recording it"
+            )
+        latency = report.latency.median_ms if report.latency is not None else None
+        index = self._by_key.get(_log_key(plan, weights))
+        if index is not None:
+            existing = self._experiments[index]
+            if existing.latency_ms is None and latency is not None:
+                existing = replace(existing, latency_ms=latency)
+                self._experiments[existing.id] = existing
+            return existing
+        return self._add(report, plan, label or describe_plan(plan), weights, PRUNE)
+
+    def record_measurement(self, measurement: Measurement, plan: Plan, label: str | None = None,
+                           weights: str = ORIGINAL) -> Experiment:
+        """Add a model measured by compress.measure_model (int8, low-rank, ...), made from
+        `plan` applied to `weights` (an empty plan: the technique alone); the same
+        technique, plan and weights seen before return their entry."""
+        technique = measurement.technique
+        if technique == PRUNE:
+            raise ValueError("a pruned model is recorded from its Report (record), not as a "
+                             "measurement of another technique")
+        log_key = _log_key(plan, weights, technique)
+        index = self._by_key.get(log_key)
+        if index is not None:
+            return self._experiments[index]
+        label = label or (f"{technique} (unpruned)" if plan.is_empty
+                          else f"{technique}: {describe_plan(plan)}")
+        return self._add(measurement, plan, label, weights, technique)
+
+    def _add(self, measured: Report | Measurement, plan: Plan, label: str, weights: str,
+             technique: str) -> Experiment:
+        """Append a new entry from a Report or a Measurement (they share these fields)."""
+        latency = measured.latency
+        experiment = Experiment(
+            id=len(self._experiments),
+            label=label,
+            plan_json=plan.to_json(indent=None),
+            plan_key=plan.key(),
+            metric_name=measured.evaluation.metric_name,
+            metric=measured.evaluation.metric,
+            loss=measured.evaluation.loss,
+            params_total=measured.params_total,
+            params_nonzero=measured.params_nonzero,
+            sparsity=measured.sparsity,
+            macs_dense=measured.macs_dense,
+            macs_effective=measured.macs_effective,
+            size_dense_bytes=measured.sizes.dense,
+            size_sparse_bytes=measured.sizes.sparse,
+            size_gzip_bytes=measured.sizes.gzip,
+            latency_ms=None if latency is None else latency.median_ms,
+            weights=weights,
+            technique=technique,
+        )
+        self._experiments.append(experiment)
+        self._by_key[_log_key(plan, weights, technique)] = experiment.id
+        return experiment
+
+    def __len__(self) -> int:
+        return len(self._experiments)
+
+    def __iter__(self) -> Iterator[Experiment]:
+        return iter(list(self._experiments))
+
+    def get(self, id: int) -> Experiment:
+        """The experiment with id `id`."""
+        if not 0 <= id < len(self._experiments):
+            raise KeyError(f"no experiment with id {id!r}; ids are 0..{len(self) - 1}")
+        return self._experiments[id]
+
+    def find(self, plan: Plan, weights: str = ORIGINAL, technique: str = PRUNE
+             ) -> Experiment | None:
+        """The experiment recorded for `plan` (same key) on `weights` with `technique`
+        (default: the masked model itself), or None."""
+        index = self._by_key.get(_log_key(plan, weights, technique))
+        return None if index is None else self._experiments[index]
+
+    def plan(self, id: int) -> Plan:
+        """The plan of experiment `id`, parsed back from its JSON."""
+        return Plan.from_json(self.get(id).plan_json)
+
+    def to_csv(self) -> str:
+        """CSV text: a header and one row per experiment (missing latency left empty)."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=ROW_FIELDS)
+        writer.writeheader()
+        for experiment in self._experiments:
+            writer.writerow(experiment.to_row())
+        return out.getvalue()
+
+    def pareto_ids(self, x_field: str) -> list[int]:
+        """Ids of the experiments on the Pareto front of metric vs `x_field`, by cost."""
+        check_cost_field(x_field)
+        measured = [e for e in self._experiments if e.cost(x_field) is not None]
+        xs = [float(getattr(e, x_field)) for e in measured]
+        ys = [e.metric for e in measured]
+        return [measured[i].id for i in pareto_front(xs, ys, self.higher_is_better)]
+
+
+def _log_key(plan: Plan, weights: str, technique: str = PRUNE) -> str:
+    key = plan.key() if weights == ORIGINAL else f"{weights}\n{plan.key()}"
+    return key if technique == PRUNE else f"{technique}\n{key}"
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float], higher_is_better: bool) -> list[int]:
+    """Indices of the points no other point beats, sorted by x (smaller x is better).
+
+    A point is dropped if another has x no larger and y no worse, one of them strictly;
+    of identical points only the first is kept. Points with a NaN coordinate are dropped.
+    """
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys differ in length: {len(xs)} and {len(ys)}")
+    sign = -1.0 if higher_is_better else 1.0  # sort key: smaller is better for both
+    candidates = [
+        i for i in range(len(xs)) if not (math.isnan(xs[i]) or math.isnan(ys[i]))
+    ]
+    candidates.sort(key=lambda i: (xs[i], sign * ys[i], i))
+    front: list[int] = []
+    best = math.inf
+    for i in candidates:
+        y = sign * ys[i]
+        if y < best:
+            front.append(i)
+            best = y
+    return front
+
+
+def _amount(entry: LayerPlan | GlobalPlan) -> str:
+    if entry.granularity.n_m is not None:
+        return ""
+    if entry.sparsity is not None:
+        return f" {entry.sparsity * 100:.4g}%"
+    if entry.threshold is not None:
+        return f" t<{entry.threshold:.3g}"
+    return ""
+
+
+def _entry_text(entry: LayerPlan | GlobalPlan) -> str:
+    return f"{entry.granularity.value} {entry.criterion}{_amount(entry)}"
+
+
+def describe_plan(plan: Plan, max_parts: int = 3) -> str:
+    """A short human label: "conv1 filter l1 50%, 3 layers unstructured l1 80%", ...
+
+    Layers with identical entries are counted together; parts beyond the first
+    `max_parts` are summarised as "+N more".
+    """
+    if max_parts < 1:
+        raise ValueError(f"max_parts must be at least 1, got {max_parts!r}")
+    if plan.is_empty:
+        return "unpruned"
+    groups: dict[LayerPlan, list[str]] = {}
+    for name, entry in plan.layers.items():
+        groups.setdefault(entry, []).append(name)
+    parts = [
+        f"{names[0] if len(names) == 1 else f'{len(names)} layers'} {_entry_text(entry)}"
+        for entry, names in groups.items()
+    ]
+    if plan.global_ is not None:
+        g = plan.global_
+        scope = "global" if g.layers is None else f"global over {len(g.layers)} layers"
+        cap = "" if g.max_layer_sparsity is None else f" (cap {g.max_layer_sparsity * 100:.4g}%)"
+        parts.append(f"{scope} {_entry_text(g)}{cap}")
+    if len(parts) > max_parts:
+        parts = [*parts[:max_parts], f"+{len(parts) - max_parts} more"]
+    return ", ".join(parts)
+
+
+__all__ = [
+    "COST_FIELDS",
+    "ORIGINAL",
+    "PRUNE",
+    "ROW_FIELDS",
+    "TECHNIQUES",
+    "Experiment",
+    "ExperimentLog",
+    "TradeoffPoint",
+    "check_cost_field",
+    "describe_plan",
+    "pareto_front",
+    "technique_family",
+]

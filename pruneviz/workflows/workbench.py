@@ -1,0 +1,111 @@
+"""A Workbench bundles what one user works with: a pruning session and its meter.
+
+`open_workbench("sample:digits_cnn")` (or a `Source` naming the user's own model, weights
+and data) is the one call the CLI makes to start: it loads the model and its data, makes
+the session's private copy, and measures the unpruned baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from pruneviz.core.plan import Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.data.sources import Loaded, Source, load_source
+from pruneviz.data.tensors import TensorData
+from pruneviz.measure.meter import Meter, Report
+from pruneviz.measure.metrics import EvalResult, evaluate
+
+CALIBRATION_SAMPLES = 256
+
+
+@dataclass
+class Workbench:
+    """One model under pruning: session, meter, data, and the unpruned baseline report."""
+
+    name: str
+    session: PruningSession
+    meter: Meter
+    eval_data: TensorData
+    train_data: TensorData | None
+    baseline: Report
+    # The model as loaded (original weights), never changed: a fresh architecture to
+    # rebuild or verify exports on, and the latency reference.
+    pristine: nn.Module
+    # The whole evaluation set when `eval_data` (what every live update measures) is a
+    # subset of it; None when eval_data is the whole set.
+    eval_full: TensorData | None = None
+    source: Source | None = None  # what was loaded (the CLI options that reopen it)
+
+    @property
+    def model(self) -> nn.Module:
+        """The session's (mutable) copy of the model."""
+        return self.session.model
+
+    @property
+    def full_data(self) -> TensorData:
+        """The whole evaluation set (eval_data itself unless that is a subset)."""
+        return self.eval_full if self.eval_full is not None else self.eval_data
+
+    def evaluate_full(self) -> EvalResult:
+        """The current model's metric on the whole evaluation set (slow for large sets)."""
+        return evaluate(self.model, self.full_data)
+
+
+def build_workbench(
+    name: str,
+    model: nn.Module,
+    example_input: Tensor | tuple[Tensor, ...],
+    eval_data: TensorData,
+    train_data: TensorData | None,
+    *,
+    latency_batch_size: int = 64,
+    eval_subset: int | None = None,
+) -> Workbench:
+    """A workbench over any model and data (the pristine `model` is copied, never changed).
+
+    With `eval_subset`, live measurements use a fixed class-balanced random subset of
+    that many samples; `Workbench.evaluate_full` measures the whole set on demand.
+    """
+    # Calibration (for data-driven criteria) never depends on the subset, so a plan
+    # re-applied with or without one (the CLI, an export check) prunes the same structures.
+    calibration = (train_data or eval_data).head(CALIBRATION_SAMPLES)
+    full: TensorData | None = None
+    if eval_subset is not None and eval_subset < len(eval_data):
+        full, eval_data = eval_data, eval_data.subset(eval_subset)
+    session = PruningSession(model, example_input, calibration=calibration, name=name)
+    # The pristine model is only read (inference), never changed: it is the latency
+    # reference that each measurement is timed against.
+    meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size)
+    return Workbench(name, session, meter, eval_data, train_data, meter.report(), model, full)
+
+
+def workbench_for(loaded: Loaded) -> Workbench:
+    """A fresh workbench over a loaded source (its model is copied, never changed)."""
+    bench = build_workbench(loaded.name, loaded.model, loaded.example_input, loaded.eval_data,
+                            loaded.train_data, eval_subset=loaded.source.eval_subset)
+    bench.source = loaded.source
+    return bench
+
+
+def open_workbench(source: str | Source) -> Workbench:
+    """Load a model (`sample:NAME`, or a Source with the user's model, weights and data)
+    into a fresh workbench."""
+    if isinstance(source, str):
+        source = Source(model=source)
+    return workbench_for(load_source(source))
+
+
+def measure_plans(bench: Workbench, plans: list[Plan], *, latency: bool = True) -> list[Report]:
+    """Measure each plan in turn (cached per plan), then restore the plan that was applied."""
+    current = bench.session.plan
+    reports = []
+    try:
+        for plan in plans:
+            bench.session.apply(plan)
+            reports.append(bench.meter.report(latency=latency))
+    finally:
+        bench.session.apply(current)
+    return reports
