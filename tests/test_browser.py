@@ -81,6 +81,33 @@ def _metric(page: Any, label: str) -> str:
     return str(metric.get_by_test_id("stMetricValue").inner_text())
 
 
+def test_a_deep_link_opens_its_page_on_its_model(server: str) -> None:
+    """The server's first request is a page URL naming a model: that page opens inside the
+    app's navigation (sidebar picker, other pages listed) on that model, and the sidebar
+    link to another page works. (With a folder named `pages/` Streamlit ran such a first
+    request in its legacy mode, without app.py; `app_pages/` and st.navigation do not.)"""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server}/prune?model=sample:digits_resnet", wait_until="networkidle")
+            page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
+            sidebar = page.get_by_test_id("stSidebar")
+            picked = sidebar.get_by_test_id("stSelectbox").inner_text()
+            resnet_slider = page.get_by_role("slider", name="layer1.conv1 sparsity %").count()
+            links = sidebar.get_by_test_id("stSidebarNavLink").all_inner_texts()
+            sidebar.get_by_test_id("stSidebarNavLink").filter(has_text="Trade-offs").click()
+            page.get_by_role("heading", name="Trade-offs").wait_for(timeout=30_000)
+            switched_url = page.url
+        finally:
+            browser.close()
+    assert "Digits ResNet" in picked
+    assert resnet_slider == 1
+    assert {"Model", "Prune", "Trade-offs", "Export"} <= {link.strip() for link in links}
+    assert switched_url.split("?")[0].endswith("/tradeoffs")
+
+
 def test_slider_move_updates_the_measured_metric(server: str) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
