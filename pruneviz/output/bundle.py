@@ -58,7 +58,7 @@ from pruneviz.data.sources import refuse_overwriting_inputs, source_options
 from pruneviz.errors import ModelError, PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.storage import decode_sparse, dense_bytes, sparse_bytes
-from pruneviz.output.figures import layer_overview, tradeoff_scatter
+from pruneviz.output.figures import layer_overview
 from pruneviz.output.html_report import (
     Check,
     FileRow,
@@ -72,6 +72,7 @@ from pruneviz.output.html_report import (
     status_line,
 )
 from pruneviz.output.model_files import architecture_card, load_slimmed, write_atomic
+from pruneviz.output.tradeoff_figures import tradeoff_scatter
 from pruneviz.workflows.experiments import ORIGINAL, ExperimentLog, describe_plan
 from pruneviz.workflows.workbench import Workbench
 
