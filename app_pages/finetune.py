@@ -22,7 +22,8 @@ from pruneviz.app.worker import (
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Latency
-from pruneviz.output.figures import schedule_chart, training_curves, weight_histogram
+from pruneviz.output.figures import weight_histogram
+from pruneviz.output.run_figures import schedule_chart, training_curves
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
 from pruneviz.workflows.finetune import FinetuneRecipe, PruneSpec, Regularizer
 from pruneviz.workflows.schedules import Schedule

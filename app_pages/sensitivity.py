@@ -11,7 +11,7 @@ from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
 from pruneviz.app.worker import sensitivity_worker
 from pruneviz.errors import PrunevizError
-from pruneviz.output.figures import sensitivity_curves, sensitivity_heatmap
+from pruneviz.output.run_figures import sensitivity_curves, sensitivity_heatmap
 from pruneviz.workflows.allocation import (
     Budget,
     BudgetKind,

@@ -6,7 +6,7 @@ from pruneviz.app import state
 from pruneviz.app.widgets import user_errors
 from pruneviz.app.worker import record_finished_run
 from pruneviz.measure.compression import INT8, SVD
-from pruneviz.output.figures import best_form_scatter, tradeoff_scatter
+from pruneviz.output.tradeoff_figures import best_form_scatter, tradeoff_scatter
 from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.techniques import APPLY_TO
 

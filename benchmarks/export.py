@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from pruneviz.core.slim import slim
-from pruneviz.output.bundle import export_bundle, verify_bundle
+from pruneviz.output.bundle import export_bundle
+from pruneviz.output.verify import verify_bundle
 from pruneviz.workflows.workbench import open_workbench
 
 CASES = {"digits_cnn": "unstructured", "digits_resnet": "filter"}

@@ -25,22 +25,24 @@ from pruneviz.core.slim import slim
 from pruneviz.errors import ModelError, PrunevizError
 from pruneviz.output import bundle
 from pruneviz.output.bundle import (
-    BASE,
-    PLAN,
     REPORT_HTML,
-    SLIM_CARD,
-    SLIM_WEIGHTS,
-    SPARSE,
     SUMMARY_MD,
-    WEIGHTS,
     ExportError,
     ExportResult,
     bundle_zip,
     export_bundle,
     export_preview,
-    verify_bundle,
 )
 from pruneviz.output.model_files import load_slimmed
+from pruneviz.output.verify import (
+    BASE,
+    PLAN,
+    SLIM_CARD,
+    SLIM_WEIGHTS,
+    SPARSE,
+    WEIGHTS,
+    verify_bundle,
+)
 from pruneviz.workflows.experiments import ExperimentLog
 from pruneviz.workflows.workbench import Workbench, build_workbench, measure_plans, open_workbench
 

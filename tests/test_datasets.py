@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pruneviz.data import readers as datasets
-from pruneviz.data.readers import describe_data_ref, load_data, parse_idx
+from pruneviz.data import idx
+from pruneviz.data.idx import parse_idx
+from pruneviz.data.readers import describe_data_ref, load_data
 from pruneviz.data.tasks import Task, parse_metric, parse_task, top_k, user_metric
 from pruneviz.data.tensors import TensorData
 from pruneviz.data.userfile import UserFileError
@@ -381,7 +382,7 @@ def test_mnist_checksum_mismatch_is_an_error(tmp_path: Path) -> None:
 def test_mnist_checksum_is_of_the_uncompressed_bytes(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     images, _ = write_idx(tmp_path / "m", gz=True)
-    monkeypatch.setattr(datasets, "MNIST_SHA256", uncompressed_sha256(tmp_path / "m"))
+    monkeypatch.setattr(idx, "MNIST_SHA256", uncompressed_sha256(tmp_path / "m"))
     data = load_data(f"mnist:{tmp_path / 'm'}")
     assert data.classes == tuple("0123456789")
     assert data.name == "mnist/test"
@@ -406,7 +407,7 @@ def test_fashion_mnist_verifies_the_gz(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(DataError, match=r"official Fashion-MNIST.*re-compressed"):
         load_data(f"fashion-mnist:{tmp_path / 'f'}")
     md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in (tmp_path / "f").iterdir()}
-    monkeypatch.setattr(datasets, "FASHION_MNIST_MD5", md5)
+    monkeypatch.setattr(idx, "FASHION_MNIST_MD5", md5)
     data = load_data(f"fashion-mnist:{tmp_path / 'f'}")
     assert data.classes[9] == "Ankle boot"
     assert len(data) == 20
@@ -452,8 +453,8 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]
     server = _Server(tmp_path / "served")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("PRUNEVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "MNIST_URL", server.url)
-    monkeypatch.setattr(datasets, "MNIST_SHA256", uncompressed_sha256(tmp_path / "served"))
+    monkeypatch.setattr(idx, "MNIST_URL", server.url)
+    monkeypatch.setattr(idx, "MNIST_SHA256", uncompressed_sha256(tmp_path / "served"))
     yield server
     server.close()
 
@@ -473,8 +474,8 @@ def test_download_once_then_use_the_cache(mirror: _Server, tmp_path: Path) -> No
 def test_fashion_mnist_downloads_from_its_own_mirror(
         mirror: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served = tmp_path / "served"
-    monkeypatch.setattr(datasets, "FASHION_MNIST_URL", mirror.url)
-    monkeypatch.setattr(datasets, "FASHION_MNIST_MD5", {
+    monkeypatch.setattr(idx, "FASHION_MNIST_URL", mirror.url)
+    monkeypatch.setattr(idx, "FASHION_MNIST_MD5", {
         p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in served.iterdir()})
     data = load_data("fashion-mnist")
     assert data.name == "fashion-mnist/test"
@@ -484,7 +485,7 @@ def test_fashion_mnist_downloads_from_its_own_mirror(
 
 def test_a_download_that_does_not_verify_is_not_kept(
         mirror: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "MNIST_SHA256", dict.fromkeys(datasets.MNIST_SHA256, "0" * 64))
+    monkeypatch.setattr(idx, "MNIST_SHA256", dict.fromkeys(idx.MNIST_SHA256, "0" * 64))
     with pytest.raises(DataError, match=r"the download http.*does not match the official"):
         load_data("mnist")
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
@@ -497,7 +498,7 @@ def test_offline_download_explains_what_to_do(tmp_path: Path,
         port = sock.getsockname()[1]
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("PRUNEVIZ_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "MNIST_URL", f"http://127.0.0.1:{port}/")
+    monkeypatch.setattr(idx, "MNIST_URL", f"http://127.0.0.1:{port}/")
     with pytest.raises(DataError, match=r"could not download .*put the files in a folder "
                        r"and pass mnist:FOLDER"):
         load_data("mnist")

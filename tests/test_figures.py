@@ -14,6 +14,8 @@ import pytest
 
 from pruneviz.core.granularity import Granularity
 from pruneviz.output import figures as F
+from pruneviz.output import run_figures as R
+from pruneviz.output import tradeoff_figures as T
 from pruneviz.workflows.experiments import Experiment
 from pruneviz.workflows.finetune import Record
 from pruneviz.workflows.schedules import Schedule
@@ -286,7 +288,7 @@ POINTS = [
 
 
 def test_tradeoff_scatter_marks_exactly_the_pareto_front() -> None:
-    fig = F.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="non-zero parameters",
+    fig = T.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="non-zero parameters",
                              metric_name="accuracy", higher_is_better=True, baseline=POINTS[0])
     assert fig.layout.meta["pareto_ids"] == [6, 3, 1, 0]
     front = _trace(fig, "Pareto front")
@@ -302,7 +304,7 @@ def test_tradeoff_scatter_marks_exactly_the_pareto_front() -> None:
 
 
 def test_tradeoff_scatter_lower_is_better_and_unmeasured_points() -> None:
-    fig = F.tradeoff_scatter(POINTS, x_field="latency_ms", x_title="latency (ms)",
+    fig = T.tradeoff_scatter(POINTS, x_field="latency_ms", x_title="latency (ms)",
                              metric_name="mse", higher_is_better=False, baseline=None,
                              selected_id=2)
     # All latencies are 1.0 except id 6 (unmeasured): lowest metric wins.
@@ -315,7 +317,7 @@ def test_tradeoff_scatter_lower_is_better_and_unmeasured_points() -> None:
 
 def test_tradeoff_scatter_refuses_a_field_that_is_not_a_cost() -> None:
     with pytest.raises(ValueError, match="not a cost"):
-        F.tradeoff_scatter(POINTS, x_field="sparsity", x_title="s", metric_name="accuracy",
+        T.tradeoff_scatter(POINTS, x_field="sparsity", x_title="s", metric_name="accuracy",
                            higher_is_better=True, baseline=None)
 
 
@@ -345,7 +347,7 @@ def _sensitivity(granularity: str = "unstructured", stop_after: int | None = Non
 def test_sensitivity_curves_draw_every_measured_point() -> None:
     result = _sensitivity()
     assert result.complete
-    fig = F.sensitivity_curves(result)
+    fig = R.sensitivity_curves(result)
     assert [t.name for t in fig.data] == ["fc1", "fc2", "fc3"]
     for item in result.items:
         trace, points = _trace(fig, item.label), result.curve(item.key)
@@ -367,7 +369,7 @@ def test_sensitivity_curves_draw_every_measured_point() -> None:
 
 def test_sensitivity_heatmap_colours_each_cell_by_its_drop() -> None:
     result = _sensitivity()
-    fig = F.sensitivity_heatmap(result)
+    fig = R.sensitivity_heatmap(result)
     heat, missing = fig.data
     assert np.isnan(np.asarray(missing.z, dtype=float)).all()  # nothing greyed out
     assert list(heat.y) == ["fc1", "fc2", "fc3"]  # model order, top to bottom
@@ -388,11 +390,11 @@ def test_sensitivity_heatmap_colours_each_cell_by_its_drop() -> None:
 def test_sensitivity_figures_of_a_stopped_run_show_what_was_measured() -> None:
     result = _sensitivity(stop_after=6)  # fc1's 4 points and fc2's first 2
     assert not result.complete
-    curves = F.sensitivity_curves(result)
+    curves = R.sensitivity_curves(result)
     assert [t.name for t in curves.data] == ["fc1", "fc2"]
     assert len(_trace(curves, "fc2").y) == 2
     assert "incomplete: 2 of 3" in curves.layout.title.subtitle.text
-    heat, missing = F.sensitivity_heatmap(result).data
+    heat, missing = R.sensitivity_heatmap(result).data
     z = np.asarray(heat.z, dtype=float)
     np.testing.assert_array_equal(np.isnan(z), np.asarray(missing.z) == 1.0)
     assert np.isfinite(z).sum() == 6
@@ -406,8 +408,8 @@ def test_sensitivity_figures_label_coupled_groups() -> None:
     result = _sensitivity("filter")
     labels = [item.label for item in result.items]
     assert labels == ["fc1 (+1 coupled)", "fc2 (+1 coupled)"]
-    assert [t.name for t in F.sensitivity_curves(result).data] == labels
-    assert list(F.sensitivity_heatmap(result).data[0].y) == labels
+    assert [t.name for t in R.sensitivity_curves(result).data] == labels
+    assert list(R.sensitivity_heatmap(result).data[0].y) == labels
 
 
 def test_sensitivity_heatmap_of_a_lower_is_better_metric() -> None:
@@ -418,9 +420,9 @@ def test_sensitivity_heatmap_of_a_lower_is_better_metric() -> None:
     result = SensitivityResult(
         "m", "l2", Granularity.UNSTRUCTURED, (0.0, 0.5), "mse", False, point(None, 0.0, 0.01),
         [item], {"dec": [point("dec", 0.0, 0.01), point("dec", 0.5, 0.04)]}, True, 0.1)
-    z = np.asarray(F.sensitivity_heatmap(result).data[0].z)
+    z = np.asarray(R.sensitivity_heatmap(result).data[0].z)
     np.testing.assert_allclose(z, [[0.0, 0.03]])  # a higher MSE is a positive drop
-    curves = F.sensitivity_curves(result)
+    curves = R.sensitivity_curves(result)
     assert list(curves.data[0].y) == [0.01, 0.04]
     assert curves.layout.yaxis.title.text == "mse (lower is better)"
 
@@ -429,7 +431,7 @@ def test_sensitivity_heatmap_of_a_lower_is_better_metric() -> None:
 def test_schedule_chart_draws_the_schedule_step_by_step() -> None:
     schedule = Schedule("poly", 0.9, initial=0.5, begin_step=10, end_step=60, frequency=7)
     curve, events = schedule.curve(80), schedule.events(80)
-    fig = F.schedule_chart(curve, events=events)
+    fig = R.schedule_chart(curve, events=events)
     line = _trace(fig, "target sparsity")
     assert list(line.y) == curve
     assert list(line.x) == list(range(80))
@@ -443,7 +445,7 @@ def test_schedule_chart_draws_the_schedule_step_by_step() -> None:
 
 def test_schedule_chart_shades_the_regularisation_steps() -> None:
     schedule = Schedule("oneshot", 0.7, begin_step=30)
-    fig = F.schedule_chart(schedule.curve(50), events=schedule.events(50), regularize_until=30)
+    fig = R.schedule_chart(schedule.curve(50), events=schedule.events(50), regularize_until=30)
     (band,) = _shapes(fig, "rect")
     assert (band.x0, band.x1) == (0, 30)
     assert any(a.text == "regularisation" for a in fig.layout.annotations)
@@ -452,9 +454,9 @@ def test_schedule_chart_shades_the_regularisation_steps() -> None:
 
 def test_schedule_chart_refuses_what_is_not_a_schedule() -> None:
     with pytest.raises(ValueError, match="empty"):
-        F.schedule_chart([])
+        R.schedule_chart([])
     with pytest.raises(ValueError, match="fractions"):
-        F.schedule_chart([0.5, 50.0])
+        R.schedule_chart([0.5, 50.0])
 
 
 def test_training_curves_draw_each_record_in_its_panel() -> None:
@@ -468,7 +470,7 @@ def test_training_curves_draw_each_record_in_its_panel() -> None:
         Record(40, 2.0, 0.5, 0.88, 0.81),
         Record(60, 3.0, 0.4, 0.87, 0.81, "stopped early: no better for 1 evaluations"),
     ]
-    fig = F.training_curves(records, total_steps=80, metric_name="accuracy",
+    fig = R.training_curves(records, total_steps=80, metric_name="accuracy",
                             planned=[0.5] * 20 + [0.9] * 60, best_step=40)
     loss = _trace(fig, "training loss")
     assert (list(loss.x), list(loss.y)) == ([10, 20, 30, 40, 60], [0.8, 0.6, 0.7, 0.5, 0.4])
@@ -493,7 +495,7 @@ def test_training_curves_draw_each_record_in_its_panel() -> None:
 def test_training_curves_of_a_long_run_leave_out_what_would_clutter() -> None:
     records = [Record(s, s / 10, 0.5, 0.9 if s % 10 == 0 else None, min(0.9, s / 1000),
                       "pruned to x" if s % 20 == 0 else None) for s in range(0, 1000, 5)]
-    fig = F.training_curves(records, total_steps=1000, metric_name="accuracy")
+    fig = R.training_curves(records, total_steps=1000, metric_name="accuracy")
     assert len(fig.layout.meta["pruned_at"]) == 50
     assert not [s for s in _shapes(fig, "line") if s.line.dash == "dot"]  # too many lines
     metric = _trace(fig, "validation accuracy")
@@ -502,7 +504,7 @@ def test_training_curves_of_a_long_run_leave_out_what_would_clutter() -> None:
 
 
 def test_training_curves_of_a_run_just_started() -> None:
-    fig = F.training_curves([], total_steps=100, metric_name="mse")
+    fig = R.training_curves([], total_steps=100, metric_name="mse")
     assert list(_trace(fig, "training loss").x) == []
     assert "weights kept (best)" not in [t.name for t in fig.data]
 
@@ -511,7 +513,7 @@ def test_tradeoff_scatter_joins_fine_tuned_points_to_their_twins() -> None:
     twin = _experiment(1, 200, 0.40)
     tuned = replace(_experiment(2, 200, 0.93), plan_key=twin.plan_key, weights="fine-tuned #1")
     alone = replace(_experiment(3, 100, 0.90), weights="fine-tuned #2")  # no twin measured
-    fig = F.tradeoff_scatter([POINTS[0], twin, tuned, alone], x_field="params_nonzero",
+    fig = T.tradeoff_scatter([POINTS[0], twin, tuned, alone], x_field="params_nonzero",
                              x_title="params", metric_name="accuracy", higher_is_better=True,
                              baseline=POINTS[0])
     assert [row[0] for row in _trace(fig, "pruning").customdata] == [0, 1]
@@ -530,7 +532,7 @@ def test_tradeoff_scatter_marks_each_technique_and_fronts_over_all_of_them() -> 
     svd = replace(_experiment(9, 700, 0.60), technique="svd r=50%")
     pruned_svd = replace(_experiment(10, 400, 0.70), technique="prune+svd r=25%",
                          weights="fine-tuned #1")
-    fig = F.tradeoff_scatter([*POINTS, int8, both, svd, pruned_svd], x_field="params_nonzero",
+    fig = T.tradeoff_scatter([*POINTS, int8, both, svd, pruned_svd], x_field="params_nonzero",
                              x_title="params", metric_name="accuracy", higher_is_better=True,
                              baseline=POINTS[0])
     names = [t.name for t in fig.data]
@@ -560,8 +562,8 @@ def test_tradeoff_scatter_marks_each_technique_and_fronts_over_all_of_them() -> 
 def test_every_technique_family_has_a_style() -> None:
     from pruneviz.workflows.experiments import TECHNIQUES
 
-    assert tuple(F.TECHNIQUE_STYLES) == TECHNIQUES
-    assert len({style[1] for style in F.TECHNIQUE_STYLES.values()}) == len(TECHNIQUES)
+    assert tuple(T.TECHNIQUE_STYLES) == TECHNIQUES
+    assert len({style[1] for style in T.TECHNIQUE_STYLES.values()}) == len(TECHNIQUES)
 
 
 # -- common look --------------------------------------------------------------------------------
@@ -575,12 +577,12 @@ BUILDERS: dict[str, Callable[[], go.Figure]] = {
     "overview": lambda: F.layer_overview(["a", "b"], [10, 20], [5, 20], [0.5, 0.5]),
     "kernels": lambda: F.kernel_grid(np.ones((4, 3, 3)), np.ones(4, dtype=bool), layer="l"),
     "disagreement": lambda: F.criteria_disagreement(MASKS, layer="l", unit="filter"),
-    "tradeoff": lambda: F.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="params",
+    "tradeoff": lambda: T.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="params",
                                            metric_name="accuracy", higher_is_better=True,
                                            baseline=POINTS[0]),
-    "sensitivity_curves": lambda: F.sensitivity_curves(_sensitivity()),
-    "sensitivity_heatmap": lambda: F.sensitivity_heatmap(_sensitivity()),
-    "schedule": lambda: F.schedule_chart(Schedule("agp", 0.8, end_step=50, frequency=10)
+    "sensitivity_curves": lambda: R.sensitivity_curves(_sensitivity()),
+    "sensitivity_heatmap": lambda: R.sensitivity_heatmap(_sensitivity()),
+    "schedule": lambda: R.schedule_chart(Schedule("agp", 0.8, end_step=50, frequency=10)
                                          .curve(60)),
 }
 
@@ -597,7 +599,7 @@ def test_every_figure_has_titles_and_the_shared_look(name: str) -> None:
 
 
 def test_best_form_scatter_colours_points_by_their_form() -> None:
-    from pruneviz.output.figures import best_form_scatter
+    from pruneviz.output.tradeoff_figures import best_form_scatter
 
     fig = best_form_scatter(["a", "b", "c"], [1.0, 2.0, 0.5], [0.9, 0.95, 0.8],
                             ["masked", "slimmed", "slimmed"], metric_name="accuracy")

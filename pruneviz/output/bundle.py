@@ -15,12 +15,12 @@
 - `report.html`: one self-contained page (plotly.js inline, no network) with the measured
   tables, charts, verification results and environment; `summary.md`: the same in Markdown.
 
-Before the export is declared good it is verified from the files on disk: the weights
-reload strictly into a fresh copy of the architecture and give outputs identical to the
-in-app model's on the evaluation data; the plan, re-applied to the unpruned weights in a
-fresh session, reproduces the weights bit for bit; the slimmed model, rebuilt from its
-files, gives outputs identical to the slimmed model in memory. A failed check does not
-stop the export: the report is written and says FAILED.
+Before the export is declared good it is verified from the files on disk (verify.py): the
+weights reload strictly into a fresh copy of the architecture and give outputs identical
+to the in-app model's on the evaluation data; the plan, re-applied to the unpruned weights
+in a fresh session, reproduces the weights bit for bit; the slimmed model, rebuilt from
+its files, gives outputs identical to the slimmed model in memory. A failed check does
+not stop the export: the report is written and says FAILED.
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so
 an export into an existing folder leaves each file either as it was or complete and new,
@@ -30,11 +30,9 @@ base weights) are removed, so the folder never mixes two exports' models.
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
-import shlex
 import tempfile
 import time
 import zipfile
@@ -44,21 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from pruneviz.core.blocks import set_module
-from pruneviz.core.layers import eval_mode
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import slim as slim_session
-from pruneviz.data.samples import get_spec
-from pruneviz.data.sources import refuse_overwriting_inputs, source_options
+from pruneviz.data.sources import refuse_overwriting_inputs
 from pruneviz.errors import ModelError, PrunevizError
 from pruneviz.measure.meter import Report
-from pruneviz.measure.storage import decode_sparse, dense_bytes, sparse_bytes
-from pruneviz.output.figures import layer_overview, tradeoff_scatter
+from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.output.figures import layer_overview
 from pruneviz.output.html_report import (
     Check,
     FileRow,
@@ -71,23 +64,28 @@ from pruneviz.output.html_report import (
     sparsity_chart,
     status_line,
 )
-from pruneviz.output.model_files import architecture_card, load_slimmed, write_atomic
+from pruneviz.output.model_files import architecture_card, write_atomic
+from pruneviz.output.tradeoff_figures import tradeoff_scatter
+from pruneviz.output.verify import (
+    BASE,
+    PLAN,
+    SLIM_CARD,
+    SLIM_WEIGHTS,
+    SPARSE,
+    WEIGHTS,
+    reference_state,
+    reproduce_command,
+    same_state,
+    verify_bundle,
+)
 from pruneviz.workflows.experiments import ORIGINAL, ExperimentLog, describe_plan
 from pruneviz.workflows.workbench import Workbench
 
-WEIGHTS = "weights.safetensors"
-SPARSE = "weights.sparse.safetensors"
-PLAN = "plan.json"
-BASE = "base_weights.safetensors"
-SLIM_WEIGHTS = "slim/slim.safetensors"
-SLIM_CARD = "slim/slim.json"
 REPORT_HTML = "report.html"
 SUMMARY_MD = "summary.md"
 # Written by an earlier export (or `pruneviz prune --slim`) but not necessarily by this one:
 # removed when this export does not write them, so that they cannot be taken for its own.
 OPTIONAL_FILES = (BASE, SLIM_WEIGHTS, SLIM_CARD, "slim/slim.pt2")
-OUTPUT_BATCH = 256  # eval samples per forward pass when outputs are compared
-SLIM_TOLERANCE = 1e-4  # slimmed vs masked outputs, relative to the largest output (>= 1)
 
 _WHAT = {
     WEIGHTS: "pruned (masked) model, full state dict, dense safetensors",
@@ -216,28 +214,6 @@ def _original_state(session: PruningSession) -> dict[str, Tensor]:
             session.apply(plan)
 
 
-def _reference_state(bench: Workbench) -> dict[str, Tensor]:
-    """The weights `bench.name` alone loads: a sample's shipped weights, else the model
-    as it was loaded."""
-    kind, _, name = bench.name.partition(":")
-    if kind == "sample":
-        return load_file(str(get_spec(name).weights_path))
-    return {k: v.detach() for k, v in bench.pristine.state_dict().items()}
-
-
-def _bit_equal(a: Tensor, b: Tensor) -> bool:
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    return torch.equal(a.detach().reshape(-1).contiguous().view(torch.uint8),
-                       b.detach().reshape(-1).contiguous().view(torch.uint8))
-
-
-def _same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> list[str]:
-    """Names of tensors that differ (or are missing from one side)."""
-    return sorted(k for k in a.keys() | b.keys()
-                  if k not in a or k not in b or not _bit_equal(a[k], b[k]))
-
-
 def _base_state(bench: Workbench) -> dict[str, Tensor] | None:
     """The unpruned weights to ship, or None when `bench.name` alone loads them (a sample
     with its shipped weights). A model of the user's always ships them: its factory may
@@ -245,7 +221,7 @@ def _base_state(bench: Workbench) -> dict[str, Tensor] | None:
     original = _original_state(bench.session)
     if not bench.name.startswith("sample:"):
         return original
-    return None if not _same_state(original, _reference_state(bench)) else original
+    return None if not same_state(original, reference_state(bench)) else original
 
 
 def _structured(plan: Plan) -> bool:
@@ -294,146 +270,6 @@ def _what(bench: Workbench, name: str) -> str:
         return (f"{_WHAT[name]}; {', '.join(blocks)} replaced by the identity (their weights "
                 "are not in it)")
     return _WHAT[name]
-
-
-def _command(bench: Workbench, base: bool) -> str:
-    parts = ["pruneviz", "prune", bench.name]
-    if base:
-        parts += ["--weights", BASE]
-    if bench.source is not None:
-        parts += source_options(bench.source, weights=not base)
-    parts += ["--plan", PLAN, "--out", "reproduced"]
-    line = " ".join(shlex.quote(part) for part in parts)
-    if bench.source is None and not bench.name.startswith("sample:"):
-        line += "  # plus the --data (and --weights) options the model was opened with"
-    return f"{line}\ncmp reproduced/{WEIGHTS} {WEIGHTS}"
-
-
-# -- verification ------------------------------------------------------------------------------
-def _outputs(model: nn.Module, x: Tensor) -> Tensor:
-    with eval_mode(model), torch.inference_mode():
-        parts = [model(x[i: i + OUTPUT_BATCH]) for i in range(0, x.shape[0], OUTPUT_BATCH)]
-    return torch.cat(parts)
-
-
-def _max_diff(a: Tensor, b: Tensor) -> float:
-    if a.shape != b.shape:
-        return float("inf")
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
-
-
-def _failed(name: str, exc: BaseException) -> Check:
-    return Check(name, False, f"{type(exc).__name__}: {exc}")
-
-
-def _check_weights(bench: Workbench, out: Path, masked: Tensor, x: Tensor) -> Check:
-    name = f"{WEIGHTS} reloads into a fresh copy of the architecture"
-    try:
-        state = load_file(str(out / WEIGHTS))
-        model = copy.deepcopy(bench.pristine)
-        for block in bench.session.removed_blocks():
-            set_module(model, block, nn.Identity())
-        model.load_state_dict(state, strict=True)
-        differ = _same_state(state, bench.model.state_dict())
-        if differ:
-            return Check(name, False, f"{len(differ)} tensor(s) differ from the in-app "
-                         f"model's: {', '.join(differ[:5])}")
-        reloaded = _outputs(model, x)
-    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
-        return _failed(name, exc)
-    if not torch.equal(reloaded, masked):
-        return Check(name, False, f"outputs differ from the in-app model's on {len(x):,} "
-                     f"eval samples (largest difference {_max_diff(reloaded, masked):.3g})")
-    return Check(name, True, f"loads strictly into a fresh {type(model).__name__}: "
-                 f"{len(state)} tensors bit-identical to the in-app model; outputs "
-                 f"identical on {len(x):,} eval samples")
-
-
-def _check_sparse(bench: Workbench, out: Path) -> Check:
-    name = f"{SPARSE} decodes to the same weights"
-    try:
-        state = decode_sparse((out / SPARSE).read_bytes())
-        differ = _same_state(state, bench.model.state_dict())
-    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
-        return _failed(name, exc)
-    if differ:
-        return Check(name, False, f"{len(differ)} tensor(s) differ: {', '.join(differ[:5])}")
-    return Check(name, True, f"{len(state)} tensors, bit for bit")
-
-
-def _check_plan(bench: Workbench, out: Path, command: str) -> Check:
-    name = f"{PLAN} reproduces the weights"
-    try:
-        plan = Plan.from_json((out / PLAN).read_text(encoding="utf-8"))
-        base_path = out / BASE
-        base = load_file(str(base_path)) if base_path.is_file() else _reference_state(bench)
-        model = copy.deepcopy(bench.pristine)
-        model.load_state_dict(base, strict=True)
-        session = bench.session
-        fresh = PruningSession(model, session.example_input, calibration=session.calibration,
-                               name=bench.name, seed=session.seed)
-        fresh.apply(plan)
-        exported = load_file(str(out / WEIGHTS))
-        differ = _same_state(fresh.model.state_dict(), exported)
-    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
-        return _failed(name, exc)
-    if differ:
-        return Check(name, False, f"the plan applied to the unpruned weights in a fresh "
-                     f"session gives {len(differ)} tensor(s) other than {WEIGHTS}: "
-                     f"{', '.join(differ[:5])}")
-    source = BASE if base_path.is_file() else "the model's own weights"
-    return Check(name, True, f"applied to {source} in a fresh session, the plan gives "
-                 f"{WEIGHTS} bit for bit ({len(exported)} tensors): "
-                 f"`{command.splitlines()[0]}` reproduces it")
-
-
-def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tensor,
-                x: Tensor) -> list[Check]:
-    name = "slimmed model reloads from slim/"
-    try:
-        model = load_slimmed(out / SLIM_CARD, out / SLIM_WEIGHTS, bench.pristine)
-        reloaded = _outputs(model, x)
-        in_memory = _outputs(slim_model, x)
-    except Exception as exc:  # noqa: BLE001 - a damaged file can fail in any way: report it
-        return [_failed(name, exc)]
-    params = sum(p.numel() for p in model.parameters())
-    same = torch.equal(reloaded, in_memory)
-    first = Check(name, same, (
-        f"{SLIM_CARD} + {SLIM_WEIGHTS} rebuild a model with {params:,} parameters; outputs "
-        + (f"identical to the slimmed model in memory on {len(x):,} eval samples" if same
-           else f"differ from the slimmed model in memory (largest difference "
-                f"{_max_diff(reloaded, in_memory):.3g})")))
-    diff = _max_diff(reloaded, masked)
-    tolerance = SLIM_TOLERANCE * max(1.0, float(masked.abs().max()) if masked.numel() else 1.0)
-    second = Check("slimmed model computes what the masked model computes",
-                   diff <= tolerance,
-                   f"largest output difference from the in-app (masked) model on {len(x):,} "
-                   f"eval samples: {diff:.3g} (tolerance {tolerance:.1g}; float sums in "
-                   "another order)")
-    return [first, second]
-
-
-def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None = None,
-                  command: str | None = None) -> list[Check]:
-    """Check the files in `out` against the workbench's current model (never raises).
-
-    With `slim_model` (the slimmed model in memory), slim/ must be there and rebuild it;
-    without it, slim/ is checked against a fresh slim of the session when present.
-    """
-    out = Path(out)
-    x = bench.eval_data.x
-    masked = _outputs(bench.model, x)
-    command = command or _command(bench, (out / BASE).is_file())
-    checks = [_check_weights(bench, out, masked, x), _check_sparse(bench, out),
-              _check_plan(bench, out, command)]
-    if slim_model is None and (out / SLIM_CARD).is_file():
-        try:
-            slim_model = slim_session(bench.session).model
-        except ModelError as exc:
-            checks.append(_failed("slimmed model reloads from slim/", exc))
-    if slim_model is not None:
-        checks += _check_slim(bench, out, slim_model, masked, x)
-    return checks
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -500,7 +336,7 @@ def export_preview(bench: Workbench, *, slim: bool | None = None) -> ExportPrevi
              REPORT_HTML, SUMMARY_MD]
     return ExportPreview(describe_plan(bench.session.stamp(bench.session.plan), max_parts=6),
                          [(name, _what(bench, name)) for name in names], slim_note,
-                         _command(bench, base))
+                         reproduce_command(bench, base))
 
 
 def export_bundle(
@@ -550,7 +386,7 @@ def export_bundle(
                                                    SUMMARY_MD])
     written = _write(out, files)
     _remove_stale(out, written)
-    command = _command(bench, base is not None)
+    command = reproduce_command(bench, base is not None)
     checks = tuple(verify_bundle(bench, out, slim_model=slim_model, command=command))
 
     rows = layer_rows(session)
@@ -639,14 +475,8 @@ def export_for_download(
 
 
 __all__ = [
-    "BASE",
-    "PLAN",
     "REPORT_HTML",
-    "SLIM_CARD",
-    "SLIM_WEIGHTS",
-    "SPARSE",
     "SUMMARY_MD",
-    "WEIGHTS",
     "Check",
     "ExportDownload",
     "ExportError",
@@ -658,5 +488,4 @@ __all__ = [
     "export_for_download",
     "export_preview",
     "prepare_folder",
-    "verify_bundle",
 ]

@@ -88,7 +88,7 @@ class Experiment:
         return None if value is None else float(value)
 
 
-TradeoffPoint = Experiment  # what figures.tradeoff_scatter plots: any recorded experiment
+TradeoffPoint = Experiment  # what tradeoff_figures.tradeoff_scatter plots: any recorded experiment
 
 ROW_FIELDS: tuple[str, ...] = (
     *(f.name for f in fields(Experiment) if f.name not in ("plan_json", "plan_key")),

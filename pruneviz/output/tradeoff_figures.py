@@ -1,0 +1,193 @@
+"""Plotly figures of the recorded experiments: each configuration's metric against a
+cost, with the Pareto front, and each one at the latency of its fastest deployable form.
+
+Pure functions from experiments and plain numbers to `go.Figure`, drawn in the style of
+figures.py; each stores the numbers it was drawn from in `fig.layout.meta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from pruneviz.output.figures import BASELINE, KEPT, PARETO, TUNED, _layout
+from pruneviz.workflows.experiments import (
+    ORIGINAL,
+    PRUNE,
+    TECHNIQUES,
+    Experiment,
+    check_cost_field,
+    pareto_front,
+    technique_family,
+)
+
+# -- 6. trade-off scatter -----------------------------------------------------------------------
+# How each technique family is drawn: (legend name, marker symbol, colour). A technique
+# on a pruned model is its own symbol's star version.
+TECHNIQUE_STYLES: dict[str, tuple[str, str, str]] = {
+    "prune": ("pruning", "circle", KEPT),
+    "int8": ("int8 (unpruned)", "square", "#B279A2"),
+    "prune+int8": ("pruning + int8", "star-square", "#B279A2"),
+    "svd": ("low-rank SVD (unpruned)", "triangle-up", "#72B7B2"),
+    "prune+svd": ("pruning + low-rank SVD", "star-triangle-up", "#72B7B2"),
+}
+_OTHER_STYLE = ("other technique", "x", "#9D9D9D")
+
+
+def tradeoff_scatter(
+    points: Sequence[Experiment],
+    *,
+    x_field: str,
+    x_title: str,
+    metric_name: str,
+    higher_is_better: bool,
+    baseline: Experiment | None,
+    selected_id: int | None = None,
+) -> go.Figure:
+    """Metric against a cost (`x_field`, see experiments.COST_FIELDS), Pareto front marked.
+
+    Points without a value for `x_field` (latency not measured) are left out; the
+    baseline takes part in the front even if it is not among `points`. Each technique
+    has its own marker and legend entry (circle: pruning, square: int8, triangle:
+    low-rank SVD, a star of the same shape: that technique on a pruned model); the
+    Pareto front is over every point, whatever its technique. Pruning experiments on
+    fine-tuned weights are diamonds, each joined by a dotted line to its twin (the same
+    plan on the original weights) when that is among the points: collapse and recovery.
+    """
+    check_cost_field(x_field)
+    candidates = list(points)
+    if baseline is not None and all(p.id != baseline.id for p in candidates):
+        candidates.append(baseline)
+    shown = [p for p in candidates if p.cost(x_field) is not None]
+    skipped = len(candidates) - len(shown)
+    xs = [float(getattr(p, x_field)) for p in shown]
+    ys = [p.metric for p in shown]
+    front = [shown[i] for i in pareto_front(xs, ys, higher_is_better)]
+
+    def custom(group: Sequence[Experiment]) -> list[list[Any]]:
+        return [[p.id, p.label, p.technique, p.weights] for p in group]
+
+    hover = (
+        f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}<br>{x_title}: %{{x:,.4g}}"
+        "<br>technique: %{customdata[2]}<extra>#%{customdata[0]}</extra>"
+    )
+    with_weights = hover.replace("<extra>", "<br>weights: %{customdata[3]}<extra>")
+
+    def x_of(group: Sequence[Experiment]) -> list[float]:
+        return [float(getattr(p, x_field)) for p in group]
+
+    pruning = [p for p in shown if p.technique == PRUNE]
+    plain = [p for p in pruning if p.weights == ORIGINAL]
+    tuned = [p for p in pruning if p.weights != ORIGINAL]
+    name, symbol, colour = TECHNIQUE_STYLES[PRUNE]
+    traces: list[Any] = [
+        go.Scatter(x=x_of(plain), y=[p.metric for p in plain], mode="markers", name=name,
+                   customdata=custom(plain), hovertemplate=hover,
+                   marker={"color": colour, "size": 8, "opacity": 0.8, "symbol": symbol}),
+        go.Scatter(x=x_of(front), y=[p.metric for p in front],
+                   mode="lines+markers", name="Pareto front", customdata=custom(front),
+                   line={"color": PARETO, "width": 2, "shape": "hv"},
+                   marker={"color": PARETO, "size": 11}, hovertemplate=with_weights),
+    ]
+    families: dict[str, list[Experiment]] = {}
+    for p in shown:
+        if p.technique != PRUNE:
+            families.setdefault(technique_family(p.technique), []).append(p)
+    order = [f for f in TECHNIQUES if f in families]
+    for family in order + sorted(set(families) - set(order)):
+        group = families[family]
+        name, symbol, colour = TECHNIQUE_STYLES.get(family, _OTHER_STYLE)
+        traces.append(go.Scatter(
+            x=x_of(group), y=[p.metric for p in group], mode="markers", name=name,
+            customdata=custom(group), hovertemplate=with_weights,
+            marker={"color": colour, "size": 13 if symbol.startswith("star") else 10,
+                    "symbol": symbol, "line": {"color": "white", "width": 1}}))
+    if tuned:  # drawn over the front, each joined to its twin (same plan, original weights)
+        twins = {p.plan_key: p for p in plain}
+        xs_join: list[float | None] = []
+        ys_join: list[float | None] = []
+        for p in tuned:
+            twin = twins.get(p.plan_key)
+            if twin is not None:
+                xs_join += [float(getattr(twin, x_field)), float(getattr(p, x_field)), None]
+                ys_join += [twin.metric, p.metric, None]
+        if xs_join:
+            traces.append(go.Scatter(
+                x=xs_join, y=ys_join, mode="lines", name="pruned → fine-tuned",
+                line={"color": TUNED, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
+        traces.append(go.Scatter(
+            x=x_of(tuned), y=[p.metric for p in tuned],
+            mode="markers", name="fine-tuned weights", customdata=custom(tuned),
+            marker={"color": TUNED, "size": 12, "symbol": "diamond",
+                    "line": {"color": "white", "width": 1}},
+            hovertemplate=with_weights))
+    if baseline is not None and baseline.cost(x_field) is not None:
+        traces.append(go.Scatter(
+            x=[float(getattr(baseline, x_field))], y=[baseline.metric], mode="markers",
+            name="baseline (unpruned)", customdata=custom([baseline]), hovertemplate=hover,
+            marker={"symbol": "star", "size": 16, "color": BASELINE},
+        ))
+    selected = [p for p in shown if p.id == selected_id]
+    if selected:
+        traces.append(go.Scatter(
+            x=[float(getattr(selected[0], x_field))], y=[selected[0].metric], mode="markers",
+            name="selected", customdata=custom(selected), hovertemplate=with_weights,
+            marker={"symbol": "circle-open", "size": 20, "color": BASELINE,
+                    "line": {"width": 2}},
+        ))
+    better = "higher" if higher_is_better else "lower"
+    layout = _layout(
+        f"{metric_name} vs {x_title}",
+        x_title,
+        f"{metric_name} ({better} is better)",
+        subtitle=f"{skipped} experiment(s) without {x_field} not shown" if skipped else None,
+        xaxis={"type": "linear"},
+        meta={"pareto_ids": [p.id for p in front],
+              "techniques": {str(p.id): p.technique for p in shown}},
+    )
+    return go.Figure(traces, layout)
+
+
+# -- 7. fastest deployable form -----------------------------------------------------------------
+FORM_COLOURS = {"masked": "#9D9D9D", "slimmed": "#54A24B", "sparse-deployed": "#B279A2"}
+
+
+def best_form_scatter(
+    labels: Sequence[str],
+    latency_ms: Sequence[float],
+    metric: Sequence[float],
+    forms: Sequence[str],
+    *,
+    metric_name: str,
+) -> go.Figure:
+    """Each configuration at the latency of its fastest correct deployable form, coloured
+    by which form that is (masked, slimmed, sparse-deployed)."""
+    if not len(labels) == len(latency_ms) == len(metric) == len(forms):
+        raise ValueError("labels, latency_ms, metric and forms must have the same length")
+    traces = []
+    for form, colour in FORM_COLOURS.items():
+        picked = [i for i, f in enumerate(forms) if f == form]
+        if picked:
+            traces.append(go.Scatter(
+                x=[latency_ms[i] for i in picked], y=[metric[i] for i in picked],
+                mode="markers", name=f"fastest form: {form}",
+                marker={"color": colour, "size": 10},
+                text=[labels[i] for i in picked],
+                hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + form + "</extra>",
+            ))
+    return go.Figure(
+        data=traces,
+        layout=_layout(f"{metric_name} vs latency of the fastest deployable form",
+                       "latency (ms, batch 64)", metric_name,
+                       meta={"forms": list(forms)}),
+    )
+
+
+__all__ = [
+    "FORM_COLOURS",
+    "TECHNIQUE_STYLES",
+    "best_form_scatter",
+    "tradeoff_scatter",
+]
