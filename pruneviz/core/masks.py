@@ -1,0 +1,70 @@
+"""Keep-masks computed from scores and decisions: pure functions, True = kept.
+
+Nothing here touches a module. The session writes `w = w0 * mask` with what these
+return, as torch's `prune.py` keeps computing a mask apart from applying it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def ascending_rank(scores: Tensor) -> Tensor:
+    """Each entry's position when `scores` (any shape) are sorted ascending, stably:
+    among equal scores the earlier (flat order) one ranks lower. Same shape as `scores`."""
+    flat = scores.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    return rank.view(scores.shape)
+
+
+def keep_ranked(rank: Tensor, pruned: int) -> Tensor:
+    """Keep what ranks at `pruned` or above: the `pruned` lowest-ranked entries go."""
+    return rank >= pruned
+
+
+def lowest_pruned(scores: Tensor, pruned: int) -> Tensor:
+    """Unstructured keep-mask: the `pruned` lowest-scoring entries go (ties: earlier first)."""
+    return keep_ranked(ascending_rank(scores), pruned)
+
+
+def n_m_keep(scores: Tensor, n: int, m: int, dim: int) -> Tensor:
+    """N:M keep-mask: in every run of `m` consecutive entries along `dim`, the `n`
+    highest-scoring are kept. `scores.shape[dim]` must be a multiple of `m`."""
+    moved = scores.movedim(dim, -1)
+    runs = moved.reshape(-1, m)
+    keep_idx = runs.topk(n, dim=1).indices
+    keep = torch.zeros_like(runs, dtype=torch.bool).scatter_(1, keep_idx, True)
+    return keep.view(moved.shape).movedim(-1, dim).contiguous()
+
+
+def structure_mask(keep: Tensor, index: Tensor) -> Tensor:
+    """The weight mask of a per-structure keep-vector: `index` gives every weight the id
+    of its structure (its filter for filter pruning, its input channel for channel
+    pruning), and a weight is kept when its structure is."""
+    return keep[index]
+
+
+def member_keep(
+    keep_root: Tensor, idxs: Sequence[int], root: Sequence[int], size: int
+) -> Tensor:
+    """Keep-vector over a coupled member's own `size` channels: its channel `idxs[i]` goes
+    when the group's root channel `root[i]` does (`keep_root` False)."""
+    keep = torch.ones(size, dtype=torch.bool)
+    idx = torch.tensor(idxs, dtype=torch.long)
+    roots = torch.tensor(root, dtype=torch.long)
+    keep[idx[~keep_root[roots]]] = False
+    return keep
+
+
+def combine(masks: Sequence[Tensor | None]) -> Tensor | None:
+    """The AND of the given masks (None entries ignored); None if there are none."""
+    result: Tensor | None = None
+    for mask in masks:
+        if mask is not None:
+            result = mask if result is None else result & mask
+    return result
