@@ -1,7 +1,8 @@
 """Measure a pruning session's current model: everything the CLI prints and the app shows.
 
-`Meter` caches each measurement per plan (evaluation, file sizes, latency — latency is
-the slowest), so going back to a plan already seen costs nothing.
+`Meter` caches each measurement per plan and weights (evaluation, file sizes, latency —
+latency is the slowest), so going back to a plan already seen costs nothing, and new
+original weights (`PruningSession.rebase`) are measured afresh without being told.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def latency_batch(data: TensorData, batch_size: int) -> Tensor:
 
 
 class Meter:
-    """Measures a session's current model on `data`, caching results per plan.
+    """Measures a session's current model on `data`, caching results per plan and weights.
 
     With a `reference` (the unpruned model, read-only), latency is measured interleaved
     with the reference's, so that a latency change is not machine load in disguise.
@@ -112,11 +113,12 @@ class Meter:
         self.latency_batch_size = latency_batch_size
         self.latency_runs = latency_runs
         self._latency_input = latency_batch(data, latency_batch_size)
-        self._cache: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str], object] = OrderedDict()
         self._cache_size = cache_size
 
     def _cached(self, kind: str, compute: Callable[[], T]) -> T:
-        key = (kind, self.session.plan.key())
+        # The plan says which weights are zeroed; the weights key, what the others are.
+        key = (kind, self.session.plan.key(), self.session.weights_key())
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]  # type: ignore[return-value]
@@ -132,7 +134,8 @@ class Meter:
         return self._latency_input
 
     def clear(self) -> None:
-        """Forget cached measurements (call after the originals themselves changed)."""
+        """Forget cached measurements (never needed for correctness: they are kept per plan
+        and weights; frees their memory)."""
         self._cache.clear()
 
     def evaluate(self) -> EvalResult:
