@@ -91,7 +91,7 @@ def record_technique(
         measured = measure_model(model, bench.eval_data, technique=technique,
                                  reference=bench.pristine, runs=runs,
                                  latency_batch_size=bench.meter.latency_batch_size,
-                                 notes=notes)
+                                 notes=notes, name=bench.name, plan=plan.to_dict())
         recorded.append(Recorded(log.record_measurement(measured, plan, weights=weights),
                                  notes))
     return recorded
