@@ -11,7 +11,6 @@ import pytest
 
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
-from pruneviz.measure.compression import Measurement
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import EvalResult, Latency
 from pruneviz.measure.storage import FileSizes
@@ -225,8 +224,10 @@ def test_log_pareto_ids_use_the_cost_field(log: ExperimentLog) -> None:
 
 # -- other techniques (int8, low-rank) -------------------------------------------------------
 def _measurement(technique: str, metric: float, nonzero: int, total: int = 1000,
-                 latency: float | None = 0.5) -> Measurement:
-    return Measurement(
+                 latency: float | None = 0.5) -> Report:
+    return Report(
+        model="m",
+        plan={},
         technique=technique,
         evaluation=EvalResult("accuracy", metric, 0.3, 100),
         params_total=total,
@@ -294,3 +295,50 @@ def test_technique_families() -> None:
             ["prune", "int8", "prune+int8", "svd r=50%", "prune+svd r=12.5%", "svd r=custom"]
             ] == ["prune", "int8", "prune+int8", "svd", "prune+svd", "svd"]
     assert set(TECHNIQUES) == {"prune", "int8", "prune+int8", "svd", "prune+svd"}
+
+
+# -- one record type: the masked model, another technique, a deployable form -------------------
+def test_every_measurement_is_a_report_and_one_function_makes_its_log_row() -> None:
+    from fixtures.models import ZOO
+
+    from pruneviz.measure.compression import measure_model, quantize_dynamic_int8
+    from pruneviz.measure.forms import masked_form, sparse_form
+    from pruneviz.measure.meter import latency_batch
+    from pruneviz.measure.metrics import count_params
+    from pruneviz.measure.storage import dense_bytes
+    from pruneviz.workflows.experiments import experiment_from
+    from pruneviz.workflows.workbench import build_workbench
+
+    entry = ZOO["mlp"]
+    bench = build_workbench("mlp", entry.build(), entry.example(), entry.data(), None)
+    plan, _ = bench.session.uniform_plan(0.5)
+    batch = latency_batch(bench.eval_data, 8)
+    with bench.applied(plan):
+        pruned = bench.meter.report()
+        int8 = measure_model(quantize_dynamic_int8(bench.model), bench.eval_data,
+                             technique="prune+int8", latency=False, name=bench.name,
+                             plan=plan.to_dict())
+        masked = masked_form(bench.session, batch, latency=False)
+        sparse, _ = sparse_form(bench.session, batch, latency=False)
+        state = bench.model.state_dict()
+    assert all(isinstance(r, Report) for r in (pruned, int8, masked, sparse))
+    log = ExperimentLog(higher_is_better=True)
+    assert log.record(pruned, plan, "p") == experiment_from(pruned, 0, "p", plan)
+    assert log.record_measurement(int8, plan, "q") == experiment_from(int8, 1, "q", plan)
+    assert [e.technique for e in log] == [PRUNE, "prune+int8"]
+    assert log.get(1).metric == int8.evaluation.metric
+    with pytest.raises(ValueError, match="record_measurement"):
+        log.record(int8, plan)
+    # A form: what it stores and saves, in the CLI's JSON shape; not a log row.
+    assert (masked.form, sparse.form) == ("masked", "sparse-deployed")
+    assert masked.to_dict() == {
+        "form": "masked", "params": count_params(bench.model).total,
+        "macs": sum(layer.macs for layer in bench.session.layers),
+        "size_bytes": len(dense_bytes(state)), "latency_ms": None, "max_abs_diff": 0.0,
+        "note": None}
+    assert sparse.note is not None
+    assert sparse.to_dict()["note"] == sparse.note
+    assert sparse.max_abs_diff is not None
+    assert sparse.max_abs_diff <= 1e-4
+    with pytest.raises(ValueError, match="not an experiment"):
+        experiment_from(masked, 2, "m", plan)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from fixtures.models import ZOO
 from torch import nn
 
-from pruneviz import DataError, TensorData, count_params, evaluate, measure_latency
+from pruneviz import DataError, Plan, TensorData, count_params, evaluate, measure_latency
 from pruneviz.core.layers import eval_mode
 from pruneviz.data.tasks import Task
 
@@ -158,3 +158,43 @@ def test_latency_pair_times_both_models_run_for_run() -> None:
     assert fast.batch_size == slow.batch_size == 64
     assert fast.p10_ms <= fast.median_ms <= fast.p90_ms
     assert slow.median_ms > fast.median_ms  # 8 big layers vs one narrow one
+
+
+# -- the Meter's cache: per plan and weights ----------------------------------------------------
+def test_meter_measures_new_weights_afresh_and_serves_the_same_ones_from_its_cache(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pruneviz.measure.meter as meter_module
+    from pruneviz.core.session import PruningSession
+    from pruneviz.measure.meter import Meter
+    from pruneviz.measure.metrics import EvalResult
+
+    calls = []
+
+    def counted(model: nn.Module, data: TensorData) -> EvalResult:
+        calls.append(1)
+        return evaluate(model, data)
+
+    monkeypatch.setattr(meter_module, "evaluate", counted)
+    entry = ZOO["mlp"]
+    data = entry.data()
+    session = PruningSession(entry.build(), entry.example(), name="mlp")
+    meter = Meter(session, data)
+    plan, _ = session.uniform_plan(0.5)
+    session.apply(plan)
+    first = meter.report()
+    assert meter.report() == first
+    assert len(calls) == 1
+    original = {k: v.clone() for k, v in session.model.state_dict().items()}
+    session.apply(session.stamp(Plan()))
+    session.rebase({k: v * 2 for k, v in entry.build().state_dict().items()})
+    session.apply(plan)
+    changed = meter.report()  # the same plan on other weights: measured, with no clear()
+    assert len(calls) == 2
+    assert changed.evaluation == evaluate(session.model, data)
+    assert changed.evaluation != first.evaluation
+    session.apply(session.stamp(Plan()))
+    session.rebase(entry.build().state_dict())  # the first weights again, bit for bit
+    session.apply(plan)
+    assert meter.report() == first
+    assert len(calls) == 2
+    assert all(torch.equal(v, original[k]) for k, v in session.model.state_dict().items())

@@ -1111,3 +1111,43 @@ def test_depthwise_channel_entries_prune_the_coupled_channels() -> None:
     dw = session.model.depthwise
     assert (dw.bias[channels] == 0).all()
     assert int((dw.bias != 0).sum()) == 4
+
+
+# -- applied(): a plan for the length of a block ------------------------------------------------
+def test_applied_restores_the_previous_plan_and_weights_after_an_error() -> None:
+    session = make_session("conv_bn")
+    before_plan = session.stamp(Plan({session.layer_names[0]: LayerPlan(
+        Granularity.FILTER, "l1", sparsity=0.25)}))
+    session.apply(before_plan)
+    weights = snapshot(session.model)
+    inside, _ = session.uniform_plan(0.7)
+
+    def fail_inside() -> None:
+        with session.applied(inside):
+            assert session.plan is inside
+            assert not torch.equal(session.model.state_dict()[session.layers[1].weight],
+                                   weights[session.layers[1].weight])  # other weights inside
+            raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        fail_inside()
+    assert session.plan is before_plan
+    assert_bit_identical(snapshot(session.model), weights)
+    assert_weights_are_original_times_mask(session)
+
+
+def test_applied_refusing_a_plan_changes_nothing() -> None:
+    session = make_session("conv_bn")
+    plan, _ = session.uniform_plan(0.5)
+    session.apply(plan)
+    weights = snapshot(session.model)
+    refused = Plan({"no_such_layer": LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.5)})
+
+    def enter() -> None:
+        with session.applied(refused):
+            pytest.fail("the block must not run when the plan is refused")
+
+    with pytest.raises(PlanError):
+        enter()
+    assert session.plan is plan
+    assert_bit_identical(snapshot(session.model), weights)

@@ -38,7 +38,7 @@ from pruneviz.data.sources import (
 )
 from pruneviz.data.user_models import fit_weights, read_weights
 from pruneviz.errors import PrunevizError
-from pruneviz.measure.forms import FormReport, all_forms, best_form
+from pruneviz.measure.forms import all_forms, best_form
 from pruneviz.measure.meter import Report, latency_batch
 from pruneviz.measure.metrics import EvalResult
 from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
@@ -381,7 +381,7 @@ def report_sparsity(plan: Plan) -> str:
 BEST_FORMS_KEY = "pv_best_forms"
 
 
-def best_forms() -> dict[int, FormReport]:
+def best_forms() -> dict[int, Report]:
     """Best deployable form measured for each experiment id (empty until measured)."""
     found = st.session_state.setdefault(BEST_FORMS_KEY, {})
     assert isinstance(found, dict)

@@ -361,7 +361,6 @@ class FinetuneWorker(_Background):
                           latency_runs=self.latency_runs)
             report = meter.report(latency=True)
             session.rebase(self.pristine.state_dict())  # the same plan, no retraining
-            meter.clear()
             twin = meter.report(latency=True)
             outcome = FinetuneOutcome(run, job, result, plan, report, twin, before)
             with self._lock:

@@ -365,6 +365,17 @@ class PruningSession:
         self._stale.update(weights.values())
         self._stale.update(self._swap_blocks(set(plan.blocks)))
 
+    @contextmanager
+    def applied(self, plan: Plan) -> Iterator[None]:
+        """`plan` applied for the length of a `with` block; then the plan applied before it
+        is applied again, also when the block raises (the same weights, bit for bit)."""
+        previous = self.plan
+        self.apply(plan)  # on error nothing was changed: nothing to restore
+        try:
+            yield
+        finally:
+            self.apply(previous)
+
     def keep_masks(self) -> dict[str, Tensor]:
         """Boolean keep-masks of every parameter the current plan prunes (weights, and the
         biases and norm entries of pruned channels), by parameter name. Fine-tuning holds

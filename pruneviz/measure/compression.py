@@ -36,9 +36,8 @@ from pruneviz.core.blocks import set_module
 from pruneviz.core.layers import eval_mode
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError, PlanError
-from pruneviz.measure.meter import latency_batch
+from pruneviz.measure.meter import PRUNE, Report, latency_batch
 from pruneviz.measure.metrics import (
-    EvalResult,
     Latency,
     ParamCounts,
     evaluate,
@@ -49,7 +48,6 @@ from pruneviz.measure.storage import FileSizes, dense_bytes, sparse_size
 
 INT8 = "int8"
 SVD = "svd"
-PRUNE = "prune"  # the technique of an experiment on the masked model itself
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -504,48 +502,6 @@ def count_macs(model: nn.Module, example: Tensor) -> tuple[int, int]:
 
 
 # -- measuring a transformed model ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Measurement:
-    """Every measurement of one transformed model: one point on the Trade-offs charts."""
-
-    technique: str  # "int8", "prune+int8", "svd r=50%", ...
-    evaluation: EvalResult
-    params_total: int
-    params_nonzero: int
-    macs_dense: int
-    macs_effective: int
-    sizes: FileSizes
-    latency: Latency | None
-    latency_reference: Latency | None = None  # the unpruned float model, timed interleaved
-    notes: tuple[str, ...] = ()  # what was left out, and why
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of stored weights that are zero."""
-        return 1.0 - self.params_nonzero / self.params_total if self.params_total else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (the benchmark's and the CLI's shape)."""
-        out: dict[str, Any] = {
-            "technique": self.technique,
-            "metric_name": self.evaluation.metric_name,
-            "metric": self.evaluation.metric,
-            "loss": self.evaluation.loss,
-            "params_total": self.params_total,
-            "params_nonzero": self.params_nonzero,
-            "macs_dense": self.macs_dense,
-            "macs_effective": self.macs_effective,
-            "size_dense_bytes": self.sizes.dense,
-            "size_sparse_bytes": self.sizes.sparse,
-            "size_gzip_bytes": self.sizes.gzip,
-            "latency_ms": None if self.latency is None else self.latency.median_ms,
-            "notes": list(self.notes),
-        }
-        if self.latency_reference is not None:
-            out["latency_reference_ms"] = self.latency_reference.median_ms
-        return out
-
-
 def measure_model(
     model: nn.Module,
     data: TensorData,
@@ -556,12 +512,15 @@ def measure_model(
     latency_batch_size: int = 64,
     runs: int = 20,
     notes: Sequence[str] = (),
-) -> Measurement:
+    name: str = "",
+    plan: Mapping[str, Any] | None = None,
+) -> Report:
     """Measure `model` (any model, float or int8) on `data`: the metric and loss
     (`metrics.evaluate`), stored parameters (`stored_params`), weight MACs (`count_macs`),
     weight file sizes (`stored_sizes`) and, if `latency`, the median latency of a batch of
     `latency_batch_size` real inputs — timed interleaved with `reference` (the unpruned
-    model) when given, as the Prune page times a pruned model."""
+    model) when given, as the Prune page times a pruned model. `name` and `plan` (the
+    model's name and the pruning plan it was made from) are only recorded."""
     batch = latency_batch(data, latency_batch_size)
     with _quiet_quantization_deprecations():
         evaluation = evaluate(model, data)
@@ -574,7 +533,9 @@ def measure_model(
         elif latency:
             timed = measure_latency(model, batch, runs=runs)
         sizes = stored_sizes(model)
-    return Measurement(
+    return Report(
+        model=name,
+        plan=dict(plan or {}),
         technique=technique,
         evaluation=evaluation,
         params_total=counts.total,
@@ -594,7 +555,6 @@ __all__ = [
     "SVD",
     "LowRank",
     "LowRankLinear",
-    "Measurement",
     "count_macs",
     "low_rank",
     "measure_model",

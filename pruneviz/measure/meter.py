@@ -1,14 +1,16 @@
 """Measure a pruning session's current model: everything the CLI prints and the app shows.
 
-`Meter` caches each measurement per plan (evaluation, file sizes, latency — latency is
-the slowest), so going back to a plan already seen costs nothing.
+`Meter` caches each measurement per plan and weights (evaluation, file sizes, latency —
+latency is the slowest), so going back to a plan already seen costs nothing, and new
+original weights (`PruningSession.rebase`) are measured afresh without being told.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -29,9 +31,23 @@ from pruneviz.measure.storage import FileSizes, file_sizes
 T = TypeVar("T")
 
 
+PRUNE = "prune"  # the technique of the masked model itself
+# What a deployable form's record holds for the task metric: forms are not evaluated on
+# data — they compute the masked model's outputs, as closely as `max_abs_diff` says.
+NOT_EVALUATED = EvalResult("", math.nan, math.nan, 0)
+
+
 @dataclass(frozen=True)
 class Report:
-    """All measurements of one pruned model (see `to_dict` for the JSON form)."""
+    """All measurements of one measured configuration (see `to_dict` for the JSON form):
+
+    - the session's masked model with its plan (`Meter.report`; `technique` PRUNE);
+    - another technique applied to a model (`compression.measure_model`: "int8",
+      "prune+svd r=50%", ...): no `layers`;
+    - one deployable form of the masked model (`forms`: `form` set): its one saved file
+      in `file_bytes` (also each of `sizes`), its `max_abs_diff` from the masked model,
+      and no evaluation (NOT_EVALUATED).
+    """
 
     model: str
     plan: dict[str, Any]
@@ -42,17 +58,52 @@ class Report:
     macs_effective: int
     sizes: FileSizes
     latency: Latency | None
-    layers: list[LayerResult]
+    layers: list[LayerResult] = field(default_factory=list)
     latency_reference: Latency | None = None  # the unpruned model, timed interleaved
-    notes: tuple[str, ...] = ()  # what the session changed about the plan, and why
+    notes: tuple[str, ...] = ()  # what the session changed about the plan, what was left out
+    technique: str = PRUNE  # "prune", "int8", "prune+int8", "svd r=50%", ...
+    form: str | None = None  # a deployable form: "masked", "slimmed" or "sparse-deployed"
+    file_bytes: int | None = None  # a form: the bytes of its saved file
+    max_abs_diff: float | None = None  # a form: largest output difference from masked
 
     @property
     def sparsity(self) -> float:
         """Fraction of all parameters that are exactly zero."""
         return 1.0 - self.params_nonzero / self.params_total if self.params_total else 0.0
 
+    # -- a deployable form's view (what the Deploy page shows) ------------------------------
+    @property
+    def params(self) -> int:
+        """Parameters stored (a form: what it actually stores)."""
+        return self.params_total
+
+    @property
+    def macs(self) -> int:
+        """Weight MACs per sample actually computed (zeros skipped where they are)."""
+        return self.macs_effective
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the saved file: a form's own file, else the dense weights file."""
+        return self.sizes.dense if self.file_bytes is None else self.file_bytes
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Median latency, None if not measured."""
+        return None if self.latency is None else self.latency.median_ms
+
+    @property
+    def note(self) -> str | None:
+        """The notes as one sentence (a form's: why it is as it is), None without notes."""
+        return "; ".join(self.notes) if self.notes else None
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object the CLI prints with --json."""
+        """The JSON object the CLI prints with --json: a form's (`slim`, `sparse_deployed`),
+        another technique's (`combined`), or the pruned model's."""
+        if self.form is not None:
+            return self._form_dict()
+        if self.technique != PRUNE:
+            return self._technique_dict()
         out: dict[str, Any] = {
             "model": self.model,
             "metric_name": self.evaluation.metric_name,
@@ -79,6 +130,31 @@ class Report:
         out["plan"] = self.plan
         return out
 
+    def _technique_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "technique": self.technique,
+            "metric_name": self.evaluation.metric_name,
+            "metric": self.evaluation.metric,
+            "loss": self.evaluation.loss,
+            "params_total": self.params_total,
+            "params_nonzero": self.params_nonzero,
+            "macs_dense": self.macs_dense,
+            "macs_effective": self.macs_effective,
+            "size_dense_bytes": self.sizes.dense,
+            "size_sparse_bytes": self.sizes.sparse,
+            "size_gzip_bytes": self.sizes.gzip,
+            "latency_ms": self.latency_ms,
+            "notes": list(self.notes),
+        }
+        if self.latency_reference is not None:
+            out["latency_reference_ms"] = self.latency_reference.median_ms
+        return out
+
+    def _form_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "params": self.params, "macs": self.macs,
+                "size_bytes": self.size_bytes, "latency_ms": self.latency_ms,
+                "max_abs_diff": self.max_abs_diff, "note": self.note}
+
 
 def latency_batch(data: TensorData, batch_size: int) -> Tensor:
     """A batch of `batch_size` real inputs (repeating the data if it is smaller)."""
@@ -90,7 +166,7 @@ def latency_batch(data: TensorData, batch_size: int) -> Tensor:
 
 
 class Meter:
-    """Measures a session's current model on `data`, caching results per plan.
+    """Measures a session's current model on `data`, caching results per plan and weights.
 
     With a `reference` (the unpruned model, read-only), latency is measured interleaved
     with the reference's, so that a latency change is not machine load in disguise.
@@ -112,11 +188,12 @@ class Meter:
         self.latency_batch_size = latency_batch_size
         self.latency_runs = latency_runs
         self._latency_input = latency_batch(data, latency_batch_size)
-        self._cache: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str], object] = OrderedDict()
         self._cache_size = cache_size
 
     def _cached(self, kind: str, compute: Callable[[], T]) -> T:
-        key = (kind, self.session.plan.key())
+        # The plan says which weights are zeroed; the weights key, what the others are.
+        key = (kind, self.session.plan.key(), self.session.weights_key())
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]  # type: ignore[return-value]
@@ -132,7 +209,8 @@ class Meter:
         return self._latency_input
 
     def clear(self) -> None:
-        """Forget cached measurements (call after the originals themselves changed)."""
+        """Forget cached measurements (never needed for correctness: they are kept per plan
+        and weights; frees their memory)."""
         self._cache.clear()
 
     def evaluate(self) -> EvalResult:

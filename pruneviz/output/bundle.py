@@ -37,6 +37,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,16 +203,13 @@ def _remove_stale(out: Path, written: dict[str, Path]) -> None:
 # -- what goes in ------------------------------------------------------------------------------
 def _original_state(session: PruningSession) -> dict[str, Tensor]:
     """The session's unpruned weights, full state dict (removed blocks included)."""
-    plan = session.plan
-    if session.removed_blocks():  # put the blocks back (same decisions: nothing rewritten)
-        session.apply(plan.with_blocks(()))
-    try:
+    # Removed blocks put back (the same decisions: no weight is rewritten).
+    blocks_back = (session.applied(session.plan.with_blocks(())) if session.removed_blocks()
+                   else nullcontext())
+    with blocks_back:
         changed = set(session.changed_tensors())
         return {k: (session.original(k) if k in changed else v).detach().clone()
                 for k, v in session.model.state_dict().items()}
-    finally:
-        if session.plan is not plan:
-            session.apply(plan)
 
 
 def _base_state(bench: Workbench) -> dict[str, Tensor] | None:

@@ -236,32 +236,28 @@ def fit(bench: Workbench, family: Callable[[float], Plan], budget: Budget,
     session's plan is put back). Returns the plan, its measured quantity and the knob;
     if even knob 1 misses the budget, knob 1's plan (the caller says it is not met)."""
     session = bench.session
-    saved = session.plan
     steps = steps or (LATENCY_FIT_STEPS if budget.kind is BudgetKind.LATENCY else FIT_STEPS)
 
     def quantity(knob: float) -> tuple[Plan, float]:
         plan = session.stamp(family(knob))
-        session.apply(plan)
-        return plan, measure(bench, budget.kind)
+        with bench.applied(plan):
+            return plan, measure(bench, budget.kind)
 
-    try:
-        plan, value = quantity(0.0)
-        if budget.met(value):
-            return plan, value, 0.0
-        best = quantity(1.0)
-        if not budget.met(best[1]):
-            return best[0], best[1], 1.0
-        lo, hi = 0.0, 1.0
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            candidate = quantity(mid)
-            if budget.met(candidate[1]):
-                hi, best = mid, candidate
-            else:
-                lo = mid
-        return best[0], best[1], hi
-    finally:
-        session.apply(saved)
+    plan, value = quantity(0.0)
+    if budget.met(value):
+        return plan, value, 0.0
+    best = quantity(1.0)
+    if not budget.met(best[1]):
+        return best[0], best[1], 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        candidate = quantity(mid)
+        if budget.met(candidate[1]):
+            hi, best = mid, candidate
+        else:
+            lo = mid
+    return best[0], best[1], hi
 
 
 def plan_for_budget(
@@ -304,12 +300,8 @@ def plan_for_budget(
     if not met:
         notes.append(f"{method.value} cannot reach {budget.describe()} with every layer at "
                      f"most {cap:.0%} pruned: it reaches {format_quantity(budget.kind, value)}")
-    saved = session.plan
-    try:
-        session.apply(plan)
+    with bench.applied(plan):
         report = bench.meter.report()
-    finally:
-        session.apply(saved)
     return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes)
 
 

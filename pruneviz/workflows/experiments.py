@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
-from pruneviz.measure.compression import PRUNE
+from pruneviz.measure.meter import PRUNE
 
-if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
-    from pruneviz.measure.compression import Measurement
+if TYPE_CHECKING:  # only read for its attributes
     from pruneviz.measure.meter import Report
 
 ORIGINAL = "original"  # the weights of an experiment made on the model as shipped
@@ -127,6 +126,9 @@ class ExperimentLog:
         Recording a known plan again only fills in its latency if it had none.
         `report` must have been measured with `plan` applied.
         """
+        if report.technique != PRUNE:
+            raise ValueError(f"a {report.technique} model is recorded by record_measurement, "
+                             "not as the pruned model")
         key = plan.key()
         measured = Plan.from_dict(report.plan).key()
         if measured != key:
@@ -142,14 +144,14 @@ class ExperimentLog:
                 existing = replace(existing, latency_ms=latency)
                 self._experiments[existing.id] = existing
             return existing
-        return self._add(report, plan, label or describe_plan(plan), weights, PRUNE)
+        return self._add(report, plan, label or describe_plan(plan), weights)
 
-    def record_measurement(self, measurement: Measurement, plan: Plan, label: str | None = None,
+    def record_measurement(self, measured: Report, plan: Plan, label: str | None = None,
                            weights: str = ORIGINAL) -> Experiment:
-        """Add a model measured by compress.measure_model (int8, low-rank, ...), made from
+        """Add a model measured by compression.measure_model (int8, low-rank, ...), made from
         `plan` applied to `weights` (an empty plan: the technique alone); the same
         technique, plan and weights seen before return their entry."""
-        technique = measurement.technique
+        technique = measured.technique
         if technique == PRUNE:
             raise ValueError("a pruned model is recorded from its Report (record), not as a "
                              "measurement of another technique")
@@ -159,34 +161,13 @@ class ExperimentLog:
             return self._experiments[index]
         label = label or (f"{technique} (unpruned)" if plan.is_empty
                           else f"{technique}: {describe_plan(plan)}")
-        return self._add(measurement, plan, label, weights, technique)
+        return self._add(measured, plan, label, weights)
 
-    def _add(self, measured: Report | Measurement, plan: Plan, label: str, weights: str,
-             technique: str) -> Experiment:
-        """Append a new entry from a Report or a Measurement (they share these fields)."""
-        latency = measured.latency
-        experiment = Experiment(
-            id=len(self._experiments),
-            label=label,
-            plan_json=plan.to_json(indent=None),
-            plan_key=plan.key(),
-            metric_name=measured.evaluation.metric_name,
-            metric=measured.evaluation.metric,
-            loss=measured.evaluation.loss,
-            params_total=measured.params_total,
-            params_nonzero=measured.params_nonzero,
-            sparsity=measured.sparsity,
-            macs_dense=measured.macs_dense,
-            macs_effective=measured.macs_effective,
-            size_dense_bytes=measured.sizes.dense,
-            size_sparse_bytes=measured.sizes.sparse,
-            size_gzip_bytes=measured.sizes.gzip,
-            latency_ms=None if latency is None else latency.median_ms,
-            weights=weights,
-            technique=technique,
-        )
+    def _add(self, measured: Report, plan: Plan, label: str, weights: str) -> Experiment:
+        """Append a new entry made from `measured`."""
+        experiment = experiment_from(measured, len(self._experiments), label, plan, weights)
         self._experiments.append(experiment)
-        self._by_key[_log_key(plan, weights, technique)] = experiment.id
+        self._by_key[_log_key(plan, weights, experiment.technique)] = experiment.id
         return experiment
 
     def __len__(self) -> int:
@@ -228,6 +209,35 @@ class ExperimentLog:
         xs = [float(getattr(e, x_field)) for e in measured]
         ys = [e.metric for e in measured]
         return [measured[i].id for i in pareto_front(xs, ys, self.higher_is_better)]
+
+
+def experiment_from(report: Report, id: int, label: str, plan: Plan,
+                    weights: str = ORIGINAL) -> Experiment:
+    """The log row of a measured configuration: `report` of `plan` applied to `weights`
+    (the masked model, or another technique on it: `report.technique`)."""
+    if report.form is not None:
+        raise ValueError(f"a deployable form ({report.form}) is not an experiment: it is not "
+                         "evaluated on the data")
+    return Experiment(
+        id=id,
+        label=label,
+        plan_json=plan.to_json(indent=None),
+        plan_key=plan.key(),
+        metric_name=report.evaluation.metric_name,
+        metric=report.evaluation.metric,
+        loss=report.evaluation.loss,
+        params_total=report.params_total,
+        params_nonzero=report.params_nonzero,
+        sparsity=report.sparsity,
+        macs_dense=report.macs_dense,
+        macs_effective=report.macs_effective,
+        size_dense_bytes=report.sizes.dense,
+        size_sparse_bytes=report.sizes.sparse,
+        size_gzip_bytes=report.sizes.gzip,
+        latency_ms=report.latency_ms,
+        weights=weights,
+        technique=report.technique,
+    )
 
 
 def _log_key(plan: Plan, weights: str, technique: str = PRUNE) -> str:
@@ -310,6 +320,7 @@ __all__ = [
     "TradeoffPoint",
     "check_cost_field",
     "describe_plan",
+    "experiment_from",
     "pareto_front",
     "technique_family",
 ]

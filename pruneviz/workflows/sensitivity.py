@@ -443,31 +443,29 @@ class SensitivityRun:
 
         start = time.perf_counter()
         session = self.session
-        saved = session.plan
         try:
-            session.apply(session.stamp(Plan()))
-            self._baseline = self._measure(None, 0.0, None)
-            prefix = PrefixCache()
-            changes: dict[str, set[str]] = {}
-            batches = [x for x, _ in self.data.batches(EVAL_BATCH)]
-            for item in self.items:
-                session.apply(self._plan(item, max(self.levels)))
-                changes[item.key] = {t.rpartition(".")[0] for t in session.changed_tensors()}
-            session.apply(session.stamp(Plan()))
-            if self.reuse:
-                prefix.record(session.model, batches, list(changes.values()))
-            for item in self.items:
-                seen: dict[tuple[Any, ...], Point] = {}
-                for level in self.levels:
-                    if cancel is not None and cancel.is_set():
-                        return
-                    point = self._point(item, level, prefix, changes[item.key], seen)
-                    self._points.setdefault(item.key, []).append(point)
-                    self.done += 1
-                    yield point
-            self._complete = True
+            with session.applied(session.stamp(Plan())):
+                self._baseline = self._measure(None, 0.0, None)
+                prefix = PrefixCache()
+                changes: dict[str, set[str]] = {}
+                batches = [x for x, _ in self.data.batches(EVAL_BATCH)]
+                for item in self.items:
+                    session.apply(self._plan(item, max(self.levels)))
+                    changes[item.key] = {t.rpartition(".")[0] for t in session.changed_tensors()}
+                session.apply(session.stamp(Plan()))
+                if self.reuse:
+                    prefix.record(session.model, batches, list(changes.values()))
+                for item in self.items:
+                    seen: dict[tuple[Any, ...], Point] = {}
+                    for level in self.levels:
+                        if cancel is not None and cancel.is_set():
+                            return
+                        point = self._point(item, level, prefix, changes[item.key], seen)
+                        self._points.setdefault(item.key, []).append(point)
+                        self.done += 1
+                        yield point
+                self._complete = True
         finally:
-            session.apply(saved)
             self._seconds += time.perf_counter() - start
 
     def _plan(self, item: Item, level: float) -> Plan:

@@ -80,23 +80,20 @@ def record_technique(
             plans.append(stamped)
     batch = latency_batch(bench.eval_data, bench.meter.latency_batch_size)
     recorded: list[Recorded] = []
-    try:
-        for plan in plans:
-            technique = technique_name(kind, pruned=not plan.is_empty, rank=rank)
-            found = log.find(plan, weights, technique)
-            if found is not None:
-                recorded.append(Recorded(found, new=False))
-                continue
-            session.apply(plan)
+    for plan in plans:
+        technique = technique_name(kind, pruned=not plan.is_empty, rank=rank)
+        found = log.find(plan, weights, technique)
+        if found is not None:
+            recorded.append(Recorded(found, new=False))
+            continue
+        with bench.applied(plan):
             model, notes = _transform(kind, session.model, rank, batch)
-            measured = measure_model(model, bench.eval_data, technique=technique,
-                                     reference=bench.pristine, runs=runs,
-                                     latency_batch_size=bench.meter.latency_batch_size,
-                                     notes=notes)
-            recorded.append(Recorded(log.record_measurement(measured, plan, weights=weights),
-                                     notes))
-    finally:
-        session.apply(current)
+        measured = measure_model(model, bench.eval_data, technique=technique,
+                                 reference=bench.pristine, runs=runs,
+                                 latency_batch_size=bench.meter.latency_batch_size,
+                                 notes=notes, name=bench.name, plan=plan.to_dict())
+        recorded.append(Recorded(log.record_measurement(measured, plan, weights=weights),
+                                 notes))
     return recorded
 
 

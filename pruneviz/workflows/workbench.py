@@ -7,6 +7,7 @@ the session's private copy, and measures the unpruned baseline.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -48,6 +49,11 @@ class Workbench:
     def full_data(self) -> TensorData:
         """The whole evaluation set (eval_data itself unless that is a subset)."""
         return self.eval_full if self.eval_full is not None else self.eval_data
+
+    def applied(self, plan: Plan) -> AbstractContextManager[None]:
+        """`with bench.applied(plan):` — `plan` applied inside the block, the plan applied
+        before it restored after (also on an error); see `PruningSession.applied`."""
+        return self.session.applied(plan)
 
     def evaluate_full(self) -> EvalResult:
         """The current model's metric on the whole evaluation set (slow for large sets)."""
@@ -100,12 +106,8 @@ def open_workbench(source: str | Source) -> Workbench:
 
 def measure_plans(bench: Workbench, plans: list[Plan], *, latency: bool = True) -> list[Report]:
     """Measure each plan in turn (cached per plan), then restore the plan that was applied."""
-    current = bench.session.plan
     reports = []
-    try:
-        for plan in plans:
-            bench.session.apply(plan)
+    for plan in plans:
+        with bench.applied(plan):
             reports.append(bench.meter.report(latency=latency))
-    finally:
-        bench.session.apply(current)
     return reports
