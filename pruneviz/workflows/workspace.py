@@ -147,8 +147,7 @@ class Workspace:
     # -- workflows over many plans ---------------------------------------------------------
     def record_uniform_sweep(self, levels: list[float], granularity: str,
                              criterion: str) -> int:
-        """Measure uniform plans at `levels` (fractions) and record them; returns how many
-        (levels that prune nothing are left out)."""
+        """Measure uniform plans at `levels` (fractions) and record them; returns how many."""
         plans = []
         for level in levels:
             plan, _ = self.bench.session.uniform_plan(level, granularity, criterion)
