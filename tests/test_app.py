@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.app.state import MODEL_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.app.widgets import within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
@@ -34,7 +34,7 @@ def start(sample: str = "digits_cnn", page: str | None = None) -> AppTest:
 
 
 def bench_of(at: AppTest) -> Workbench:
-    bench = at.session_state[WORKBENCH_KEY]
+    bench = at.session_state[WORKSPACE_KEY].bench
     assert isinstance(bench, Workbench)
     return bench
 
@@ -131,7 +131,7 @@ def test_choosing_an_experiment_restores_its_plan() -> None:
     at.slider(key=widget_key("sp", "conv2")).set_value(80).run()
     at.switch_page("app_pages/tradeoffs.py").run()
     assert not at.exception
-    log = at.session_state["pv_experiments"]
+    log = at.session_state[WORKSPACE_KEY].log
     target = next(e for e in log if Plan.from_json(e.plan_json).key() == plan_at_50.key())
     at.selectbox(key="pv_tradeoff_choice").set_value(target.id).run()
     at.button(key="pv_restore").click().run()
@@ -154,10 +154,10 @@ def test_unsupported_choice_shows_a_message_not_a_traceback() -> None:
 
 def test_sweep_adds_measured_points_to_the_tradeoffs() -> None:
     at = start("digits_mlp", "app_pages/tradeoffs.py")
-    assert len(at.session_state["pv_experiments"]) == 1
+    assert len(at.session_state[WORKSPACE_KEY].log) == 1
     at.button(key="pv_sweep").click().run()
     assert not at.exception
-    log = list(at.session_state["pv_experiments"])
+    log = list(at.session_state[WORKSPACE_KEY].log)
     assert len(log) == 10
     sparsities = [e.sparsity for e in log[1:]]
     assert sparsities == sorted(sparsities)
@@ -218,7 +218,7 @@ def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
     at.switch_page("app_pages/tradeoffs.py").run()
     at.button(key="pv_forms_all").click().run()
     assert not at.exception
-    found = at.session_state["pv_best_forms"]
+    found = at.session_state[WORKSPACE_KEY].best_forms
     assert set(found) == {0, 1}
     assert all(f.max_abs_diff <= 1e-4 for f in found.values())
 

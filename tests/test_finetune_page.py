@@ -13,7 +13,7 @@ from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from fixtures.models import assert_bit_identical, snapshot
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import BENCH_ID_KEY, LOG_KEY, MODEL_KEY, WEIGHTS_KEY
+from pruneviz.app.state import BENCH_ID_KEY, MODEL_KEY, WORKSPACE_KEY
 from pruneviz.app.worker import FINETUNE_WORKERS_KEY, FinetuneOutcome, FinetuneWorker
 from pruneviz.data.samples import load_sample
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
@@ -48,7 +48,7 @@ def worker_of(at: AppTest) -> FinetuneWorker:
 
 
 def log_of(at: AppTest) -> list[Experiment]:
-    return list(at.session_state[LOG_KEY])
+    return list(at.session_state[WORKSPACE_KEY].log)
 
 
 def short(at: AppTest, epochs: int = 2, max_steps: int = 24) -> None:
@@ -109,7 +109,7 @@ def test_oneshot_finetune_records_the_result_next_to_its_twin() -> None:
     assert tuned.sparsity == pytest.approx(twin.sparsity, abs=0.01)
     # the tab's own session was never borrowed: same plan, original weights
     assert bench.session.plan.key() == plan.key()
-    assert at.session_state[WEIGHTS_KEY] == ORIGINAL
+    assert at.session_state[WORKSPACE_KEY].weights == ORIGINAL
 
     (table,) = [d.value for d in at.dataframe if "stage" in d.value.columns]
     assert list(table["accuracy"]) == [f"{e.metric:.2%}" for e in (log[0], twin, tuned)]
@@ -155,12 +155,12 @@ def test_leaving_the_page_does_not_lose_the_run() -> None:
     at.switch_page("app_pages/tradeoffs.py").run()
     at.button(key="pv_forms_all").click().run()
     assert not at.exception, at.exception
-    found = at.session_state["pv_best_forms"]
+    found = at.session_state[WORKSPACE_KEY].best_forms
     assert set(found) == {0, 1, 2}
     assert found[2].max_abs_diff <= 1e-4
     assert session.plan == plan
     assert_bit_identical(snapshot(session.model), before)
-    assert at.session_state[WEIGHTS_KEY] == ORIGINAL
+    assert at.session_state[WORKSPACE_KEY].weights == ORIGINAL
 
 
 def test_the_schedule_is_drawn_before_training() -> None:
@@ -231,7 +231,7 @@ def test_fine_tuned_weights_are_used_and_given_back_bit_for_bit() -> None:
 
     at.button(key="pv_ft_use").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[WEIGHTS_KEY] == "fine-tuned #1"
+    assert at.session_state[WORKSPACE_KEY].weights == "fine-tuned #1"
     assert at.button(key="pv_ft_use").disabled
     assert session.plan.key() == outcome.plan.key()
     assert_bit_identical(snapshot(session.model), outcome.result.state)
@@ -243,7 +243,7 @@ def test_fine_tuned_weights_are_used_and_given_back_bit_for_bit() -> None:
     at.switch_page(PAGE).run()
     at.button(key="pv_ft_back").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[WEIGHTS_KEY] == ORIGINAL
+    assert at.session_state[WORKSPACE_KEY].weights == ORIGINAL
     assert session.plan.key() == outcome.plan.key()  # the plan stays, on the originals
     session.reset()
     assert_bit_identical(snapshot(session.model), pristine)
@@ -255,13 +255,13 @@ def test_fine_tuned_weights_are_used_and_given_back_bit_for_bit() -> None:
     assert any("fine-tuned #1" in c.value for c in at.caption)
     at.button(key="pv_restore").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[WEIGHTS_KEY] == "fine-tuned #1"
+    assert at.session_state[WORKSPACE_KEY].weights == "fine-tuned #1"
     assert_bit_identical(snapshot(session.model), outcome.result.state)
     at.switch_page("app_pages/tradeoffs.py").run()
     at.selectbox(key="pv_tradeoff_choice").set_value(0).run()
     at.button(key="pv_restore").click().run()
     assert not at.exception, at.exception
-    assert at.session_state[WEIGHTS_KEY] == ORIGINAL
+    assert at.session_state[WORKSPACE_KEY].weights == ORIGINAL
     assert session.plan.is_empty
     assert_bit_identical(snapshot(session.model), pristine)
 

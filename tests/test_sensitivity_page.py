@@ -12,7 +12,7 @@ import pytest
 from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import BENCH_ID_KEY, COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
+from pruneviz.app.state import BENCH_ID_KEY, COMPARISON_KEY, MODEL_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.app.worker import WORKERS_KEY, SensitivityWorker
 from pruneviz.workflows.allocation import Budget, plan_for_budget
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
@@ -137,7 +137,7 @@ def test_compare_records_three_measured_experiments() -> None:
     at.button(key="pv_sens_compare").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    log = list(at.session_state[LOG_KEY])
+    log = list(at.session_state[WORKSPACE_KEY].log)
     labels = [e.label for e in log[1:]]
     assert len(labels) == 3
     for label, method in zip(labels, ["uniform", "global", "sensitivity"], strict=True):

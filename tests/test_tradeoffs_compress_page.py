@@ -5,7 +5,7 @@ from __future__ import annotations
 from fixtures.apptest import APP, bench_of, figure
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, widget_key
+from pruneviz.app.state import MODEL_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.core.plan import Plan
 
 TIMEOUT = 120
@@ -20,7 +20,7 @@ def _start(sample: str) -> AppTest:
 
 
 def _techniques(at: AppTest) -> list[str]:
-    return [e.technique for e in at.session_state["pv_experiments"]]
+    return [e.technique for e in at.session_state[WORKSPACE_KEY].log]
 
 
 def test_both_forms_add_measured_points_for_each_combination() -> None:
@@ -46,7 +46,7 @@ def test_both_forms_add_measured_points_for_each_combination() -> None:
     assert not at.exception, at.exception
     assert _techniques(at) == ["prune", "prune", "int8", "prune+int8", "svd r=50%",
                                "prune+svd r=50%"]
-    log = list(at.session_state["pv_experiments"])
+    log = list(at.session_state[WORKSPACE_KEY].log)
     assert all(e.latency_ms is not None and e.latency_ms > 0 for e in log)
     assert log[2].size_dense_bytes < log[0].size_dense_bytes / 3.5  # int8: about 4x smaller
     assert Plan.from_json(log[3].plan_json).key() == pruned_plan.key()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import streamlit as st
 from torch import Tensor, nn
 
-from pruneviz.app.state import LATENCY_RUNS, bench_key, experiment_log, remember_weights
+from pruneviz.app.state import LATENCY_RUNS, bench_key, workspace
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
@@ -399,8 +399,8 @@ def record_finished_run(bench: Workbench) -> FinetuneOutcome | None:
     outcome = worker.snapshot().outcome
     if outcome is None or not worker.claim(outcome):
         return outcome
-    remember_weights(outcome.weights, outcome.result.state)
-    log = experiment_log()
-    log.record(outcome.report, outcome.plan, outcome.job.label, outcome.weights)
-    log.record(outcome.twin, outcome.plan, f"{outcome.job.label} (before fine-tuning)")
+    space = workspace()
+    space.remember_weights(outcome.weights, outcome.result.state)
+    space.log.record(outcome.report, outcome.plan, outcome.job.label, outcome.weights)
+    space.log.record(outcome.twin, outcome.plan, f"{outcome.job.label} (before fine-tuning)")
     return outcome

@@ -1,0 +1,234 @@
+"""A Workspace is one user's work on one model: a Workbench, the experiment log of
+everything measured on it, and the named weight sets the session can prune.
+
+It is plain Python (no Streamlit): the app keeps one per browser tab, the CLI or a test
+can make one over any Workbench. Every workflow that measures several plans (a uniform
+sweep, the best deployable forms, a budget comparison, int8 / low-rank techniques)
+records its results in the log and leaves the session's plan and weights as it found
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from pruneviz.core.plan import Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.errors import PrunevizError
+from pruneviz.measure.forms import all_forms, best_form
+from pruneviz.measure.meter import Report, latency_batch
+from pruneviz.measure.metrics import EvalResult
+from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
+from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
+from pruneviz.workflows.sensitivity import SensitivityResult
+from pruneviz.workflows.techniques import Recorded, record_technique
+from pruneviz.workflows.workbench import Workbench, measure_plans
+
+WeightSets = dict[str, dict[str, Tensor]]  # {name: state dict}: fine-tuned weights, by name
+
+
+def load_weights(session: PruningSession, state: dict[str, Tensor]) -> None:
+    """Make `state` the session's original weights, with nothing pruned (bit-exact)."""
+    session.apply(session.stamp(Plan()))  # no removed blocks: rebase refuses them
+    session.rebase(state)
+
+
+def report_sparsity(plan: Plan) -> str:
+    """The common sparsity of a uniform plan, as a percentage label."""
+    amounts = {e.sparsity for e in plan.layers.values()}
+    return f"{next(iter(amounts)):.0%}" if len(amounts) == 1 and None not in amounts else "mixed"
+
+
+def budget_text(budget: Budget) -> str:
+    """A short label for a budget: "80% sparsity", "50% MACs", "24.0 KiB sparse", "0.50 ms"."""
+    if budget.kind is BudgetKind.SPARSITY:
+        return f"{budget.value * 100:.4g}% sparsity"
+    if budget.kind is BudgetKind.MACS:
+        return f"{budget.value * 100:.4g}% MACs"
+    if budget.kind is BudgetKind.SIZE:
+        return f"{budget.value / 1024:.1f} KiB sparse"
+    return f"{budget.value:.2f} ms"
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One method's plan fitted to a budget, measured, and its entry in the experiment log."""
+
+    outcome: Outcome
+    experiment: Experiment
+
+
+class Workspace:
+    """One user's work on one model: its workbench, experiment log and weight sets.
+
+    The log starts with the bench's baseline. `weight_sets` holds fine-tuned weights by
+    name (pass a dict that outlives the workspace to keep them across rebuilds); the
+    original weights are always the bench's pristine model's.
+    """
+
+    def __init__(self, bench: Workbench, weight_sets: WeightSets | None = None) -> None:
+        self.bench = bench
+        self.log = ExperimentLog(bench.eval_data.higher_is_better)
+        self.log.record(bench.baseline, bench.session.stamp(Plan()), "baseline (unpruned)")
+        self.best_forms: dict[int, Report] = {}  # experiment id -> its best deployable form
+        self.compressions: list[Recorded] = []  # what the last int8 / SVD form measured
+        self._weight_sets: WeightSets = {} if weight_sets is None else weight_sets
+        self._weights = ORIGINAL
+        self._full: tuple[tuple[Plan, str], EvalResult] | None = None
+
+    # -- weights: the original ones, or fine-tuned ones ----------------------------------
+    @property
+    def weights(self) -> str:
+        """The name of the weights the session prunes (ORIGINAL unless switched)."""
+        return self._weights
+
+    def remember_weights(self, name: str, state: dict[str, Tensor]) -> None:
+        """Keep weights under `name`, for experiments that were measured on them."""
+        self._weight_sets[name] = state
+
+    def weights_state(self, name: str) -> dict[str, Tensor]:
+        """The weights called `name` (ORIGINAL: the bench's pristine model's)."""
+        if name == ORIGINAL:
+            return self.bench.pristine.state_dict()
+        found = self._weight_sets.get(name)
+        if found is None:
+            raise PrunevizError(f"the {name} weights are not kept in this tab any more; "
+                                "run the fine-tuning again")
+        return found
+
+    def use_weights(self, name: str, plan: Plan | None = None) -> None:
+        """Make the weights called `name` the session's originals, with `plan` (default:
+        the current plan) applied."""
+        session = self.bench.session
+        target = session.plan if plan is None else plan
+        load_weights(session, self.weights_state(name))
+        self.bench.meter.clear()  # its measurements were of the other weights
+        self._weights = name
+        session.apply(target)
+
+    # -- the current plan ----------------------------------------------------------------
+    def measure_and_record(self, label: str | None = None) -> Report:
+        """Measure the current plan with latency (cached per plan) and record it."""
+        report = self.bench.meter.report(latency=True)
+        plan = self.bench.session.stamp(self.bench.session.plan)
+        self.log.record(report, plan, label or describe_plan(plan), self._weights)
+        return report
+
+    def restore_plan(self, plan: Plan) -> None:
+        """Apply `plan` to the session (on the weights it prunes now)."""
+        self.bench.session.apply(plan)
+
+    def restore_experiment(self, id: int) -> None:
+        """Apply experiment `id`'s plan on the weights it was measured with."""
+        experiment = self.log.get(id)
+        if experiment.weights != self._weights:
+            self.use_weights(experiment.weights, self.log.plan(id))
+        else:
+            self.restore_plan(self.log.plan(id))
+
+    def full_evaluation(self) -> EvalResult | None:
+        """The current plan's metric on the whole evaluation set, if measured for it."""
+        if self._full is not None and self._full[0] == self._current():
+            return self._full[1]
+        return None
+
+    def evaluate_full(self) -> EvalResult:
+        """Measure the current plan on the whole evaluation set (it may be slow)."""
+        result = self.bench.evaluate_full()
+        self._full = (self._current(), result)
+        return result
+
+    def _current(self) -> tuple[Plan, str]:
+        return self.bench.session.plan, self._weights
+
+    # -- workflows over many plans ---------------------------------------------------------
+    def record_uniform_sweep(self, levels: list[float], granularity: str,
+                             criterion: str) -> int:
+        """Measure uniform plans at `levels` (fractions) and record them; returns how many."""
+        plans = []
+        for level in levels:
+            plan, _ = self.bench.session.uniform_plan(level, granularity, criterion)
+            if not plan.is_empty:
+                plans.append(plan)
+        for plan, report in zip(plans, measure_plans(self.bench, plans), strict=True):
+            self.log.record(report, plan,
+                            f"uniform {granularity} {criterion} {report_sparsity(plan)}",
+                            self._weights)
+        return len(plans)
+
+    def measure_best_forms(self, runs: int = 10) -> None:
+        """Measure the deployable forms (masked, slimmed, sparse) of every recorded pruning
+        configuration not measured yet, each on the weights it was measured with, and keep
+        the fastest in `best_forms`."""
+        session = self.bench.session
+        current, weights = session.plan, self._weights
+        batch = latency_batch(self.bench.eval_data, self.bench.meter.latency_batch_size)
+        # int8 / SVD points are measured as they are, not as deployable forms of a plan
+        todo = [e for e in self.log if e.id not in self.best_forms and e.is_pruning]
+        # the session's own weights first, so that most runs need no switching
+        order: Iterable[str] = dict.fromkeys([weights, *(e.weights for e in todo)])
+        loaded = weights
+        try:
+            for name in order:
+                group = [e for e in todo if e.weights == name]
+                if not group:
+                    continue
+                if name != loaded:
+                    load_weights(session, self.weights_state(name))
+                    loaded = name
+                for experiment in group:
+                    with session.applied(self.log.plan(experiment.id)):
+                        self.best_forms[experiment.id] = best_form(
+                            all_forms(session, batch, runs=runs))
+        finally:
+            if loaded != weights:  # the same values bit for bit: the meter's cache stays valid
+                load_weights(session, self.weights_state(weights))
+                session.apply(current)
+
+    def record_budget_comparison(self, result: SensitivityResult, budget: Budget,
+                                 cap: float) -> list[Compared]:
+        """Fit a uniform, a global and a sensitivity-guided plan to `budget` (with the
+        analysis's granularity and criterion, no layer above `cap`), measure each with
+        latency and record it. The plan applied before is applied again after."""
+        compared = []
+        for method in Method:
+            outcome = plan_for_budget(self.bench, budget, method,
+                                      granularity=result.granularity,
+                                      criterion=result.criterion, sensitivity=result, cap=cap)
+            with self.bench.applied(outcome.plan):
+                self.measure_and_record(f"{method.value} {budget_text(budget)} "
+                                        f"({result.granularity.value}, {result.criterion})")
+                experiment = self.log.find(self.bench.session.plan, self._weights)
+            assert experiment is not None  # just recorded
+            compared.append(Compared(outcome, experiment))
+        return compared
+
+    def record_compression(self, kind: str, apply_to: str,
+                           rank: float | None = None) -> list[Recorded]:
+        """Measure technique `kind` ("int8", or "svd" at `rank`, a fraction of full rank) on
+        the unpruned model and/or the current plan (`apply_to`, one of techniques.APPLY_TO),
+        timed as the meter times plans, and record the points (kept in `compressions`)."""
+        self.compressions = record_technique(
+            self.bench, self.log, kind, apply_to=apply_to, weights=self._weights, rank=rank,
+            runs=self.bench.meter.latency_runs)
+        return self.compressions
+
+    def last_compression(self) -> list[tuple[str, tuple[str, ...]]]:
+        """What the last int8 / SVD form measured: per point, a sentence and its notes."""
+        lines: list[tuple[str, tuple[str, ...]]] = []
+        for item in self.compressions:
+            experiment = item.experiment
+            verb = "measured" if item.new else "already measured"
+            latency = "-" if experiment.latency_ms is None else f"{experiment.latency_ms:.3g}"
+            lines.append((f"#{experiment.id} {experiment.technique} ({experiment.weights} "
+                          f"weights) {verb}: {experiment.metric_name} {experiment.metric:.4g}, "
+                          f"{experiment.size_dense_bytes:,} B weight file, {latency} ms",
+                          item.notes))
+        return lines
+
+
+__all__ = ["Compared", "WeightSets", "Workspace", "budget_text", "load_weights",
+           "report_sparsity"]
