@@ -10,6 +10,47 @@ import streamlit as st
 from torch import nn
 
 from pruneviz.app import state
+from pruneviz.app.keys import (
+    FT_AGP_KEY,
+    FT_BACK_KEY,
+    FT_BATCH_KEY,
+    FT_CANCEL_KEY,
+    FT_CAP_KEY,
+    FT_CRIT_KEY,
+    FT_CURVES_KEY,
+    FT_DISTILL_KEY,
+    FT_DISTILL_WEIGHT_KEY,
+    FT_EPOCHS_KEY,
+    FT_FINAL_KEY,
+    FT_FLASH_KEY,
+    FT_FREQUENCY_KEY,
+    FT_GRAN_KEY,
+    FT_HIST_AFTER_KEY,
+    FT_HIST_BEFORE_KEY,
+    FT_HIST_LAYER_KEY,
+    FT_HIST_LOG_KEY,
+    FT_INITIAL_KEY,
+    FT_LR_KEY,
+    FT_MAX_STEPS_KEY,
+    FT_NOT_SAVED,
+    FT_PATIENCE_KEY,
+    FT_POWER_KEY,
+    FT_PREFIX,
+    FT_PRUNE_UNTIL_KEY,
+    FT_RECIPE_KEY,
+    FT_REG_KEY,
+    FT_REG_UNTIL_KEY,
+    FT_ROUNDS_KEY,
+    FT_RUN_KEY,
+    FT_SAVED_KEY,
+    FT_SCHEDULE_CHART_KEY,
+    FT_SCOPE_KEY,
+    FT_SEED_KEY,
+    FT_STRENGTH_KEY,
+    FT_TEMPERATURE_KEY,
+    FT_USE_KEY,
+    FT_WINDOW_KEY,
+)
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
 from pruneviz.app.worker import (
@@ -42,8 +83,6 @@ REGULARIZERS = {
     Regularizer.GROUP_LASSO: "group lasso on filters",
     Regularizer.BN_L1: "L1 on BatchNorm scales",
 }
-SAVED_KEY = "pv_ft_saved"  # the controls' values, kept while other pages are shown
-FLASH_KEY = "pv_ft_flash"  # a message for the next run of the page
 POLL_SECONDS = 0.5
 
 st.title("Fine-tune")
@@ -72,7 +111,7 @@ st.caption(
     "on Trade-offs next to the same plan without retraining. The same seed gives the same "
     "weights."
 )
-flash = st.session_state.pop(FLASH_KEY, None)
+flash = st.session_state.pop(FT_FLASH_KEY, None)
 if flash:
     st.success(flash)
 weights_now = state.current_weights()
@@ -81,45 +120,45 @@ if weights_now != ORIGINAL:
     cols[0].info(f"This tab prunes the **{weights_now}** weights (Prune, Deploy, Trade-offs "
                  "and Inspect use them). The original weights are kept, bit for bit.",
                  icon=":material/model_training:")
-    if cols[1].button("Back to the original weights", key="pv_ft_back", width="stretch"):
+    if cols[1].button("Back to the original weights", key=FT_BACK_KEY, width="stretch"):
         with user_errors("The original weights could not be restored"):
             state.use_weights(ORIGINAL)
-        st.session_state[FLASH_KEY] = ("This tab prunes the original weights again, with "
+        st.session_state[FT_FLASH_KEY] = ("This tab prunes the original weights again, with "
                                        "the same plan.")
         st.rerun()
 
 # -- the recipe -----------------------------------------------------------------------------
 progress = worker.snapshot()
-for key, value in st.session_state.get(SAVED_KEY, {}).items():
+for key, value in st.session_state.get(FT_SAVED_KEY, {}).items():
     seed(key, value)
 mlp = bench.name == "sample:digits_mlp"
-seed("pv_ft_recipe", "iterative" if session.plan.is_empty else "oneshot")
-seed("pv_ft_final", 92.0 if mlp else 80.0)
-seed("pv_ft_rounds", 4)
-seed("pv_ft_prune_until", 50)
-seed("pv_ft_initial", 50.0)
-seed("pv_ft_agp", False)
-seed("pv_ft_power", 3)
-seed("pv_ft_window", (0, 60))
-seed("pv_ft_frequency", 20)
-seed("pv_ft_reg", Regularizer.L1.value)
-seed("pv_ft_strength", 1e-3)
-seed("pv_ft_reg_until", 50)
-seed("pv_ft_gran", "unstructured")
-seed("pv_ft_scope", "global" if mlp else "local")
-seed("pv_ft_cap", 98)
-seed("pv_ft_epochs", 20)
-seed("pv_ft_lr", 3e-3)
-seed("pv_ft_batch", 64)
-seed("pv_ft_seed", 0)
-seed("pv_ft_patience", 5)
-seed("pv_ft_distill", False)
-seed("pv_ft_distill_weight", 0.5)
-seed("pv_ft_temperature", 4.0)
-seed("pv_ft_max_steps", 0)
+seed(FT_RECIPE_KEY, "iterative" if session.plan.is_empty else "oneshot")
+seed(FT_FINAL_KEY, 92.0 if mlp else 80.0)
+seed(FT_ROUNDS_KEY, 4)
+seed(FT_PRUNE_UNTIL_KEY, 50)
+seed(FT_INITIAL_KEY, 50.0)
+seed(FT_AGP_KEY, False)
+seed(FT_POWER_KEY, 3)
+seed(FT_WINDOW_KEY, (0, 60))
+seed(FT_FREQUENCY_KEY, 20)
+seed(FT_REG_KEY, Regularizer.L1.value)
+seed(FT_STRENGTH_KEY, 1e-3)
+seed(FT_REG_UNTIL_KEY, 50)
+seed(FT_GRAN_KEY, "unstructured")
+seed(FT_SCOPE_KEY, "global" if mlp else "local")
+seed(FT_CAP_KEY, 98)
+seed(FT_EPOCHS_KEY, 20)
+seed(FT_LR_KEY, 3e-3)
+seed(FT_BATCH_KEY, 64)
+seed(FT_SEED_KEY, 0)
+seed(FT_PATIENCE_KEY, 5)
+seed(FT_DISTILL_KEY, False)
+seed(FT_DISTILL_WEIGHT_KEY, 0.5)
+seed(FT_TEMPERATURE_KEY, 4.0)
+seed(FT_MAX_STEPS_KEY, 0)
 
 kind = st.radio("Recipe", list(RECIPES), format_func=RECIPES.__getitem__, horizontal=True,
-                key="pv_ft_recipe",
+                key=FT_RECIPE_KEY,
                 help="One-shot: prune once (this tab's plan), then retrain with the pruned "
                 "weights held at zero. Iterative: prune a bit, retrain, prune more (Han et al. "
                 "2015). Polynomial: raise the sparsity smoothly while training (Zhu & Gupta's "
@@ -136,17 +175,17 @@ regularize_until: int | None = None
 def prune_spec_controls() -> PruneSpec:
     """Granularity, criterion and scope of the schedule's pruning events."""
     cols = st.columns([1.1, 1, 1.4])
-    granularity = cols[0].selectbox("Granularity", GRANULARITIES, key="pv_ft_gran",
+    granularity = cols[0].selectbox("Granularity", GRANULARITIES, key=FT_GRAN_KEY,
                                     help="unstructured: single weights; filter: output "
                                     "channels (neurons); channel: input channels.")
-    criterion = criterion_select(cols[1], granularity, "pv_ft_crit")
+    criterion = criterion_select(cols[1], granularity, FT_CRIT_KEY)
     scope = cols[2].radio("Amounts", list(SCOPES), format_func=SCOPES.__getitem__,
-                          key="pv_ft_scope",
+                          key=FT_SCOPE_KEY,
                           help="The same sparsity in every layer, or one ranking of all "
                           "layers' weights (layers with many small weights lose more).")
     cap = None
     if scope == "global":
-        cap = st.slider("No layer above (%)", 50, 100, key="pv_ft_cap",
+        cap = st.slider("No layer above (%)", 50, 100, key=FT_CAP_KEY,
                         help="So that the global ranking empties no layer.") / 100
     return PruneSpec(granularity, criterion, scope=scope,
                      max_layer_sparsity=None if cap is None or cap >= 1 else cap)
@@ -168,31 +207,31 @@ with controls:
     recipe_box = st.container()
     st.markdown("**Training**")
     cols = st.columns(5)
-    epochs = cols[0].number_input("Epochs", 1, 500, step=1, key="pv_ft_epochs")
-    batch = cols[1].selectbox("Batch size", BATCH_SIZES, key="pv_ft_batch")
-    seed_value = cols[2].number_input("Seed", 0, 2**31 - 1, step=1, key="pv_ft_seed",
+    epochs = cols[0].number_input("Epochs", 1, 500, step=1, key=FT_EPOCHS_KEY)
+    batch = cols[1].selectbox("Batch size", BATCH_SIZES, key=FT_BATCH_KEY)
+    seed_value = cols[2].number_input("Seed", 0, 2**31 - 1, step=1, key=FT_SEED_KEY,
                                       help="Shuffling and the validation split: the same "
                                       "seed gives the same weights.")
-    patience = cols[3].number_input("Patience", 1, 100, step=1, key="pv_ft_patience",
+    patience = cols[3].number_input("Patience", 1, 100, step=1, key=FT_PATIENCE_KEY,
                                     help="Stop after this many epochs without a better "
                                     "validation metric (counted once the final sparsity is "
                                     "reached).")
     max_steps = cols[4].number_input("Max steps", 0, 1_000_000, step=10,
-                                     key="pv_ft_max_steps",
+                                     key=FT_MAX_STEPS_KEY,
                                      help="Stop after this many steps at most (0: no limit).")
     cols = st.columns([2, 3])
-    lr = cols[0].select_slider("Learning rate", LEARNING_RATES, key="pv_ft_lr",
+    lr = cols[0].select_slider("Learning rate", LEARNING_RATES, key=FT_LR_KEY,
                                format_func=lambda v: f"{v:g}", help="Adam's step size.")
     with cols[1]:
-        distill = st.checkbox("Distil from the unpruned model", key="pv_ft_distill",
+        distill = st.checkbox("Distil from the unpruned model", key=FT_DISTILL_KEY,
                               help="Also learn the original model's softened outputs "
                               "(knowledge distillation, Hinton et al. 2015).")
         inner = st.columns(2)
         distill_weight = inner[0].slider("Distillation weight", 0.05, 1.0, step=0.05,
-                                         key="pv_ft_distill_weight", disabled=not distill,
+                                         key=FT_DISTILL_WEIGHT_KEY, disabled=not distill,
                                          help="0: labels only; 1: the teacher only.")
         temperature = inner[1].slider("Temperature", 1.0, 10.0, step=0.5,
-                                      key="pv_ft_temperature",
+                                      key=FT_TEMPERATURE_KEY,
                                       disabled=not distill or not accuracy,
                                       help="Softens the teacher's class probabilities.")
 
@@ -221,12 +260,12 @@ with controls:
             elif kind == "iterative":
                 cols = st.columns(3)
                 final = cols[0].number_input("Final sparsity (%)", 0.0, 100.0, step=1.0,
-                                             format="%.1f", key="pv_ft_final")
-                rounds = cols[1].number_input("Rounds", 1, 50, step=1, key="pv_ft_rounds",
+                                             format="%.1f", key=FT_FINAL_KEY)
+                rounds = cols[1].number_input("Rounds", 1, 50, step=1, key=FT_ROUNDS_KEY,
                                               help="Each round prunes the same share of "
                                               "what is left, then training goes on.")
                 until = cols[2].slider("Prune in the first (% of steps)", 1, 100,
-                                       key="pv_ft_prune_until",
+                                       key=FT_PRUNE_UNTIL_KEY,
                                        help="The rounds are spread over these steps; the "
                                        "rest retrains at the final sparsity.")
                 spec = prune_spec_controls()
@@ -238,22 +277,22 @@ with controls:
                                   schedule=schedule, prune=spec)
             elif kind == "poly":
                 cols = st.columns([1, 1, 1, 1.2], vertical_alignment="bottom")
-                agp = cols[0].checkbox("AGP", key="pv_ft_agp",
+                agp = cols[0].checkbox("AGP", key=FT_AGP_KEY,
                                        help="Automated gradual pruning (Zhu & Gupta 2017): "
                                        "cubic, from 0 — s(t) = final (1 - (1 - t)^3), fast "
                                        "at first, slow near the end.")
                 initial = cols[1].number_input("Initial sparsity (%)", 0.0, 100.0, step=1.0,
-                                               format="%.1f", key="pv_ft_initial",
+                                               format="%.1f", key=FT_INITIAL_KEY,
                                                disabled=agp)
                 final = cols[2].number_input("Final sparsity (%)", 0.0, 100.0, step=1.0,
-                                             format="%.1f", key="pv_ft_final")
-                power = cols[3].selectbox("Power", [1, 2, 3], key="pv_ft_power", disabled=agp,
+                                             format="%.1f", key=FT_FINAL_KEY)
+                power = cols[3].selectbox("Power", [1, 2, 3], key=FT_POWER_KEY, disabled=agp,
                                           help="1: a straight ramp; 3: the cubic of AGP.")
                 cols = st.columns([2, 1])
                 begin_pct, end_pct = cols[0].slider("Prune between (% of steps)", 0, 100,
-                                                    key="pv_ft_window")
+                                                    key=FT_WINDOW_KEY)
                 frequency = cols[1].number_input("Every (steps)", 1, 100_000, step=1,
-                                                 key="pv_ft_frequency")
+                                                 key=FT_FREQUENCY_KEY)
                 spec = prune_spec_controls()
                 begin = round(total * begin_pct / 100)
                 end = round(total * end_pct / 100)
@@ -267,23 +306,23 @@ with controls:
                                   schedule=schedule, prune=spec)
             else:
                 offered = [r.value for r in REGULARIZERS if batchnorm or r is not Regularizer.BN_L1]
-                if st.session_state["pv_ft_reg"] not in offered:
-                    st.session_state["pv_ft_reg"] = offered[0]
+                if st.session_state[FT_REG_KEY] not in offered:
+                    st.session_state[FT_REG_KEY] = offered[0]
                 cols = st.columns([1.7, 1, 1.4, 1])
                 regularizer = Regularizer(cols[0].selectbox(
-                    "Regulariser", offered, key="pv_ft_reg",
+                    "Regulariser", offered, key=FT_REG_KEY,
                     format_func=lambda v: REGULARIZERS[Regularizer(v)],
                     help="L1 pushes single weights to zero; group lasso whole filters "
                     "(prune them with filter granularity); L1 on BatchNorm scales switches "
                     "channels off (Network Slimming)."))
                 strength = cols[1].number_input("Strength", 0.0, 1.0, step=1e-4,
-                                                format="%.4f", key="pv_ft_strength",
+                                                format="%.4f", key=FT_STRENGTH_KEY,
                                                 help="The penalty's weight in the loss.")
                 until = cols[2].slider("Regularise for (% of steps)", 1, 99,
-                                       key="pv_ft_reg_until",
+                                       key=FT_REG_UNTIL_KEY,
                                        help="Then prune once, and retrain without it.")
                 final = cols[3].number_input("Then prune to (%)", 0.0, 100.0, step=1.0,
-                                             format="%.1f", key="pv_ft_final")
+                                             format="%.1f", key=FT_FINAL_KEY)
                 spec = prune_spec_controls()
                 regularize_until = max(1, round(total * until / 100))
                 recipe = replace(recipe, regularizer=regularizer, strength=float(strength))
@@ -305,18 +344,17 @@ with chart:
         title = ("Sparsity held fixed while retraining" if kind == "oneshot"
                  else "Sparsity schedule")
         st.plotly_chart(schedule_chart(curve, events=events, regularize_until=regularize_until,
-                                       title=title), key="ft_schedule")
+                                       title=title), key=FT_SCHEDULE_CHART_KEY)
         st.caption(f"{len(curve)} training steps of batch {batch}, fewer if early stopping "
                    "ends the run. The sparsity drawn is the pruned layers' share of zero "
                    "weights.")
-NOT_SAVED = {SAVED_KEY, FLASH_KEY, "pv_ft_run", "pv_ft_cancel", "pv_ft_use", "pv_ft_back"}
-st.session_state[SAVED_KEY] = {k: v for k, v in st.session_state.items()
-                               if str(k).startswith("pv_ft_") and k not in NOT_SAVED}
+st.session_state[FT_SAVED_KEY] = {k: v for k, v in st.session_state.items()
+                               if str(k).startswith(FT_PREFIX) and k not in FT_NOT_SAVED}
 
 cols = st.columns([1, 1, 5])
 run_clicked = cols[0].button("Train", type="primary", disabled=progress.running,
-                             key="pv_ft_run", width="stretch")
-cols[1].button("Cancel", disabled=not progress.running, key="pv_ft_cancel",
+                             key=FT_RUN_KEY, width="stretch")
+cols[1].button("Cancel", disabled=not progress.running, key=FT_CANCEL_KEY,
                on_click=worker.cancel, width="stretch",
                help="Stops after the current step and keeps the best weights so far.")
 if run_clicked and job is not None:
@@ -365,7 +403,7 @@ def show_run(was_running: bool) -> None:
         training_curves(progress.records, total_steps=progress.total, metric_name=metric_name,
                         planned=planned,
                         best_step=outcome.result.best_step if outcome is not None else None),
-        key="ft_curves")
+        key=FT_CURVES_KEY)
 
 
 st.fragment(show_run, run_every=POLL_SECONDS if progress.running else None)(progress.running)
@@ -410,14 +448,14 @@ def show_result(outcome: FinetuneOutcome) -> None:
         "images; both rows are experiments on Trade-offs."
     )
     cols = st.columns([2, 1.5, 2.5], vertical_alignment="center")
-    if cols[0].button("Use the fine-tuned weights in this tab", key="pv_ft_use", type="primary",
+    if cols[0].button("Use the fine-tuned weights in this tab", key=FT_USE_KEY, type="primary",
                       disabled=weights_now == outcome.weights, width="stretch",
                       help="The Prune, Inspect, Deploy and Trade-offs pages then work on "
                       "them, with the final plan applied. The original weights stay one "
                       "click away."):
         with user_errors("The fine-tuned weights could not be used"):
             state.use_weights(outcome.weights, outcome.plan)
-        st.session_state[FLASH_KEY] = (f"This tab now prunes the {outcome.weights} weights, "
+        st.session_state[FT_FLASH_KEY] = (f"This tab now prunes the {outcome.weights} weights, "
                                        f"with the final plan ({describe_plan(outcome.plan)}).")
         st.rerun()
     with cols[1]:
@@ -448,22 +486,22 @@ def show_regularisation(outcome: FinetuneOutcome) -> None:
         kept = np.concatenate([masks[n].numpy().ravel() if n in masks
                                else np.ones(before[n].numel(), dtype=bool) for n in names])
     else:
-        label = st.selectbox("Layer", session.layer_names, key="pv_ft_hist_layer")
+        label = st.selectbox("Layer", session.layer_names, key=FT_HIST_LAYER_KEY)
         weight = session.layer_by_name[label].weight
         original = pristine[weight].numpy()
         regularised = before[weight].numpy()
         kept = (masks[weight].numpy() if weight in masks
                 else np.ones(regularised.shape, dtype=bool))
-    log_y = st.checkbox("log-scale counts", key="pv_ft_hist_log")
+    log_y = st.checkbox("log-scale counts", key=FT_HIST_LOG_KEY)
     left, right = st.columns(2)
     fig = weight_histogram(original, kept, layer=label, log_y=log_y)
     fig.update_layout(title_text=f"{label}: before training",
                       title_subtitle_text="red: the weights pruned after regularisation")
-    left.plotly_chart(fig, key="ft_hist_before")
+    left.plotly_chart(fig, key=FT_HIST_BEFORE_KEY)
     fig = weight_histogram(regularised, kept, layer=label, log_y=log_y)
     fig.update_layout(title_text=f"{label}: after {schedule.begin_step} regularised steps",
                       title_subtitle_text="just before pruning")
-    right.plotly_chart(fig, key="ft_hist_after")
+    right.plotly_chart(fig, key=FT_HIST_AFTER_KEY)
     tiny = 1e-3
     st.caption(
         f"|w| < {tiny:g}: {np.mean(np.abs(original) < tiny):.1%} of the original values, "

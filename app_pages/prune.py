@@ -3,7 +3,14 @@
 import streamlit as st
 
 from pruneviz.app import state
-from pruneviz.app.state import seed, widget_key
+from pruneviz.app.keys import (
+    PRUNE_HIST_KEY,
+    PRUNE_RESET_KEY,
+    PRUNE_SCORES_KEY,
+    SELECTED_LAYER_KEY,
+    widget_key,
+)
+from pruneviz.app.state import seed
 from pruneviz.app.widgets import HONESTY_NOTE, criteria_for, metrics_row, user_errors
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
@@ -58,7 +65,7 @@ def set_all_layers() -> None:
 
 def follow(layer: str) -> None:
     """Show the layer whose control just moved; move the layers coupled to it too."""
-    st.session_state[state.SELECTED_LAYER_KEY] = layer
+    st.session_state[SELECTED_LAYER_KEY] = layer
     ss = st.session_state
     granularity = Granularity(ss[widget_key("gran", layer)])
     group = session.group_of(layer, granularity) if granularity.structured else None
@@ -91,11 +98,11 @@ mode = top[1].radio("Sliders set", MODES, key=widget_key("mode"), horizontal=Tru
                     disabled=scope == SCOPES[1],
                     help="The fraction of structures removed, or an absolute importance score "
                     "below which structures are removed.")
-top[2].button("Reset to unpruned", on_click=reset, width="stretch", key="pv_reset")
+top[2].button("Reset to unpruned", on_click=reset, width="stretch", key=PRUNE_RESET_KEY)
 
 controls, view = st.columns([3.3, 2], gap="large")
-seed(state.SELECTED_LAYER_KEY, session.layer_names[0])
-_focus = st.session_state[state.SELECTED_LAYER_KEY]
+seed(SELECTED_LAYER_KEY, session.layer_names[0])
+_focus = st.session_state[SELECTED_LAYER_KEY]
 _focus_gran = Granularity(st.session_state.get(widget_key("gran", _focus), "unstructured"))
 coupled_now = set(session.coupled_with(_focus)) if _focus_gran is Granularity.FILTER else set()
 if len(coupled_now) < 2:
@@ -226,7 +233,7 @@ for note in session.notes:
 
 with view:
     selected = st.selectbox("Layer to look at", session.layer_names,
-                            key=state.SELECTED_LAYER_KEY)
+                            key=SELECTED_LAYER_KEY)
     result = session.result(selected)
     layer = session.layer_by_name[selected]
     original = session.original(layer.weight).numpy()
@@ -236,7 +243,7 @@ with view:
         weight_histogram(original, kept, layer=selected,
                          threshold=result.threshold
                          if magnitude and result.structures_pruned else None),
-        key="prune_hist")
+        key=PRUNE_HIST_KEY)
     if coupled_now and selected in coupled_now:
         group = session.group_of(selected)
         shared = {"head": "attention heads (query, key and value rows, out_proj columns)",
@@ -254,7 +261,7 @@ with view:
             score_bars(table.sorted.numpy(), pruned_count if g.n_m is None else 0,
                        layer=selected, criterion=result.criterion, unit=unit,
                        threshold=result.threshold if pruned_count else None),
-            key="prune_scores")
+            key=PRUNE_SCORES_KEY)
     else:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
 

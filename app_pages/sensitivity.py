@@ -7,6 +7,21 @@ from typing import NamedTuple
 import streamlit as st
 
 from pruneviz.app import state
+from pruneviz.app.keys import (
+    COMPARISON_KEY,
+    SENS_CANCEL_KEY,
+    SENS_CAP_KEY,
+    SENS_COMPARE_KEY,
+    SENS_CRIT_KEY,
+    SENS_CURVES_KEY,
+    SENS_GRAN_KEY,
+    SENS_HEATMAP_KEY,
+    SENS_KIND_KEY,
+    SENS_LEVELS_KEY,
+    SENS_PROPOSE_KEY,
+    SENS_RUN_KEY,
+    sens_value_key,
+)
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
 from pruneviz.app.worker import sensitivity_worker
@@ -71,21 +86,21 @@ st.caption(
 # -- the analysis -------------------------------------------------------------------------
 progress = worker.snapshot()
 last = progress.settings  # the controls start at the last run's settings
-seed("pv_sens_gran", last.granularity if last else GRANULARITIES[0])
-seed("pv_sens_levels", [v for v in LEVEL_CHOICES
+seed(SENS_GRAN_KEY, last.granularity if last else GRANULARITIES[0])
+seed(SENS_LEVELS_KEY, [v for v in LEVEL_CHOICES
                         if v / 100 in (last.levels if last else DEFAULT_LEVELS)])
 cols = st.columns([1, 1, 5])
-granularity = cols[0].selectbox("Granularity", GRANULARITIES, key="pv_sens_gran",
+granularity = cols[0].selectbox("Granularity", GRANULARITIES, key=SENS_GRAN_KEY,
                                 help="unstructured: single weights; filter: output channels "
                                 "(neurons); channel: input channels (features).")
-criterion = criterion_select(cols[1], granularity, "pv_sens_crit",
+criterion = criterion_select(cols[1], granularity, SENS_CRIT_KEY,
                              last.criterion if last else None)
-levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key="pv_sens_levels",
+levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key=SENS_LEVELS_KEY,
                              format_func=lambda v: f"{v}%")
 cols = st.columns([1, 1, 5])
 run_clicked = cols[0].button("Run", type="primary", disabled=progress.running,
-                             key="pv_sens_run", width="stretch")
-cols[1].button("Cancel", disabled=not progress.running, key="pv_sens_cancel",
+                             key=SENS_RUN_KEY, width="stretch")
+cols[1].button("Cancel", disabled=not progress.running, key=SENS_CANCEL_KEY,
                on_click=worker.cancel, width="stretch",
                help="Stops after the point being measured; what is measured is kept.")
 if run_clicked:
@@ -125,8 +140,8 @@ def show_analysis(was_running: bool) -> None:
                    "is incomplete. Layers without a curve are missing from the ranking and "
                    "left unpruned by the allocation below.")
     curves_tab, heatmap_tab = st.tabs(["Curves", "Heatmap"])
-    curves_tab.plotly_chart(sensitivity_curves(result), key="sens_curves")
-    heatmap_tab.plotly_chart(sensitivity_heatmap(result), key="sens_heatmap")
+    curves_tab.plotly_chart(sensitivity_curves(result), key=SENS_CURVES_KEY)
+    heatmap_tab.plotly_chart(sensitivity_heatmap(result), key=SENS_HEATMAP_KEY)
 
     tolerance = result.default_tolerance()
     within = "1 pt" if accuracy else f"{'-' if result.higher_is_better else '+'}{tolerance:.5g}"
@@ -166,32 +181,32 @@ st.caption(
     "did not interact; the measured one is the real model's. Each plan is recorded as an "
     "experiment, measured with latency."
 )
-stored = st.session_state.get(state.COMPARISON_KEY)
+stored = st.session_state.get(COMPARISON_KEY)
 if stored is not None:  # the controls start at the last comparison's budget
-    seed("pv_sens_kind", stored["kind"])
-    seed(f"pv_sens_value::{stored['kind'].value}", stored["value"])
-    seed("pv_sens_cap", stored["cap"])
+    seed(SENS_KIND_KEY, stored["kind"])
+    seed(sens_value_key(stored["kind"].value), stored["value"])
+    seed(SENS_CAP_KEY, stored["cap"])
 baseline_latency = bench.baseline.latency.median_ms if bench.baseline.latency else 1.0
-seed("pv_sens_kind", BudgetKind.SPARSITY)
-seed("pv_sens_value::sparsity", 80.0)
-seed("pv_sens_value::macs", 50.0)
-seed("pv_sens_value::size_bytes", round(bench.baseline.sizes.sparse / 1024 / 2, 1))
-seed("pv_sens_value::latency_ms", round(0.9 * baseline_latency, 2))
-seed("pv_sens_cap", 95)
+seed(SENS_KIND_KEY, BudgetKind.SPARSITY)
+seed(sens_value_key("sparsity"), 80.0)
+seed(sens_value_key("macs"), 50.0)
+seed(sens_value_key("size_bytes"), round(bench.baseline.sizes.sparse / 1024 / 2, 1))
+seed(sens_value_key("latency_ms"), round(0.9 * baseline_latency, 2))
+seed(SENS_CAP_KEY, 95)
 cols = st.columns([1.3, 1.3, 1.5, 1.2, 1], vertical_alignment="bottom")
 kind = cols[0].selectbox("Budget", list(BUDGETS), format_func=lambda k: BUDGETS[k].choice,
-                         key="pv_sens_kind")
+                         key=SENS_KIND_KEY)
 spec = BUDGETS[kind]
 value = cols[1].number_input(spec.label, min_value=0.0, max_value=spec.maximum,
                              step=spec.step, format=spec.format,
-                             key=f"pv_sens_value::{kind.value}")
-cap = cols[2].slider("No layer above (%)", 1, 100, key="pv_sens_cap",
+                             key=sens_value_key(kind.value))
+cap = cols[2].slider("No layer above (%)", 1, 100, key=SENS_CAP_KEY,
                      help="A cap for all three methods, so that none empties a layer.")
 with user_errors("This budget is not valid"):
     budget = Budget(kind, value * spec.scale)
-compare = cols[3].button("Compare at this budget", type="primary", key="pv_sens_compare",
+compare = cols[3].button("Compare at this budget", type="primary", key=SENS_COMPARE_KEY,
                          width="stretch")
-propose = cols[4].button("Propose", key="pv_sens_propose", width="stretch",
+propose = cols[4].button("Propose", key=SENS_PROPOSE_KEY, width="stretch",
                          help="Make the sensitivity plan at this budget this tab's plan, to "
                          "adjust by hand on the Prune page.")
 # A comparison is shown while the analysis and the budget it was made for are current.
@@ -203,7 +218,7 @@ if compare:
             user_errors("The comparison failed"):
         compared = state.record_budget_comparison(result, budget, cap / 100)
     stored = {"key": key, "kind": kind, "value": value, "cap": cap, "rows": compared}
-    st.session_state[state.COMPARISON_KEY] = stored
+    st.session_state[COMPARISON_KEY] = stored
 current = stored["rows"] if stored is not None and stored["key"] == key else None
 
 if current is not None:

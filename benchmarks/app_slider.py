@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.app.keys import MODEL_KEY, WORKBENCH_KEY, widget_key
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 

@@ -22,6 +22,21 @@ from typing import Any
 import streamlit as st
 from torch import Tensor, nn
 
+from pruneviz.app.keys import (
+    BENCH_ID_KEY,
+    BEST_FORMS_KEY,
+    COMPARISON_KEY,
+    FULL_EVAL_KEY,
+    LOG_KEY,
+    MODEL_KEY,
+    PREFIX,
+    SUBSET_KEY,
+    TECHNIQUES_KEY,
+    TUNED_KEY,
+    UPLOAD_KEY,
+    WEIGHTS_KEY,
+    WORKBENCH_KEY,
+)
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.samples import SAMPLES
@@ -46,20 +61,6 @@ from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, 
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench, build_workbench, measure_plans
 
-# Session-state keys, in one place. Widget keys of the Prune page are built by the
-# functions below so that other pages (Trade-offs) can reset them.
-MODEL_KEY = "pv_model_ref"
-MODEL_WIDGET_KEY = "pv_model_picker"
-WORKBENCH_KEY = "pv_workbench"
-LOG_KEY = "pv_experiments"
-SELECTED_LAYER_KEY = "pv_selected_layer"
-COMPARISON_KEY = "pv_budget_comparison"  # the Sensitivity page's last budget comparison
-WEIGHTS_KEY = "pv_weights"  # which weights the tab's session prunes: ORIGINAL or fine-tuned
-TUNED_KEY = "pv_tuned_weights"  # {bench key: {name: state dict}}: this tab's fine-tuned weights
-UPLOAD_KEY = "pv_upload"  # weights uploaded in this tab (an Upload)
-SUBSET_KEY = "pv_eval_subset"  # {model ref: live evaluation subset size} chosen in this tab
-BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
-FULL_EVAL_KEY = "pv_full_eval"  # the current plan measured on the whole evaluation set
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
 MANY_LAYERS = 16
 LATENCY_RUNS = 10  # pairs (masked, reference) timed per slider move
@@ -330,14 +331,6 @@ def restore_experiment(id: int) -> None:
 
 
 # -- Prune page widget keys ----------------------------------------------------------------
-PREFIX = "pv_w_"
-
-
-def widget_key(kind: str, layer: str | None = None) -> str:
-    """The session-state key of a Prune page widget (per layer when `layer` is given)."""
-    return f"{PREFIX}{kind}" if layer is None else f"{PREFIX}{kind}::{layer}"
-
-
 def clear_prune_widgets() -> None:
     """Forget the Prune page's widget values; the page re-seeds them from the current plan."""
     for key in [k for k in st.session_state if str(k).startswith(PREFIX)]:
@@ -376,9 +369,6 @@ def report_sparsity(plan: Plan) -> str:
     """The common sparsity of a uniform plan, as a percentage label."""
     amounts = {e.sparsity for e in plan.layers.values()}
     return f"{next(iter(amounts)):.0%}" if len(amounts) == 1 and None not in amounts else "mixed"
-
-
-BEST_FORMS_KEY = "pv_best_forms"
 
 
 def best_forms() -> dict[int, FormReport]:
@@ -462,9 +452,6 @@ def record_budget_comparison(result: SensitivityResult, budget: Budget,
 
 
 # -- other techniques on the Trade-offs page: dynamic int8 and low-rank SVD ------------------
-TECHNIQUES_KEY = "pv_techniques_done"  # what the last int8 / SVD form measured, for its page
-
-
 def record_compression(kind: str, apply_to: str, rank: float | None = None) -> None:
     """Measure technique `kind` ("int8", or "svd" at `rank`, a fraction of full rank) on the
     unpruned model and/or the current plan (`apply_to`, one of compress.APPLY_TO) and
