@@ -89,7 +89,7 @@ else:
             if session.unsupported(name, g, spec.name) is not None:
                 skipped.append(spec.name)
                 continue
-            other, _, _ = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))
+            other = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))[0]
             structures = session.structures(name, g)
             pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).numpy()
         st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
