@@ -118,8 +118,6 @@ def show_analysis(worker: SensitivityWorker, bench: Workbench, was_running: bool
 def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
     """A budget, three ways: uniform, global and sensitivity-guided plans fitted to it,
     compared, and the sensitivity plan proposed as this tab's plan."""
-    metric_name = bench.eval_data.metric_name
-    accuracy = shows_percent(bench.eval_data)
     st.subheader("Spend a budget where it costs least")
     st.caption(
         "Three plans are fitted to the budget by measuring the model: **uniform** (the same "
@@ -170,49 +168,64 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
     current = stored["rows"] if stored is not None and stored["key"] == key else None
 
     if current is not None:
-        st.dataframe(
-            [
-                {
-                    "method": c.outcome.method.value,
-                    f"{spec.measured} (measured)": format_quantity(kind, c.outcome.measured),
-                    "met": "yes" if c.outcome.met else "no",
-                    f"{metric_name} (measured)":
-                        show_metric(c.outcome.report.evaluation.metric, accuracy),
-                    f"{metric_name} (predicted)": "-"
-                    if c.outcome.predicted_metric is None
-                    else show_metric(c.outcome.predicted_metric, accuracy),
-                    "non-zero params": f"{c.outcome.report.params_nonzero:,}",
-                    "experiment": f"#{c.experiment.id} {c.experiment.label}",
-                }
-                for c in current
-            ],
-            hide_index=True,
-        )
-        for c in current:
-            for note in c.outcome.notes:
-                st.warning(f"{c.outcome.method.value}: {note}")
-        st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
-                     label="All three are in this tab's experiments: compare them on Trade-offs")
-
+        comparison_table(bench, kind, current)
     if propose:
-        with st.spinner("Fitting the sensitivity plan to the budget ..."), \
-                user_errors("The sensitivity plan could not be applied"):
-            if current is not None:
-                outcome = next(c.outcome for c in current
-                               if c.outcome.method is Method.SENSITIVITY)
-            else:
-                outcome = plan_for_budget(bench, budget, Method.SENSITIVITY,
-                                          granularity=result.granularity,
-                                          criterion=result.criterion, sensitivity=result,
-                                          cap=cap / 100)
-            state.restore_plan(outcome.plan)
-        predicted = outcome.predicted_metric
-        st.success(
-            f"This tab's plan is now the sensitivity allocation ({describe_plan(outcome.plan)}): "
-            f"measured {metric_name} {show_metric(outcome.report.evaluation.metric, accuracy)}"
-            + (f", predicted {show_metric(predicted, accuracy)}" if predicted is not None else "")
-            + ". Go to the Prune page to adjust it by hand: its sliders show whole percents, and "
-            "the proposed amounts stay exact until you move one."
-        )
-        st.page_link("app_pages/prune.py", label="Adjust it on the Prune page",
-                     icon=":material/content_cut:")
+        propose_plan(bench, result, budget, cap, current)
+
+
+def comparison_table(bench: Workbench, kind: BudgetKind, current: list[state.Compared]) -> None:
+    """The three methods' plans at one budget, measured, and any notes on them."""
+    metric_name = bench.eval_data.metric_name
+    accuracy = shows_percent(bench.eval_data)
+    spec = BUDGETS[kind]
+    st.dataframe(
+        [
+            {
+                "method": c.outcome.method.value,
+                f"{spec.measured} (measured)": format_quantity(kind, c.outcome.measured),
+                "met": "yes" if c.outcome.met else "no",
+                f"{metric_name} (measured)":
+                    show_metric(c.outcome.report.evaluation.metric, accuracy),
+                f"{metric_name} (predicted)": "-"
+                if c.outcome.predicted_metric is None
+                else show_metric(c.outcome.predicted_metric, accuracy),
+                "non-zero params": f"{c.outcome.report.params_nonzero:,}",
+                "experiment": f"#{c.experiment.id} {c.experiment.label}",
+            }
+            for c in current
+        ],
+        hide_index=True,
+    )
+    for c in current:
+        for note in c.outcome.notes:
+            st.warning(f"{c.outcome.method.value}: {note}")
+    st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
+                 label="All three are in this tab's experiments: compare them on Trade-offs")
+
+
+def propose_plan(bench: Workbench, result: SensitivityResult, budget: Budget, cap: int,
+                 current: list[state.Compared] | None) -> None:
+    """Make the sensitivity plan at `budget` this tab's plan (the one just compared, if any)."""
+    metric_name = bench.eval_data.metric_name
+    accuracy = shows_percent(bench.eval_data)
+    with st.spinner("Fitting the sensitivity plan to the budget ..."), \
+            user_errors("The sensitivity plan could not be applied"):
+        if current is not None:
+            outcome = next(c.outcome for c in current
+                           if c.outcome.method is Method.SENSITIVITY)
+        else:
+            outcome = plan_for_budget(bench, budget, Method.SENSITIVITY,
+                                      granularity=result.granularity,
+                                      criterion=result.criterion, sensitivity=result,
+                                      cap=cap / 100)
+        state.restore_plan(outcome.plan)
+    predicted = outcome.predicted_metric
+    st.success(
+        f"This tab's plan is now the sensitivity allocation ({describe_plan(outcome.plan)}): "
+        f"measured {metric_name} {show_metric(outcome.report.evaluation.metric, accuracy)}"
+        + (f", predicted {show_metric(predicted, accuracy)}" if predicted is not None else "")
+        + ". Go to the Prune page to adjust it by hand: its sliders show whole percents, and "
+        "the proposed amounts stay exact until you move one."
+    )
+    st.page_link("app_pages/prune.py", label="Adjust it on the Prune page",
+                 icon=":material/content_cut:")
