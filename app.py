@@ -7,9 +7,8 @@ Start it on your own model with
 
 import streamlit as st
 
+from pruneviz.app.keys import MODEL_KEY, MODEL_WIDGET_KEY
 from pruneviz.app.state import (
-    MODEL_KEY,
-    MODEL_WIDGET_KEY,
     current_model_ref,
     model_choices,
     model_title,

@@ -5,6 +5,11 @@ import json
 import streamlit as st
 
 from pruneviz.app import state
+from pruneviz.app.keys import (
+    DEPLOY_CARD_DOWNLOAD_KEY,
+    DEPLOY_SLIM_DOWNLOAD_KEY,
+    FORMS_CACHE_KEY,
+)
 from pruneviz.app.widgets import relative_delta, user_errors
 from pruneviz.measure.forms import best_form, masked_form, slimmed_form, sparse_form
 from pruneviz.measure.meter import latency_batch
@@ -23,7 +28,7 @@ st.markdown(
     "model runs mostly-zero Linear and 1x1 conv layers as CSR sparse matmul where that "
     "measured faster on this CPU (unstructured pruning)."
 )
-cache = st.session_state.setdefault("pv_forms_cache", {})
+cache = st.session_state.setdefault(FORMS_CACHE_KEY, {})
 key = (state.bench_key(), state.current_weights(), session.plan.key())
 if key not in cache:
     with st.spinner("Building and timing the three forms ..."), \
@@ -85,6 +90,7 @@ if card is not None:
                "factory).")
     left, right = st.columns(2)
     left.download_button("slim.safetensors", weights, file_name="slim.safetensors",
-                         mime="application/octet-stream", key="pv_dl_slim")
+                         mime="application/octet-stream", key=DEPLOY_SLIM_DOWNLOAD_KEY)
     right.download_button("slim.json (architecture card)", json.dumps(card_json, indent=2),
-                          file_name="slim.json", mime="application/json", key="pv_dl_card")
+                          file_name="slim.json", mime="application/json",
+                          key=DEPLOY_CARD_DOWNLOAD_KEY)

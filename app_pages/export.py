@@ -5,11 +5,15 @@ from pathlib import Path
 import streamlit as st
 
 from pruneviz.app import state
+from pruneviz.app.keys import (
+    EXPORT_FOLDER_KEY,
+    EXPORT_KEY,
+    EXPORT_RUN_KEY,
+    EXPORT_ZIP_KEY,
+    export_download_key,
+)
 from pruneviz.app.widgets import user_errors
 from pruneviz.output.bundle import export_for_download, export_preview
-
-EXPORT_KEY = "pv_export"  # (what was exported, ExportDownload) of this tab's last export
-FOLDER_KEY = "pv_export_folder"
 
 st.title("Export")
 with user_errors("The model could not be loaded"):
@@ -38,12 +42,12 @@ st.caption("Reproduce the weights from the plan with the CLI:")
 st.code(preview.command, language="bash")
 
 folder = st.text_input(
-    "Also write to folder on this machine", key=FOLDER_KEY,
+    "Also write to folder on this machine", key=EXPORT_FOLDER_KEY,
     placeholder="e.g. ~/pruneviz-exports/run1 (leave empty for downloads only)",
     help="The app runs on this machine, so it can write the bundle there too; the folder "
     "is created if missing. Files already there with the same names are replaced, each "
     "one completely or not at all.")
-if st.button("Export", type="primary", key="pv_export_run"):
+if st.button("Export", type="primary", key=EXPORT_RUN_KEY):
     target = Path(folder.strip()).expanduser() if folder.strip() else None
     with st.spinner("Writing and verifying the export ..."), \
             user_errors("The export failed"):
@@ -71,11 +75,11 @@ elif found is not None:
     stem = "pruneviz-export-" + "".join(c if c.isalnum() else "-" for c in bench.name)
     st.download_button(f"Everything ({len(download.files)} files, zip)", download.zip,
                        file_name=f"{stem}.zip", mime="application/zip",
-                       key="pv_export_dl_zip", type="primary")
+                       key=EXPORT_ZIP_KEY, type="primary")
     cols = st.columns(4)
     for col, (name, mime) in zip(cols, [
         ("report.html", "text/html"), ("summary.md", "text/markdown"),
         ("weights.safetensors", "application/octet-stream"), ("plan.json", "application/json"),
     ], strict=True):
         col.download_button(name, download.files[name], file_name=name, mime=mime,
-                            key=f"pv_export_dl_{name}")
+                            key=export_download_key(name))

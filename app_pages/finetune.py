@@ -3,516 +3,61 @@ one-shot, iterative, on a polynomial schedule, or after a sparsity-inducing regu
 in the background with a live curve; each result is measured for real next to the same
 plan without retraining."""
 
-from dataclasses import replace
-
-import numpy as np
 import streamlit as st
-from torch import nn
 
-from pruneviz.app import state
-from pruneviz.app.state import seed
-from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
-from pruneviz.app.worker import (
-    FinetuneJob,
-    FinetuneOutcome,
-    finetune_worker,
-    has_batchnorm,
-    record_finished_run,
-)
+from pruneviz.app import finetune_view, state
+from pruneviz.app.finetune_view import RECIPES
+from pruneviz.app.keys import FT_CANCEL_KEY, FT_RECIPE_KEY, FT_RUN_KEY
+from pruneviz.app.widgets import user_errors
+from pruneviz.app.worker import finetune_worker, record_finished_run
 from pruneviz.errors import PrunevizError
-from pruneviz.measure.meter import Report
-from pruneviz.measure.metrics import Latency
-from pruneviz.output.figures import weight_histogram
-from pruneviz.output.run_figures import schedule_chart, training_curves
-from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
-from pruneviz.workflows.finetune import FinetuneRecipe, PruneSpec, Regularizer
-from pruneviz.workflows.schedules import Schedule
 
-RECIPES = {
-    "oneshot": "One-shot + fine-tune",
-    "iterative": "Iterative",
-    "poly": "Polynomial schedule",
-    "regularize": "Regularize, then prune",
-}
-GRANULARITIES = ["unstructured", "filter", "channel"]
-SCOPES = {"local": "same % per layer", "global": "one global ranking"}
-LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
-BATCH_SIZES = [16, 32, 64, 128, 256]
-REGULARIZERS = {
-    Regularizer.L1: "L1 on the weights",
-    Regularizer.GROUP_LASSO: "group lasso on filters",
-    Regularizer.BN_L1: "L1 on BatchNorm scales",
-}
-SAVED_KEY = "pv_ft_saved"  # the controls' values, kept while other pages are shown
-FLASH_KEY = "pv_ft_flash"  # a message for the next run of the page
 POLL_SECONDS = 0.5
 
 st.title("Fine-tune")
 with user_errors("The model could not be loaded"):
     bench = state.workbench()
     worker = finetune_worker(bench)
-session = bench.session
-task = bench.eval_data.task
-metric_name = bench.eval_data.metric_name
-accuracy = shows_percent(bench.eval_data)
-batchnorm = has_batchnorm(session.model)
 record_finished_run(bench)  # a run that ended while another page was shown
-
-
-def percent(value: float) -> str:
-    return f"{value:.4g}%"
-
-
-st.caption(
-    "Pruning removes weights; retraining lets the ones left make up for them. Training runs "
-    "in the background — other pages stay usable, and leaving this one does not stop or lose "
-    "the run. It always starts from the original weights, on the "
-    f"{len(worker.train_data):,} training samples of {worker.train_data.name} "
-    f"({FinetuneRecipe().val_fraction:.0%} of them held out to pick the best epoch); the "
-    f"result is measured on the {len(bench.eval_data):,} evaluation samples and recorded "
-    "on Trade-offs next to the same plan without retraining. The same seed gives the same "
-    "weights."
-)
-flash = st.session_state.pop(FLASH_KEY, None)
-if flash:
-    st.success(flash)
-weights_now = state.current_weights()
-if weights_now != ORIGINAL:
-    cols = st.columns([4, 1], vertical_alignment="center")
-    cols[0].info(f"This tab prunes the **{weights_now}** weights (Prune, Deploy, Trade-offs "
-                 "and Inspect use them). The original weights are kept, bit for bit.",
-                 icon=":material/model_training:")
-    if cols[1].button("Back to the original weights", key="pv_ft_back", width="stretch"):
-        with user_errors("The original weights could not be restored"):
-            state.use_weights(ORIGINAL)
-        st.session_state[FLASH_KEY] = ("This tab prunes the original weights again, with "
-                                       "the same plan.")
-        st.rerun()
+finetune_view.intro(bench, worker)
 
 # -- the recipe -----------------------------------------------------------------------------
 progress = worker.snapshot()
-for key, value in st.session_state.get(SAVED_KEY, {}).items():
-    seed(key, value)
-mlp = bench.name == "sample:digits_mlp"
-seed("pv_ft_recipe", "iterative" if session.plan.is_empty else "oneshot")
-seed("pv_ft_final", 92.0 if mlp else 80.0)
-seed("pv_ft_rounds", 4)
-seed("pv_ft_prune_until", 50)
-seed("pv_ft_initial", 50.0)
-seed("pv_ft_agp", False)
-seed("pv_ft_power", 3)
-seed("pv_ft_window", (0, 60))
-seed("pv_ft_frequency", 20)
-seed("pv_ft_reg", Regularizer.L1.value)
-seed("pv_ft_strength", 1e-3)
-seed("pv_ft_reg_until", 50)
-seed("pv_ft_gran", "unstructured")
-seed("pv_ft_scope", "global" if mlp else "local")
-seed("pv_ft_cap", 98)
-seed("pv_ft_epochs", 20)
-seed("pv_ft_lr", 3e-3)
-seed("pv_ft_batch", 64)
-seed("pv_ft_seed", 0)
-seed("pv_ft_patience", 5)
-seed("pv_ft_distill", False)
-seed("pv_ft_distill_weight", 0.5)
-seed("pv_ft_temperature", 4.0)
-seed("pv_ft_max_steps", 0)
-
+finetune_view.seed_controls(bench)
 kind = st.radio("Recipe", list(RECIPES), format_func=RECIPES.__getitem__, horizontal=True,
-                key="pv_ft_recipe",
+                key=FT_RECIPE_KEY,
                 help="One-shot: prune once (this tab's plan), then retrain with the pruned "
                 "weights held at zero. Iterative: prune a bit, retrain, prune more (Han et al. "
                 "2015). Polynomial: raise the sparsity smoothly while training (Zhu & Gupta's "
                 "AGP). Regularize: first push weights towards zero with a penalty, then prune "
                 "them and retrain.")
 controls, chart = st.columns([1, 1.15], gap="large")
-problem: str | None = None
-job: FinetuneJob | None = None
-curve: list[float] = []
-events: list[tuple[int, float]] = []
-regularize_until: int | None = None
-
-
-def prune_spec_controls() -> PruneSpec:
-    """Granularity, criterion and scope of the schedule's pruning events."""
-    cols = st.columns([1.1, 1, 1.4])
-    granularity = cols[0].selectbox("Granularity", GRANULARITIES, key="pv_ft_gran",
-                                    help="unstructured: single weights; filter: output "
-                                    "channels (neurons); channel: input channels.")
-    criterion = criterion_select(cols[1], granularity, "pv_ft_crit")
-    scope = cols[2].radio("Amounts", list(SCOPES), format_func=SCOPES.__getitem__,
-                          key="pv_ft_scope",
-                          help="The same sparsity in every layer, or one ranking of all "
-                          "layers' weights (layers with many small weights lose more).")
-    cap = None
-    if scope == "global":
-        cap = st.slider("No layer above (%)", 50, 100, key="pv_ft_cap",
-                        help="So that the global ranking empties no layer.") / 100
-    return PruneSpec(granularity, criterion, scope=scope,
-                     max_layer_sparsity=None if cap is None or cap >= 1 else cap)
-
-
-def spec_text(spec: PruneSpec) -> str:
-    scope = " global" if spec.scope == "global" else ""
-    return f"{spec.granularity.value} {spec.criterion}{scope}"
-
-
-def plan_sparsity() -> float:
-    """The share of the prunable layers' weights this tab's plan prunes."""
-    results = session.results()
-    total = sum(r.params for r in results)
-    return sum(r.params - r.nonzero for r in results) / total if total else 0.0
-
-
 with controls:
-    recipe_box = st.container()
-    st.markdown("**Training**")
-    cols = st.columns(5)
-    epochs = cols[0].number_input("Epochs", 1, 500, step=1, key="pv_ft_epochs")
-    batch = cols[1].selectbox("Batch size", BATCH_SIZES, key="pv_ft_batch")
-    seed_value = cols[2].number_input("Seed", 0, 2**31 - 1, step=1, key="pv_ft_seed",
-                                      help="Shuffling and the validation split: the same "
-                                      "seed gives the same weights.")
-    patience = cols[3].number_input("Patience", 1, 100, step=1, key="pv_ft_patience",
-                                    help="Stop after this many epochs without a better "
-                                    "validation metric (counted once the final sparsity is "
-                                    "reached).")
-    max_steps = cols[4].number_input("Max steps", 0, 1_000_000, step=10,
-                                     key="pv_ft_max_steps",
-                                     help="Stop after this many steps at most (0: no limit).")
-    cols = st.columns([2, 3])
-    lr = cols[0].select_slider("Learning rate", LEARNING_RATES, key="pv_ft_lr",
-                               format_func=lambda v: f"{v:g}", help="Adam's step size.")
-    with cols[1]:
-        distill = st.checkbox("Distil from the unpruned model", key="pv_ft_distill",
-                              help="Also learn the original model's softened outputs "
-                              "(knowledge distillation, Hinton et al. 2015).")
-        inner = st.columns(2)
-        distill_weight = inner[0].slider("Distillation weight", 0.05, 1.0, step=0.05,
-                                         key="pv_ft_distill_weight", disabled=not distill,
-                                         help="0: labels only; 1: the teacher only.")
-        temperature = inner[1].slider("Temperature", 1.0, 10.0, step=0.5,
-                                      key="pv_ft_temperature",
-                                      disabled=not distill or not accuracy,
-                                      help="Softens the teacher's class probabilities.")
-
-    with recipe_box:
-        try:
-            recipe = FinetuneRecipe(
-                epochs=int(epochs), lr=float(lr), batch_size=int(batch), seed=int(seed_value),
-                patience=int(patience), distill=float(distill_weight) if distill else 0.0,
-                temperature=float(temperature), max_steps=int(max_steps) or None)
-            total = worker.steps(recipe)
-            extra = " + distillation" if distill else ""
-            if kind == "oneshot":
-                plan = session.stamp(session.plan)
-                if plan.is_empty:
-                    st.warning("This tab's plan prunes nothing: set one on the Prune page (or "
-                               "take a proposal from Sensitivity), then come back.")
-                else:
-                    st.markdown(f"This tab's plan, held fixed while retraining: "
-                                f"**{describe_plan(plan)}** ({plan_sparsity():.1%} of the "
-                                "prunable weights).")
-                st.page_link("app_pages/prune.py", label="Change the plan on the Prune page",
-                             icon=":material/content_cut:")
-                curve = [plan_sparsity()] * total
-                job = FinetuneJob(kind, f"one-shot {describe_plan(plan)} + fine-tune{extra}",
-                                  recipe, plan=plan)
-            elif kind == "iterative":
-                cols = st.columns(3)
-                final = cols[0].number_input("Final sparsity (%)", 0.0, 100.0, step=1.0,
-                                             format="%.1f", key="pv_ft_final")
-                rounds = cols[1].number_input("Rounds", 1, 50, step=1, key="pv_ft_rounds",
-                                              help="Each round prunes the same share of "
-                                              "what is left, then training goes on.")
-                until = cols[2].slider("Prune in the first (% of steps)", 1, 100,
-                                       key="pv_ft_prune_until",
-                                       help="The rounds are spread over these steps; the "
-                                       "rest retrains at the final sparsity.")
-                spec = prune_spec_controls()
-                end = max(1, round(total * until / 100))
-                schedule = Schedule("iterative", final / 100, begin_step=0, end_step=end,
-                                    rounds=int(rounds))
-                job = FinetuneJob(kind, f"iterative {rounds}x to {percent(final)} "
-                                  f"{spec_text(spec)} + fine-tune{extra}", recipe,
-                                  schedule=schedule, prune=spec)
-            elif kind == "poly":
-                cols = st.columns([1, 1, 1, 1.2], vertical_alignment="bottom")
-                agp = cols[0].checkbox("AGP", key="pv_ft_agp",
-                                       help="Automated gradual pruning (Zhu & Gupta 2017): "
-                                       "cubic, from 0 — s(t) = final (1 - (1 - t)^3), fast "
-                                       "at first, slow near the end.")
-                initial = cols[1].number_input("Initial sparsity (%)", 0.0, 100.0, step=1.0,
-                                               format="%.1f", key="pv_ft_initial",
-                                               disabled=agp)
-                final = cols[2].number_input("Final sparsity (%)", 0.0, 100.0, step=1.0,
-                                             format="%.1f", key="pv_ft_final")
-                power = cols[3].selectbox("Power", [1, 2, 3], key="pv_ft_power", disabled=agp,
-                                          help="1: a straight ramp; 3: the cubic of AGP.")
-                cols = st.columns([2, 1])
-                begin_pct, end_pct = cols[0].slider("Prune between (% of steps)", 0, 100,
-                                                    key="pv_ft_window")
-                frequency = cols[1].number_input("Every (steps)", 1, 100_000, step=1,
-                                                 key="pv_ft_frequency")
-                spec = prune_spec_controls()
-                begin = round(total * begin_pct / 100)
-                end = round(total * end_pct / 100)
-                start_at = 0.0 if agp else initial
-                schedule = Schedule("agp" if agp else "poly", final / 100,
-                                    initial=start_at / 100, begin_step=begin, end_step=end,
-                                    frequency=int(frequency), power=3.0 if agp else power)
-                name = "AGP" if agp else "poly"
-                job = FinetuneJob(kind, f"{name} {start_at:.4g}→{percent(final)} "
-                                  f"{spec_text(spec)} + fine-tune{extra}", recipe,
-                                  schedule=schedule, prune=spec)
-            else:
-                offered = [r.value for r in REGULARIZERS if batchnorm or r is not Regularizer.BN_L1]
-                if st.session_state["pv_ft_reg"] not in offered:
-                    st.session_state["pv_ft_reg"] = offered[0]
-                cols = st.columns([1.7, 1, 1.4, 1])
-                regularizer = Regularizer(cols[0].selectbox(
-                    "Regulariser", offered, key="pv_ft_reg",
-                    format_func=lambda v: REGULARIZERS[Regularizer(v)],
-                    help="L1 pushes single weights to zero; group lasso whole filters "
-                    "(prune them with filter granularity); L1 on BatchNorm scales switches "
-                    "channels off (Network Slimming)."))
-                strength = cols[1].number_input("Strength", 0.0, 1.0, step=1e-4,
-                                                format="%.4f", key="pv_ft_strength",
-                                                help="The penalty's weight in the loss.")
-                until = cols[2].slider("Regularise for (% of steps)", 1, 99,
-                                       key="pv_ft_reg_until",
-                                       help="Then prune once, and retrain without it.")
-                final = cols[3].number_input("Then prune to (%)", 0.0, 100.0, step=1.0,
-                                             format="%.1f", key="pv_ft_final")
-                spec = prune_spec_controls()
-                regularize_until = max(1, round(total * until / 100))
-                recipe = replace(recipe, regularizer=regularizer, strength=float(strength))
-                schedule = Schedule("oneshot", final / 100, begin_step=regularize_until)
-                job = FinetuneJob(kind, f"{regularizer.value} then {percent(final)} "
-                                  f"{spec_text(spec)} + fine-tune{extra}", recipe,
-                                  schedule=schedule, prune=spec)
-            if job.schedule is not None:
-                curve = job.schedule.curve(total)
-                events = job.schedule.events(total)
-        except PrunevizError as exc:
-            problem = str(exc)
-            job = None
-        if problem:
-            st.error(f"This recipe cannot run: {problem}")
-
+    draft = finetune_view.recipe_controls(bench, worker, kind)
 with chart:
-    if job is not None and curve:
-        title = ("Sparsity held fixed while retraining" if kind == "oneshot"
-                 else "Sparsity schedule")
-        st.plotly_chart(schedule_chart(curve, events=events, regularize_until=regularize_until,
-                                       title=title), key="ft_schedule")
-        st.caption(f"{len(curve)} training steps of batch {batch}, fewer if early stopping "
-                   "ends the run. The sparsity drawn is the pruned layers' share of zero "
-                   "weights.")
-NOT_SAVED = {SAVED_KEY, FLASH_KEY, "pv_ft_run", "pv_ft_cancel", "pv_ft_use", "pv_ft_back"}
-st.session_state[SAVED_KEY] = {k: v for k, v in st.session_state.items()
-                               if str(k).startswith("pv_ft_") and k not in NOT_SAVED}
+    finetune_view.schedule_section(draft, kind)
+finetune_view.save_controls()
 
 cols = st.columns([1, 1, 5])
 run_clicked = cols[0].button("Train", type="primary", disabled=progress.running,
-                             key="pv_ft_run", width="stretch")
-cols[1].button("Cancel", disabled=not progress.running, key="pv_ft_cancel",
+                             key=FT_RUN_KEY, width="stretch")
+cols[1].button("Cancel", disabled=not progress.running, key=FT_CANCEL_KEY,
                on_click=worker.cancel, width="stretch",
                help="Stops after the current step and keeps the best weights so far.")
-if run_clicked and job is not None:
+if run_clicked and draft.job is not None:
     try:
-        worker.start(job)
+        worker.start(draft.job)
     except (PrunevizError, ValueError, RuntimeError) as exc:
         st.error(f"The run cannot start: {exc}")
     else:
         st.rerun()  # redraw the buttons, and poll while it runs
 
-
-# -- the run --------------------------------------------------------------------------------
-def stop_text(outcome: FinetuneOutcome) -> str:
-    result = outcome.result
-    if result.stopped == "cancelled":
-        return f"cancelled at step {result.steps}: the best weights so far are kept"
-    if result.stopped == "early":
-        return f"stopped early at step {result.steps}: no better validation {metric_name}"
-    return "done"
-
-
-def show_run(was_running: bool) -> None:
-    """Progress and the live training curves; polled while training runs."""
-    progress = worker.snapshot()
-    if was_running and not progress.running:
-        st.rerun(scope="app")  # finished: record it, show the results and the buttons
-    if progress.error:
-        st.error(f"The run stopped: {progress.error}")
-    running_job = progress.job
-    if running_job is None:
-        st.info("Choose a recipe and the training settings, then press **Train**.")
-        return
-    outcome = progress.outcome
-    if progress.running:
-        what = ("measuring the result on the test split ..." if progress.phase == "measuring"
-                else "training ...")
-    else:
-        what = stop_text(outcome) if outcome is not None else "stopped"
-    total = max(progress.total, 1)
-    shown = outcome.result.steps if outcome is not None else progress.done
-    st.progress(min(1.0, shown / total), text=f"step {shown} of {progress.total} — {what}")
-    st.caption(f"Run: {running_job.label}")
-    planned = (running_job.schedule.curve(progress.total)
-               if running_job.schedule is not None else None)
-    st.plotly_chart(
-        training_curves(progress.records, total_steps=progress.total, metric_name=metric_name,
-                        planned=planned,
-                        best_step=outcome.result.best_step if outcome is not None else None),
-        key="ft_curves")
-
-
-st.fragment(show_run, run_every=POLL_SECONDS if progress.running else None)(progress.running)
-
-# -- the result -----------------------------------------------------------------------------
-def result_row(stage: str, report: Report, experiment: Experiment | None,
-               latency: Latency | None = None) -> dict[str, str]:
-    change = report.evaluation.metric - bench.baseline.evaluation.metric
-    latency = latency or report.latency
-    return {
-        "stage": stage,
-        metric_name: show_metric(report.evaluation.metric, accuracy),
-        "change": f"{change * 100:+.2f} pts" if accuracy else f"{change:+.5f}",
-        "sparsity (all parameters)": f"{report.sparsity:.1%}",
-        "non-zero params": f"{report.params_nonzero:,}",
-        "latency": f"{latency.median_ms:.2f} ms" if latency else "-",
-        "experiment": "-" if experiment is None else f"#{experiment.id}",
-    }
-
-
-def show_result(outcome: FinetuneOutcome) -> None:
-    """The finished run, measured: before and after, and the weights' buttons."""
-    log = state.experiment_log()
-    result = outcome.result
-    for note in result.notes:
-        st.warning(note)
-    st.subheader("Collapse and recovery")
-    st.dataframe(
-        [result_row("before pruning (original weights)", bench.baseline, log.get(0),
-                    # timed in the same runs as the fine-tuned model: comparable
-                    outcome.report.latency_reference),
-         result_row("right after pruning, no retraining", outcome.twin, log.find(outcome.plan)),
-         result_row(f"after fine-tuning ({outcome.weights})", outcome.report,
-                    log.find(outcome.plan, outcome.weights))],
-        hide_index=True,
-    )
-    best = ("" if result.best_metric is None
-            else f" (validation {metric_name} {show_metric(result.best_metric, accuracy)})")
-    st.caption(
-        f"{outcome.job.label}: {result.steps} steps, {stop_text(outcome)}. The weights kept are "
-        f"those of step {result.best_step}{best}. Measured on the {len(bench.eval_data):,} test "
-        "images; both rows are experiments on Trade-offs."
-    )
-    cols = st.columns([2, 1.5, 2.5], vertical_alignment="center")
-    if cols[0].button("Use the fine-tuned weights in this tab", key="pv_ft_use", type="primary",
-                      disabled=weights_now == outcome.weights, width="stretch",
-                      help="The Prune, Inspect, Deploy and Trade-offs pages then work on "
-                      "them, with the final plan applied. The original weights stay one "
-                      "click away."):
-        with user_errors("The fine-tuned weights could not be used"):
-            state.use_weights(outcome.weights, outcome.plan)
-        st.session_state[FLASH_KEY] = (f"This tab now prunes the {outcome.weights} weights, "
-                                       f"with the final plan ({describe_plan(outcome.plan)}).")
-        st.rerun()
-    with cols[1]:
-        st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
-                     label="See both on Trade-offs")
-
-
-def is_batchnorm(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.batchnorm._BatchNorm)
-
-
-def show_regularisation(outcome: FinetuneOutcome) -> None:
-    """Weight histograms before training and just before pruning: the spike at zero."""
-    st.subheader("What the regulariser did")
-    before = outcome.before_pruning
-    schedule = outcome.job.schedule
-    if before is None or schedule is None:
-        st.caption("The run stopped before its pruning step: there is no snapshot of the "
-                   "regularised weights.")
-        return
-    pristine = state.weights_state(ORIGINAL)
-    masks = outcome.result.masks
-    if outcome.job.recipe.regularizer is Regularizer.BN_L1:
-        names = [f"{n}.weight" for n, m in session.model.named_modules() if is_batchnorm(m)]
-        label = "all BatchNorm scales"
-        original = np.concatenate([pristine[n].numpy().ravel() for n in names])
-        regularised = np.concatenate([before[n].numpy().ravel() for n in names])
-        kept = np.concatenate([masks[n].numpy().ravel() if n in masks
-                               else np.ones(before[n].numel(), dtype=bool) for n in names])
-    else:
-        label = st.selectbox("Layer", session.layer_names, key="pv_ft_hist_layer")
-        weight = session.layer_by_name[label].weight
-        original = pristine[weight].numpy()
-        regularised = before[weight].numpy()
-        kept = (masks[weight].numpy() if weight in masks
-                else np.ones(regularised.shape, dtype=bool))
-    log_y = st.checkbox("log-scale counts", key="pv_ft_hist_log")
-    left, right = st.columns(2)
-    fig = weight_histogram(original, kept, layer=label, log_y=log_y)
-    fig.update_layout(title_text=f"{label}: before training",
-                      title_subtitle_text="red: the weights pruned after regularisation")
-    left.plotly_chart(fig, key="ft_hist_before")
-    fig = weight_histogram(regularised, kept, layer=label, log_y=log_y)
-    fig.update_layout(title_text=f"{label}: after {schedule.begin_step} regularised steps",
-                      title_subtitle_text="just before pruning")
-    right.plotly_chart(fig, key="ft_hist_after")
-    tiny = 1e-3
-    st.caption(
-        f"|w| < {tiny:g}: {np.mean(np.abs(original) < tiny):.1%} of the original values, "
-        f"{np.mean(np.abs(regularised) < tiny):.1%} after regularisation — the spike at zero. "
-        "Weights the penalty already pushed to zero cost little to remove: compare the dip "
-        "of the validation curve at the pruning step with the collapse of the same plan on "
-        "the original weights (the table's second row)."
-    )
-
-
+# -- the run and its result -----------------------------------------------------------------
+st.fragment(finetune_view.show_run, run_every=POLL_SECONDS if progress.running else None)(
+    worker, bench.eval_data.metric_name, progress.running)
 outcome = progress.outcome if not progress.running else None
 if outcome is not None:
-    show_result(outcome)
+    finetune_view.show_result(bench, outcome)
     if outcome.job.kind == "regularize":
-        show_regularisation(outcome)
-
-# -- Han et al. 2015 -----------------------------------------------------------------------
-with st.expander("Han et al. 2015: 92% of LeNet-300-100's weights pruned, no accuracy lost",
-                 expanded=mlp):
-    st.markdown(
-        "In *Learning both Weights and Connections for Efficient Neural Networks* (Han, Pool, "
-        "Tran and Dally, NeurIPS 2015), a fully connected LeNet-300-100 on MNIST lost 92% of "
-        "its 267K weights — 22K left, 12x fewer — by pruning the smallest weights and "
-        "retraining, several times over (the **Iterative** recipe here). Its top-1 error went "
-        "from 1.64% to 1.59%: nothing lost. Without retraining, the same pruning costs a lot."
-        "\n\nThe Digits MLP here is far smaller: 17K weights reading 8x8 images, trained on "
-        "1,347 of them. It has much less redundancy to give up — a harder test of the same "
-        "ratio. Run **Iterative** on it at 92% unstructured to fill in the last column.")
-    paper = ["267K (LeNet-300-100, 28x28 MNIST)", "92% (22K left, 12x fewer)", "1.64%", "-",
-             "1.59%"]
-    if mlp and outcome is not None and accuracy:
-        done = outcome.report
-        kind_text = (outcome.job.prune.granularity.value if outcome.job.prune
-                     else describe_plan(outcome.plan))
-        mine = [f"{done.params_total:,} (Digits MLP, 8x8 digits)",
-                f"{done.sparsity:.1%} {kind_text} ({done.params_nonzero:,} left, "
-                f"{done.params_total / max(done.params_nonzero, 1):.1f}x fewer)",
-                f"{1 - bench.baseline.evaluation.metric:.2%}",
-                f"{1 - outcome.twin.evaluation.metric:.2%}",
-                f"{1 - done.evaluation.metric:.2%}"]
-    else:
-        mine = ["-"] * 5
-    st.dataframe(
-        {"": ["weights", "pruned", "top-1 error before pruning",
-              "top-1 error after pruning, no retraining", "top-1 error after retraining"],
-         "Han et al. 2015": paper,
-         "your last run (Digits MLP)": mine},
-        hide_index=True,
-    )
-    if not mlp:
-        st.caption("Choose the Digits MLP in the sidebar to compare a run with the paper.")
+        finetune_view.show_regularisation(bench.session, outcome)
+finetune_view.han_comparison(bench, outcome)

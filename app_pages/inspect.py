@@ -4,6 +4,18 @@ and where the criteria disagree."""
 import streamlit as st
 
 from pruneviz.app import state
+from pruneviz.app.keys import (
+    INSPECT_CRIT_KEY,
+    INSPECT_DISAGREE_KEY,
+    INSPECT_GRAN_KEY,
+    INSPECT_HIST_KEY,
+    INSPECT_KERNELS_KEY,
+    INSPECT_LOGY_KEY,
+    INSPECT_OVERVIEW_KEY,
+    INSPECT_SCORES_KEY,
+    SELECTED_LAYER_KEY,
+    inspect_amount_key,
+)
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, user_errors
 from pruneviz.core.criteria import iter_criteria
@@ -22,20 +34,20 @@ with user_errors("The model could not be loaded"):
     bench = state.workbench()
 session = bench.session
 
-seed(state.SELECTED_LAYER_KEY, session.layer_names[0])
+seed(SELECTED_LAYER_KEY, session.layer_names[0])
 cols = st.columns([2, 1, 1, 2])
-name = cols[0].selectbox("Layer", session.layer_names, key=state.SELECTED_LAYER_KEY)
+name = cols[0].selectbox("Layer", session.layer_names, key=SELECTED_LAYER_KEY)
 layer = session.layer_by_name[name]
 current = session.result(name)
-seed("pv_inspect_gran", current.granularity or "unstructured")
+seed(INSPECT_GRAN_KEY, current.granularity or "unstructured")
 granularity = cols[1].selectbox("Granularity", [g.value for g in Granularity],
-                                key="pv_inspect_gran")
-criterion = criterion_select(cols[2], granularity, "pv_inspect_crit", current.criterion)
+                                key=INSPECT_GRAN_KEY)
+criterion = criterion_select(cols[2], granularity, INSPECT_CRIT_KEY, current.criterion)
 g = Granularity(granularity)
 amount = cols[3].slider(
     "Preview: prune this share (%)", 0, 100,
     round(current.sparsity * 100) if current.structures_pruned else 50,
-    key=f"pv_inspect_amount::{name}", disabled=g.n_m is not None,
+    key=inspect_amount_key(name), disabled=g.n_m is not None,
     help="Starts at the layer's sparsity on the Prune page (50% if it is not pruned there). "
     "Nothing is applied here.",
 )
@@ -55,18 +67,18 @@ else:
         st.caption(f":material/link: {name}'s {g.value}s are coupled with "
                    f"{', '.join(n for n in group.layers if n != name)}: scores are the "
                    f"group's, and the preview removes the same {group.unit}s in all of them.")
-    log_y = st.checkbox("log-scale counts", key="pv_inspect_logy")
+    log_y = st.checkbox("log-scale counts", key=INSPECT_LOGY_KEY)
     left, right = st.columns(2)
     magnitude = not g.structured and g.n_m is None and criterion in ("l1", "l2")
     left.plotly_chart(
         weight_histogram(session.original(layer.weight).numpy(), mask.numpy(), layer=name,
                          threshold=threshold if magnitude and pruned else None, log_y=log_y),
-        key="inspect_hist",
+        key=INSPECT_HIST_KEY,
     )
     right.plotly_chart(
         score_bars(table.sorted.numpy(), pruned if g.n_m is None else 0, layer=name,
                    criterion=criterion, unit=unit, threshold=threshold if pruned else None),
-        key="inspect_scores",
+        key=INSPECT_SCORES_KEY,
     )
 
     if g.structured:
@@ -77,11 +89,11 @@ else:
             if session.unsupported(name, g, spec.name) is not None:
                 skipped.append(spec.name)
                 continue
-            other, _, _ = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))
+            other = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))[0]
             structures = session.structures(name, g)
             pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).numpy()
         st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
-                        key="inspect_disagree")
+                        key=INSPECT_DISAGREE_KEY)
         if skipped:
             st.caption(f"Not applicable to {name}: {', '.join(skipped)}.")
     else:
@@ -93,7 +105,7 @@ results = session.results()
 st.plotly_chart(
     layer_overview([r.name for r in results], [r.params for r in results],
                    [r.nonzero for r in results], [lay.macs_share for lay in session.layers]),
-    key="inspect_overview",
+    key=INSPECT_OVERVIEW_KEY,
 )
 st.dataframe(
     [
@@ -115,7 +127,7 @@ if convs:
     kernels = weight[:, 0] if weight.shape[1] == 1 else weight.mean(dim=1)
     filter_pruned = ~session.mask(first.name).flatten(1).any(dim=1)
     st.plotly_chart(kernel_grid(kernels.numpy(), filter_pruned.numpy(), layer=first.name),
-                    key="inspect_kernels")
+                    key=INSPECT_KERNELS_KEY)
     st.caption("Pruned filters (all weights zero under the current plan) are dimmed. "
                + ("Each tile is the filter's single input channel." if weight.shape[1] == 1
                   else "Each tile is the mean over the filter's input channels."))

@@ -4,6 +4,9 @@ upload other weights for the same architecture; choose the live evaluation subse
 import streamlit as st
 
 from pruneviz.app import state
+from pruneviz.app.keys import (
+    UPLOAD_WIDGET_KEY,
+)
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
 from pruneviz.core.layers import model_summary
 from pruneviz.data.sources import DEFAULT_EVAL_SUBSET
@@ -51,7 +54,7 @@ with st.expander("Weights and evaluation data", expanded=upload is not None):
         "unpickled: whole pickled models, TorchScript and `.pt2` programs are refused, "
         "because loading them can run code.")
     file = st.file_uploader("Weights file", type=["safetensors", "pt", "pth", "bin"],
-                            key="pv_weights_upload")
+                            key=UPLOAD_WIDGET_KEY)
     left_b, right_b = st.columns(2)
     if left_b.button("Use these weights", disabled=file is None, type="primary"):
         assert file is not None

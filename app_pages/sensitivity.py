@@ -2,64 +2,30 @@
 in the background; then a budget spent where those curves say it costs least, compared
 with uniform and global pruning."""
 
-from typing import NamedTuple
-
 import streamlit as st
 
-from pruneviz.app import state
+from pruneviz.app import sensitivity_view, state
+from pruneviz.app.keys import (
+    SENS_CANCEL_KEY,
+    SENS_CRIT_KEY,
+    SENS_GRAN_KEY,
+    SENS_LEVELS_KEY,
+    SENS_RUN_KEY,
+)
 from pruneviz.app.state import seed
-from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
+from pruneviz.app.widgets import criterion_select, user_errors
 from pruneviz.app.worker import sensitivity_worker
 from pruneviz.errors import PrunevizError
-from pruneviz.output.run_figures import sensitivity_curves, sensitivity_heatmap
-from pruneviz.workflows.allocation import (
-    Budget,
-    BudgetKind,
-    Method,
-    format_quantity,
-    plan_for_budget,
-)
-from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS
 
 GRANULARITIES = ["unstructured", "filter", "channel"]
 LEVEL_CHOICES = sorted({*range(0, 101, 5), 98, 99, *(round(v * 100) for v in DEFAULT_LEVELS)})
 POLL_SECONDS = 0.5
 
-
-class BudgetInput(NamedTuple):
-    choice: str  # in the budget picker
-    label: str  # of the value input
-    scale: float  # value input -> Budget value
-    maximum: float | None
-    step: float
-    format: str
-    measured: str  # table column
-
-
-BUDGETS = {
-    BudgetKind.SPARSITY: BudgetInput("overall sparsity", "at least (% of parameters zero)",
-                                     0.01, 100.0, 1.0, "%.1f", "sparsity"),
-    BudgetKind.MACS: BudgetInput("weight MACs", "at most (% of the unpruned MACs)",
-                                 0.01, 100.0, 1.0, "%.1f", "MACs (of unpruned)"),
-    BudgetKind.SIZE: BudgetInput("sparse file size", "at most (KiB)", 1024.0, None, 0.1,
-                                 "%.1f", "sparse file"),
-    BudgetKind.LATENCY: BudgetInput("latency", "at most (ms, fastest deployable form)", 1.0,
-                                    None, 0.01, "%.2f", "fastest form's latency"),
-}
-
 st.title("Sensitivity")
 with user_errors("The model could not be loaded"):
     bench = state.workbench()
 worker = sensitivity_worker(bench)
-task = bench.eval_data.task
-metric_name = bench.eval_data.metric_name
-accuracy = shows_percent(bench.eval_data)
-
-
-def show_drop(value: float) -> str:
-    return f"{value * 100:.2f} pts" if accuracy else f"{value:+.5f}"
-
 
 st.caption(
     "Each layer — for filters and channels, each group of coupled layers — is pruned "
@@ -71,21 +37,21 @@ st.caption(
 # -- the analysis -------------------------------------------------------------------------
 progress = worker.snapshot()
 last = progress.settings  # the controls start at the last run's settings
-seed("pv_sens_gran", last.granularity if last else GRANULARITIES[0])
-seed("pv_sens_levels", [v for v in LEVEL_CHOICES
+seed(SENS_GRAN_KEY, last.granularity if last else GRANULARITIES[0])
+seed(SENS_LEVELS_KEY, [v for v in LEVEL_CHOICES
                         if v / 100 in (last.levels if last else DEFAULT_LEVELS)])
 cols = st.columns([1, 1, 5])
-granularity = cols[0].selectbox("Granularity", GRANULARITIES, key="pv_sens_gran",
+granularity = cols[0].selectbox("Granularity", GRANULARITIES, key=SENS_GRAN_KEY,
                                 help="unstructured: single weights; filter: output channels "
                                 "(neurons); channel: input channels (features).")
-criterion = criterion_select(cols[1], granularity, "pv_sens_crit",
+criterion = criterion_select(cols[1], granularity, SENS_CRIT_KEY,
                              last.criterion if last else None)
-levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key="pv_sens_levels",
+levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key=SENS_LEVELS_KEY,
                              format_func=lambda v: f"{v}%")
 cols = st.columns([1, 1, 5])
 run_clicked = cols[0].button("Run", type="primary", disabled=progress.running,
-                             key="pv_sens_run", width="stretch")
-cols[1].button("Cancel", disabled=not progress.running, key="pv_sens_cancel",
+                             key=SENS_RUN_KEY, width="stretch")
+cols[1].button("Cancel", disabled=not progress.running, key=SENS_CANCEL_KEY,
                on_click=worker.cancel, width="stretch",
                help="Stops after the point being measured; what is measured is kept.")
 if run_clicked:
@@ -97,159 +63,11 @@ if run_clicked:
         st.rerun()  # redraw the buttons, and poll while it runs
 
 
-def show_analysis(was_running: bool) -> None:
-    """Progress, curves, heatmap and ranking; polled while the analysis runs."""
-    progress = worker.snapshot()
-    if was_running and not progress.running:
-        st.rerun(scope="app")  # finished: show the whole page (buttons, budget section)
-    if progress.error:
-        st.error(f"The analysis stopped: {progress.error}")
-    if progress.total:
-        state_text = "measuring ..." if progress.running else (
-            "done" if progress.result is not None and progress.result.complete else "stopped")
-        st.progress(progress.done / progress.total,
-                    text=f"{progress.done} of {progress.total} points — {state_text}")
-    result = progress.result
-    if result is None:
-        if not progress.running and not progress.error:
-            st.info("Choose a granularity, a criterion and the levels, then press **Run**.")
-        return
-    took = "" if progress.running else (
-        f"; took {result.seconds:.1f} s (points this tab measured before are reused)")
-    st.caption(
-        f"{result.granularity.value}, {result.criterion}: {len(result.items)} layers or "
-        f"groups x {len(result.levels)} levels; unpruned {metric_name} "
-        f"{show_metric(result.baseline.metric, accuracy)}{took}.")
-    if not result.complete and not progress.running:
-        st.warning(f"Cancelled after {progress.done} of {progress.total} points: this result "
-                   "is incomplete. Layers without a curve are missing from the ranking and "
-                   "left unpruned by the allocation below.")
-    curves_tab, heatmap_tab = st.tabs(["Curves", "Heatmap"])
-    curves_tab.plotly_chart(sensitivity_curves(result), key="sens_curves")
-    heatmap_tab.plotly_chart(sensitivity_heatmap(result), key="sens_heatmap")
-
-    tolerance = result.default_tolerance()
-    within = "1 pt" if accuracy else f"{'-' if result.higher_is_better else '+'}{tolerance:.5g}"
-    st.subheader("Most to least robust")
-    st.dataframe(
-        [
-            {
-                "rank": rank,
-                "layer or group": row["label"],
-                "unit": row["unit"],
-                f"safe up to (drop ≤ {within})": f"{row['safe_sparsity']:.0%}",
-                "mean drop": show_drop(row["mean_drop"]),
-                f"worst {metric_name}": show_metric(row["worst_metric"], accuracy),
-                "layers changed": ", ".join(row["layers"]),
-            }
-            for rank, row in enumerate(result.ranking(tolerance), start=1)
-        ],
-        hide_index=True,
-        column_config={"layer or group": st.column_config.TextColumn(width="medium")},
-    )
-
-
-st.fragment(show_analysis, run_every=POLL_SECONDS if progress.running else None)(
-    progress.running)
+st.fragment(sensitivity_view.show_analysis,
+            run_every=POLL_SECONDS if progress.running else None)(worker, bench, progress.running)
 
 # -- a budget, three ways -------------------------------------------------------------------
 result = progress.result
 if result is None or progress.running:
     st.stop()
-
-st.subheader("Spend a budget where it costs least")
-st.caption(
-    "Three plans are fitted to the budget by measuring the model: **uniform** (the same "
-    "amount on every layer), **global** (one ranking of all layers' structures) and "
-    "**sensitivity** (each layer pruned up to the same marginal cost on its curve above). "
-    "The sensitivity plan's *predicted* metric adds up the curves' drops, as if the layers "
-    "did not interact; the measured one is the real model's. Each plan is recorded as an "
-    "experiment, measured with latency."
-)
-stored = st.session_state.get(state.COMPARISON_KEY)
-if stored is not None:  # the controls start at the last comparison's budget
-    seed("pv_sens_kind", stored["kind"])
-    seed(f"pv_sens_value::{stored['kind'].value}", stored["value"])
-    seed("pv_sens_cap", stored["cap"])
-baseline_latency = bench.baseline.latency.median_ms if bench.baseline.latency else 1.0
-seed("pv_sens_kind", BudgetKind.SPARSITY)
-seed("pv_sens_value::sparsity", 80.0)
-seed("pv_sens_value::macs", 50.0)
-seed("pv_sens_value::size_bytes", round(bench.baseline.sizes.sparse / 1024 / 2, 1))
-seed("pv_sens_value::latency_ms", round(0.9 * baseline_latency, 2))
-seed("pv_sens_cap", 95)
-cols = st.columns([1.3, 1.3, 1.5, 1.2, 1], vertical_alignment="bottom")
-kind = cols[0].selectbox("Budget", list(BUDGETS), format_func=lambda k: BUDGETS[k].choice,
-                         key="pv_sens_kind")
-spec = BUDGETS[kind]
-value = cols[1].number_input(spec.label, min_value=0.0, max_value=spec.maximum,
-                             step=spec.step, format=spec.format,
-                             key=f"pv_sens_value::{kind.value}")
-cap = cols[2].slider("No layer above (%)", 1, 100, key="pv_sens_cap",
-                     help="A cap for all three methods, so that none empties a layer.")
-with user_errors("This budget is not valid"):
-    budget = Budget(kind, value * spec.scale)
-compare = cols[3].button("Compare at this budget", type="primary", key="pv_sens_compare",
-                         width="stretch")
-propose = cols[4].button("Propose", key="pv_sens_propose", width="stretch",
-                         help="Make the sensitivity plan at this budget this tab's plan, to "
-                         "adjust by hand on the Prune page.")
-# A comparison is shown while the analysis and the budget it was made for are current.
-key = (result.model, result.criterion, result.granularity.value, result.levels,
-       result.complete, budget, cap)
-
-if compare:
-    with st.spinner("Fitting three plans to the budget, then measuring each with latency ..."), \
-            user_errors("The comparison failed"):
-        compared = state.record_budget_comparison(result, budget, cap / 100)
-    stored = {"key": key, "kind": kind, "value": value, "cap": cap, "rows": compared}
-    st.session_state[state.COMPARISON_KEY] = stored
-current = stored["rows"] if stored is not None and stored["key"] == key else None
-
-if current is not None:
-    st.dataframe(
-        [
-            {
-                "method": c.outcome.method.value,
-                f"{spec.measured} (measured)": format_quantity(kind, c.outcome.measured),
-                "met": "yes" if c.outcome.met else "no",
-                f"{metric_name} (measured)":
-                    show_metric(c.outcome.report.evaluation.metric, accuracy),
-                f"{metric_name} (predicted)": "-"
-                if c.outcome.predicted_metric is None
-                else show_metric(c.outcome.predicted_metric, accuracy),
-                "non-zero params": f"{c.outcome.report.params_nonzero:,}",
-                "experiment": f"#{c.experiment.id} {c.experiment.label}",
-            }
-            for c in current
-        ],
-        hide_index=True,
-    )
-    for c in current:
-        for note in c.outcome.notes:
-            st.warning(f"{c.outcome.method.value}: {note}")
-    st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
-                 label="All three are in this tab's experiments: compare them on Trade-offs")
-
-if propose:
-    with st.spinner("Fitting the sensitivity plan to the budget ..."), \
-            user_errors("The sensitivity plan could not be applied"):
-        if current is not None:
-            outcome = next(c.outcome for c in current
-                           if c.outcome.method is Method.SENSITIVITY)
-        else:
-            outcome = plan_for_budget(bench, budget, Method.SENSITIVITY,
-                                      granularity=result.granularity,
-                                      criterion=result.criterion, sensitivity=result,
-                                      cap=cap / 100)
-        state.restore_plan(outcome.plan)
-    predicted = outcome.predicted_metric
-    st.success(
-        f"This tab's plan is now the sensitivity allocation ({describe_plan(outcome.plan)}): "
-        f"measured {metric_name} {show_metric(outcome.report.evaluation.metric, accuracy)}"
-        + (f", predicted {show_metric(predicted, accuracy)}" if predicted is not None else "")
-        + ". Go to the Prune page to adjust it by hand: its sliders show whole percents, and "
-        "the proposed amounts stay exact until you move one."
-    )
-    st.page_link("app_pages/prune.py", label="Adjust it on the Prune page",
-                 icon=":material/content_cut:")
+sensitivity_view.spend_budget(bench, result)

@@ -1,8 +1,11 @@
 """Trade-offs: every configuration evaluated in this tab, on measured-metric charts."""
 
-import streamlit as st
+from collections.abc import Sequence
 
-from pruneviz.app import state
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from pruneviz.app import keys, state
 from pruneviz.app.widgets import user_errors
 from pruneviz.app.worker import record_finished_run
 from pruneviz.measure.compression import INT8, SVD
@@ -31,12 +34,12 @@ st.caption(
 )
 with st.expander("Add a sweep: the same sparsity on every layer, 10% to 90%",
                  expanded=len(experiments) < 3):
-    cols = st.columns([1, 1, 2], vertical_alignment="bottom")
+    cols: Sequence[DeltaGenerator] = st.columns([1, 1, 2], vertical_alignment="bottom")
     sweep_gran = cols[0].selectbox("granularity", ["unstructured", "filter", "channel"],
-                                   key="pv_sweep_gran")
+                                   key=keys.SWEEP_GRAN_KEY)
     sweep_crit = cols[1].selectbox("criterion", ["l1", "l2", "random", "fpgm", "lsh", "taylor"],
-                                   key="pv_sweep_crit")
-    if cols[2].button("Measure the sweep", key="pv_sweep"):
+                                   key=keys.SWEEP_CRIT_KEY)
+    if cols[2].button("Measure the sweep", key=keys.SWEEP_KEY):
         with st.spinner("Pruning, evaluating and timing 9 configurations ..."), \
                 user_errors("The sweep failed"):
             state.record_uniform_sweep([i / 10 for i in range(1, 10)], sweep_gran, sweep_crit)
@@ -49,26 +52,26 @@ with st.expander("Combine with other techniques: int8 quantization, low-rank fac
                "file's bytes, latency against the unpruned model) and becomes a point on the "
                "charts below: squares for int8, triangles for SVD, stars on a pruned model.")
     int8_col, svd_col = st.columns(2)
-    with int8_col.form("pv_int8_form"):
+    with int8_col.form(keys.INT8_FORM_KEY):
         st.markdown("**Dynamic int8 quantization**")
         st.caption("Linear and LSTM/GRU weights stored as 8-bit integers with a scale; "
                    "activations quantized on the fly. The numbers shown are measured on the "
                    "int8 model.")
-        int8_on = st.radio("apply to", APPLY_TO, index=2, key="pv_int8_on")
-        if st.form_submit_button("Quantize and measure", key="pv_int8_go"):
+        int8_on = st.radio("apply to", APPLY_TO, index=2, key=keys.INT8_ON_KEY)
+        if st.form_submit_button("Quantize and measure", key=keys.INT8_GO_KEY):
             with st.spinner("Quantizing, evaluating and timing ..."), \
                     user_errors("The int8 model could not be measured"):
                 state.record_compression(INT8, int8_on)
             st.rerun()
-    with svd_col.form("pv_svd_form"):
+    with svd_col.form(keys.SVD_FORM_KEY):
         st.markdown("**Low-rank (SVD) of linear layers**")
         st.caption("Each Linear becomes two thinner ones from its weight's truncated SVD, "
                    "where that stores fewer weights. The numbers shown are measured on the "
                    "factorized model.")
         svd_rank = st.slider("rank kept (% of each layer's full rank)", 10, 100, 50, step=5,
-                             key="pv_svd_rank")
-        svd_on = st.radio("apply to", APPLY_TO, index=2, key="pv_svd_on")
-        if st.form_submit_button("Factorize and measure", key="pv_svd_go"):
+                             key=keys.SVD_RANK_KEY)
+        svd_on = st.radio("apply to", APPLY_TO, index=2, key=keys.SVD_ON_KEY)
+        if st.form_submit_button("Factorize and measure", key=keys.SVD_GO_KEY):
             with st.spinner("Factorizing, evaluating and timing ..."), \
                     user_errors("The low-rank model could not be measured"):
                 state.record_compression(SVD, svd_on, svd_rank / 100)
@@ -90,12 +93,12 @@ for tab, (field, title) in zip(
     tab.plotly_chart(
         tradeoff_scatter(points, x_field=field, x_title=title, metric_name=metric_name,
                          higher_is_better=higher, baseline=baseline),
-        key=f"tradeoff_{field}",
+        key=keys.tradeoff_chart_key(field),
     )
 
 st.subheader("What would really ship")
 found = state.best_forms()
-if st.button("Measure the deployable forms of every configuration", key="pv_forms_all",
+if st.button("Measure the deployable forms of every configuration", key=keys.FORMS_ALL_KEY,
              help="Builds each configuration's slimmed and sparse-deployed models and times "
              "them; the fastest form that reproduces the masked outputs is kept."):
     with st.spinner("Slimming, deploying and timing every configuration ..."), \
@@ -109,8 +112,8 @@ if found:
         best_form_scatter(
             [f"#{e.id} {e.label} ({found[e.id].size_bytes:,} B)" for e in shown],
             [found[e.id].latency_ms or 0.0 for e in shown], [e.metric for e in shown],
-            [found[e.id].form for e in shown], metric_name=metric_name),
-        key="tradeoff_best_forms")
+            [found[e.id].form or "" for e in shown], metric_name=metric_name),
+        key=keys.BEST_FORMS_TABLE_KEY)
     st.caption("Each point is drawn at its fastest form that reproduces the masked model's "
                "outputs; the legend says which form that is.")
 else:
@@ -122,7 +125,7 @@ st.dataframe([e.to_row() for e in experiments], hide_index=True)
 
 labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
 chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,
-                      index=len(experiments) - 1, key="pv_tradeoff_choice")
+                      index=len(experiments) - 1, key=keys.TRADEOFF_CHOICE_KEY)
 chosen_weights = log.get(chosen).weights
 if not log.get(chosen).is_pruning:
     st.caption(f":material/info: #{chosen} is **{log.get(chosen).technique}**: restoring it "
@@ -133,7 +136,7 @@ if chosen_weights != state.current_weights():
     st.caption(f":material/model_training: #{chosen} was measured on the **{chosen_weights}** "
                "weights: restoring it puts those weights in this tab, with its plan.")
 cols = st.columns(3)
-if cols[0].button("Restore this plan on the Prune page", key="pv_restore"):
+if cols[0].button("Restore this plan on the Prune page", key=keys.RESTORE_KEY):
     with user_errors("The plan could not be restored"):
         state.restore_experiment(chosen)
     st.switch_page("app_pages/prune.py")

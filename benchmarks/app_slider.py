@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.app.keys import MODEL_KEY, WORKSPACE_KEY, widget_key
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -29,7 +29,7 @@ def bench_sample(sample: str, moves: int) -> dict[str, object]:
     at.session_state[MODEL_KEY] = f"sample:{sample}"
     at.run()
     at.switch_page("app_pages/prune.py").run()
-    layers = at.session_state[WORKBENCH_KEY].session.layer_names
+    layers = at.session_state[WORKSPACE_KEY].bench.session.layer_names
     rng = random.Random(0)
     times = []
     for _ in range(moves):

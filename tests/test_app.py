@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, WORKSPACE_KEY, widget_key
+from pruneviz.app.keys import MODEL_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.app.widgets import within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan

@@ -12,7 +12,7 @@ from fixtures.apptest import APP, bench_of
 from safetensors.torch import load
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY
+from pruneviz.app.keys import MODEL_KEY
 from pruneviz.output.bundle import ExportDownload
 
 PAGE = "app_pages/export.py"

@@ -13,8 +13,8 @@ from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from fixtures.models import assert_bit_identical, snapshot
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import BENCH_ID_KEY, MODEL_KEY, WORKSPACE_KEY
-from pruneviz.app.worker import FINETUNE_WORKERS_KEY, FinetuneOutcome, FinetuneWorker
+from pruneviz.app.keys import BENCH_ID_KEY, FINETUNE_WORKERS_KEY, MODEL_KEY, WORKSPACE_KEY
+from pruneviz.app.worker import FinetuneOutcome, FinetuneWorker
 from pruneviz.data.samples import load_sample
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
 from pruneviz.workflows.finetune import FinetuneRecipe, total_steps

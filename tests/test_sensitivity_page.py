@@ -12,8 +12,15 @@ import pytest
 from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import BENCH_ID_KEY, COMPARISON_KEY, MODEL_KEY, WORKSPACE_KEY, widget_key
-from pruneviz.app.worker import WORKERS_KEY, SensitivityWorker
+from pruneviz.app.keys import (
+    BENCH_ID_KEY,
+    COMPARISON_KEY,
+    MODEL_KEY,
+    WORKERS_KEY,
+    WORKSPACE_KEY,
+    widget_key,
+)
+from pruneviz.app.worker import SensitivityWorker
 from pruneviz.workflows.allocation import Budget, plan_for_budget
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fixtures.apptest import APP, bench_of, figure
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, WORKSPACE_KEY, widget_key
+from pruneviz.app.keys import MODEL_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.core.plan import Plan
 
 TIMEOUT = 120

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app import state
-from pruneviz.app.state import MODEL_KEY, UPLOAD_KEY, Upload, widget_key
+from pruneviz.app.keys import MODEL_KEY, SELECTED_LAYER_KEY, UPLOAD_KEY, widget_key
+from pruneviz.app.state import Upload
 from pruneviz.data.tensors import load_digits
 
 PAGES = [f"app_pages/{name}.py" for name in (
@@ -178,7 +179,7 @@ def test_attention_heads_are_shown_and_pruned_as_structures(
     assert not at.exception, at.exception
     result = bench_of(at).session.result(attention)
     assert (result.structures_pruned, result.structures) == (2, 4)  # 2 of 4 heads
-    at.selectbox(key=state.SELECTED_LAYER_KEY).set_value(attention).run()
+    at.selectbox(key=SELECTED_LAYER_KEY).set_value(attention).run()
     assert any("attention heads" in c.value for c in at.caption)
     at.switch_page("app_pages/deploy.py").run()
     assert not at.exception, at.exception

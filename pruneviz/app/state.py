@@ -23,6 +23,16 @@ from typing import Any
 import streamlit as st
 from torch import Tensor, nn
 
+from pruneviz.app.keys import (
+    BENCH_ID_KEY,
+    COMPARISON_KEY,
+    MODEL_KEY,
+    PREFIX,
+    SUBSET_KEY,
+    TUNED_KEY,
+    UPLOAD_KEY,
+    WORKSPACE_KEY,
+)
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import SAMPLES
 from pruneviz.data.sources import (
@@ -46,21 +56,6 @@ from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench, build_workbench
 from pruneviz.workflows.workspace import Compared, Workspace
 
-# Session-state keys, in one place. Widget keys of the Prune page are built by the
-# functions below so that other pages (Trade-offs) can reset them.
-MODEL_KEY = "pv_model_ref"
-MODEL_WIDGET_KEY = "pv_model_picker"
-WORKBENCH_KEY = "pv_workbench"
-LOG_KEY = "pv_experiments"
-SELECTED_LAYER_KEY = "pv_selected_layer"
-COMPARISON_KEY = "pv_budget_comparison"  # the Sensitivity page's last budget comparison
-WEIGHTS_KEY = "pv_weights"  # which weights the tab's session prunes: ORIGINAL or fine-tuned
-TUNED_KEY = "pv_tuned_weights"  # {bench key: {name: state dict}}: this tab's fine-tuned weights
-UPLOAD_KEY = "pv_upload"  # weights uploaded in this tab (an Upload)
-SUBSET_KEY = "pv_eval_subset"  # {model ref: live evaluation subset size} chosen in this tab
-BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
-FULL_EVAL_KEY = "pv_full_eval"  # the current plan measured on the whole evaluation set
-WORKSPACE_KEY = "pv_workspace"  # this tab's Workspace: workbench, experiment log, weights
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
 MANY_LAYERS = 16
 LATENCY_RUNS = 10  # pairs (masked, reference) timed per slider move
@@ -292,14 +287,6 @@ def restore_experiment(id: int) -> None:
 
 
 # -- Prune page widget keys ----------------------------------------------------------------
-PREFIX = "pv_w_"
-
-
-def widget_key(kind: str, layer: str | None = None) -> str:
-    """The session-state key of a Prune page widget (per layer when `layer` is given)."""
-    return f"{PREFIX}{kind}" if layer is None else f"{PREFIX}{kind}::{layer}"
-
-
 def clear_prune_widgets() -> None:
     """Forget the Prune page's widget values; the page re-seeds them from the current plan."""
     for key in [k for k in st.session_state if str(k).startswith(PREFIX)]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import streamlit as st
 from torch import Tensor, nn
 
+from pruneviz.app.keys import FINETUNE_WORKERS_KEY, WORKERS_KEY
 from pruneviz.app.state import LATENCY_RUNS, bench_key, workspace
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
@@ -46,8 +47,6 @@ from pruneviz.workflows.finetune import (
 from pruneviz.workflows.schedules import Schedule
 from pruneviz.workflows.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
 from pruneviz.workflows.workbench import Workbench
-
-WORKERS_KEY = "pv_sensitivity_workers"
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,6 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
 
 
 # -- fine-tuning ----------------------------------------------------------------------------
-FINETUNE_WORKERS_KEY = "pv_finetune_workers"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,513 @@
+"""The Fine-tune page's sections: the introduction, the recipe and training controls, the
+schedule chart, the live run, the measured result and the comparison with Han et al. 2015."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+from torch import nn
+
+from pruneviz.app import keys, state
+from pruneviz.app.state import seed
+from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
+from pruneviz.app.worker import FinetuneJob, FinetuneOutcome, FinetuneWorker, has_batchnorm
+from pruneviz.core.granularity import parse_granularity
+from pruneviz.core.session import PruningSession
+from pruneviz.errors import PrunevizError
+from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import Latency
+from pruneviz.output.figures import weight_histogram
+from pruneviz.output.run_figures import schedule_chart, training_curves
+from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
+from pruneviz.workflows.finetune import FinetuneRecipe, PruneSpec, Regularizer
+from pruneviz.workflows.schedules import Schedule, ScheduleKind
+from pruneviz.workflows.workbench import Workbench
+
+RECIPES = {
+    "oneshot": "One-shot + fine-tune",
+    "iterative": "Iterative",
+    "poly": "Polynomial schedule",
+    "regularize": "Regularize, then prune",
+}
+GRANULARITIES = ["unstructured", "filter", "channel"]
+SCOPES = {"local": "same % per layer", "global": "one global ranking"}
+LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+BATCH_SIZES = [16, 32, 64, 128, 256]
+REGULARIZERS = {
+    Regularizer.L1: "L1 on the weights",
+    Regularizer.GROUP_LASSO: "group lasso on filters",
+    Regularizer.BN_L1: "L1 on BatchNorm scales",
+}
+
+
+def percent(value: float) -> str:
+    """A sparsity in percent, for a run's label."""
+    return f"{value:.4g}%"
+
+
+def intro(bench: Workbench, worker: FinetuneWorker) -> None:
+    """What fine-tuning does here, the last action's message, and which weights the tab
+    prunes (with the way back to the original ones)."""
+    st.caption(
+        "Pruning removes weights; retraining lets the ones left make up for them. Training runs "
+        "in the background — other pages stay usable, and leaving this one does not stop or lose "
+        "the run. It always starts from the original weights, on the "
+        f"{len(worker.train_data):,} training samples of {worker.train_data.name} "
+        f"({FinetuneRecipe().val_fraction:.0%} of them held out to pick the best epoch); the "
+        f"result is measured on the {len(bench.eval_data):,} evaluation samples and recorded "
+        "on Trade-offs next to the same plan without retraining. The same seed gives the same "
+        "weights."
+    )
+    flash = st.session_state.pop(keys.FT_FLASH_KEY, None)
+    if flash:
+        st.success(flash)
+    weights_now = state.current_weights()
+    if weights_now != ORIGINAL:
+        cols = st.columns([4, 1], vertical_alignment="center")
+        cols[0].info(f"This tab prunes the **{weights_now}** weights (Prune, Deploy, Trade-offs "
+                     "and Inspect use them). The original weights are kept, bit for bit.",
+                     icon=":material/model_training:")
+        if cols[1].button("Back to the original weights", key=keys.FT_BACK_KEY, width="stretch"):
+            with user_errors("The original weights could not be restored"):
+                state.use_weights(ORIGINAL)
+            st.session_state[keys.FT_FLASH_KEY] = ("This tab prunes the original weights "
+                                                   "again, with the same plan.")
+            st.rerun()
+
+
+def seed_controls(bench: Workbench) -> None:
+    """The controls' values kept from the last visit, else their defaults."""
+    session = bench.session
+    for key, value in st.session_state.get(keys.FT_SAVED_KEY, {}).items():
+        seed(key, value)
+    mlp = bench.name == "sample:digits_mlp"
+    seed(keys.FT_RECIPE_KEY, "iterative" if session.plan.is_empty else "oneshot")
+    seed(keys.FT_FINAL_KEY, 92.0 if mlp else 80.0)
+    seed(keys.FT_ROUNDS_KEY, 4)
+    seed(keys.FT_PRUNE_UNTIL_KEY, 50)
+    seed(keys.FT_INITIAL_KEY, 50.0)
+    seed(keys.FT_AGP_KEY, False)
+    seed(keys.FT_POWER_KEY, 3)
+    seed(keys.FT_WINDOW_KEY, (0, 60))
+    seed(keys.FT_FREQUENCY_KEY, 20)
+    seed(keys.FT_REG_KEY, Regularizer.L1.value)
+    seed(keys.FT_STRENGTH_KEY, 1e-3)
+    seed(keys.FT_REG_UNTIL_KEY, 50)
+    seed(keys.FT_GRAN_KEY, "unstructured")
+    seed(keys.FT_SCOPE_KEY, "global" if mlp else "local")
+    seed(keys.FT_CAP_KEY, 98)
+    seed(keys.FT_EPOCHS_KEY, 20)
+    seed(keys.FT_LR_KEY, 3e-3)
+    seed(keys.FT_BATCH_KEY, 64)
+    seed(keys.FT_SEED_KEY, 0)
+    seed(keys.FT_PATIENCE_KEY, 5)
+    seed(keys.FT_DISTILL_KEY, False)
+    seed(keys.FT_DISTILL_WEIGHT_KEY, 0.5)
+    seed(keys.FT_TEMPERATURE_KEY, 4.0)
+    seed(keys.FT_MAX_STEPS_KEY, 0)
+
+
+@dataclass
+class Draft:
+    """The job the controls describe (None if they describe none), and its schedule."""
+
+    job: FinetuneJob | None = None
+    batch: int = 64
+    curve: list[float] = field(default_factory=list)
+    events: list[tuple[int, float]] = field(default_factory=list)
+    regularize_until: int | None = None
+
+
+def prune_spec_controls() -> PruneSpec:
+    """Granularity, criterion and scope of the schedule's pruning events."""
+    cols = st.columns([1.1, 1, 1.4])
+    granularity = cols[0].selectbox("Granularity", GRANULARITIES, key=keys.FT_GRAN_KEY,
+                                    help="unstructured: single weights; filter: output "
+                                    "channels (neurons); channel: input channels.")
+    criterion = criterion_select(cols[1], granularity, keys.FT_CRIT_KEY)
+    scope = cols[2].radio("Amounts", list(SCOPES), format_func=SCOPES.__getitem__,
+                          key=keys.FT_SCOPE_KEY,
+                          help="The same sparsity in every layer, or one ranking of all "
+                          "layers' weights (layers with many small weights lose more).")
+    cap = None
+    if scope == "global":
+        cap = st.slider("No layer above (%)", 50, 100, key=keys.FT_CAP_KEY,
+                        help="So that the global ranking empties no layer.") / 100
+    return PruneSpec(parse_granularity(granularity), criterion, scope=scope,
+                     max_layer_sparsity=None if cap is None or cap >= 1 else cap)
+
+
+def spec_text(spec: PruneSpec) -> str:
+    """The pruning events' granularity, criterion and scope, for a run's label."""
+    scope = " global" if spec.scope == "global" else ""
+    return f"{spec.granularity.value} {spec.criterion}{scope}"
+
+
+def plan_sparsity(session: PruningSession) -> float:
+    """The share of the prunable layers' weights this tab's plan prunes."""
+    results = session.results()
+    total = sum(r.params for r in results)
+    return sum(r.params - r.nonzero for r in results) / total if total else 0.0
+
+
+def recipe_controls(bench: Workbench, worker: FinetuneWorker, kind: str) -> Draft:
+    """The recipe's own controls and the training settings; the job they describe."""
+    session = bench.session
+    accuracy = shows_percent(bench.eval_data)
+    batchnorm = has_batchnorm(session.model)
+    problem: str | None = None
+    job: FinetuneJob | None = None
+    curve: list[float] = []
+    events: list[tuple[int, float]] = []
+    regularize_until: int | None = None
+    recipe_box = st.container()
+    st.markdown("**Training**")
+    cols: Sequence[DeltaGenerator] = st.columns(5)
+    epochs = cols[0].number_input("Epochs", 1, 500, step=1, key=keys.FT_EPOCHS_KEY)
+    batch = cols[1].selectbox("Batch size", BATCH_SIZES, key=keys.FT_BATCH_KEY)
+    seed_value = cols[2].number_input("Seed", 0, 2**31 - 1, step=1, key=keys.FT_SEED_KEY,
+                                      help="Shuffling and the validation split: the same "
+                                      "seed gives the same weights.")
+    patience = cols[3].number_input("Patience", 1, 100, step=1, key=keys.FT_PATIENCE_KEY,
+                                    help="Stop after this many epochs without a better "
+                                    "validation metric (counted once the final sparsity is "
+                                    "reached).")
+    max_steps = cols[4].number_input("Max steps", 0, 1_000_000, step=10,
+                                     key=keys.FT_MAX_STEPS_KEY,
+                                     help="Stop after this many steps at most (0: no limit).")
+    cols = st.columns([2, 3])
+    lr = cols[0].select_slider("Learning rate", LEARNING_RATES, key=keys.FT_LR_KEY,
+                               format_func=lambda v: f"{v:g}", help="Adam's step size.")
+    with cols[1]:
+        distill = st.checkbox("Distil from the unpruned model", key=keys.FT_DISTILL_KEY,
+                              help="Also learn the original model's softened outputs "
+                              "(knowledge distillation, Hinton et al. 2015).")
+        inner = st.columns(2)
+        distill_weight = inner[0].slider("Distillation weight", 0.05, 1.0, step=0.05,
+                                         key=keys.FT_DISTILL_WEIGHT_KEY, disabled=not distill,
+                                         help="0: labels only; 1: the teacher only.")
+        temperature = inner[1].slider("Temperature", 1.0, 10.0, step=0.5,
+                                      key=keys.FT_TEMPERATURE_KEY,
+                                      disabled=not distill or not accuracy,
+                                      help="Softens the teacher's class probabilities.")
+
+    with recipe_box:
+        try:
+            recipe = FinetuneRecipe(
+                epochs=int(epochs), lr=float(lr), batch_size=int(batch), seed=int(seed_value),
+                patience=int(patience), distill=float(distill_weight) if distill else 0.0,
+                temperature=float(temperature), max_steps=int(max_steps) or None)
+            total = worker.steps(recipe)
+            extra = " + distillation" if distill else ""
+            if kind == "oneshot":
+                plan = session.stamp(session.plan)
+                if plan.is_empty:
+                    st.warning("This tab's plan prunes nothing: set one on the Prune page (or "
+                               "take a proposal from Sensitivity), then come back.")
+                else:
+                    st.markdown(f"This tab's plan, held fixed while retraining: "
+                                f"**{describe_plan(plan)}** ({plan_sparsity(session):.1%} of the "
+                                "prunable weights).")
+                st.page_link("app_pages/prune.py", label="Change the plan on the Prune page",
+                             icon=":material/content_cut:")
+                curve = [plan_sparsity(session)] * total
+                job = FinetuneJob(kind, f"one-shot {describe_plan(plan)} + fine-tune{extra}",
+                                  recipe, plan=plan)
+            elif kind == "iterative":
+                cols = st.columns(3)
+                final = cols[0].number_input("Final sparsity (%)", 0.0, 100.0, step=1.0,
+                                             format="%.1f", key=keys.FT_FINAL_KEY)
+                rounds = cols[1].number_input("Rounds", 1, 50, step=1, key=keys.FT_ROUNDS_KEY,
+                                              help="Each round prunes the same share of "
+                                              "what is left, then training goes on.")
+                until = cols[2].slider("Prune in the first (% of steps)", 1, 100,
+                                       key=keys.FT_PRUNE_UNTIL_KEY,
+                                       help="The rounds are spread over these steps; the "
+                                       "rest retrains at the final sparsity.")
+                spec = prune_spec_controls()
+                end = max(1, round(total * until / 100))
+                schedule = Schedule(ScheduleKind.ITERATIVE, final / 100, begin_step=0, end_step=end,
+                                    rounds=int(rounds))
+                job = FinetuneJob(kind, f"iterative {rounds}x to {percent(final)} "
+                                  f"{spec_text(spec)} + fine-tune{extra}", recipe,
+                                  schedule=schedule, prune=spec)
+            elif kind == "poly":
+                cols = st.columns([1, 1, 1, 1.2], vertical_alignment="bottom")
+                agp = cols[0].checkbox("AGP", key=keys.FT_AGP_KEY,
+                                       help="Automated gradual pruning (Zhu & Gupta 2017): "
+                                       "cubic, from 0 — s(t) = final (1 - (1 - t)^3), fast "
+                                       "at first, slow near the end.")
+                initial = cols[1].number_input("Initial sparsity (%)", 0.0, 100.0, step=1.0,
+                                               format="%.1f", key=keys.FT_INITIAL_KEY,
+                                               disabled=agp)
+                final = cols[2].number_input("Final sparsity (%)", 0.0, 100.0, step=1.0,
+                                             format="%.1f", key=keys.FT_FINAL_KEY)
+                power = cols[3].selectbox("Power", [1, 2, 3], key=keys.FT_POWER_KEY, disabled=agp,
+                                          help="1: a straight ramp; 3: the cubic of AGP.")
+                cols = st.columns([2, 1])
+                cols[0].slider("Prune between (% of steps)", 0, 100, key=keys.FT_WINDOW_KEY)
+                begin_pct, end_pct = st.session_state[keys.FT_WINDOW_KEY]
+                frequency = cols[1].number_input("Every (steps)", 1, 100_000, step=1,
+                                                 key=keys.FT_FREQUENCY_KEY)
+                spec = prune_spec_controls()
+                begin = round(total * begin_pct / 100)
+                end = round(total * end_pct / 100)
+                start_at = 0.0 if agp else initial
+                schedule = Schedule(ScheduleKind.AGP if agp else ScheduleKind.POLY, final / 100,
+                                    initial=start_at / 100, begin_step=begin, end_step=end,
+                                    frequency=int(frequency), power=3.0 if agp else power)
+                name = "AGP" if agp else "poly"
+                job = FinetuneJob(kind, f"{name} {start_at:.4g}→{percent(final)} "
+                                  f"{spec_text(spec)} + fine-tune{extra}", recipe,
+                                  schedule=schedule, prune=spec)
+            else:
+                offered = [r.value for r in REGULARIZERS if batchnorm or r is not Regularizer.BN_L1]
+                if st.session_state[keys.FT_REG_KEY] not in offered:
+                    st.session_state[keys.FT_REG_KEY] = offered[0]
+                cols = st.columns([1.7, 1, 1.4, 1])
+                regularizer = Regularizer(cols[0].selectbox(
+                    "Regulariser", offered, key=keys.FT_REG_KEY,
+                    format_func=lambda v: REGULARIZERS[Regularizer(v)],
+                    help="L1 pushes single weights to zero; group lasso whole filters "
+                    "(prune them with filter granularity); L1 on BatchNorm scales switches "
+                    "channels off (Network Slimming)."))
+                strength = cols[1].number_input("Strength", 0.0, 1.0, step=1e-4,
+                                                format="%.4f", key=keys.FT_STRENGTH_KEY,
+                                                help="The penalty's weight in the loss.")
+                until = cols[2].slider("Regularise for (% of steps)", 1, 99,
+                                       key=keys.FT_REG_UNTIL_KEY,
+                                       help="Then prune once, and retrain without it.")
+                final = cols[3].number_input("Then prune to (%)", 0.0, 100.0, step=1.0,
+                                             format="%.1f", key=keys.FT_FINAL_KEY)
+                spec = prune_spec_controls()
+                regularize_until = max(1, round(total * until / 100))
+                recipe = replace(recipe, regularizer=regularizer, strength=float(strength))
+                schedule = Schedule(ScheduleKind.ONESHOT, final / 100, begin_step=regularize_until)
+                job = FinetuneJob(kind, f"{regularizer.value} then {percent(final)} "
+                                  f"{spec_text(spec)} + fine-tune{extra}", recipe,
+                                  schedule=schedule, prune=spec)
+            if job.schedule is not None:
+                curve = job.schedule.curve(total)
+                events = job.schedule.events(total)
+        except PrunevizError as exc:
+            problem = str(exc)
+            job = None
+        if problem:
+            st.error(f"This recipe cannot run: {problem}")
+    return Draft(job, int(batch), curve, events, regularize_until)
+
+
+def schedule_section(draft: Draft, kind: str) -> None:
+    """The sparsity the job's schedule sets at each step."""
+    curve, events, regularize_until = draft.curve, draft.events, draft.regularize_until
+    if draft.job is not None and curve:
+        title = ("Sparsity held fixed while retraining" if kind == "oneshot"
+                 else "Sparsity schedule")
+        st.plotly_chart(schedule_chart(curve, events=events, regularize_until=regularize_until,
+                                       title=title), key=keys.FT_SCHEDULE_CHART_KEY)
+        st.caption(f"{len(curve)} training steps of batch {draft.batch}, fewer if early stopping "
+                   "ends the run. The sparsity drawn is the pruned layers' share of zero "
+                   "weights.")
+
+
+def save_controls() -> None:
+    """Keep the controls' values while other pages are shown."""
+    st.session_state[keys.FT_SAVED_KEY] = {
+        k: v for k, v in st.session_state.items()
+        if str(k).startswith(keys.FT_PREFIX) and k not in keys.FT_NOT_SAVED}
+
+
+def stop_text(outcome: FinetuneOutcome, metric_name: str) -> str:
+    """How the run ended."""
+    result = outcome.result
+    if result.stopped == "cancelled":
+        return f"cancelled at step {result.steps}: the best weights so far are kept"
+    if result.stopped == "early":
+        return f"stopped early at step {result.steps}: no better validation {metric_name}"
+    return "done"
+
+
+def show_run(worker: FinetuneWorker, metric_name: str, was_running: bool) -> None:
+    """Progress and the live training curves; polled while training runs."""
+    progress = worker.snapshot()
+    if was_running and not progress.running:
+        st.rerun(scope="app")  # finished: record it, show the results and the buttons
+    if progress.error:
+        st.error(f"The run stopped: {progress.error}")
+    running_job = progress.job
+    if running_job is None:
+        st.info("Choose a recipe and the training settings, then press **Train**.")
+        return
+    outcome = progress.outcome
+    if progress.running:
+        what = ("measuring the result on the test split ..." if progress.phase == "measuring"
+                else "training ...")
+    else:
+        what = stop_text(outcome, metric_name) if outcome is not None else "stopped"
+    total = max(progress.total, 1)
+    shown = outcome.result.steps if outcome is not None else progress.done
+    st.progress(min(1.0, shown / total), text=f"step {shown} of {progress.total} — {what}")
+    st.caption(f"Run: {running_job.label}")
+    planned = (running_job.schedule.curve(progress.total)
+               if running_job.schedule is not None else None)
+    st.plotly_chart(
+        training_curves(progress.records, total_steps=progress.total, metric_name=metric_name,
+                        planned=planned,
+                        best_step=outcome.result.best_step if outcome is not None else None),
+        key=keys.FT_CURVES_KEY)
+
+
+def result_row(bench: Workbench, stage: str, report: Report, experiment: Experiment | None,
+               latency: Latency | None = None) -> dict[str, str]:
+    """One stage of the run as a table row: its metric, change, sparsity and latency."""
+    metric_name = bench.eval_data.metric_name
+    accuracy = shows_percent(bench.eval_data)
+    change = report.evaluation.metric - bench.baseline.evaluation.metric
+    latency = latency or report.latency
+    return {
+        "stage": stage,
+        metric_name: show_metric(report.evaluation.metric, accuracy),
+        "change": f"{change * 100:+.2f} pts" if accuracy else f"{change:+.5f}",
+        "sparsity (all parameters)": f"{report.sparsity:.1%}",
+        "non-zero params": f"{report.params_nonzero:,}",
+        "latency": f"{latency.median_ms:.2f} ms" if latency else "-",
+        "experiment": "-" if experiment is None else f"#{experiment.id}",
+    }
+
+
+def show_result(bench: Workbench, outcome: FinetuneOutcome) -> None:
+    """The finished run, measured: before and after, and the weights' buttons."""
+    metric_name = bench.eval_data.metric_name
+    accuracy = shows_percent(bench.eval_data)
+    log = state.experiment_log()
+    result = outcome.result
+    for note in result.notes:
+        st.warning(note)
+    st.subheader("Collapse and recovery")
+    st.dataframe(
+        [result_row(bench, "before pruning (original weights)", bench.baseline, log.get(0),
+                    # timed in the same runs as the fine-tuned model: comparable
+                    outcome.report.latency_reference),
+         result_row(bench, "right after pruning, no retraining", outcome.twin,
+                    log.find(outcome.plan)),
+         result_row(bench, f"after fine-tuning ({outcome.weights})", outcome.report,
+                    log.find(outcome.plan, outcome.weights))],
+        hide_index=True,
+    )
+    best = ("" if result.best_metric is None
+            else f" (validation {metric_name} {show_metric(result.best_metric, accuracy)})")
+    st.caption(
+        f"{outcome.job.label}: {result.steps} steps, {stop_text(outcome, metric_name)}. The "
+        f"weights kept are those of step {result.best_step}{best}. Measured on the "
+        f"{len(bench.eval_data):,} test images; both rows are experiments on Trade-offs."
+    )
+    cols = st.columns([2, 1.5, 2.5], vertical_alignment="center")
+    if cols[0].button("Use the fine-tuned weights in this tab", key=keys.FT_USE_KEY,
+                      type="primary", disabled=state.current_weights() == outcome.weights,
+                      width="stretch",
+                      help="The Prune, Inspect, Deploy and Trade-offs pages then work on "
+                      "them, with the final plan applied. The original weights stay one "
+                      "click away."):
+        with user_errors("The fine-tuned weights could not be used"):
+            state.use_weights(outcome.weights, outcome.plan)
+        st.session_state[keys.FT_FLASH_KEY] = (
+            f"This tab now prunes the {outcome.weights} weights, "
+            f"with the final plan ({describe_plan(outcome.plan)}).")
+        st.rerun()
+    with cols[1]:
+        st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
+                     label="See both on Trade-offs")
+
+
+def is_batchnorm(module: nn.Module) -> bool:
+    """Whether `module` is a BatchNorm layer (its weights are the scales)."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+def show_regularisation(session: PruningSession, outcome: FinetuneOutcome) -> None:
+    """Weight histograms before training and just before pruning: the spike at zero."""
+    st.subheader("What the regulariser did")
+    before = outcome.before_pruning
+    schedule = outcome.job.schedule
+    if before is None or schedule is None:
+        st.caption("The run stopped before its pruning step: there is no snapshot of the "
+                   "regularised weights.")
+        return
+    pristine = state.weights_state(ORIGINAL)
+    masks = outcome.result.masks
+    if outcome.job.recipe.regularizer is Regularizer.BN_L1:
+        names = [f"{n}.weight" for n, m in session.model.named_modules() if is_batchnorm(m)]
+        label = "all BatchNorm scales"
+        original = np.concatenate([pristine[n].numpy().ravel() for n in names])
+        regularised = np.concatenate([before[n].numpy().ravel() for n in names])
+        kept = np.concatenate([masks[n].numpy().ravel() if n in masks
+                               else np.ones(before[n].numel(), dtype=bool) for n in names])
+    else:
+        label = st.selectbox("Layer", session.layer_names, key=keys.FT_HIST_LAYER_KEY)
+        weight = session.layer_by_name[label].weight
+        original = pristine[weight].numpy()
+        regularised = before[weight].numpy()
+        kept = (masks[weight].numpy() if weight in masks
+                else np.ones(regularised.shape, dtype=bool))
+    log_y = st.checkbox("log-scale counts", key=keys.FT_HIST_LOG_KEY)
+    left, right = st.columns(2)
+    fig = weight_histogram(original, kept, layer=label, log_y=log_y)
+    fig.update_layout(title_text=f"{label}: before training",
+                      title_subtitle_text="red: the weights pruned after regularisation")
+    left.plotly_chart(fig, key=keys.FT_HIST_BEFORE_KEY)
+    fig = weight_histogram(regularised, kept, layer=label, log_y=log_y)
+    fig.update_layout(title_text=f"{label}: after {schedule.begin_step} regularised steps",
+                      title_subtitle_text="just before pruning")
+    right.plotly_chart(fig, key=keys.FT_HIST_AFTER_KEY)
+    tiny = 1e-3
+    st.caption(
+        f"|w| < {tiny:g}: {np.mean(np.abs(original) < tiny):.1%} of the original values, "
+        f"{np.mean(np.abs(regularised) < tiny):.1%} after regularisation — the spike at zero. "
+        "Weights the penalty already pushed to zero cost little to remove: compare the dip "
+        "of the validation curve at the pruning step with the collapse of the same plan on "
+        "the original weights (the table's second row)."
+    )
+
+
+def han_comparison(bench: Workbench, outcome: FinetuneOutcome | None) -> None:
+    """Han et al. 2015's LeNet-300-100 next to the last run on the Digits MLP."""
+    mlp = bench.name == "sample:digits_mlp"
+    accuracy = shows_percent(bench.eval_data)
+    with st.expander("Han et al. 2015: 92% of LeNet-300-100's weights pruned, no accuracy lost",
+                     expanded=mlp):
+        st.markdown(
+            "In *Learning both Weights and Connections for Efficient Neural Networks* (Han, Pool, "
+            "Tran and Dally, NeurIPS 2015), a fully connected LeNet-300-100 on MNIST lost 92% of "
+            "its 267K weights — 22K left, 12x fewer — by pruning the smallest weights and "
+            "retraining, several times over (the **Iterative** recipe here). Its top-1 error went "
+            "from 1.64% to 1.59%: nothing lost. Without retraining, the same pruning costs a lot."
+            "\n\nThe Digits MLP here is far smaller: 17K weights reading 8x8 images, trained on "
+            "1,347 of them. It has much less redundancy to give up — a harder test of the same "
+            "ratio. Run **Iterative** on it at 92% unstructured to fill in the last column.")
+        paper = ["267K (LeNet-300-100, 28x28 MNIST)", "92% (22K left, 12x fewer)", "1.64%", "-",
+                 "1.59%"]
+        if mlp and outcome is not None and accuracy:
+            done = outcome.report
+            kind_text = (outcome.job.prune.granularity.value if outcome.job.prune
+                         else describe_plan(outcome.plan))
+            mine = [f"{done.params_total:,} (Digits MLP, 8x8 digits)",
+                    f"{done.sparsity:.1%} {kind_text} ({done.params_nonzero:,} left, "
+                    f"{done.params_total / max(done.params_nonzero, 1):.1f}x fewer)",
+                    f"{1 - bench.baseline.evaluation.metric:.2%}",
+                    f"{1 - outcome.twin.evaluation.metric:.2%}",
+                    f"{1 - done.evaluation.metric:.2%}"]
+        else:
+            mine = ["-"] * 5
+        st.dataframe(
+            {"": ["weights", "pruned", "top-1 error before pruning",
+                  "top-1 error after pruning, no retraining", "top-1 error after retraining"],
+             "Han et al. 2015": paper,
+             "your last run (Digits MLP)": mine},
+            hide_index=True,
+        )
+        if not mlp:
+            st.caption("Choose the Digits MLP in the sidebar to compare a run with the paper.")

@@ -1,0 +1,230 @@
+"""The Prune page's sections: the layer rows, the global controls, block removal, the
+layer view and the metrics box. Which plan the widgets stand for is decided in
+`controls`; these functions only lay widgets out and draw."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import streamlit as st
+
+from pruneviz.app import controls, state
+from pruneviz.app.keys import PRUNE_HIST_KEY, PRUNE_SCORES_KEY, SELECTED_LAYER_KEY, widget_key
+from pruneviz.app.state import seed
+from pruneviz.app.widgets import criteria_for, metrics_row, user_errors
+from pruneviz.core.granularity import Granularity, parse_granularity
+from pruneviz.core.session import PruningSession
+from pruneviz.measure.meter import Report
+from pruneviz.output.figures import score_bars, weight_histogram
+from pruneviz.workflows.workbench import Workbench
+
+
+def widget_values() -> dict[str, Any]:
+    """This tab's session state as plain values, for `controls`."""
+    return {str(key): value for key, value in st.session_state.items()}
+
+
+def set_values(values: Mapping[str, Any]) -> None:
+    """Put widget values (from `controls`) in this tab's session state."""
+    for key, value in values.items():
+        st.session_state[key] = value
+
+
+def set_all_layers(session: PruningSession) -> None:
+    """Uniform: copy the 'all layers' slider to every layer's slider."""
+    set_values(controls.set_all_layers(st.session_state[widget_key("all")],
+                                       session.layer_names))
+
+
+def follow(session: PruningSession, layer: str) -> None:
+    """Show the layer whose control just moved; move the layers coupled to it too."""
+    st.session_state[SELECTED_LAYER_KEY] = layer
+    set_values(controls.coupled_moves(layer, widget_values(), session.layer_names,
+                                      session.group_of))
+
+
+def coupled_now(session: PruningSession) -> set[str]:
+    """The layers whose filters move together with the selected layer's (empty if none)."""
+    seed(SELECTED_LAYER_KEY, session.layer_names[0])
+    focus = st.session_state[SELECTED_LAYER_KEY]
+    focus_gran = Granularity(st.session_state.get(widget_key("gran", focus),
+                                                  controls.DEFAULT_GRANULARITY))
+    coupled = set(session.coupled_with(focus)) if focus_gran is Granularity.FILTER else set()
+    return coupled if len(coupled) >= 2 else set()
+
+
+def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) -> list[str]:
+    """One row of controls per layer shown (one picked layer when there are many);
+    returns the names of the layers shown."""
+    if mode is controls.Mode.SPARSITY:
+        seed(widget_key("all"), 0)
+        st.slider("Set all layers to (sparsity %)", 0, 100, key=widget_key("all"),
+                  on_change=set_all_layers, args=(session,),
+                  help="Moves every layer's slider to this value (uniform pruning).")
+    if len(session.layers) > state.MANY_LAYERS:
+        st.caption(f"{len(session.layers)} layers: pick one to edit; the table lists all.")
+        shown = [st.selectbox("Layer to edit", session.layer_names,
+                              key=widget_key("edit_layer"))]
+    else:
+        shown = session.layer_names
+    for name in shown:
+        layer_row(session, name, mode, coupled)
+    return shown
+
+
+def layer_row(session: PruningSession, name: str, mode: controls.Mode,
+              coupled: Collection[str]) -> None:
+    """A layer's granularity, criterion and amount."""
+    cols = st.columns([2.1, 2.3, 1.5, 3.6], vertical_alignment="center")
+    info = session.layer_by_name[name]
+    label = f":orange[:material/link: **{name}**]" if name in coupled else f"**{name}**"
+    cols[0].markdown(f"{label}  \n:gray[{info.type} {'x'.join(map(str, info.shape))}]")
+    gran = cols[1].selectbox("granularity", controls.GRANULARITIES,
+                             key=widget_key("gran", name), on_change=follow,
+                             args=(session, name), label_visibility="collapsed")
+    granularity = parse_granularity(gran, name)
+    options = criteria_for(gran)
+    if st.session_state[widget_key("crit", name)] not in options:
+        st.session_state[widget_key("crit", name)] = options[0]
+    crit = cols[2].selectbox("criterion", options, key=widget_key("crit", name),
+                             on_change=follow, args=(session, name),
+                             label_visibility="collapsed")
+    reason = session.unsupported(name, granularity, crit)
+    if reason is not None:
+        cols[3].warning(reason)
+        return
+    n_m = granularity.n_m
+    if n_m is not None:
+        cols[3].caption(f"{gran}: keeps {n_m[0]} of every {n_m[1]} consecutive "
+                        f"input weights ({1 - n_m[0] / n_m[1]:.0%} sparsity)")
+    elif mode is controls.Mode.SPARSITY:
+        cols[3].slider(f"{name} sparsity %", 0, 100, key=widget_key("sp", name),
+                       on_change=follow, args=(session, name), label_visibility="collapsed")
+    else:
+        table = session.scores(name, granularity, crit)
+        top_score = float(table.sorted[-1]) if table.count else 0.0
+        current = session.result(name).threshold
+        seed(widget_key("th", name), min(current or 0.0, top_score))
+        if st.session_state[widget_key("th", name)] > top_score:
+            st.session_state[widget_key("th", name)] = top_score
+        cols[3].slider(f"{name} |score| threshold", 0.0, max(top_score, 1e-12),
+                       step=max(top_score, 1e-12) / 200, format="%.4g",
+                       key=widget_key("th", name), on_change=follow, args=(session, name),
+                       label_visibility="collapsed")
+
+
+def global_controls() -> None:
+    """Granularity, criterion, total amount and cap of one global ranking."""
+    cols = st.columns(2)
+    g_gran = cols[0].selectbox("granularity", controls.GLOBAL_GRANULARITIES,
+                               key=widget_key("g_gran"))
+    g_options = criteria_for(g_gran)
+    if st.session_state[widget_key("g_crit")] not in g_options:
+        st.session_state[widget_key("g_crit")] = g_options[0]
+    cols[1].selectbox("criterion", g_options, key=widget_key("g_crit"))
+    st.slider("Total sparsity of all layers (%)", 0, 100, key=widget_key("g_sp"))
+    st.slider("No layer above (%)", 1, 100, key=widget_key("g_cap"),
+              help="A cap so the global ranking cannot empty a layer.")
+
+
+def block_controls(session: PruningSession) -> None:
+    """Whole blocks or layers replaced by the identity, if the model has any."""
+    blocks = session.blocks()
+    if not blocks:
+        return
+    with st.expander(f"Remove whole blocks or layers ({len(blocks)} removable)",
+                     expanded=bool(session.plan.blocks)):
+        importance = {b.name: b for b in blocks}
+
+        def remove_least() -> None:
+            count = st.session_state[widget_key("blocks_k")]
+            st.session_state[widget_key("blocks")] = [b.name for b in blocks[:count]]
+
+        st.slider("Remove the least important", 0, len(blocks), key=widget_key("blocks_k"),
+                  on_change=remove_least,
+                  help="Importance: how much the block changes what flows through it, "
+                  "||f(x) - x|| / ||x|| on calibration data.")
+        st.multiselect(
+            "Replaced by the identity", [b.name for b in blocks], key=widget_key("blocks"),
+            format_func=lambda n: f"{n} ({importance[n].type}, "
+            f"{importance[n].params:,} params, change {importance[n].importance:.2f})",
+        )
+
+
+def layer_view(session: PruningSession, coupled: set[str]) -> None:
+    """The selected layer's weights (kept and pruned) and its structures' scores."""
+    selected = st.selectbox("Layer to look at", session.layer_names, key=SELECTED_LAYER_KEY)
+    result = session.result(selected)
+    layer = session.layer_by_name[selected]
+    original = session.original(layer.weight).numpy()
+    kept = session.mask(selected).numpy()
+    magnitude = result.granularity == "unstructured" and result.criterion in ("l1", "l2")
+    st.plotly_chart(
+        weight_histogram(original, kept, layer=selected,
+                         threshold=result.threshold
+                         if magnitude and result.structures_pruned else None),
+        key=PRUNE_HIST_KEY)
+    if coupled and selected in coupled:
+        group = session.group_of(selected)
+        shared = {"head": "attention heads (query, key and value rows, out_proj columns)",
+                  "hidden unit": "hidden units (gate rows, recurrent columns, readers)"}.get(
+            group.unit if group else "", "channels (the next layer's inputs, a residual sum)")
+        st.caption(":material/link: Filters of " + selected + " are pruned together with "
+                   + ", ".join(n for n in session.coupled_with(selected) if n != selected)
+                   + f": they share {shared}, so removing one removes it everywhere.")
+    decided = session.table_for(selected)
+    if decided is not None and result.granularity is not None and result.criterion:
+        g = Granularity(result.granularity)
+        table, pruned_count = decided
+        unit = {"filter": "filter", "channel": "channel"}.get(g.value, "weight")
+        st.plotly_chart(
+            score_bars(table.sorted.numpy(), pruned_count if g.n_m is None else 0,
+                       layer=selected, criterion=result.criterion, unit=unit,
+                       threshold=result.threshold if pruned_count else None),
+            key=PRUNE_SCORES_KEY)
+    else:
+        st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
+
+
+def metrics_box(bench: Workbench, report: Report) -> None:
+    """The live metrics, and the current plan measured on the whole evaluation set."""
+    metrics_row(report, bench.baseline, bench.eval_data)
+    if bench.eval_full is None:
+        return
+    full = state.full_evaluation()
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    if left.button(f"Measure on all {len(bench.full_data):,} samples",
+                   help="Live updates use a fixed subset of the evaluation data "
+                   "(set its size on the Model page); this measures the whole set."):
+        with st.spinner("Evaluating the whole set ..."), \
+                user_errors("Measuring the whole evaluation set"):
+            full = state.evaluate_full()
+    right.caption(
+        f"Live numbers: a fixed subset of {len(bench.eval_data):,} samples. "
+        + ("" if full is None else
+           f"Whole set, this plan: **{full.metric_name} {full.metric:.4g}** "
+           f"(loss {full.loss:.4g}, {full.samples:,} samples)."))
+
+
+def layers_table(session: PruningSession) -> None:
+    """Every layer's granularity, criterion and what is pruned."""
+    st.subheader("All layers")
+    st.dataframe(
+        [
+            {
+                "layer": r.name,
+                "type": r.type,
+                "granularity": r.granularity or "-",
+                "criterion": r.criterion or "-",
+                "sparsity": f"{r.sparsity:.1%}",
+                "non-zero": f"{r.nonzero:,} / {r.params:,}",
+                "pruned structures": f"{r.structures_pruned:,} / {r.structures:,}",
+                "threshold": "-" if r.threshold is None else f"{r.threshold:.4g}",
+                "coupled with": ", ".join(n for n in session.coupled_with(r.name)
+                                          if n != r.name),
+            }
+            for r in session.results()
+        ],
+        hide_index=True,
+    )

@@ -1,0 +1,124 @@
+"""The Prune page's controls <-> Plan, on plain values (no Streamlit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pruneviz.app import controls
+from pruneviz.app.keys import widget_key
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+
+LAYERS = ["conv1", "conv2", "fc"]
+
+
+def supported(layer: str, granularity: Granularity, criterion: str) -> str | None:
+    return None
+
+
+def test_round_trip_plan_widgets_plan() -> None:
+    plan = Plan({"conv1": LayerPlan(Granularity.FILTER, "l2", sparsity=0.5),
+                 "fc": LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.8587)})
+    values = controls.widget_values(plan, LAYERS)
+    assert values[widget_key("scope")] == controls.Scope.PER_LAYER.value
+    assert values[widget_key("mode")] == controls.Mode.SPARSITY.value
+    assert values[widget_key("gran", "conv1")] == "filter"
+    assert values[widget_key("crit", "conv1")] == "l2"
+    assert values[widget_key("sp", "fc")] == 86  # whole percents on the slider
+    assert values[widget_key("sp", "conv2")] == 0
+    built = controls.plan_for_widgets(values, LAYERS, plan, supported)
+    assert built.plan == plan  # 85.87% stays exact while its slider shows 86
+    assert built.warnings == []
+
+
+def test_moved_slider_gives_its_whole_percent() -> None:
+    plan = Plan({"fc": LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.8587)})
+    values = controls.widget_values(plan, LAYERS) | {widget_key("sp", "fc"): 70}
+    built = controls.plan_for_widgets(values, LAYERS, plan, supported)
+    assert built.plan.layers["fc"].sparsity == pytest.approx(0.70)
+
+
+def test_blocks_round_trip() -> None:
+    plan = Plan(blocks=("layer2",))
+    values = controls.widget_values(plan, LAYERS)
+    assert values[widget_key("blocks")] == ["layer2"]
+    assert values[widget_key("blocks_k")] == 1
+    assert controls.plan_for_widgets(values, LAYERS, plan, supported).plan == plan
+
+
+def test_coupled_slider_move_sets_its_group() -> None:
+    groups = {"conv1": "g", "conv2": "g"}  # conv1 and conv2 share their filters
+
+    def group_of(layer: str, granularity: Granularity) -> object | None:
+        return groups.get(layer) if granularity is Granularity.FILTER else None
+
+    values: dict[str, Any] = controls.widget_values(Plan(), LAYERS)
+    for name in LAYERS:
+        values[widget_key("gran", name)] = "filter"
+    values[widget_key("sp", "conv1")] = 40
+    values[widget_key("crit", "conv1")] = "l2"
+    changes = controls.coupled_moves("conv1", values, LAYERS, group_of)
+    assert changes == {widget_key("sp", "conv2"): 40, widget_key("crit", "conv2"): "l2"}
+    # an unstructured layer moves alone
+    values[widget_key("gran", "conv1")] = "unstructured"
+    assert controls.coupled_moves("conv1", values, LAYERS, group_of) == {}
+    # a coupled layer at another granularity does not follow
+    values[widget_key("gran", "conv1")] = "filter"
+    values[widget_key("gran", "conv2")] = "channel"
+    assert controls.coupled_moves("conv1", values, LAYERS, group_of) == {}
+
+
+def test_set_all_layers() -> None:
+    assert controls.set_all_layers(30, LAYERS) == {widget_key("sp", n): 30 for n in LAYERS}
+
+
+def test_threshold_mode() -> None:
+    plan = Plan({"conv1": LayerPlan(Granularity.FILTER, "l1", threshold=0.25)})
+    values = controls.widget_values(plan, LAYERS)
+    assert values[widget_key("mode")] == controls.Mode.THRESHOLD.value
+    values[widget_key("th", "conv1")] = 0.25  # the page seeds it from the session's scores
+    values[widget_key("th", "fc")] = 0.0  # zero: not pruned
+    built = controls.plan_for_widgets(values, LAYERS, plan, supported)
+    assert built.plan == plan
+    # a layer whose controls are not shown keeps its sparsity slider's value
+    values[widget_key("sp", "fc")] = 20
+    built = controls.plan_for_widgets(values, LAYERS, plan, supported, shown=["conv1"])
+    assert built.plan.layers["fc"] == LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.2)
+    assert built.plan.layers["conv1"].threshold == 0.25
+
+
+def test_nm_layer_takes_no_amount() -> None:
+    values = controls.widget_values(Plan(), LAYERS) | {widget_key("gran", "fc"): "2:4"}
+    built = controls.plan_for_widgets(values, LAYERS, Plan(), supported)
+    assert built.plan.layers == {"fc": LayerPlan(Granularity.NM_2_4, "l1")}
+
+
+def test_global_scope_with_cap_leaves_out_unsupported_layers() -> None:
+    section = GlobalPlan(Granularity.FILTER, "l2", sparsity=0.6, layers=("conv1", "conv2"),
+                         max_layer_sparsity=0.9)
+    plan = Plan(global_=section)
+    values = controls.widget_values(plan, LAYERS)
+    assert values[widget_key("scope")] == controls.Scope.GLOBAL.value
+    assert (values[widget_key("g_gran")], values[widget_key("g_crit")]) == ("filter", "l2")
+    assert (values[widget_key("g_sp")], values[widget_key("g_cap")]) == (60, 90)
+
+    def no_fc(layer: str, granularity: Granularity, criterion: str) -> str | None:
+        return "no filters here" if layer == "fc" else None
+
+    built = controls.plan_for_widgets(values, LAYERS, plan, no_fc)
+    assert built.plan == plan
+    assert built.warnings == ["fc left out: no filters here"]
+    values[widget_key("g_sp")] = 0  # nothing to rank: the empty plan
+    assert controls.plan_for_widgets(values, LAYERS, plan, no_fc).plan == Plan()
+
+
+def test_global_defaults_without_a_global_section() -> None:
+    values = controls.widget_values(Plan(), LAYERS)
+    assert values[widget_key("g_sp")] == controls.DEFAULT_GLOBAL_PERCENT
+    assert values[widget_key("g_cap")] == controls.DEFAULT_CAP_PERCENT
+    values[widget_key("scope")] = controls.Scope.GLOBAL.value
+    built = controls.plan_for_widgets(values, LAYERS, Plan(), supported)
+    assert built.plan.global_ == GlobalPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.5,
+                                            layers=tuple(LAYERS), max_layer_sparsity=0.95)
