@@ -58,6 +58,9 @@ built = controls.plan_for_widgets(prune_view.widget_values(), session.layer_name
 with user_errors("This plan cannot be applied"):
     session.apply(session.stamp(built.plan))
     report = state.measure_and_record()
+# the hidden layers' controls hold the applied plan (Streamlit forgets undrawn widgets)
+prune_view.set_values(controls.layer_values(session.plan,
+                                            controls.hidden_layers(session.layer_names, shown)))
 
 for message in built.warnings:
     st.warning(message)

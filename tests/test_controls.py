@@ -122,3 +122,35 @@ def test_global_defaults_without_a_global_section() -> None:
     built = controls.plan_for_widgets(values, LAYERS, Plan(), supported)
     assert built.plan.global_ == GlobalPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.5,
                                             layers=tuple(LAYERS), max_layer_sparsity=0.95)
+
+
+MANY = [f"blocks.{i}.fc" for i in range(60)]
+
+
+def test_editing_layers_one_at_a_time_keeps_the_others() -> None:
+    """60 layers, one shown at a time: each edit keeps every earlier one. The page writes
+    the hidden layers' values from the applied plan after each run; here a stale value
+    (what Streamlit falls back to for an undrawn slider) is overwritten by them."""
+    plan = Plan()
+    values = controls.widget_values(plan, MANY)
+    for step, name in enumerate(MANY[:5]):
+        values[widget_key("sp", name)] = 10 * (step + 1)  # the shown slider moves
+        built = controls.plan_for_widgets(values, MANY, plan, supported, shown=[name])
+        plan = built.plan
+        hidden = controls.hidden_layers(MANY, [name])
+        assert name not in hidden
+        assert len(hidden) == 59
+        stale = {widget_key("sp", n): 0 for n in hidden}  # what an undrawn slider reverts to
+        values |= stale | controls.layer_values(plan, hidden)
+    assert {n: e.sparsity for n, e in plan.layers.items()} == {
+        MANY[i]: pytest.approx(0.1 * (i + 1)) for i in range(5)}
+
+
+def test_hidden_threshold_layer_keeps_its_threshold() -> None:
+    plan = Plan({"conv1": LayerPlan(Granularity.UNSTRUCTURED, "l1", threshold=0.25)})
+    values = controls.widget_values(plan, LAYERS) | {
+        widget_key("th", "fc"): 0.5, widget_key("mode"): controls.Mode.THRESHOLD.value}
+    built = controls.plan_for_widgets(values, LAYERS, plan, supported, shown=["fc"])
+    assert built.plan.layers["conv1"].threshold == 0.25
+    assert built.plan.layers["fc"].threshold == 0.5
+    assert controls.hidden_layers(LAYERS, None) == []

@@ -56,13 +56,7 @@ def widget_values(plan: Plan, layer_names: Sequence[str]) -> dict[str, Any]:
                               else Scope.PER_LAYER).value,
         widget_key("mode"): (Mode.THRESHOLD if uses_threshold else Mode.SPARSITY).value,
     }
-    for name in layer_names:
-        entry = plan.layers.get(name)
-        values[widget_key("gran", name)] = (entry.granularity.value if entry
-                                            else DEFAULT_GRANULARITY)
-        values[widget_key("crit", name)] = entry.criterion if entry else DEFAULT_CRITERION
-        sparsity = entry.sparsity if entry and entry.sparsity is not None else 0.0
-        values[widget_key("sp", name)] = round(sparsity * 100)
+    values.update(layer_values(plan, layer_names))
     section = plan.global_
     values[widget_key("g_sp")] = (round((section.sparsity or 0.0) * 100) if section
                                   else DEFAULT_GLOBAL_PERCENT)
@@ -73,6 +67,29 @@ def widget_values(plan: Plan, layer_names: Sequence[str]) -> dict[str, Any]:
     values[widget_key("blocks")] = list(plan.blocks)
     values[widget_key("blocks_k")] = len(plan.blocks)
     return values
+
+
+def layer_values(plan: Plan, layer_names: Collection[str]) -> dict[str, Any]:
+    """The per-layer widget values (granularity, criterion, whole-percent sparsity) that
+    show `plan` for `layer_names`.
+
+    The page writes them for the layers whose controls are hidden (many-layer models show
+    one at a time): Streamlit drops the state of a widget it did not draw, so without this
+    a hidden slider would fall back to an older value and un-prune its layer."""
+    values: dict[str, Any] = {}
+    for name in layer_names:
+        entry = plan.layers.get(name)
+        values[widget_key("gran", name)] = (entry.granularity.value if entry
+                                            else DEFAULT_GRANULARITY)
+        values[widget_key("crit", name)] = entry.criterion if entry else DEFAULT_CRITERION
+        sparsity = entry.sparsity if entry and entry.sparsity is not None else 0.0
+        values[widget_key("sp", name)] = round(sparsity * 100)
+    return values
+
+
+def hidden_layers(layer_names: Sequence[str], shown: Collection[str] | None) -> list[str]:
+    """The layers whose controls are not on screen (none when all are shown)."""
+    return [] if shown is None else [n for n in layer_names if n not in shown]
 
 
 def layer_amount(plan_now: Plan, name: str, gran: str, crit: str, percent: int) -> float:
@@ -130,6 +147,9 @@ def _layers_plan(values: Mapping[str, Any], layer_names: Sequence[str], plan_now
             threshold = float(values.get(widget_key("th", name), 0.0))
             if threshold > 0:
                 layers[name] = LayerPlan(granularity, crit, threshold=threshold)
+        elif (name not in shown and mode is Mode.THRESHOLD
+              and (now := plan_now.layers.get(name)) is not None and now.threshold is not None):
+            layers[name] = now  # a hidden threshold layer keeps its threshold
         else:
             percent = int(values.get(widget_key("sp", name), 0))
             if percent:
