@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from fixtures import apptest
+from fixtures.apptest import bench_of
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import MODEL_KEY, WORKBENCH_KEY, widget_key
+from pruneviz.app.state import widget_key
 from pruneviz.app.widgets import within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import load_sample, sample_names
 from pruneviz.measure.metrics import Latency
-from pruneviz.workflows.workbench import Workbench
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = [f"app_pages/{name}.py" for name in (
     "model", "inspect", "sensitivity", "prune", "finetune", "deploy", "tradeoffs")]
 TIMEOUT = 60
 
 
 def start(sample: str = "digits_cnn", page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state[MODEL_KEY] = f"sample:{sample}"
-    at.run()
-    if page is not None:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def bench_of(at: AppTest) -> Workbench:
-    bench = at.session_state[WORKBENCH_KEY]
-    assert isinstance(bench, Workbench)
-    return bench
+    return apptest.start(f"sample:{sample}", page, timeout=TIMEOUT)
 
 
 def shown_metric(at: AppTest, label: str) -> str:

@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
+from fixtures import apptest
+from fixtures.apptest import array, bench_of, figure, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.state import BENCH_ID_KEY, COMPARISON_KEY, LOG_KEY, MODEL_KEY, widget_key
+from pruneviz.app.state import BENCH_ID_KEY, COMPARISON_KEY, LOG_KEY, widget_key
 from pruneviz.app.worker import WORKERS_KEY, SensitivityWorker
 from pruneviz.workflows.allocation import Budget, plan_for_budget
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityResult, SensitivityRun
@@ -23,12 +24,7 @@ WAIT = 20.0  # seconds an analysis of digits_mlp may take, at most
 
 
 def start() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[MODEL_KEY] = MODEL
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start(MODEL, PAGE)
 
 
 def worker_of(at: AppTest) -> SensitivityWorker:
