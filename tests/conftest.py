@@ -2,6 +2,8 @@
 
 Provides:
 - a hypothesis profile ("pruneviz") sized for a 2-core CI machine, loaded for every test;
+- the `slow` marker (registered in pyproject.toml) for tests over ~3 s: `make test-fast`
+  (`pytest -m "not slow"`) leaves them out, `make test` runs everything;
 - the fixture `bench`: a fresh workbench on the digits_mlp sample.
 
 Helpers to import (tests/ is on the path, so `from fixtures.... import ...`):

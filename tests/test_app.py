@@ -177,6 +177,7 @@ def test_threshold_mode_prunes_scores_below_the_slider() -> None:
     assert 0.4 < result.sparsity < 0.6
 
 
+@pytest.mark.slow
 def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
     at = start("digits_resnet", "app_pages/prune.py")
     for name in ["stem.conv", "layer1.conv2"]:
@@ -196,6 +197,7 @@ def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
     assert any("Slimming cut the weight MACs" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
     at = start("digits_cnn", "app_pages/prune.py")
     at.selectbox(key=widget_key("gran", "conv1")).set_value("filter").run()

@@ -169,6 +169,7 @@ def test_report_is_self_contained(exported: tuple[Workbench, ExportResult]) -> N
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 def test_report_draws_its_charts_offline(resnet: tuple[Workbench, ExportResult]) -> None:
     """Headless Chromium, every host unresolvable: the charts are drawn all the same."""

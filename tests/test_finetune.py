@@ -212,6 +212,7 @@ def test_keep_masks_cover_the_channels_a_filter_plan_feeds() -> None:
                        pruned_filters)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(REFERENCES))
 def test_reference_recipes_reach_their_sparsity_and_recover(key: str) -> None:
     # The acceptance targets themselves (within 1 / 0.5 point) are checked by

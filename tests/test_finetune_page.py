@@ -77,6 +77,7 @@ def progress_text(at: AppTest) -> str:
     return str(bar.proto.text)
 
 
+@pytest.mark.slow
 def test_oneshot_finetune_records_the_result_next_to_its_twin() -> None:
     at = start(plan_sparsity=0.8)
     assert at.radio(key="pv_ft_recipe").value == "oneshot"  # the tab has a plan

@@ -106,6 +106,7 @@ def test_every_point_is_what_pruning_the_item_alone_measures() -> None:
     session.apply(session.stamp(Plan()))
 
 
+@pytest.mark.slow
 def test_the_prefix_is_really_not_run_again() -> None:
     bench = open_workbench("sample:digits_resnet")
     session, data = bench.session, bench.eval_data

@@ -293,6 +293,7 @@ def _one_entry_per_group(session: PruningSession, entries: dict[str, LayerPlan])
     return session.stamp(Plan(kept))
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(entries=structured_plans())
 def test_any_structured_plan_on_the_unseen_model_slims_to_the_same_function(
