@@ -1,8 +1,29 @@
-"""Shared test settings: a hypothesis profile sized for a 2-core CI machine."""
+"""Shared test settings and fixtures.
+
+Provides:
+- a hypothesis profile ("pruneviz") sized for a 2-core CI machine, loaded for every test;
+- the `slow` marker (registered in pyproject.toml) for tests over ~3 s: `make test-fast`
+  (`pytest -m "not slow"`) leaves them out, `make test` runs everything;
+- the fixture `bench`: a fresh workbench on the digits_mlp sample.
+
+Helpers to import (tests/ is on the path, so `from fixtures.... import ...`):
+- fixtures/models.py: the zoo of tiny fixture models (ZOO), snapshot/assert_bit_identical;
+- fixtures/unseen.py: graphs mixing couplings (UNSEEN);
+- fixtures/sessions.py: session_for / session_and_data (a PruningSession on a fixture
+  model, with or without calibration data), bench_for (a workbench on a sample),
+  pruned_bench (one with a uniform l1 plan applied);
+- fixtures/apptest.py: the page tests' helpers: start (the app on a model and a page,
+  optionally with a plan applied or the user's start arguments), bench_of,
+  rerun_while_running, figure, array.
+"""
 
 from __future__ import annotations
 
+import pytest
+from fixtures.sessions import bench_for
 from hypothesis import HealthCheck, settings
+
+from pruneviz.workflows.workbench import Workbench
 
 settings.register_profile(
     "pruneviz",
@@ -12,3 +33,9 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("pruneviz")
+
+
+@pytest.fixture
+def bench() -> Workbench:
+    """A fresh workbench on the digits_mlp sample."""
+    return bench_for("digits_mlp")

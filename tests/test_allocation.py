@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
+from fixtures.sessions import bench_for
 
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan, Plan
@@ -24,13 +25,13 @@ from pruneviz.workflows.allocation import (
     plan_for_budget,
 )
 from pruneviz.workflows.sensitivity import Item, Point, SensitivityResult, SensitivityRun
-from pruneviz.workflows.workbench import Workbench, open_workbench
+from pruneviz.workflows.workbench import Workbench
 
 
 @cache
 def bench_and_result(name: str, granularity: str = "unstructured") -> tuple[
         Workbench, SensitivityResult]:
-    bench = open_workbench(f"sample:{name}")
+    bench = bench_for(name)
     result = SensitivityRun(bench.session, bench.eval_data, granularity=granularity).run()
     return bench, result
 

@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from fixtures import apptest
+from fixtures.apptest import bench_of
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import MODEL_KEY, WORKSPACE_KEY, widget_key
+from pruneviz.app.keys import WORKSPACE_KEY, widget_key
 from pruneviz.app.widgets import within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import load_sample, sample_names
 from pruneviz.measure.metrics import Latency
-from pruneviz.workflows.workbench import Workbench
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = [f"app_pages/{name}.py" for name in (
     "model", "inspect", "sensitivity", "prune", "finetune", "deploy", "tradeoffs")]
 TIMEOUT = 60
 
 
 def start(sample: str = "digits_cnn", page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state[MODEL_KEY] = f"sample:{sample}"
-    at.run()
-    if page is not None:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def bench_of(at: AppTest) -> Workbench:
-    bench = at.session_state[WORKSPACE_KEY].bench
-    assert isinstance(bench, Workbench)
-    return bench
+    return apptest.start(f"sample:{sample}", page, timeout=TIMEOUT)
 
 
 def shown_metric(at: AppTest, label: str) -> str:
@@ -192,6 +177,7 @@ def test_threshold_mode_prunes_scores_below_the_slider() -> None:
     assert 0.4 < result.sparsity < 0.6
 
 
+@pytest.mark.slow
 def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
     at = start("digits_resnet", "app_pages/prune.py")
     for name in ["stem.conv", "layer1.conv2"]:
@@ -211,6 +197,7 @@ def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
     assert any("Slimming cut the weight MACs" in i.value for i in at.info)
 
 
+@pytest.mark.slow
 def test_tradeoffs_show_each_configuration_at_its_fastest_form() -> None:
     at = start("digits_cnn", "app_pages/prune.py")
     at.selectbox(key=widget_key("gran", "conv1")).set_value("filter").run()

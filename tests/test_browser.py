@@ -28,6 +28,7 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
                        reason=f"Chromium is not installed at {CHROMIUM} "
                        "(Debian package 'chromium'; .ci/run installs it)"),
+    pytest.mark.slow,
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from fixtures.models import ZOO
+from fixtures.sessions import pruned_bench
 from safetensors.torch import load_file, save_file
 
 from pruneviz.cli import main
@@ -50,12 +51,6 @@ DATA_FILES = [WEIGHTS, SPARSE, PLAN]
 REPORTS = [REPORT_HTML, SUMMARY_MD]
 
 
-def pruned(model: str, granularity: str, sparsity: float = 0.5) -> Workbench:
-    bench = open_workbench(model)
-    bench.session.apply(bench.session.uniform_plan(sparsity, granularity, "l1")[0])
-    return bench
-
-
 def files_in(folder: Path) -> list[str]:
     """Every file under `folder` (hidden ones too), relative, sorted."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -68,7 +63,7 @@ def outputs(model: torch.nn.Module, bench: Workbench) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workbench, ExportResult]:
-    bench = pruned("sample:digits_cnn", "unstructured")
+    bench = pruned_bench("sample:digits_cnn", "unstructured")
     log = ExperimentLog(bench.eval_data.higher_is_better)
     session = bench.session
     plans = [session.stamp(Plan()), *(session.uniform_plan(s, "unstructured", "l1")[0]
@@ -81,7 +76,7 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workbench, ExportResu
 
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workbench, ExportResult]:
-    bench = pruned("sample:digits_resnet", "filter")
+    bench = pruned_bench("sample:digits_resnet", "filter")
     return bench, export_bundle(bench, tmp_path_factory.mktemp("resnet"), latency=True)
 
 
@@ -176,6 +171,7 @@ def test_report_is_self_contained(exported: tuple[Workbench, ExportResult]) -> N
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM}")
 def test_report_draws_its_charts_offline(resnet: tuple[Workbench, ExportResult]) -> None:
     """Headless Chromium, every host unresolvable: the charts are drawn all the same."""
@@ -281,7 +277,7 @@ def passed(checks: list[Any]) -> dict[str, bool]:
 
 
 def test_damaged_files_fail_verification(tmp_path: Path) -> None:
-    bench = pruned("sample:digits_resnet", "filter")
+    bench = pruned_bench("sample:digits_resnet", "filter")
     result = export_bundle(bench, tmp_path)
     assert result.passed
     slim_model = slim(bench.session).model
@@ -335,7 +331,7 @@ def test_damaged_files_fail_verification(tmp_path: Path) -> None:
 
 def test_a_failed_check_still_writes_a_report_that_says_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = pruned("sample:digits_cnn", "unstructured")
+    bench = pruned_bench("sample:digits_cnn", "unstructured")
     real = bundle.dense_bytes
 
     def wrong_weights(state: dict[str, torch.Tensor]) -> bytes:
@@ -380,7 +376,7 @@ class _HalfWriter:
 
 def test_a_write_failing_midway_leaves_only_complete_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = pruned("sample:digits_resnet", "filter")
+    bench = pruned_bench("sample:digits_resnet", "filter")
     out = tmp_path / "out"
     export_bundle(bench, out)
     old = {n: (out / n).read_bytes() for n in files_in(out)}
@@ -481,10 +477,10 @@ def test_removed_blocks_are_exported_and_slimmed(tmp_path: Path,
 
 
 def test_slim_option(tmp_path: Path) -> None:
-    bench = pruned("sample:digits_cnn", "unstructured")
+    bench = pruned_bench("sample:digits_cnn", "unstructured")
     with pytest.raises(ModelError, match="cannot write a slimmed model"):
         export_bundle(bench, tmp_path / "a", slim=True)
-    bench = pruned("sample:digits_resnet", "filter")
+    bench = pruned_bench("sample:digits_resnet", "filter")
     result = export_bundle(bench, tmp_path / "b", slim=False)
     assert SLIM_CARD not in result.files
     assert not (tmp_path / "b" / "slim").exists()
@@ -492,7 +488,7 @@ def test_slim_option(tmp_path: Path) -> None:
 
 
 def test_preview_names_what_the_export_writes(tmp_path: Path) -> None:
-    bench = pruned("sample:digits_resnet", "filter")
+    bench = pruned_bench("sample:digits_resnet", "filter")
     preview = export_preview(bench)
     result = export_bundle(bench, tmp_path)
     assert [name for name, _ in preview.files] == list(result.files)

@@ -142,6 +142,7 @@ def runs(workdir: Path, cnn_summary: str) -> dict[str, Run]:
     return {**first, **second}
 
 
+@pytest.mark.slow
 def test_samples_json(runs: dict[str, Run]) -> None:
     data = runs["samples"].json()
     rows = data["samples"]
@@ -179,6 +180,7 @@ def _check_report(data: dict[str, object], sparsity: float) -> None:
     assert sum(layer["nonzero"] for layer in layers) < nonzero  # biases are counted too
 
 
+@pytest.mark.slow
 def test_evaluate_json_has_every_key(runs: dict[str, Run]) -> None:
     data = runs["evaluate"].json()
     _check_report(data, 0.5)
@@ -188,6 +190,7 @@ def test_evaluate_json_has_every_key(runs: dict[str, Run]) -> None:
     assert baseline["params_nonzero"] == baseline["params_total"] == data["params_total"]
 
 
+@pytest.mark.slow
 def test_latency_flag_adds_latency(runs: dict[str, Run]) -> None:
     data = runs["replay"].json()
     assert data["latency_ms"] > 0  # type: ignore[operator]
@@ -200,6 +203,7 @@ def test_latency_flag_adds_latency(runs: dict[str, Run]) -> None:
     assert latency["threads"] >= 1
 
 
+@pytest.mark.slow
 def test_prune_writes_weights_plan_and_report(runs: dict[str, Run], workdir: Path) -> None:
     data = runs["prune"].json()
     out = workdir / "mlp_out"
@@ -226,6 +230,7 @@ def test_prune_writes_weights_plan_and_report(runs: dict[str, Run], workdir: Pat
     assert data["size_sparse_bytes"] == (out / "weights.sparse.safetensors").stat().st_size
 
 
+@pytest.mark.slow
 def test_replaying_the_written_plan_gives_the_same_model(runs: dict[str, Run]) -> None:
     pruned, replay = runs["prune"].json(), runs["replay"].json()
     assert replay["metric"] == pruned["metric"]
@@ -236,6 +241,7 @@ def test_replaying_the_written_plan_gives_the_same_model(runs: dict[str, Run]) -
     ]
 
 
+@pytest.mark.slow
 def test_written_weights_are_the_sessions_weights(runs: dict[str, Run], workdir: Path) -> None:
     assert runs["prune"].returncode == 0, runs["prune"].stderr
     out = workdir / "mlp_out"
@@ -259,6 +265,7 @@ def test_written_weights_are_the_sessions_weights(runs: dict[str, Run], workdir:
     assert (dense["fc1.bias"][dead] == 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "needles"), [
     ("unknown_sample", ["'digits_transformer'", "digits_mlp", "digits_cnn"]),
     ("bad_form", ["'digits_mlp'", "sample:NAME"]),
@@ -281,6 +288,7 @@ def test_bad_input_is_one_line_on_stderr(runs: dict[str, Run], key: str,
     assert run.stdout == ""
 
 
+@pytest.mark.slow
 def test_successful_runs_write_nothing_on_stderr(runs: dict[str, Run]) -> None:
     for key in ["samples", "evaluate", "prune", "replay"]:
         assert runs[key].returncode == 0, runs[key].stderr
@@ -560,6 +568,7 @@ def _evaluate_weights(path: Path) -> tuple[float, float]:
     return result.metric, result.loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["plan", "sparsity", "distill", "poly"])
 def test_finetune_writes_weights_history_and_report(finetune_runs: dict[str, Run],
                                                     workdir: Path, key: str) -> None:
@@ -586,6 +595,7 @@ def test_finetune_writes_weights_history_and_report(finetune_runs: dict[str, Run
     assert report["sparsity"] == pytest.approx(1 - nonzero / total)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["plan", "sparsity", "distill"])
 def test_finetune_right_after_pruning_is_the_pruned_model(finetune_runs: dict[str, Run],
                                                           workdir: Path, key: str) -> None:
@@ -617,6 +627,7 @@ def test_finetune_right_after_pruning_is_the_pruned_model(finetune_runs: dict[st
     assert changed  # and the kept weights were trained
 
 
+@pytest.mark.slow
 def test_finetune_plan_json_is_one_object(finetune_runs: dict[str, Run], workdir: Path) -> None:
     run = finetune_runs["plan"]
     data = run.json()  # the whole of stdout is one JSON object
@@ -640,6 +651,7 @@ def test_finetune_plan_json_is_one_object(finetune_runs: dict[str, Run], workdir
     assert layers["fc3"]["sparsity"] == pytest.approx(0.6, abs=0.01)
 
 
+@pytest.mark.slow
 def test_finetune_text_output(finetune_runs: dict[str, Run]) -> None:
     run = finetune_runs["sparsity"]
     assert run.returncode == 0, run.stderr
@@ -658,6 +670,7 @@ def test_finetune_text_output(finetune_runs: dict[str, Run]) -> None:
     assert progress[1].startswith("finetune: epoch 2/2  step 36/36")
 
 
+@pytest.mark.slow
 def test_finetune_poly_schedule_reaches_its_final_sparsity(finetune_runs: dict[str, Run],
                                                            workdir: Path) -> None:
     data = finetune_runs["poly"].json()

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from fixtures.sessions import pruned_bench
 from safetensors.torch import load as st_load
 from torch import Tensor, nn
 
@@ -39,7 +40,7 @@ from pruneviz.workflows.techniques import (
     ORIGINAL_MODEL,
     record_technique,
 )
-from pruneviz.workflows.workbench import Workbench, open_workbench
+from pruneviz.workflows.workbench import Workbench
 
 
 @functools.cache
@@ -65,10 +66,7 @@ def _out(model: nn.Module, x: Tensor) -> Tensor:
 
 def _pruned(name: str, sparsity: float = 0.5) -> nn.Module:
     """A sample model with `sparsity` of every layer's weights (lowest |w|) zeroed."""
-    bench = open_workbench(f"sample:{name}")
-    plan, _ = bench.session.uniform_plan(sparsity, "unstructured", "l1")
-    bench.session.apply(plan)
-    return bench.session.model.eval()
+    return pruned_bench(f"sample:{name}", "unstructured", sparsity).session.model.eval()
 
 
 def _quantized_modules(model: nn.Module) -> list[str]:
@@ -351,9 +349,7 @@ def test_technique_names() -> None:
 
 
 # -- recording points for the Trade-offs chart -----------------------------------------------------
-@pytest.fixture
-def bench() -> Workbench:
-    return open_workbench("sample:digits_mlp")
+# `bench` (a fresh workbench on digits_mlp) is a fixture in conftest.py.
 
 
 def _log(bench: Workbench) -> ExperimentLog:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import sessions
 from fixtures.models import ZOO, ZooEntry
 from torch import Tensor, nn
 
@@ -33,10 +34,7 @@ _SESSIONS: dict[str, PruningSession] = {}
 def session_for(name: str) -> PruningSession:
     """One session per zoo model (with calibration data), shared by the tests here."""
     if name not in _SESSIONS:
-        entry = ZOO[name]
-        _SESSIONS[name] = PruningSession(
-            entry.build(), entry.example(), calibration=entry.data(), name=name
-        )
+        _SESSIONS[name] = sessions.session_for(name, calibration=True)
     return _SESSIONS[name]
 
 
@@ -227,8 +225,7 @@ def test_taylor_equals_a_hand_gradient() -> None:
 
 
 def test_data_criteria_need_calibration() -> None:
-    entry = ZOO["mlp"]
-    session = PruningSession(entry.build(), entry.example())
+    session = sessions.session_for("mlp", named=False)
     for name in ["taylor", "apoz", "activation"]:
         with pytest.raises(DataError, match=repr(name)):
             session.scores("fc1", Granularity.FILTER, name)
@@ -344,8 +341,7 @@ def test_custom_criterion_works_in_a_plan() -> None:
     plan = Plan.from_json(
         Plan({"fc1": LayerPlan("filter", "reverse_index", sparsity=0.25)}).to_json()
     )
-    entry = ZOO["mlp"]
-    session = PruningSession(entry.build(), entry.example())
+    session = sessions.session_for("mlp", named=False)
     session.apply(plan)
     mask = session.mask("fc1")
     assert mask[:12].all()
@@ -355,8 +351,7 @@ def test_custom_criterion_works_in_a_plan() -> None:
 @pytest.mark.usefixtures("private_registry")
 def test_custom_criterion_with_a_wrong_shape_is_refused() -> None:
     register_criterion("one_score", lambda inputs: torch.zeros(1), unstructured=False)
-    entry = ZOO["mlp"]
-    session = PruningSession(entry.build(), entry.example())
+    session = sessions.session_for("mlp", named=False)
     with pytest.raises(ValueError, match=r"shape \(1,\).*'fc1'.*\(16,\)"):
         session.scores("fc1", Granularity.FILTER, "one_score")
     with pytest.raises(PlanError, match="cannot rank single weights"):
@@ -369,8 +364,7 @@ def test_custom_criterion_with_nan_scores_is_refused() -> None:
         "nan_scores", lambda i: torch.full((i.structures.count,), float("nan")),
         unstructured=True,
     )
-    entry = ZOO["mlp"]
-    session = PruningSession(entry.build(), entry.example())
+    session = sessions.session_for("mlp", named=False)
     with pytest.raises(ValueError, match="non-finite"):
         session.scores("fc1", Granularity.FILTER, "nan_scores")
 

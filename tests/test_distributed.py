@@ -28,10 +28,13 @@ TIMEOUT = 180
 FINETUNE = ["finetune", "sample:digits_mlp", "--sparsity", "0.5", "--epochs", "2",
             "--lr", "1e-3", "--json"]
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="this PyTorch build has no torch.distributed with the gloo backend",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="this PyTorch build has no torch.distributed with the gloo backend",
+    ),
+    pytest.mark.slow,
+]
 
 
 def _env() -> dict[str, str]:

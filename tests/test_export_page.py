@@ -8,11 +8,11 @@ import io
 import zipfile
 from pathlib import Path
 
-from fixtures.apptest import APP, bench_of
+from fixtures import apptest
+from fixtures.apptest import bench_of
 from safetensors.torch import load
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import MODEL_KEY
 from pruneviz.output.bundle import ExportDownload
 
 PAGE = "app_pages/export.py"
@@ -21,16 +21,8 @@ PAGE = "app_pages/export.py"
 def start(model: str, granularity: str | None = None, sparsity: float = 0.5) -> AppTest:
     """The app on the Export page; with `granularity`, the tab's plan prunes every layer
     (that supports it) `sparsity` of it, set as the Prune page would."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[MODEL_KEY] = model
-    at.run()
-    if granularity is not None:
-        session = bench_of(at).session
-        session.apply(session.uniform_plan(sparsity, granularity, "l1")[0])
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
+    plan = None if granularity is None else (sparsity, granularity)
+    return apptest.start(model, PAGE, plan=plan, no_errors=True)
 
 
 def export(at: AppTest) -> ExportDownload:

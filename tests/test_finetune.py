@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 from fixtures.models import ZOO, assert_bit_identical, snapshot
+from fixtures.sessions import bench_for, session_and_data
 
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan, Plan
@@ -29,9 +30,7 @@ from pruneviz.workflows.workbench import open_workbench
 
 
 def zoo_session(name: str = "conv_bn") -> tuple[PruningSession, object]:
-    entry = ZOO[name]
-    data = entry.data(samples=96)
-    return PruningSession(entry.build(), entry.example(4), calibration=data), data
+    return session_and_data(name, samples=96, batch=4, named=False)
 
 
 def test_masked_finetuning_keeps_pruned_entries_exactly_zero() -> None:
@@ -213,16 +212,17 @@ def test_keep_masks_cover_the_channels_a_filter_plan_feeds() -> None:
                        pruned_filters)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(REFERENCES))
 def test_reference_recipes_reach_their_sparsity_and_recover(key: str) -> None:
     # The acceptance targets themselves (within 1 / 0.5 point) are checked by
     # benchmarks/finetune.py: a training trajectory depends on the CPU's float order, so a
     # test pins what holds on any machine — the exact sparsity, and a clear recovery.
     spec = REFERENCES[key]
-    bench = open_workbench(f"sample:{spec.model}")
+    bench = bench_for(spec.model)
     session = bench.session
     before = evaluate(session.model, bench.eval_data).metric
-    collapsed = open_workbench(f"sample:{spec.model}").session
+    collapsed = bench_for(spec.model).session
     collapsed.apply(spec.prune.plan(collapsed, spec.schedule.final))
     right_after = evaluate(collapsed.model, bench.eval_data).metric
     teacher = load_sample(spec.model).model if spec.distill_from_unpruned else None

@@ -9,11 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
+from fixtures import apptest
+from fixtures.apptest import array, bench_of, figure, rerun_while_running
 from fixtures.models import assert_bit_identical, snapshot
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import BENCH_ID_KEY, FINETUNE_WORKERS_KEY, MODEL_KEY, WORKSPACE_KEY
+from pruneviz.app.keys import BENCH_ID_KEY, FINETUNE_WORKERS_KEY, WORKSPACE_KEY
 from pruneviz.app.worker import FinetuneOutcome, FinetuneWorker
 from pruneviz.data.samples import load_sample
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
@@ -28,15 +29,8 @@ WAIT = 30.0  # seconds a short run of digits_mlp may take, at most
 def start(plan_sparsity: float | None = None) -> AppTest:
     """The app on the Fine-tune page; with `plan_sparsity`, the tab's plan prunes every
     layer that much (set directly, as the Prune page would, without recording it)."""
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[MODEL_KEY] = MODEL
-    at.run()
-    if plan_sparsity is not None:
-        session = bench_of(at).session
-        session.apply(session.uniform_plan(plan_sparsity, "unstructured", "l1")[0])
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    plan = None if plan_sparsity is None else (plan_sparsity, "unstructured")
+    return apptest.start(MODEL, PAGE, plan=plan)
 
 
 
@@ -83,6 +77,7 @@ def progress_text(at: AppTest) -> str:
     return str(bar.proto.text)
 
 
+@pytest.mark.slow
 def test_oneshot_finetune_records_the_result_next_to_its_twin() -> None:
     at = start(plan_sparsity=0.8)
     assert at.radio(key="pv_ft_recipe").value == "oneshot"  # the tab has a plan

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from fixtures.models import ZOO
+from fixtures.sessions import session_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -252,7 +253,7 @@ def test_plan_for_another_model_refused() -> None:
 
 
 def test_session_refuses_a_plan_stamped_for_another_model() -> None:
-    mlp = PruningSession(ZOO["mlp"].build(), ZOO["mlp"].example(), name="mlp")
+    mlp = session_for("mlp")
     other = PruningSession(ZOO["conv_bn"].build(), ZOO["conv_bn"].example(), name="cnn")
     plan = other.stamp(Plan({"fc": LayerPlan(sparsity=0.5)}))
     with pytest.raises(PlanError, match="made for model 'cnn'"):

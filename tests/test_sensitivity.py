@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 from fixtures.models import ZOO, assert_bit_identical, snapshot
+from fixtures.sessions import session_and_data
 from fixtures.unseen import UNSEEN
 from torch import Tensor, nn
 
@@ -36,9 +37,7 @@ ENTRIES = {**ZOO, **UNSEEN}
 
 
 def fixture_session(name: str) -> tuple[PruningSession, TensorData]:
-    entry = ENTRIES[name]
-    data = entry.data(samples=40)
-    return PruningSession(entry.build(), entry.example(4), calibration=data, name=name), data
+    return session_and_data(name, samples=40, batch=4)
 
 
 def fields(result: SensitivityResult) -> dict[str, list[tuple[object, ...]]]:
@@ -107,6 +106,7 @@ def test_every_point_is_what_pruning_the_item_alone_measures() -> None:
     session.apply(session.stamp(Plan()))
 
 
+@pytest.mark.slow
 def test_the_prefix_is_really_not_run_again() -> None:
     bench = open_workbench("sample:digits_resnet")
     session, data = bench.session, bench.eval_data

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fixtures.apptest import APP, array, bench_of, figure, rerun_while_running
+from fixtures import apptest
+from fixtures.apptest import array, bench_of, figure, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app.keys import (
     BENCH_ID_KEY,
     COMPARISON_KEY,
-    MODEL_KEY,
     WORKERS_KEY,
     WORKSPACE_KEY,
     widget_key,
@@ -30,12 +30,7 @@ WAIT = 20.0  # seconds an analysis of digits_mlp may take, at most
 
 
 def start() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[MODEL_KEY] = MODEL
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start(MODEL, PAGE)
 
 
 def worker_of(at: AppTest) -> SensitivityWorker:

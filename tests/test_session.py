@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from fixtures.models import ZOO, assert_bit_identical, snapshot, with_nan_weights
+from fixtures.sessions import session_for
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor, nn
@@ -24,12 +25,6 @@ from pruneviz import (
     PruningSession,
 )
 from pruneviz.core.coupling import Group, Member
-
-
-def make_session(name: str, *, calibration: bool = False) -> PruningSession:
-    entry = ZOO[name]
-    data = entry.data() if calibration else None
-    return PruningSession(entry.build(), entry.example(), calibration=data, name=name)
 
 
 def run(session: PruningSession) -> Tensor:
@@ -180,7 +175,7 @@ def scope(session: PruningSession, granularity: Granularity, criterion: str) -> 
 @pytest.mark.parametrize("granularity", ["unstructured", "filter", "channel"])
 def test_weight_is_original_times_mask(model: str, granularity: str,
                                        request: pytest.FixtureRequest) -> None:
-    session = make_session(model)
+    session = session_for(model)
     originals = snapshot(ZOO[model].build())
     g = Granularity(granularity)
     plan, skipped = session.uniform_plan(0.4, granularity, "l2")
@@ -235,7 +230,7 @@ def test_weight_is_original_times_mask(model: str, granularity: str,
 
 def test_coupled_with_lists_the_whole_group_itself_first() -> None:
     for model in ZOO:
-        session = make_session(model)
+        session = session_for(model)
         for name in session.layer_names:
             group = session.group_of(name)
             coupled = session.coupled_with(name)
@@ -245,7 +240,7 @@ def test_coupled_with_lists_the_whole_group_itself_first() -> None:
                 assert coupled == [name]
             else:
                 assert set(coupled) == set(group.layers)
-    session = make_session("residual")
+    session = session_for("residual")
     # The residual add couples the stem's filters, the block's last conv's filters, and
     # both readers of the sum; the block's first conv's filters only feed the second.
     coupled = session.coupled_with("conv2")
@@ -262,7 +257,7 @@ def test_coupled_with_lists_the_whole_group_itself_first() -> None:
 @pytest.mark.parametrize(("model", "layer"), [("mlp", "fc1"), ("conv_bn", "conv2"),
                                               ("conv1d", "conv2"), ("lstm", "lstm.weight_hh_l0")])
 def test_unstructured_l1_matches_torch_prune(model: str, layer: str, amount: float) -> None:
-    session = make_session(model)
+    session = session_for(model)
     session.apply(Plan({layer: LayerPlan("unstructured", "l1", sparsity=amount)}))
     info = session.layer_by_name[layer]
     reference = copy.deepcopy(dict(session.model.named_modules())[info.module_name])
@@ -277,7 +272,7 @@ def test_unstructured_l1_matches_torch_prune(model: str, layer: str, amount: flo
 @pytest.mark.parametrize(("model", "layer"), [("mlp", "fc2"), ("conv_bn", "conv2"),
                                               ("conv1d", "conv1"), ("decoder", "deconv1")])
 def test_structured_masks_match_torch_ln_structured(model: str, layer: str, amount: float) -> None:
-    session = make_session(model)
+    session = session_for(model)
     info = session.layer_by_name[layer]
     module = dict(session.model.named_modules())[info.module_name]
     for granularity, n, dim in [("filter", 2, info.out_dim), ("channel", 1, info.in_dim)]:
@@ -306,7 +301,7 @@ def test_structured_masks_match_torch_ln_structured(model: str, layer: str, amou
 
 
 def test_group_scores_normalise_each_member_when_several_share_a_side() -> None:
-    session = make_session("residual")
+    session = session_for("residual")
     group = session.group_of("conv2")
     assert group is not None
     assert group is session.group_of("stem")
@@ -365,7 +360,7 @@ def test_reset_and_empty_plan_restore_bit_identical_state(model: str) -> None:
 
 
 def test_reapplying_a_plan_gives_the_same_weights() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     plan = Plan({"conv1": LayerPlan("filter", "l1", sparsity=0.5),
                  "conv2": LayerPlan("unstructured", "l2", sparsity=0.7)})
     session.apply(plan)
@@ -379,7 +374,7 @@ def test_reapplying_a_plan_gives_the_same_weights() -> None:
 
 
 def test_masked_filters_zero_bias_and_batchnorm_so_their_output_is_zero() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     model = session.model
     bias0, gamma0, beta0 = (t.detach().clone() for t in (model.conv1.bias, model.bn1.weight,
                                                          model.bn1.bias))
@@ -404,7 +399,7 @@ def test_masked_filters_zero_bias_and_batchnorm_so_their_output_is_zero() -> Non
 
 
 def test_masked_neurons_compute_what_removed_neurons_compute() -> None:
-    session = make_session("mlp")
+    session = session_for("mlp")
     session.apply(Plan({"fc1": LayerPlan("filter", "l2", sparsity=0.5)}))
     keep = session.mask("fc1").any(dim=1)
     original = ZOO["mlp"].build()
@@ -422,7 +417,7 @@ def test_masked_neurons_compute_what_removed_neurons_compute() -> None:
 
 
 def test_masked_conv_filters_compute_what_removed_filters_compute() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     session.apply(Plan({"conv1": LayerPlan("filter", "fpgm", sparsity=0.375)}))
     keep = session.mask("conv1").flatten(1).any(dim=1)
     k = int(keep.sum())
@@ -445,7 +440,7 @@ def test_masked_conv_filters_compute_what_removed_filters_compute() -> None:
 
 @pytest.mark.parametrize("layer", ["stem", "conv2"])
 def test_masked_filter_groups_zero_whole_channels_across_a_residual_add(layer: str) -> None:
-    session = make_session("residual")
+    session = session_for("residual")
     group = session.group_of(layer)
     assert group is not None
     assert set(group.out_layers) == {"stem", "conv2"}  # both branches of the add
@@ -494,7 +489,7 @@ def test_masked_filter_groups_zero_whole_channels_across_a_residual_add(layer: s
 
 
 def test_two_entries_for_one_group_must_agree() -> None:
-    session = make_session("residual")
+    session = session_for("residual")
     first = Plan({"conv1": LayerPlan("filter", "l1", sparsity=0.5)})
     session.apply(first)
     before = snapshot(session.model)
@@ -532,7 +527,7 @@ def test_two_entries_for_one_group_must_agree() -> None:
                                                ("conv_bn", ["conv2", "fc"]),
                                                ("lstm", ["lstm.weight_hh_l0", "fc"])])
 def test_n_m_keeps_at_most_n_of_every_m(model: str, layers: list[str], granularity: str) -> None:
-    session = make_session(model)
+    session = session_for(model)
     g = Granularity(granularity)
     n, m = g.n_m or (0, 0)
     session.apply(Plan({name: LayerPlan(g, "l1") for name in layers}))
@@ -563,7 +558,7 @@ def test_n_m_keeps_at_most_n_of_every_m(model: str, layers: list[str], granulari
     ("lstm", "lstm.weight_ih_l0", "4:8"),  # 6 inputs
 ])
 def test_n_m_refuses_layers_not_divisible(model: str, layer: str, granularity: str) -> None:
-    session = make_session(model)
+    session = session_for(model)
     before = snapshot(session.model)
     with pytest.raises(PlanError, match=f"layer {layer!r}"):
         session.apply(Plan({layer: LayerPlan(granularity, "l1")}))  # type: ignore[arg-type]
@@ -610,7 +605,7 @@ def ranked_units(
 ])
 def test_global_sparsity_hits_the_target(model: str, granularity: str, criterion: str,
                                          target: float, request: pytest.FixtureRequest) -> None:
-    session = make_session(model)
+    session = session_for(model)
     g = Granularity(granularity)
     names = scope(session, g, criterion)
     layers = None if names == session.layer_names else tuple(names)
@@ -650,7 +645,7 @@ def test_global_sparsity_hits_the_target(model: str, granularity: str, criterion
 
 
 def test_global_filter_plans_count_the_readers_columns_as_extra() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     names = scope(session, Granularity.FILTER, "l2")
     assert names == ["conv1", "conv2"]
     session.apply(Plan(global_=GlobalPlan("filter", "l2", sparsity=0.5, layers=tuple(names))))
@@ -670,7 +665,7 @@ def test_global_filter_plans_count_the_readers_columns_as_extra() -> None:
 
 @pytest.mark.parametrize("cap", [0.0, 0.3, 0.5])
 def test_global_respects_max_layer_sparsity(cap: float) -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     names = scope(session, Granularity.FILTER, "l1")
     session.apply(Plan(global_=GlobalPlan("filter", "l1", sparsity=0.9, layers=tuple(names),
                                           max_layer_sparsity=cap)))
@@ -695,7 +690,7 @@ def test_global_respects_max_layer_sparsity(cap: float) -> None:
 
 @pytest.mark.parametrize("cap", [None, 0.0, 0.25, 0.5])
 def test_global_threshold_respects_max_layer_sparsity(cap: float | None) -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     names = scope(session, Granularity.FILTER, "l1")
     # A threshold above every score would prune everything without the cap.
     plan = Plan(global_=GlobalPlan("filter", "l1", threshold=1e6, layers=tuple(names),
@@ -717,7 +712,7 @@ def test_global_threshold_respects_max_layer_sparsity(cap: float | None) -> None
 
 
 def test_global_threshold_is_applied_per_structure() -> None:
-    session = make_session("mlp")
+    session = session_for("mlp")
     names = scope(session, Granularity.FILTER, "l2")
     assert names == ["fc1", "fc2"]  # fc3's filters are the model's outputs
     session.apply(Plan(global_=GlobalPlan("filter", "l2", threshold=1.0, layers=tuple(names))))
@@ -740,7 +735,7 @@ def test_global_threshold_is_applied_per_structure() -> None:
 
 @pytest.mark.parametrize("list_it", [False, True], ids=["all-layers", "listed"])
 def test_explicit_layer_entries_override_the_global_section(list_it: bool) -> None:
-    session = make_session("mlp")
+    session = session_for("mlp")
     members = ("fc1", "fc2", "fc3") if list_it else None
     explicit = LayerPlan("filter", "l2", sparsity=0.25)
     plan = Plan({"fc1": explicit},
@@ -756,7 +751,7 @@ def test_explicit_layer_entries_override_the_global_section(list_it: bool) -> No
     assert all(session.result(n).granularity == "unstructured" for n in rest)
     assert sum(session.result(n).structures_pruned for n in rest) == round(0.5 * total)
     # ...while fc1's pruned filters still take fc2's input columns with them.
-    alone = make_session("mlp")
+    alone = session_for("mlp")
     alone.apply(Plan(global_=GlobalPlan("unstructured", "l1", sparsity=0.5, layers=("fc2", "fc3"))))
     group = session.group_of("fc1")
     assert group is not None
@@ -779,7 +774,7 @@ def test_explicit_layer_entries_override_the_global_section(list_it: bool) -> No
 ])
 def test_threshold_prunes_the_scores_strictly_below(model: str, layer: str, granularity: str,
                                                     criterion: str) -> None:
-    session = make_session(model)
+    session = session_for(model)
     g = Granularity(granularity)
     scores = session.scores(layer, g, criterion).scores
     group = session.group_of(layer, g)
@@ -805,7 +800,7 @@ def test_threshold_prunes_the_scores_strictly_below(model: str, layer: str, gran
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 1.0])
 def test_reported_threshold_reproduces_a_sparsity_plan(sparsity: float) -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     session.apply(Plan({"conv2": LayerPlan("filter", "l2", sparsity=sparsity)}))
     mask = session.mask("conv2").clone()
     threshold = session.result("conv2").threshold
@@ -817,7 +812,7 @@ def test_reported_threshold_reproduces_a_sparsity_plan(sparsity: float) -> None:
 @pytest.mark.parametrize("model", ZOO.keys())
 @pytest.mark.parametrize("granularity", ["unstructured", "filter"])
 def test_full_sparsity_model_still_runs(model: str, granularity: str) -> None:
-    session = make_session(model)
+    session = session_for(model)
     dense_shape = run(session).shape
     g = Granularity(granularity)
     plan, skipped = session.uniform_plan(1.0, granularity, "l1")
@@ -874,7 +869,7 @@ def test_full_sparsity_model_still_runs(model: str, granularity: str) -> None:
 
 
 def test_failed_apply_leaves_weights_unchanged() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     first = Plan({"conv1": LayerPlan("filter", "l1", sparsity=0.5)})
     session.apply(first)
     before = snapshot(session.model)
@@ -903,7 +898,7 @@ def test_non_finite_weights_are_refused(inf: bool) -> None:
 
 @pytest.mark.parametrize("criterion", ["taylor", "apoz", "activation"])
 def test_data_criteria_without_calibration_raise(criterion: str) -> None:
-    session = make_session("mlp")
+    session = session_for("mlp")
     before = snapshot(session.model)
     with pytest.raises(DataError, match="calibration"):
         session.apply(Plan({"fc1": LayerPlan("filter", criterion, sparsity=0.5)}))
@@ -911,8 +906,8 @@ def test_data_criteria_without_calibration_raise(criterion: str) -> None:
 
 
 def test_data_criteria_gather_statistics_on_the_original_weights() -> None:
-    a = make_session("mlp", calibration=True)
-    b = make_session("mlp", calibration=True)
+    a = session_for("mlp", calibration=True)
+    b = session_for("mlp", calibration=True)
     a.apply(Plan({"fc1": LayerPlan("unstructured", "l1", sparsity=0.9)}))
     a_scores = a.scores("fc2", Granularity.FILTER, "taylor").scores
     b_scores = b.scores("fc2", Granularity.FILTER, "taylor").scores
@@ -927,7 +922,7 @@ _PROPERTY_SESSIONS: dict[str, PruningSession] = {}
 
 def _property_session(name: str) -> PruningSession:
     if name not in _PROPERTY_SESSIONS:
-        _PROPERTY_SESSIONS[name] = make_session(name)
+        _PROPERTY_SESSIONS[name] = session_for(name)
     return _PROPERTY_SESSIONS[name]
 
 
@@ -1063,7 +1058,7 @@ def test_any_valid_plan_leaves_a_running_model_with_honest_counts(case: tuple[st
 def test_result_of_a_layer_in_two_groups_describes_its_own_entry(
     model: str, plan: dict[str, LayerPlan], layer: str, side: Granularity
 ) -> None:
-    session = make_session(model)
+    session = session_for(model)
     session.apply(Plan(plan))
     entry = plan[layer]
     group = session.group_of(layer, side)
@@ -1079,7 +1074,7 @@ def test_result_of_a_layer_in_two_groups_describes_its_own_entry(
 
 
 def test_n_m_counts_survive_a_coupled_group() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     session.apply(Plan({"conv2": LayerPlan("2:4", "l1")}))
     alone = session.result("conv2")
     assert alone.structures_pruned == alone.params // 2
@@ -1095,7 +1090,7 @@ def test_n_m_counts_survive_a_coupled_group() -> None:
 
 
 def test_depthwise_channel_entries_prune_the_coupled_channels() -> None:
-    session = make_session("grouped")
+    session = session_for("grouped")
     group = session.group_of("depthwise")
     assert group is not None
     assert set(group.layers) == {"grouped", "depthwise", "pointwise"}
@@ -1115,7 +1110,7 @@ def test_depthwise_channel_entries_prune_the_coupled_channels() -> None:
 
 # -- applied(): a plan for the length of a block ------------------------------------------------
 def test_applied_restores_the_previous_plan_and_weights_after_an_error() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     before_plan = session.stamp(Plan({session.layer_names[0]: LayerPlan(
         Granularity.FILTER, "l1", sparsity=0.25)}))
     session.apply(before_plan)
@@ -1137,7 +1132,7 @@ def test_applied_restores_the_previous_plan_and_weights_after_an_error() -> None
 
 
 def test_applied_refusing_a_plan_changes_nothing() -> None:
-    session = make_session("conv_bn")
+    session = session_for("conv_bn")
     plan, _ = session.uniform_plan(0.5)
     session.apply(plan)
     weights = snapshot(session.model)

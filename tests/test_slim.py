@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch_pruning as tp
 from fixtures.models import ZOO, ZooEntry, assert_bit_identical, snapshot
+from fixtures.sessions import bench_for, session_for
 from fixtures.unseen import UNSEEN
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,9 +40,7 @@ FIXTURES: dict[str, ZooEntry] = {**UNSEEN, **{n: ZOO[n] for n in SLIMMABLE_ZOO}}
 
 
 def fixture_session(name: str) -> PruningSession:
-    entry = {**UNSEEN, **ZOO}[name]
-    return PruningSession(entry.build(), entry.example(4), calibration=entry.data(),
-                          name=name)
+    return session_for(name, calibration=True, batch=4)
 
 
 def fixture_batch(name: str, batch: int = 16) -> Tensor:
@@ -166,7 +165,7 @@ def assert_slims_exactly(session: PruningSession, x: Tensor) -> SlimResult:
 def test_uniform_filter_plan_on_every_sample_slims_to_the_same_function(
     name: str, sparsity: float
 ) -> None:
-    bench = open_workbench(f"sample:{name}")
+    bench = bench_for(name)
     session = bench.session
     plan, skipped = session.uniform_plan(sparsity, "filter", "l1")
     assert set(skipped) == session.output_layers  # the classifier / the last decoder conv
@@ -294,6 +293,7 @@ def _one_entry_per_group(session: PruningSession, entries: dict[str, LayerPlan])
     return session.stamp(Plan(kept))
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(entries=structured_plans())
 def test_any_structured_plan_on_the_unseen_model_slims_to_the_same_function(

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from fixtures.apptest import APP, bench_of, figure
+from fixtures import apptest
+from fixtures.apptest import bench_of, figure
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import MODEL_KEY, WORKSPACE_KEY, widget_key
+from pruneviz.app.keys import WORKSPACE_KEY, widget_key
 from pruneviz.core.plan import Plan
 
 TIMEOUT = 120
 
 
 def _start(sample: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state[MODEL_KEY] = f"sample:{sample}"
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start(f"sample:{sample}", timeout=TIMEOUT)
 
 
 def _techniques(at: AppTest) -> list[str]:

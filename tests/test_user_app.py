@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.apptest import APP, bench_of
+from fixtures import apptest
+from fixtures.apptest import bench_of
 from safetensors.torch import save_file
 from streamlit.testing.v1 import AppTest
 
@@ -64,13 +65,7 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def start(monkeypatch: pytest.MonkeyPatch, argv: list[str], page: str | None = None) -> AppTest:
-    monkeypatch.setattr(state, "LAUNCH_ARGV", ["app.py", *argv])
-    at = AppTest.from_file(APP, default_timeout=90)
-    at.run()
-    if page is not None:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start(None, page, timeout=90, argv=argv, monkeypatch=monkeypatch)
 
 
 def _args(user: dict[str, Path], factory: str = "build") -> list[str]:

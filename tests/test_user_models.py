@@ -118,6 +118,7 @@ def unsafe_load(path: Path) -> None:
                    check=False, timeout=120)
 
 
+@pytest.mark.slow
 def test_hostile_payloads_really_run_when_unpickled_unsafely(tmp_path: Path) -> None:
     # The sentinel check below proves nothing unless the payloads do run.
     sentinel = tmp_path / "ran"
