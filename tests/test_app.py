@@ -9,7 +9,7 @@ from fixtures.apptest import bench_of
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app.keys import WORKSPACE_KEY, widget_key
-from pruneviz.app.widgets import within_noise
+from pruneviz.app.widgets import count_delta, within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import load_sample, sample_names
@@ -233,3 +233,11 @@ def test_latency_change_inside_the_spread_is_called_noise() -> None:
     b = Latency(0.107, 0.090, 0.130, 64, 2, 10)  # median +53%, but the spreads overlap
     assert within_noise(a, b)
     assert not within_noise(a, Latency(0.30, 0.25, 0.35, 64, 2, 10))
+
+
+def test_a_count_change_shows_however_small_it_is() -> None:
+    # 2,048 of 25,557,032 parameters pruned is 0.008%: a percentage rounds it to nothing
+    assert count_delta(25_557_032 - 2_048, 25_557_032) == ("-2,048", "inverse")
+    assert count_delta(25_557_032, 25_557_032) == ("no change", "off")
+    assert count_delta(500, 1_000) == ("-50.0%", "inverse")
+    assert count_delta(5, 0) == (None, "off")

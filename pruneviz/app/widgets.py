@@ -50,12 +50,6 @@ def _kib(n: int) -> str:
     return f"{kib:,.1f} KiB" if kib < 100 else f"{kib:,.0f} KiB"
 
 
-def _count(n: int) -> str:
-    if n >= 10_000_000:
-        return f"{n / 1e6:,.1f} M"
-    if n >= 1_000_000:
-        return f"{n / 1e6:,.2f} M"
-    return f"{n:,}"
 
 
 def relative_delta(now: float, then: float) -> tuple[str | None, Literal["inverse", "off"]]:
@@ -65,6 +59,20 @@ def relative_delta(now: float, then: float) -> tuple[str | None, Literal["invers
     change = (now / then - 1) * 100
     if abs(change) < 0.05:
         return "no change", "off"
+    return f"{change:+.1f}%", "inverse"
+
+
+def count_delta(now: int, then: int) -> tuple[str | None, Literal["inverse", "off"]]:
+    """The change of an exact count (parameters, MACs, bytes) for st.metric: "no change"
+    only when the counts are equal, so that pruning a few weights of a large model still
+    shows; the difference itself when it is under 0.05% of the count."""
+    if not then:
+        return None, "off"
+    if now == then:
+        return "no change", "off"
+    change = (now / then - 1) * 100
+    if abs(change) < 0.05:
+        return f"{now - then:+,}", "inverse"
     return f"{change:+.1f}%", "inverse"
 
 
@@ -121,14 +129,14 @@ def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
             delta_color=("normal" if higher_is_better else "inverse") if change else "off",
             help=f"On {ev.samples:,} held-out samples; {better} is better.",
         )
-    delta, color = relative_delta(report.params_nonzero, baseline.params_nonzero)
+    delta, color = count_delta(report.params_nonzero, baseline.params_nonzero)
     cols[1].metric(
-        "non-zero params", _count(report.params_nonzero), delta, delta_color=color,
+        "non-zero params", f"{report.params_nonzero:,}", delta, delta_color=color,
         help=f"of {report.params_total:,} parameters ({report.sparsity:.1%} zero)",
     )
-    delta, color = relative_delta(report.macs_effective, baseline.macs_effective)
+    delta, color = count_delta(report.macs_effective, baseline.macs_effective)
     cols[2].metric(
-        "effective MACs", _count(report.macs_effective), delta, delta_color=color,
+        "effective MACs", f"{report.macs_effective:,}", delta, delta_color=color,
         help="Weight multiply-accumulates per sample if zero weights were skipped. "
         f"Dense: {report.macs_dense:,}.",
     )
@@ -140,7 +148,7 @@ def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
         (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
          "gzip of the dense file"),
     ):
-        delta, color = relative_delta(now, then)
+        delta, color = count_delta(now, then)
         col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
     base_lat = report.latency_reference or baseline.latency
     if report.latency is not None and base_lat is not None:
