@@ -21,6 +21,11 @@ upload = state.current_upload()
 st.markdown(f"**{loaded.title}** — {loaded.description}")
 for note in loaded.notes:
     st.caption(f":material/info: {note}")
+if bench.session.graph_note:
+    st.warning(f"Coupled layers could not be found: {bench.session.graph_note}. Filter and "
+               "channel pruning still zero whole structures, layer by layer, but nothing can "
+               "be removed for real (Deploy cannot slim). The graph is traced with "
+               "Torch-Pruning: a model it cannot trace fails the same way there.")
 if upload is not None:
     st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
             f"(sha256 {upload.digest}…). The model's own weights are untouched.")

@@ -241,3 +241,18 @@ def test_a_count_change_shows_however_small_it_is() -> None:
     assert count_delta(25_557_032, 25_557_032) == ("no change", "off")
     assert count_delta(500, 1_000) == ("-50.0%", "inverse")
     assert count_delta(5, 0) == (None, "off")
+
+
+def test_a_graph_that_cannot_be_traced_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the dependency graph cannot be traced (Torch-Pruning fails on ShuffleNet-V2's
+    channel shuffle, for one), the Model page says why instead of keeping it to itself."""
+    import pruneviz.core.session as session_module
+
+    def untraceable(model: object, example: object, layers: object) -> tuple[list[object], str]:
+        return [], "the dependency graph could not be traced (RuntimeError: shuffle)"
+
+    monkeypatch.setattr(session_module, "find_groups", untraceable)
+    at = start("digits_mlp")  # a model this test has not opened: no cached session
+    warnings = [w.value for w in at.warning]
+    assert any("could not be traced (RuntimeError: shuffle)" in w and "cannot slim" in w
+               for w in warnings), warnings
