@@ -1,0 +1,201 @@
+"""How live the workbench is on one model: opening it, one slider move, every slider at
+once, and the memory it takes — each beside its baseline, as a JSON-ready dict.
+
+`bench_live_model(source)` answers the questions a user asks of a real model (a sample,
+or `file.py:factory` with weights and data), measured in one process:
+
+- `open_s`: load the model and data and open a workbench on it, as the CLI and app do
+  (baseline measured, latency included); `graph_s`: Torch-Pruning's dependency graph
+  build alone on the same model and input, the cost a pruning tool cannot avoid;
+- `forward_ms`: one forward pass of the live evaluation set (median);
+- `move_first_metric_ms`: one layer's slider moved, from the plan change to the metrics
+  the Prune page shows first (median over the moves);
+- `move_all_layers_ms`: every layer's filter amount changed at once (masks re-applied,
+  nothing measured), against torch.nn.utils.prune re-pruning every layer correctly
+  (originals restored, masks computed again), timed interleaved;
+- `rss_mb` (resident memory the open workbench added) and `weights_mb` (the weights).
+
+Nothing here asserts: the targets are in `targets` and a caller compares.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune as torch_prune
+
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.layers import eval_mode
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.data.sources import Source, load_source
+from pruneviz.measure.metrics import evaluate
+from pruneviz.workflows.workbench import Workbench, workbench_for
+
+TARGETS = {
+    "move_first_metric_ms": "<= 1.5 * forward_ms + 50",
+    "move_all_layers_ratio": "<= 0.05 (at least 20x faster than torch.nn.utils.prune)",
+    "open_s": "<= 3 * (graph_s + forward_ms / 1000)",
+    "rss_mb": "<= 2.5 * weights_mb",
+}
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc), else its peak (getrusage)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def graph_seconds(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> float | None:
+    """Seconds Torch-Pruning takes to build `model`'s dependency graph (None if it fails)."""
+    import torch_pruning as tp  # the reference implementation; imported only to time it
+
+    subject = copy.deepcopy(model).eval()
+    start = time.perf_counter()
+    try:
+        tp.DependencyGraph().build_dependency(subject, example_inputs=example)
+    except Exception:  # noqa: BLE001 - the baseline failing is a result, reported as None
+        return None
+    return time.perf_counter() - start
+
+
+def _one_layer_plans(bench: Workbench, moves: int) -> tuple[str, list[Plan]]:
+    """Plans moving the slider of the layer with the most weights, to `moves` amounts."""
+    session = bench.session
+    layer = max(session.layers, key=lambda item: item.params)
+    amounts = [0.3 + 0.6 * i / max(moves - 1, 1) for i in range(moves)]
+    plans = [session.stamp(Plan({layer.name: LayerPlan(Granularity.UNSTRUCTURED, "l1",
+                                                         sparsity=round(a, 4))}))
+             for a in amounts]
+    return layer.name, plans
+
+
+def _all_layer_plans(bench: Workbench, moves: int, seed: int) -> list[Plan]:
+    """Plans moving the 'all layers' slider: every layer's filter amount changes at once
+    (coupled layers share their group's entry; layers that cannot lose filters are pruned
+    unstructured instead)."""
+    session = bench.session
+    rng = random.Random(seed)
+    plans = []
+    for _ in range(moves):
+        amount = round(rng.uniform(0.1, 0.7), 3)
+        plan, _ = session.uniform_plan(amount, Granularity.FILTER, "l1")
+        missing = {layer.name: LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=amount)
+                   for layer in session.layers if layer.name not in plan.layers}
+        plans.append(session.stamp(Plan({**plan.layers, **missing})))
+    return plans
+
+
+def _torch_reprune(bench: Workbench, plans: list[Plan]) -> Callable[[Plan], None]:
+    """torch.nn.utils.prune on its own copy, done correctly for a slider move: every layer's
+    original weight restored, then ln_structured (filters) or l1_unstructured again."""
+    model = copy.deepcopy(bench.pristine)
+    modules = dict(model.named_modules())
+    targets = {layer.name: (modules[layer.module_name], layer.param_name)
+               for layer in bench.session.layers}
+    originals = {name: getattr(m, p).detach().clone() for name, (m, p) in targets.items()}
+
+    def move(plan: Plan) -> None:
+        for name, (module, pname) in targets.items():
+            if torch_prune.is_pruned(module):
+                torch_prune.remove(module, pname)  # type: ignore[no-untyped-call]
+            with torch.no_grad():
+                getattr(module, pname).copy_(originals[name])
+            entry = plan.layers.get(name)
+            if entry is None:
+                continue
+            amount = entry.sparsity or 0.0
+            if entry.granularity is Granularity.FILTER:
+                torch_prune.ln_structured(  # type: ignore[no-untyped-call]
+                    module, pname, amount=amount, n=1, dim=0)
+            else:
+                torch_prune.l1_unstructured(  # type: ignore[no-untyped-call]
+                    module, pname, amount=amount)
+
+    return move
+
+
+def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Measure how live the workbench is on `source` (see the module docstring)."""
+    torch.manual_seed(seed)
+    import torch_pruning  # noqa: F401 - imported before the baseline memory is read
+
+    rss_before = rss_mb()
+    start = time.perf_counter()
+    loaded = load_source(source)
+    load_s = time.perf_counter() - start
+    bench = workbench_for(loaded)
+    open_s = time.perf_counter() - start
+    rss_open = rss_mb() - rss_before
+    weights_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
+
+    graph_s = graph_seconds(loaded.model, loaded.example_input)
+    with eval_mode(bench.model):
+        forward = [_ms(lambda: evaluate(bench.model, bench.eval_data)) for _ in range(3)]
+    forward_ms = statistics.median(forward)
+
+    layer, plans = _one_layer_plans(bench, moves)
+    def move_and_measure(plan: Plan) -> None:  # what the Prune page does on a slider move
+        bench.session.apply(plan)
+        bench.meter.report(latency=True)
+
+    first_metric = [_ms(lambda: move_and_measure(plan)) for plan in plans]  # noqa: B023
+    bench.session.reset()
+
+    all_plans = _all_layer_plans(bench, moves, seed)
+    bench.session.apply(all_plans[0])  # scores are built once per session, before any move
+    theirs_move = _torch_reprune(bench, all_plans)
+    theirs_move(all_plans[0])
+    ours, theirs = [], []
+    for plan in all_plans[1:] + all_plans[:1]:  # interleaved, so machine load hits both
+        ours.append(_ms(lambda: bench.session.apply(plan)))  # noqa: B023 - called at once
+        theirs.append(_ms(lambda: theirs_move(plan)))  # noqa: B023 - called at once
+    bench.session.reset()
+    rss_end = rss_mb() - rss_before
+
+    ours_ms, theirs_ms = statistics.median(ours), statistics.median(theirs)
+    return {
+        "name": "live_model",
+        "model": source.describe(),
+        "prunable_layers": len(bench.session.layers),
+        "params": int(sum(p.numel() for p in loaded.model.parameters())),
+        "eval_samples": len(bench.eval_data),
+        "load_s": load_s,
+        "open_s": open_s,
+        "graph_s": graph_s,
+        "forward_ms": forward_ms,
+        "moved_layer": layer,
+        "move_first_metric_ms": statistics.median(first_metric),
+        "move_first_metric_max_ms": max(first_metric),
+        "move_all_layers_ms": ours_ms,
+        "torch_prune_all_layers_ms": theirs_ms,
+        "move_all_layers_ratio": ours_ms / theirs_ms if theirs_ms else None,
+        "rss_mb": rss_end,
+        "rss_after_open_mb": rss_open,
+        "weights_mb": weights_mb,
+        "moves": moves,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "targets": TARGETS,
+    }
+
+
+__all__ = ["TARGETS", "bench_live_model", "graph_seconds", "rss_mb"]
