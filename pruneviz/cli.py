@@ -29,7 +29,7 @@ from pruneviz.core.plan import GlobalPlan, Plan
 from pruneviz.data.sources import add_source_arguments, refuse_overwriting_inputs, source_from_args
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.measure.meter import Report
-from pruneviz.measure.metrics import EvalResult, count_params, evaluate
+from pruneviz.measure.metrics import evaluate
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
 from pruneviz.output.model_files import write_atomic
 from pruneviz.workflows.allocation import (
@@ -47,9 +47,27 @@ from pruneviz.workflows.finetune import (
     Record,
     Regularizer,
     finetune,
-    split_validation,
-    steps_per_epoch,
     total_steps,
+)
+from pruneviz.workflows.finetune_job import (
+    DEFAULT_RECIPE,
+    DISTILL_WEIGHT,
+    EVENTS,
+    LR_MASKED,
+    LR_SCHEDULE,
+    ROUNDS,
+    Stages,
+    default_lr,
+    default_schedule,
+    describe_pruning,
+    epoch_steps,
+    finetune_report,
+    pruning_record,
+    summarize_run,
+    validate_no_blocks,
+    validate_prunable,
+    validate_schedule_fits,
+    validate_train_data,
 )
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, Point, SensitivityResult, SensitivityRun
@@ -587,11 +605,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- finetune ------------------------------------------------------------------------------
-LR_MASKED = 1e-4  # masked fine-tuning: the kept weights are trained already, nudge them
-LR_SCHEDULE = 1e-3  # a schedule prunes while training: the rate the samples were trained at
-DISTILL_WEIGHT = 0.5  # --distill without --distill-weight
-ROUNDS = 3  # --schedule iterative without --rounds
-EVENTS = 10  # without --frequency: about this many pruning events from begin to end
 _ALL_KINDS = frozenset(ScheduleKind)
 _RAMPS = frozenset({ScheduleKind.POLY, ScheduleKind.AGP})
 SCHEDULE_OPTIONS: dict[str, frozenset[ScheduleKind]] = {  # option -> the kinds that use it
@@ -652,7 +665,7 @@ def _add_finetune_parser(verbs: argparse._SubParsersAction[_Parser]) -> None:
     plan.add_argument("--rounds", type=int, metavar="N",
                       help=f"iterative: prune-retrain rounds (default: {ROUNDS})")
     train = finetune_.add_argument_group("training")
-    defaults = FinetuneRecipe()
+    defaults = DEFAULT_RECIPE
     train.add_argument("--epochs", type=int, default=defaults.epochs, metavar="N",
                        help="passes over the training data (default: %(default)s)")
     train.add_argument("--lr", type=float, metavar="X",
@@ -742,10 +755,10 @@ def _read_finetune_args(args: argparse.Namespace) -> tuple[Plan | None, Finetune
                                 ("--temperature", args.temperature)) if v is not None]
         if given:
             raise PrunevizError(f"{given[0]} needs --distill")
-    defaults = FinetuneRecipe()
+    defaults = DEFAULT_RECIPE
     lr = args.lr
     if lr is None:
-        lr = LR_SCHEDULE if args.schedule is not None else LR_MASKED
+        lr = default_lr(scheduled=args.schedule is not None)
     distill = 0.0
     if args.distill:
         distill = DISTILL_WEIGHT if args.distill_weight is None else args.distill_weight
@@ -760,9 +773,8 @@ def _read_finetune_args(args: argparse.Namespace) -> tuple[Plan | None, Finetune
         max_steps=args.max_steps)
     _check_out(args.out)
     file_plan = _read_plan_file(args.plan) if args.plan is not None else None
-    if file_plan is not None and file_plan.blocks:
-        raise PrunevizError(f"plan file {args.plan} removes blocks ({', '.join(file_plan.blocks)})"
-                            "; fine-tuning keeps every module: take \"blocks\" out of the plan")
+    if file_plan is not None:
+        validate_no_blocks(file_plan, f"plan file {args.plan}")
     return file_plan, recipe
 
 
@@ -796,29 +808,11 @@ def _read_plan_file(path: Path) -> Plan:
 def _schedule_for(args: argparse.Namespace, recipe: FinetuneRecipe, steps: int) -> Schedule:
     """The schedule of the options (defaults from the `steps` of training), checked to end
     within the training."""
-    kind = ScheduleKind(args.schedule)
-    begin = 0 if args.begin_step is None else args.begin_step
-    end = 0
-    if kind is not ScheduleKind.ONESHOT:
-        end = begin + max(1, (steps - begin) // 2) if args.end_step is None else args.end_step
-    frequency = max(1, -(-(end - begin) // EVENTS)) if args.frequency is None else args.frequency
-    schedule = Schedule(
-        kind, final=args.final, initial=0.0 if args.initial is None else args.initial,
-        begin_step=begin, end_step=end, frequency=frequency,
-        power=3.0 if args.power is None else args.power,
-        rounds=(ROUNDS if kind is ScheduleKind.ITERATIVE else 1) if args.rounds is None
-        else args.rounds)
-    planned = schedule.events(max(schedule.begin_step, schedule.end_step) + 1)
-    if schedule.events(steps) != planned:
-        limit = f"--max-steps {recipe.max_steps}" if recipe.max_steps and \
-            recipe.max_steps == steps else f"--epochs {recipe.epochs}"
-        raise PrunevizError(
-            f"--schedule {kind.value} prunes until step {planned[-1][0]}, but the training "
-            f"runs {steps} steps ({limit}, batch {recipe.batch_size}): raise the number of "
-            "steps or end the schedule earlier")
-    if recipe.regularizer is not None and planned[0][0] == 0:
-        raise PrunevizError(f"--regularizer acts before the first pruning event, and --schedule "
-                            f"{kind.value} prunes at step 0: set --begin-step above 0")
+    schedule = default_schedule(
+        ScheduleKind(args.schedule), args.final, steps, initial=args.initial,
+        begin_step=args.begin_step, end_step=args.end_step, frequency=args.frequency,
+        power=args.power, rounds=args.rounds)
+    validate_schedule_fits(schedule, recipe, steps)
     return schedule
 
 
@@ -873,36 +867,6 @@ def _fmt_metric(value: float, higher_is_better: bool) -> str:
     return f"{value:.4f}" if higher_is_better or abs(value) >= 0.1 else f"{value:.4g}"
 
 
-def _eval_dict(ev: EvalResult) -> dict[str, Any]:
-    return {"metric": ev.metric, "loss": ev.loss, "samples": ev.samples}
-
-
-def _describe_pruning(args: argparse.Namespace, schedule: Schedule | None) -> str:
-    how = f"{args.granularity}, criterion {args.criterion}, " + (
-        "one global ranking" if args.scope == "global" else "the same amount per layer")
-    if args.plan is not None:
-        return f"plan {args.plan}, applied once, then fine-tuned"
-    if schedule is None:
-        return f"{args.sparsity:.1%} ({how}) once, then fine-tuned"
-    events = schedule.events(max(schedule.begin_step, schedule.end_step) + 1)
-    (first, low), (last, high) = events[0], events[-1]
-    span = (f"to {high:.1%} at step {first}" if len(events) == 1 else
-            f"{len(events)} events from {low:.1%} at step {first} to {high:.1%} at step {last}")
-    return f"schedule {schedule.kind.value} while training: {span} ({how})"
-
-
-def _stop_reason(result: FinetuneResult, recipe: FinetuneRecipe, steps: int,
-                 metric_name: str) -> str:
-    if result.stopped == "early":
-        return (f"stopped early at step {result.steps} of {steps}: no better validation "
-                f"{metric_name} for {recipe.patience} epochs")
-    if result.stopped == "cancelled":
-        return f"cancelled at step {result.steps} of {steps}"
-    if recipe.max_steps is not None and result.steps == recipe.max_steps:
-        return f"ran to --max-steps {recipe.max_steps}"
-    return f"ran all {result.steps} steps ({recipe.epochs} epochs)"
-
-
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Prune (once, or by a schedule while training), retrain, measure on the test split
     before pruning, right after it and after retraining, and write the weights, the
@@ -910,11 +874,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     file_plan, recipe = _read_finetune_args(args)
     bench = open_workbench(source_from_args(args))
     session = bench.session
-    if bench.train_data is None:
-        raise PrunevizError(f"{bench.name} has no training data to fine-tune on")
-    steps = total_steps(bench.train_data, recipe)
-    per_epoch = steps_per_epoch(len(split_validation(bench.train_data, recipe.val_fraction,
-                                                     recipe.seed)[0]), recipe.batch_size)
+    train_data = validate_train_data(bench.name, bench.train_data)
+    steps = total_steps(train_data, recipe)
+    per_epoch = epoch_steps(train_data, recipe)
     schedule = _schedule_for(args, recipe, steps) if args.schedule is not None else None
     teacher: nn.Module | None = None
     if recipe.distill > 0:  # the unpruned model (the workbench's pristine copy)
@@ -922,19 +884,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         teacher = copy.deepcopy(bench.model) if reference is None else reference
     before = bench.baseline.evaluation
     higher = bench.eval_data.higher_is_better
-    spec: PruneSpec | None = None
+    spec = PruneSpec(args.granularity, args.criterion, args.scope, args.max_layer_sparsity)
     if schedule is None:
         plan, skipped = _plan_for(args, bench, file_plan)
         session.apply(plan)
         after_pruning_is = "the plan applied to the unpruned weights"
     else:
-        spec = PruneSpec(args.granularity, args.criterion, args.scope, args.max_layer_sparsity)
-        skipped = {}
-        if args.scope == "local":
-            probe, skipped = session.uniform_plan(schedule.final, args.granularity,
-                                                  args.criterion)
-            if probe.is_empty and skipped:
-                _unprunable(bench, args, skipped)
+        skipped = validate_prunable(session, spec, schedule.final)
         session.apply(spec.plan(session, schedule.final))
         after_pruning_is = (f"the schedule's final {schedule.final:.1%} applied one-shot to the "
                             "unpruned weights (same granularity, criterion and scope); the "
@@ -962,8 +918,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 line += f"  ({record.event})"
             print(line, file=sys.stderr, flush=True)
 
-        result = finetune(session, bench.train_data, recipe, schedule=schedule, prune=spec,
-                          teacher=teacher,
+        result = finetune(session, train_data, recipe, schedule=schedule,
+                          prune=spec if schedule is not None else None, teacher=teacher,
                           progress=progress if rank == 0 and not args.json else None)
         if world > 1:
             _check_ranks_agree(result)
@@ -976,61 +932,56 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     after = evaluate(bench.model, bench.eval_data)
     if rank != 0:
         return 0
+    plan_file = None if args.plan is None else str(args.plan)
+    summary = summarize_run(result, recipe, steps, per_epoch, before.metric_name)
+    report = finetune_report(
+        session, result, Stages(before, after_pruning, after, after_pruning_is),
+        pruning=pruning_record(plan_file=plan_file, sparsity=args.sparsity, schedule=schedule,
+                               spec=spec, steps=steps),
+        recipe=recipe, summary=summary, processes=world, seconds=seconds, skipped=skipped,
+        notes=notes)
     state = {k: v.detach() for k, v in bench.model.state_dict().items()}
-    counts = count_params(bench.model)
-    layers = []
-    for layer in session.layers:
-        weight = state[layer.weight]
-        nonzero = int(torch.count_nonzero(weight))
-        layers.append({"name": layer.name, "weight": layer.weight, "params": weight.numel(),
-                       "nonzero": nonzero, "sparsity": 1.0 - nonzero / weight.numel()})
-    pruning: dict[str, Any] = {"source": "plan" if args.plan is not None else
-                               "sparsity" if schedule is None else "schedule"}
-    if args.plan is not None:
-        pruning["file"] = str(args.plan)
-    else:
-        if schedule is None:
-            pruning["sparsity"] = args.sparsity
-        else:
-            pruning["schedule"] = schedule.to_dict()
-            pruning["events"] = [list(e) for e in schedule.events(steps)]
-        pruning.update(granularity=args.granularity, criterion=args.criterion, scope=args.scope,
-                       max_layer_sparsity=args.max_layer_sparsity)
-    recipe_dict = dict(recipe.__dict__)
-    recipe_dict["regularizer"] = None if recipe.regularizer is None else recipe.regularizer.value
-    stop = _stop_reason(result, recipe, steps, before.metric_name)
-    report: dict[str, Any] = {
-        "model": bench.name,
-        "metric_name": before.metric_name,
-        "before_pruning": _eval_dict(before),
-        "after_pruning": _eval_dict(after_pruning),
-        "after_retraining": _eval_dict(after),
-        "after_pruning_is": after_pruning_is,
-        "params_total": counts.total,
-        "params_nonzero": counts.nonzero,
-        "sparsity": counts.sparsity,
-        "layers": layers,
-        "pruning": pruning,
-        "recipe": recipe_dict,
-        "processes": world,
-        "steps": result.steps,
-        "steps_planned": steps,
-        "epochs": result.steps / per_epoch,
-        "stopped": result.stopped,
-        "stopped_reason": stop,
-        "best_step": result.best_step,
-        "best_validation_metric": result.best_metric,
-        "train_seconds": seconds,
-        "skipped_layers": skipped,
-        "notes": notes + result.notes,
-        "plan": session.stamp(result.final_plan).to_dict(),
-    }
     files = {
         "weights.safetensors": dense_bytes(state),
         "weights.sparse.safetensors": sparse_bytes(state),
         "history.json": json.dumps(result.to_dict(), indent=2).encode(),
         "report.json": json.dumps(report, indent=2).encode(),
     }
+    _write_files(bench, out, files)
+    if args.json:
+        written = {name: str(out / name) for name in files}
+        print(json.dumps({**report, "written": written}, indent=2))
+        return 0
+    name = before.metric_name
+    print(f"model     {bench.name}")
+    print("pruning   " + describe_pruning(plan_file=plan_file, sparsity=args.sparsity,
+                                          schedule=schedule, spec=spec))
+    print(f"{name:<9} {_fmt_metric(before.metric, higher)}  before pruning")
+    print(f"{name:<9} {_fmt_metric(after_pruning.metric, higher)}  right after pruning"
+          + (" (the final sparsity one-shot; the schedule prunes gradually)"
+             if schedule is not None else ""))
+    print(f"{name:<9} {_fmt_metric(after.metric, higher)}  after retraining "
+          f"({before.samples} test samples)")
+    layers = report["layers"]
+    pruned = [f"{x['name']} {x['sparsity']:.1%}" for x in layers if x["nonzero"] < x["params"]]
+    print(f"sparsity  {report['sparsity']:.1%} of all {report['params_total']:,} parameters "
+          "zero" + (f"; weights: {', '.join(pruned)}" if pruned else ""))
+    best = ("" if result.best_metric is None else
+            f"; best validation {name} {_fmt_metric(result.best_metric, higher)} at step "
+            f"{result.best_step}, kept")
+    procs = f", {world} processes" if world > 1 else ""
+    print(f"training  {summary.stopped_reason} (batch {recipe.batch_size}, lr {recipe.lr:g}"
+          f"{procs}, {seconds:.1f} s){best}")
+    print(f"written   {out}: {', '.join(files)}")
+    for layer_name, reason in skipped.items():
+        print(f"skipped {layer_name}: {reason}")
+    for note in report["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _write_files(bench: Workbench, out: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into the folder `out` (made if missing), never over the inputs."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -1038,34 +989,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs(bench.source, out, files)
     for filename, data in files.items():
         write_atomic(out / filename, data)
-    written = {name: str(out / name) for name in files}
-    if args.json:
-        print(json.dumps({**report, "written": written}, indent=2))
-        return 0
-    name = before.metric_name
-    print(f"model     {bench.name}")
-    print(f"pruning   {_describe_pruning(args, schedule)}")
-    print(f"{name:<9} {_fmt_metric(before.metric, higher)}  before pruning")
-    print(f"{name:<9} {_fmt_metric(after_pruning.metric, higher)}  right after pruning"
-          + (" (the final sparsity one-shot; the schedule prunes gradually)"
-             if schedule is not None else ""))
-    print(f"{name:<9} {_fmt_metric(after.metric, higher)}  after retraining "
-          f"({before.samples} test samples)")
-    pruned = [f"{x['name']} {x['sparsity']:.1%}" for x in layers if x["nonzero"] < x["params"]]
-    print(f"sparsity  {counts.sparsity:.1%} of all {counts.total:,} parameters zero"
-          + (f"; weights: {', '.join(pruned)}" if pruned else ""))
-    best = ("" if result.best_metric is None else
-            f"; best validation {name} {_fmt_metric(result.best_metric, higher)} at step "
-            f"{result.best_step}, kept")
-    procs = f", {world} processes" if world > 1 else ""
-    print(f"training  {stop} (batch {recipe.batch_size}, lr {recipe.lr:g}{procs}, "
-          f"{seconds:.1f} s){best}")
-    print(f"written   {out}: {', '.join(files)}")
-    for layer_name, reason in skipped.items():
-        print(f"skipped {layer_name}: {reason}")
-    for note in report["notes"]:
-        print(f"note: {note}")
-    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
