@@ -13,8 +13,8 @@ import pytest
 from pruneviz.app import keys
 from pruneviz.app.finetune_view import training_defaults
 from pruneviz.app.worker import FinetuneJob, FinetuneWorker, session_factory
-from pruneviz.cli import _read_finetune_args as read_finetune_args
 from pruneviz.cli import build_parser, main
+from pruneviz.cli.finetune import read_finetune_args
 from pruneviz.core.plan import Plan
 from pruneviz.errors import PrunevizError
 from pruneviz.workflows.finetune import FinetuneRecipe, PruneSpec, Regularizer, total_steps
