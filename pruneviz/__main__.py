@@ -1,4 +1,4 @@
-"""`python -m pruneviz`: the command-line interface (see pruneviz/cli.py)."""
+"""`python -m pruneviz`: the command-line interface (see pruneviz/cli/)."""
 
 import sys
 

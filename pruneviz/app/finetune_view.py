@@ -14,7 +14,7 @@ from torch import nn
 from pruneviz.app import keys, state
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
-from pruneviz.app.worker import FinetuneJob, FinetuneOutcome, FinetuneWorker, has_batchnorm
+from pruneviz.app.worker import FinetuneJob, FinetuneOutcome, FinetuneWorker
 from pruneviz.core.granularity import parse_granularity
 from pruneviz.core.session import PruningSession
 from pruneviz.errors import PrunevizError
@@ -24,6 +24,14 @@ from pruneviz.output.figures import weight_histogram
 from pruneviz.output.run_figures import schedule_chart, training_curves
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, describe_plan
 from pruneviz.workflows.finetune import FinetuneRecipe, PruneSpec, Regularizer
+from pruneviz.workflows.finetune_job import (
+    DEFAULT_RECIPE,
+    DISTILL_WEIGHT,
+    POWER,
+    ROUNDS,
+    default_lr,
+    has_batchnorm,
+)
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.workbench import Workbench
 
@@ -79,6 +87,27 @@ def intro(bench: Workbench, worker: FinetuneWorker) -> None:
             st.rerun()
 
 
+def training_defaults(recipe: str) -> dict[str, object]:
+    """The training and schedule controls' starting values for the page's `recipe`: the
+    CLI's defaults (workflows.finetune_job), by widget key."""
+    return {
+        keys.FT_ROUNDS_KEY: ROUNDS,
+        keys.FT_INITIAL_KEY: 0.0,  # percent, as the CLI's --initial
+        keys.FT_POWER_KEY: int(POWER),
+        keys.FT_WINDOW_KEY: (0, 50),  # as the CLI: ends halfway, the rest recovers
+        keys.FT_PRUNE_UNTIL_KEY: 50,
+        keys.FT_STRENGTH_KEY: DEFAULT_RECIPE.strength,
+        keys.FT_EPOCHS_KEY: DEFAULT_RECIPE.epochs,
+        keys.FT_LR_KEY: default_lr(scheduled=recipe != "oneshot"),
+        keys.FT_BATCH_KEY: DEFAULT_RECIPE.batch_size,
+        keys.FT_SEED_KEY: DEFAULT_RECIPE.seed,
+        keys.FT_PATIENCE_KEY: DEFAULT_RECIPE.patience,
+        keys.FT_DISTILL_WEIGHT_KEY: DISTILL_WEIGHT,
+        keys.FT_TEMPERATURE_KEY: DEFAULT_RECIPE.temperature,
+        keys.FT_MAX_STEPS_KEY: 0,  # no limit
+    }
+
+
 def seed_controls(bench: Workbench) -> None:
     """The controls' values kept from the last visit, else their defaults."""
     session = bench.session
@@ -87,28 +116,16 @@ def seed_controls(bench: Workbench) -> None:
     mlp = bench.name == "sample:digits_mlp"
     seed(keys.FT_RECIPE_KEY, "iterative" if session.plan.is_empty else "oneshot")
     seed(keys.FT_FINAL_KEY, 92.0 if mlp else 80.0)
-    seed(keys.FT_ROUNDS_KEY, 4)
-    seed(keys.FT_PRUNE_UNTIL_KEY, 50)
-    seed(keys.FT_INITIAL_KEY, 50.0)
     seed(keys.FT_AGP_KEY, False)
-    seed(keys.FT_POWER_KEY, 3)
-    seed(keys.FT_WINDOW_KEY, (0, 60))
     seed(keys.FT_FREQUENCY_KEY, 20)
     seed(keys.FT_REG_KEY, Regularizer.L1.value)
-    seed(keys.FT_STRENGTH_KEY, 1e-3)
     seed(keys.FT_REG_UNTIL_KEY, 50)
     seed(keys.FT_GRAN_KEY, "unstructured")
     seed(keys.FT_SCOPE_KEY, "global" if mlp else "local")
     seed(keys.FT_CAP_KEY, 98)
-    seed(keys.FT_EPOCHS_KEY, 20)
-    seed(keys.FT_LR_KEY, 3e-3)
-    seed(keys.FT_BATCH_KEY, 64)
-    seed(keys.FT_SEED_KEY, 0)
-    seed(keys.FT_PATIENCE_KEY, 5)
     seed(keys.FT_DISTILL_KEY, False)
-    seed(keys.FT_DISTILL_WEIGHT_KEY, 0.5)
-    seed(keys.FT_TEMPERATURE_KEY, 4.0)
-    seed(keys.FT_MAX_STEPS_KEY, 0)
+    for key, value in training_defaults(str(st.session_state[keys.FT_RECIPE_KEY])).items():
+        seed(key, value)
 
 
 @dataclass
@@ -321,14 +338,12 @@ def save_controls() -> None:
         if str(k).startswith(keys.FT_PREFIX) and k not in keys.FT_NOT_SAVED}
 
 
-def stop_text(outcome: FinetuneOutcome, metric_name: str) -> str:
-    """How the run ended."""
-    result = outcome.result
-    if result.stopped == "cancelled":
-        return f"cancelled at step {result.steps}: the best weights so far are kept"
-    if result.stopped == "early":
-        return f"stopped early at step {result.steps}: no better validation {metric_name}"
-    return "done"
+def stop_text(outcome: FinetuneOutcome) -> str:
+    """How the run ended, as the CLI's report says it."""
+    text = outcome.summary.stopped_reason
+    if outcome.result.stopped == "cancelled":
+        return f"{text}: the best weights so far are kept"
+    return text
 
 
 def show_run(worker: FinetuneWorker, metric_name: str, was_running: bool) -> None:
@@ -347,7 +362,7 @@ def show_run(worker: FinetuneWorker, metric_name: str, was_running: bool) -> Non
         what = ("measuring the result on the test split ..." if progress.phase == "measuring"
                 else "training ...")
     else:
-        what = stop_text(outcome, metric_name) if outcome is not None else "stopped"
+        what = stop_text(outcome) if outcome is not None else "stopped"
     total = max(progress.total, 1)
     shown = outcome.result.steps if outcome is not None else progress.done
     st.progress(min(1.0, shown / total), text=f"step {shown} of {progress.total} — {what}")
@@ -401,7 +416,7 @@ def show_result(bench: Workbench, outcome: FinetuneOutcome) -> None:
     best = ("" if result.best_metric is None
             else f" (validation {metric_name} {show_metric(result.best_metric, accuracy)})")
     st.caption(
-        f"{outcome.job.label}: {result.steps} steps, {stop_text(outcome, metric_name)}. The "
+        f"{outcome.job.label}: {result.steps} steps, {stop_text(outcome)}. The "
         f"weights kept are those of step {result.best_step}{best}. Measured on the "
         f"{len(bench.eval_data):,} test images; both rows are experiments on Trade-offs."
     )

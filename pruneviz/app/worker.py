@@ -40,9 +40,18 @@ from pruneviz.workflows.finetune import (
     FinetuneResult,
     PruneSpec,
     Record,
-    Regularizer,
     finetune,
     total_steps,
+)
+from pruneviz.workflows.finetune_job import (
+    RunSummary,
+    epoch_steps,
+    summarize_run,
+    validate_plan_prunes,
+    validate_prunable,
+    validate_regularizer_fits,
+    validate_schedule_fits,
+    validate_train_data,
 )
 from pruneviz.workflows.schedules import Schedule
 from pruneviz.workflows.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
@@ -214,6 +223,7 @@ class FinetuneOutcome:
     plan: Plan  # the final plan (stamped)
     report: Report  # the fine-tuned weights with `plan`, on the test split, with latency
     twin: Report  # `plan` on the original weights, no retraining
+    summary: RunSummary  # how training went, as the CLI's report says it
     before_pruning: dict[str, Tensor] | None  # weights just before the first pruning event,
     # when a regulariser prepared it
 
@@ -235,10 +245,6 @@ class FinetuneProgress:
     total: int  # training steps the recipe runs (before early stopping)
     outcome: FinetuneOutcome | None  # the last finished run, None while one runs
     error: str | None  # why the last run failed
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 class FinetuneWorker(_Background):
@@ -272,34 +278,25 @@ class FinetuneWorker(_Background):
     def start(self, job: FinetuneJob) -> None:
         """Check the job and start training in the background.
 
-        Bad choices (nothing to fine-tune, a schedule that prunes nothing in time, a
-        criterion no layer can use, L1 on BatchNorm scales without BatchNorm) raise
-        PrunevizError here, before any thread starts."""
+        Bad choices (nothing to fine-tune, a schedule that does not end within the
+        training, a criterion no layer can use, L1 on BatchNorm scales without BatchNorm)
+        raise PrunevizError here, before any thread starts, with the CLI's messages (the
+        rules are workflows.finetune_job's)."""
         if self.running:
             raise PlanError("a run is already going: cancel it or wait for it")
         session = self.session()
         session.apply(session.stamp(Plan()))
         session.rebase(self.pristine.state_dict())  # every run starts from the originals
         total = self.steps(job.recipe)
-        if job.recipe.regularizer is Regularizer.BN_L1 and not has_batchnorm(session.model):
-            raise PlanError("L1 on BatchNorm scales needs BatchNorm layers, and this model "
-                            "has none; choose l1 or group_lasso")
-        if job.schedule is None:
-            if job.plan is None or job.plan.is_empty:
-                raise PlanError("this tab's plan prunes nothing: set one on the Prune page "
-                                "first, or choose a recipe with a schedule")
-            session.apply(job.plan)  # checked here; held fixed while training
+        validate_regularizer_fits(job.recipe, session.model)
+        if job.schedule is None:  # checked here; held fixed while training
+            session.apply(validate_plan_prunes(job.plan, "this tab's plan"))
         else:
             prune = job.prune or PruneSpec()
-            if not job.schedule.events(total):
-                raise PlanError(f"the schedule prunes nothing within the {total} training "
-                                "steps: begin earlier or train longer")
-            plan = prune.plan(session, job.schedule.final)
-            if plan.is_empty:
-                raise PlanError(f"no layer can be pruned by {prune.granularity.value} "
-                                f"{prune.criterion}; choose another criterion or granularity")
-            session.apply(plan)  # refuses what no layer can do, before training starts
-            session.apply(session.stamp(Plan()))
+            validate_schedule_fits(job.schedule, job.recipe, total)
+            validate_prunable(session, prune, job.schedule.final)
+            with session.applied(prune.plan(session, job.schedule.final)):
+                pass  # refuses what no layer can do, before training starts
         cancel = threading.Event()
         with self._lock:
             self._runs += 1
@@ -360,7 +357,10 @@ class FinetuneWorker(_Background):
             report = meter.report(latency=True)
             session.rebase(self.pristine.state_dict())  # the same plan, no retraining
             twin = meter.report(latency=True)
-            outcome = FinetuneOutcome(run, job, result, plan, report, twin, before)
+            summary = summarize_run(result, job.recipe, total,
+                                    epoch_steps(self.train_data, job.recipe),
+                                    self.eval_data.metric_name)
+            outcome = FinetuneOutcome(run, job, result, plan, report, twin, summary, before)
             with self._lock:
                 self._outcome = outcome
         except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
@@ -377,10 +377,12 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
     worker = workers.get(bench_key())
     if isinstance(worker, FinetuneWorker):
         return worker
-    if bench.train_data is None:
-        raise PlanError(f"{bench.name} has no training data to fine-tune on: start the app "
-                        "with --train-data (the same forms as --data)")
-    worker = FinetuneWorker(session_factory(bench), bench.pristine, bench.train_data,
+    try:
+        train_data = validate_train_data(bench.name, bench.train_data)
+    except PrunevizError as exc:
+        raise PlanError(f"{exc}: start the app with --train-data (the same forms as --data)") \
+            from None
+    worker = FinetuneWorker(session_factory(bench), bench.pristine, train_data,
                             bench.eval_data,
                             latency_batch_size=bench.meter.latency_batch_size)
     workers[bench_key()] = worker

@@ -45,6 +45,9 @@ from pruneviz.errors import PlanError
 from pruneviz.measure.metrics import count_params, evaluate
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 
+NO_BATCHNORM = ("L1 on BatchNorm scales needs BatchNorm layers, and this model has none; "
+                "choose l1 or group_lasso")
+
 
 class Regularizer(StrEnum):
     """Sparsity-inducing penalties added to the loss before pruning."""
@@ -181,8 +184,7 @@ def _regularization(model: nn.Module, session: PruningSession, kind: Regularizer
         terms = [m.weight.abs().sum() for m in model.modules()
                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
         if not terms:
-            raise PlanError("L1 on BatchNorm scales needs BatchNorm layers, and this model "
-                            "has none; choose l1 or group_lasso")
+            raise PlanError(NO_BATCHNORM)
     for layer in session.layers if kind is not Regularizer.BN_L1 else []:
         w = params[layer.weight]
         if kind is Regularizer.L1:

@@ -1,0 +1,52 @@
+"""`python -m pruneviz` / `pruneviz`: the library's verbs on the command line.
+
+Each verb makes library calls and prints either a short human summary or, with --json,
+one JSON object on stdout. Errors are one line on stderr and a non-zero exit status
+(2 for a problem with the input, 1 for an internal error); never a traceback, unless
+PRUNEVIZ_DEBUG=1 is set.
+
+The parser is in `parser`, the options shared by the verbs in `options`, the shared
+output in `output`; the verbs are in `evaluate` (samples, evaluate, prune),
+`sensitivity`, `finetune` (with `distributed` for torchrun), `export` and `bench`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from pruneviz.cli.bench import cmd_bench
+from pruneviz.cli.distributed import rank_tag
+from pruneviz.cli.evaluate import cmd_evaluate, cmd_prune, cmd_samples
+from pruneviz.cli.export import cmd_export
+from pruneviz.cli.finetune import cmd_finetune
+from pruneviz.cli.parser import build_parser
+from pruneviz.cli.sensitivity import cmd_sensitivity
+from pruneviz.errors import PrunevizError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+COMMANDS = {"samples": cmd_samples, "evaluate": cmd_evaluate, "prune": cmd_prune,
+            "sensitivity": cmd_sensitivity, "export": cmd_export, "finetune": cmd_finetune,
+            "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run the verb, turn errors into one line on stderr."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except (PrunevizError, ValueError, OSError, KeyError) as exc:
+        if os.environ.get("PRUNEVIZ_DEBUG"):
+            raise
+        message = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
+        print(f"pruneviz: error{rank_tag()}: {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("PRUNEVIZ_DEBUG"):
+            raise
+        print(f"pruneviz: internal error{rank_tag()}: {type(exc).__name__}: {exc} "
+              "(set PRUNEVIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,32 @@
+"""The `export` verb: prune, write everything into a folder and verify it on reload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pruneviz.cli.evaluate import measure
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Prune as the plan options say, export everything into --out and verify it."""
+    from pruneviz.output.bundle import export_bundle
+
+    bench, _, _ = measure(args)
+    result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.status)
+        for check in result.checks:
+            print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+        for name, size in result.sizes().items():
+            print(f"{size:>10,} B  {args.out / name}")
+        print(f"slim: {result.slim_note}")
+        print(f"reproduce: {result.command}")
+    if not result.passed:
+        print(f"pruneviz: error: the export in {args.out} did not verify: {result.status}",
+              file=sys.stderr)
+        return 1
+    return 0

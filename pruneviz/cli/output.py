@@ -1,0 +1,107 @@
+"""Shared output of the verbs: a measured model's report as text or JSON, budget lines, and
+writing files into the output folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pruneviz.data.sources import refuse_overwriting_inputs
+from pruneviz.errors import PrunevizError
+from pruneviz.measure.meter import Report
+from pruneviz.output.model_files import write_atomic
+from pruneviz.workflows.allocation import (
+    BudgetKind,
+    Outcome,
+    format_quantity,
+)
+from pruneviz.workflows.workbench import Workbench
+
+
+def _print_report(report: Report, baseline: Report, skipped: dict[str, str]) -> None:
+    ev, base = report.evaluation, baseline.evaluation
+    print(f"model     {report.model}")
+    print(f"{ev.metric_name:<9} {ev.metric:.4f}  (baseline {base.metric:.4f}, "
+          f"{ev.samples} eval samples)")
+    print(f"loss      {ev.loss:.4f}  (baseline {base.loss:.4f})")
+    print(f"params    {report.params_nonzero:,} non-zero of {report.params_total:,} "
+          f"({report.sparsity:.1%} sparse)")
+    print(f"MACs      {report.macs_effective:,} effective of {report.macs_dense:,} dense "
+          "(weight MACs per sample)")
+    print(f"file      dense {report.sizes.dense:,} B | sparse {report.sizes.sparse:,} B | "
+          f"gzip {report.sizes.gzip:,} B")
+    if report.latency is not None:
+        lat = report.latency
+        print(f"latency   {lat.median_ms:.2f} ms median (batch {lat.batch_size}, "
+              f"{lat.threads} threads, {lat.runs} runs)")
+    print()
+    print(f"{'layer':<28} {'type':<10} {'params':>9} {'nonzero':>9} {'sparsity':>8}  threshold")
+    for layer in report.layers:
+        threshold = "-" if layer.threshold is None else f"{layer.threshold:.4g}"
+        print(f"{layer.name:<28} {layer.type:<10} {layer.params:>9,} {layer.nonzero:>9,} "
+              f"{layer.sparsity:>8.1%}  {threshold}")
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    for note in report.notes:
+        print(f"note: {note}")
+
+
+def emit(args: argparse.Namespace, report: Report, baseline: Report,
+          skipped: dict[str, str], extra: dict[str, Any] | None = None,
+          summary: Sequence[str] = ()) -> None:
+    """Print the report; `extra` joins the JSON object, `summary` lines the text."""
+    if args.json:
+        out = report.to_dict()
+        out["baseline"] = {k: v for k, v in baseline.to_dict().items()
+                           if k not in ("layers", "plan")}
+        out["skipped_layers"] = skipped
+        out.update(extra or {})
+        print(json.dumps(out, indent=2))
+    else:
+        _print_report(report, baseline, skipped)
+        for line in summary:
+            print(line)
+        for key, value in (extra or {}).items():
+            if key != "allocation":  # in `summary`
+                print(f"{key}: {value}")
+
+
+def show_budget(kind: BudgetKind, value: float) -> str:
+    """A budget quantity for people, with what it measures."""
+    what = {BudgetKind.SPARSITY: "overall sparsity", BudgetKind.MACS: "of the MACs",
+            BudgetKind.SIZE: "sparse file", BudgetKind.LATENCY: "latency"}[kind]
+    return f"{format_quantity(kind, value)} {what}"
+
+
+def allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
+    kind = outcome.budget.kind
+    limit = "at least" if kind is BudgetKind.SPARSITY else "at most"
+    lines = [
+        "",
+        f"budget    {limit} {show_budget(kind, outcome.budget.value)}, allocated "
+        f"{outcome.method.value}: measured {show_budget(kind, outcome.measured)} "
+        f"({'met' if outcome.met else 'NOT met'})",
+    ]
+    if outcome.predicted_metric is not None:
+        lines.append(f"predicted {metric_name} {outcome.predicted_metric:.4f} from the "
+                     f"sensitivity curves (measured {outcome.report.evaluation.metric:.4f})")
+    lines += [f"note: {note}" for note in outcome.notes]
+    return lines
+
+
+def fmt_metric(value: float, higher_is_better: bool) -> str:
+    return f"{value:.4f}" if higher_is_better or abs(value) >= 0.1 else f"{value:.4g}"
+
+
+def write_files(bench: Workbench, out: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into the folder `out` (made if missing), never over the inputs."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrunevizError(f"cannot create output folder {out}: {exc.strerror}") from None
+    refuse_overwriting_inputs(bench.source, out, files)
+    for filename, data in files.items():
+        write_atomic(out / filename, data)
