@@ -737,3 +737,28 @@ def test_bad_finetune_input_is_one_line(workdir: Path, args: list[str],
         assert needle in lines[0], lines[0]
     assert run.stdout == ""
     assert not never.exists()
+
+
+# -- bench live MODEL ---------------------------------------------------------------------
+def test_bench_live_measures_one_model_against_its_baselines() -> None:
+    run = _call("bench", "live", "sample:digits_mlp", "--moves", "2", "--json")
+    assert run.returncode == 0, run.stderr
+    data = run.json()
+    assert data["model"] == "sample:digits_mlp"
+    assert data["prunable_layers"] == 3
+    assert data["params"] == 17_226
+    assert data["weights_mb"] == pytest.approx(17_226 * 4 / 2**20)
+    for key in ("open_s", "graph_s", "forward_ms", "move_first_metric_ms",
+                "move_all_layers_ms", "torch_prune_all_layers_ms"):
+        assert isinstance(data[key], float), key
+        assert data[key] > 0, key
+    assert data["move_all_layers_ratio"] == pytest.approx(
+        data["move_all_layers_ms"] / data["torch_prune_all_layers_ms"])
+    assert data["open_s"] >= data["load_s"]
+
+
+def test_bench_takes_a_model_only_for_live() -> None:
+    run = _call("bench", "slider", "sample:digits_mlp")
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        "pruneviz: error: a MODEL is measured by 'bench live MODEL' only, not by 'bench slider'")

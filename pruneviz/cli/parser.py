@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = verbs.add_parser("bench", help="run the engine benchmarks (JSON results)")
     bench.add_argument("name", nargs="?", metavar="NAME", help="slider, live or size")
+    bench.add_argument("model", nargs="?", metavar="MODEL",
+                       help="live only: measure how live the workbench is on this model "
+                       "(sample:NAME or path/file.py:factory, with --weights and --data): "
+                       "opening, one slider move, every slider, memory")
+    add_source_arguments(bench, model=False)
+    bench.add_argument("--moves", type=int, default=5, metavar="N",
+                       help="live MODEL: slider moves timed (median reported; default 5)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
