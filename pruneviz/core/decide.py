@@ -185,6 +185,15 @@ class Decisions:
         if text is not None and text not in self.notes:
             self.notes.append(text)
 
+    def pruned_units(self) -> dict[int, list[int]]:
+        """For each coupled group with a decision: the units (channels) it prunes."""
+        return {gid: sorted(d.table.order[: d.pruned].tolist())
+                for gid, d in self.groups.items() if d.pruned > 0}
+
+    def uncoupled_structured(self) -> list[str]:
+        """Layers with filter/channel pruning decided alone (zeroed, not removable)."""
+        return [n for n, d in self.layers.items() if d.granularity.structured]
+
 
 def decide_entry(
     source: ScoreSource, layer: str, entry: LayerPlan
