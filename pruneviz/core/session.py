@@ -9,6 +9,10 @@ inference: the pruned model runs at the dense model's speed and memory).
 Masking an output structure also zeroes everything it feeds — its bias and the scale
 and shift of the BatchNorm that follows — so the structure's output is exactly zero and
 the masked model computes what the model with that structure removed would compute.
+
+The session keeps the originals and writes; its helpers compute: `scoring.LayerScorer`
+the score tables, `keeps.PlanMasks` the masks of decisions, `block_swap.BlockSwap` the
+removed blocks, and `results` each layer's counts.
 """
 
 from __future__ import annotations
@@ -205,14 +209,8 @@ class PruningSession:
 
     def table_for(self, layer: str) -> tuple[ScoreTable, int] | None:
         """The score table that decides `layer`'s pruning now, and how many it prunes."""
-        own = self._decided.layers.get(layer)
-        if own is not None:
-            return own.table, max(own.pruned, 0)
-        for gid in (self._coupled.out_group.get(layer), self._coupled.in_group.get(layer)):
-            if gid is not None and gid in self._decided.groups:
-                decision = self._decided.groups[gid]
-                return decision.table, decision.pruned
-        return None
+        return self._decided.table_for(
+            layer, (self._coupled.out_group.get(layer), self._coupled.in_group.get(layer)))
 
     def result(self, layer: str) -> LayerResult:
         """Counts, sparsity and threshold of one layer under the current plan."""
