@@ -24,8 +24,9 @@ from pruneviz.core.criteria import (
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.layers import PrunableLayer, find_prunable_layers, fingerprint
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.core.results import LayerResult
 from pruneviz.core.scores import ScoreTable
-from pruneviz.core.session import LayerResult, PruningSession
+from pruneviz.core.session import PruningSession
 from pruneviz.data.readers import load_data
 from pruneviz.data.samples import SAMPLES, load_sample, sample_names
 from pruneviz.data.sources import Source, load_source

@@ -116,6 +116,16 @@ def output_modules(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> se
     return {produced[id(t)][1] for t in outs if isinstance(t, Tensor) and id(t) in produced}
 
 
+def output_layers(
+    model: nn.Module, example: Tensor | tuple[Tensor, ...], layers: list[PrunableLayer]
+) -> set[str]:
+    """The prunable layers whose outputs are the model's outputs (`output_modules`, run on
+    the first sample of `example`)."""
+    first = tuple(t[:1] for t in example) if isinstance(example, tuple) else example[:1]
+    modules = output_modules(model, first)
+    return {layer.name for layer in layers if layer.module_name in modules}
+
+
 def find_groups(
     model: nn.Module, example: Tensor | tuple[Tensor, ...], layers: list[PrunableLayer]
 ) -> tuple[list[Group], str | None]:

@@ -185,6 +185,28 @@ class Decisions:
         if text is not None and text not in self.notes:
             self.notes.append(text)
 
+    def pruned_units(self) -> dict[int, list[int]]:
+        """For each coupled group with a decision: the units (channels) it prunes."""
+        return {gid: sorted(d.table.order[: d.pruned].tolist())
+                for gid, d in self.groups.items() if d.pruned > 0}
+
+    def uncoupled_structured(self) -> list[str]:
+        """Layers with filter/channel pruning decided alone (zeroed, not removable)."""
+        return [n for n, d in self.layers.items() if d.granularity.structured]
+
+    def table_for(
+        self, layer: str, groups: Sequence[int | None]
+    ) -> tuple[ScoreTable, int] | None:
+        """The table deciding `layer` and how many it prunes: its own decision's, else the
+        first decided of its `groups` (say, the group of its outputs, then of its inputs)."""
+        own = self.layers.get(layer)
+        if own is not None:
+            return own.table, max(own.pruned, 0)
+        for gid in groups:
+            if gid is not None and gid in self.groups:
+                return self.groups[gid].table, self.groups[gid].pruned
+        return None
+
 
 def decide_entry(
     source: ScoreSource, layer: str, entry: LayerPlan

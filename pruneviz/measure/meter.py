@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from pruneviz.core.session import LayerResult, PruningSession
+from pruneviz.core.results import LayerResult
+from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.measure.metrics import (
     EvalResult,

@@ -1,0 +1,105 @@
+"""PlanMasks: the keep-masks a plan's decisions put on the parameters a session changes.
+
+Computes, never writes: the mask of a layer's weight (its own decision AND every coupled
+group's), the mask of a bias or norm parameter whose channels pruned structures feed,
+and which parameters a change of decisions touches. True = kept; None = all kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from torch import Tensor
+
+from pruneviz.core.coupling import Group
+from pruneviz.core.decide import Decision, Decisions
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.groups import CoupledGroups
+from pruneviz.core.layers import PrunableLayer
+from pruneviz.core.masks import combine, keep_ranked
+from pruneviz.core.scoring import LayerScorer
+
+
+def fed_tensors(layer: PrunableLayer, params: Collection[str]) -> list[str]:
+    """Tensors fed by `layer`'s output structures that the model has (among `params`):
+    its bias and the following BatchNorm's affine."""
+    names = [layer.bias] if layer.bias else []
+    if layer.bn:
+        names += [f"{layer.bn}.weight", f"{layer.bn}.bias"]
+    return [n for n in names if n in params]
+
+
+class PlanMasks:
+    """Masks of the prunable `layers` of a model with parameters named `params`, from the
+    `scorer`'s tables and the `coupled` groups' members."""
+
+    def __init__(
+        self, layers: Sequence[PrunableLayer], params: Collection[str], scorer: LayerScorer,
+        coupled: CoupledGroups,
+    ) -> None:
+        self._scorer = scorer
+        self._coupled = coupled
+        self.fed = {layer.name: fed_tensors(layer, params) for layer in layers}
+        self._fed_owner = {t: name for name, tensors in self.fed.items() for t in tensors}
+        self.channel_tensors = [t for t in coupled.channel_sources.keys() | self._fed_owner.keys()
+                                if t in params]  # every bias or norm parameter a plan may zero
+
+    def weight_keep(self, layer: PrunableLayer, decided: Decisions) -> Tensor | None:
+        """The weight's keep-mask: its own decision AND every coupled group's."""
+        own = decided.layers.get(layer.name)
+        return combine([
+            self._scorer.weight_mask(layer.name, own) if own is not None else None,
+            *(self._scorer.expand(layer.name, gran, keep)
+              for gran, keep in self._coupled.weight_keeps(layer.name, decided.groups)),
+        ])
+
+    def channel_keep(self, tensor_name: str, decided: Decisions) -> Tensor | None:
+        """The keep-vector of a bias or norm parameter."""
+        owner = self._fed_owner.get(tensor_name)
+        own = decided.layers.get(owner) if owner else None
+        return combine([
+            keep_ranked(own.table.struct_rank, own.pruned)
+            if own is not None and own.granularity is Granularity.FILTER else None,
+            *self._coupled.channel_keeps(tensor_name, decided.groups),
+        ])
+
+    def keeps(
+        self, decided: Decisions, layers: Sequence[PrunableLayer]
+    ) -> dict[str, Tensor | None]:
+        """The keep-mask of every weight of `layers`, then of every bias or norm parameter."""
+        found = {layer.weight: self.weight_keep(layer, decided) for layer in layers}
+        found.update({t: self.channel_keep(t, decided) for t in self.channel_tensors})
+        return found
+
+    def entry_mask(
+        self, layer: str, granularity: Granularity, decision: Decision, group: Group | None
+    ) -> Tensor:
+        """`layer`'s weight mask from one plan entry's decision alone (its group's, if
+        `group`), as `decide.decide_entry` returns them."""
+        if group is None:
+            return self._scorer.weight_mask(layer, decision)
+        member = next(m for gid, m, g in self._coupled.weight_sources[layer]
+                      if gid == group.id and g is granularity)
+        keep = self._coupled.member_keep(group.id, member, decision)
+        return self._scorer.expand(layer, granularity, keep)
+
+    def touched(self, old: Decisions, new: Decisions) -> tuple[set[str], dict[str, str], set[str]]:
+        """What going from `old` to `new` decisions changes: the layers whose own decision
+        changed, the weights to rewrite (weight name -> layer) and the biases and norm
+        parameters to rewrite."""
+        changed = {name for name in set(new.layers) | set(old.layers)
+                   if new.layers.get(name) != old.layers.get(name)}
+        changed_groups = {gid for gid in set(new.groups) | set(old.groups)
+                          if new.groups.get(gid) != old.groups.get(gid)}
+        weights = {self._scorer.layer(name).weight: name for name in changed}
+        channels: set[str] = set()
+        for name in changed:
+            if any(d is not None and d.granularity is Granularity.FILTER
+                   for d in (old.layers.get(name), new.layers.get(name))):
+                channels.update(self.fed[name])
+        for gid in changed_groups:
+            for m in self._coupled.groups[gid].members:
+                if m.layer:
+                    weights[self._scorer.layer(m.layer).weight] = m.layer
+            channels.update(self._coupled.channels[gid])
+        return changed, weights, channels
