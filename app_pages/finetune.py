@@ -8,7 +8,7 @@ import streamlit as st
 from pruneviz.app import finetune_view, state
 from pruneviz.app.finetune_view import RECIPES
 from pruneviz.app.keys import FT_CANCEL_KEY, FT_RECIPE_KEY, FT_RUN_KEY
-from pruneviz.app.widgets import user_errors
+from pruneviz.app.widgets import run_and_cancel, user_errors
 from pruneviz.app.worker import finetune_worker, record_finished_run
 from pruneviz.errors import PrunevizError
 
@@ -38,12 +38,10 @@ with chart:
     finetune_view.schedule_section(draft, kind)
 finetune_view.save_controls()
 
-cols = st.columns([1, 1, 5])
-run_clicked = cols[0].button("Train", type="primary", disabled=progress.running,
-                             key=FT_RUN_KEY, width="stretch")
-cols[1].button("Cancel", disabled=not progress.running, key=FT_CANCEL_KEY,
-               on_click=worker.cancel, width="stretch",
-               help="Stops after the current step and keeps the best weights so far.")
+run_clicked = run_and_cancel("Train", running=progress.running, run_key=FT_RUN_KEY,
+                             cancel_key=FT_CANCEL_KEY, cancel=worker.cancel,
+                             cancel_help="Stops after the current step and keeps the best "
+                             "weights so far.")
 if run_clicked and draft.job is not None:
     try:
         worker.start(draft.job)

@@ -13,7 +13,7 @@ from pruneviz.app.keys import (
     SENS_RUN_KEY,
 )
 from pruneviz.app.state import seed
-from pruneviz.app.widgets import criterion_select, user_errors
+from pruneviz.app.widgets import criterion_select, run_and_cancel, user_errors
 from pruneviz.app.worker import sensitivity_worker
 from pruneviz.errors import PrunevizError
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS
@@ -48,12 +48,10 @@ criterion = criterion_select(cols[1], granularity, SENS_CRIT_KEY,
                              last.criterion if last else None)
 levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key=SENS_LEVELS_KEY,
                              format_func=lambda v: f"{v}%")
-cols = st.columns([1, 1, 5])
-run_clicked = cols[0].button("Run", type="primary", disabled=progress.running,
-                             key=SENS_RUN_KEY, width="stretch")
-cols[1].button("Cancel", disabled=not progress.running, key=SENS_CANCEL_KEY,
-               on_click=worker.cancel, width="stretch",
-               help="Stops after the point being measured; what is measured is kept.")
+run_clicked = run_and_cancel("Run", running=progress.running, run_key=SENS_RUN_KEY,
+                             cancel_key=SENS_CANCEL_KEY, cancel=worker.cancel,
+                             cancel_help="Stops after the point being measured; what is "
+                             "measured is kept.")
 if run_clicked:
     try:
         worker.start(criterion, granularity, [v / 100 for v in levels])

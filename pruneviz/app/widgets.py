@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -163,3 +163,15 @@ def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
             f"unpruned model timed in the same runs, interleaved ({base_lat.median_ms:.2f} ms); "
             "differences within the spread are noise.",
         )
+
+
+def run_and_cancel(run_label: str, *, running: bool, run_key: str, cancel_key: str,
+                   cancel: Callable[[], None], cancel_help: str) -> bool:
+    """A background job's two buttons side by side: start it (off while it runs) and
+    cancel it (on only while it runs). Returns whether the start button was clicked."""
+    cols = st.columns([1, 1, 5])
+    clicked = cols[0].button(run_label, type="primary", disabled=running, key=run_key,
+                             width="stretch")
+    cols[1].button("Cancel", disabled=not running, key=cancel_key, on_click=cancel,
+                   width="stretch", help=cancel_help)
+    return bool(clicked)
