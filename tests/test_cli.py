@@ -113,7 +113,7 @@ def runs(workdir: Path, cnn_summary: str) -> dict[str, Run]:
     """Every CLI run the tests look at, started in two waves."""
     (workdir / "not_json.json").write_text("{this is: not json", encoding="utf-8")
     missing_layer = Plan.from_dict({
-        "format": "pruneviz.core.plan", "version": 1,
+        "format": "pruneviz.plan", "version": 1,
         "layers": {"fc1": {"sparsity": 0.5}, "conv9": {"sparsity": 0.5}},
     })
     (workdir / "missing_layer.json").write_text(missing_layer.to_json(), encoding="utf-8")

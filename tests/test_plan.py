@@ -295,3 +295,14 @@ def test_uniform_plan_and_edits_are_new_objects() -> None:
     assert set(plan.layers) == set(LAYERS)
     with pytest.raises(TypeError):
         plan.layers["fc9"] = LayerPlan(sparsity=0.1)  # type: ignore[index]
+
+
+def test_file_format_tags_are_those_files_in_the_wild_carry() -> None:
+    """Plans and slimmed-model cards already written say "pruneviz.plan" / "pruneviz.slim":
+    the tags are data, not module paths, and must not follow a move of the code."""
+    from pruneviz.output.model_files import CARD_FORMAT
+
+    assert PLAN_FORMAT == "pruneviz.plan"
+    assert CARD_FORMAT == "pruneviz.slim"
+    old = '{"format": "pruneviz.plan", "version": 1, "layers": {}, "global": null}'
+    assert Plan.from_json(old) == Plan()

@@ -7,7 +7,7 @@ structures across several layers at once.
 
 JSON form (version 1)::
 
-    {"format": "pruneviz.core.plan", "version": 1,
+    {"format": "pruneviz.plan", "version": 1,
      "model": {"name": "sample:digits_cnn", "fingerprint": "3f0c..."},
      "layers": {"conv1": {"granularity": "filter", "criterion": "l1", "sparsity": 0.5}},
      "global": {"granularity": "unstructured", "criterion": "l1", "sparsity": 0.8,
@@ -27,7 +27,7 @@ from pruneviz.core.criteria import criterion_names
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.errors import PlanError
 
-PLAN_FORMAT = "pruneviz.core.plan"
+PLAN_FORMAT = "pruneviz.plan"
 PLAN_VERSION = 1
 
 

@@ -26,7 +26,7 @@ from pruneviz.data.samples import get_spec
 from pruneviz.errors import ModelError
 from pruneviz.measure.storage import dense_bytes
 
-CARD_FORMAT = "pruneviz.core.slim"
+CARD_FORMAT = "pruneviz.slim"
 CARD_VERSION = 1
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
          nn.ConvTranspose3d)
