@@ -10,7 +10,7 @@ from pruneviz.app.keys import (
     DEPLOY_SLIM_DOWNLOAD_KEY,
     FORMS_CACHE_KEY,
 )
-from pruneviz.app.widgets import relative_delta, user_errors
+from pruneviz.app.widgets import latency_delta, relative_delta, user_errors
 from pruneviz.measure.forms import best_form, masked_form, slimmed_form, sparse_form
 from pruneviz.measure.meter import latency_batch
 from pruneviz.measure.storage import dense_bytes
@@ -66,6 +66,9 @@ for col, form in zip(cols, forms, strict=True):
              f"{form.latency_ms or 0.0:.2f} ms"),
         ):
             delta, colour = relative_delta(now, then) if form is not masked else (None, "off")
+            if label.startswith("latency") and form is not masked and form.latency \
+                    and masked.latency:
+                delta, colour = latency_delta(form.latency, masked.latency)
             st.metric(label, text, delta, delta_color=colour)
         st.caption(f"largest output difference from masked: {form.max_abs_diff:.2e}"
                    + (f" — {form.note}" if form.note else ""))

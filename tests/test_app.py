@@ -9,7 +9,7 @@ from fixtures.apptest import bench_of
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app.keys import WORKSPACE_KEY, widget_key
-from pruneviz.app.widgets import count_delta, within_noise
+from pruneviz.app.widgets import count_delta, latency_delta, within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import load_sample, sample_names
@@ -256,3 +256,10 @@ def test_a_graph_that_cannot_be_traced_is_explained(monkeypatch: pytest.MonkeyPa
     warnings = [w.value for w in at.warning]
     assert any("could not be traced (RuntimeError: shuffle)" in w and "cannot slim" in w
                for w in warnings), warnings
+
+
+def test_a_latency_change_inside_the_spread_is_not_shown_as_a_change() -> None:
+    a = Latency(1.50, 1.40, 1.70, 64, 2, 20)
+    b = Latency(1.47, 1.38, 1.66, 64, 2, 20)  # -2% of the median, spreads overlap
+    assert latency_delta(b, a) == ("within noise", "off")
+    assert latency_delta(Latency(0.50, 0.45, 0.55, 64, 2, 20), a) == ("-66.7%", "inverse")

@@ -76,6 +76,15 @@ def count_delta(now: int, then: int) -> tuple[str | None, Literal["inverse", "of
     return f"{change:+.1f}%", "inverse"
 
 
+def latency_delta(now: Latency, then: Latency) -> tuple[str | None, Literal["inverse", "off"]]:
+    """A latency change for st.metric: "within noise" when the two timings' spreads
+    overlap (not a measured change), else the relative change of the medians."""
+    delta, color = relative_delta(now.median_ms, then.median_ms)
+    if delta is not None and within_noise(now, then):
+        return "within noise", "off"
+    return delta, color
+
+
 def within_noise(a: Latency, b: Latency) -> bool:
     """True when two timings' p10-p90 spreads overlap: their medians' difference is not
     a measured change (an unpruned model timed against itself often shows +-30%)."""
@@ -153,9 +162,7 @@ def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
     base_lat = report.latency_reference or baseline.latency
     if report.latency is not None and base_lat is not None:
         lat = report.latency
-        delta, color = relative_delta(lat.median_ms, base_lat.median_ms)
-        if delta is not None and within_noise(lat, base_lat):
-            delta, color = "within noise", "off"
+        delta, color = latency_delta(lat, base_lat)
         cols[3].metric(
             "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
             help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
