@@ -187,3 +187,23 @@ def test_an_eval_subset_outside_the_input_range_is_shown_not_raised(
     at = start(monkeypatch, [*_args(user), "--eval-subset", subset])
     assert not at.error, [e.value for e in at.error]
     assert len(bench_of(at).eval_data) == min(int(subset), 450)
+
+
+def test_a_60_layer_model_keeps_each_edit_while_others_are_edited(
+        monkeypatch: pytest.MonkeyPatch, user: dict[str, Path]) -> None:
+    """60 prunable layers: the Prune page edits one at a time; every edit survives the
+    next ones (editing a second layer used to reset the first to unpruned)."""
+    model = f"{FIXTURES / 'deep_mlp.py'}:build"
+    at = start(monkeypatch, ["--model", model, "--data", str(user["data"])],
+               "app_pages/prune.py")
+    session = apptest.bench_of(at).session
+    assert len(session.layers) == 60
+    edits = {"blocks.0": 40, "blocks.30": 60, "blocks.59": 20}
+    for name, percent in edits.items():
+        at.selectbox(key=widget_key("edit_layer")).set_value(name).run()
+        at.slider(key=widget_key("sp", name)).set_value(percent).run()
+        assert not at.exception, at.exception
+    at.selectbox(key=widget_key("edit_layer")).set_value("blocks.10").run()
+    plan = apptest.bench_of(at).session.plan
+    assert {n: e.sparsity for n, e in plan.layers.items()} == {
+        n: pytest.approx(p / 100) for n, p in edits.items()}
