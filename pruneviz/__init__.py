@@ -47,6 +47,7 @@ from pruneviz.workflows.allocation import (
     plan_for_budget,
 )
 from pruneviz.workflows.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
+from pruneviz.workflows.live_bench import bench_live_model
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.sensitivity import (
     SensitivityCache,
@@ -55,6 +56,7 @@ from pruneviz.workflows.sensitivity import (
     sensitivity_items,
 )
 from pruneviz.workflows.workbench import Workbench, build_workbench, open_workbench
+from pruneviz.workflows.workspace import Workspace
 
 __all__ = [
     "REFERENCES",
@@ -99,7 +101,9 @@ __all__ = [
     "Task",
     "TensorData",
     "Workbench",
+    "Workspace",
     "build_workbench",
+    "bench_live_model",
     "Source",
     "load_source",
     "load_data",
