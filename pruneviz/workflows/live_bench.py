@@ -104,7 +104,7 @@ def _all_layer_plans(bench: Workbench, moves: int, seed: int) -> list[Plan]:
     return plans
 
 
-def _torch_reprune(bench: Workbench, plans: list[Plan]) -> Callable[[Plan], None]:
+def _torch_reprune(bench: Workbench) -> Callable[[Plan], None]:
     """torch.nn.utils.prune on its own copy, done correctly for a slider move: every layer's
     original weight restored, then ln_structured (filters) or l1_unstructured again."""
     model = copy.deepcopy(bench.pristine)
@@ -162,7 +162,7 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
 
     all_plans = _all_layer_plans(bench, moves, seed)
     bench.session.apply(all_plans[0])  # scores are built once per session, before any move
-    theirs_move = _torch_reprune(bench, all_plans)
+    theirs_move = _torch_reprune(bench)
     theirs_move(all_plans[0])
     ours, theirs = [], []
     for plan in all_plans[1:] + all_plans[:1]:  # interleaved, so machine load hits both
