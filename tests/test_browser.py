@@ -96,7 +96,9 @@ def test_a_deep_link_opens_its_page_on_its_model(server: str) -> None:
             page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
             sidebar = page.get_by_test_id("stSidebar")
             picked = sidebar.get_by_test_id("stSelectbox").locator("input").input_value()
-            resnet_slider = page.get_by_role("slider", name="layer1.conv1 sparsity %").count()
+            slider = page.get_by_role("slider", name="layer1.conv1 sparsity %")
+            slider.wait_for(timeout=60_000)  # the layer rows render after the first widgets
+            resnet_slider = slider.count()
             links = sidebar.get_by_test_id("stSidebarNavLink").all_inner_texts()
             sidebar.get_by_test_id("stSidebarNavLink").filter(has_text="Trade-offs").click()
             page.get_by_role("heading", name="Trade-offs").wait_for(timeout=30_000)
