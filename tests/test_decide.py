@@ -19,7 +19,6 @@ from pruneviz.core.decide import (
     global_pruned,
 )
 from pruneviz.core.granularity import Granularity
-from pruneviz.core.masks import keep_ranked
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
 from pruneviz.core.scores import ScoreTable, combine, per_root
 from pruneviz.errors import PlanError
@@ -32,7 +31,7 @@ W = torch.tensor([[0.5, -2.0, 1.0, -0.1],
 
 def unstructured_table(weight: Tensor) -> ScoreTable:
     """|w| scores of every weight, as the l1 criterion gives for single weights."""
-    structures = Structures(U, tuple(weight.shape), weight.numel(), 1, None, None, None)
+    structures = Structures(U, tuple(weight.shape), weight.numel(), 1, None)
     return ScoreTable.build(weight.abs().reshape(-1), structures, weight)
 
 
@@ -40,7 +39,7 @@ def test_sparsity_prunes_the_lowest_magnitudes() -> None:
     table = unstructured_table(W)
     decision = decide_layer(table, U, "l1", sparsity=0.375, threshold=None)
     assert decision.pruned == 3  # 0.1, 0.2, 0.5
-    assert keep_ranked(table.rank, decision.pruned).tolist() == [[F, T, T, F],
+    assert table.keep(decision.pruned).view(2, 4).tolist() == [[F, T, T, F],
                                                                  [T, F, T, T]]
     assert decision.threshold == 1.0  # the lowest kept score
     assert table.nonzero_after(decision.pruned) == 5
@@ -50,7 +49,7 @@ def test_ties_are_pruned_in_flat_order() -> None:
     table = unstructured_table(torch.tensor([[1.0, -1.0, 2.0, 1.0],
                                              [1.0, 0.5, -1.0, 3.0]]))
     decision = decide_layer(table, U, "l1", sparsity=0.375, threshold=None)
-    assert keep_ranked(table.rank, decision.pruned).tolist() == [[F, F, T, T],
+    assert table.keep(decision.pruned).view(2, 4).tolist() == [[F, F, T, T],
                                                                  [T, F, T, T]]
 
 
@@ -58,11 +57,11 @@ def test_zero_and_full_sparsity() -> None:
     table = unstructured_table(W)
     none = decide_layer(table, U, "l1", sparsity=0.0, threshold=None)
     assert none.pruned == 0
-    assert keep_ranked(table.rank, 0).tolist() == [[T, T, T, T], [T, T, T, T]]
+    assert table.keep(0).view(2, 4).tolist() == [[T, T, T, T], [T, T, T, T]]
     assert none.threshold == pytest.approx(0.1)
     every = decide_layer(table, U, "l1", sparsity=1.0, threshold=None)
     assert every.pruned == 8
-    assert keep_ranked(table.rank, 8).tolist() == [[F, F, F, F], [F, F, F, F]]
+    assert table.keep(8).view(2, 4).tolist() == [[F, F, F, F], [F, F, F, F]]
     assert every.threshold == math.nextafter(4.0, math.inf)
     assert table.nonzero_after(8) == 0
 
@@ -72,12 +71,12 @@ def test_threshold_prunes_strictly_below() -> None:
     decision = decide_layer(table, U, "l1", sparsity=None, threshold=1.0)
     assert decision.pruned == 3  # 0.1, 0.2, 0.5; the two 1.0s stay
     assert decision.threshold == 1.0
-    assert keep_ranked(table.rank, decision.pruned).tolist() == [[F, T, T, F],
+    assert table.keep(decision.pruned).view(2, 4).tolist() == [[F, T, T, F],
                                                                  [T, F, T, T]]
     assert decide_layer(table, U, "l1", sparsity=None, threshold=1.5).pruned == 5
 
 
-def test_zeros_are_counted_from_the_table() -> None:
+def test_zeros_left_after_pruning_are_counted() -> None:
     weight = torch.tensor([[0.0, 2.0], [0.0, 1.0]])
     table = unstructured_table(weight)
     assert [table.nonzero_after(k) for k in range(5)] == [2, 2, 2, 1, 0]
@@ -122,12 +121,12 @@ def test_group_decision_prunes_the_lowest_combined_unit() -> None:
     decision, note = decide_group(group, table, Granularity.FILTER, "l1", 1 / 3, None)
     assert note is None
     assert decision.pruned == 1
-    assert keep_ranked(table.struct_rank, 1).tolist() == [T, F, T]  # b's tiny unit 1 wins
+    assert table.keep(1).tolist() == [T, F, T]  # b's tiny unit 1 wins
     # all of them: the last unit stays, and a note says why
     decision, note = decide_group(group, table, Granularity.FILTER, "l1", 1.0, None)
     assert decision.pruned == 2
     assert note == "a, b: kept 1 of 3 channels — removing all would cut the network in two"
-    assert keep_ranked(table.struct_rank, decision.pruned).tolist() == [F, F, T]
+    assert table.keep(decision.pruned).tolist() == [F, F, T]
 
 
 def two_tables() -> list[ScoreTable]:

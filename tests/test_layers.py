@@ -11,7 +11,9 @@ from fixtures.models import ZOO, NoPrunable, ZooEntry
 from torch import nn
 
 from pruneviz import ModelError, PrunableLayer, find_prunable_layers, fingerprint
-from pruneviz.core.layers import check_finite, structure_index
+from pruneviz.core.criteria import structures_for
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.layers import check_finite
 
 # name -> (type, shape) for every prunable weight of every zoo model, in module order.
 EXPECTED: dict[str, list[tuple[str, str, tuple[int, ...]]]] = {
@@ -205,19 +207,31 @@ def test_tracing_leaves_the_model_as_it_was() -> None:
     assert not model.conv1._forward_hooks
 
 
-def test_structure_index_of_grouped_conv_uses_full_channel_numbers() -> None:
+def test_structures_of_grouped_conv_use_full_channel_numbers() -> None:
     layers = {layer.name: layer for layer in _layers(ZOO["grouped"])}
     grouped = layers["grouped"]  # (8, 2, 3, 3), groups=2: filters 0-3 read inputs 0-1
-    index = structure_index(grouped, 1)
-    assert index.shape == grouped.shape
-    assert index[:4].unique().tolist() == [0, 1]
-    assert index[4:].unique().tolist() == [2, 3]
-    assert grouped.in_structures == 4
-    assert grouped.out_structures == 8
-    depthwise = layers["depthwise"]
-    assert structure_index(depthwise, 1)[:, 0, 0, 0].tolist() == list(range(8))
-    filters = structure_index(grouped, 0)
-    assert filters[:, 1, 2, 0].tolist() == list(range(8))
+    channels = structures_for(grouped, Granularity.CHANNEL)
+    assert channels.count == grouped.in_structures == 4
+    keep = channels.expand(torch.tensor([True, False, False, False]))
+    assert keep.shape == grouped.shape
+    assert keep[:4, 0].all()
+    assert not keep[:4, 1].any()
+    assert not keep[4:].any()
+    # each channel's vector holds exactly its own weights, in flat order
+    weight = torch.arange(grouped.params, dtype=torch.float32).view(grouped.shape)
+    rows = channels.vectors(weight)
+    for channel in range(4):
+        one = torch.zeros(4, dtype=torch.bool)
+        one[channel] = True
+        assert rows[channel].tolist() == weight[channels.expand(one)].tolist()
+    depthwise = structures_for(layers["depthwise"], Granularity.CHANNEL)
+    assert depthwise.count == 8
+    assert depthwise.expand(torch.arange(8) == 3)[:, 0, 0, 0].tolist() == [
+        i == 3 for i in range(8)]
+    filters = structures_for(grouped, Granularity.FILTER)
+    assert filters.count == grouped.out_structures == 8
+    assert filters.expand(torch.arange(8) < 2)[:, 1, 2, 0].tolist() == [
+        i < 2 for i in range(8)]
 
 
 def test_fingerprint_depends_on_shapes_not_values() -> None:

@@ -16,7 +16,6 @@ from pruneviz.core.masks import (
     lowest_pruned,
     member_keep,
     n_m_keep,
-    structure_mask,
 )
 
 T, F = True, False
@@ -42,6 +41,30 @@ def test_unstructured_zero_and_all() -> None:
     assert lowest_pruned(W.abs(), 8).tolist() == [[F, F, F, F], [F, F, F, F]]
     assert lowest_pruned(W.abs(), 20).tolist() == [[F, F, F, F], [F, F, F, F]]
 
+def test_selection_prunes_what_a_full_sort_prunes_ties_included() -> None:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (7, 9), generator=gen).float()  # many ties
+    rank = ascending_rank(scores)
+    for pruned in range(scores.numel() + 1):
+        assert torch.equal(lowest_pruned(scores, pruned), keep_ranked(rank, pruned)), pruned
+
+
+def test_big_score_tables_select_as_small_ones_sort() -> None:
+    from pruneviz.core import scores as score_tables
+
+    gen = torch.Generator().manual_seed(1)
+    values = torch.randint(0, 50, (score_tables.SMALL_TABLE + 1000,), generator=gen).float()
+    big = score_tables.ScoreTable(values)
+    small = score_tables.ScoreTable(values[:5000])
+    for table in (big, small):
+        rank = ascending_rank(table.scores)
+        for pruned in (0, 1, 17, table.count // 2, table.count - 1, table.count):
+            assert torch.equal(table.keep(pruned), keep_ranked(rank, pruned))
+            if pruned < table.count:
+                assert table.threshold_for(pruned) == float(table.sorted[pruned])
+        assert table.count_below(25.0) == int((table.scores < 25.0).sum())
+
+
 def test_keep_ranked_is_rank_at_or_above_count() -> None:
     rank = torch.tensor([3, 0, 2, 1])
     assert keep_ranked(rank, 2).tolist() == [T, F, T, F]
@@ -62,19 +85,13 @@ def test_filter_and_channel_masks_of_a_linear_layer() -> None:
     (layer,) = find_prunable_layers(model, torch.zeros(1, 4))
     filters = structures_for(layer, Granularity.FILTER)
     channels = structures_for(layer, Granularity.CHANNEL)
-    assert filters.index is not None
-    assert channels.index is not None
     # drop output row 0
-    assert structure_mask(torch.tensor([F, T]), filters.index).tolist() == [[F, F, F, F],
-                                                                           [T, T, T, T]]
+    assert filters.expand(torch.tensor([F, T])).tolist() == [[F, F, F, F],
+                                                             [T, T, T, T]]
     # drop input columns 1 and 3
-    assert structure_mask(torch.tensor([T, F, T, F]), channels.index).tolist() == [
+    assert channels.expand(torch.tensor([T, F, T, F])).tolist() == [
         [T, F, T, F],
         [T, F, T, F]]
-
-def test_filter_mask_from_a_literal_index() -> None:
-    index = torch.tensor([[0, 0], [1, 1], [2, 2]])
-    assert structure_mask(torch.tensor([T, F, T]), index).tolist() == [[T, T], [F, F], [T, T]]
 
 def test_member_keep_maps_root_channels_to_the_members_own() -> None:
     # the member's channels 4 and 1 go with root channels 0 and 1; 0, 2, 3 are not coupled

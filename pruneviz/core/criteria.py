@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneviz.core.granularity import Granularity
-from pruneviz.core.layers import _CONV, _CONV_T, PrunableLayer, eval_mode, structure_index
+from pruneviz.core.layers import _CONV, _CONV_T, PrunableLayer, eval_mode
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import DataError, ModelError, PlanError
 
@@ -33,9 +33,10 @@ class Structures:
     """How the weights of one layer group into the structures a criterion scores.
 
     For unstructured and N:M granularities every weight is its own structure
-    (`index is None`); otherwise `index` gives each weight's structure id and `order`
-    lists the flat weight positions structure by structure, so that `vectors` can
-    gather each structure's weights into one row.
+    (`dim is None`). Otherwise the structures run along weight dimension `dim`: 0 for
+    filters (output rows); 1 for input channels, numbered across a grouped convolution's
+    `groups` as `group * per_group + position`. Nothing is stored per weight: `vectors`
+    and `expand` reshape and broadcast.
     """
 
     granularity: Granularity
@@ -43,32 +44,44 @@ class Structures:
     count: int
     size: int
     dim: int | None
-    index: Tensor | None
-    order: Tensor | None
+    groups: int = 1
 
     def vectors(self, tensor: Tensor) -> Tensor:
-        """Rows of `tensor` (weight-shaped), one per structure: shape (count, size)."""
-        if self.order is None:
+        """Rows of `tensor` (weight-shaped), one per structure: shape (count, size), each
+        row in the weights' flat order."""
+        if self.dim is None:
             return tensor.reshape(-1, 1)
-        return tensor.reshape(-1)[self.order].view(self.count, self.size)
+        if self.dim == 0:
+            return tensor.reshape(self.count, self.size)
+        rows, per_group = self.shape[0], self.shape[1]
+        grouped = tensor.reshape(self.groups, rows // self.groups, per_group, -1)
+        return grouped.transpose(1, 2).reshape(self.count, self.size)
 
     def expand(self, keep: Tensor) -> Tensor:
-        """A weight-shaped boolean mask from a per-structure keep vector."""
-        if self.index is None:
+        """A weight-shaped boolean mask from a per-structure keep vector (a broadcast
+        view: no copy per weight)."""
+        if self.dim is None:
             return keep.view(self.shape)
-        return keep[self.index]
+        trailing = [1] * (len(self.shape) - 1)
+        if self.dim == 0:
+            return keep.view(-1, *trailing).expand(self.shape)
+        rows, per_group = self.shape[0], self.shape[1]
+        by_group = keep.view(self.groups, per_group)
+        if self.groups > 1:
+            group_of_row = torch.arange(rows, device=keep.device) // (rows // self.groups)
+            by_group = by_group[group_of_row]
+        return by_group.view(by_group.shape[0], per_group, *trailing[1:]).expand(self.shape)
 
 
 def structures_for(layer: PrunableLayer, granularity: Granularity) -> Structures:
     """The structures of `layer` at `granularity` (filters, channels or single weights)."""
     if not granularity.structured:
         n = layer.params
-        return Structures(granularity, layer.shape, n, 1, None, None, None)
+        return Structures(granularity, layer.shape, n, 1, None)
     dim = layer.out_dim if granularity is Granularity.FILTER else layer.in_dim
-    index = structure_index(layer, dim)
-    count = int(index.max()) + 1
-    order = torch.argsort(index.reshape(-1), stable=True)
-    return Structures(granularity, layer.shape, count, layer.params // count, dim, index, order)
+    count = layer.shape[0] if dim == 0 else layer.shape[1] * layer.groups
+    return Structures(granularity, layer.shape, count, layer.params // count, dim,
+                      1 if dim == 0 else layer.groups)
 
 
 # ---------------------------------------------------------------------------------------

@@ -185,6 +185,10 @@ class Decisions:
         if text is not None and text not in self.notes:
             self.notes.append(text)
 
+    def tables(self) -> list[ScoreTable]:
+        """The score tables these decisions hold."""
+        return [d.table for d in [*self.layers.values(), *self.groups.values()]]
+
     def pruned_units(self) -> dict[int, list[int]]:
         """For each coupled group with a decision: the units (channels) it prunes."""
         return {gid: sorted(d.table.order[: d.pruned].tolist())

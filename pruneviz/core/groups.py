@@ -15,7 +15,7 @@ from pruneviz.core.coupling import Group, Member
 from pruneviz.core.decide import Decision
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.layers import PrunableLayer
-from pruneviz.core.masks import keep_ranked, member_keep
+from pruneviz.core.masks import member_keep
 from pruneviz.core.scores import ScoreTable, combine, per_root
 from pruneviz.errors import PlanError
 
@@ -148,7 +148,7 @@ class CoupledGroups:
 
     def member_keep(self, gid: int, member: Member, decision: Decision) -> Tensor:
         """Keep-vector over a member's own channels for a group decision."""
-        keep_root = keep_ranked(decision.table.struct_rank, decision.pruned)
+        keep_root = decision.table.keep(decision.pruned)
         return member_keep(keep_root, member.idxs, member.root,
                            self._member_size[(gid, member.module, member.kind)])
 

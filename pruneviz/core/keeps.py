@@ -16,7 +16,7 @@ from pruneviz.core.decide import Decision, Decisions
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.groups import CoupledGroups
 from pruneviz.core.layers import PrunableLayer
-from pruneviz.core.masks import combine, keep_ranked
+from pruneviz.core.masks import combine
 from pruneviz.core.scoring import LayerScorer
 
 
@@ -58,7 +58,7 @@ class PlanMasks:
         owner = self._fed_owner.get(tensor_name)
         own = decided.layers.get(owner) if owner else None
         return combine([
-            keep_ranked(own.table.struct_rank, own.pruned)
+            own.table.keep(own.pruned)
             if own is not None and own.granularity is Granularity.FILTER else None,
             *self._coupled.channel_keeps(tensor_name, decided.groups),
         ])

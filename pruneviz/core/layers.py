@@ -343,25 +343,6 @@ def check_finite(model: nn.Module) -> None:
         )
 
 
-def structure_index(layer: PrunableLayer, dim: int) -> Tensor:
-    """For every weight element, the index of the structure along `dim` it belongs to.
-
-    Handles grouped convolutions: along the per-group dimension (dim 1), structure ids
-    are full channel numbers, `group * per_group + position`.
-    """
-    shape = layer.shape
-    if dim == 0:
-        ids = torch.arange(shape[0])
-        view = [shape[0]] + [1] * (len(shape) - 1)
-        return ids.view(view).expand(shape).contiguous()
-    per_group = shape[1]
-    rows_per_group = shape[0] // layer.groups
-    group_of_row = torch.arange(shape[0]) // rows_per_group
-    ids = group_of_row.view(-1, 1) * per_group + torch.arange(per_group).view(1, -1)
-    view = [shape[0], per_group] + [1] * (len(shape) - 2)
-    return ids.view(view).expand(shape).contiguous()
-
-
 @dataclass(frozen=True)
 class SummaryRow:
     """One row of a torchinfo model summary: a module, its output shape, params and MACs."""

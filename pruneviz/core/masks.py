@@ -28,8 +28,21 @@ def keep_ranked(rank: Tensor, pruned: int) -> Tensor:
 
 
 def lowest_pruned(scores: Tensor, pruned: int) -> Tensor:
-    """Unstructured keep-mask: the `pruned` lowest-scoring entries go (ties: earlier first)."""
-    return keep_ranked(ascending_rank(scores), pruned)
+    """Keep-mask of `scores` (any shape): the `pruned` lowest-scoring entries go, among
+    equal scores the earlier (flat order) first — what `keep_ranked(ascending_rank(s), k)`
+    gives, found by selection (`kthvalue`) instead of a sort, with no index per entry."""
+    flat = scores.reshape(-1)
+    count = flat.numel()
+    if pruned <= 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if pruned >= count:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    boundary = torch.kthvalue(flat, pruned).values  # the highest score that goes
+    keep = flat > boundary
+    ties_going = pruned - int((flat < boundary).sum())
+    ties = torch.nonzero(flat == boundary).reshape(-1)
+    keep[ties[ties_going:]] = True  # equal to the boundary: the earlier ones go
+    return keep.view(scores.shape)
 
 
 def n_m_keep(scores: Tensor, n: int, m: int, dim: int) -> Tensor:
@@ -40,13 +53,6 @@ def n_m_keep(scores: Tensor, n: int, m: int, dim: int) -> Tensor:
     keep_idx = runs.topk(n, dim=1).indices
     keep = torch.zeros_like(runs, dtype=torch.bool).scatter_(1, keep_idx, True)
     return keep.view(moved.shape).movedim(-1, dim).contiguous()
-
-
-def structure_mask(keep: Tensor, index: Tensor) -> Tensor:
-    """The weight mask of a per-structure keep-vector: `index` gives every weight the id
-    of its structure (its filter for filter pruning, its input channel for channel
-    pruning), and a weight is kept when its structure is."""
-    return keep[index]
 
 
 def member_keep(

@@ -1,7 +1,7 @@
 """Per-layer results: what a plan left of one prunable layer (counts, sparsity, threshold).
 
-Pure: a result is computed from the layer, its current weight and the decisions that
-prune it, mostly from the decisions' precomputed tables (no pass over the weights).
+Pure: a result is computed from the layer, its current weight (counted: one pass over a
+changed layer) and the decisions that prune it.
 """
 
 from __future__ import annotations
@@ -73,9 +73,8 @@ def layer_result(
     original_nonzero: int, frozen: bool, group: int | None,
 ) -> LayerResult:
     """`layer`'s result under its own `decision` and the `coupled` group decision that
-    describes it (`deciding_group`). `weight` is its current value, counted only where the
-    tables cannot tell: under a group or when `frozen` (decisions kept across new
-    weights); `nm` is the N:M mask and its non-zero count, for an N:M decision."""
+    describes it (`deciding_group`). `weight` is its current value, whose non-zero entries
+    are counted; `nm` is the N:M mask and its non-zero count, for an N:M decision."""
     threshold: float | None = None
     granularity: str | None
     criterion: str | None
@@ -102,7 +101,7 @@ def layer_result(
         else:
             structures = decision.table.count
             pruned = decision.pruned
-            nonzero = decision.table.nonzero_after(pruned)
+            nonzero = int(torch.count_nonzero(weight))  # the weight as written: w0 * mask
             threshold = decision.threshold
         if frozen:
             nonzero = int(torch.count_nonzero(weight))

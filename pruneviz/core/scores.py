@@ -1,4 +1,4 @@
-"""Score tables: one layer's (or coupled group's) structure scores, sorted once.
+"""Score tables: one layer's (or coupled group's) structure scores, and selection in them.
 
 Pure: building a table reads tensors and returns new ones. Deciding how many structures
 to prune (`decide`) and turning that into masks (`masks`) both work from these tables.
@@ -8,81 +8,106 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from pruneviz.core.criteria import Structures
+from pruneviz.core.masks import lowest_pruned
+
+# Tables over at most this many structures keep their sort; larger ones (single weights
+# of a big layer) keep only their scores, and select with `kthvalue` when asked.
+SMALL_TABLE = 1 << 16
 
 
-@dataclass(frozen=True)
 class ScoreTable:
-    """Scores of one layer's structures under one criterion, precomputed for cheap re-thresholds.
+    """Scores of one layer's structures (or a coupled group's units) under one criterion.
 
-    `order` lists structure ids lowest score first and `sorted` their scores; `rank` gives
-    every weight the ascending rank of its structure, so that pruning the `k` lowest is the
-    single comparison `rank >= k`; `zero_prefix[k]` counts the originally-zero weights in
-    the `k` lowest structures, so counts after pruning need no pass over the weights.
+    Holds one score per structure and nothing per weight: `keep(k)` (the `k` lowest go,
+    among equal scores the earlier first), `count_below` and `threshold_for` select in
+    the scores when asked. A table over single weights costs the scores alone (one value
+    per weight, in the scores' dtype); a table over filters or channels also keeps its
+    sorted order, which is small. `weight` (the original weight the scores rank, shared,
+    not copied) lets `nonzero_after` count what pruning leaves.
     """
 
-    scores: Tensor
-    order: Tensor
-    sorted: Tensor
-    struct_rank: Tensor
-    rank: Tensor
-    zero_prefix: Tensor
-    size: int
-    count: int
+    def __init__(self, scores: Tensor, size: int = 1, weight: Tensor | None = None) -> None:
+        self.scores = scores.reshape(-1)
+        self.size = size
+        self.count = len(self.scores)
+        self._weight = weight
+        self._order: Tensor | None = None
 
     @classmethod
     def build(cls, scores: Tensor, structures: Structures, weight: Tensor) -> ScoreTable:
-        """Sort `scores` once and derive the rank and zero-count tables."""
-        order = torch.argsort(scores, stable=True)
-        struct_rank = torch.empty_like(order)
-        struct_rank[order] = torch.arange(len(order))
-        if structures.index is None:
-            rank = struct_rank.to(torch.int32).view(structures.shape)
-        else:
-            rank = struct_rank.to(torch.int32)[structures.index]
-        zeros = structures.vectors(weight == 0).sum(dim=1)[order]
-        zero_prefix = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(zeros, 0)])
-        return cls(
-            scores, order, scores[order], struct_rank, rank, zero_prefix, structures.size,
-            len(order),
-        )
+        """The table of a layer's `scores`, one per structure of `structures`."""
+        return cls(scores, structures.size, weight if structures.size == 1 else None)
 
     @classmethod
     def of_scores(cls, scores: Tensor) -> ScoreTable:
-        """A table over plain scores (coupled groups): no weight-level rank."""
-        order = torch.argsort(scores, stable=True)
-        struct_rank = torch.empty_like(order)
-        struct_rank[order] = torch.arange(len(order))
-        zero_prefix = torch.zeros(len(order) + 1, dtype=torch.int64)
-        return cls(scores, order, scores[order], struct_rank, struct_rank, zero_prefix, 1,
-                   len(order))
+        """A table over plain scores (coupled groups)."""
+        return cls(scores)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the table holds (what a score cache counts)."""
+        extra = 0 if self._order is None else self._order.numel() * self._order.element_size()
+        return self.scores.numel() * self.scores.element_size() + extra
+
+    @property
+    def order(self) -> Tensor:
+        """Structure ids, lowest score first (ties: the earlier id first)."""
+        if self._order is not None:
+            return self._order
+        order = torch.argsort(self.scores, stable=True)
+        if self.count <= SMALL_TABLE:
+            self._order = order
+        return order
+
+    @property
+    def sorted(self) -> Tensor:
+        """The scores in ascending order (computed on demand for big tables)."""
+        return self.scores[self.order]
+
+    def keep(self, pruned: int) -> Tensor:
+        """Keep-vector over the structures: the `pruned` lowest-scoring go, ties earlier
+        first (True = kept)."""
+        if self.count <= SMALL_TABLE:
+            keep = torch.ones(self.count, dtype=torch.bool, device=self.scores.device)
+            keep[self.order[:max(pruned, 0)]] = False
+            return keep
+        return lowest_pruned(self.scores, pruned)
+
+    def kth(self, k: int) -> float:
+        """The `k`-th lowest score (0-based)."""
+        if self.count <= SMALL_TABLE:
+            return float(self.scores[self.order[k]].item())
+        return float(torch.kthvalue(self.scores, k + 1).values.item())
 
     def count_below(self, threshold: float) -> int:
         """How many structures score strictly below `threshold`."""
         # Compare exactly, as if in float64: rounding the threshold to the scores' dtype
-        # may land on a score, which `side` then counts on the correct side.
-        value = torch.tensor([threshold], dtype=self.sorted.dtype)
-        side = "right" if float(value) < threshold else "left"
-        return int(torch.searchsorted(self.sorted, value, side=side)[0])
+        # may land on a score, which is then counted on the correct side.
+        value = torch.tensor(threshold, dtype=self.scores.dtype)
+        if float(value) < threshold:
+            return int((self.scores <= value).sum())
+        return int((self.scores < value).sum())
 
     def threshold_for(self, pruned: int) -> float:
         """The threshold t with `pruned` structures scoring below it (ties aside)."""
         if pruned <= 0:
-            return self.sorted[0].item() if self.count else 0.0
+            return self.kth(0) if self.count else 0.0
         if pruned >= self.count:
-            return math.nextafter(self.sorted[-1].item(), math.inf)
-        return float(self.sorted[pruned].item())
+            return math.nextafter(float(self.scores.max().item()), math.inf)
+        return self.kth(pruned)
 
     def nonzero_after(self, pruned: int) -> int:
-        """Non-zero weights left when the `pruned` lowest structures are zeroed."""
-        kept = (self.count - pruned) * self.size
-        zeros_kept = int(self.zero_prefix[-1].item()) - int(self.zero_prefix[pruned].item())
-        return kept - zeros_kept
+        """Non-zero weights left when the `pruned` lowest structures are zeroed (tables of
+        single weights built with their weight)."""
+        if self._weight is None:
+            raise ValueError("this table does not know its weights")
+        kept = self.keep(pruned) & (self._weight.reshape(-1) != 0)
+        return int(kept.sum())
 
 
 def per_root(scores: Tensor, idxs: Sequence[int], root: Sequence[int], size: int) -> Tensor:
@@ -110,4 +135,4 @@ def combine(parts: Sequence[Tensor]) -> Tensor:
 
 def relative(table: ScoreTable) -> ScoreTable:
     """`table`'s scores divided by their mean: comparable across layers of other scales."""
-    return ScoreTable.of_scores(table.scores / (float(table.scores.mean()) or 1.0))
+    return ScoreTable(table.scores / (float(table.scores.mean()) or 1.0), table.size)

@@ -1,14 +1,18 @@
 """LayerScorer: a session's score tables, computed on demand from the original weights.
 
 One table per (layer, granularity, criterion) and one per coupled group, each computed
-the first time it is asked for and kept until the weights change (`forget`). The
-scorer is what `decide` reads tables from (it is a `decide.ScoreSource`), and it turns
-a layer's decision into that layer's weight mask.
+the first time it is asked for and kept until the weights change (`forget`). The tables
+the current decisions use are always kept; the others are kept while their bytes stay
+within `budget_bytes` (least recently used dropped first, computed again if asked), so
+trying many criteria never grows the session without bound. The scorer is what `decide`
+reads tables from (it is a `decide.ScoreSource`), and it turns a layer's decision into
+that layer's weight mask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 import torch
@@ -28,7 +32,7 @@ from pruneviz.core.decide import Decision
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.groups import CoupledGroups
 from pruneviz.core.layers import PrunableLayer
-from pruneviz.core.masks import keep_ranked, n_m_keep, structure_mask
+from pruneviz.core.masks import n_m_keep
 from pruneviz.core.scores import ScoreTable
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import DataError, PlanError
@@ -47,6 +51,7 @@ class LayerScorer:
         coupled: CoupledGroups, output_layers: set[str], *,
         calibration: TensorData | None, seed: int,
         originals_in_place: Callable[[], AbstractContextManager[None]],
+        budget_bytes: int | None = None,
     ) -> None:
         self._model = model
         self._layers = list(layers)
@@ -58,7 +63,10 @@ class LayerScorer:
         self._seed = seed
         self._originals_in_place = originals_in_place
         self._structures: dict[tuple[str, Granularity], Structures] = {}
-        self._tables: dict[tuple[str, Granularity, str], ScoreTable] = {}
+        self._tables: OrderedDict[tuple[str, Granularity, str], ScoreTable] = OrderedDict()
+        self._unsupported: dict[tuple[str, Granularity, str], str | None] = {}
+        self._in_use: set[int] = set()  # ids of the tables the current decisions hold
+        self.budget_bytes = budget_bytes
         self._nm_masks: dict[tuple[str, Granularity, str], tuple[Tensor, int]] = {}
         self._stats: CalibrationStats | None = None
 
@@ -112,7 +120,9 @@ class LayerScorer:
     def scores(self, layer: str, granularity: Granularity, criterion: str) -> ScoreTable:
         """Scores of `layer`'s structures under `criterion`, computed once on the originals."""
         key = (layer, granularity, criterion)
-        if key not in self._tables:
+        if key in self._tables:
+            self._tables.move_to_end(key)
+        else:
             info = self.layer(layer)
             if granularity.n_m is not None:
                 structures = self.structures(layer, Granularity.UNSTRUCTURED)
@@ -137,7 +147,15 @@ class LayerScorer:
         return self._tables[key]
 
     def unsupported(self, layer: str, granularity: Granularity, criterion: str) -> str | None:
-        """Why `layer` cannot be pruned at `granularity` by `criterion`, or None if it can."""
+        """Why `layer` cannot be pruned at `granularity` by `criterion`, or None if it can
+        (the answer is kept: the tables it computed may be dropped)."""
+        key = (layer, granularity, criterion)
+        if key not in self._unsupported:
+            self._unsupported[key] = self._why_unsupported(layer, granularity, criterion)
+        return self._unsupported[key]
+
+    def _why_unsupported(self, layer: str, granularity: Granularity,
+                         criterion: str) -> str | None:
         try:
             self.check_granularity(layer, granularity)
             group = self._coupled.group_for(layer, granularity)
@@ -166,10 +184,30 @@ class LayerScorer:
         """Drop everything computed from the weights (they changed); `keep_nm_masks` keeps
         the N:M masks, for decisions kept across the change."""
         self._tables.clear()
+        self._unsupported.clear()
         self._coupled.forget_scores()
         self._stats = None
         if not keep_nm_masks:
             self._nm_masks.clear()
+
+    def keep_in_use(self, tables: Collection[ScoreTable]) -> None:
+        """The current decisions hold `tables`: keep them, and drop the least recently
+        used others until those fit `budget_bytes`."""
+        self._in_use = {id(table) for table in tables}
+        if self.budget_bytes is None:
+            return
+        spare = [(key, table) for key, table in self._tables.items()
+                 if id(table) not in self._in_use]
+        held = sum(table.nbytes for _, table in spare)
+        for key, table in spare:  # oldest first
+            if held <= self.budget_bytes:
+                break
+            del self._tables[key]
+            held -= table.nbytes
+
+    def tables_bytes(self) -> int:
+        """Bytes of the score tables kept now."""
+        return sum(table.nbytes for table in self._tables.values())
 
     def _calibration_stats(self) -> CalibrationStats:
         if self._stats is None:
@@ -185,7 +223,8 @@ class LayerScorer:
         """The weight-shaped boolean keep-mask of a layer's own decision."""
         if decision.granularity.n_m is not None:
             return self.nm_mask(name, decision.granularity, decision.criterion)[0]
-        return keep_ranked(decision.table.rank, decision.pruned)
+        keep = decision.table.keep(decision.pruned)
+        return self.structures(name, decision.granularity).expand(keep)
 
     def nm_mask(self, name: str, granularity: Granularity, criterion: str) -> tuple[Tensor, int]:
         """N:M keep-mask (fixed per layer and criterion) and the non-zero count it leaves."""
@@ -201,6 +240,4 @@ class LayerScorer:
 
     def expand(self, layer: str, granularity: Granularity, keep: Tensor) -> Tensor:
         """The weight mask of a keep-vector over `layer`'s filters or input channels."""
-        index = self.structures(layer, granularity).index
-        assert index is not None  # filters and channels always index their weights
-        return structure_mask(keep, index)
+        return self.structures(layer, granularity).expand(keep)

@@ -1,10 +1,13 @@
 """PruningSession: live, reversible application of pruning plans to one model copy.
 
-The session owns the only mutable copy of a model. It keeps the original tensors once,
-scores every (layer, granularity, criterion) once and keeps the scores sorted, so that
-applying a new plan is a lookup in sorted scores plus one `w = w0 * mask` per changed
-layer, written straight into the parameters (no forward hooks, no extra tensors at
-inference: the pruned model runs at the dense model's speed and memory).
+The session owns the only mutable copy of a model. It keeps the original tensors once
+(or reads them from a model its caller keeps unchanged: `share_originals`), scores a
+(layer, granularity, criterion) the first time a plan needs it, and keeps one score per
+structure, so that applying a new plan is a selection in the scores plus one
+`w = w0 * mask` per changed layer, written straight into the parameters (no forward
+hooks, no extra tensors at inference: the pruned model runs at the dense model's speed
+and memory). Score tables not in use are kept within `TABLE_BUDGET` of the weights'
+bytes, so a session costs about its model copy plus the tables its plan uses.
 
 Masking an output structure also zeroes everything it feeds — its bias and the scale
 and shift of the BatchNorm that follows — so the structure's output is exactly zero and
@@ -46,13 +49,20 @@ from pruneviz.core.scoring import LayerScorer
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError, PlanError
 
+# Score tables not used by the current plan are kept up to this fraction of the bytes of
+# the weights they score (least recently used dropped first).
+TABLE_BUDGET = 0.5
+
 
 class PruningSession:
     """Applies plans to a private copy of a model, reversibly and cheaply.
 
     `example_input` is a batch of what the model takes (batch dimension first);
     `calibration` is data for the data-driven criteria (taylor, apoz, activation).
-    The model passed in is deep-copied and never changed.
+    The model passed in is deep-copied and never changed. With `share_originals` the
+    session reads the original values from that model's own tensors instead of keeping
+    a copy: only for a caller that never changes the model while the session lives (the
+    workbench's pristine model).
     """
 
     def __init__(
@@ -63,6 +73,7 @@ class PruningSession:
         calibration: TensorData | None = None,
         name: str = "model",
         seed: int = 0,
+        share_originals: bool = False,
     ) -> None:
         check_finite(model)
         self.name = name
@@ -81,20 +92,27 @@ class PruningSession:
             self.groups, self.layer_by_name,
             {n: p.numel() for n, p in self._params.items()}, self.output_layers)
         # The originals of every tensor a plan may change: weights, fed biases and norms.
+        kept = dict(model.named_parameters()) if share_originals else None
         self._originals: dict[str, Tensor] = {}
         for tensor_name in [
             *(t for layer in self.layers for t in [*fed_tensors(layer, self._params),
                                                    layer.weight]),
             *(t for channels in self._coupled.channels.values() for t in channels),
         ]:
-            self._originals.setdefault(tensor_name, self._params[tensor_name].detach().clone())
+            if tensor_name not in self._originals:
+                self._originals[tensor_name] = (
+                    kept[tensor_name].detach() if kept is not None
+                    else self._params[tensor_name].detach().clone())
         data = calibration.x if calibration is not None else (
             example_input if isinstance(example_input, Tensor) else None)
         self._block_swap = BlockSwap(self.model, self.layers, self._params, self._originals, data)
         self._scorer = LayerScorer(
             self.model, self.layers, self._originals, self._coupled, self.output_layers,
             calibration=calibration, seed=seed,
-            originals_in_place=self._block_swap.originals_in_place)
+            originals_in_place=self._block_swap.originals_in_place,
+            budget_bytes=int(TABLE_BUDGET * sum(
+                self._originals[layer.weight].numel()
+                * self._originals[layer.weight].element_size() for layer in self.layers)))
         self._masks = PlanMasks(self.layers, self._params.keys(), self._scorer, self._coupled)
         self._decided = Decisions()
         self._frozen: set[str] = set()  # decisions kept across rebase(keep_decisions=True)
@@ -261,6 +279,7 @@ class PruningSession:
             for tensor_name in channels:
                 self._write(tensor_name, self._masks.channel_keep(tensor_name, decided))
         self._decided = decided
+        self._scorer.keep_in_use(decided.tables())
         self._frozen -= changed
         self.plan = plan
         self.notes = decided.notes
@@ -296,9 +315,9 @@ class PruningSession:
         except RuntimeError as exc:
             raise ModelError(f"the new weights do not fit {self.name}: {exc}") from None
         check_finite(self.model)
-        with torch.no_grad():
-            for name, original in self._originals.items():
-                original.copy_(self._params[name])
+        with torch.no_grad():  # new tensors: shared originals are never written
+            for name in self._originals:
+                self._originals[name] = self._params[name].detach().clone()
         self._originals_changed()
         # (N:M masks kept with the decisions: the kept N:M decisions' masks come from there)
         self._scorer.forget(keep_nm_masks=keep_decisions)

@@ -81,7 +81,8 @@ def build_workbench(
     full: TensorData | None = None
     if eval_subset is not None and eval_subset < len(eval_data):
         full, eval_data = eval_data, eval_data.subset(eval_subset)
-    session = PruningSession(model, example_input, calibration=calibration, name=name)
+    session = PruningSession(model, example_input, calibration=calibration, name=name,
+                             share_originals=True)
     # The pristine model is only read (inference), never changed: it is the latency
     # reference that each measurement is timed against.
     meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size)
