@@ -26,3 +26,8 @@ class DataError(PrunevizError, ValueError):
 
 class SampleNotFoundError(PrunevizError, LookupError):
     """A sample model name is unknown, or its shipped files are missing."""
+
+
+class Cancelled(Exception):
+    """A long measurement was stopped before it finished (not an error: a newer request
+    replaced it). Nothing it would have measured is kept."""

@@ -52,6 +52,13 @@ class Task(StrEnum):
             return float((output.argmax(dim=1) == target).sum())
         return _squared_error_sum(output, target)
 
+    def metric_values(self, output: Tensor, target: Tensor) -> Tensor:
+        """The metric of each sample of a batch: 1.0 right / 0.0 wrong, or its MSE."""
+        if self is Task.CLASSIFICATION:
+            return (output.argmax(dim=1) == target).double()
+        out, tgt = _per_sample(output, target)
+        return (out - tgt).pow(2).mean(dim=1).double()
+
     def loss_sum(self, output: Tensor, target: Tensor) -> float:
         """Sum of the per-sample loss over a batch (divide by the sample count)."""
         if self is Task.CLASSIFICATION:
@@ -108,6 +115,8 @@ class Scorer:
     higher_is_better: bool
     batch_sum: BatchSum
     spec: str = ""
+    # each sample's metric, when the scorer can tell (a user's batch mean cannot)
+    values: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
 def top_k(k: int) -> Scorer:
@@ -115,7 +124,7 @@ def top_k(k: int) -> Scorer:
     if k < 1:
         raise DataError(f"top-k accuracy needs k of at least 1, got {k}")
 
-    def batch_sum(output: Tensor, target: Tensor) -> float:
+    def values(output: Tensor, target: Tensor) -> Tensor:
         if output.dim() != 2:
             raise DataError(
                 f"top-{k} accuracy needs (batch, classes) scores, but the model returned "
@@ -125,9 +134,12 @@ def top_k(k: int) -> Scorer:
                 f"top-{k} accuracy needs at least {k} classes, but the model scores "
                 f"{output.shape[1]}; choose a smaller k")
         best = output.topk(k, dim=1).indices
-        return float((best == target.reshape(-1, 1)).any(dim=1).sum())
+        return (best == target.reshape(-1, 1)).any(dim=1).double()
 
-    return Scorer(f"top-{k} accuracy", True, batch_sum, f"top{k}")
+    def batch_sum(output: Tensor, target: Tensor) -> float:
+        return float(values(output, target).sum())
+
+    return Scorer(f"top-{k} accuracy", True, batch_sum, f"top{k}", values)
 
 
 def user_metric(ref: str) -> Scorer:

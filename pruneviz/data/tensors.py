@@ -63,6 +63,18 @@ class TensorData:
             return self.scorer.batch_sum(output, target)
         return self.task.metric_sum(output, target)
 
+    def metric_values(self, output: Tensor, target: Tensor) -> Tensor | None:
+        """Each sample's metric over a batch, None when the metric only gives batch sums
+        (a user's metric function)."""
+        if self.scorer is not None:
+            return None if self.scorer.values is None else self.scorer.values(output, target)
+        return self.task.metric_values(output, target)
+
+    @property
+    def proportion(self) -> bool:
+        """Whether each sample's metric is 1 or 0 (accuracy, top-k): a binomial count."""
+        return self.metric_name.endswith("accuracy")
+
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (x, y) batches in order; the last one may be smaller."""
         if batch_size < 1:

@@ -6,8 +6,10 @@ sizes by serialising the actual files, latency by timing repeated forward passes
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,29 +17,81 @@ from torch import Tensor, nn
 
 from pruneviz.core.layers import eval_mode
 from pruneviz.data.tensors import TensorData
+from pruneviz.errors import Cancelled
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Task metric and mean loss of a model on a data set."""
+    """Task metric and mean loss of a model on a data set.
+
+    `stderr` is the standard error of the metric as an estimate of the mean over the
+    population the samples were drawn from (None when the metric gives no per-sample
+    values: a user's batch-mean function); `proportion` says the metric counts right
+    answers (accuracy, top-k), whose interval is a binomial one.
+    """
 
     metric_name: str
     metric: float
     loss: float
     samples: int
+    stderr: float | None = None
+    proportion: bool = False
+
+    def interval(self, population: int | None = None,
+                 z: float = 1.96) -> tuple[float, float] | None:
+        """The ~95% interval of the metric over the `population` the samples were drawn
+        from without replacement (None: an unlimited one), or None if unknown. Accuracy:
+        the Wilson score interval; other metrics: mean +- z standard errors."""
+        if self.stderr is None or self.samples < 2 or math.isnan(self.metric):
+            return None
+        n = self.samples
+        shrink = 1.0
+        if population is not None:
+            if population <= n:
+                return (self.metric, self.metric)  # the whole set: nothing left to estimate
+            shrink = math.sqrt((population - n) / (population - 1))
+        if self.proportion:
+            p = self.metric
+            zz = (z * shrink) ** 2
+            centre = (p + zz / (2 * n)) / (1 + zz / n)
+            half = z * shrink * math.sqrt(p * (1 - p) / n + zz / (4 * n * n)) / (1 + zz / n)
+            return (max(0.0, centre - half), min(1.0, centre + half))
+        half = z * self.stderr * shrink
+        return (self.metric - half, self.metric + half)
 
 
-def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024) -> EvalResult:
-    """Run `data` through `model` (eval mode, no grad) and return metric and loss."""
+Stop = Callable[[], bool]  # returns True when a long measurement should stop
+
+
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024, *,
+             stop: Stop | None = None) -> EvalResult:
+    """Run `data` through `model` (eval mode, no grad) and return metric and loss, with the
+    metric's standard error when the metric has per-sample values. `stop` is asked before
+    each batch; when it says so, `Cancelled` is raised."""
     metric_total = 0.0
+    square_total = 0.0
+    per_sample = True
     loss_total = 0.0
     with eval_mode(model), torch.inference_mode():
         for x, y in data.batches(batch_size):
+            if stop is not None and stop():
+                raise Cancelled("the evaluation was stopped")
             out = model(x)
-            metric_total += data.metric_sum(out, y)
+            values = data.metric_values(out, y) if per_sample else None
+            if values is None:
+                per_sample = False
+                metric_total += data.metric_sum(out, y)
+            else:
+                metric_total += float(values.sum())
+                square_total += float(values.pow(2).sum())
             loss_total += data.task.loss_sum(out, y)
     n = len(data)
-    return EvalResult(data.metric_name, metric_total / n, loss_total / n, n)
+    mean = metric_total / n
+    stderr = None
+    if per_sample and n > 1:
+        variance = max(0.0, square_total / n - mean * mean) * n / (n - 1)
+        stderr = math.sqrt(variance / n)
+    return EvalResult(data.metric_name, mean, loss_total / n, n, stderr, data.proportion)
 
 
 @dataclass(frozen=True)
@@ -113,19 +167,24 @@ def measure_latency(
 
 def measure_latency_pair(
     model: nn.Module, reference: nn.Module, example: Tensor, *, runs: int = 20,
-    warmup: int = 3,
+    warmup: int = 3, stop: Stop | None = None,
 ) -> tuple[Latency, Latency]:
     """Time `model` and `reference` alternately, run for run, so that changing machine load
-    (another program, the browser redrawing) hits both alike; returns both latencies."""
+    (another program, the browser redrawing) hits both alike; returns both latencies.
+    `stop` is asked before each pair; when it says so, `Cancelled` is raised."""
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     with eval_mode(model), eval_mode(reference), torch.inference_mode():
         for _ in range(warmup):
+            if stop is not None and stop():
+                raise Cancelled("the latency measurement was stopped")
             model(example)
             reference(example)
         times: list[float] = []
         reference_times: list[float] = []
         for i in range(runs):
+            if stop is not None and stop():
+                raise Cancelled("the latency measurement was stopped")
             # Alternate which goes first, so neither always runs on a warmer cache.
             if i % 2:
                 reference_times.append(_timed(reference, example))
