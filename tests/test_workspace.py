@@ -17,7 +17,7 @@ from pruneviz.workflows.allocation import Budget, BudgetKind, Method
 from pruneviz.workflows.experiments import ORIGINAL
 from pruneviz.workflows.sensitivity import SensitivityRun
 from pruneviz.workflows.techniques import BOTH
-from pruneviz.workflows.workbench import open_workbench, workbench_for
+from pruneviz.workflows.workbench import build_workbench, open_workbench, workbench_for
 from pruneviz.workflows.workspace import Workspace
 
 TWEAKED = "tweaked"
@@ -185,7 +185,9 @@ def test_techniques_are_recorded_once_per_plan_and_weights() -> None:
 
 
 def test_the_full_evaluation_belongs_to_the_plan_it_measured() -> None:
-    space = fresh()
+    source = loaded("digits_cnn")
+    space = Workspace(build_workbench(source.name, source.model, source.example_input,
+                                      source.eval_data, source.train_data, eval_subset=100))
     assert space.full_evaluation() is None
     result = space.evaluate_full()
     assert space.full_evaluation() == result

@@ -21,8 +21,9 @@ removed blocks, and `results` each layer's counts.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,18 @@ from pruneviz.errors import ModelError, PlanError
 # Score tables not used by the current plan are kept up to this fraction of the bytes of
 # the weights they score (least recently used dropped first).
 TABLE_BUDGET = 0.5
+
+
+@dataclass(frozen=True)
+class SessionMemory:
+    """What a session holds, in bytes: its model copy, originals it copied (none when
+    shared), score tables, and the budget of tables beyond those in use."""
+
+    total: int
+    model: int
+    originals: int
+    tables: int
+    tables_budget: int
 
 
 class PruningSession:
@@ -93,6 +106,7 @@ class PruningSession:
             {n: p.numel() for n, p in self._params.items()}, self.output_layers)
         # The originals of every tensor a plan may change: weights, fed biases and norms.
         kept = dict(model.named_parameters()) if share_originals else None
+        self._shared = {n: p.data_ptr() for n, p in (kept or {}).items()}
         self._originals: dict[str, Tensor] = {}
         for tensor_name in [
             *(t for layer in self.layers for t in [*fed_tensors(layer, self._params),
@@ -121,6 +135,10 @@ class PruningSession:
         self._results: dict[str, LayerResult] = {}
         self._stale: set[str] = set()
         self._weights_key: str | None = None
+        self._revisions: dict[str, int] = {}  # how many times each tensor was written
+        # Called before the session writes the model (a background measurement of the
+        # current model stops there): `on_change.append(stop)`.
+        self.on_change: list[Callable[[], None]] = []
         self._originals_changed()
         self._refresh_results(self.layers)
 
@@ -144,6 +162,21 @@ class PruningSession:
         if self._weights_key is None:
             self._weights_key = values_key(self._originals)
         return self._weights_key
+
+    def revision(self, tensor_name: str) -> int:
+        """A number that changes whenever the session writes parameter `tensor_name` (with
+        `weights_key`, it says whether a figure computed from the tensor still holds)."""
+        return self._revisions.get(tensor_name, 0)
+
+    def memory(self) -> SessionMemory:
+        """Bytes the session holds beyond the model it was given (see SessionMemory)."""
+        model = sum(t.numel() * t.element_size()
+                    for t in [*self.model.parameters(), *self.model.buffers()])
+        own = sum(t.numel() * t.element_size() for name, t in self._originals.items()
+                  if t.data_ptr() != self._shared.get(name, -1))
+        tables = self._scorer.tables_bytes()
+        budget = self._scorer.budget_bytes or 0
+        return SessionMemory(model + own + tables, model, own, tables, budget)
 
     def changed_tensors(self) -> list[str]:
         """Parameters whose current values differ from the originals (bit for bit)."""
@@ -272,6 +305,8 @@ class PruningSession:
         if decided.groups:
             self._coupled.check_removable(plan.blocks)
         changed, weights, channels = self._masks.touched(self._decided, decided)
+        if weights or channels or set(plan.blocks) != set(self.plan.blocks):
+            self._changing()
         with torch.no_grad():
             for name in weights.values():
                 layer = self._layer(name)
@@ -309,6 +344,7 @@ class PruningSession:
             raise PlanError("cannot take new weights while blocks are removed; put the "
                             "blocks back (a plan without removed blocks) first")
         plan, decided, notes = self.plan, self._decided, self.notes
+        self._changing()
         self.reset()
         try:
             self.model.load_state_dict(state, strict=True)
@@ -336,9 +372,10 @@ class PruningSession:
 
     def reset(self) -> None:
         """Return every parameter the session touched to its original, bit for bit."""
+        self._changing()
         with torch.no_grad():
-            for tensor_name, original in self._originals.items():
-                self._params[tensor_name].copy_(original)
+            for tensor_name in self._originals:
+                self._write(tensor_name, None)
         self._decided = Decisions()
         self._frozen = set()
         self.notes = []
@@ -347,11 +384,16 @@ class PruningSession:
         self._refresh_results(self.layers)
 
     # -- private -------------------------------------------------------------------------
+    def _changing(self) -> None:
+        for listener in self.on_change:
+            listener()
+
     def _layer(self, name: str) -> PrunableLayer:
         return self._scorer.layer(name)
 
     def _write(self, tensor_name: str, keep: Tensor | None) -> None:
         """Write `w = w0 * keep` (as +0.0 where pruned), or the original (None: all kept)."""
+        self._revisions[tensor_name] = self._revisions.get(tensor_name, 0) + 1
         if keep is None:
             self._params[tensor_name].copy_(self._originals[tensor_name])
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,9 @@ from pruneviz.data.tensors import TensorData
 from pruneviz.data.userfile import is_file_ref
 from pruneviz.errors import DataError, ModelError, PrunevizError
 
-DEFAULT_EVAL_SUBSET = 2000  # samples evaluated on each live update in the app
+DEFAULT_EVAL_SUBSET = 2000  # at most this many samples evaluated on each live update in the app
+LIVE_BUDGET_S = 1.0  # the app's live subset is sized so that its forward pass takes about this
+MIN_LIVE_SUBSET = 100  # ... but never fewer samples than this (an interval says how sure)
 FIT_BATCH = 1024  # metrics.evaluate's batch size: checked before anything is measured
 MODEL_HELP = (
     "sample:NAME (one of: {samples}) or path/to/file.py:factory, a function in your own "
@@ -78,11 +81,25 @@ class Loaded:
     title: str  # a short human name: the sample's title, or the factory's name
     description: str = ""
     notes: tuple[str, ...] = ()  # how the weights were read (e.g. a checkpoint's key)
+    seconds_per_sample: float = 0.0  # forward time of one sample in a full batch, as measured
 
     @property
     def name(self) -> str:
         """The model reference: what plans are stamped with."""
         return self.source.model
+
+    def live_subset(self, budget_s: float = LIVE_BUDGET_S) -> int | None:
+        """How many evaluation samples a live update measures so that their forward pass
+        takes about `budget_s` here (None: the whole set fits)."""
+        return auto_subset(len(self.eval_data), self.seconds_per_sample, budget_s)
+
+
+def auto_subset(size: int, seconds_per_sample: float, budget_s: float) -> int | None:
+    """Samples whose forward pass fits `budget_s` at `seconds_per_sample`, between
+    MIN_LIVE_SUBSET and DEFAULT_EVAL_SUBSET; None when the whole set of `size` fits."""
+    fits = int(budget_s / seconds_per_sample) if seconds_per_sample > 0 else size
+    chosen = max(MIN_LIVE_SUBSET, min(DEFAULT_EVAL_SUBSET, fits))
+    return None if chosen >= size else chosen
 
 
 def check_model_ref(ref: str) -> None:
@@ -150,11 +167,11 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
         train_data = None if source.train_data is None else \
             _data(source, source.train_data, "train", eval_data.task)
     example = eval_data.x[:1].clone()
-    check_fit(model, eval_data, source.data or source.model)
+    seconds_per_sample = check_fit(model, eval_data, source.data or source.model)
     if train_data is not None:
         check_fit(model, train_data, source.train_data or "the training data")
     return Loaded(source, model, example, eval_data, train_data, title, description,
-                  tuple(notes))
+                  tuple(notes), seconds_per_sample)
 
 
 def _data(source: Source, ref: str, split: str, task: Task | None) -> TensorData:
@@ -165,13 +182,17 @@ def _data(source: Source, ref: str, split: str, task: Task | None) -> TensorData
                      metric=source.metric)
 
 
-def check_fit(model: nn.Module, data: TensorData, where: str) -> None:
+def check_fit(model: nn.Module, data: TensorData, where: str) -> float:
     """Run the model on one sample and on a full evaluation batch of `data` (the sizes
-    every later measurement uses); explain what does not fit."""
+    every later measurement uses); explain what does not fit. Returns the seconds per
+    sample the full batch took."""
+    seconds = 0.0
     for x in (data.x[:1], data.x[:FIT_BATCH]):
         try:
             with torch.inference_mode():
+                start = time.perf_counter()
                 out = model(x)
+                seconds = (time.perf_counter() - start) / max(1, x.shape[0])
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's model may raise anything
             raise ModelError(
                 f"the model failed on a batch of shape {tuple(x.shape)} ({x.dtype}) from "
@@ -199,6 +220,7 @@ def check_fit(model: nn.Module, data: TensorData, where: str) -> None:
         raise ModelError(
             f"the model's output has shape {tuple(out.shape)} but the targets in {where} have "
             f"shape {tuple(y.shape)}; they must match for {data.task.value}")
+    return seconds
 
 
 def absolute_ref(ref: str) -> str:
@@ -307,6 +329,8 @@ def with_model(source: Source, model: str) -> Source:
 
 __all__ = [
     "DEFAULT_EVAL_SUBSET",
+    "LIVE_BUDGET_S",
+    "auto_subset",
     "Loaded",
     "Source",
     "add_source_arguments",

@@ -3,6 +3,12 @@
 `Meter` caches each measurement per plan and weights (evaluation, file sizes, latency —
 latency is the slowest), so going back to a plan already seen costs nothing, and new
 original weights (`PruningSession.rebase`) are measured afresh without being told.
+
+The live path costs one forward pass of the evaluation data: counts, MACs and the
+sparse file's size come from per-tensor figures recomputed only for the tensors the
+session rewrote; the dense file's size depends on shapes only. The slow figures — the
+gzip size, the latency and the metric on the whole evaluation set — are measured only
+when asked (`report(latency=..., gzip=...)`, `finish`), and can be stopped.
 """
 
 from __future__ import annotations
@@ -16,18 +22,26 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from pruneviz.core.plan import Plan
 from pruneviz.core.results import LayerResult
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.measure.metrics import (
     EvalResult,
     Latency,
-    count_params,
+    Stop,
     evaluate,
     measure_latency,
     measure_latency_pair,
 )
-from pruneviz.measure.storage import FileSizes, file_sizes
+from pruneviz.measure.storage import (
+    FileSizes,
+    TensorFigures,
+    dense_bytes,
+    gzip_size,
+    sparse_size_of,
+    tensor_figures,
+)
 
 T = TypeVar("T")
 
@@ -66,6 +80,27 @@ class Report:
     form: str | None = None  # a deployable form: "masked", "slimmed" or "sparse-deployed"
     file_bytes: int | None = None  # a form: the bytes of its saved file
     max_abs_diff: float | None = None  # a form: largest output difference from masked
+    # The pruned model: the metric on the whole evaluation set when `evaluation` is on a
+    # live subset of it (None: not measured yet, or `evaluation` is the whole set), and
+    # the size of that whole set.
+    evaluation_full: EvalResult | None = None
+    population: int | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the metric shown is measured on the whole evaluation set."""
+        return self.evaluation_full is not None or self.population in (
+            None, self.evaluation.samples)
+
+    @property
+    def best_evaluation(self) -> EvalResult:
+        """The whole set's evaluation when measured, else the live subset's."""
+        return self.evaluation_full if self.evaluation_full is not None else self.evaluation
+
+    @property
+    def complete(self) -> bool:
+        """Whether every figure is measured: final metric, gzip size and latency."""
+        return self.final and self.sizes.gzip is not None and self.latency is not None
 
     @property
     def sparsity(self) -> float:
@@ -105,12 +140,17 @@ class Report:
             return self._form_dict()
         if self.technique != PRUNE:
             return self._technique_dict()
+        best = self.best_evaluation
+        interval = best.interval(self.population)
         out: dict[str, Any] = {
             "model": self.model,
-            "metric_name": self.evaluation.metric_name,
-            "metric": self.evaluation.metric,
-            "loss": self.evaluation.loss,
-            "eval_samples": self.evaluation.samples,
+            "metric_name": best.metric_name,
+            "metric": best.metric,
+            "loss": best.loss,
+            "eval_samples": best.samples,
+            "metric_stderr": best.stderr,
+            "metric_interval95": None if interval is None else list(interval),
+            "metric_final": self.final,
             "params_total": self.params_total,
             "params_nonzero": self.params_nonzero,
             "sparsity": self.sparsity,
@@ -171,6 +211,7 @@ class Meter:
 
     With a `reference` (the unpruned model, read-only), latency is measured interleaved
     with the reference's, so that a latency change is not machine load in disguise.
+    `full_data` is the whole evaluation set when `data` is a live subset of it.
     """
 
     def __init__(
@@ -182,19 +223,28 @@ class Meter:
         latency_batch_size: int = 64,
         latency_runs: int = 20,
         cache_size: int = 256,
+        full_data: TensorData | None = None,
     ) -> None:
         self.session = session
         self.reference = reference
         self.data = data
+        self.full_data = full_data
         self.latency_batch_size = latency_batch_size
         self.latency_runs = latency_runs
         self._latency_input = latency_batch(data, latency_batch_size)
         self._cache: OrderedDict[tuple[str, str, str], object] = OrderedDict()
         self._cache_size = cache_size
+        # per state-dict tensor: (session revision, weights key) -> its sparse-file figures
+        self._figures: dict[str, tuple[tuple[int, str], TensorFigures]] = {}
+        self._dense_size: int | None = None
+        self._param_names = {name for name, _ in session.model.named_parameters()}
+
+    def _key(self, kind: str) -> tuple[str, str, str]:
+        # The plan says which weights are zeroed; the weights key, what the others are.
+        return (kind, self.session.plan.key(), self.session.weights_key())
 
     def _cached(self, kind: str, compute: Callable[[], T]) -> T:
-        # The plan says which weights are zeroed; the weights key, what the others are.
-        key = (kind, self.session.plan.key(), self.session.weights_key())
+        key = self._key(kind)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]  # type: ignore[return-value]
@@ -204,10 +254,24 @@ class Meter:
             self._cache.popitem(last=False)
         return value
 
+    def known(self, kind: str, plan: Plan) -> Any:
+        """Figure `kind` of `plan` on the current weights if measured, else None."""
+        return self._cache.get((kind, plan.key(), self.session.weights_key()))
+
+    def has(self, kind: str) -> bool:
+        """Whether figure `kind` ("eval", "eval_full", "gzip", "latency") is measured for
+        the current plan and weights."""
+        return self._key(kind) in self._cache
+
     @property
     def latency_input(self) -> Tensor:
         """The batch of real inputs latency is measured on."""
         return self._latency_input
+
+    @property
+    def population(self) -> int:
+        """How many samples the whole evaluation set holds."""
+        return len(self.full_data if self.full_data is not None else self.data)
 
     def clear(self) -> None:
         """Forget cached measurements (never needed for correctness: they are kept per plan
@@ -215,12 +279,57 @@ class Meter:
         self._cache.clear()
 
     def evaluate(self) -> EvalResult:
-        """Task metric and loss of the current model on the data."""
+        """Task metric and loss of the current model on the (live) data."""
         return self._cached("eval", lambda: evaluate(self.session.model, self.data))
 
-    def sizes(self) -> FileSizes:
-        """Bytes of the current weights saved dense, sparse-encoded and gzipped."""
-        return self._cached("sizes", lambda: file_sizes(self.session.model.state_dict()))
+    def evaluate_full(self, stop: Stop | None = None) -> EvalResult:
+        """The current model's metric on the whole evaluation set (the live data itself
+        when it is not a subset); `stop` can end it (`Cancelled`)."""
+        if self.full_data is None:
+            return self.evaluate()
+        data = self.full_data
+        return self._cached("eval_full", lambda: evaluate(self.session.model, data, stop=stop))
+
+    def _tensor_figures(self) -> list[tuple[str, TensorFigures]]:
+        """Every state-dict tensor's sparse-file figures, recomputed only for the tensors
+        the session wrote since they were last computed."""
+        weights_key = self.session.weights_key()
+        out = []
+        for name, tensor in self.session.model.state_dict().items():
+            stamp = (self.session.revision(name), weights_key)
+            known = self._figures.get(name)
+            if known is None or known[0] != stamp:
+                known = (stamp, tensor_figures(name, tensor))
+                self._figures[name] = known
+            out.append((name, known[1]))
+        return out
+
+    def counts(self) -> tuple[int, int, int]:
+        """Parameters in total and non-zero, and the sparse file's bytes (live: from the
+        per-tensor figures)."""
+        figures = self._tensor_figures()
+        params = [f for name, f in figures if name in self._param_names]
+        return (sum(f.numel for f in params), sum(f.nonzero for f in params),
+                sparse_size_of(f for _, f in figures))
+
+    def dense_size(self) -> int:
+        """Bytes of the dense weights file (the same for every plan: shapes only)."""
+        if self._dense_size is None:
+            self._dense_size = len(dense_bytes(self.session.model.state_dict()))
+        return self._dense_size
+
+    def gzip_size(self, stop: Stop | None = None) -> int:
+        """Bytes of the dense file gzipped (slow: the whole file is compressed); `stop` can
+        end it (`Cancelled`)."""
+        return self._cached("gzip", lambda: gzip_size(
+            dense_bytes(self.session.model.state_dict()), stop=stop))
+
+    def sizes(self, *, gzip: bool = True) -> FileSizes:
+        """Bytes of the current weights saved dense, sparse-encoded and gzipped (gzip None
+        when not asked for and not measured yet)."""
+        _, _, sparse = self.counts()
+        measured = self.gzip_size() if gzip or self.has("gzip") else None
+        return FileSizes(self.dense_size(), sparse, measured)
 
     def latency(self) -> Latency:
         """Median CPU latency of the current model on a batch of real inputs."""
@@ -230,7 +339,7 @@ class Meter:
         """The unpruned reference's latency, timed interleaved with `latency()`'s runs."""
         return self._latencies()[1]
 
-    def _latencies(self) -> tuple[Latency, Latency | None]:
+    def _latencies(self, stop: Stop | None = None) -> tuple[Latency, Latency | None]:
         def measure() -> tuple[Latency, Latency | None]:
             if self.reference is None:
                 return measure_latency(
@@ -238,10 +347,20 @@ class Meter:
                 ), None
             return measure_latency_pair(
                 self.session.model, self.reference, self._latency_input,
-                runs=self.latency_runs,
+                runs=self.latency_runs, stop=stop,
             )
 
         return self._cached("latency", measure)
+
+    def finish(self, stop: Stop | None = None, *, latency: bool = True) -> None:
+        """Measure the slow figures of the current plan that are not measured yet: the
+        metric on the whole evaluation set, the latency, the gzip size. `stop` is asked
+        between batches, runs and chunks (`Cancelled` when it says so); what finished
+        before stays measured."""
+        self.evaluate_full(stop)
+        if latency:
+            self._latencies(stop)
+        self.gzip_size(stop)
 
     def macs(self) -> tuple[int, int]:
         """Weight MACs per sample: dense, and with zero weights skipped."""
@@ -253,21 +372,31 @@ class Meter:
             effective += layer.macs * (result.nonzero / layer.params if layer.params else 0.0)
         return dense, round(effective)
 
-    def report(self, *, latency: bool = False) -> Report:
-        """Every measurement of the current model (latency only if asked: it is the slowest)."""
-        counts = count_params(self.session.model)
+    def report(self, *, latency: bool = False, gzip: bool = True) -> Report:
+        """Every measurement of the current model. Latency only if asked (it is the
+        slowest); the gzip size unless `gzip=False` (the live path: then it is in the
+        report only if already measured). Slow figures measured before for this plan
+        (the whole set's metric, latency, gzip) are included whatever is asked."""
+        total, nonzero, sparse = self.counts()
         macs_dense, macs_effective = self.macs()
+        timed = latency or self.has("latency")
+        full = None
+        if self.full_data is not None and self.has("eval_full"):
+            full = self.evaluate_full()
         return Report(
             model=self.session.name,
             plan=self.session.stamp(self.session.plan).to_dict(),
             evaluation=self.evaluate(),
-            params_total=counts.total,
-            params_nonzero=counts.nonzero,
+            params_total=total,
+            params_nonzero=nonzero,
             macs_dense=macs_dense,
             macs_effective=macs_effective,
-            sizes=self.sizes(),
-            latency=self.latency() if latency else None,
+            sizes=FileSizes(self.dense_size(), sparse,
+                            self.gzip_size() if gzip or self.has("gzip") else None),
+            latency=self.latency() if timed else None,
             layers=self.session.results(),
-            latency_reference=self.latency_reference() if latency else None,
+            latency_reference=self.latency_reference() if timed else None,
             notes=tuple(self.session.notes),
+            evaluation_full=full,
+            population=self.population,
         )

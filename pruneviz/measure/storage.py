@@ -21,9 +21,9 @@ per-tensor headers do not dominate small models. `data` is:
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from pruneviz.errors import ModelError
+from pruneviz.errors import Cancelled, ModelError
 
 SPARSE_FORMAT = "pruneviz.sparse/1"
 ENCODINGS = ("dense", "bitmask", "csr")
@@ -158,15 +158,32 @@ def sparse_bytes(state: dict[str, Tensor]) -> bytes:
     return _container(entries, b"".join(payload))
 
 
+@dataclass(frozen=True)
+class TensorFigures:
+    """One tensor in the sparse file: its layout entry, its payload bytes, its non-zeros."""
+
+    entry: list[Any]
+    payload: int
+    nonzero: int
+    numel: int
+
+
+def tensor_figures(name: str, t: Tensor) -> TensorFigures:
+    """What tensor `name` adds to the sparse file (one pass over it, nothing encoded)."""
+    layout, size, nz = _choose(name, t)
+    nonzero = t.numel() if nz is None else int(nz.sum())
+    return TensorFigures(_entry(layout), size, nonzero, t.numel())
+
+
+def sparse_size_of(figures: Iterable[TensorFigures]) -> int:
+    """len(sparse_bytes(state)) from each tensor's figures, in the state dict's order."""
+    listed = list(figures)
+    return len(_container([f.entry for f in listed], sum(f.payload for f in listed)))
+
+
 def sparse_size(state: dict[str, Tensor]) -> int:
     """len(sparse_bytes(state)), without encoding the values (several times faster)."""
-    entries: list[list[Any]] = []
-    payload = 0
-    for name, t in state.items():
-        layout, size, _ = _choose(name, t)
-        entries.append(_entry(layout))
-        payload += size
-    return len(_container(entries, payload))
+    return sparse_size_of(tensor_figures(name, t) for name, t in state.items())
 
 
 def _read_container(data: bytes) -> tuple[list[TensorLayout], bytes]:
@@ -264,14 +281,32 @@ def decode_sparse(data: bytes) -> dict[str, Tensor]:
 
 @dataclass(frozen=True)
 class FileSizes:
-    """Sizes in bytes of one state dict saved three ways."""
+    """Sizes in bytes of one state dict saved three ways (`gzip` None: not measured yet)."""
 
     dense: int
     sparse: int
-    gzip: int
+    gzip: int | None
 
 
-def file_sizes(state: dict[str, Tensor], gzip_level: int = 6) -> FileSizes:
+GZIP_LEVEL = 6
+_CHUNK = 1 << 20
+
+
+def gzip_size(data: bytes, level: int = GZIP_LEVEL, stop: Callable[[], bool] | None = None
+              ) -> int:
+    """len(gzip.compress(data, level)), compressed a megabyte at a time so that `stop` can
+    end it (then `Cancelled` is raised)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: the gzip container
+    total = 0
+    view = memoryview(data)
+    for start in range(0, len(data), _CHUNK):
+        if stop is not None and stop():
+            raise Cancelled("the gzip size was not measured: stopped")
+        total += len(packer.compress(view[start:start + _CHUNK]))
+    return total + len(packer.flush())
+
+
+def file_sizes(state: dict[str, Tensor], gzip_level: int = GZIP_LEVEL) -> FileSizes:
     """Serialise `state` densely, sparsely and as gzip of the dense file; return the sizes."""
     dense = dense_bytes(state)
-    return FileSizes(len(dense), len(sparse_bytes(state)), len(gzip.compress(dense, gzip_level)))
+    return FileSizes(len(dense), len(sparse_bytes(state)), gzip_size(dense, gzip_level))

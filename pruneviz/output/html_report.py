@@ -117,14 +117,16 @@ def status_line(checks: Sequence[Check], eval_samples: int) -> str:
 
 
 # -- builders ---------------------------------------------------------------------------------
-def _ratio(now: float, then: float) -> str:
-    if not then:
+def _ratio(now: float | None, then: float | None) -> str:
+    if not then or now is None:
         return ""
     change = (now / then - 1) * 100
     return "no change" if abs(change) < 0.05 else f"{change:+.1f}%"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "not measured"
     if n < 1024:
         return f"{n:,} B"
     if n < 1024 * 1024:

@@ -136,7 +136,7 @@ def bench_size(samples: list[str] | None = None, sparsity: float = 0.9) -> dict[
             "limit_bytes": limit,
             "sparse_over_limit": sizes.sparse / limit,
             "sparse_over_dense": sizes.sparse / sizes.dense,
-            "gzip_over_dense": sizes.gzip / sizes.dense,
+            "gzip_over_dense": (sizes.gzip or 0) / sizes.dense,
             "sparsity": bench.meter.report().sparsity,
         }
     return {

@@ -63,10 +63,12 @@ class Experiment:
     macs_effective: int
     size_dense_bytes: int
     size_sparse_bytes: int
-    size_gzip_bytes: int
+    size_gzip_bytes: int | None  # None: not measured yet (measured in the background)
     latency_ms: float | None
     weights: str = ORIGINAL  # which weights the plan was applied to
     technique: str = PRUNE  # what was measured: the masked model, or it made int8 or low-rank
+    eval_samples: int = 0  # how many samples the metric was measured on
+    final: bool = True  # the metric is the whole evaluation set's (False: a live subset's)
 
     @property
     def is_pruning(self) -> bool:
@@ -123,7 +125,8 @@ class ExperimentLog:
         """Add the measurements of `plan` applied to `weights`; a plan seen before on the
         same weights returns its entry.
 
-        Recording a known plan again only fills in its latency if it had none.
+        Recording a known plan again fills in what it lacked: the latency, the gzip size,
+        the whole evaluation set's metric in place of a live subset's.
         `report` must have been measured with `plan` applied.
         """
         if report.technique != PRUNE:
@@ -142,7 +145,13 @@ class ExperimentLog:
             existing = self._experiments[index]
             if existing.latency_ms is None and latency is not None:
                 existing = replace(existing, latency_ms=latency)
-                self._experiments[existing.id] = existing
+            if existing.size_gzip_bytes is None and report.sizes.gzip is not None:
+                existing = replace(existing, size_gzip_bytes=report.sizes.gzip)
+            if not existing.final and report.final:
+                best = report.best_evaluation
+                existing = replace(existing, metric=best.metric, loss=best.loss,
+                                   eval_samples=best.samples, final=True)
+            self._experiments[existing.id] = existing
             return existing
         return self._add(report, plan, label or describe_plan(plan), weights)
 
@@ -218,14 +227,15 @@ def experiment_from(report: Report, id: int, label: str, plan: Plan,
     if report.form is not None:
         raise ValueError(f"a deployable form ({report.form}) is not an experiment: it is not "
                          "evaluated on the data")
+    best = report.best_evaluation
     return Experiment(
         id=id,
         label=label,
         plan_json=plan.to_json(indent=None),
         plan_key=plan.key(),
-        metric_name=report.evaluation.metric_name,
-        metric=report.evaluation.metric,
-        loss=report.evaluation.loss,
+        metric_name=best.metric_name,
+        metric=best.metric,
+        loss=best.loss,
         params_total=report.params_total,
         params_nonzero=report.params_nonzero,
         sparsity=report.sparsity,
@@ -237,6 +247,8 @@ def experiment_from(report: Report, id: int, label: str, plan: Plan,
         latency_ms=report.latency_ms,
         weights=weights,
         technique=report.technique,
+        eval_samples=best.samples,
+        final=report.final,
     )
 
 

@@ -4,16 +4,20 @@ once, and the memory it takes — each beside its baseline, as a JSON-ready dict
 `bench_live_model(source)` answers the questions a user asks of a real model (a sample,
 or `file.py:factory` with weights and data), measured in one process:
 
-- `open_s`: load the model and data and open a workbench on it, as the CLI and app do
-  (baseline measured, latency included); `graph_s`: Torch-Pruning's dependency graph
-  build alone on the same model and input, the cost a pruning tool cannot avoid;
+- `open_s`: load the model and data and open a live workbench on it, as the app does
+  (live subset sized from the measured forward time, baseline measured on it; its slow
+  figures follow in the background); `graph_s`: Torch-Pruning's dependency graph build
+  alone on the same model and input, the cost a pruning tool cannot avoid;
 - `forward_ms`: one forward pass of the live evaluation set (median);
 - `move_first_metric_ms`: one layer's slider moved, from the plan change to the metrics
-  the Prune page shows first (median over the moves);
+  the Prune page shows first (median over the moves); `refine_ms`: what the background
+  then measures for that plan (whole-set metric, latency, gzip size; median);
 - `move_all_layers_ms`: every layer's filter amount changed at once (masks re-applied,
   nothing measured), against torch.nn.utils.prune re-pruning every layer correctly
   (originals restored, masks computed again), timed interleaved;
-- `rss_mb` (resident memory the open workbench added) and `weights_mb` (the weights).
+- `rss_mb` (resident memory the loaded model and open workbench added, after all the
+  moves), `session_rss_mb` (what the workbench added beyond the loaded model) and
+  `weights_mb` (the weights).
 
 Nothing here asserts: the targets are in `targets` and a caller compares.
 """
@@ -44,8 +48,21 @@ TARGETS = {
     "move_first_metric_ms": "<= 1.5 * forward_ms + 50",
     "move_all_layers_ratio": "<= 0.05 (at least 20x faster than torch.nn.utils.prune)",
     "open_s": "<= 3 * (graph_s + forward_ms / 1000)",
-    "rss_mb": "<= 2.5 * weights_mb",
+    "session_rss_mb": "<= 2.5 * weights_mb",
 }
+
+
+def target_checks(result: dict[str, Any]) -> dict[str, bool | None]:
+    """Whether each target of `TARGETS` is met by a `bench_live_model` result (None: a
+    baseline figure is missing)."""
+    forward, graph = result["forward_ms"], result["graph_s"]
+    ratio = result["move_all_layers_ratio"]
+    return {
+        "move_first_metric_ms": result["move_first_metric_ms"] <= 1.5 * forward + 50,
+        "move_all_layers_ratio": None if ratio is None else ratio <= 0.05,
+        "open_s": None if graph is None else result["open_s"] <= 3 * (graph + forward / 1000),
+        "session_rss_mb": result["session_rss_mb"] <= 2.5 * result["weights_mb"],
+    }
 
 
 def rss_mb() -> float:
@@ -142,7 +159,8 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
     start = time.perf_counter()
     loaded = load_source(source)
     load_s = time.perf_counter() - start
-    bench = workbench_for(loaded)
+    rss_loaded = rss_mb()
+    bench = workbench_for(loaded, live=True)
     open_s = time.perf_counter() - start
     rss_open = rss_mb() - rss_before
     weights_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
@@ -155,9 +173,12 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
     layer, plans = _one_layer_plans(bench, moves)
     def move_and_measure(plan: Plan) -> None:  # what the Prune page does on a slider move
         bench.session.apply(plan)
-        bench.meter.report(latency=True)
+        bench.meter.report(gzip=False)
 
-    first_metric = [_ms(lambda: move_and_measure(plan)) for plan in plans]  # noqa: B023
+    first_metric, refine = [], []
+    for plan in plans:
+        first_metric.append(_ms(lambda: move_and_measure(plan)))  # noqa: B023
+        refine.append(_ms(bench.meter.finish))  # what the background measures next
     bench.session.reset()
 
     all_plans = _all_layer_plans(bench, moves, seed)
@@ -169,10 +190,11 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         ours.append(_ms(lambda: bench.session.apply(plan)))  # noqa: B023 - called at once
         theirs.append(_ms(lambda: theirs_move(plan)))  # noqa: B023 - called at once
     bench.session.reset()
-    rss_end = rss_mb() - rss_before
+    rss_now = rss_mb()
+    rss_end, session_rss = rss_now - rss_before, rss_now - rss_loaded
 
     ours_ms, theirs_ms = statistics.median(ours), statistics.median(theirs)
-    return {
+    result: dict[str, Any] = {
         "name": "live_model",
         "model": source.describe(),
         "prunable_layers": len(bench.session.layers),
@@ -185,17 +207,22 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         "moved_layer": layer,
         "move_first_metric_ms": statistics.median(first_metric),
         "move_first_metric_max_ms": max(first_metric),
+        "refine_ms": statistics.median(refine),
         "move_all_layers_ms": ours_ms,
         "torch_prune_all_layers_ms": theirs_ms,
         "move_all_layers_ratio": ours_ms / theirs_ms if theirs_ms else None,
         "rss_mb": rss_end,
+        "session_rss_mb": session_rss,
         "rss_after_open_mb": rss_open,
+        "tables_mb": bench.session.memory().tables / 2**20,
         "weights_mb": weights_mb,
         "moves": moves,
         "threads": torch.get_num_threads(),
         "device": "cpu",
         "targets": TARGETS,
     }
+    result["meets"] = target_checks(result)
+    return result
 
 
-__all__ = ["TARGETS", "bench_live_model", "graph_seconds", "rss_mb"]
+__all__ = ["TARGETS", "bench_live_model", "graph_seconds", "rss_mb", "target_checks"]

@@ -17,7 +17,7 @@ from pruneviz.core.session import PruningSession
 from pruneviz.data.sources import Loaded, Source, load_source
 from pruneviz.data.tensors import TensorData
 from pruneviz.measure.meter import Meter, Report
-from pruneviz.measure.metrics import EvalResult, evaluate
+from pruneviz.measure.metrics import EvalResult
 
 CALIBRATION_SAMPLES = 256
 
@@ -56,8 +56,9 @@ class Workbench:
         return self.session.applied(plan)
 
     def evaluate_full(self) -> EvalResult:
-        """The current model's metric on the whole evaluation set (slow for large sets)."""
-        return evaluate(self.model, self.full_data)
+        """The current model's metric on the whole evaluation set (slow for large sets;
+        cached per plan)."""
+        return self.meter.evaluate_full()
 
 
 def build_workbench(
@@ -69,11 +70,14 @@ def build_workbench(
     *,
     latency_batch_size: int = 64,
     eval_subset: int | None = None,
+    live: bool = False,
 ) -> Workbench:
     """A workbench over any model and data (the pristine `model` is copied, never changed).
 
     With `eval_subset`, live measurements use a fixed class-balanced random subset of
-    that many samples; `Workbench.evaluate_full` measures the whole set on demand.
+    that many samples; `Workbench.evaluate_full` measures the whole set on demand. A
+    `live` workbench (the app's) opens without the baseline's slow figures (gzip size,
+    whole-set metric): `Meter.finish` measures them later, in the background.
     """
     # Calibration (for data-driven criteria) never depends on the subset, so a plan
     # re-applied with or without one (the CLI, an export check) prunes the same structures.
@@ -85,14 +89,21 @@ def build_workbench(
                              share_originals=True)
     # The pristine model is only read (inference), never changed: it is the latency
     # reference that each measurement is timed against.
-    meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size)
-    return Workbench(name, session, meter, eval_data, train_data, meter.report(), model, full)
+    meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size,
+                  full_data=full)
+    return Workbench(name, session, meter, eval_data, train_data,
+                     meter.report(gzip=not live), model, full)
 
 
-def workbench_for(loaded: Loaded) -> Workbench:
-    """A fresh workbench over a loaded source (its model is copied, never changed)."""
+def workbench_for(loaded: Loaded, *, live: bool = False) -> Workbench:
+    """A fresh workbench over a loaded source (its model is copied, never changed). A
+    `live` one (see `build_workbench`) measures on a live subset sized from the model's
+    measured forward time unless the source names a subset size."""
+    subset = loaded.source.eval_subset
+    if live and subset is None:
+        subset = loaded.live_subset()
     bench = build_workbench(loaded.name, loaded.model, loaded.example_input, loaded.eval_data,
-                            loaded.train_data, eval_subset=loaded.source.eval_subset)
+                            loaded.train_data, eval_subset=subset, live=live)
     bench.source = loaded.source
     return bench
 

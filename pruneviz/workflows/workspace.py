@@ -11,7 +11,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import Tensor
 
@@ -23,6 +23,7 @@ from pruneviz.measure.meter import Report, latency_batch
 from pruneviz.measure.metrics import EvalResult
 from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
+from pruneviz.workflows.refine import Refiner
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.techniques import Recorded, record_technique
 from pruneviz.workflows.workbench import Workbench, measure_plans
@@ -77,7 +78,8 @@ class Workspace:
         self.compressions: list[Recorded] = []  # what the last int8 / SVD form measured
         self._weight_sets: WeightSets = {} if weight_sets is None else weight_sets
         self._weights = ORIGINAL
-        self._full: tuple[tuple[Plan, str], EvalResult] | None = None
+        # the slow figures of the current plan, measured in the background
+        self.refiner = Refiner(bench, on_finish=self._refined)
 
     # -- weights: the original ones, or fine-tuned ones ----------------------------------
     @property
@@ -117,6 +119,34 @@ class Workspace:
         self.log.record(report, plan, label or describe_plan(plan), self._weights)
         return report
 
+    def measure_live(self, label: str | None = None) -> Report:
+        """Measure the current plan at the cost of one forward pass of the live data and
+        record it; the slow figures (whole-set metric, latency, gzip size) follow in the
+        background (`refiner`), and the log's entry is completed when they are in."""
+        report = self.bench.meter.report(gzip=False)
+        plan = self.bench.session.stamp(self.bench.session.plan)
+        self.log.record(report, plan, label or describe_plan(plan), self._weights)
+        self.refiner.start()
+        return report
+
+    def baseline(self) -> Report:
+        """The unpruned model's report, with the slow figures measured since it opened."""
+        base = self.bench.baseline
+        meter = self.bench.meter
+        empty = Plan()
+        full = meter.known("eval_full", empty)
+        gzip = meter.known("gzip", empty)
+        timed = meter.known("latency", empty)
+        return replace(
+            base,
+            evaluation_full=base.evaluation_full if full is None else full,
+            sizes=base.sizes if gzip is None else replace(base.sizes, gzip=gzip),
+            latency=base.latency if timed is None else timed[0])
+
+    def _refined(self, report: Report) -> None:
+        """A refinement finished: complete the log's entry for its plan (on its weights)."""
+        self.log.record(report, Plan.from_dict(report.plan), weights=self._weights)
+
     def restore_plan(self, plan: Plan) -> None:
         """Apply `plan` to the session (on the weights it prunes now)."""
         self.bench.session.apply(plan)
@@ -131,15 +161,13 @@ class Workspace:
 
     def full_evaluation(self) -> EvalResult | None:
         """The current plan's metric on the whole evaluation set, if measured for it."""
-        if self._full is not None and self._full[0] == self._current():
-            return self._full[1]
-        return None
+        meter = self.bench.meter
+        return meter.evaluate_full() if meter.has("eval_full") else None
 
     def evaluate_full(self) -> EvalResult:
         """Measure the current plan on the whole evaluation set (it may be slow)."""
-        result = self.bench.evaluate_full()
-        self._full = (self._current(), result)
-        return result
+        self.refiner.stop()  # it may be measuring the same: one forward at a time
+        return self.bench.evaluate_full()
 
     def _current(self) -> tuple[Plan, str]:
         return self.bench.session.plan, self._weights

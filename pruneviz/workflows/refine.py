@@ -1,0 +1,102 @@
+"""Finishing a plan's slow measurements in the background, while the first ones show.
+
+A slider move is measured at the cost of one forward pass of the live subset (see
+`measure.meter`). What takes longer — the metric on the whole evaluation set, the
+latency timed against the unpruned model, the gzip size — a `Refiner` measures in a
+background thread for the plan applied now. The session stops it before it writes the
+model again (`PruningSession.on_change`), within one batch, one timed run or one
+megabyte of compression, and nothing half-measured is kept; the next plan starts a
+new refinement. When one finishes, `on_finish` gets the complete report (the
+workspace records it in its experiment log).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from pruneviz.errors import Cancelled
+from pruneviz.measure.meter import Report
+from pruneviz.workflows.workbench import Workbench
+
+# What a refinement measures, as the meter caches it, and how the app names it.
+SLOW_FIGURES = {"eval_full": "the whole set's metric", "latency": "latency",
+                "gzip": "gzip size"}
+
+
+class Refiner:
+    """Measures the slow figures of `bench`'s current plan in a background thread.
+
+    `latency=False` leaves latency out (for callers that never show it).
+    """
+
+    def __init__(self, bench: Workbench, *, latency: bool = True,
+                 on_finish: Callable[[Report], None] | None = None) -> None:
+        self._bench = bench
+        self._latency = latency
+        self.on_finish = on_finish
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._job: tuple[str, str] | None = None  # (plan key, weights key) being measured
+        self.error: str | None = None
+        bench.session.on_change.append(self.stop)
+
+    def _current(self) -> tuple[str, str]:
+        session = self._bench.session
+        return session.plan.key(), session.weights_key()
+
+    def pending(self) -> list[str]:
+        """The slow figures (SLOW_FIGURES keys) not measured yet for the current plan."""
+        meter = self._bench.meter
+        kinds = [k for k in SLOW_FIGURES if self._latency or k != "latency"]
+        if meter.full_data is None:
+            kinds.remove("eval_full")
+        return [k for k in kinds if not meter.has(k)]
+
+    def running(self) -> bool:
+        """Whether a refinement of the current plan is in flight."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and self._job == self._current()
+
+    def start(self) -> bool:
+        """Refine the current plan in the background unless it is measured already or
+        being measured; returns whether a refinement is running now."""
+        if self.running():
+            return True
+        self.stop()
+        if not self.pending():
+            return False
+        self.error = None
+        self._stop = threading.Event()
+        self._job = self._current()
+        self._thread = threading.Thread(target=self._work, args=(self._stop,),
+                                        name="pruneviz-refine", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """Stop a refinement in flight and wait for it (a fraction of a forward pass)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the refinement in flight; returns whether none is running."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not (thread is not None and thread.is_alive())
+
+    def _work(self, stop: threading.Event) -> None:
+        meter = self._bench.meter
+        try:
+            meter.finish(stop.is_set, latency=self._latency)
+            report = meter.report(gzip=False)
+        except Cancelled:
+            return
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never raised in a thread
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        if not stop.is_set() and self.on_finish is not None:
+            self.on_finish(report)

@@ -1,0 +1,192 @@
+"""The live path: a slider move costs one forward pass of the live data; the slow figures
+(whole-set metric, latency, gzip size) follow in the background and complete the log;
+a session's memory stays bounded whatever the criteria tried."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import threading
+
+import pytest
+import torch
+from fixtures.sessions import session_and_data
+
+from pruneviz.core.granularity import Granularity
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.session import TABLE_BUDGET, PruningSession
+from pruneviz.data.sources import auto_subset
+from pruneviz.errors import Cancelled
+from pruneviz.measure import meter as meter_module
+from pruneviz.measure.metrics import EvalResult, count_params, evaluate
+from pruneviz.measure.storage import dense_bytes, gzip_size, sparse_bytes
+from pruneviz.workflows.workbench import build_workbench, open_workbench
+from pruneviz.workflows.workspace import Workspace
+
+
+def live_space(samples: int = 120, subset: int | None = 40) -> Workspace:
+    """A workspace on the digits CNN measuring `subset` of `samples` live."""
+    session, data = session_and_data("conv_bn", samples=samples)
+    bench = build_workbench("conv_bn", session.model, data.x[:1], data, data,
+                            eval_subset=subset, latency_batch_size=8, live=True)
+    bench.meter.latency_runs = 3
+    return Workspace(bench)
+
+
+def one_layer(space: Workspace, sparsity: float) -> Plan:
+    session = space.bench.session
+    return session.stamp(Plan({session.layer_names[0]: LayerPlan(
+        Granularity.UNSTRUCTURED, "l1", sparsity=sparsity)}))
+
+
+# -- the figures of a live report -----------------------------------------------------------
+def test_a_live_report_measures_counts_and_sparse_size_exactly_and_leaves_slow_ones() -> None:
+    space = live_space()
+    session = space.bench.session
+    session.apply(one_layer(space, 0.5))
+    report = space.bench.meter.report(gzip=False)
+    assert report.sizes.gzip is None
+    assert report.latency is None
+    assert not report.final
+    state = session.model.state_dict()
+    assert report.sizes.sparse == len(sparse_bytes(state))
+    assert report.sizes.dense == len(dense_bytes(state))
+    counts = count_params(session.model)
+    assert (report.params_total, report.params_nonzero) == (counts.total, counts.nonzero)
+    assert report.evaluation.samples == 40
+    assert report.population == 120
+
+
+def test_only_rewritten_tensors_are_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    space = live_space()
+    session, meter = space.bench.session, space.bench.meter
+    meter.report(gzip=False)
+    seen: list[str] = []
+    real = meter_module.tensor_figures
+
+    def counting(name: str, tensor: torch.Tensor) -> object:
+        seen.append(name)
+        return real(name, tensor)
+
+    monkeypatch.setattr(meter_module, "tensor_figures", counting)
+    first = session.layers[0]
+    session.apply(one_layer(space, 0.3))
+    meter.report(gzip=False)
+    assert seen == [first.weight]  # unstructured: its weight alone was rewritten
+    seen.clear()
+    meter.report(gzip=False)
+    assert seen == []
+
+
+def test_finishing_fills_in_every_slow_figure_and_completes_the_log() -> None:
+    space = live_space()
+    session, meter = space.bench.session, space.bench.meter
+    session.apply(one_layer(space, 0.6))
+    live = space.measure_live()
+    assert space.refiner.wait(60)
+    assert space.refiner.error is None
+    report = meter.report(gzip=False)
+    assert report.complete
+    assert report.sizes.gzip == len(gzip.compress(dense_bytes(session.model.state_dict()), 6))
+    full = evaluate(session.model, space.bench.full_data)
+    assert report.evaluation_full == full
+    assert report.evaluation == live.evaluation  # the live subset's figure is kept
+    entry = space.log.find(session.plan)
+    assert entry is not None
+    assert entry.final
+    assert entry.eval_samples == 120
+    assert entry.metric == full.metric
+    assert entry.latency_ms == report.latency_ms
+    assert entry.size_gzip_bytes == report.sizes.gzip
+
+
+def test_a_new_plan_stops_the_refinement_in_flight_and_keeps_nothing_half_measured() -> None:
+    space = live_space()
+    session, meter = space.bench.session, space.bench.meter
+    meter.latency_runs = 10_000  # far longer than the test: only a stop ends it
+    session.apply(one_layer(space, 0.4))
+    space.measure_live()
+    assert space.refiner.running()
+    session.apply(one_layer(space, 0.7))  # stops it before writing the weights
+    assert not space.refiner.running()
+    session.apply(one_layer(space, 0.4))
+    assert not meter.has("latency")  # the stopped timing left nothing behind
+    assert "latency" in space.refiner.pending()
+
+
+def test_stoppable_measurements_raise_cancelled() -> None:
+    space = live_space()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        evaluate(space.bench.model, space.bench.full_data, stop=stop.is_set)
+    with pytest.raises(Cancelled):
+        gzip_size(b"x" * (3 << 20), stop=stop.is_set)
+    data = bytes(range(256)) * 9000
+    assert gzip_size(data) == len(gzip.compress(data, 6))
+
+
+# -- how sure a live metric is -------------------------------------------------------------
+def test_accuracy_has_a_binomial_standard_error_and_a_wilson_interval() -> None:
+    space = live_space()
+    ev = space.bench.meter.evaluate()
+    p, n = ev.metric, ev.samples
+    assert ev.proportion
+    assert ev.stderr == pytest.approx(math.sqrt(p * (1 - p) / (n - 1)))
+    low, high = ev.interval(population=120) or (0.0, 0.0)
+    unlimited = ev.interval() or (0.0, 0.0)
+    assert low <= p <= high
+    assert high - low < unlimited[1] - unlimited[0]  # a third of the set is known exactly
+    assert ev.interval(population=n) == (p, p)
+
+
+def test_a_mean_metric_has_its_sample_standard_error() -> None:
+    result = EvalResult("mse", 2.0, 2.0, 4, stderr=0.5)
+    assert result.interval() == pytest.approx((2.0 - 1.96 * 0.5, 2.0 + 1.96 * 0.5))
+    assert EvalResult("f1", 0.5, 0.1, 10).interval() is None  # a user's batch metric
+
+
+def test_the_live_subset_is_sized_from_the_forward_time() -> None:
+    assert auto_subset(10_000, 0.001, 1.0) == 1000
+    assert auto_subset(10_000, 0.1, 1.0) == 100  # never below the floor
+    assert auto_subset(10_000, 1e-6, 1.0) == 2000  # nor above the cap
+    assert auto_subset(500, 0.001, 1.0) is None  # the whole set fits
+
+
+# -- memory ---------------------------------------------------------------------------------
+def test_tables_beyond_the_plan_in_use_stay_within_the_budget() -> None:
+    session, _ = session_and_data("conv_bn")
+    weight_bytes = sum(session.original(layer.weight).numel() * 4 for layer in session.layers)
+    in_use = 0
+    for criterion in ("l1", "l2", "random", "fpgm"):
+        for granularity in (Granularity.UNSTRUCTURED, Granularity.FILTER):
+            plan, skipped = session.uniform_plan(0.5, granularity, criterion)
+            if skipped and len(skipped) == len(session.layers):
+                continue
+            session.apply(plan)
+            in_use = sum(t.nbytes for t in session._decided.tables())
+            memory = session.memory()
+            assert memory.tables <= in_use + TABLE_BUDGET * weight_bytes
+    assert in_use > 0
+
+
+def test_a_workbench_session_shares_the_pristine_weights_and_never_writes_them() -> None:
+    bench = open_workbench("sample:digits_cnn")
+    before = {n: t.clone() for n, t in bench.pristine.state_dict().items()}
+    session = bench.session
+    assert session.memory().originals == 0
+    plan, _ = session.uniform_plan(0.7, Granularity.FILTER, "l2")
+    session.apply(plan)
+    tuned = {n: t + 0.01 for n, t in session.model.state_dict().items()}
+    session.apply(Plan())
+    session.rebase(tuned)
+    session.apply(plan)
+    session.reset()
+    assert all(torch.equal(before[n], t) for n, t in bench.pristine.state_dict().items())
+    assert session.memory().originals > 0  # new originals are the session's own
+
+
+def test_a_copying_session_keeps_its_own_originals() -> None:
+    session, _ = session_and_data("conv_bn")
+    assert isinstance(session, PruningSession)
+    assert session.memory().originals > 0
