@@ -9,7 +9,7 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
 from pruneviz.core.layers import model_summary
-from pruneviz.data.sources import DEFAULT_EVAL_SUBSET
+from pruneviz.data.sources import DEFAULT_EVAL_SUBSET, LIVE_BUDGET_S, MIN_LIVE_SUBSET
 
 st.title("pruneviz — see what pruning does to a real model")
 with user_errors("The model could not be loaded"):
@@ -30,7 +30,7 @@ if upload is not None:
     st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
             f"(sha256 {upload.digest}…). The model's own weights are untouched.")
 
-base = bench.baseline
+base = state.workspace().baseline()
 ev = base.evaluation
 cols = st.columns(5)
 cols[0].metric(ev.metric_name, show_metric(ev.metric, shows_percent(bench.eval_data)),
@@ -42,6 +42,9 @@ if base.latency is not None:
     cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
                    help=f"Median of {base.latency.runs} runs, batch {base.latency.batch_size}, "
                    f"{base.latency.threads} CPU threads.")
+else:
+    cols[4].metric("latency", "measuring…" if state.workspace().refiner.running()
+                   else "not measured", help="Timed in the background after opening.")
 full = bench.full_data
 if loaded.source.is_sample and loaded.source.data is None:
     where = ("held-out test samples of scikit-learn's bundled handwritten digits (8x8 images, "
@@ -50,7 +53,12 @@ else:
     where = f"samples of {full.name}"
 shown = (f"{ev.samples:,} {where}" if bench.eval_full is None
          else f"a fixed class-balanced subset of {ev.samples:,} of the {len(full):,} {where}")
-st.caption(f"Measured just now on this machine: {shown}.")
+memory = bench.session.memory()
+st.caption(f"Measured just now on this machine: {shown}. This tab's pruning session holds "
+           f"{memory.total / 2**20:,.1f} MiB: its copy of the model "
+           f"({memory.model / 2**20:,.1f} MiB) and the score tables of the criteria tried "
+           f"({memory.tables / 2**20:,.1f} MiB, at most {memory.tables_budget / 2**20:,.1f} MiB "
+           "beyond those the current plan uses); the original weights are shared, not copied.")
 
 with st.expander("Weights and evaluation data", expanded=upload is not None):
     st.markdown(
@@ -82,7 +90,9 @@ with st.expander("Weights and evaluation data", expanded=upload is not None):
         if st.button("Apply subset size") and int(n) != current:
             state.set_eval_subset(None if int(n) >= len(full) else int(n))
             st.rerun()
-        st.caption(f"Default: {DEFAULT_EVAL_SUBSET:,} samples when the set is larger. "
+        st.caption(f"Default: as many samples as one forward pass handles in about "
+                   f"{LIVE_BUDGET_S:g} s here ({loaded.seconds_per_sample * 1000:.2g} ms per "
+                   f"sample, measured), between {MIN_LIVE_SUBSET} and {DEFAULT_EVAL_SUBSET:,}. "
                    "Changing it re-measures the baseline and starts a new experiment log.")
 
 left, right = st.columns([3, 2], gap="large")

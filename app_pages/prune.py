@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pruneviz.app import controls, prune_view, state
-from pruneviz.app.keys import PRUNE_RESET_KEY, widget_key
+from pruneviz.app.keys import METRICS_BAR_KEY, PRUNE_RESET_KEY, widget_key
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import HONESTY_NOTE, user_errors
 from pruneviz.core.plan import Plan
@@ -29,7 +29,10 @@ if state.current_weights() != ORIGINAL:
     st.caption(f":material/model_training: This tab prunes the **{state.current_weights()}** "
                "weights, whose pruned entries are already zero: *Reset to unpruned* keeps them. "
                "The original weights are one click away on the Fine-tune page.")
-metrics_box = st.container()
+metrics_box = st.container(key=METRICS_BAR_KEY)  # sticky: stays in view while editing
+st.html(f"<style>.st-key-{METRICS_BAR_KEY} {{position: sticky; top: 3.75rem; z-index: 990; "
+        "background: var(--background-color, #fff); padding: 0.25rem 0; "
+        "border-bottom: 1px solid rgba(49, 51, 63, 0.1);}</style>")
 st.info(HONESTY_NOTE)
 top = st.columns([2, 2, 1])
 scope = controls.Scope(top[0].radio(
@@ -57,7 +60,7 @@ built = controls.plan_for_widgets(prune_view.widget_values(), session.layer_name
                                   session.unsupported, shown)
 with user_errors("This plan cannot be applied"):
     session.apply(session.stamp(built.plan))
-    report = state.measure_and_record()
+    state.measure_live()
 # the hidden layers' controls hold the applied plan (Streamlit forgets undrawn widgets)
 prune_view.set_values(controls.layer_values(session.plan,
                                             controls.hidden_layers(session.layer_names, shown)))
@@ -69,5 +72,5 @@ for note in session.notes:
 with view:
     prune_view.layer_view(session, coupled)
 with metrics_box:
-    prune_view.metrics_box(bench, report)
+    prune_view.metrics_box(bench)
 prune_view.layers_table(session)

@@ -216,10 +216,10 @@ def test_many_layer_models_edit_one_layer_at_a_time(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(ui_state, "MANY_LAYERS", 2)  # digits_cnn's 3 layers count as many
     at = start("digits_cnn", "app_pages/prune.py")
     assert not at.exception
-    at.selectbox(key=widget_key("edit_layer")).set_value("conv2").run()
+    at.multiselect(key=widget_key("edit_layers")).set_value(["conv2"]).run()
     assert [s.key for s in at.slider if s.key and "::" in s.key] == [widget_key("sp", "conv2")]
     at.slider(key=widget_key("sp", "conv2")).set_value(60).run()
-    at.selectbox(key=widget_key("edit_layer")).set_value("fc").run()
+    at.multiselect(key=widget_key("edit_layers")).set_value(["fc"]).run()
     assert not at.exception
     # conv2 keeps its 60% while another layer is being edited
     assert shown_sparsity(at, "conv2") == "60.0%"

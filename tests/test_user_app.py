@@ -200,10 +200,10 @@ def test_a_60_layer_model_keeps_each_edit_while_others_are_edited(
     assert len(session.layers) == 60
     edits = {"blocks.0": 40, "blocks.30": 60, "blocks.59": 20}
     for name, percent in edits.items():
-        at.selectbox(key=widget_key("edit_layer")).set_value(name).run()
+        at.multiselect(key=widget_key("edit_layers")).set_value([name]).run()
         at.slider(key=widget_key("sp", name)).set_value(percent).run()
         assert not at.exception, at.exception
-    at.selectbox(key=widget_key("edit_layer")).set_value("blocks.10").run()
+    at.multiselect(key=widget_key("edit_layers")).set_value(["blocks.10"]).run()
     plan = apptest.bench_of(at).session.plan
     assert {n: e.sparsity for n, e in plan.layers.items()} == {
         n: pytest.approx(p / 100) for n, p in edits.items()}

@@ -29,6 +29,7 @@ def widget_key(kind: str, layer: str | None = None) -> str:
     return f"{PREFIX}{kind}" if layer is None else f"{PREFIX}{kind}::{layer}"
 
 
+METRICS_BAR_KEY = "pv_metrics_bar"  # the Prune page's sticky metrics container
 PRUNE_RESET_KEY = "pv_reset"
 PRUNE_HIST_KEY = "prune_hist"
 PRUNE_SCORES_KEY = "prune_scores"

@@ -12,11 +12,11 @@ import streamlit as st
 from pruneviz.app import controls, state
 from pruneviz.app.keys import PRUNE_HIST_KEY, PRUNE_SCORES_KEY, SELECTED_LAYER_KEY, widget_key
 from pruneviz.app.state import seed
-from pruneviz.app.widgets import criteria_for, metrics_row, user_errors
+from pruneviz.app.widgets import criteria_for, metrics_row
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.session import PruningSession
-from pruneviz.measure.meter import Report
 from pruneviz.output.figures import score_bars, weight_histogram
+from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench
 
 
@@ -63,14 +63,60 @@ def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) 
                   on_change=set_all_layers, args=(session,),
                   help="Moves every layer's slider to this value (uniform pruning).")
     if len(session.layers) > state.MANY_LAYERS:
-        st.caption(f"{len(session.layers)} layers: pick one to edit; the table lists all.")
-        shown = [st.selectbox("Layer to edit", session.layer_names,
-                              key=widget_key("edit_layer"))]
+        compact_table(session)
+        seed(widget_key("edit_layers"), session.layer_names[:1])
+        shown = st.multiselect(
+            "Layers to edit", session.layer_names, key=widget_key("edit_layers"),
+            help="Their controls appear below; every other layer keeps its amount.")
     else:
         shown = session.layer_names
     for name in shown:
         layer_row(session, name, mode, coupled)
     return shown
+
+
+def safe_amounts(result: SensitivityResult | None) -> dict[str, float]:
+    """Per layer: the highest sparsity its sensitivity curve took within tolerance (a
+    coupled item's for each of its layers); empty when no analysis has run."""
+    if result is None:
+        return {}
+    return {layer: row["safe_sparsity"] for row in result.ranking() for layer in row["layers"]}
+
+
+def compact_table(session: PruningSession) -> None:
+    """One row per prunable layer, for models with many: what it costs, what it is
+    coupled with, how pruned it is now (coupled members as they really are) and how
+    much its sensitivity analysis says it takes."""
+    total_macs = sum(layer.macs for layer in session.layers) or 1
+    safe = safe_amounts(state.sensitivity_result())
+    rows = []
+    for result in session.results():
+        layer = session.layer_by_name[result.name]
+        group = session.group_of(result.name)
+        rows.append({
+            "layer": result.name,
+            "type": f"{layer.type} {'x'.join(map(str, layer.shape))}",
+            "MACs": 100 * layer.macs / total_macs,
+            "coupled": "" if group is None else f"group {group.id} ({len(group.layers)})",
+            "sparsity": 100 * result.sparsity,
+            "pruned by": f"{result.granularity} {result.criterion or ''}".strip()
+            if result.granularity else "",
+            "safe up to": None if result.name not in safe else 100 * safe[result.name],
+        })
+    st.dataframe(
+        rows, hide_index=True, height=min(36 * (len(rows) + 1), 300),
+        column_config={
+            "MACs": st.column_config.ProgressColumn(
+                "MACs", format="%.1f%%", min_value=0, max_value=100,
+                help="The layer's share of the model's weight MACs"),
+            "sparsity": st.column_config.ProgressColumn(
+                "sparsity", format="%.1f%%", min_value=0, max_value=100,
+                help="Zero weights in the layer now (coupled pruning included)"),
+            "safe up to": st.column_config.NumberColumn(
+                "safe up to", format="%.0f%%",
+                help="The highest sparsity the last sensitivity analysis found within "
+                "tolerance (Sensitivity page); empty until one has run"),
+        })
 
 
 def layer_row(session: PruningSession, name: str, mode: controls.Mode,
@@ -187,24 +233,33 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
 
 
-def metrics_box(bench: Workbench, report: Report) -> None:
-    """The live metrics, and the current plan measured on the whole evaluation set."""
-    metrics_row(report, bench.baseline, bench.eval_data)
-    if bench.eval_full is None:
-        return
-    full = state.full_evaluation()
-    left, right = st.columns([1, 3], vertical_alignment="center")
-    if left.button(f"Measure on all {len(bench.full_data):,} samples",
-                   help="Live updates use a fixed subset of the evaluation data "
-                   "(set its size on the Model page); this measures the whole set."):
-        with st.spinner("Evaluating the whole set ..."), \
-                user_errors("Measuring the whole evaluation set"):
-            full = state.evaluate_full()
-    right.caption(
-        f"Live numbers: a fixed subset of {len(bench.eval_data):,} samples. "
-        + ("" if full is None else
-           f"Whole set, this plan: **{full.metric_name} {full.metric:.4g}** "
-           f"(loss {full.loss:.4g}, {full.samples:,} samples)."))
+def metrics_box(bench: Workbench) -> None:
+    """The live metrics of the current plan. The slow figures (latency, gzip size, the
+    whole evaluation set's metric) are measured in the background: while they are, the
+    box redraws itself every second, and the page once when they are all in."""
+    space = state.workspace()
+    every = 1.0 if space.refiner.running() else None
+
+    @st.fragment(run_every=every)
+    def refreshed() -> None:
+        running = space.refiner.running()
+        report = bench.meter.report(gzip=False)  # cached: nothing is measured again here
+        metrics_row(report, space.baseline(), bench.eval_data, measuring=running)
+        if space.refiner.error is not None:
+            st.warning(f"The background measurement failed: {space.refiner.error}")
+        if bench.eval_full is not None:
+            full = report.evaluation_full
+            st.caption(
+                f"Live numbers: a fixed subset of {len(bench.eval_data):,} of the "
+                f"{len(bench.full_data):,} evaluation samples, with their ~95% interval. "
+                + (f"Whole set, this plan: **{full.metric_name} {full.metric:.4g}** "
+                   f"(loss {full.loss:.4g})." if full is not None
+                   else "The whole set is being measured in the background…" if running
+                   else ""))
+        if every is not None and not running:
+            st.rerun()  # all in: redraw the page once (the log and chart have them too)
+
+    refreshed()
 
 
 def layers_table(session: PruningSession) -> None:

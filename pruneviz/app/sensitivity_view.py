@@ -133,7 +133,8 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
         seed(SENS_KIND_KEY, stored["kind"])
         seed(sens_value_key(stored["kind"].value), stored["value"])
         seed(SENS_CAP_KEY, stored["cap"])
-    baseline_latency = bench.baseline.latency.median_ms if bench.baseline.latency else 1.0
+    measured = state.workspace().baseline().latency
+    baseline_latency = measured.median_ms if measured else 1.0
     seed(SENS_KIND_KEY, BudgetKind.SPARSITY)
     seed(sens_value_key("sparsity"), 80.0)
     seed(sens_value_key("macs"), 50.0)

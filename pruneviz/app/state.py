@@ -31,12 +31,12 @@ from pruneviz.app.keys import (
     SUBSET_KEY,
     TUNED_KEY,
     UPLOAD_KEY,
+    WORKERS_KEY,
     WORKSPACE_KEY,
 )
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import SAMPLES
 from pruneviz.data.sources import (
-    DEFAULT_EVAL_SUBSET,
     Loaded,
     Source,
     add_source_arguments,
@@ -186,8 +186,7 @@ def eval_subset_size() -> int | None:
     source = source_for(current_model_ref())
     if source.eval_subset is not None:
         return source.eval_subset
-    size = len(current_loaded().eval_data)
-    return DEFAULT_EVAL_SUBSET if size > DEFAULT_EVAL_SUBSET else None
+    return current_loaded().live_subset()  # sized from the model's measured forward time
 
 
 def set_eval_subset(n: int | None) -> None:
@@ -207,12 +206,13 @@ def workspace() -> Workspace:
         return found
     loaded = current_loaded()
     model = upload.model if upload is not None else loaded.model
-    bench = build_workbench(ref, model, loaded.example_input, loaded.eval_data,
-                            loaded.train_data, eval_subset=subset)
+    with st.spinner(f"Opening {model_title(ref)}: tracing which layers are coupled and "
+                    "measuring the unpruned model ..."):
+        bench = build_workbench(ref, model, loaded.example_input, loaded.eval_data,
+                                loaded.train_data, eval_subset=subset, live=True)
     source = source_for(ref)  # the options that reopen it (an upload: its file name)
     bench.source = dataclasses.replace(source, weights=upload.name) if upload else source
-    bench.meter.latency_runs = LATENCY_RUNS
-    bench.baseline = bench.meter.report(latency=True)
+    bench.meter.latency_runs = LATENCY_RUNS  # the baseline's are timed in the background
     # fine-tuned weights are kept per workbench identity, like the fine-tuning workers
     tuned = st.session_state.setdefault(TUNED_KEY, {}).setdefault(str(identity), {})
     space = Workspace(bench, tuned)
@@ -221,6 +221,14 @@ def workspace() -> Workspace:
     clear_prune_widgets()
     st.session_state.pop(COMPARISON_KEY, None)  # its experiments were in the old log
     return space
+
+
+def sensitivity_result() -> SensitivityResult | None:
+    """The last sensitivity analysis of this tab's model, if one has run (or is running:
+    its points so far)."""
+    worker = st.session_state.get(WORKERS_KEY, {}).get(bench_key())
+    snapshot = getattr(worker, "snapshot", None)
+    return None if snapshot is None else snapshot().result
 
 
 def workbench() -> Workbench:
@@ -253,6 +261,12 @@ def experiment_log() -> ExperimentLog:
 def measure_and_record(label: str | None = None) -> Report:
     """Measure the current plan (cached per plan) and record it as an experiment."""
     return workspace().measure_and_record(label)
+
+
+def measure_live() -> Report:
+    """Measure the current plan at the cost of one forward pass and record it; the slow
+    figures follow in the background (see Workspace.measure_live)."""
+    return workspace().measure_live()
 
 
 # -- which weights the tab prunes: the original ones, or fine-tuned ones -------------------

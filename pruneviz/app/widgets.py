@@ -13,7 +13,7 @@ from pruneviz.core.granularity import Granularity
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
-from pruneviz.measure.metrics import Latency
+from pruneviz.measure.metrics import EvalResult, Latency
 
 HONESTY_NOTE = (
     "**What masking changes, honestly.** A slider writes zeros into the weights. "
@@ -116,27 +116,61 @@ def show_metric(value: float, percent: bool) -> str:
     return f"{value:.2%}" if percent else f"{value:.5g}"
 
 
-def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
-    """The live metrics, each with its change against the unpruned baseline."""
-    ev, base = report.evaluation, baseline.evaluation
+MEASURING = "measuring…"
+
+
+def compared(report: Report, baseline: Report) -> tuple[EvalResult, EvalResult]:
+    """The evaluations to show and compare, like with like: both on the whole evaluation
+    set when both are measured there, else both on the live subset."""
+    if report.evaluation_full is not None and baseline.evaluation_full is not None:
+        return report.evaluation_full, baseline.evaluation_full
+    return report.evaluation, baseline.evaluation
+
+
+def evaluation_text(ev: EvalResult, population: int | None) -> tuple[str, str]:
+    """How sure the metric `ev` (drawn from `population` samples) is: a short suffix for
+    the value ("±1.2 pts", "" on the whole set) and a sentence for its help."""
+    percent = ev.metric_name.endswith("accuracy")
+    if population is None or ev.samples >= population:
+        return "", f"Measured on the whole evaluation set ({ev.samples:,} samples)."
+    interval = ev.interval(population)
+    where = (f"Live: measured on a fixed subset of {ev.samples:,} of the "
+             f"{population:,} evaluation samples")
+    if interval is None:
+        return "", where + "; this metric gives no per-sample values, so no interval."
+    half = (interval[1] - interval[0]) / 2
+    shown = f"±{half * 100:.1f} pts" if percent else f"±{half:.3g}"
+    return shown, (f"{where}; the whole set's value is within {interval[0]:.4g} to "
+                   f"{interval[1]:.4g} with ~95% confidence (finite-population "
+                   + ("Wilson interval" if ev.proportion else "standard error")
+                   + "). The whole set is measured in the background.")
+
+
+def metrics_row(report: Report, baseline: Report, data: TensorData, *,
+                measuring: bool = False) -> None:
+    """The live metrics, each with its change against the unpruned baseline. Figures not
+    measured yet show `MEASURING` while a background refinement runs (`measuring`)."""
+    ev, base = compared(report, baseline)
+    plus, sure = evaluation_text(ev, report.population)
     cols = st.columns(4) + st.columns(4)[:3]
     higher_is_better = data.higher_is_better
     better = "higher" if higher_is_better else "lower"
     if shows_percent(data):
         change = (ev.metric - base.metric) * 100
         cols[0].metric(
-            ev.metric_name, f"{ev.metric:.2%}",
+            ev.metric_name, f"{ev.metric:.2%} {plus}".strip(),
             f"{change:+.2f} pts" if abs(change) >= 0.005 else "no change",
             delta_color="normal" if abs(change) >= 0.005 else "off",
-            help=f"On {ev.samples:,} held-out samples.",
+            help=f"{sure} The change is against the unpruned model on the same samples.",
         )
     else:
         change = ev.metric - base.metric
         cols[0].metric(
-            ev.metric_name, f"{ev.metric:.5g}",
+            ev.metric_name, f"{ev.metric:.5g} {plus}".strip(),
             f"{change:+.5g}" if change else "no change",
             delta_color=("normal" if higher_is_better else "inverse") if change else "off",
-            help=f"On {ev.samples:,} held-out samples; {better} is better.",
+            help=f"{sure} {better.capitalize()} is better; the change is against the "
+            "unpruned model on the same samples.",
         )
     delta, color = count_delta(report.params_nonzero, baseline.params_nonzero)
     cols[1].metric(
@@ -157,10 +191,19 @@ def metrics_row(report: Report, baseline: Report, data: TensorData) -> None:
         (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
          "gzip of the dense file"),
     ):
+        if now is None or then is None:
+            col.metric(label, MEASURING if measuring else "not measured",
+                       help=f"{tip}; compressing the whole file is slow, so it is measured "
+                       "in the background after the plan settles")
+            continue
         delta, color = count_delta(now, then)
         col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
     base_lat = report.latency_reference or baseline.latency
-    if report.latency is not None and base_lat is not None:
+    if report.latency is None:
+        cols[3].metric("latency", MEASURING if measuring else "not measured",
+                       help="Timed in the background once the plan settles, interleaved "
+                       "with the unpruned model, so that a slider move never waits for it.")
+    elif base_lat is not None:
         lat = report.latency
         delta, color = latency_delta(lat, base_lat)
         cols[3].metric(
