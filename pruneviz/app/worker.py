@@ -4,10 +4,12 @@ waits for it.
 `SensitivityWorker` is plain Python: it runs one `SensitivityRun` at a time on a
 `PruningSession` of its own (a run changes its session's plan while it measures, so it
 must never borrow the tab's workbench session), and keeps what the pages show — points
-done and total, the result so far, an error message — behind a lock. Pages read it with
-`snapshot()`; the thread never touches Streamlit. `sensitivity_worker()` keeps one worker
-per model in the tab's session state, with its `SensitivityCache`, so re-running the
-same settings is instant.
+done and total, the time they took, the result so far, an error message — behind a lock.
+Pages read it with `snapshot()`; the thread never touches Streamlit. When the tab's
+workbench measures a subset of the evaluation set, an analysis is a fast first pass on
+the subset, then a second pass on the whole set whose result replaces the first once it
+is complete. `sensitivity_worker()` keeps one worker per model in the tab's session
+state, with its `SensitivityCache`, so re-running the same settings is instant.
 
 `FinetuneWorker` is the same for training: one run at a time on a session of its own,
 reset to the original weights before each run, the curve's records so far behind the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,7 +72,12 @@ class Settings:
 
 @dataclass(frozen=True)
 class Progress:
-    """A consistent view of the worker at one moment."""
+    """A consistent view of the worker at one moment.
+
+    `done`, `total`, `elapsed` and `samples` are the current pass's (or the last one's):
+    the first pass on the workbench's evaluation data, or the refinement on the whole
+    set. `result` is the best complete result so far (the first pass's while the
+    refinement runs), or the first pass's partial one while that runs or if it stopped."""
 
     running: bool
     settings: Settings | None
@@ -77,6 +85,10 @@ class Progress:
     total: int
     result: SensitivityResult | None  # what is known so far; None before the first point
     error: str | None  # why the last run stopped, if it failed
+    elapsed: float  # seconds the pass's `done` points took
+    samples: int  # evaluation samples the pass measures on
+    refining: bool  # the pass is the refinement on the whole evaluation set
+    full_samples: int | None  # the whole set's size, when the first pass is on a subset
 
 
 class _Background:
@@ -90,6 +102,8 @@ class _Background:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None  # why the last job failed, if it did
+        self._started = 0.0  # when the current pass started (time.monotonic)
+        self._elapsed = 0.0  # seconds from then to the end of its last point
 
     @property
     def running(self) -> bool:
@@ -118,23 +132,41 @@ class _Background:
         with self._lock:
             self._error = message
 
+    def _clock_start(self) -> None:
+        """A pass starts: time its points from now. Call it holding the lock."""
+        self._started = time.monotonic()
+        self._elapsed = 0.0
+
+    def _clock_point(self) -> None:
+        """A point of the pass just ended. Call it holding the lock."""
+        self._elapsed = time.monotonic() - self._started
+
     def _launch(self, name: str, target: Callable[..., None], *args: object) -> None:
         self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         self._thread.start()
 
 
 class SensitivityWorker(_Background):
-    """Runs sensitivity analyses of one model, one at a time, in a background thread."""
+    """Runs sensitivity analyses of one model, one at a time, in a background thread.
+
+    Each analysis measures on `data`; with `full` (the whole evaluation set, of which
+    `data` is a subset), a complete first pass is followed by a second one on `full`,
+    whose result replaces the first pass's once it is complete. Cancelling stops either
+    pass: a cancelled refinement leaves the first pass's result."""
 
     def __init__(self, make_session: Callable[[], PruningSession], data: TensorData,
-                 cache: SensitivityCache | None = None) -> None:
+                 cache: SensitivityCache | None = None, *,
+                 full: TensorData | None = None) -> None:
         super().__init__(make_session)
         self.data = data
+        self.full = full
         self.cache = cache if cache is not None else SensitivityCache()
         self._settings: Settings | None = None
         self._done = 0
         self._total = 0
         self._result: SensitivityResult | None = None
+        self._samples = 0
+        self._refining = False
 
     def start(self, criterion: str, granularity: str, levels: Sequence[float]) -> None:
         """Check the settings and start measuring in the background.
@@ -153,26 +185,51 @@ class SensitivityWorker(_Background):
             self._result = None
             self._error = None
             self._cancel = cancel
+            self._samples = len(self.data)
+            self._refining = False
+            self._clock_start()
         self._launch("pruneviz-sensitivity", self._work, run, cancel)
 
     def snapshot(self) -> Progress:
         with self._lock:
             return Progress(self.running, self._settings, self._done, self._total,
-                            self._result, self._error)
+                            self._result, self._error, self._elapsed, self._samples,
+                            self._refining, None if self.full is None else len(self.full))
 
     def _work(self, run: SensitivityRun, cancel: threading.Event) -> None:
         try:
-            for _ in run.points(cancel):
-                partial = run.result()
-                with self._lock:
-                    self._done = run.done
-                    self._result = partial
-            final = run.result()  # marked complete only if no point was skipped
+            if not self._pass(run, cancel, partial=True) or self.full is None \
+                    or cancel.is_set():
+                return
+            refine = SensitivityRun(self.session(), self.full, criterion=run.criterion,
+                                    granularity=run.granularity, levels=run.levels,
+                                    cache=self.cache)
             with self._lock:
-                self._done = run.done
-                self._result = final
+                self._done = 0
+                self._total = refine.total
+                self._samples = len(self.full)
+                self._refining = True
+                self._clock_start()
+            self._pass(refine, cancel, partial=False)
         except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
             self._fail(exc)
+
+    def _pass(self, run: SensitivityRun, cancel: threading.Event, *, partial: bool) -> bool:
+        """Run one pass; the result shown becomes its result as it grows (`partial`), or
+        once it is complete. True if it is complete."""
+        for _ in run.points(cancel):
+            grown = run.result() if partial else None
+            with self._lock:
+                self._done = run.done
+                self._clock_point()
+                if grown is not None:
+                    self._result = grown
+        final = run.result()  # marked complete only if no point was skipped
+        with self._lock:
+            self._done = run.done
+            if partial or final.complete:
+                self._result = final
+        return final.complete
 
 
 def session_factory(bench: Workbench) -> Callable[[], PruningSession]:
@@ -193,7 +250,7 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     worker = workers.get(bench_key())
     if isinstance(worker, SensitivityWorker):
         return worker
-    worker = SensitivityWorker(session_factory(bench), bench.eval_data)
+    worker = SensitivityWorker(session_factory(bench), bench.eval_data, full=bench.eval_full)
     workers[bench_key()] = worker
     return worker
 
