@@ -1,5 +1,5 @@
-"""A sensitivity analysis, or a fine-tuning run, in a background thread, so that no page
-waits for it.
+"""A sensitivity analysis, a uniform sweep, or a fine-tuning run, in a background thread,
+so that no page waits for it.
 
 `SensitivityWorker` is plain Python: it runs one `SensitivityRun` at a time on a
 `PruningSession` of its own (a run changes its session's plan while it measures, so it
@@ -10,6 +10,10 @@ workbench measures a subset of the evaluation set, an analysis is a fast first p
 the subset, then a second pass on the whole set whose result replaces the first once it
 is complete. `sensitivity_worker()` keeps one worker per model in the tab's session
 state, with its `SensitivityCache`, so re-running the same settings is instant.
+
+`SweepWorker` measures a `UniformSweep` the same way, on a session and meter of its own;
+its measured points wait in the worker until a page records them in the tab's
+experiment log (`record_sweep_points`), so that the log is only ever written by the page.
 
 `FinetuneWorker` is the same for training: one run at a time on a session of its own,
 reset to the original weights before each run, the curve's records so far behind the
@@ -31,13 +35,14 @@ from dataclasses import dataclass
 import streamlit as st
 from torch import Tensor, nn
 
-from pruneviz.app.keys import FINETUNE_WORKERS_KEY, WORKERS_KEY
+from pruneviz.app.keys import FINETUNE_WORKERS_KEY, SWEEP_WORKERS_KEY, WORKERS_KEY
 from pruneviz.app.state import LATENCY_RUNS, bench_key, workspace
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.measure.meter import Meter, Report
+from pruneviz.workflows.experiments import ORIGINAL
 from pruneviz.workflows.finetune import (
     FinetuneRecipe,
     FinetuneResult,
@@ -58,7 +63,9 @@ from pruneviz.workflows.finetune_job import (
 )
 from pruneviz.workflows.schedules import Schedule
 from pruneviz.workflows.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
+from pruneviz.workflows.sweep import SweepPoint, UniformSweep
 from pruneviz.workflows.workbench import Workbench
+from pruneviz.workflows.workspace import load_weights
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,149 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     worker = SensitivityWorker(session_factory(bench), bench.eval_data, full=bench.eval_full)
     workers[bench_key()] = worker
     return worker
+
+
+# -- a uniform sweep --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What a sweep was asked for."""
+
+    granularity: str
+    criterion: str
+    levels: tuple[float, ...]
+    weights: str  # the name of the weights it measures
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """A consistent view of the sweep worker at one moment."""
+
+    running: bool
+    settings: SweepSettings | None
+    done: int  # configurations measured
+    total: int  # configurations the sweep measures
+    elapsed: float  # seconds the `done` configurations took
+    error: str | None  # why the last sweep stopped, if it failed
+
+    @property
+    def stopped(self) -> bool:
+        """The last sweep ended before its last configuration (cancelled, or failed)."""
+        return not self.running and self.done < self.total
+
+
+class SweepWorker(_Background):
+    """Measures uniform sweeps of one model, one at a time, in a background thread, on a
+    session and meter of its own: the meter measures `data` like the tab's (latency timed
+    against `reference`, the unpruned model, which is only read).
+
+    Each sweep measures the weights the tab prunes when it starts (given by name and
+    value). Measured points wait in the worker until a page takes them (`take_points`)
+    and records them in the tab's experiment log."""
+
+    def __init__(self, make_session: Callable[[], PruningSession], data: TensorData,
+                 reference: nn.Module, *, latency_batch_size: int = 64,
+                 latency_runs: int = LATENCY_RUNS) -> None:
+        super().__init__(make_session)
+        self.data = data
+        self.reference = reference
+        self.latency_batch_size = latency_batch_size
+        self.latency_runs = latency_runs
+        self._meter: Meter | None = None
+        self._loaded = ORIGINAL  # the weights the session holds (built from the originals)
+        self._settings: SweepSettings | None = None
+        self._done = 0
+        self._total = 0
+        self._points: list[SweepPoint] = []  # measured, not taken by a page yet
+
+    def meter(self) -> Meter:
+        """The worker's meter, on its own session (its measurements cached per plan and
+        weights, like the tab's: a sweep measured before is measured again instantly)."""
+        if self._meter is None:
+            self._meter = Meter(self.session(), self.data, reference=self.reference,
+                                latency_batch_size=self.latency_batch_size,
+                                latency_runs=self.latency_runs)
+        return self._meter
+
+    def start(self, levels: Sequence[float], granularity: str, criterion: str, *,
+              weights: str = ORIGINAL, state: dict[str, Tensor] | None = None) -> None:
+        """Start measuring the uniform plans at `levels` (fractions) in the background, on
+        the weights called `weights` (`state`: their values, needed unless they are the
+        originals).
+
+        A sweep with nothing to prune (no layer takes this granularity and criterion)
+        raises PrunevizError here, before any thread starts."""
+        if self.running:
+            raise PlanError("a sweep is already running: cancel it or wait for it")
+        session = self.session()
+        if weights != self._loaded:
+            if state is None:
+                raise PlanError(f"the values of the {weights} weights are needed")
+            load_weights(session, state)
+            self._loaded = weights
+        sweep = UniformSweep(self.meter(), levels, granularity, criterion, weights=weights)
+        if not sweep.total:
+            raise PlanError(f"nothing to sweep: no layer can be pruned at the {granularity} "
+                            f"granularity by {criterion}")
+        cancel = threading.Event()
+        with self._lock:
+            self._settings = SweepSettings(granularity, criterion, tuple(levels), weights)
+            self._done = 0
+            self._total = sweep.total
+            self._error = None
+            self._cancel = cancel
+            self._clock_start()
+        self._launch("pruneviz-sweep", self._work, sweep, cancel)
+
+    def snapshot(self) -> SweepProgress:
+        with self._lock:
+            return SweepProgress(self.running, self._settings, self._done, self._total,
+                                 self._elapsed, self._error)
+
+    def take_points(self) -> list[SweepPoint]:
+        """The points measured since the last call, in order; each is handed out once."""
+        with self._lock:
+            points, self._points = self._points, []
+            return points
+
+    def _work(self, sweep: UniformSweep, cancel: threading.Event) -> None:
+        try:
+            for point in sweep.points(cancel):
+                with self._lock:
+                    self._points.append(point)
+                    self._done = sweep.done
+                    self._clock_point()
+        except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
+            self._fail(exc)
+
+
+def sweep_worker(bench: Workbench) -> SweepWorker:
+    """This tab's sweep worker for the workbench's model: one per model, kept across pages
+    (leaving the Trade-offs page does not stop or lose a sweep)."""
+    workers = st.session_state.setdefault(SWEEP_WORKERS_KEY, {})
+    worker = workers.get(bench_key())
+    if isinstance(worker, SweepWorker):
+        return worker
+    worker = SweepWorker(session_factory(bench), bench.eval_data, bench.pristine,
+                         latency_batch_size=bench.meter.latency_batch_size,
+                         latency_runs=bench.meter.latency_runs)
+    workers[bench_key()] = worker
+    return worker
+
+
+def record_sweep_points() -> int:
+    """Record the points this tab's sweep of its model measured since the last call in the
+    tab's experiment log, as `Workspace.record_uniform_sweep` records them. Any page may
+    call it; returns how many were taken."""
+    worker = st.session_state.get(SWEEP_WORKERS_KEY, {}).get(bench_key())
+    if not isinstance(worker, SweepWorker):
+        return 0
+    space = workspace()
+    points = worker.take_points()
+    for point in points:
+        space.record_sweep_point(point)
+    return len(points)
 
 
 # -- fine-tuning ----------------------------------------------------------------------------
