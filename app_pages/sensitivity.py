@@ -27,11 +27,14 @@ with user_errors("The model could not be loaded"):
     bench = state.workbench()
 worker = sensitivity_worker(bench)
 
+measured_on = f"{len(bench.eval_data):,} held-out samples" if bench.eval_full is None else (
+    f"the live subset of {len(bench.eval_data):,} held-out samples for a fast first pass, "
+    f"then on all {len(bench.eval_full):,}, whose curves replace the first ones")
 st.caption(
     "Each layer — for filters and channels, each group of coupled layers — is pruned "
     "**alone** at every level while the rest stays intact, and the model is measured on "
-    f"{len(bench.eval_data)} held-out samples. Flat curves can take hard pruning; steep "
-    "ones should be spared. The analysis runs in the background: other pages stay usable."
+    f"{measured_on}. Flat curves can take hard pruning; steep ones should be spared. The "
+    "analysis runs in the background: other pages stay usable."
 )
 
 # -- the analysis -------------------------------------------------------------------------
@@ -51,7 +54,7 @@ levels = cols[2].multiselect("Sparsity levels", LEVEL_CHOICES, key=SENS_LEVELS_K
 run_clicked = run_and_cancel("Run", running=progress.running, run_key=SENS_RUN_KEY,
                              cancel_key=SENS_CANCEL_KEY, cancel=worker.cancel,
                              cancel_help="Stops after the point being measured; what is "
-                             "measured is kept.")
+                             "measured is kept (while refining: the first pass's curves).")
 if run_clicked:
     try:
         worker.start(criterion, granularity, [v / 100 for v in levels])
@@ -62,10 +65,11 @@ if run_clicked:
 
 
 st.fragment(sensitivity_view.show_analysis,
-            run_every=POLL_SECONDS if progress.running else None)(worker, bench, progress.running)
+            run_every=POLL_SECONDS if progress.running else None)(
+    worker, bench, progress.running, progress.refining)
 
-# -- a budget, three ways -------------------------------------------------------------------
+# -- a budget, three ways: with the first pass's curves while they are refined ---------------
 result = progress.result
-if result is None or progress.running:
+if result is None or (progress.running and not progress.refining):
     st.stop()
 sensitivity_view.spend_budget(bench, result)

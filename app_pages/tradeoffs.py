@@ -1,13 +1,10 @@
 """Trade-offs: every configuration evaluated in this tab, on measured-metric charts."""
 
-from collections.abc import Sequence
-
 import streamlit as st
-from streamlit.delta_generator import DeltaGenerator
 
-from pruneviz.app import keys, state
+from pruneviz.app import keys, state, sweep_view
 from pruneviz.app.widgets import user_errors
-from pruneviz.app.worker import record_finished_run
+from pruneviz.app.worker import record_finished_run, record_sweep_points
 from pruneviz.measure.compression import INT8, SVD
 from pruneviz.output.tradeoff_figures import best_form_scatter, tradeoff_scatter
 from pruneviz.workflows.experiments import describe_plan
@@ -17,6 +14,7 @@ st.title("Trade-offs")
 with user_errors("The model could not be loaded"):
     bench = state.workbench()
 record_finished_run(bench)  # a fine-tuning run that ended while another page was shown
+record_sweep_points()  # configurations a background sweep measured since the last run
 log = state.experiment_log()
 experiments = list(log)
 baseline = experiments[0]
@@ -32,18 +30,7 @@ st.caption(
     "best form for masked weights; int8 and low-rank points are their own models' files "
     "and timings."
 )
-with st.expander("Add a sweep: the same sparsity on every layer, 10% to 90%",
-                 expanded=len(experiments) < 3):
-    cols: Sequence[DeltaGenerator] = st.columns([1, 1, 2], vertical_alignment="bottom")
-    sweep_gran = cols[0].selectbox("granularity", ["unstructured", "filter", "channel"],
-                                   key=keys.SWEEP_GRAN_KEY)
-    sweep_crit = cols[1].selectbox("criterion", ["l1", "l2", "random", "fpgm", "lsh", "taylor"],
-                                   key=keys.SWEEP_CRIT_KEY)
-    if cols[2].button("Measure the sweep", key=keys.SWEEP_KEY):
-        with st.spinner("Pruning, evaluating and timing 9 configurations ..."), \
-                user_errors("The sweep failed"):
-            state.record_uniform_sweep([i / 10 for i in range(1, 10)], sweep_gran, sweep_crit)
-        st.rerun()
+sweep_view.sweep_section(bench, expanded=len(experiments) < 3)
 with st.expander("Combine with other techniques: int8 quantization, low-rank factorization",
                  expanded=bool(state.last_compression())):
     st.caption("Each applies to a copy of the unpruned model, of the model with the current "

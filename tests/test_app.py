@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from fixtures import apptest
-from fixtures.apptest import bench_of
+from fixtures.apptest import bench_of, rerun_while_running
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import WORKSPACE_KEY, widget_key
+from pruneviz.app.keys import SWEEP_WORKERS_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.app.widgets import count_delta, latency_delta, within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
@@ -142,6 +142,10 @@ def test_sweep_adds_measured_points_to_the_tradeoffs() -> None:
     assert len(at.session_state[WORKSPACE_KEY].log) == 1
     at.button(key="pv_sweep").click().run()
     assert not at.exception
+    # measured in the background (tests/test_sweep_page.py): wait for it as the page polls
+    workers = at.session_state[SWEEP_WORKERS_KEY]
+    (worker,) = workers.values()
+    rerun_while_running(at, worker, 60)
     log = list(at.session_state[WORKSPACE_KEY].log)
     assert len(log) == 10
     sparsities = [e.sparsity for e in log[1:]]

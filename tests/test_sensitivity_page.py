@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from fixtures import apptest
 from fixtures.apptest import array, bench_of, figure, rerun_while_running
+from fixtures.jobs import Gate, wait_until
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app.keys import (
     BENCH_ID_KEY,
     COMPARISON_KEY,
+    MODEL_KEY,
+    SUBSET_KEY,
     WORKERS_KEY,
     WORKSPACE_KEY,
     widget_key,
@@ -201,3 +204,97 @@ def test_a_criterion_the_model_cannot_use_shows_an_error() -> None:
     assert not worker_of(at).running
     assert worker_of(at).snapshot().result is None
     assert not at.get("plotly_chart")
+
+
+# -- a fast first pass on the live subset, then the whole evaluation set -------------------------
+SUBSET = 100  # of the FULL digits test samples
+FULL = 450
+
+
+def start_on_subset() -> AppTest:
+    """The page on MODEL, its live updates measuring SUBSET samples."""
+    at = AppTest.from_file(apptest.APP, default_timeout=60)
+    at.session_state[MODEL_KEY] = MODEL
+    at.session_state[SUBSET_KEY] = {MODEL: SUBSET}
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert len(bench_of(at).eval_data) == SUBSET
+    return at
+
+
+def hold(monkeypatch: pytest.MonkeyPatch) -> dict[int, Gate]:
+    """A gate per pass (by its samples): each measurement waits until the test opens it."""
+    gates = {SUBSET: Gate(), FULL: Gate()}
+    measure = SensitivityRun._measure
+
+    def held(self: SensitivityRun, *args: Any, **kwargs: Any) -> Any:
+        gates[len(self.data)].wait()
+        return measure(self, *args, **kwargs)
+
+    monkeypatch.setattr(SensitivityRun, "_measure", held)
+    return gates
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+def test_a_first_pass_on_the_subset_is_refined_on_all_samples(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gates = hold(monkeypatch)
+    at = start_on_subset()
+    assert f"{SUBSET} held-out samples for a fast first pass" in captions(at)
+    at.button(key="pv_sens_run").click().run()
+    assert not at.exception, at.exception
+    worker = worker_of(at)
+    assert progress_text(at) == f"first pass on {SUBSET} samples: 0 of 33 points — estimating…"
+
+    gates[SUBSET].open()
+    wait_until(lambda: worker.snapshot().refining, "the refinement starts")
+    at.run()
+    assert not at.exception, at.exception
+    assert progress_text(at) == f"refining on all {FULL} samples: 0 of 33 points — estimating…"
+    first = worker.snapshot().result
+    assert first is not None
+    assert first.complete
+    assert first.samples == SUBSET
+    assert f"first pass, measured on {SUBSET} of the {FULL} samples" in captions(at)
+    assert any("being refined" in i.value for i in at.info)
+    curves = figure(at, "sens_curves")  # the first pass's curves, shown while refining
+    assert list(curves.data[0].y) == [p.metric for p in first.curve("fc1")]
+    assert at.button(key="pv_sens_compare")  # a budget can be spent on them already
+
+    gates[FULL].open()
+    refined = run_until_done(at)
+    assert refined.complete
+    assert refined.samples == FULL
+    assert progress_text(at) == f"refined on all {FULL} samples: 33 of 33 points — done"
+    assert f"measured on all {FULL} evaluation samples" in captions(at)
+    assert not any("refine" in i.value for i in at.info)
+    curves = figure(at, "sens_curves")
+    assert list(curves.data[0].y) == [p.metric for p in refined.curve("fc1")]
+    assert refined.points != first.points
+    direct = SensitivityRun(bench_of(at).session, bench_of(at).full_data).run()
+    assert refined.points == direct.points
+
+
+def test_cancel_while_refining_keeps_the_first_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    gates = hold(monkeypatch)
+    gates[SUBSET].open()
+    at = start_on_subset()
+    at.button(key="pv_sens_run").click().run()
+    worker = worker_of(at)
+    wait_until(lambda: gates[FULL].waiting == 1, "the refinement waits to measure")
+    assert worker.snapshot().refining
+    at.run()
+    at.button(key="pv_sens_cancel").click().run()
+    assert not at.exception, at.exception
+    gates[FULL].open()
+    result = run_until_done(at)
+    assert result.complete
+    assert result.samples == SUBSET
+    assert progress_text(at) == f"refining on all {FULL} samples: 0 of 33 points — stopped"
+    assert any(f"refinement on all {FULL} samples was stopped" in i.value for i in at.info)
+    assert not any("Cancelled" in w.value for w in at.warning)  # the first pass is complete
+    assert at.button(key="pv_sens_compare")

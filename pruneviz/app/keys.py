@@ -19,6 +19,7 @@ SUBSET_KEY = "pv_eval_subset"  # {model ref: live evaluation subset size} chosen
 BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
 WORKERS_KEY = "pv_sensitivity_workers"  # {bench key: SensitivityWorker}
 FINETUNE_WORKERS_KEY = "pv_finetune_workers"  # {bench key: FinetuneWorker}
+SWEEP_WORKERS_KEY = "pv_sweep_workers"  # {bench key: SweepWorker}
 
 # -- Prune page ------------------------------------------------------------------------------
 PREFIX = "pv_w_"  # every Prune page control: cleared to re-seed them from the current plan
@@ -124,6 +125,7 @@ DEPLOY_CARD_DOWNLOAD_KEY = "pv_dl_card"
 SWEEP_GRAN_KEY = "pv_sweep_gran"
 SWEEP_CRIT_KEY = "pv_sweep_crit"
 SWEEP_KEY = "pv_sweep"
+SWEEP_CANCEL_KEY = "pv_sweep_cancel"
 INT8_FORM_KEY = "pv_int8_form"
 INT8_ON_KEY = "pv_int8_on"
 INT8_GO_KEY = "pv_int8_go"

@@ -20,7 +20,7 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
-from pruneviz.app.worker import SensitivityWorker
+from pruneviz.app.worker import Progress, SensitivityWorker
 from pruneviz.output.run_figures import sensitivity_curves, sensitivity_heatmap
 from pruneviz.workflows.allocation import (
     Budget,
@@ -29,6 +29,7 @@ from pruneviz.workflows.allocation import (
     format_quantity,
     plan_for_budget,
 )
+from pruneviz.workflows.eta import eta_text
 from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench
@@ -62,31 +63,71 @@ def show_drop(value: float, accuracy: bool) -> str:
     return f"{value * 100:.2f} pts" if accuracy else f"{value:+.5f}"
 
 
-def show_analysis(worker: SensitivityWorker, bench: Workbench, was_running: bool) -> None:
+def finished(progress: Progress) -> bool:
+    """The pass the progress is of ended with every point known."""
+    return not progress.running and progress.done == progress.total and not progress.error
+
+
+def pass_text(progress: Progress) -> str:
+    """Which pass the progress is of, when there are two: "first pass on 2,000 samples: ",
+    "refining on all 10,000 samples: ", or "refined on ..." once that is done (nothing
+    when the data is not a subset)."""
+    if progress.full_samples is None:
+        return ""
+    if progress.refining:
+        verb = "refined" if finished(progress) else "refining"
+        return f"{verb} on all {progress.samples:,} samples: "
+    return f"first pass on {progress.samples:,} samples: "
+
+
+def progress_text(progress: Progress) -> str:
+    """The progress bar's text: the pass, points done of total, and the time left (or how
+    the pass ended)."""
+    if progress.running:
+        state_text = eta_text(progress.done, progress.total, progress.elapsed)
+    else:
+        state_text = "done" if finished(progress) else "stopped"
+    return f"{pass_text(progress)}{progress.done} of {progress.total} points — {state_text}"
+
+
+def show_analysis(worker: SensitivityWorker, bench: Workbench, was_running: bool,
+                  was_refining: bool) -> None:
     """Progress, curves, heatmap and ranking; polled while the analysis runs."""
     metric_name = bench.eval_data.metric_name
     accuracy = shows_percent(bench.eval_data)
     progress = worker.snapshot()
-    if was_running and not progress.running:
-        st.rerun(scope="app")  # finished: show the whole page (buttons, budget section)
+    if was_running and (not progress.running or progress.refining != was_refining):
+        # finished, or the first pass is: show the whole page (buttons, budget section)
+        st.rerun(scope="app")
     if progress.error:
         st.error(f"The analysis stopped: {progress.error}")
     if progress.total:
-        state_text = "measuring ..." if progress.running else (
-            "done" if progress.result is not None and progress.result.complete else "stopped")
-        st.progress(progress.done / progress.total,
-                    text=f"{progress.done} of {progress.total} points — {state_text}")
+        st.progress(progress.done / progress.total, text=progress_text(progress))
     result = progress.result
     if result is None:
         if not progress.running and not progress.error:
             st.info("Choose a granularity, a criterion and the levels, then press **Run**.")
         return
-    took = "" if progress.running else (
+    took = "" if progress.running and not progress.refining else (
         f"; took {result.seconds:.1f} s (points this tab measured before are reused)")
+    full = progress.full_samples
+    if full is None or result.samples == full:
+        measured_on = f"measured on all {result.samples:,} evaluation samples"
+    else:
+        measured_on = f"first pass, measured on {result.samples:,} of the {full:,} samples"
     st.caption(
         f"{result.granularity.value}, {result.criterion}: {len(result.items)} layers or "
-        f"groups x {len(result.levels)} levels; unpruned {metric_name} "
+        f"groups x {len(result.levels)} levels, {measured_on}; unpruned {metric_name} "
         f"{show_metric(result.baseline.metric, accuracy)}{took}.")
+    if full is not None and result.complete and result.samples != full:
+        if progress.running:
+            st.info(f"These curves are the first pass's, on {result.samples:,} samples: "
+                    f"they are being refined on all {full:,} and will be replaced when that "
+                    "is done.", icon=":material/hourglass_top:")
+        else:
+            st.info(f"The refinement on all {full:,} samples was stopped: these curves are "
+                    f"the first pass's, on {result.samples:,} samples. Run again to refine "
+                    "them (the first pass is reused).")
     if not result.complete and not progress.running:
         st.warning(f"Cancelled after {progress.done} of {progress.total} points: this result "
                    "is incomplete. Layers without a curve are missing from the ranking and "
@@ -159,7 +200,7 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
                              "adjust by hand on the Prune page.")
     # A comparison is shown while the analysis and the budget it was made for are current.
     key = (result.model, result.criterion, result.granularity.value, result.levels,
-           result.complete, budget, cap)
+           result.complete, result.samples, budget, cap)
 
     if compare:
         with st.spinner("Fitting three plans to the budget, then measuring each with "

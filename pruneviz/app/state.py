@@ -320,11 +320,6 @@ def seed(key: str, value: Any) -> None:
 
 
 # -- workflows over many plans, recorded in this tab's experiment log ------------------------
-def record_uniform_sweep(levels: list[float], granularity: str, criterion: str) -> int:
-    """Measure uniform plans at `levels` (fractions) and record them; returns how many."""
-    return workspace().record_uniform_sweep(levels, granularity, criterion)
-
-
 def best_forms() -> dict[int, Report]:
     """Best deployable form measured for each experiment id (empty until measured)."""
     return workspace().best_forms

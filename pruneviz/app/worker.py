@@ -1,13 +1,19 @@
-"""A sensitivity analysis, or a fine-tuning run, in a background thread, so that no page
-waits for it.
+"""A sensitivity analysis, a uniform sweep, or a fine-tuning run, in a background thread,
+so that no page waits for it.
 
 `SensitivityWorker` is plain Python: it runs one `SensitivityRun` at a time on a
 `PruningSession` of its own (a run changes its session's plan while it measures, so it
 must never borrow the tab's workbench session), and keeps what the pages show — points
-done and total, the result so far, an error message — behind a lock. Pages read it with
-`snapshot()`; the thread never touches Streamlit. `sensitivity_worker()` keeps one worker
-per model in the tab's session state, with its `SensitivityCache`, so re-running the
-same settings is instant.
+done and total, the time they took, the result so far, an error message — behind a lock.
+Pages read it with `snapshot()`; the thread never touches Streamlit. When the tab's
+workbench measures a subset of the evaluation set, an analysis is a fast first pass on
+the subset, then a second pass on the whole set whose result replaces the first once it
+is complete. `sensitivity_worker()` keeps one worker per model in the tab's session
+state, with its `SensitivityCache`, so re-running the same settings is instant.
+
+`SweepWorker` measures a `UniformSweep` the same way, on a session and meter of its own;
+its measured points wait in the worker until a page records them in the tab's
+experiment log (`record_sweep_points`), so that the log is only ever written by the page.
 
 `FinetuneWorker` is the same for training: one run at a time on a session of its own,
 reset to the original weights before each run, the curve's records so far behind the
@@ -22,19 +28,21 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import streamlit as st
 from torch import Tensor, nn
 
-from pruneviz.app.keys import FINETUNE_WORKERS_KEY, WORKERS_KEY
+from pruneviz.app.keys import FINETUNE_WORKERS_KEY, SWEEP_WORKERS_KEY, WORKERS_KEY
 from pruneviz.app.state import LATENCY_RUNS, bench_key, workspace
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.measure.meter import Meter, Report
+from pruneviz.workflows.experiments import ORIGINAL
 from pruneviz.workflows.finetune import (
     FinetuneRecipe,
     FinetuneResult,
@@ -55,7 +63,9 @@ from pruneviz.workflows.finetune_job import (
 )
 from pruneviz.workflows.schedules import Schedule
 from pruneviz.workflows.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
+from pruneviz.workflows.sweep import SweepPoint, UniformSweep
 from pruneviz.workflows.workbench import Workbench
+from pruneviz.workflows.workspace import load_weights
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,12 @@ class Settings:
 
 @dataclass(frozen=True)
 class Progress:
-    """A consistent view of the worker at one moment."""
+    """A consistent view of the worker at one moment.
+
+    `done`, `total`, `elapsed` and `samples` are the current pass's (or the last one's):
+    the first pass on the workbench's evaluation data, or the refinement on the whole
+    set. `result` is the best complete result so far (the first pass's while the
+    refinement runs), or the first pass's partial one while that runs or if it stopped."""
 
     running: bool
     settings: Settings | None
@@ -77,6 +92,10 @@ class Progress:
     total: int
     result: SensitivityResult | None  # what is known so far; None before the first point
     error: str | None  # why the last run stopped, if it failed
+    elapsed: float  # seconds the pass's `done` points took
+    samples: int  # evaluation samples the pass measures on
+    refining: bool  # the pass is the refinement on the whole evaluation set
+    full_samples: int | None  # the whole set's size, when the first pass is on a subset
 
 
 class _Background:
@@ -90,6 +109,8 @@ class _Background:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None  # why the last job failed, if it did
+        self._started = 0.0  # when the current pass started (time.monotonic)
+        self._elapsed = 0.0  # seconds from then to the end of its last point
 
     @property
     def running(self) -> bool:
@@ -118,23 +139,41 @@ class _Background:
         with self._lock:
             self._error = message
 
+    def _clock_start(self) -> None:
+        """A pass starts: time its points from now. Call it holding the lock."""
+        self._started = time.monotonic()
+        self._elapsed = 0.0
+
+    def _clock_point(self) -> None:
+        """A point of the pass just ended. Call it holding the lock."""
+        self._elapsed = time.monotonic() - self._started
+
     def _launch(self, name: str, target: Callable[..., None], *args: object) -> None:
         self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         self._thread.start()
 
 
 class SensitivityWorker(_Background):
-    """Runs sensitivity analyses of one model, one at a time, in a background thread."""
+    """Runs sensitivity analyses of one model, one at a time, in a background thread.
+
+    Each analysis measures on `data`; with `full` (the whole evaluation set, of which
+    `data` is a subset), a complete first pass is followed by a second one on `full`,
+    whose result replaces the first pass's once it is complete. Cancelling stops either
+    pass: a cancelled refinement leaves the first pass's result."""
 
     def __init__(self, make_session: Callable[[], PruningSession], data: TensorData,
-                 cache: SensitivityCache | None = None) -> None:
+                 cache: SensitivityCache | None = None, *,
+                 full: TensorData | None = None) -> None:
         super().__init__(make_session)
         self.data = data
+        self.full = full
         self.cache = cache if cache is not None else SensitivityCache()
         self._settings: Settings | None = None
         self._done = 0
         self._total = 0
         self._result: SensitivityResult | None = None
+        self._samples = 0
+        self._refining = False
 
     def start(self, criterion: str, granularity: str, levels: Sequence[float]) -> None:
         """Check the settings and start measuring in the background.
@@ -153,26 +192,51 @@ class SensitivityWorker(_Background):
             self._result = None
             self._error = None
             self._cancel = cancel
+            self._samples = len(self.data)
+            self._refining = False
+            self._clock_start()
         self._launch("pruneviz-sensitivity", self._work, run, cancel)
 
     def snapshot(self) -> Progress:
         with self._lock:
             return Progress(self.running, self._settings, self._done, self._total,
-                            self._result, self._error)
+                            self._result, self._error, self._elapsed, self._samples,
+                            self._refining, None if self.full is None else len(self.full))
 
     def _work(self, run: SensitivityRun, cancel: threading.Event) -> None:
         try:
-            for _ in run.points(cancel):
-                partial = run.result()
-                with self._lock:
-                    self._done = run.done
-                    self._result = partial
-            final = run.result()  # marked complete only if no point was skipped
+            if not self._pass(run, cancel, partial=True) or self.full is None \
+                    or cancel.is_set():
+                return
+            refine = SensitivityRun(self.session(), self.full, criterion=run.criterion,
+                                    granularity=run.granularity, levels=run.levels,
+                                    cache=self.cache)
             with self._lock:
-                self._done = run.done
-                self._result = final
+                self._done = 0
+                self._total = refine.total
+                self._samples = len(self.full)
+                self._refining = True
+                self._clock_start()
+            self._pass(refine, cancel, partial=False)
         except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
             self._fail(exc)
+
+    def _pass(self, run: SensitivityRun, cancel: threading.Event, *, partial: bool) -> bool:
+        """Run one pass; the result shown becomes its result as it grows (`partial`), or
+        once it is complete. True if it is complete."""
+        for _ in run.points(cancel):
+            grown = run.result() if partial else None
+            with self._lock:
+                self._done = run.done
+                self._clock_point()
+                if grown is not None:
+                    self._result = grown
+        final = run.result()  # marked complete only if no point was skipped
+        with self._lock:
+            self._done = run.done
+            if partial or final.complete:
+                self._result = final
+        return final.complete
 
 
 def session_factory(bench: Workbench) -> Callable[[], PruningSession]:
@@ -193,9 +257,152 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     worker = workers.get(bench_key())
     if isinstance(worker, SensitivityWorker):
         return worker
-    worker = SensitivityWorker(session_factory(bench), bench.eval_data)
+    worker = SensitivityWorker(session_factory(bench), bench.eval_data, full=bench.eval_full)
     workers[bench_key()] = worker
     return worker
+
+
+# -- a uniform sweep --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What a sweep was asked for."""
+
+    granularity: str
+    criterion: str
+    levels: tuple[float, ...]
+    weights: str  # the name of the weights it measures
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """A consistent view of the sweep worker at one moment."""
+
+    running: bool
+    settings: SweepSettings | None
+    done: int  # configurations measured
+    total: int  # configurations the sweep measures
+    elapsed: float  # seconds the `done` configurations took
+    error: str | None  # why the last sweep stopped, if it failed
+
+    @property
+    def stopped(self) -> bool:
+        """The last sweep ended before its last configuration (cancelled, or failed)."""
+        return not self.running and self.done < self.total
+
+
+class SweepWorker(_Background):
+    """Measures uniform sweeps of one model, one at a time, in a background thread, on a
+    session and meter of its own: the meter measures `data` like the tab's (latency timed
+    against `reference`, the unpruned model, which is only read).
+
+    Each sweep measures the weights the tab prunes when it starts (given by name and
+    value). Measured points wait in the worker until a page takes them (`take_points`)
+    and records them in the tab's experiment log."""
+
+    def __init__(self, make_session: Callable[[], PruningSession], data: TensorData,
+                 reference: nn.Module, *, latency_batch_size: int = 64,
+                 latency_runs: int = LATENCY_RUNS) -> None:
+        super().__init__(make_session)
+        self.data = data
+        self.reference = reference
+        self.latency_batch_size = latency_batch_size
+        self.latency_runs = latency_runs
+        self._meter: Meter | None = None
+        self._loaded = ORIGINAL  # the weights the session holds (built from the originals)
+        self._settings: SweepSettings | None = None
+        self._done = 0
+        self._total = 0
+        self._points: list[SweepPoint] = []  # measured, not taken by a page yet
+
+    def meter(self) -> Meter:
+        """The worker's meter, on its own session (its measurements cached per plan and
+        weights, like the tab's: a sweep measured before is measured again instantly)."""
+        if self._meter is None:
+            self._meter = Meter(self.session(), self.data, reference=self.reference,
+                                latency_batch_size=self.latency_batch_size,
+                                latency_runs=self.latency_runs)
+        return self._meter
+
+    def start(self, levels: Sequence[float], granularity: str, criterion: str, *,
+              weights: str = ORIGINAL, state: dict[str, Tensor] | None = None) -> None:
+        """Start measuring the uniform plans at `levels` (fractions) in the background, on
+        the weights called `weights` (`state`: their values, needed unless they are the
+        originals).
+
+        A sweep with nothing to prune (no layer takes this granularity and criterion)
+        raises PrunevizError here, before any thread starts."""
+        if self.running:
+            raise PlanError("a sweep is already running: cancel it or wait for it")
+        session = self.session()
+        if weights != self._loaded:
+            if state is None:
+                raise PlanError(f"the values of the {weights} weights are needed")
+            load_weights(session, state)
+            self._loaded = weights
+        sweep = UniformSweep(self.meter(), levels, granularity, criterion, weights=weights)
+        if not sweep.total:
+            raise PlanError(f"nothing to sweep: no layer can be pruned at the {granularity} "
+                            f"granularity by {criterion}")
+        cancel = threading.Event()
+        with self._lock:
+            self._settings = SweepSettings(granularity, criterion, tuple(levels), weights)
+            self._done = 0
+            self._total = sweep.total
+            self._error = None
+            self._cancel = cancel
+            self._clock_start()
+        self._launch("pruneviz-sweep", self._work, sweep, cancel)
+
+    def snapshot(self) -> SweepProgress:
+        with self._lock:
+            return SweepProgress(self.running, self._settings, self._done, self._total,
+                                 self._elapsed, self._error)
+
+    def take_points(self) -> list[SweepPoint]:
+        """The points measured since the last call, in order; each is handed out once."""
+        with self._lock:
+            points, self._points = self._points, []
+            return points
+
+    def _work(self, sweep: UniformSweep, cancel: threading.Event) -> None:
+        try:
+            for point in sweep.points(cancel):
+                with self._lock:
+                    self._points.append(point)
+                    self._done = sweep.done
+                    self._clock_point()
+        except Exception as exc:  # noqa: BLE001 - a thread has no caller to raise to
+            self._fail(exc)
+
+
+def sweep_worker(bench: Workbench) -> SweepWorker:
+    """This tab's sweep worker for the workbench's model: one per model, kept across pages
+    (leaving the Trade-offs page does not stop or lose a sweep)."""
+    workers = st.session_state.setdefault(SWEEP_WORKERS_KEY, {})
+    worker = workers.get(bench_key())
+    if isinstance(worker, SweepWorker):
+        return worker
+    worker = SweepWorker(session_factory(bench), bench.eval_data, bench.pristine,
+                         latency_batch_size=bench.meter.latency_batch_size,
+                         latency_runs=bench.meter.latency_runs)
+    workers[bench_key()] = worker
+    return worker
+
+
+def record_sweep_points() -> int:
+    """Record the points this tab's sweep of its model measured since the last call in the
+    tab's experiment log, as `Workspace.record_uniform_sweep` records them. Any page may
+    call it; returns how many were taken."""
+    worker = st.session_state.get(SWEEP_WORKERS_KEY, {}).get(bench_key())
+    if not isinstance(worker, SweepWorker):
+        return 0
+    space = workspace()
+    points = worker.take_points()
+    for point in points:
+        space.record_sweep_point(point)
+    return len(points)
 
 
 # -- fine-tuning ----------------------------------------------------------------------------

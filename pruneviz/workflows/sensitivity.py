@@ -346,6 +346,7 @@ class SensitivityResult:
     points: dict[str, list[Point]]  # item key -> its points, in level order
     complete: bool
     seconds: float
+    samples: int = 0  # the evaluation samples every point was measured on (0: not said)
 
     def drop(self, point: Point) -> float:
         """How much worse than the unpruned model the point's metric is (>= 0 is worse)."""
@@ -389,7 +390,8 @@ class SensitivityResult:
         return {
             "model": self.model, "criterion": self.criterion,
             "granularity": self.granularity.value, "levels": list(self.levels),
-            "metric_name": self.metric_name, "baseline": self.baseline.to_dict(),
+            "metric_name": self.metric_name, "eval_samples": self.samples,
+            "baseline": self.baseline.to_dict(),
             "complete": self.complete, "seconds": round(self.seconds, 3),
             "layers": {
                 item.key: {"coupled_with": list(item.layers[1:]), "unit": item.unit,
@@ -534,6 +536,7 @@ class SensitivityRun:
             self.session.name, self.criterion, self.granularity, self.levels,
             data.metric_name, data.higher_is_better, self._baseline, list(self.items),
             {k: list(v) for k, v in self._points.items()}, self._complete, self._seconds,
+            len(data),
         )
 
 

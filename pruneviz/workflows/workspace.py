@@ -25,8 +25,9 @@ from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, p
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
 from pruneviz.workflows.refine import Refiner
 from pruneviz.workflows.sensitivity import SensitivityResult
+from pruneviz.workflows.sweep import SweepPoint, UniformSweep, report_sparsity
 from pruneviz.workflows.techniques import Recorded, record_technique
-from pruneviz.workflows.workbench import Workbench, measure_plans
+from pruneviz.workflows.workbench import Workbench
 
 WeightSets = dict[str, dict[str, Tensor]]  # {name: state dict}: fine-tuned weights, by name
 
@@ -35,12 +36,6 @@ def load_weights(session: PruningSession, state: dict[str, Tensor]) -> None:
     """Make `state` the session's original weights, with nothing pruned (bit-exact)."""
     session.apply(session.stamp(Plan()))  # no removed blocks: rebase refuses them
     session.rebase(state)
-
-
-def report_sparsity(plan: Plan) -> str:
-    """The common sparsity of a uniform plan, as a percentage label."""
-    amounts = {e.sparsity for e in plan.layers.values()}
-    return f"{next(iter(amounts)):.0%}" if len(amounts) == 1 and None not in amounts else "mixed"
 
 
 def budget_text(budget: Budget) -> str:
@@ -175,17 +170,18 @@ class Workspace:
     # -- workflows over many plans ---------------------------------------------------------
     def record_uniform_sweep(self, levels: list[float], granularity: str,
                              criterion: str) -> int:
-        """Measure uniform plans at `levels` (fractions) and record them; returns how many."""
-        plans = []
-        for level in levels:
-            plan, _ = self.bench.session.uniform_plan(level, granularity, criterion)
-            if not plan.is_empty:
-                plans.append(plan)
-        for plan, report in zip(plans, measure_plans(self.bench, plans), strict=True):
-            self.log.record(report, plan,
-                            f"uniform {granularity} {criterion} {report_sparsity(plan)}",
-                            self._weights)
-        return len(plans)
+        """Measure uniform plans at `levels` (fractions) and record them; returns how many.
+        (The app measures a sweep in the background: see `UniformSweep`.)"""
+        sweep = UniformSweep(self.bench.meter, levels, granularity, criterion,
+                             weights=self._weights)
+        for point in sweep.points():
+            self.record_sweep_point(point)
+        return sweep.total
+
+    def record_sweep_point(self, point: SweepPoint) -> Experiment:
+        """Record one measured level of a uniform sweep (its own weights' name: a sweep
+        measured in the background keeps the weights it started on)."""
+        return self.log.record(point.report, point.plan, point.label, point.weights)
 
     def measure_best_forms(self, runs: int = 10) -> None:
         """Measure the deployable forms (masked, slimmed, sparse) of every recorded pruning
