@@ -240,13 +240,15 @@ class SensitivityWorker(_Background):
 
 
 def session_factory(bench: Workbench) -> Callable[[], PruningSession]:
-    """Builds a worker's own session over the bench's pristine model (deep-copied), with
-    the bench's example input and calibration data: the same decisions as the tab's."""
+    """Builds a worker's own session over the bench's pristine model (deep-copied, its
+    originals read from the pristine, which is never changed), with the bench's example
+    input and calibration data: the same decisions as the tab's."""
     pristine, example = bench.pristine, bench.session.example_input
     calibration, name = bench.session.calibration, bench.name
 
     def make_session() -> PruningSession:
-        return PruningSession(pristine, example, calibration=calibration, name=name)
+        return PruningSession(pristine, example, calibration=calibration, name=name,
+                              share_originals=True)
 
     return make_session
 
