@@ -49,9 +49,9 @@ top[2].button("Reset to unpruned", on_click=reset, width="stretch", key=PRUNE_RE
 left, view = st.columns([3.3, 2], gap="large")
 coupled = prune_view.coupled_now(session)
 with left:
-    shown = None
+    shown, table_box = None, None
     if scope is controls.Scope.PER_LAYER:
-        shown = prune_view.layer_rows(session, mode, coupled)
+        shown, table_box = prune_view.layer_rows(session, mode, coupled)
     else:
         prune_view.global_controls()
     prune_view.block_controls(session)
@@ -65,6 +65,9 @@ with user_errors("This plan cannot be applied"):
 prune_view.set_values(controls.layer_values(session.plan,
                                             controls.hidden_layers(session.layer_names, shown)))
 
+if table_box is not None:
+    with table_box:
+        prune_view.compact_table(session)  # drawn above the rows, with the plan just applied
 for message in built.warnings:
     st.warning(message)
 for note in session.notes:

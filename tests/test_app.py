@@ -267,3 +267,51 @@ def test_a_latency_change_inside_the_spread_is_not_shown_as_a_change() -> None:
     b = Latency(1.47, 1.38, 1.66, 64, 2, 20)  # -2% of the median, spreads overlap
     assert latency_delta(b, a) == ("within noise", "off")
     assert latency_delta(Latency(0.50, 0.45, 0.55, 64, 2, 20), a) == ("-66.7%", "inverse")
+
+
+def metric_value(at: AppTest, label: str) -> str:
+    found = [m for m in at.metric if m.label == label]
+    assert len(found) == 1, [m.label for m in at.metric]
+    return str(found[0].value)
+
+
+def test_a_move_shows_the_live_metrics_first_and_the_slow_ones_once_measured() -> None:
+    at = start("digits_cnn", "app_pages/prune.py")
+    space = apptest.workspace_of(at)
+    space.refiner.stop()  # the baseline's background measurement: not under test here
+    space.bench.meter.latency_runs = 200  # long enough to see it in flight
+    at.slider(key=widget_key("sp", "conv2")).set_value(60).run()
+    assert not at.exception
+    assert space.refiner.running()
+    assert metric_value(at, "latency") == "measuring…"
+    assert metric_value(at, "gzip file") == "measuring…"
+    assert metric_value(at, "sparse file").endswith("KiB")  # measured on the hot path
+    entry = space.log.find(space.bench.session.plan)
+    assert entry is not None
+    assert entry.latency_ms is None
+    assert space.refiner.wait(120)
+    at.run()
+    assert metric_value(at, "latency").endswith(" ms")
+    assert metric_value(at, "gzip file").endswith("KiB")
+    entry = space.log.find(space.bench.session.plan)
+    assert entry is not None
+    assert entry.latency_ms is not None
+    assert entry.size_gzip_bytes is not None
+
+
+def test_many_layers_are_edited_from_a_compact_table_several_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pruneviz.app.state as ui_state
+
+    monkeypatch.setattr(ui_state, "MANY_LAYERS", 2)
+    at = start("digits_cnn", "app_pages/prune.py")
+    table = at.dataframe[0].value
+    assert list(table["layer"]) == bench_of(at).session.layer_names
+    assert {"MACs", "coupled", "sparsity", "safe up to"} <= set(table.columns)
+    assert table["MACs"].sum() == pytest.approx(100)
+    at.multiselect(key=widget_key("edit_layers")).set_value(["conv1", "fc"]).run()
+    shown = [s.key for s in at.slider if s.key and "::" in s.key]
+    assert shown == [widget_key("sp", "conv1"), widget_key("sp", "fc")]
+    at.slider(key=widget_key("sp", "conv1")).set_value(40).run()
+    table = at.dataframe[0].value
+    assert table[table["layer"] == "conv1"]["sparsity"].iloc[0] == pytest.approx(40, abs=1)

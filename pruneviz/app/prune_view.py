@@ -54,16 +54,19 @@ def coupled_now(session: PruningSession) -> set[str]:
     return coupled if len(coupled) >= 2 else set()
 
 
-def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) -> list[str]:
-    """One row of controls per layer shown (one picked layer when there are many);
-    returns the names of the layers shown."""
+def layer_rows(session: PruningSession, mode: controls.Mode,
+               coupled: set[str]) -> tuple[list[str], Any]:
+    """One row of controls per layer shown (the picked ones when there are many); returns
+    the names of the layers shown, and where the compact table of every layer goes when
+    there are many (None otherwise): the page draws it once the plan is applied."""
     if mode is controls.Mode.SPARSITY:
         seed(widget_key("all"), 0)
         st.slider("Set all layers to (sparsity %)", 0, 100, key=widget_key("all"),
                   on_change=set_all_layers, args=(session,),
                   help="Moves every layer's slider to this value (uniform pruning).")
+    table_box = None
     if len(session.layers) > state.MANY_LAYERS:
-        compact_table(session)
+        table_box = st.container()
         seed(widget_key("edit_layers"), session.layer_names[:1])
         shown = st.multiselect(
             "Layers to edit", session.layer_names, key=widget_key("edit_layers"),
@@ -72,7 +75,7 @@ def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) 
         shown = session.layer_names
     for name in shown:
         layer_row(session, name, mode, coupled)
-    return shown
+    return shown, table_box
 
 
 def safe_amounts(result: SensitivityResult | None) -> dict[str, float]:

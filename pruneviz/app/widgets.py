@@ -191,10 +191,13 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
         (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
          "gzip of the dense file"),
     ):
-        if now is None or then is None:
+        if now is None:
             col.metric(label, MEASURING if measuring else "not measured",
                        help=f"{tip}; compressing the whole file is slow, so it is measured "
                        "in the background after the plan settles")
+            continue
+        if then is None:  # the unpruned model's is not measured yet: nothing to compare
+            col.metric(label, _kib(now), help=f"{tip}; {now:,} bytes")
             continue
         delta, color = count_delta(now, then)
         col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")

@@ -12,7 +12,9 @@ workspace records it in its experiment log).
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Callable
 
 from pruneviz.errors import Cancelled
@@ -22,6 +24,17 @@ from pruneviz.workflows.workbench import Workbench
 # What a refinement measures, as the meter caches it, and how the app names it.
 SLOW_FIGURES = {"eval_full": "the whole set's metric", "latency": "latency",
                 "gzip": "gzip size"}
+
+
+_LIVE: weakref.WeakSet[Refiner] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At exit, stop every refinement in flight: a thread still inside torch while the
+    interpreter shuts down aborts the process."""
+    for refiner in list(_LIVE):
+        refiner.stop()
 
 
 class Refiner:
@@ -40,6 +53,7 @@ class Refiner:
         self._job: tuple[str, str] | None = None  # (plan key, weights key) being measured
         self.error: str | None = None
         bench.session.on_change.append(self.stop)
+        _LIVE.add(self)
 
     def _current(self) -> tuple[str, str]:
         session = self._bench.session
