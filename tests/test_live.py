@@ -190,3 +190,34 @@ def test_a_copying_session_keeps_its_own_originals() -> None:
     session, _ = session_and_data("conv_bn")
     assert isinstance(session, PruningSession)
     assert session.memory().originals > 0
+
+
+def test_a_model_the_machine_cannot_hold_is_refused_before_opening(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruneviz.errors import ModelError
+    from pruneviz.workflows import workbench
+
+    session, data = session_and_data("conv_bn", samples=20)
+    needed = workbench.memory_needed(session.model, data)
+    workbench.check_room("conv_bn", session.model, data, available=needed)  # just fits
+    with pytest.raises(ModelError, match=r"needs about .* GiB .* free; close other tabs"):
+        workbench.check_room("conv_bn", session.model, data, available=needed - 1)
+    monkeypatch.setattr(workbench, "available_memory", lambda: 1024)
+    with pytest.raises(ModelError, match="opening conv_bn needs"):
+        build_workbench("conv_bn", session.model, data.x[:1], data, None)
+
+
+def test_the_app_says_so_when_a_model_does_not_fit_and_stays_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fixtures.apptest import start
+
+    from pruneviz.workflows import workbench
+
+    monkeypatch.setattr(workbench, "available_memory", lambda: 1024)
+    at = start("sample:digits_cnn", "app_pages/prune.py", no_errors=False)
+    assert not at.exception
+    assert any("needs about" in e.value and "GiB" in e.value for e in at.error)
+    monkeypatch.setattr(workbench, "available_memory", lambda: None)
+    at.run()
+    assert not at.exception
+    assert not at.error

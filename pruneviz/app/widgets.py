@@ -32,6 +32,10 @@ def user_errors(what: str) -> Iterator[None]:
     except PrunevizError as exc:
         st.error(f"{what}: {exc}")
         st.stop()
+    except MemoryError:
+        st.error(f"{what}: this machine ran out of memory. Nothing was changed; close other "
+                 "tabs or programs, or work on a smaller model or evaluation set.")
+        st.stop()
     except (ValueError, RuntimeError) as exc:
         st.error(
             f"{what} failed: {exc}. Try another setting, or reset the plan on the Prune page."

@@ -16,10 +16,37 @@ from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.sources import Loaded, Source, load_source
 from pruneviz.data.tensors import TensorData
+from pruneviz.errors import ModelError
+from pruneviz.measure.machine import available_memory
 from pruneviz.measure.meter import Meter, Report
 from pruneviz.measure.metrics import EvalResult
 
 CALIBRATION_SAMPLES = 256
+# What opening a workbench takes, in multiples of the model's weight bytes: the session's
+# model copy (1), the score tables of the plan in use (up to 1) and the spare ones (0.5).
+SESSION_FACTOR = 2.5
+
+
+def memory_needed(model: nn.Module, data: TensorData) -> int:
+    """Bytes a workbench on `model` will hold beyond the model itself (an estimate: the
+    session's share, the evaluation data and one batch's activations are not known
+    before running; the data is counted once)."""
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return int(SESSION_FACTOR * weights) + data.x.numel() * data.x.element_size()
+
+
+def check_room(name: str, model: nn.Module, data: TensorData,
+               available: int | None = None) -> None:
+    """Refuse, with what to do, to open a workbench the machine cannot hold (instead of
+    letting the kernel kill the process, and every user's tab with it)."""
+    available = available_memory() if available is None else available
+    needed = memory_needed(model, data)
+    if available is not None and needed > available:
+        raise ModelError(
+            f"opening {name} needs about {needed / 2**30:.2f} GiB (a pruning copy of its "
+            f"weights and its score tables), but this machine has {available / 2**30:.2f} GiB "
+            "free; close other tabs or programs, use a smaller evaluation set, or run "
+            "pruneviz on a machine with more memory")
 
 
 @dataclass
@@ -81,6 +108,7 @@ def build_workbench(
     """
     # Calibration (for data-driven criteria) never depends on the subset, so a plan
     # re-applied with or without one (the CLI, an export check) prunes the same structures.
+    check_room(name, model, eval_data)
     calibration = (train_data or eval_data).head(CALIBRATION_SAMPLES)
     full: TensorData | None = None
     if eval_subset is not None and eval_subset < len(eval_data):

@@ -1,0 +1,33 @@
+"""What this machine has room for: the memory available to this process, read from the
+kernel (Linux /proc and the cgroup's limit); None where the system does not say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate before the kernel refuses or kills it: the
+    system's MemAvailable, or less if a cgroup (a container's limit) leaves less."""
+    found: list[int] = []
+    meminfo = Path("/proc/meminfo")
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    limit, used = _read_int(_CGROUP / "memory.max"), _read_int(_CGROUP / "memory.current")
+    if limit is not None and used is not None:
+        found.append(max(0, limit - used))
+    return min(found) if found else None
