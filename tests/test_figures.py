@@ -540,7 +540,8 @@ def test_tradeoff_scatter_marks_each_technique_and_fronts_over_all_of_them() -> 
                      "low-rank SVD (unpruned)", "pruning + low-rank SVD",
                      "baseline (unpruned)"]
     symbols = {t.name: t.marker.symbol for t in fig.data if t.mode == "markers"}
-    assert symbols["pruning"] == "circle"
+    assert set(symbols["pruning"]) == {"circle"}  # every point final (whole set measured)
+    symbols["pruning"] = "circle"
     assert symbols["int8 (unpruned)"] == "square"
     assert symbols["pruning + int8"] == "star-square"
     assert symbols["low-rank SVD (unpruned)"] == "triangle-up"
@@ -555,8 +556,19 @@ def test_tradeoff_scatter_marks_each_technique_and_fronts_over_all_of_them() -> 
     assert fig.layout.meta["techniques"]["8"] == "prune+int8"
     hover = _trace(fig, "pruning + int8")
     assert "technique: %{customdata[2]}" in hover.hovertemplate
-    assert list(hover.customdata[0]) == [8, "plan 8", "prune+int8", "original"]
+    assert list(hover.customdata[0]) == [8, "plan 8", "prune+int8", "original",
+                                         "whole evaluation set"]
     fig.to_json()
+
+
+def test_tradeoff_scatter_draws_a_live_subsets_metric_open_until_the_whole_set_is_in() -> None:
+    live = replace(POINTS[1], final=False, eval_samples=100)
+    fig = T.tradeoff_scatter([POINTS[0], live, POINTS[2]], x_field="params_nonzero",
+                             x_title="params", metric_name="accuracy", higher_is_better=True,
+                             baseline=POINTS[0])
+    pruning = _trace(fig, "pruning")
+    assert list(pruning.marker.symbol) == ["circle", "circle-open", "circle"]
+    assert pruning.customdata[1][4] == "live subset of 100 (whole set not measured yet)"
 
 
 def test_every_technique_family_has_a_style() -> None:

@@ -67,10 +67,14 @@ def tradeoff_scatter(
     front = [shown[i] for i in pareto_front(xs, ys, higher_is_better)]
 
     def custom(group: Sequence[Experiment]) -> list[list[Any]]:
-        return [[p.id, p.label, p.technique, p.weights] for p in group]
+        return [[p.id, p.label, p.technique, p.weights,
+                 "whole evaluation set" if p.final
+                 else f"live subset of {p.eval_samples:,} (whole set not measured yet)"]
+                for p in group]
 
     hover = (
-        f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}<br>{x_title}: %{{x:,.4g}}"
+        f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}} (%{{customdata[4]}})"
+        f"<br>{x_title}: %{{x:,.4g}}"
         "<br>technique: %{customdata[2]}<extra>#%{customdata[0]}</extra>"
     )
     with_weights = hover.replace("<extra>", "<br>weights: %{customdata[3]}<extra>")
@@ -85,7 +89,10 @@ def tradeoff_scatter(
     traces: list[Any] = [
         go.Scatter(x=x_of(plain), y=[p.metric for p in plain], mode="markers", name=name,
                    customdata=custom(plain), hovertemplate=hover,
-                   marker={"color": colour, "size": 8, "opacity": 0.8, "symbol": symbol}),
+                   marker={"color": colour, "size": 8, "opacity": 0.8,
+                           # open: a live subset's metric, the whole set still to measure
+                           "symbol": [symbol if p.final else f"{symbol}-open"
+                                      for p in plain]}),
         go.Scatter(x=x_of(front), y=[p.metric for p in front],
                    mode="lines+markers", name="Pareto front", customdata=custom(front),
                    line={"color": PARETO, "width": 2, "shape": "hv"},
