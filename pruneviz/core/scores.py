@@ -40,13 +40,14 @@ class ScoreTable:
         """Sort `scores` once and derive the rank and zero-count tables."""
         order = torch.argsort(scores, stable=True)
         struct_rank = torch.empty_like(order)
-        struct_rank[order] = torch.arange(len(order))
+        struct_rank[order] = torch.arange(len(order), device=order.device)
         if structures.index is None:
             rank = struct_rank.to(torch.int32).view(structures.shape)
         else:
             rank = struct_rank.to(torch.int32)[structures.index]
         zeros = structures.vectors(weight == 0).sum(dim=1)[order]
-        zero_prefix = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(zeros, 0)])
+        zero_prefix = torch.cat([torch.zeros(1, dtype=torch.int64, device=zeros.device),
+                                 torch.cumsum(zeros, 0)])
         return cls(
             scores, order, scores[order], struct_rank, rank, zero_prefix, structures.size,
             len(order),
@@ -57,8 +58,8 @@ class ScoreTable:
         """A table over plain scores (coupled groups): no weight-level rank."""
         order = torch.argsort(scores, stable=True)
         struct_rank = torch.empty_like(order)
-        struct_rank[order] = torch.arange(len(order))
-        zero_prefix = torch.zeros(len(order) + 1, dtype=torch.int64)
+        struct_rank[order] = torch.arange(len(order), device=order.device)
+        zero_prefix = torch.zeros(len(order) + 1, dtype=torch.int64, device=scores.device)
         return cls(scores, order, scores[order], struct_rank, struct_rank, zero_prefix, 1,
                    len(order))
 
@@ -66,7 +67,7 @@ class ScoreTable:
         """How many structures score strictly below `threshold`."""
         # Compare exactly, as if in float64: rounding the threshold to the scores' dtype
         # may land on a score, which `side` then counts on the correct side.
-        value = torch.tensor([threshold], dtype=self.sorted.dtype)
+        value = torch.tensor([threshold], dtype=self.sorted.dtype, device=self.sorted.device)
         side = "right" if float(value) < threshold else "left"
         return int(torch.searchsorted(self.sorted, value, side=side)[0])
 
@@ -88,11 +89,12 @@ class ScoreTable:
 def per_root(scores: Tensor, idxs: Sequence[int], root: Sequence[int], size: int) -> Tensor:
     """A coupled member's channel scores carried to the group's `size` root channels
     (float64): `scores[idxs[i]]` goes to root channel `root[i]`, several averaged."""
-    roots = torch.tensor(root, dtype=torch.long)
-    total = torch.zeros(size, dtype=torch.float64).index_add_(
-        0, roots, scores.double()[torch.tensor(idxs, dtype=torch.long)])
-    counts = torch.zeros(size, dtype=torch.float64).index_add_(
-        0, roots, torch.ones(len(roots), dtype=torch.float64))
+    on = scores.device
+    roots = torch.tensor(root, dtype=torch.long, device=on)
+    total = torch.zeros(size, dtype=torch.float64, device=on).index_add_(
+        0, roots, scores.double()[torch.tensor(idxs, dtype=torch.long, device=on)])
+    counts = torch.zeros(size, dtype=torch.float64, device=on).index_add_(
+        0, roots, torch.ones(len(roots), dtype=torch.float64, device=on))
     return total / counts.clamp(min=1)
 
 
