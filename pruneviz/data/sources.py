@@ -42,6 +42,7 @@ MODEL_HELP = (
     "file that returns an nn.Module"
 )
 AUTO_DEVICE = "auto"  # CUDA when available, else the CPU
+CPU = torch.device("cpu")
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -90,7 +91,7 @@ class Loaded:
     title: str  # a short human name: the sample's title, or the factory's name
     description: str = ""
     notes: tuple[str, ...] = ()  # how the weights were read (e.g. a checkpoint's key)
-    device: torch.device = torch.device("cpu")  # where the model and the data are
+    device: torch.device = CPU  # where the model and the data are
 
     @property
     def name(self) -> str:
