@@ -85,6 +85,12 @@ class Latency:
         """The device for a sentence: "CPU" or the GPU's name ("cuda:0")."""
         return "CPU" if self.device == "cpu" else self.device
 
+    def conditions(self) -> str:
+        """How it was measured, for people: "on CPU, batch 64, 2 threads, 20 runs" (on a
+        GPU without the threads, which do not run it)."""
+        threads = f"{self.threads} threads, " if self.device == "cpu" else ""
+        return f"on {self.where}, batch {self.batch_size}, {threads}{self.runs} runs"
+
 
 def _summarise(times: list[float], batch_size: int, device: torch.device) -> Latency:
     ordered = sorted(times)
