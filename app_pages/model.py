@@ -40,8 +40,7 @@ cols[2].metric("weight MACs / sample", f"{base.macs_dense:,}")
 cols[3].metric("file (safetensors)", f"{base.sizes.dense / 1024:,.1f} KiB")
 if base.latency is not None:
     cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
-                   help=f"Median of {base.latency.runs} runs, batch {base.latency.batch_size}, "
-                   f"{base.latency.threads} CPU threads.")
+                   help=f"Median {base.latency.conditions()}.")
 full = bench.full_data
 if loaded.source.is_sample and loaded.source.data is None:
     where = ("held-out test samples of scikit-learn's bundled handwritten digits (8x8 images, "
@@ -51,6 +50,9 @@ else:
 shown = (f"{ev.samples:,} {where}" if bench.eval_full is None
          else f"a fixed class-balanced subset of {ev.samples:,} of the {len(full):,} {where}")
 st.caption(f"Measured just now on this machine: {shown}.")
+st.caption(f":material/memory: This tab runs on **{state.device_label(loaded.device)}**: "
+           "masks, scores, evaluation and latency (start the app with `-- --device cpu` or "
+           "`-- --device cuda` to choose).")
 
 with st.expander("Weights and evaluation data", expanded=upload is not None):
     st.markdown(
