@@ -334,8 +334,8 @@ def test_every_measurement_is_a_report_and_one_function_makes_its_log_row() -> N
     assert masked.to_dict() == {
         "form": "masked", "params": count_params(bench.model).total,
         "macs": sum(layer.macs for layer in bench.session.layers),
-        "size_bytes": len(dense_bytes(state)), "latency_ms": None, "max_abs_diff": 0.0,
-        "note": None}
+        "size_bytes": len(dense_bytes(state)), "latency_ms": None, "latency_device": None,
+        "max_abs_diff": 0.0, "note": None}
     assert sparse.note is not None
     assert sparse.to_dict()["note"] == sparse.note
     assert sparse.max_abs_diff is not None
