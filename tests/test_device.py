@@ -307,3 +307,19 @@ def test_the_model_page_says_where_the_tab_runs(monkeypatch: pytest.MonkeyPatch)
     assert bench.source is not None
     assert bench.source.device == "cpu"
     assert any("This tab runs on **the CPU**" in c.value for c in at.caption)
+
+
+# -- torchrun ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "environ", "gpus", "device"), [
+    ("cuda", {"WORLD_SIZE": "4", "LOCAL_RANK": "3"}, 2, "cuda:1"),  # the GPU of its rank
+    ("auto", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, 2, "cuda:1"),
+    ("auto", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, 0, "auto"),  # no GPU: the CPU
+    ("cuda:0", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, 2, "cuda:0"),  # asked for: kept
+    ("cpu", {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}, 2, "cpu"),
+    ("cuda", {}, 2, "cuda"),  # one process
+])
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(
+        name: str, environ: dict[str, str], gpus: int, device: str) -> None:
+    from pruneviz.cli.distributed import rank_device
+
+    assert rank_device(name, environ, gpus) == device
