@@ -158,6 +158,7 @@ def test_record_dedupes_by_plan_key_and_fills_in_latency_once(log: ExperimentLog
     timed = log.record(_report(PLAN_A, 0.93, 700, latency=2.0), PLAN_A)
     assert timed.id == 1
     assert timed.latency_ms == 2.0
+    assert timed.latency_device == "cpu"  # where it was timed
     assert log.get(1).latency_ms == 2.0
     later = log.record(_report(PLAN_A, 0.93, 700, latency=9.0), PLAN_A)
     assert later.latency_ms == 2.0

@@ -67,6 +67,7 @@ class Experiment:
     latency_ms: float | None
     weights: str = ORIGINAL  # which weights the plan was applied to
     technique: str = PRUNE  # what was measured: the masked model, or it made int8 or low-rank
+    latency_device: str | None = None  # where latency_ms was timed ("cpu", "cuda:0")
 
     @property
     def is_pruning(self) -> bool:
@@ -140,8 +141,9 @@ class ExperimentLog:
         index = self._by_key.get(_log_key(plan, weights))
         if index is not None:
             existing = self._experiments[index]
-            if existing.latency_ms is None and latency is not None:
-                existing = replace(existing, latency_ms=latency)
+            if existing.latency_ms is None and report.latency is not None:
+                existing = replace(existing, latency_ms=latency,
+                                   latency_device=report.latency.device)
                 self._experiments[existing.id] = existing
             return existing
         return self._add(report, plan, label or describe_plan(plan), weights)
@@ -237,6 +239,7 @@ def experiment_from(report: Report, id: int, label: str, plan: Plan,
         latency_ms=report.latency_ms,
         weights=weights,
         technique=report.technique,
+        latency_device=None if report.latency is None else report.latency.device,
     )
 
 
