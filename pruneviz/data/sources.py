@@ -116,17 +116,21 @@ def _device_argument(name: str) -> str:
 
 def resolve_device(name: str = AUTO_DEVICE) -> torch.device:
     """The torch.device `name` means here: "auto" is CUDA when it is available, else the
-    CPU; "cuda" or "cuda:N" when CUDA (and that GPU) is not available is a DeviceError."""
+    CPU; "cuda" or "cuda:N" when CUDA (and that GPU) is not available is a DeviceError.
+    A GPU comes with its index ("cuda" is the current one, cuda:0 unless changed), as
+    the model's parameters name it."""
     check_device_name(name)
     if name == AUTO_DEVICE:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {name}: CUDA is not available here (no GPU, or a "
                               "CPU-only build of torch); use --device cpu")
         count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
+        if ":" not in name:  # (torch.device's stubs say index is never None)
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= count:
             raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), "
                               f"cuda:0 to cuda:{count - 1}; choose one of them or --device cpu")
     return device
