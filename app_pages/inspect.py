@@ -71,12 +71,13 @@ else:
     left, right = st.columns(2)
     magnitude = not g.structured and g.n_m is None and criterion in ("l1", "l2")
     left.plotly_chart(
-        weight_histogram(session.original(layer.weight).numpy(), mask.numpy(), layer=name,
-                         threshold=threshold if magnitude and pruned else None, log_y=log_y),
+        weight_histogram(session.original(layer.weight).cpu().numpy(), mask.cpu().numpy(),
+                         layer=name, threshold=threshold if magnitude and pruned else None,
+                         log_y=log_y),
         key=INSPECT_HIST_KEY,
     )
     right.plotly_chart(
-        score_bars(table.sorted.numpy(), pruned if g.n_m is None else 0, layer=name,
+        score_bars(table.sorted.cpu().numpy(), pruned if g.n_m is None else 0, layer=name,
                    criterion=criterion, unit=unit, threshold=threshold if pruned else None),
         key=INSPECT_SCORES_KEY,
     )
@@ -91,7 +92,7 @@ else:
                 continue
             other = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))[0]
             structures = session.structures(name, g)
-            pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).numpy()
+            pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).cpu().numpy()
         st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
                         key=INSPECT_DISAGREE_KEY)
         if skipped:
@@ -126,8 +127,8 @@ if convs:
     weight = session.original(first.weight)
     kernels = weight[:, 0] if weight.shape[1] == 1 else weight.mean(dim=1)
     filter_pruned = ~session.mask(first.name).flatten(1).any(dim=1)
-    st.plotly_chart(kernel_grid(kernels.numpy(), filter_pruned.numpy(), layer=first.name),
-                    key=INSPECT_KERNELS_KEY)
+    st.plotly_chart(kernel_grid(kernels.cpu().numpy(), filter_pruned.cpu().numpy(),
+                                layer=first.name), key=INSPECT_KERNELS_KEY)
     st.caption("Pruned filters (all weights zero under the current plan) are dimmed. "
                + ("Each tile is the filter's single input channel." if weight.shape[1] == 1
                   else "Each tile is the mean over the filter's input channels."))

@@ -40,8 +40,7 @@ cols[2].metric("weight MACs / sample", f"{base.macs_dense:,}")
 cols[3].metric("file (safetensors)", f"{base.sizes.dense / 1024:,.1f} KiB")
 if base.latency is not None:
     cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
-                   help=f"Median of {base.latency.runs} runs, batch {base.latency.batch_size}, "
-                   f"{base.latency.threads} CPU threads.")
+                   help=f"Median {base.latency.conditions()}.")
 else:
     cols[4].metric("latency", "measuring…" if state.workspace().refiner.running()
                    else "not measured", help="Timed in the background after opening.")
@@ -59,6 +58,10 @@ st.caption(f"Measured just now on this machine: {shown}. This tab's pruning sess
            f"({memory.model / 2**20:,.1f} MiB) and the score tables of the criteria tried "
            f"({memory.tables / 2**20:,.1f} MiB, at most {memory.tables_budget / 2**20:,.1f} MiB "
            "beyond those the current plan uses); the original weights are shared, not copied.")
+st.caption(f"Measured just now on this machine: {shown}.")
+st.caption(f":material/memory: This tab runs on **{state.device_label(loaded.device)}**: "
+           "masks, scores, evaluation and latency (start the app with `-- --device cpu` or "
+           "`-- --device cuda` to choose).")
 
 with st.expander("Weights and evaluation data", expanded=upload is not None):
     st.markdown(

@@ -82,6 +82,11 @@ for tab, (field, title) in zip(
                          higher_is_better=higher, baseline=baseline),
         key=keys.tradeoff_chart_key(field),
     )
+    devices = sorted({e.latency_device for e in points if e.latency_device})
+    if field == "latency_ms" and len(devices) > 1:
+        tab.caption(f":material/info: These latencies were timed on {' and '.join(devices)} "
+                    "(int8 models run on the CPU only): compare points timed on one device; "
+                    "the experiments table says where each was.")
 
 st.subheader("What would really ship")
 found = state.best_forms()

@@ -29,10 +29,17 @@ from pruneviz.core.scores import ScoreTable
 from pruneviz.core.session import PruningSession
 from pruneviz.data.readers import load_data
 from pruneviz.data.samples import SAMPLES, load_sample, sample_names
-from pruneviz.data.sources import Source, load_source
+from pruneviz.data.sources import Source, load_source, resolve_device
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData, load_digits
-from pruneviz.errors import DataError, ModelError, PlanError, PrunevizError, SampleNotFoundError
+from pruneviz.errors import (
+    DataError,
+    DeviceError,
+    ModelError,
+    PlanError,
+    PrunevizError,
+    SampleNotFoundError,
+)
 from pruneviz.measure.compression import low_rank, quantize_dynamic_int8
 from pruneviz.measure.meter import Meter, Report
 from pruneviz.measure.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
@@ -79,6 +86,7 @@ __all__ = [
     "sensitivity_items",
     "CriterionSpec",
     "DataError",
+    "DeviceError",
     "EvalResult",
     "FileSizes",
     "GlobalPlan",
@@ -106,6 +114,7 @@ __all__ = [
     "bench_live_model",
     "Source",
     "load_source",
+    "resolve_device",
     "load_data",
     "export_bundle",
     "ExportResult",

@@ -24,6 +24,10 @@ class DataError(PrunevizError, ValueError):
     """Evaluation or calibration data is missing, empty or of the wrong shape."""
 
 
+class DeviceError(PrunevizError, RuntimeError):
+    """The device asked for (--device) is not a device name, or not available here."""
+
+
 class SampleNotFoundError(PrunevizError, LookupError):
     """A sample model name is unknown, or its shipped files are missing."""
 

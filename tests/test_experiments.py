@@ -158,6 +158,7 @@ def test_record_dedupes_by_plan_key_and_fills_in_latency_once(log: ExperimentLog
     timed = log.record(_report(PLAN_A, 0.93, 700, latency=2.0), PLAN_A)
     assert timed.id == 1
     assert timed.latency_ms == 2.0
+    assert timed.latency_device == "cpu"  # where it was timed
     assert log.get(1).latency_ms == 2.0
     later = log.record(_report(PLAN_A, 0.93, 700, latency=9.0), PLAN_A)
     assert later.latency_ms == 2.0
@@ -334,8 +335,8 @@ def test_every_measurement_is_a_report_and_one_function_makes_its_log_row() -> N
     assert masked.to_dict() == {
         "form": "masked", "params": count_params(bench.model).total,
         "macs": sum(layer.macs for layer in bench.session.layers),
-        "size_bytes": len(dense_bytes(state)), "latency_ms": None, "max_abs_diff": 0.0,
-        "note": None}
+        "size_bytes": len(dense_bytes(state)), "latency_ms": None, "latency_device": None,
+        "max_abs_diff": 0.0, "note": None}
     assert sparse.note is not None
     assert sparse.to_dict()["note"] == sparse.note
     assert sparse.max_abs_diff is not None

@@ -457,16 +457,16 @@ def show_regularisation(session: PruningSession, outcome: FinetuneOutcome) -> No
     if outcome.job.recipe.regularizer is Regularizer.BN_L1:
         names = [f"{n}.weight" for n, m in session.model.named_modules() if is_batchnorm(m)]
         label = "all BatchNorm scales"
-        original = np.concatenate([pristine[n].numpy().ravel() for n in names])
-        regularised = np.concatenate([before[n].numpy().ravel() for n in names])
-        kept = np.concatenate([masks[n].numpy().ravel() if n in masks
+        original = np.concatenate([pristine[n].cpu().numpy().ravel() for n in names])
+        regularised = np.concatenate([before[n].cpu().numpy().ravel() for n in names])
+        kept = np.concatenate([masks[n].cpu().numpy().ravel() if n in masks
                                else np.ones(before[n].numel(), dtype=bool) for n in names])
     else:
         label = st.selectbox("Layer", session.layer_names, key=keys.FT_HIST_LAYER_KEY)
         weight = session.layer_by_name[label].weight
-        original = pristine[weight].numpy()
-        regularised = before[weight].numpy()
-        kept = (masks[weight].numpy() if weight in masks
+        original = pristine[weight].cpu().numpy()
+        regularised = before[weight].cpu().numpy()
+        kept = (masks[weight].cpu().numpy() if weight in masks
                 else np.ones(regularised.shape, dtype=bool))
     log_y = st.checkbox("log-scale counts", key=keys.FT_HIST_LOG_KEY)
     left, right = st.columns(2)

@@ -206,8 +206,8 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
     selected = st.selectbox("Layer to look at", session.layer_names, key=SELECTED_LAYER_KEY)
     result = session.result(selected)
     layer = session.layer_by_name[selected]
-    original = session.original(layer.weight).numpy()
-    kept = session.mask(selected).numpy()
+    original = session.original(layer.weight).cpu().numpy()
+    kept = session.mask(selected).cpu().numpy()
     magnitude = result.granularity == "unstructured" and result.criterion in ("l1", "l2")
     st.plotly_chart(
         weight_histogram(original, kept, layer=selected,
@@ -228,7 +228,7 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
         table, pruned_count = decided
         unit = {"filter": "filter", "channel": "channel"}.get(g.value, "weight")
         st.plotly_chart(
-            score_bars(table.sorted.numpy(), pruned_count if g.n_m is None else 0,
+            score_bars(table.sorted.cpu().numpy(), pruned_count if g.n_m is None else 0,
                        layer=selected, criterion=result.criterion, unit=unit,
                        threshold=result.threshold if pruned_count else None),
             key=PRUNE_SCORES_KEY)

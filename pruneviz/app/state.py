@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+import torch
 from torch import Tensor, nn
 
 from pruneviz.app.keys import (
@@ -43,6 +44,7 @@ from pruneviz.data.sources import (
     check_fit,
     check_model_ref,
     load_source,
+    resolve_device,
     source_from_args,
     with_model,
 )
@@ -87,9 +89,17 @@ def startup_source(argv: tuple[str, ...]) -> tuple[Source, str | None]:
             raise PrunevizError(f"unknown option(s) {' '.join(unknown)}")
         source = source_from_args(args)
         check_model_ref(source.model)
+        resolve_device(source.device)  # a GPU this machine lacks: said here, not on load
         return source, None
     except (argparse.ArgumentError, PrunevizError) as exc:
         return Source(), f"the app's start arguments were not used: {exc}"
+
+
+def device_label(device: torch.device) -> str:
+    """The device a tab runs on, for people: "the CPU", or "cuda:0 (the GPU's name)"."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "the CPU" if device.type == "cpu" else str(device)
 
 
 def started_with() -> tuple[Source, str | None]:

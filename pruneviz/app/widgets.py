@@ -215,7 +215,7 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
         delta, color = latency_delta(lat, base_lat)
         cols[3].metric(
             "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
-            help=f"Median of {lat.runs} runs, batch {lat.batch_size}, {lat.threads} threads "
+            help=f"Median {lat.conditions()} "
             f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). The change is against the "
             f"unpruned model timed in the same runs, interleaved ({base_lat.median_ms:.2f} ms); "
             "differences within the spread are noise.",

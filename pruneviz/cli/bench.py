@@ -22,6 +22,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise PlanError(f"--moves must be at least 2, not {args.moves}")
         results = bench_live_model(source_from_args(args), moves=args.moves)
     else:
-        results = run_benchmarks(args.name)
+        results = run_benchmarks(args.name, device=args.device)
     print(json.dumps(results, indent=2 if args.json else None))
     return 0

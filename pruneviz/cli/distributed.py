@@ -4,6 +4,7 @@ processes agree, and tagging their error lines."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import torch
 
@@ -37,6 +38,21 @@ def start_distributed() -> tuple[int, int, bool]:
                             f"{os.environ.get('MASTER_ADDR')}, MASTER_PORT="
                             f"{os.environ.get('MASTER_PORT')}): {first}") from None
     return dist.get_rank(), dist.get_world_size(), True
+
+
+def rank_device(name: str, environ: Mapping[str, str], cuda_devices: int) -> str:
+    """The --device of this torchrun process: `cuda` (or `auto` with GPUs) becomes the GPU
+    of its local rank, `cuda:{LOCAL_RANK}` (modulo the GPUs there are), so that the
+    processes do not share the first GPU; anything else, or a single process, is kept."""
+    if environ.get("WORLD_SIZE", "1") in ("", "1") or cuda_devices < 1:
+        return name
+    if name not in ("cuda", "auto"):
+        return name
+    try:
+        local = int(environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        local = 0
+    return f"cuda:{local % cuda_devices}"
 
 
 def check_ranks_agree(result: FinetuneResult) -> None:

@@ -100,7 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra = {"combined": [m.to_dict() for m in combined]} if combined else None
     lines = [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
-             + (f"  latency {m.latency.median_ms:.2f} ms" if m.latency else "")
+             + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
+                if m.latency else "")
              + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
     if args.json:
         emit(args, report, bench.baseline, skipped, extra)

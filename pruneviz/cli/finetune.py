@@ -8,15 +8,17 @@ import argparse
 import copy
 import gc
 import json
+import os
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pruneviz.cli.distributed import check_ranks_agree, start_distributed
+from pruneviz.cli.distributed import check_ranks_agree, rank_device, start_distributed
 from pruneviz.cli.options import (
     check_cap,
     check_out_folder,
@@ -165,7 +167,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     before pruning, right after it and after retraining, and write the weights, the
     training history and the report (the first process only, under torchrun)."""
     file_plan, recipe = read_finetune_args(args)
-    bench = open_workbench(source_from_args(args))
+    source = source_from_args(args)
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    source = replace(source, device=rank_device(source.device, os.environ, cuda_devices))
+    bench = open_workbench(source)
     session = bench.session
     train_data = validate_train_data(bench.name, bench.train_data)
     steps = total_steps(train_data, recipe)

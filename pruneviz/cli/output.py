@@ -35,8 +35,7 @@ def _print_report(report: Report, baseline: Report, skipped: dict[str, str]) -> 
           f"gzip {report.sizes.gzip:,} B")
     if report.latency is not None:
         lat = report.latency
-        print(f"latency   {lat.median_ms:.2f} ms median (batch {lat.batch_size}, "
-              f"{lat.threads} threads, {lat.runs} runs)")
+        print(f"latency   {lat.median_ms:.2f} ms median ({lat.conditions()})")
     print()
     print(f"{'layer':<28} {'type':<10} {'params':>9} {'nonzero':>9} {'sparsity':>8}  threshold")
     for layer in report.layers:

@@ -156,7 +156,8 @@ def collect_calibration_stats(
         handles.append(watched.register_forward_hook(out_hook(layer.name, module)))
         handles.append(module.register_forward_pre_hook(in_hook(layer.name)))
 
-    taylor = {layer.name: torch.zeros(layer.shape) for layer in layers}
+    taylor = {layer.name: torch.zeros(layer.shape, device=params[layer.weight].device)
+              for layer in layers}
     requires = {name: p.requires_grad for name, p in params.items()}
     batches = 0
     try:
@@ -287,7 +288,8 @@ def compute_scores(name: str, inputs: ScoreInputs) -> Tensor:
             f"criterion {name!r} returned scores of shape {tuple(scores.shape)} for layer "
             f"{inputs.layer.name!r}; expected ({inputs.structures.count},)"
         )
-    scores = scores.detach().float()
+    # on the weight's device (a criterion may score on the CPU: random, a user's own)
+    scores = scores.detach().float().to(inputs.weight.device)
     if not torch.isfinite(scores).all():
         raise ModelError(
             f"criterion {name!r} gave non-finite scores for layer {inputs.layer.name!r}; "
@@ -404,8 +406,8 @@ def simhash_buckets(
     count, dim = vectors.shape
     generator = torch.Generator().manual_seed(seed % (2**63))
     planes = torch.randn(tables, bits, dim, generator=generator, dtype=torch.float64)
-    signs = torch.einsum("tbd,nd->tnb", planes, vectors.double()) > 0
-    weights = 2 ** torch.arange(bits, dtype=torch.int64)
+    signs = torch.einsum("tbd,nd->tnb", planes.to(vectors.device), vectors.double()) > 0
+    weights = 2 ** torch.arange(bits, dtype=torch.int64, device=vectors.device)
     codes = (signs.long() * weights).sum(dim=2)  # (tables, count)
     parent = list(range(count))
 
@@ -423,7 +425,8 @@ def simhash_buckets(
                 ri, rj = find(i), find(j)
                 if ri != rj:
                     parent[max(ri, rj)] = min(ri, rj)
-    return torch.tensor([find(i) for i in range(count)], dtype=torch.int64)
+    return torch.tensor([find(i) for i in range(count)], dtype=torch.int64,
+                        device=vectors.device)
 
 
 def lsh_scores(vectors: Tensor, seed: int = 0) -> Tensor:
@@ -437,7 +440,7 @@ def lsh_scores(vectors: Tensor, seed: int = 0) -> Tensor:
     norms = vectors.double().norm(dim=1)
     top = float(norms.max()) if norms.numel() else 0.0
     relative = norms / top if top > 0 else torch.zeros_like(norms)
-    keeper = torch.zeros(len(norms), dtype=torch.bool)
+    keeper = torch.zeros(len(norms), dtype=torch.bool, device=norms.device)
     best: dict[int, int] = {}
     for i, bucket in enumerate(buckets.tolist()):
         if bucket not in best or norms[i] > norms[best[bucket]]:

@@ -95,7 +95,7 @@ def global_counts(
     giving structures once it reached `cap` of its own, and the ranking moves on to the
     other layers; `keep_one[i]` keeps table i's last structure.
     """
-    scores = torch.cat([t.sorted for t in tables])
+    scores = torch.cat([t.sorted for t in tables]).cpu()  # a few numbers: counted on the CPU
     layer_id = torch.cat([torch.full((len(t.sorted),), i) for i, t in enumerate(tables)])
     rank = torch.cat([torch.arange(len(t.sorted)) for t in tables])
     size = torch.cat([torch.full((len(t.sorted),), s) for t, s in zip(tables, sizes, strict=True)])

@@ -306,6 +306,14 @@ def find_prunable_layers(
     ]
 
 
+def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device of `model`'s first parameter (or buffer): where its inputs must be;
+    `default` (else the CPU) for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return default if default is not None else torch.device("cpu")
+
+
 def fingerprint(model: nn.Module) -> str:
     """A short hash of the model's parameter and buffer names, shapes and dtypes."""
     digest = hashlib.sha256()
@@ -319,7 +327,7 @@ def values_key(tensors: Mapping[str, Tensor]) -> str:
     the architecture; this, the weights)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous()
+        t = tensors[name].detach().cpu().contiguous()
         digest.update(name.encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()[:16]

@@ -18,7 +18,7 @@ def ascending_rank(scores: Tensor) -> Tensor:
     flat = scores.reshape(-1)
     order = torch.argsort(flat, stable=True)
     rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order))
+    rank[order] = torch.arange(len(order), device=order.device)
     return rank.view(scores.shape)
 
 
@@ -60,9 +60,10 @@ def member_keep(
 ) -> Tensor:
     """Keep-vector over a coupled member's own `size` channels: its channel `idxs[i]` goes
     when the group's root channel `root[i]` does (`keep_root` False)."""
-    keep = torch.ones(size, dtype=torch.bool)
-    idx = torch.tensor(idxs, dtype=torch.long)
-    roots = torch.tensor(root, dtype=torch.long)
+    on = keep_root.device
+    keep = torch.ones(size, dtype=torch.bool, device=on)
+    idx = torch.tensor(idxs, dtype=torch.long, device=on)
+    roots = torch.tensor(root, dtype=torch.long, device=on)
     keep[idx[~keep_root[roots]]] = False
     return keep
 

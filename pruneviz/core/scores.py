@@ -88,7 +88,7 @@ class ScoreTable:
         """How many structures score strictly below `threshold`."""
         # Compare exactly, as if in float64: rounding the threshold to the scores' dtype
         # may land on a score, which is then counted on the correct side.
-        value = torch.tensor(threshold, dtype=self.scores.dtype)
+        value = torch.tensor(threshold, dtype=self.scores.dtype, device=self.scores.device)
         if float(value) < threshold:
             return int((self.scores <= value).sum())
         return int((self.scores < value).sum())
@@ -113,11 +113,12 @@ class ScoreTable:
 def per_root(scores: Tensor, idxs: Sequence[int], root: Sequence[int], size: int) -> Tensor:
     """A coupled member's channel scores carried to the group's `size` root channels
     (float64): `scores[idxs[i]]` goes to root channel `root[i]`, several averaged."""
-    roots = torch.tensor(root, dtype=torch.long)
-    total = torch.zeros(size, dtype=torch.float64).index_add_(
-        0, roots, scores.double()[torch.tensor(idxs, dtype=torch.long)])
-    counts = torch.zeros(size, dtype=torch.float64).index_add_(
-        0, roots, torch.ones(len(roots), dtype=torch.float64))
+    on = scores.device
+    roots = torch.tensor(root, dtype=torch.long, device=on)
+    total = torch.zeros(size, dtype=torch.float64, device=on).index_add_(
+        0, roots, scores.double()[torch.tensor(idxs, dtype=torch.long, device=on)])
+    counts = torch.zeros(size, dtype=torch.float64, device=on).index_add_(
+        0, roots, torch.ones(len(roots), dtype=torch.float64, device=on))
     return total / counts.clamp(min=1)
 
 

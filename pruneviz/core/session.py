@@ -248,7 +248,8 @@ class PruningSession:
     def mask(self, layer: str) -> Tensor:
         """The current boolean keep-mask of `layer`'s weight (all True when unpruned)."""
         keep = self._masks.weight_keep(self._layer(layer), self._decided)
-        return keep if keep is not None else torch.ones(self._layer(layer).shape, dtype=torch.bool)
+        return keep if keep is not None else torch.ones_like(
+            self._params[self._layer(layer).weight], dtype=torch.bool)
 
     def pruned_units(self) -> dict[int, list[int]]:
         """For each coupled group with a decision: the units (channels) it prunes."""

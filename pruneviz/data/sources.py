@@ -11,12 +11,17 @@ an example input, and the data. Nothing in a weights file is unpickled
 (pruneviz.data.user_models); the factory and data functions are the user's own trusted code.
 Before anything is measured the model is run once on the data, so that a model and data
 that do not fit each other fail here with a message, not deep inside a page.
+
+`--device` (`Source.device`) says where the model and its data go: "auto" (the default)
+is the GPU when CUDA is available, else the CPU; `resolve_device` turns the name into a
+torch.device, and refuses a GPU this machine does not have.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -29,7 +34,7 @@ from pruneviz.data.samples import DEFAULT_SAMPLE, load_sample, sample_names
 from pruneviz.data.tasks import Task, parse_metric
 from pruneviz.data.tensors import TensorData
 from pruneviz.data.userfile import is_file_ref
-from pruneviz.errors import DataError, ModelError, PrunevizError
+from pruneviz.errors import DataError, DeviceError, ModelError, PrunevizError
 
 DEFAULT_EVAL_SUBSET = 2000  # at most this many samples evaluated on each live update in the app
 LIVE_BUDGET_S = 1.0  # the app's live subset is sized so that its forward pass takes about this
@@ -39,6 +44,10 @@ MODEL_HELP = (
     "sample:NAME (one of: {samples}) or path/to/file.py:factory, a function in your own "
     "file that returns an nn.Module"
 )
+AUTO_DEVICE = "auto"  # CUDA when available, else the CPU
+CPU = torch.device("cpu")
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class Source:
     metric: str | None = None  # accuracy, top5, mse or path/file.py:function
     label_column: str | None = None  # CSV: the column holding the targets
     eval_subset: int | None = None  # live updates evaluate this many samples (None: all)
+    device: str = AUTO_DEVICE  # auto, cpu, cuda or cuda:N (see resolve_device)
 
     @property
     def is_sample(self) -> bool:
@@ -66,12 +76,15 @@ class Source:
             parts.append(f"weights {Path(self.weights).name}")
         if self.data:
             parts.append(f"data {self.data}")
+        if self.device != AUTO_DEVICE:
+            parts.append(f"device {self.device}")
         return ", ".join(parts)
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """A source, loaded: the model as loaded (never changed) and its data."""
+    """A source, loaded: the model as loaded (never changed) and its data, both on
+    `device`."""
 
     source: Source
     model: nn.Module
@@ -82,6 +95,7 @@ class Loaded:
     description: str = ""
     notes: tuple[str, ...] = ()  # how the weights were read (e.g. a checkpoint's key)
     seconds_per_sample: float = 0.0  # forward time of one sample in a full batch, as measured
+    device: torch.device = CPU  # where the model and the data are
 
     @property
     def name(self) -> str:
@@ -102,6 +116,43 @@ def auto_subset(size: int, seconds_per_sample: float, budget_s: float) -> int | 
     return None if chosen >= size else chosen
 
 
+def check_device_name(name: str) -> str:
+    """`name` if it is a device name pruneviz takes (auto, cpu, cuda, cuda:N), else a
+    DeviceError saying which are."""
+    if not _DEVICE_NAME.fullmatch(name):
+        raise DeviceError(f"unknown device {name!r}; use {DEVICE_FORMS}")
+    return name
+
+
+def _device_argument(name: str) -> str:
+    try:
+        return check_device_name(name)
+    except DeviceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def resolve_device(name: str = AUTO_DEVICE) -> torch.device:
+    """The torch.device `name` means here: "auto" is CUDA when it is available, else the
+    CPU; "cuda" or "cuda:N" when CUDA (and that GPU) is not available is a DeviceError.
+    A GPU comes with its index ("cuda" is the current one, cuda:0 unless changed), as
+    the model's parameters name it."""
+    check_device_name(name)
+    if name == AUTO_DEVICE:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: CUDA is not available here (no GPU, or a "
+                              "CPU-only build of torch); use --device cpu")
+        count = torch.cuda.device_count()
+        if ":" not in name:  # (torch.device's stubs say index is never None)
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif device.index >= count:
+            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}; choose one of them or --device cpu")
+    return device
+
+
 def check_model_ref(ref: str) -> None:
     """Refuse a MODEL argument that is neither `sample:NAME` nor `file.py:function`."""
     kind, sep, name = ref.partition(":")
@@ -120,11 +171,13 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
                 weights_name: str = "") -> Loaded:
     """Load the model, its weights and its data, and check that they fit together.
 
-    `weights_bytes` (an upload) replaces `source.weights` when given.
+    `weights_bytes` (an upload) replaces `source.weights` when given. The model and the
+    data are put on `source.device` (see `resolve_device`).
     """
     from pruneviz.data.user_models import fit_weights, load_user_model, read_weights
 
     check_model_ref(source.model)
+    device = resolve_device(source.device)
     weights: Path | bytes | None = weights_bytes
     label = weights_name
     notes: list[str] = []
@@ -166,12 +219,15 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
         eval_data = _data(source, source.data, "test", None)
         train_data = None if source.train_data is None else \
             _data(source, source.train_data, "train", eval_data.task)
+    model = model.to(device)
+    eval_data = eval_data.to(device)
+    train_data = None if train_data is None else train_data.to(device)
     example = eval_data.x[:1].clone()
     seconds_per_sample = check_fit(model, eval_data, source.data or source.model)
     if train_data is not None:
         check_fit(model, train_data, source.train_data or "the training data")
     return Loaded(source, model, example, eval_data, train_data, title, description,
-                  tuple(notes), seconds_per_sample)
+                  tuple(notes), seconds_per_sample, device)
 
 
 def _data(source: Source, ref: str, split: str, task: Task | None) -> TensorData:
@@ -243,7 +299,8 @@ def source_options(source: Source, *, weights: bool = True) -> list[str]:
     `weights=False` leaves out --weights (when other weights are given instead)."""
     options = [("--weights", source.weights if weights else None), ("--data", source.data),
                ("--train-data", source.train_data), ("--task", source.task),
-               ("--metric", source.metric), ("--label-column", source.label_column)]
+               ("--metric", source.metric), ("--label-column", source.label_column),
+               ("--device", source.device if source.device != AUTO_DEVICE else None)]
     paths = ("--weights", "--data", "--train-data", "--metric")
     return [part for option, value in options if value
             for part in (option, absolute_ref(value) if option in paths else value)]
@@ -306,6 +363,10 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, model: bool = True)
     parser.add_argument("--eval-subset", type=int, metavar="N",
                         help="evaluate on a fixed random subset of N samples (class-balanced); "
                         "the app's live updates use one by default for large sets")
+    parser.add_argument("--device", default=AUTO_DEVICE, type=_device_argument,
+                        metavar="{auto,cpu,cuda,cuda:N}",
+                        help="where the model runs: masks, scores, evaluation and latency "
+                        "(default: auto, the GPU when CUDA is available, else the CPU)")
 
 
 def source_from_args(args: argparse.Namespace, *, default_model: str | None = None) -> Source:
@@ -317,23 +378,27 @@ def source_from_args(args: argparse.Namespace, *, default_model: str | None = No
         model=getattr(args, "model", None) or default_model or f"sample:{DEFAULT_SAMPLE}",
         weights=args.weights, data=args.data, train_data=args.train_data, task=args.task,
         metric=args.metric, label_column=args.label_column, eval_subset=subset,
+        device=getattr(args, "device", None) or AUTO_DEVICE,
     )
 
 
 def with_model(source: Source, model: str) -> Source:
-    """`source` for another model: a sample keeps no user weights or data options."""
+    """`source` for another model: a sample keeps no user weights or data options (only
+    the device)."""
     if model == source.model:
         return source
-    return replace(Source(), model=model)
+    return replace(Source(), model=model, device=source.device)
 
 
 __all__ = [
+    "AUTO_DEVICE",
     "DEFAULT_EVAL_SUBSET",
     "LIVE_BUDGET_S",
     "auto_subset",
     "Loaded",
     "Source",
     "add_source_arguments",
+    "check_device_name",
     "check_fit",
     "check_model_ref",
     "load_source",
@@ -342,5 +407,6 @@ __all__ = [
     "absolute_ref",
     "input_files",
     "refuse_overwriting_inputs",
+    "resolve_device",
     "with_model",
 ]

@@ -74,6 +74,18 @@ class TensorData:
     def proportion(self) -> bool:
         """Whether each sample's metric is 1 or 0 (accuracy, top-k): a binomial count."""
         return self.metric_name.endswith("accuracy")
+    @property
+    def device(self) -> torch.device:
+        """Where the inputs and targets are."""
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> TensorData:
+        """The same data with inputs and targets on `device` (dtypes kept; itself when
+        they are there already)."""
+        x, y = self.x.to(device), self.y.to(device)
+        if x is self.x and y is self.y:
+            return self
+        return replace(self, x=x, y=y)
 
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (x, y) batches in order; the last one may be smaller."""

@@ -33,7 +33,7 @@ from torch.ao.nn.quantized.dynamic.modules.rnn import RNNBase as QuantizedRNNBas
 from torch.nn.utils import parametrize
 
 from pruneviz.core.blocks import set_module
-from pruneviz.core.layers import eval_mode
+from pruneviz.core.layers import eval_mode, model_device
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError, PlanError
 from pruneviz.measure.meter import PRUNE, Report, latency_batch
@@ -119,10 +119,11 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     (convolutions, norms) stay float. The copy is in eval mode; `model` is not changed.
 
     Linears that attention modules read functionally (MultiheadAttention's out_proj) are
-    left float, as torch does.
+    left float, as torch does. Quantized kernels run on the CPU only, so the copy is on the
+    CPU whatever device `model` is on (`measure_model` measures it there).
     """
     engine = _quantized_engine()
-    copied = copy.deepcopy(model).eval()
+    copied = copy.deepcopy(model).cpu().eval()
     if not any(type(m) in _QUANTIZABLE for m in copied.modules()):
         raise ModelError(
             "the model has no nn.Linear, nn.LSTM or nn.GRU layer, the layers dynamic int8 "
@@ -520,7 +521,14 @@ def measure_model(
     weight file sizes (`stored_sizes`) and, if `latency`, the median latency of a batch of
     `latency_batch_size` real inputs — timed interleaved with `reference` (the unpruned
     model) when given, as the Prune page times a pruned model. `name` and `plan` (the
-    model's name and the pruning plan it was made from) are only recorded."""
+    model's name and the pruning plan it was made from) are only recorded.
+
+    Everything is measured on `model`'s device (an int8 model is on the CPU): the data is
+    moved there, and a `reference` on another device is timed as a copy on it."""
+    device = model_device(model)
+    data = data.to(device)
+    if reference is not None and model_device(reference) != device:
+        reference = copy.deepcopy(reference).to(device)
     batch = latency_batch(data, latency_batch_size)
     with _quiet_quantization_deprecations():
         evaluation = evaluate(model, data)

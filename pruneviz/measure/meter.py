@@ -185,6 +185,7 @@ class Report:
             "size_sparse_bytes": self.sizes.sparse,
             "size_gzip_bytes": self.sizes.gzip,
             "latency_ms": self.latency_ms,
+            "latency_device": None if self.latency is None else self.latency.device,
             "notes": list(self.notes),
         }
         if self.latency_reference is not None:
@@ -194,6 +195,7 @@ class Report:
     def _form_dict(self) -> dict[str, Any]:
         return {"form": self.form, "params": self.params, "macs": self.macs,
                 "size_bytes": self.size_bytes, "latency_ms": self.latency_ms,
+                "latency_device": None if self.latency is None else self.latency.device,
                 "max_abs_diff": self.max_abs_diff, "note": self.note}
 
 

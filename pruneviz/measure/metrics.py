@@ -1,7 +1,9 @@
 """Measurements of a model: task metric and loss, parameter counts, MACs, file sizes, latency.
 
 Every number here is measured on the real model: the metric by running the eval data,
-sizes by serialising the actual files, latency by timing repeated forward passes.
+sizes by serialising the actual files, latency by timing repeated forward passes on the
+device the model is on (on a GPU, each timed pass waits for the GPU to finish: CUDA runs
+asynchronously) and saying which device that was.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pruneviz.core.layers import eval_mode
+from pruneviz.core.layers import eval_mode, model_device
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
 
@@ -66,8 +68,9 @@ Stop = Callable[[], bool]  # returns True when a long measurement should stop
 def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024, *,
              stop: Stop | None = None) -> EvalResult:
     """Run `data` through `model` (eval mode, no grad) and return metric and loss, with the
-    metric's standard error when the metric has per-sample values. `stop` is asked before
-    each batch; when it says so, `Cancelled` is raised."""
+    metric's standard error when the metric has per-sample values; the data must be on the
+    model's device (`TensorData.to`). `stop` is asked before each batch; when it says so,
+    `Cancelled` is raised."""
     metric_total = 0.0
     square_total = 0.0
     per_sample = True
@@ -120,7 +123,8 @@ def count_params(model: nn.Module) -> ParamCounts:
 
 @dataclass(frozen=True)
 class Latency:
-    """CPU latency of a forward pass: median and spread over timed runs."""
+    """Latency of a forward pass on `device` ("cpu", "cuda:0", ...): median and spread over
+    timed runs; `threads` are the CPU threads torch uses."""
 
     median_ms: float
     p10_ms: float
@@ -128,9 +132,21 @@ class Latency:
     batch_size: int
     threads: int
     runs: int
+    device: str = "cpu"
+
+    @property
+    def where(self) -> str:
+        """The device for a sentence: "CPU" or the GPU's name ("cuda:0")."""
+        return "CPU" if self.device == "cpu" else self.device
+
+    def conditions(self) -> str:
+        """How it was measured, for people: "on CPU, batch 64, 2 threads, 20 runs" (on a
+        GPU without the threads, which do not run it)."""
+        threads = f"{self.threads} threads, " if self.device == "cpu" else ""
+        return f"on {self.where}, batch {self.batch_size}, {threads}{self.runs} runs"
 
 
-def _summarise(times: list[float], batch_size: int) -> Latency:
+def _summarise(times: list[float], batch_size: int, device: torch.device) -> Latency:
     ordered = sorted(times)
 
     def pick(q: float) -> float:
@@ -143,26 +159,42 @@ def _summarise(times: list[float], batch_size: int) -> Latency:
         batch_size=batch_size,
         threads=torch.get_num_threads(),
         runs=len(times),
+        device=str(device),
     )
 
 
-def _timed(model: nn.Module, example: Tensor) -> float:
+def synchronize(device: torch.device) -> None:
+    """Wait until `device` has finished its queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(model: nn.Module, example: Tensor, device: torch.device) -> float:
+    synchronize(device)  # nothing queued earlier is counted
     start = time.perf_counter()
     model(example)
+    synchronize(device)  # the pass itself, not just its launch
     return (time.perf_counter() - start) * 1000.0
+
+
+def _device(model: nn.Module, example: Tensor) -> torch.device:
+    """Where the timed passes run: the model's device (the example's without parameters)."""
+    return model_device(model, default=example.device)
 
 
 def measure_latency(
     model: nn.Module, example: Tensor, *, runs: int = 20, warmup: int = 3
 ) -> Latency:
-    """Time `runs` forward passes of `example` after `warmup` untimed ones (eval, no grad)."""
+    """Time `runs` forward passes of `example` after `warmup` untimed ones (eval, no grad),
+    on the model's device (`example` must be there too)."""
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
+    device = _device(model, example)
     with eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
             model(example)
-        times = [_timed(model, example) for _ in range(runs)]
-    return _summarise(times, int(example.shape[0]))
+        times = [_timed(model, example, device) for _ in range(runs)]
+    return _summarise(times, int(example.shape[0]), device)
 
 
 def measure_latency_pair(
@@ -171,9 +203,11 @@ def measure_latency_pair(
 ) -> tuple[Latency, Latency]:
     """Time `model` and `reference` alternately, run for run, so that changing machine load
     (another program, the browser redrawing) hits both alike; returns both latencies.
-    `stop` is asked before each pair; when it says so, `Cancelled` is raised."""
+    `stop` is asked before each pair; when it says so, `Cancelled` is raised. Both
+    models and `example` must be on one device."""
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
+    device = _device(model, example)
     with eval_mode(model), eval_mode(reference), torch.inference_mode():
         for _ in range(warmup):
             if stop is not None and stop():
@@ -187,10 +221,10 @@ def measure_latency_pair(
                 raise Cancelled("the latency measurement was stopped")
             # Alternate which goes first, so neither always runs on a warmer cache.
             if i % 2:
-                reference_times.append(_timed(reference, example))
-                times.append(_timed(model, example))
+                reference_times.append(_timed(reference, example, device))
+                times.append(_timed(model, example, device))
             else:
-                times.append(_timed(model, example))
-                reference_times.append(_timed(reference, example))
+                times.append(_timed(model, example, device))
+                reference_times.append(_timed(reference, example, device))
     batch = int(example.shape[0])
-    return _summarise(times, batch), _summarise(reference_times, batch)
+    return _summarise(times, batch, device), _summarise(reference_times, batch, device)

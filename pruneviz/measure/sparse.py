@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from pruneviz.core.layers import eval_mode
 from pruneviz.errors import ModelError
+from pruneviz.measure.metrics import synchronize
 from pruneviz.measure.storage import dense_bytes, smallest_index_dtype
 
 CSR = "csr"
@@ -69,7 +70,7 @@ class _CSRMatmul(nn.Module):
         nz = w != 0
         counts = nz.sum(dim=1)
         index = _index_dtype(max(int(counts.sum()), int(w.shape[1])))
-        crow = torch.zeros(w.shape[0] + 1, dtype=torch.int64)
+        crow = torch.zeros(w.shape[0] + 1, dtype=torch.int64, device=w.device)
         crow[1:] = torch.cumsum(counts, 0)
         self.register_buffer("crow_indices", crow.to(index))
         self.register_buffer("col_indices", torch.nonzero(nz)[:, 1].to(index).contiguous())
@@ -320,10 +321,14 @@ def _capture_inputs(
 def _time_interleaved(modules: list[nn.Module], inputs: list[Tensor], runs: int) -> list[float]:
     """Median ms of each module over all `inputs`, the modules timed in turn, run for run."""
 
+    device = inputs[0].device if inputs else torch.device("cpu")
+
     def once(module: nn.Module) -> float:
+        synchronize(device)
         start = time.perf_counter()
         for x in inputs:
             module(x)
+        synchronize(device)  # on a GPU: the passes themselves, not only their launch
         return (time.perf_counter() - start) * 1000.0
 
     times: list[list[float]] = [[] for _ in modules]

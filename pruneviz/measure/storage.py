@@ -45,7 +45,7 @@ _INDEX_TYPES = {"uint8": torch.uint8, "int16": torch.int16, "int32": torch.int32
 
 def dense_bytes(state: dict[str, Tensor]) -> bytes:
     """The state dict as a dense safetensors file."""
-    return st_save({k: v.detach().contiguous() for k, v in state.items()})
+    return st_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
 
 
 def _raw(t: Tensor) -> bytes:
@@ -152,7 +152,7 @@ def sparse_bytes(state: dict[str, Tensor]) -> bytes:
     entries: list[list[Any]] = []
     payload: list[bytes] = []
     for name, t in state.items():
-        layout, parts = _encode(name, t)
+        layout, parts = _encode(name, t.detach().cpu())
         entries.append(_entry(layout))
         payload.extend(parts)
     return _container(entries, b"".join(payload))
@@ -308,5 +308,6 @@ def gzip_size(data: bytes, level: int = GZIP_LEVEL, stop: Callable[[], bool] | N
 
 def file_sizes(state: dict[str, Tensor], gzip_level: int = GZIP_LEVEL) -> FileSizes:
     """Serialise `state` densely, sparsely and as gzip of the dense file; return the sizes."""
+    state = {k: v.detach().cpu() for k, v in state.items()}  # the bytes are the CPU's
     dense = dense_bytes(state)
     return FileSizes(len(dense), len(sparse_bytes(state)), gzip_size(dense, gzip_level))

@@ -138,7 +138,7 @@ def _latency(latency: Latency | None) -> str:
     if latency is None:
         return "not measured"
     return (f"{latency.median_ms:.3f} ms (p10-p90 {latency.p10_ms:.3f}-{latency.p90_ms:.3f}; "
-            f"batch {latency.batch_size}, {latency.threads} threads, {latency.runs} runs)")
+            f"{latency.conditions()})")
 
 
 def metric_rows(baseline: Report, pruned: Report) -> list[MetricRow]:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from pruneviz.core.attention import SlimAttention
+from pruneviz.core.layers import model_device
 from pruneviz.data.samples import get_spec
 from pruneviz.errors import ModelError
 from pruneviz.measure.storage import dense_bytes
@@ -171,7 +172,7 @@ def apply_card(model: nn.Module, card: dict[str, Any]) -> nn.Module:
         try:
             new = nn.Identity() if shape.get("type") == "Identity" else \
                 _resized(modules[path], shape)
-            setattr(parent, attr, new)
+            setattr(parent, attr, new.to(model_device(modules[path])))  # where the old one was
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"the card's entry for {path!r} is malformed: {exc}") from None
     return model.eval()
@@ -226,9 +227,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def export_program(model: nn.Module, example: Tensor, path: Path) -> str | None:
-    """Write a `torch.export` program of `model`; returns why it failed, or None."""
+    """Write a `torch.export` program of `model` (a CPU copy, whatever device the model is
+    on: the program is a deployment file); returns why it failed, or None."""
     try:
-        program = torch.export.export(model.eval(), (example,))
+        program = torch.export.export(copy.deepcopy(model).cpu().eval(), (example.cpu(),))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
         os.close(fd)
         try:

@@ -54,8 +54,8 @@ def reference_state(bench: Workbench) -> dict[str, Tensor]:
 def _bit_equal(a: Tensor, b: Tensor) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return torch.equal(a.detach().reshape(-1).contiguous().view(torch.uint8),
-                       b.detach().reshape(-1).contiguous().view(torch.uint8))
+    return torch.equal(a.detach().cpu().reshape(-1).contiguous().view(torch.uint8),
+                       b.detach().cpu().reshape(-1).contiguous().view(torch.uint8))
 
 
 def same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> list[str]:

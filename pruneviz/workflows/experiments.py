@@ -69,6 +69,7 @@ class Experiment:
     technique: str = PRUNE  # what was measured: the masked model, or it made int8 or low-rank
     eval_samples: int = 0  # how many samples the metric was measured on
     final: bool = True  # the metric is the whole evaluation set's (False: a live subset's)
+    latency_device: str | None = None  # where latency_ms was timed ("cpu", "cuda:0")
 
     @property
     def is_pruning(self) -> bool:
@@ -143,8 +144,9 @@ class ExperimentLog:
         index = self._by_key.get(_log_key(plan, weights))
         if index is not None:
             existing = self._experiments[index]
-            if existing.latency_ms is None and latency is not None:
-                existing = replace(existing, latency_ms=latency)
+            if existing.latency_ms is None and report.latency is not None:
+                existing = replace(existing, latency_ms=latency,
+                                   latency_device=report.latency.device)
             if existing.size_gzip_bytes is None and report.sizes.gzip is not None:
                 existing = replace(existing, size_gzip_bytes=report.sizes.gzip)
             if not existing.final and report.final:
@@ -249,6 +251,7 @@ def experiment_from(report: Report, id: int, label: str, plan: Plan,
         technique=report.technique,
         eval_samples=best.samples,
         final=report.final,
+        latency_device=None if report.latency is None else report.latency.device,
     )
 
 

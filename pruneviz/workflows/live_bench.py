@@ -41,7 +41,7 @@ from pruneviz.core.granularity import Granularity
 from pruneviz.core.layers import eval_mode
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.data.sources import Source, load_source
-from pruneviz.measure.metrics import evaluate
+from pruneviz.measure.metrics import evaluate, synchronize
 from pruneviz.workflows.workbench import Workbench, workbench_for
 
 TARGETS = {
@@ -75,9 +75,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _ms(fn: Callable[[], object]) -> float:
+def _ms(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
     start = time.perf_counter()
     fn()
+    synchronize(device)  # on a GPU: the work itself, not only its launch
     return (time.perf_counter() - start) * 1000.0
 
 
@@ -167,7 +169,8 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
 
     graph_s = graph_seconds(loaded.model, loaded.example_input)
     with eval_mode(bench.model):
-        forward = [_ms(lambda: evaluate(bench.model, bench.eval_data)) for _ in range(3)]
+        forward = [_ms(lambda: evaluate(bench.model, bench.eval_data), loaded.device)
+                   for _ in range(3)]
     forward_ms = statistics.median(forward)
 
     layer, plans = _one_layer_plans(bench, moves)
@@ -177,8 +180,8 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
 
     first_metric, refine = [], []
     for plan in plans:
-        first_metric.append(_ms(lambda: move_and_measure(plan)))  # noqa: B023
-        refine.append(_ms(bench.meter.finish))  # what the background measures next
+        first_metric.append(_ms(lambda: move_and_measure(plan), loaded.device))  # noqa: B023
+        refine.append(_ms(bench.meter.finish, loaded.device))  # what the background measures
     bench.session.reset()
 
     all_plans = _all_layer_plans(bench, moves, seed)
@@ -187,8 +190,8 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
     theirs_move(all_plans[0])
     ours, theirs = [], []
     for plan in all_plans[1:] + all_plans[:1]:  # interleaved, so machine load hits both
-        ours.append(_ms(lambda: bench.session.apply(plan)))  # noqa: B023 - called at once
-        theirs.append(_ms(lambda: theirs_move(plan)))  # noqa: B023 - called at once
+        ours.append(_ms(lambda: bench.session.apply(plan), loaded.device))  # noqa: B023
+        theirs.append(_ms(lambda: theirs_move(plan), loaded.device))  # noqa: B023
     bench.session.reset()
     rss_now = rss_mb()
     rss_end, session_rss = rss_now - rss_before, rss_now - rss_loaded
@@ -218,7 +221,7 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         "weights_mb": weights_mb,
         "moves": moves,
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": str(loaded.device),
         "targets": TARGETS,
     }
     result["meets"] = target_checks(result)
