@@ -98,6 +98,14 @@ def test_finishing_fills_in_every_slow_figure_and_completes_the_log() -> None:
     assert entry.metric == full.metric
     assert entry.latency_ms == report.latency_ms
     assert entry.size_gzip_bytes == report.sizes.gzip
+    # the unpruned model's entry is completed too, measured on the pristine model
+    baseline = space.log.get(0)
+    assert baseline.final
+    assert baseline.metric == evaluate(space.bench.pristine, space.bench.full_data).metric
+    assert baseline.latency_ms == report.latency_reference.median_ms  # type: ignore[union-attr]
+    pristine_file = dense_bytes(space.bench.pristine.state_dict())
+    assert baseline.size_gzip_bytes == len(gzip.compress(pristine_file, 6))
+    assert not space.refiner.start()  # nothing left to measure: no thread, no polling
 
 
 def test_a_new_plan_stops_the_refinement_in_flight_and_keeps_nothing_half_measured() -> None:

@@ -260,6 +260,11 @@ class Meter:
         """Figure `kind` of `plan` on the current weights if measured, else None."""
         return self._cache.get((kind, plan.key(), self.session.weights_key()))
 
+    def remember(self, kind: str, plan: Plan, value: object) -> None:
+        """Keep figure `kind` of `plan` on the current weights, measured elsewhere (the
+        unpruned model's, on the pristine copy)."""
+        self._cache[(kind, plan.key(), self.session.weights_key())] = value
+
     def has(self, kind: str) -> bool:
         """Whether figure `kind` ("eval", "eval_full", "gzip", "latency") is measured for
         the current plan and weights."""

@@ -7,7 +7,9 @@ background thread for the plan applied now. The session stops it before it write
 model again (`PruningSession.on_change`), within one batch, one timed run or one
 megabyte of compression, and nothing half-measured is kept; the next plan starts a
 new refinement. When one finishes, `on_finish` gets the complete report (the
-workspace records it in its experiment log).
+workspace records it in its experiment log), and `then` does any further work that can
+be stopped the same way (the workspace completes the unpruned model's figures on the
+pristine model, which no plan touches).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 
 from pruneviz.errors import Cancelled
 from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import Stop
 from pruneviz.workflows.workbench import Workbench
 
 # What a refinement measures, as the meter caches it, and how the app names it.
@@ -44,10 +47,14 @@ class Refiner:
     """
 
     def __init__(self, bench: Workbench, *, latency: bool = True,
-                 on_finish: Callable[[Report], None] | None = None) -> None:
+                 on_finish: Callable[[Report], None] | None = None,
+                 then: Callable[[Report, Stop], None] | None = None,
+                 then_needed: Callable[[], bool] = lambda: False) -> None:
         self._bench = bench
         self._latency = latency
         self.on_finish = on_finish
+        self.then = then
+        self.then_needed = then_needed  # whether `then` has anything left to do
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._job: tuple[str, str] | None = None  # (plan key, weights key) being measured
@@ -78,7 +85,7 @@ class Refiner:
         if self.running():
             return True
         self.stop()
-        if not self.pending():
+        if not self.pending() and not (self.then is not None and self.then_needed()):
             return False
         self.error = None
         self._stop = threading.Event()
@@ -112,5 +119,14 @@ class Refiner:
         except Exception as exc:  # noqa: BLE001 - shown on the page, never raised in a thread
             self.error = f"{type(exc).__name__}: {exc}"
             return
-        if not stop.is_set() and self.on_finish is not None:
+        if stop.is_set():
+            return
+        if self.on_finish is not None:
             self.on_finish(report)
+        try:
+            if self.then is not None:
+                self.then(report, stop.is_set)
+        except Cancelled:
+            return
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never raised in a thread
+            self.error = f"{type(exc).__name__}: {exc}"

@@ -20,7 +20,8 @@ from pruneviz.core.session import PruningSession
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.forms import all_forms, best_form
 from pruneviz.measure.meter import Report, latency_batch
-from pruneviz.measure.metrics import EvalResult
+from pruneviz.measure.metrics import EvalResult, Stop, evaluate
+from pruneviz.measure.storage import dense_bytes, gzip_size
 from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
 from pruneviz.workflows.refine import Refiner
@@ -74,7 +75,8 @@ class Workspace:
         self._weight_sets: WeightSets = {} if weight_sets is None else weight_sets
         self._weights = ORIGINAL
         # the slow figures of the current plan, measured in the background
-        self.refiner = Refiner(bench, on_finish=self._refined)
+        self.refiner = Refiner(bench, on_finish=self._refined, then=self._finish_baseline,
+                               then_needed=self._baseline_pending)
 
     # -- weights: the original ones, or fine-tuned ones ----------------------------------
     @property
@@ -138,6 +140,39 @@ class Workspace:
             sizes=base.sizes if gzip is None else replace(base.sizes, gzip=gzip),
             latency=base.latency if timed is None else timed[0])
 
+    def settle(self) -> None:
+        """Wait for the current plan's background measurement, so that what is recorded
+        next does not stop it (it has the latency and sizes of the plan on screen)."""
+        self.refiner.wait()
+
+    def _baseline_pending(self) -> bool:
+        """Whether the unpruned model's slow figures are still to measure (on the pristine
+        model: the original weights only)."""
+        if self._weights != ORIGINAL:
+            return False
+        meter, empty = self.bench.meter, Plan()
+        timed = meter.reference is None or meter.known("latency", empty) is not None
+        return (meter.known("gzip", empty) is None or not timed
+                or (meter.full_data is not None and meter.known("eval_full", empty) is None))
+
+    def _finish_baseline(self, report: Report, stop: Stop) -> None:
+        """The unpruned model's slow figures, measured on the pristine model (the original
+        weights; no plan touches it): the whole set's metric, the gzip size, and the
+        latency the last refinement timed it at (`report`'s reference); then completes
+        the log's baseline entry."""
+        if self._weights != ORIGINAL:
+            return
+        meter, pristine, empty = self.bench.meter, self.bench.pristine, Plan()
+        if meter.full_data is not None and meter.known("eval_full", empty) is None:
+            meter.remember("eval_full", empty, evaluate(pristine, meter.full_data, stop=stop))
+        if meter.known("gzip", empty) is None:
+            meter.remember("gzip", empty, gzip_size(dense_bytes(pristine.state_dict()),
+                                                    stop=stop))
+        reference = report.latency_reference
+        if meter.known("latency", empty) is None and reference is not None:
+            meter.remember("latency", empty, (reference, reference))
+        self.log.record(self.baseline(), self.bench.session.stamp(empty), weights=ORIGINAL)
+
     def _refined(self, report: Report) -> None:
         """A refinement finished: complete the log's entry for its plan (on its weights)."""
         self.log.record(report, Plan.from_dict(report.plan), weights=self._weights)
@@ -172,6 +207,7 @@ class Workspace:
                              criterion: str) -> int:
         """Measure uniform plans at `levels` (fractions) and record them; returns how many.
         (The app measures a sweep in the background: see `UniformSweep`.)"""
+        self.settle()
         sweep = UniformSweep(self.bench.meter, levels, granularity, criterion,
                              weights=self._weights)
         for point in sweep.points():
@@ -187,6 +223,7 @@ class Workspace:
         """Measure the deployable forms (masked, slimmed, sparse) of every recorded pruning
         configuration not measured yet, each on the weights it was measured with, and keep
         the fastest in `best_forms`."""
+        self.settle()
         session = self.bench.session
         current, weights = session.plan, self._weights
         batch = latency_batch(self.bench.eval_data, self.bench.meter.latency_batch_size)
@@ -217,6 +254,7 @@ class Workspace:
         """Fit a uniform, a global and a sensitivity-guided plan to `budget` (with the
         analysis's granularity and criterion, no layer above `cap`), measure each with
         latency and record it. The plan applied before is applied again after."""
+        self.settle()
         compared = []
         for method in Method:
             outcome = plan_for_budget(self.bench, budget, method,
@@ -235,6 +273,7 @@ class Workspace:
         """Measure technique `kind` ("int8", or "svd" at `rank`, a fraction of full rank) on
         the unpruned model and/or the current plan (`apply_to`, one of techniques.APPLY_TO),
         timed as the meter times plans, and record the points (kept in `compressions`)."""
+        self.settle()
         self.compressions = record_technique(
             self.bench, self.log, kind, apply_to=apply_to, weights=self._weights, rank=rank,
             runs=self.bench.meter.latency_runs)
