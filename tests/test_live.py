@@ -229,3 +229,23 @@ def test_the_app_says_so_when_a_model_does_not_fit_and_stays_up(
     at.run()
     assert not at.exception
     assert not at.error
+
+
+def test_a_second_session_on_a_kept_model_reuses_its_traced_graph(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruneviz.core import session as session_module
+
+    session, data = session_and_data("residual")
+    first = PruningSession(session.model, data.x[:2], share_originals=True)
+    traced: list[object] = []
+    monkeypatch.setattr(session_module, "find_groups",
+                        lambda *args: traced.append(args) or ([], None))
+    second = PruningSession(session.model, data.x[:2], share_originals=True)
+    assert traced == []  # not traced again
+    assert second.groups == first.groups
+    assert second.layer_names == first.layer_names
+    assert second.output_layers == first.output_layers
+    PruningSession(session.model, data.x[:3], share_originals=True)  # another input shape
+    assert len(traced) == 1
+    PruningSession(session.model, data.x[:2])  # a copying session traces its own
+    assert len(traced) == 2

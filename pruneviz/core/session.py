@@ -21,6 +21,7 @@ removed blocks, and `results` each layer's counts.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,12 +96,19 @@ class PruningSession:
         self.model.eval()
         self.example_input = example_input
         self.calibration = calibration
-        self.layers: list[PrunableLayer] = find_prunable_layers(self.model, example_input)
+        graph = _traced(model, example_input) if share_originals else None
+        if graph is None:
+            layers = find_prunable_layers(self.model, example_input)
+            groups, note = find_groups(self.model, example_input, layers)
+            graph = _Graph(layers, groups, note, output_layers(self.model, example_input, layers))
+            if share_originals:  # the caller keeps `model` unchanged: its graph holds
+                _remember(model, example_input, graph)
+        self.layers: list[PrunableLayer] = list(graph.layers)
         self.layer_by_name = {layer.name: layer for layer in self.layers}
         self.fingerprint = fingerprint(self.model)
         self._params = dict(self.model.named_parameters())
-        self.groups, self.graph_note = find_groups(self.model, example_input, self.layers)
-        self.output_layers = output_layers(self.model, example_input, self.layers)
+        self.groups, self.graph_note = list(graph.groups), graph.note
+        self.output_layers = set(graph.output_layers)
         self._coupled = CoupledGroups(
             self.groups, self.layer_by_name,
             {n: p.numel() for n, p in self._params.items()}, self.output_layers)
@@ -428,6 +436,36 @@ class PruningSession:
             layer, self._params[layer.weight], decision, coupled, nm=nm,
             original_nonzero=self._original_nonzero[layer.name],
             frozen=layer.name in self._frozen, group=group)
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """What tracing a model finds: its prunable layers, coupled groups (and why none, if
+    the trace failed) and output layers — names only, valid for any copy of the model."""
+
+    layers: list[PrunableLayer]
+    groups: list[Group]
+    note: str | None
+    output_layers: set[str]
+
+
+# Traced graphs of models whose owner keeps them unchanged (share_originals), per model
+# object and input signature: a second session on the same model (another browser tab)
+# does not trace it again. Dropped with the model.
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, dict[str, _Graph]] = weakref.WeakKeyDictionary()
+
+
+def _signature(example: Tensor | tuple[Tensor, ...]) -> str:
+    parts = example if isinstance(example, tuple) else (example,)
+    return ";".join(f"{tuple(t.shape)}:{t.dtype}:{t.device}" for t in parts)
+
+
+def _traced(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> _Graph | None:
+    return _GRAPHS.get(model, {}).get(_signature(example))
+
+
+def _remember(model: nn.Module, example: Tensor | tuple[Tensor, ...], graph: _Graph) -> None:
+    _GRAPHS.setdefault(model, {})[_signature(example)] = graph
 
 
 _SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
