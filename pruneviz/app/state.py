@@ -55,12 +55,12 @@ from pruneviz.measure.metrics import EvalResult
 from pruneviz.workflows.allocation import Budget
 from pruneviz.workflows.experiments import ExperimentLog
 from pruneviz.workflows.sensitivity import SensitivityResult
-from pruneviz.workflows.workbench import Workbench, build_workbench
+from pruneviz.workflows.workbench import LIVE_LATENCY_RUNS, Workbench, build_workbench
 from pruneviz.workflows.workspace import Compared, Workspace
 
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
 MANY_LAYERS = 16
-LATENCY_RUNS = 10  # pairs (masked, reference) timed per slider move
+LATENCY_RUNS = LIVE_LATENCY_RUNS  # pairs (masked, reference) timed per plan
 
 
 # -- the model this tab works on: a sample, or the one the app was started with ---------------
@@ -222,7 +222,6 @@ def workspace() -> Workspace:
                                 loaded.train_data, eval_subset=subset, live=True)
     source = source_for(ref)  # the options that reopen it (an upload: its file name)
     bench.source = dataclasses.replace(source, weights=upload.name) if upload else source
-    bench.meter.latency_runs = LATENCY_RUNS  # the baseline's are timed in the background
     # fine-tuned weights are kept per workbench identity, like the fine-tuning workers
     tuned = st.session_state.setdefault(TUNED_KEY, {}).setdefault(str(identity), {})
     space = Workspace(bench, tuned)

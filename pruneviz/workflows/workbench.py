@@ -22,6 +22,7 @@ from pruneviz.measure.meter import Meter, Report
 from pruneviz.measure.metrics import EvalResult
 
 CALIBRATION_SAMPLES = 256
+LIVE_LATENCY_RUNS = 10  # a live workbench times 10 pairs (masked, reference) per plan
 # What opening a workbench takes, in multiples of the model's weight bytes: the session's
 # model copy (1), the score tables of the plan in use (up to 1) and the spare ones (0.5).
 SESSION_FACTOR = 2.5
@@ -119,6 +120,8 @@ def build_workbench(
     # reference that each measurement is timed against.
     meter = Meter(session, eval_data, reference=model, latency_batch_size=latency_batch_size,
                   full_data=full)
+    if live:
+        meter.latency_runs = LIVE_LATENCY_RUNS
     return Workbench(name, session, meter, eval_data, train_data,
                      meter.report(gzip=not live), model, full)
 
