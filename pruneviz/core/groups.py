@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from pruneviz.core.coupling import Group, Member
@@ -48,6 +49,8 @@ class CoupledGroups:
         self.channels: dict[int, list[str]] = {}  # group -> the biases and norm entries it zeroes
         self._member_size: dict[tuple[int, str, str], int] = {}
         self._tables: dict[tuple[int, str, Granularity], ScoreTable] = {}
+        self._keeps: dict[tuple[int, str, str], tuple[ScoreTable, int, Tensor]] = {}
+        self._indices: dict[tuple[int, str, str], tuple[Tensor, Tensor]] = {}
         for group in self.groups:
             self.channels[group.id] = self._index(group, params)
 
@@ -132,6 +135,7 @@ class CoupledGroups:
     def forget_scores(self) -> None:
         """Drop the cached tables (the weights changed)."""
         self._tables.clear()
+        self._keeps.clear()
 
     def unit_weights(self, group: Group, side: Granularity) -> int:
         """Weights of one unit of a coupled group on one side (the filters, for filter
@@ -147,10 +151,21 @@ class CoupledGroups:
         return max(1, round(total))
 
     def member_keep(self, gid: int, member: Member, decision: Decision) -> Tensor:
-        """Keep-vector over a member's own channels for a group decision."""
+        """Keep-vector over a member's own channels for a group decision (the last one
+        computed per member is kept: a move of every slider asks for each many times)."""
+        key = (gid, member.module, member.kind)
+        known = self._keeps.get(key)
+        if known is not None and known[0] is decision.table and known[1] == decision.pruned:
+            return known[2]
         keep_root = decision.table.keep(decision.pruned)
-        return member_keep(keep_root, member.idxs, member.root,
-                           self._member_size[(gid, member.module, member.kind)])
+        index = self._indices.get(key)
+        if index is None or index[0].device != keep_root.device:
+            index = (torch.tensor(member.idxs, dtype=torch.long, device=keep_root.device),
+                     torch.tensor(member.root, dtype=torch.long, device=keep_root.device))
+            self._indices[key] = index
+        keep = member_keep(keep_root, index[0], index[1], self._member_size[key])
+        self._keeps[key] = (decision.table, decision.pruned, keep)
+        return keep
 
     def weight_keeps(
         self, layer: str, decisions: Mapping[int, Decision]

@@ -56,15 +56,15 @@ def n_m_keep(scores: Tensor, n: int, m: int, dim: int) -> Tensor:
 
 
 def member_keep(
-    keep_root: Tensor, idxs: Sequence[int], root: Sequence[int], size: int
+    keep_root: Tensor, idxs: Sequence[int] | Tensor, root: Sequence[int] | Tensor, size: int
 ) -> Tensor:
     """Keep-vector over a coupled member's own `size` channels: its channel `idxs[i]` goes
     when the group's root channel `root[i]` does (`keep_root` False)."""
     on = keep_root.device
     keep = torch.ones(size, dtype=torch.bool, device=on)
-    idx = torch.tensor(idxs, dtype=torch.long, device=on)
-    roots = torch.tensor(root, dtype=torch.long, device=on)
-    keep[idx[~keep_root[roots]]] = False
+    going = ~keep_root[torch.as_tensor(root, dtype=torch.long, device=on)]
+    if bool(going.any()):
+        keep[torch.as_tensor(idxs, dtype=torch.long, device=on)[going]] = False
     return keep
 
 

@@ -37,6 +37,7 @@ class ScoreTable:
         self.count = len(self.scores)
         self._weight = weight
         self._order: Tensor | None = None
+        self._last: tuple[int, Tensor] | None = None  # a small table's last keep-vector
 
     @classmethod
     def build(cls, scores: Tensor, structures: Structures, weight: Tensor) -> ScoreTable:
@@ -73,8 +74,11 @@ class ScoreTable:
         """Keep-vector over the structures: the `pruned` lowest-scoring go, ties earlier
         first (True = kept)."""
         if self.count <= SMALL_TABLE:
+            if self._last is not None and self._last[0] == pruned:
+                return self._last[1]
             keep = torch.ones(self.count, dtype=torch.bool, device=self.scores.device)
             keep[self.order[:max(pruned, 0)]] = False
+            self._last = (pruned, keep)  # small: asked again for every coupled member
             return keep
         return lowest_pruned(self.scores, pruned)
 
