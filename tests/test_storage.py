@@ -211,3 +211,15 @@ def _corrupt(case: str) -> bytes:
 def test_corrupt_bytes_raise_model_error(case: str) -> None:
     with pytest.raises(ModelError):
         decode_sparse(_corrupt(case))
+
+
+def test_the_sparse_size_is_the_files_length_without_building_it() -> None:
+    from pruneviz.measure.storage import sparse_size_of, tensor_figures
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (0, 1, 7, 100, 4099, 70_001):
+        state = {"w": torch.randn(n, generator=gen), "b": torch.zeros(3),
+                 "i": torch.arange(n % 5)}
+        state["w"][::3] = 0
+        figures = [tensor_figures(k, v) for k, v in state.items()]
+        assert sparse_size_of(figures) == len(sparse_bytes(state)), n

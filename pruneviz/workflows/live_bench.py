@@ -16,8 +16,9 @@ or `file.py:factory` with weights and data), measured in one process:
   nothing measured), against torch.nn.utils.prune re-pruning every layer correctly
   (originals restored, masks computed again), timed interleaved;
 - `rss_mb` (resident memory the loaded model and open workbench added, after all the
-  moves), `session_rss_mb` (what the workbench added beyond the loaded model) and
-  `weights_mb` (the weights).
+  moves and refinements, before the torch.nn.utils.prune baseline makes its own copy),
+  `session_rss_mb` (what the workbench added beyond the loaded model) and `weights_mb`
+  (the weights).
 
 Nothing here asserts: the targets are in `targets` and a caller compares.
 """
@@ -185,7 +186,10 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
     bench.session.reset()
 
     all_plans = _all_layer_plans(bench, moves, seed)
-    bench.session.apply(all_plans[0])  # scores are built once per session, before any move
+    for plan in all_plans:  # every table built, every slider moved: what a session holds
+        bench.session.apply(plan)
+    rss_now = rss_mb()  # before the baseline's own model copy and masks exist
+    rss_end, session_rss = rss_now - rss_before, rss_now - rss_loaded
     theirs_move = _torch_reprune(bench)
     theirs_move(all_plans[0])
     ours, theirs = [], []
@@ -193,8 +197,6 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         ours.append(_ms(lambda: bench.session.apply(plan), loaded.device))  # noqa: B023
         theirs.append(_ms(lambda: theirs_move(plan), loaded.device))  # noqa: B023
     bench.session.reset()
-    rss_now = rss_mb()
-    rss_end, session_rss = rss_now - rss_before, rss_now - rss_loaded
 
     ours_ms, theirs_ms = statistics.median(ours), statistics.median(theirs)
     result: dict[str, Any] = {
