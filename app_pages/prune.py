@@ -30,9 +30,12 @@ if state.current_weights() != ORIGINAL:
                "weights, whose pruned entries are already zero: *Reset to unpruned* keeps them. "
                "The original weights are one click away on the Fine-tune page.")
 metrics_box = st.container(key=METRICS_BAR_KEY)  # sticky: stays in view while editing
-st.html(f"<style>.st-key-{METRICS_BAR_KEY} {{position: sticky; top: 3.75rem; z-index: 990; "
-        "background: var(--background-color, #fff); padding: 0.25rem 0; "
-        "border-bottom: 1px solid rgba(49, 51, 63, 0.1);}</style>")
+# (Streamlit wraps the container in a layout div of its own height: that one sticks)
+st.html(f"<style>div:has(> .st-key-{METRICS_BAR_KEY}) {{position: sticky; top: 3.75rem; "
+        "z-index: 990; background: #ffffff; padding-bottom: 0.25rem; "
+        "border-bottom: 1px solid rgba(49, 51, 63, 0.15);} "
+        f".st-key-{METRICS_BAR_KEY} [data-testid='stMetricValue'] {{font-size: 1.6rem;}}"
+        "</style>")
 st.info(HONESTY_NOTE)
 top = st.columns([2, 2, 1])
 scope = controls.Scope(top[0].radio(
@@ -46,12 +49,15 @@ mode = controls.Mode(top[1].radio(
     "structures are removed."))
 top[2].button("Reset to unpruned", on_click=reset, width="stretch", key=PRUNE_RESET_KEY)
 
+# many layers: a compact table of them all, drawn once the plan is applied
+table_box = (st.container() if scope is controls.Scope.PER_LAYER
+             and prune_view.many_layers(session) else None)
 left, view = st.columns([3.3, 2], gap="large")
 coupled = prune_view.coupled_now(session)
 with left:
-    shown, table_box = None, None
+    shown = None
     if scope is controls.Scope.PER_LAYER:
-        shown, table_box = prune_view.layer_rows(session, mode, coupled)
+        shown = prune_view.layer_rows(session, mode, coupled)
     else:
         prune_view.global_controls()
     prune_view.block_controls(session)
@@ -67,7 +73,7 @@ prune_view.set_values(controls.layer_values(session.plan,
 
 if table_box is not None:
     with table_box:
-        prune_view.compact_table(session)  # drawn above the rows, with the plan just applied
+        prune_view.compact_table(session)
 for message in built.warnings:
     st.warning(message)
 for note in session.notes:

@@ -307,7 +307,8 @@ def test_many_layers_are_edited_from_a_compact_table_several_at_once(
     at = start("digits_cnn", "app_pages/prune.py")
     table = at.dataframe[0].value
     assert list(table["layer"]) == bench_of(at).session.layer_names
-    assert {"MACs", "coupled", "sparsity", "safe up to"} <= set(table.columns)
+    assert {"MACs", "coupled", "sparsity"} <= set(table.columns)
+    assert "safe up to" not in table.columns  # no sensitivity analysis has run
     assert table["MACs"].sum() == pytest.approx(100)
     at.multiselect(key=widget_key("edit_layers")).set_value(["conv1", "fc"]).run()
     shown = [s.key for s in at.slider if s.key and "::" in s.key]
@@ -315,3 +316,15 @@ def test_many_layers_are_edited_from_a_compact_table_several_at_once(
     at.slider(key=widget_key("sp", "conv1")).set_value(40).run()
     table = at.dataframe[0].value
     assert table[table["layer"] == "conv1"]["sparsity"].iloc[0] == pytest.approx(40, abs=1)
+
+
+def test_the_compact_table_says_how_much_each_layer_takes_after_an_analysis() -> None:
+    from pruneviz.app.prune_view import safe_amounts
+
+    class Analysis:
+        def ranking(self) -> list[dict[str, object]]:
+            return [{"layers": ["conv1"], "safe_sparsity": 0.6},
+                    {"layers": ["conv2", "fc"], "safe_sparsity": 0.2}]
+
+    assert safe_amounts(None) == {}
+    assert safe_amounts(Analysis()) == {"conv1": 0.6, "conv2": 0.2, "fc": 0.2}  # type: ignore[arg-type]

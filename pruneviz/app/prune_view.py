@@ -54,19 +54,21 @@ def coupled_now(session: PruningSession) -> set[str]:
     return coupled if len(coupled) >= 2 else set()
 
 
-def layer_rows(session: PruningSession, mode: controls.Mode,
-               coupled: set[str]) -> tuple[list[str], Any]:
+def many_layers(session: PruningSession) -> bool:
+    """Whether the model has too many layers for a row of controls each: then a compact
+    table lists them all and the rows picked from it are edited."""
+    return len(session.layers) > state.MANY_LAYERS
+
+
+def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) -> list[str]:
     """One row of controls per layer shown (the picked ones when there are many); returns
-    the names of the layers shown, and where the compact table of every layer goes when
-    there are many (None otherwise): the page draws it once the plan is applied."""
+    the names of the layers shown."""
     if mode is controls.Mode.SPARSITY:
         seed(widget_key("all"), 0)
         st.slider("Set all layers to (sparsity %)", 0, 100, key=widget_key("all"),
                   on_change=set_all_layers, args=(session,),
                   help="Moves every layer's slider to this value (uniform pruning).")
-    table_box = None
-    if len(session.layers) > state.MANY_LAYERS:
-        table_box = st.container()
+    if many_layers(session):
         seed(widget_key("edit_layers"), session.layer_names[:1])
         shown = st.multiselect(
             "Layers to edit", session.layer_names, key=widget_key("edit_layers"),
@@ -75,7 +77,7 @@ def layer_rows(session: PruningSession, mode: controls.Mode,
         shown = session.layer_names
     for name in shown:
         layer_row(session, name, mode, coupled)
-    return shown, table_box
+    return shown
 
 
 def safe_amounts(result: SensitivityResult | None) -> dict[str, float]:
@@ -104,8 +106,9 @@ def compact_table(session: PruningSession) -> None:
             "sparsity": 100 * result.sparsity,
             "pruned by": f"{result.granularity} {result.criterion or ''}".strip()
             if result.granularity else "",
-            "safe up to": None if result.name not in safe else 100 * safe[result.name],
         })
+        if safe:
+            rows[-1]["safe up to"] = 100 * safe[result.name] if result.name in safe else None
     st.dataframe(
         rows, hide_index=True, height=min(36 * (len(rows) + 1), 300),
         column_config={
@@ -118,8 +121,11 @@ def compact_table(session: PruningSession) -> None:
             "safe up to": st.column_config.NumberColumn(
                 "safe up to", format="%.0f%%",
                 help="The highest sparsity the last sensitivity analysis found within "
-                "tolerance (Sensitivity page); empty until one has run"),
+                "tolerance (Sensitivity page)"),
         })
+    if not safe:
+        st.caption("A sensitivity analysis (Sensitivity page) adds how much each layer "
+                   "takes to this table.")
 
 
 def layer_row(session: PruningSession, name: str, mode: controls.Mode,
