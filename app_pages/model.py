@@ -3,11 +3,11 @@ upload other weights for the same architecture; choose the live evaluation subse
 
 import streamlit as st
 
-from pruneviz.app import state
+from pruneviz.app import state, widgets
 from pruneviz.app.keys import (
     UPLOAD_WIDGET_KEY,
 )
-from pruneviz.app.widgets import show_metric, shows_percent, user_errors
+from pruneviz.app.widgets import user_errors
 from pruneviz.core.layers import model_summary
 from pruneviz.data.sources import DEFAULT_EVAL_SUBSET, LIVE_BUDGET_S, MIN_LIVE_SUBSET
 
@@ -30,20 +30,8 @@ if upload is not None:
     st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
             f"(sha256 {upload.digest}…). The model's own weights are untouched.")
 
-base = state.workspace().baseline()
-ev = base.evaluation
-cols = st.columns(5)
-cols[0].metric(ev.metric_name, show_metric(ev.metric, shows_percent(bench.eval_data)),
-               help=("Higher" if bench.eval_data.higher_is_better else "Lower") + " is better.")
-cols[1].metric("parameters", f"{base.params_total:,}")
-cols[2].metric("weight MACs / sample", f"{base.macs_dense:,}")
-cols[3].metric("file (safetensors)", f"{base.sizes.dense / 1024:,.1f} KiB")
-if base.latency is not None:
-    cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
-                   help=f"Median {base.latency.conditions()}.")
-else:
-    cols[4].metric("latency", "measuring…" if state.workspace().refiner.running()
-                   else "not measured", help="Timed in the background after opening.")
+widgets.baseline_metrics(state.workspace())
+ev = bench.baseline.evaluation
 full = bench.full_data
 if loaded.source.is_sample and loaded.source.data is None:
     where = ("held-out test samples of scikit-learn's bundled handwritten digits (8x8 images, "
@@ -58,7 +46,6 @@ st.caption(f"Measured just now on this machine: {shown}. This tab's pruning sess
            f"({memory.model / 2**20:,.1f} MiB) and the score tables of the criteria tried "
            f"({memory.tables / 2**20:,.1f} MiB, at most {memory.tables_budget / 2**20:,.1f} MiB "
            "beyond those the current plan uses); the original weights are shared, not copied.")
-st.caption(f"Measured just now on this machine: {shown}.")
 st.caption(f":material/memory: This tab runs on **{state.device_label(loaded.device)}**: "
            "masks, scores, evaluation and latency (start the app with `-- --device cpu` or "
            "`-- --device cuda` to choose).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from fixtures import apptest
@@ -256,6 +258,7 @@ def test_a_graph_that_cannot_be_traced_is_explained(monkeypatch: pytest.MonkeyPa
         return [], "the dependency graph could not be traced (RuntimeError: shuffle)"
 
     monkeypatch.setattr(session_module, "find_groups", untraceable)
+    monkeypatch.setattr(session_module, "_GRAPHS", weakref.WeakKeyDictionary())  # trace anew
     at = start("digits_mlp")  # a model this test has not opened: no cached session
     warnings = [w.value for w in at.warning]
     assert any("could not be traced (RuntimeError: shuffle)" in w and "cannot slim" in w

@@ -14,6 +14,7 @@ from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import EvalResult, Latency
+from pruneviz.workflows.workspace import Workspace
 
 HONESTY_NOTE = (
     "**What masking changes, honestly.** A slider writes zeros into the weights. "
@@ -232,3 +233,53 @@ def run_and_cancel(run_label: str, *, running: bool, run_key: str, cancel_key: s
     cols[1].button("Cancel", disabled=not running, key=cancel_key, on_click=cancel,
                    width="stretch", help=cancel_help)
     return bool(clicked)
+
+
+def compact_count(n: int) -> str:
+    """A large count short enough for a metric card (the exact one goes in its help)."""
+    for size, unit in ((1e9, "G"), (1e6, "M")):
+        if n >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n:,}"
+
+
+def file_size(n: int) -> str:
+    """Bytes as KiB or MiB."""
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 1024:,.1f} KiB"
+
+
+def baseline_metrics(space: Workspace) -> None:
+    """The unpruned model's measured figures. Its latency and whole-set metric are
+    measured in the background after opening: until they are in, the cards say so and
+    redraw themselves every second."""
+    space.refiner.start()
+    every = 1.0 if space.refiner.running() else None
+    data = space.bench.eval_data
+
+    @st.fragment(run_every=every)
+    def draw() -> None:
+        running = space.refiner.running()
+        base = space.baseline()
+        ev = base.best_evaluation
+        plus, sure = evaluation_text(ev, base.population)
+        cols = st.columns(5)
+        cols[0].metric(ev.metric_name, f"{show_metric(ev.metric, shows_percent(data))} {plus}"
+                       .strip(), help=f"{sure} " + ("Higher" if data.higher_is_better
+                                                    else "Lower") + " is better.")
+        cols[1].metric("parameters", compact_count(base.params_total),
+                       help=f"{base.params_total:,} parameters")
+        cols[2].metric("weight MACs / sample", compact_count(base.macs_dense),
+                       help=f"{base.macs_dense:,} multiply-accumulates of the weights")
+        cols[3].metric("file (safetensors)", file_size(base.sizes.dense),
+                       help=f"{base.sizes.dense:,} bytes")
+        if base.latency is not None:
+            cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
+                           help=f"Median {base.latency.conditions()}.")
+        else:
+            cols[4].metric("latency", MEASURING if running else "not measured",
+                           help="Timed in the background after opening, so that the page "
+                           "never waits for it.")
+        if every is not None and not running:
+            st.rerun()  # all in: redraw the page once, without polling
+
+    draw()
