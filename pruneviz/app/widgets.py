@@ -256,13 +256,16 @@ def baseline_metrics(space: Workspace) -> None:
     every = 1.0 if space.refiner.running() else None
     data = space.bench.eval_data
 
+    st.html("<style>.st-key-pv_baseline [data-testid='stMetricValue'] "
+            "{font-size: 1.6rem;}</style>")
+
     @st.fragment(run_every=every)
     def draw() -> None:
         running = space.refiner.running()
         base = space.baseline()
         ev = base.best_evaluation
         plus, sure = evaluation_text(ev, base.population)
-        cols = st.columns(5)
+        cols = st.container(key="pv_baseline").columns(5)
         cols[0].metric(ev.metric_name, f"{show_metric(ev.metric, shows_percent(data))} {plus}"
                        .strip(), help=f"{sure} " + ("Higher" if data.higher_is_better
                                                     else "Lower") + " is better.")
