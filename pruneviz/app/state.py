@@ -51,7 +51,6 @@ from pruneviz.data.sources import (
 from pruneviz.data.user_models import fit_weights, read_weights
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
-from pruneviz.measure.metrics import EvalResult
 from pruneviz.workflows.allocation import Budget
 from pruneviz.workflows.experiments import ExperimentLog
 from pruneviz.workflows.sensitivity import SensitivityResult
@@ -252,24 +251,9 @@ def bench_key() -> str:
     return str(st.session_state[BENCH_ID_KEY])
 
 
-def full_evaluation() -> EvalResult | None:
-    """The current plan's metric on the whole evaluation set, if measured for this plan."""
-    return workspace().full_evaluation()
-
-
-def evaluate_full() -> EvalResult:
-    """Measure the current plan on the whole evaluation set (on demand: it may be slow)."""
-    return workspace().evaluate_full()
-
-
 def experiment_log() -> ExperimentLog:
     """This tab's record of every configuration evaluated (baseline first)."""
     return workspace().log
-
-
-def measure_and_record(label: str | None = None) -> Report:
-    """Measure the current plan (cached per plan) and record it as an experiment."""
-    return workspace().measure_and_record(label)
 
 
 def measure_live() -> Report:

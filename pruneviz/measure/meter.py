@@ -334,7 +334,10 @@ class Meter:
     def sizes(self, *, gzip: bool = True) -> FileSizes:
         """Bytes of the current weights saved dense, sparse-encoded and gzipped (gzip None
         when not asked for and not measured yet)."""
-        _, _, sparse = self.counts()
+        return self._sizes(self.counts()[2], gzip=gzip)
+
+    def _sizes(self, sparse: int, *, gzip: bool) -> FileSizes:
+        """The three sizes, given the sparse one; gzip measured if asked or known."""
         measured = self.gzip_size() if gzip or self.has("gzip") else None
         return FileSizes(self.dense_size(), sparse, measured)
 
@@ -398,8 +401,7 @@ class Meter:
             params_nonzero=nonzero,
             macs_dense=macs_dense,
             macs_effective=macs_effective,
-            sizes=FileSizes(self.dense_size(), sparse,
-                            self.gzip_size() if gzip or self.has("gzip") else None),
+            sizes=self._sizes(sparse, gzip=gzip),
             latency=self.latency() if timed else None,
             layers=self.session.results(),
             latency_reference=self.latency_reference() if timed else None,
