@@ -35,7 +35,7 @@ def sweep_section(bench: Workbench, *, expanded: bool) -> None:
         cols[2].caption(f"{len(levels)} configurations, each pruned, evaluated and timed in "
                         "the background on a copy of the model: the other pages stay usable.")
         clicked = run_and_cancel(
-            "Measure the sweep", running=progress.running, run_key=keys.SWEEP_KEY,
+            "Run sweep", running=progress.running, run_key=keys.SWEEP_KEY,
             cancel_key=keys.SWEEP_CANCEL_KEY, cancel=worker.cancel,
             cancel_help="Stops after the configuration being measured; the ones measured "
             "stay in the experiments.")
