@@ -65,6 +65,28 @@ def test_big_score_tables_select_as_small_ones_sort() -> None:
         assert table.count_below(25.0) == int((table.scores < 25.0).sum())
 
 
+def test_big_tables_select_between_quantile_marks_as_a_full_sort_does() -> None:
+    """From its second selection a big table looks between two of its quantile marks:
+    the same masks and thresholds as a full sort, at block edges, among many ties and
+    in a table of zeros (weights pruned before)."""
+    from pruneviz.core import scores as score_tables
+
+    gen = torch.Generator().manual_seed(2)
+    step = score_tables.QUANTILE_STEP
+    for values in (torch.randint(0, 50, (score_tables.SMALL_TABLE + 3000,), generator=gen),
+                   torch.rand(3 * score_tables.SMALL_TABLE, generator=gen),
+                   torch.zeros(score_tables.SMALL_TABLE + 1)):
+        table = score_tables.ScoreTable(values.float())
+        rank = ascending_rank(table.scores)
+        ranked = torch.sort(table.scores).values
+        table.keep(1)  # the first selection; the next ones use the marks
+        for pruned in (1, step - 1, step, step + 1, 5 * step + 7, table.count - step,
+                       table.count - 1):
+            assert torch.equal(table.keep(pruned), keep_ranked(rank, pruned)), pruned
+            assert table.threshold_for(pruned) == float(ranked[pruned])
+        assert table.nbytes > table.scores.numel() * 4  # the marks are counted
+
+
 def test_keep_ranked_is_rank_at_or_above_count() -> None:
     rank = torch.tensor([3, 0, 2, 1])
     assert keep_ranked(rank, 2).tolist() == [T, F, T, F]

@@ -39,9 +39,10 @@ def lowest_pruned(scores: Tensor, pruned: int) -> Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     boundary = torch.kthvalue(flat, pruned).values  # the highest score that goes
     keep = flat > boundary
-    ties_going = pruned - int((flat < boundary).sum())
+    ties_going = pruned - int(torch.count_nonzero(flat < boundary))
     ties = torch.nonzero(flat == boundary).reshape(-1)
-    keep[ties[ties_going:]] = True  # equal to the boundary: the earlier ones go
+    if ties_going < len(ties):
+        keep[ties[ties_going:]] = True  # equal to the boundary: the earlier ones go
     return keep.view(scores.shape)
 
 

@@ -18,6 +18,10 @@ from pruneviz.core.masks import lowest_pruned
 # Tables over at most this many structures keep their sort; larger ones (single weights
 # of a big layer) keep only their scores, and select with `kthvalue` when asked.
 SMALL_TABLE = 1 << 16
+# A big table asked for a second selection sorts its scores once and keeps every
+# QUANTILE_STEP-th sorted score: a later selection then looks for the k-th lowest score
+# among the few between two marks (one pass over the scores) instead of in all of them.
+QUANTILE_STEP = 1024
 
 
 class ScoreTable:
@@ -38,6 +42,8 @@ class ScoreTable:
         self._weight = weight
         self._order: Tensor | None = None
         self._last: tuple[int, Tensor] | None = None  # a small table's last keep-vector
+        self._marks: Tensor | None = None  # a big table's every QUANTILE_STEP-th score
+        self._selections = 0
 
     @classmethod
     def build(cls, scores: Tensor, structures: Structures, weight: Tensor) -> ScoreTable:
@@ -52,7 +58,8 @@ class ScoreTable:
     @property
     def nbytes(self) -> int:
         """Bytes the table holds (what a score cache counts)."""
-        extra = 0 if self._order is None else self._order.numel() * self._order.element_size()
+        extra = sum(t.numel() * t.element_size() for t in (self._order, self._marks)
+                    if t is not None)
         return self.scores.numel() * self.scores.element_size() + extra
 
     @property
@@ -80,13 +87,43 @@ class ScoreTable:
             keep[self.order[:max(pruned, 0)]] = False
             self._last = (pruned, keep)  # small: asked again for every coupled member
             return keep
-        return lowest_pruned(self.scores, pruned)
+        if pruned <= 0 or pruned >= self.count:
+            return lowest_pruned(self.scores, pruned)
+        boundary, below, equal = self._select(pruned - 1)  # the highest score that goes
+        keep = self.scores > boundary
+        ties_going = pruned - below
+        if ties_going < equal:  # equal to the boundary: the earlier ones go
+            keep[torch.nonzero(self.scores == boundary).reshape(-1)[ties_going:]] = True
+        return keep
 
     def kth(self, k: int) -> float:
         """The `k`-th lowest score (0-based)."""
         if self.count <= SMALL_TABLE:
             return float(self.scores[self.order[k]].item())
-        return float(torch.kthvalue(self.scores, k + 1).values.item())
+        return float(self._select(k)[0].item())
+
+    def _select(self, k: int) -> tuple[Tensor, int, int]:
+        """A big table's `k`-th lowest score (0-based, a 0-d tensor), with how many
+        scores are below it and equal to it: by `kthvalue` the first time, from then on
+        among the scores between two quantile marks (see QUANTILE_STEP)."""
+        self._selections += 1
+        scores = self.scores
+        if self._marks is None and self._selections < 2:
+            value = torch.kthvalue(scores, k + 1).values
+            return (value, int(torch.count_nonzero(scores < value)),
+                    int(torch.count_nonzero(scores == value)))
+        if self._marks is None:
+            self._marks = torch.sort(scores).values[::QUANTILE_STEP].clone()
+        block = k // QUANTILE_STEP
+        low = self._marks[block]  # sorted[block * STEP] <= sorted[k] <= the next mark
+        below_low = int(torch.count_nonzero(scores < low))
+        inside = scores >= low
+        if block + 1 < len(self._marks):
+            inside &= scores <= self._marks[block + 1]
+        candidates = scores[inside]
+        value = torch.kthvalue(candidates, k - below_low + 1).values
+        return (value, below_low + int(torch.count_nonzero(candidates < value)),
+                int(torch.count_nonzero(candidates == value)))
 
     def count_below(self, threshold: float) -> int:
         """How many structures score strictly below `threshold`."""
