@@ -7,7 +7,8 @@ sizes and (cached) score tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -49,8 +50,9 @@ class CoupledGroups:
         self.channels: dict[int, list[str]] = {}  # group -> the biases and norm entries it zeroes
         self._member_size: dict[tuple[int, str, str], int] = {}
         self._tables: dict[tuple[int, str, Granularity], ScoreTable] = {}
-        self._keeps: dict[tuple[int, str, str], tuple[ScoreTable, int, Tensor]] = {}
         self._indices: dict[tuple[int, str, str], tuple[Tensor, Tensor]] = {}
+        self._runs: dict[tuple[tuple[int, str, str], int], int | None] = {}
+        self._layouts: dict[object, list[tuple[int, int, int]] | None] = {}
         for group in self.groups:
             self.channels[group.id] = self._index(group, params)
 
@@ -135,7 +137,6 @@ class CoupledGroups:
     def forget_scores(self) -> None:
         """Drop the cached tables (the weights changed)."""
         self._tables.clear()
-        self._keeps.clear()
 
     def unit_weights(self, group: Group, side: Granularity) -> int:
         """Weights of one unit of a coupled group on one side (the filters, for filter
@@ -151,36 +152,80 @@ class CoupledGroups:
         return max(1, round(total))
 
     def member_keep(self, gid: int, member: Member, decision: Decision) -> Tensor:
-        """Keep-vector over a member's own channels for a group decision (the last one
-        computed per member is kept: a move of every slider asks for each many times)."""
+        """Keep-vector over a member's own channels for a group decision."""
         key = (gid, member.module, member.kind)
-        known = self._keeps.get(key)
-        if known is not None and known[0] is decision.table and known[1] == decision.pruned:
-            return known[2]
+        keep = torch.ones(self._member_size[key], dtype=torch.bool,
+                          device=decision.table.scores.device)
+        self.keep_into(gid, member, decision, keep)
+        return keep
+
+    def keep_into(self, gid: int, member: Member, decision: Decision, keep: Tensor) -> None:
+        """AND a group decision's keep over a member's own channels into `keep` (a vector
+        over those channels): a concatenation's reader takes every producer's in turn,
+        with no vector per producer."""
+        key = (gid, member.module, member.kind)
         keep_root = decision.table.keep(decision.pruned)
+        roots = decision.table.count
+        run = self._runs.get((key, roots), -1)
+        if run == -1:
+            run = self._runs[(key, roots)] = _run_offset(member, roots, self._member_size[key])
+        if run is not None:  # its channels run + i are the roots i, all of them
+            keep[run:run + roots] &= keep_root
+            return
         index = self._indices.get(key)
         if index is None or index[0].device != keep_root.device:
             index = (torch.tensor(member.idxs, dtype=torch.long, device=keep_root.device),
                      torch.tensor(member.root, dtype=torch.long, device=keep_root.device))
             self._indices[key] = index
-        keep = member_keep(keep_root, index[0], index[1], self._member_size[key])
-        self._keeps[key] = (decision.table, decision.pruned, keep)
-        return keep
+        keep &= member_keep(keep_root, index[0], index[1], len(keep))
 
-    def weight_keeps(
-        self, layer: str, decisions: Mapping[int, Decision]
-    ) -> Iterable[tuple[Granularity, Tensor]]:
-        """For every decided group that prunes `layer`'s weight: the side (filter or
-        channel) and the keep-vector over that side's structures."""
-        for gid, member, gran in self.weight_sources.get(layer, ()):
-            decision = decisions.get(gid)
-            if decision is not None:
-                yield gran, self.member_keep(gid, member, decision)
+    def side_keep(self, sources: Sequence[tuple[int, Member]], decisions: Mapping[int, Decision],
+                  size: int, device: torch.device) -> Tensor | None:
+        """The AND of every decided group's keep over one side of a layer (its `size`
+        filters or input channels) or over a norm or bias parameter, from its `sources`;
+        None if no source is decided. Members that are runs of their group's roots (the
+        usual case: a concatenation's reader has one run per producer) are laid side by
+        side in one `cat`; others ANDed in turn. Never returns a tensor to write into."""
+        decided = [(gid, m) for gid, m in sources if gid in decisions]
+        if not decided:
+            return None
+        layout = self._layout(decided, decisions, size)
+        if layout is None:
+            keep = torch.ones(size, dtype=torch.bool, device=device)
+            for gid, member in decided:
+                self.keep_into(gid, member, decisions[gid], keep)
+            return keep
+        pieces, position = [], 0
+        for gid, start, count in layout:
+            if start > position:
+                pieces.append(torch.ones(start - position, dtype=torch.bool, device=device))
+            pieces.append(decisions[gid].table.keep(decisions[gid].pruned))
+            position = start + count
+        if position < size:
+            pieces.append(torch.ones(size - position, dtype=torch.bool, device=device))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
-    def channel_keeps(self, tensor: str, decisions: Mapping[int, Decision]) -> list[Tensor]:
-        """Keep-vectors over a bias or norm parameter from every decided group touching it."""
-        return [self.member_keep(gid, member, decisions[gid])
-                for gid, member in self.channel_sources.get(tensor, ()) if gid in decisions]
+    def _layout(self, decided: Sequence[tuple[int, Member]], decisions: Mapping[int, Decision],
+                size: int) -> list[tuple[int, int, int]] | None:
+        """(group, first channel, count) of each decided source, by first channel, when
+        every one is a run of its roots and none overlap; else None (cached)."""
+        key = (tuple((gid, m.module, m.kind) for gid, m in decided), size)
+        if key not in self._layouts:
+            runs: list[tuple[int, int, int]] | None = []
+            for gid, member in decided:
+                roots = decisions[gid].table.count
+                start = _run_offset(member, roots,
+                                    self._member_size[(gid, member.module, member.kind)])
+                if start is None or runs is None:
+                    runs = None
+                    break
+                runs.append((gid, start, roots))
+            if runs is not None:
+                runs.sort(key=lambda run: run[1])
+                if any(a[1] + a[2] > b[1] for a, b in itertools.pairwise(runs)):
+                    runs = None
+            self._layouts[key] = runs
+        return self._layouts[key]
 
     def check_removable(self, blocks: Sequence[str]) -> None:
         """Refuse removing a module that produces channels read outside it: the layers
@@ -198,3 +243,17 @@ class CoupledGroups:
                         "read, so it cannot be combined with filter/channel pruning; remove "
                         "its whole residual block instead, or prune without removing it"
                     )
+
+
+
+def _run_offset(member: Member, roots: int, size: int) -> int | None:
+    """The offset when a member's channels `offset + i` are the group's roots `i`, in
+    order and all `roots` of them (a direct reader, a branch of a residual sum, a slice
+    of a concatenation); else None."""
+    idxs, root = member.idxs, member.root
+    if len(root) != roots or list(root) != list(range(roots)) or not idxs:
+        return None
+    start = idxs[0]
+    if list(idxs) != list(range(start, start + roots)) or start + roots > size:
+        return None
+    return int(start)

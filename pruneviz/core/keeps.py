@@ -2,22 +2,29 @@
 
 Computes, never writes: the mask of a layer's weight (its own decision AND every coupled
 group's), the mask of a bias or norm parameter whose channels pruned structures feed,
-and which parameters a change of decisions touches. True = kept; None = all kept.
+and which parameters a change of decisions touches. Masks are `writes.Keep`s: keep
+vectors along dimensions where they can be, so that a move rewrites only what changed.
+True = kept; None = all kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 
+import torch
 from torch import Tensor
 
-from pruneviz.core.coupling import Group
+from pruneviz.core.coupling import Group, Member
+from pruneviz.core.criteria import Structures
 from pruneviz.core.decide import Decision, Decisions
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.groups import CoupledGroups
 from pruneviz.core.layers import PrunableLayer
 from pruneviz.core.masks import combine
 from pruneviz.core.scoring import LayerScorer
+from pruneviz.core.writes import Keep
 
 
 def fed_tensors(layer: PrunableLayer, params: Collection[str]) -> list[str]:
@@ -30,13 +37,14 @@ def fed_tensors(layer: PrunableLayer, params: Collection[str]) -> list[str]:
 
 
 class PlanMasks:
-    """Masks of the prunable `layers` of a model with parameters named `params`, from the
-    `scorer`'s tables and the `coupled` groups' members."""
+    """Masks of the prunable `layers` of a model with parameters `params` (by name), from
+    the `scorer`'s tables and the `coupled` groups' members."""
 
     def __init__(
-        self, layers: Sequence[PrunableLayer], params: Collection[str], scorer: LayerScorer,
-        coupled: CoupledGroups,
+        self, layers: Sequence[PrunableLayer], params: Mapping[str, Tensor],
+        scorer: LayerScorer, coupled: CoupledGroups,
     ) -> None:
+        self._params = params
         self._scorer = scorer
         self._coupled = coupled
         self.fed = {layer.name: fed_tensors(layer, params) for layer in layers}
@@ -44,28 +52,61 @@ class PlanMasks:
         self.channel_tensors = [t for t in coupled.channel_sources.keys() | self._fed_owner.keys()
                                 if t in params]  # every bias or norm parameter a plan may zero
 
-    def weight_keep(self, layer: PrunableLayer, decided: Decisions) -> Tensor | None:
+    def weight_keep(self, layer: PrunableLayer, decided: Decisions) -> Keep | None:
         """The weight's keep-mask: its own decision AND every coupled group's."""
+        device = self._params[layer.weight].device
+        vectors: dict[int, list[Tensor]] = {}
+        finer: list[tuple[object, Callable[[], Tensor]]] = []
         own = decided.layers.get(layer.name)
-        return combine([
-            self._scorer.weight_mask(layer.name, own) if own is not None else None,
-            *(self._scorer.expand(layer.name, gran, keep)
-              for gran, keep in self._coupled.weight_keeps(layer.name, decided.groups)),
-        ])
+        if own is not None:
+            structures = self._scorer.structures(layer.name, own.granularity)
+            if own.granularity.structured and _along_dim(structures):
+                vectors.setdefault(structures.dim or 0, []).append(own.table.keep(own.pruned))
+            else:
+                finer.append(((layer.name, own), partial(self._own_mask, layer.name, own)))
+        sources = self._coupled.weight_sources.get(layer.name, ())
+        for granularity in (Granularity.FILTER, Granularity.CHANNEL):
+            side = [(gid, m) for gid, m, g in sources if g is granularity]
+            if not side:
+                continue
+            structures = self._scorer.structures(layer.name, granularity)
+            if _along_dim(structures):
+                keep = self._coupled.side_keep(side, decided.groups, structures.count, device)
+                if keep is not None:
+                    vectors.setdefault(structures.dim or 0, []).append(keep)
+                continue
+            for gid, member in side:
+                decision = decided.groups.get(gid)
+                if decision is not None:
+                    finer.append(((gid, decision), partial(
+                        self._group_mask, structures, gid, member, decision)))
+        along = {dim: functools.reduce(torch.logical_and, keeps)
+                 for dim, keeps in vectors.items()}
+        return Keep(along, finer) if along or finer else None
 
-    def channel_keep(self, tensor_name: str, decided: Decisions) -> Tensor | None:
+    def channel_keep(self, tensor_name: str, decided: Decisions) -> Keep | None:
         """The keep-vector of a bias or norm parameter."""
         owner = self._fed_owner.get(tensor_name)
         own = decided.layers.get(owner) if owner else None
-        return combine([
+        param = self._params[tensor_name]
+        keep = combine([
             own.table.keep(own.pruned)
             if own is not None and own.granularity is Granularity.FILTER else None,
-            *self._coupled.channel_keeps(tensor_name, decided.groups),
+            self._coupled.side_keep(self._coupled.channel_sources.get(tensor_name, []),
+                                    decided.groups, param.numel(), param.device),
         ])
+        return None if keep is None else Keep({0: keep})
+
+    def _own_mask(self, layer: str, decision: Decision) -> Tensor:
+        return self._scorer.weight_mask(layer, decision)
+
+    def _group_mask(self, structures: Structures, gid: int, member: Member,
+                    decision: Decision) -> Tensor:
+        return structures.expand(self._coupled.member_keep(gid, member, decision))
 
     def keeps(
         self, decided: Decisions, layers: Sequence[PrunableLayer]
-    ) -> dict[str, Tensor | None]:
+    ) -> dict[str, Keep | None]:
         """The keep-mask of every weight of `layers`, then of every bias or norm parameter."""
         found = {layer.weight: self.weight_keep(layer, decided) for layer in layers}
         found.update({t: self.channel_keep(t, decided) for t in self.channel_tensors})
@@ -103,3 +144,8 @@ class PlanMasks:
                     weights[self._scorer.layer(m.layer).weight] = m.layer
             channels.update(self._coupled.channels[gid])
         return changed, weights, channels
+
+
+def _along_dim(structures: Structures) -> bool:
+    """Whether the structures are whole slices along one dimension of the weight."""
+    return structures.dim is not None and structures.groups == 1

@@ -48,6 +48,7 @@ from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.results import LayerResult, deciding_group, layer_result, removed_result
 from pruneviz.core.scores import ScoreTable
 from pruneviz.core.scoring import LayerScorer
+from pruneviz.core.writes import Keep, restore, rewrite
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError, PlanError
 
@@ -135,7 +136,7 @@ class PruningSession:
             budget_bytes=int(TABLE_BUDGET * sum(
                 self._originals[layer.weight].numel()
                 * self._originals[layer.weight].element_size() for layer in self.layers)))
-        self._masks = PlanMasks(self.layers, self._params.keys(), self._scorer, self._coupled)
+        self._masks = PlanMasks(self.layers, self._params, self._scorer, self._coupled)
         self._decided = Decisions()
         self._frozen: set[str] = set()  # decisions kept across rebase(keep_decisions=True)
         self.plan = Plan()
@@ -144,6 +145,7 @@ class PruningSession:
         self._stale: set[str] = set()
         self._weights_key: str | None = None
         self._revisions: dict[str, int] = {}  # how many times each tensor was written
+        self._written: dict[str, Keep] = {}  # the keep each pruned tensor holds now
         # Called before the session writes the model (a background measurement of the
         # current model stops there): `on_change.append(stop)`.
         self.on_change: list[Callable[[], None]] = []
@@ -255,9 +257,10 @@ class PruningSession:
     # -- the current decisions -----------------------------------------------------------
     def mask(self, layer: str) -> Tensor:
         """The current boolean keep-mask of `layer`'s weight (all True when unpruned)."""
+        weight = self._params[self._layer(layer).weight]
         keep = self._masks.weight_keep(self._layer(layer), self._decided)
-        return keep if keep is not None else torch.ones_like(
-            self._params[self._layer(layer).weight], dtype=torch.bool)
+        return (keep.mask(weight.shape) if keep is not None
+                else torch.ones_like(weight, dtype=torch.bool))
 
     def pruned_units(self) -> dict[int, list[int]]:
         """For each coupled group with a decision: the units (channels) it prunes."""
@@ -298,7 +301,8 @@ class PruningSession:
         biases and norm entries of pruned channels), by parameter name. Fine-tuning holds
         the pruned entries at zero with them."""
         kept = [layer for layer in self.layers if not self._block_swap.removes(layer)]
-        return {name: keep for name, keep in self._masks.keeps(self._decided, kept).items()
+        return {name: keep.mask(self._params[name].shape)
+                for name, keep in self._masks.keeps(self._decided, kept).items()
                 if keep is not None}
 
     # -- changing the model --------------------------------------------------------------
@@ -382,9 +386,11 @@ class PruningSession:
     def reset(self) -> None:
         """Return every parameter the session touched to its original, bit for bit."""
         self._changing()
-        with torch.no_grad():
-            for tensor_name in self._originals:
-                self._write(tensor_name, None)
+        with torch.no_grad():  # every tensor, whatever wrote it (training, say)
+            for tensor_name, original in self._originals.items():
+                self._revisions[tensor_name] = self._revisions.get(tensor_name, 0) + 1
+                restore(self._params[tensor_name].data, original)
+        self._written.clear()
         self._decided = Decisions()
         self._frozen = set()
         self.notes = []
@@ -400,13 +406,18 @@ class PruningSession:
     def _layer(self, name: str) -> PrunableLayer:
         return self._scorer.layer(name)
 
-    def _write(self, tensor_name: str, keep: Tensor | None) -> None:
-        """Write `w = w0 * keep` (as +0.0 where pruned), or the original (None: all kept)."""
+    def _write(self, tensor_name: str, keep: Keep | None) -> None:
+        """Make the tensor `w0 * keep` (+0.0 where pruned), or the original (None: all
+        kept), rewriting only what changed since the last write."""
         self._revisions[tensor_name] = self._revisions.get(tensor_name, 0) + 1
+        param, original = self._params[tensor_name].data, self._originals[tensor_name]
+        written = self._written.pop(tensor_name, None)
         if keep is None:
-            self._params[tensor_name].copy_(self._originals[tensor_name])
-        else:
-            _masked_copy(self._params[tensor_name], self._originals[tensor_name], keep)
+            if written is not None:
+                restore(param, original)
+            return
+        rewrite(param, original, written, keep)
+        self._written[tensor_name] = keep
 
     def _originals_changed(self) -> None:
         """Forget what was derived from the originals' values (not their scores)."""
@@ -466,16 +477,3 @@ def _traced(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> _Graph | 
 
 def _remember(model: nn.Module, example: Tensor | tuple[Tensor, ...], graph: _Graph) -> None:
     _GRAPHS.setdefault(model, {})[_signature(example)] = graph
-
-
-_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def _masked_copy(dst: Tensor, src: Tensor, keep: Tensor) -> None:
-    """dst = src where keep, else +0.0 — bit-exact (kept values, -0.0 included, are copied
-    bit for bit) and fast: one integer multiply on the tensors' bits."""
-    bits = _SAME_SIZE_INT.get(src.element_size())
-    if bits is None or not (dst.is_contiguous() and src.is_contiguous()) or src.is_complex():
-        dst.data.copy_(torch.where(keep, src, torch.zeros((), dtype=src.dtype)))
-        return
-    torch.mul(src.view(bits), keep, out=dst.data.view(bits))
