@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import math
 import threading
+import time
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import TABLE_BUDGET, PruningSession
 from pruneviz.data.sources import auto_subset
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
 from pruneviz.measure import meter as meter_module
 from pruneviz.measure.metrics import EvalResult, count_params, evaluate
@@ -159,6 +162,54 @@ def test_the_live_subset_is_sized_from_the_forward_time() -> None:
     assert auto_subset(10_000, 0.1, 1.0) == 100  # never below the floor
     assert auto_subset(10_000, 1e-6, 1.0) == 2000  # nor above the cap
     assert auto_subset(500, 0.001, 1.0) is None  # the whole set fits
+
+
+class _Slow(torch.nn.Module):
+    """Linear(4, 3) that takes `seconds` per call and fails on batches above `fails_over`;
+    records the batch sizes it was called with."""
+
+    def __init__(self, seconds: float, fails_over: int | None = None) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+        self.seconds, self.fails_over, self.batches = seconds, fails_over, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        if self.fails_over is not None and x.shape[0] > self.fails_over:
+            raise RuntimeError("out of memory")
+        time.sleep(self.seconds)
+        return self.fc(x)
+
+
+def _four_features(samples: int) -> TensorData:
+    return TensorData(torch.randn(samples, 4), torch.randint(0, 3, (samples,)),
+                      Task.CLASSIFICATION, "four")
+
+
+def test_opening_probes_growing_batches_not_the_whole_set() -> None:
+    """The fit check grows its batch eightfold until one takes PROBE_S: a slow model is
+    timed on 8 samples, not on an evaluation batch of all 5,000; a fast one up to one
+    evaluation batch."""
+    from pruneviz.data import sources
+
+    slow = _Slow(sources.PROBE_S)
+    seconds = sources.check_fit(slow, _four_features(5000), "the data")
+    assert slow.batches == [1, 8]
+    assert seconds == pytest.approx(sources.PROBE_S / 8, rel=0.5)
+    fast = _Slow(0.0)
+    sources.check_fit(fast, _four_features(5000), "the data")
+    assert fast.batches == [1, 8, 64, 512, sources.FIT_BATCH]
+    small = _Slow(0.0)
+    sources.check_fit(small, _four_features(20), "the data")
+    assert small.batches == [1, 8, 20]
+
+
+def test_a_model_failing_on_a_probed_batch_is_named_with_its_shape() -> None:
+    from pruneviz.data import sources
+    from pruneviz.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"batch of shape \(64, 4\).*out of memory"):
+        sources.check_fit(_Slow(0.0, fails_over=8), _four_features(100), "the data")
 
 
 # -- memory ---------------------------------------------------------------------------------

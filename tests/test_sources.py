@@ -141,7 +141,7 @@ def test_data_that_does_not_fit_the_model_is_named(files: dict[str, Path]) -> No
 @pytest.mark.parametrize(("factory", "message"), [
     ("broken", "boom from the factory"),
     ("exits", "if __name__"),
-    ("small_batches", r"batch of shape \(450, 1, 8, 8\).*batches of more than 2"),
+    ("small_batches", r"batch of shape \(8, 1, 8, 8\).*batches of more than 2"),
     ("not_a_module", "int"),
     ("missing", "has no function 'missing'"),
 ])

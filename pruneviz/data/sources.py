@@ -39,7 +39,8 @@ from pruneviz.errors import DataError, DeviceError, ModelError, PrunevizError
 DEFAULT_EVAL_SUBSET = 2000  # at most this many samples evaluated on each live update in the app
 LIVE_BUDGET_S = 1.0  # the app's live subset is sized so that its forward pass takes about this
 MIN_LIVE_SUBSET = 100  # ... but never fewer samples than this (an interval says how sure)
-FIT_BATCH = 1024  # metrics.evaluate's batch size: checked before anything is measured
+FIT_BATCH = 1024  # metrics.evaluate's batch size: the largest batch checked at loading
+PROBE_S = 0.25  # check_fit stops growing its batch once one takes this long
 MODEL_HELP = (
     "sample:NAME (one of: {samples}) or path/to/file.py:factory, a function in your own "
     "file that returns an nn.Module"
@@ -239,22 +240,31 @@ def _data(source: Source, ref: str, split: str, task: Task | None) -> TensorData
 
 
 def check_fit(model: nn.Module, data: TensorData, where: str) -> float:
-    """Run the model on one sample and on a full evaluation batch of `data` (the sizes
-    every later measurement uses); explain what does not fit. Returns the seconds per
-    sample the full batch took."""
-    seconds = 0.0
-    for x in (data.x[:1], data.x[:FIT_BATCH]):
+    """Run the model on one sample, then on batches growing eightfold (up to an
+    evaluation batch, `FIT_BATCH`) until one takes `PROBE_S`; explain what does not fit.
+    Returns the seconds per sample the last batch took: what sizes the live subset,
+    measured at a batch size where batching already pays, without a pass over all the
+    data at opening."""
+    seconds, size = 0.0, 1
+    while True:
+        x = data.x[:size]
         try:
             with torch.inference_mode():
                 start = time.perf_counter()
                 out = model(x)
-                seconds = (time.perf_counter() - start) / max(1, x.shape[0])
+                elapsed = time.perf_counter() - start
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's model may raise anything
             raise ModelError(
                 f"the model failed on a batch of shape {tuple(x.shape)} ({x.dtype}) from "
                 f"{where}: {type(exc).__name__}: {exc}; check that the data is what the model "
                 "expects, and that its forward works for any batch size") from None
-    y = data.y[:FIT_BATCH]
+        seconds = elapsed / max(1, x.shape[0])
+        if size > 1 and (elapsed >= PROBE_S or size >= min(FIT_BATCH, len(data))):
+            break
+        size = min(size * 8, FIT_BATCH, len(data))
+        if size == x.shape[0]:
+            break
+    y = data.y[:x.shape[0]]
     if not isinstance(out, Tensor):
         raise ModelError(
             f"the model returned a {type(out).__name__}, not a tensor; pruneviz measures "
