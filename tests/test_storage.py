@@ -223,3 +223,24 @@ def test_the_sparse_size_is_the_files_length_without_building_it() -> None:
         state["w"][::3] = 0
         figures = [tensor_figures(k, v) for k, v in state.items()]
         assert sparse_size_of(figures) == len(sparse_bytes(state)), n
+
+
+@pytest.mark.parametrize("model", ZOO.keys())
+def test_dense_size_is_the_dense_file_length_without_writing_it(model: str) -> None:
+    from pruneviz.measure.storage import dense_size_of
+
+    state = ZOO[model].build().state_dict()
+    assert dense_size_of(state) == len(dense_bytes(state))
+
+
+def test_dense_size_follows_safetensors_layout_for_mixed_and_odd_tensors() -> None:
+    """Mixed dtypes (laid out by dtype, then name), a scalar, an empty tensor and a
+    non-ASCII name (written unescaped): the header length, byte for byte."""
+    from pruneviz.measure.storage import dense_size_of
+
+    state = {"ü名": torch.ones(3, 2), "s": torch.tensor(1.5), "e": torch.zeros(0, 4),
+             "b": torch.ones(5, dtype=torch.bool), "h": torch.ones(7, dtype=torch.float16),
+             "i": torch.arange(9), "w" * 40: torch.ones(1000, 3)}
+    for keep in range(1, len(state) + 1):
+        part = dict(list(state.items())[:keep])
+        assert dense_size_of(part) == len(dense_bytes(part)), keep

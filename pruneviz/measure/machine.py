@@ -1,8 +1,13 @@
 """What this machine has room for: the memory available to this process, read from the
-kernel (Linux /proc and the cgroup's limit); None where the system does not say."""
+kernel (Linux /proc and the cgroup's limit); None where the system does not say. And
+`release_memory`, which gives back what the process freed."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 _CGROUP = Path("/sys/fs/cgroup")
@@ -31,3 +36,26 @@ def available_memory() -> int | None:
     if limit is not None and used is not None:
         found.append(max(0, limit - used))
     return min(found) if found else None
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_memory() -> None:
+    """Give the heap memory this process freed back to the system. glibc keeps what a
+    forward pass's activations freed for reuse, so a server's resident size would only
+    grow with every measurement; call this after one. Does nothing where the C library
+    has no `malloc_trim`."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

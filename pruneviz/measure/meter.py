@@ -38,6 +38,7 @@ from pruneviz.measure.storage import (
     FileSizes,
     TensorFigures,
     dense_bytes,
+    dense_size_of,
     gzip_size,
     sparse_size_of,
     tensor_figures,
@@ -322,7 +323,7 @@ class Meter:
     def dense_size(self) -> int:
         """Bytes of the dense weights file (the same for every plan: shapes only)."""
         if self._dense_size is None:
-            self._dense_size = len(dense_bytes(self.session.model.state_dict()))
+            self._dense_size = dense_size_of(self.session.model.state_dict())
         return self._dense_size
 
     def gzip_size(self, stop: Stop | None = None) -> int:

@@ -48,6 +48,28 @@ def dense_bytes(state: dict[str, Tensor]) -> bytes:
     return st_save({k: v.detach().cpu().contiguous() for k, v in state.items()})
 
 
+def dense_size_of(state: dict[str, Tensor]) -> int:
+    """len(dense_bytes(state)) without writing the weights: safetensors itself writes the
+    header of a copy of `state` with one element per tensor (which gives the order it
+    lays tensors out in), and the real header differs only in shapes and offsets."""
+    tensors = {k: v.detach() for k, v in state.items()}
+    probe = st_save({k: torch.zeros(1, dtype=v.dtype) for k, v in tensors.items()})
+    listed = json.loads(probe[8:8 + int.from_bytes(probe[:8], "little")])
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, entry in listed.items():
+        if name == "__metadata__":
+            header[name] = entry
+            continue
+        t = tensors[name]
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": entry["dtype"], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    return 8 + -(-len(text) // 8) * 8 + offset
+
+
 def _raw(t: Tensor) -> bytes:
     flat = t.detach().contiguous().reshape(-1)
     return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""

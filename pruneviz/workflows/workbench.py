@@ -17,7 +17,7 @@ from pruneviz.core.session import PruningSession
 from pruneviz.data.sources import Loaded, Source, load_source
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError
-from pruneviz.measure.machine import available_memory
+from pruneviz.measure.machine import available_memory, release_memory
 from pruneviz.measure.meter import Meter, Report
 from pruneviz.measure.metrics import EvalResult
 
@@ -122,8 +122,9 @@ def build_workbench(
                   full_data=full)
     if live:
         meter.latency_runs = LIVE_LATENCY_RUNS
-    return Workbench(name, session, meter, eval_data, train_data,
-                     meter.report(gzip=not live), model, full)
+    baseline = meter.report(gzip=not live)
+    release_memory()  # what opening (tracing, the first forward passes) freed
+    return Workbench(name, session, meter, eval_data, train_data, baseline, model, full)
 
 
 def workbench_for(loaded: Loaded, *, live: bool = False) -> Workbench:
