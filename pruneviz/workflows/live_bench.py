@@ -12,9 +12,11 @@ or `file.py:factory` with weights and data), measured in one process:
 - `move_first_metric_ms`: one layer's slider moved, from the plan change to the metrics
   the Prune page shows first (median over the moves); `refine_ms`: what the background
   then measures for that plan (whole-set metric, latency, gzip size; median);
-- `move_all_layers_ms`: every layer's filter amount changed at once (masks re-applied,
-  nothing measured), against torch.nn.utils.prune re-pruning every layer correctly
-  (originals restored, masks computed again), timed interleaved;
+- `move_all_layers_ms`: the "all layers" filter slider dragged, 5 points a move (every
+  layer's amount changes at once; masks re-applied, nothing measured), against
+  torch.nn.utils.prune re-pruning every layer correctly (originals restored, masks
+  computed again), timed interleaved; `jump_all_layers_ms` the same for jumps between
+  random amounts (10-70%), where much more of every layer changes;
 - `rss_mb` (resident memory the loaded model and open workbench added, after all the
   moves and refinements, before the torch.nn.utils.prune baseline makes its own copy),
   `session_rss_mb` (what the workbench added beyond the loaded model) and `weights_mb`
@@ -108,20 +110,31 @@ def _one_layer_plans(bench: Workbench, moves: int) -> tuple[str, list[Plan]]:
     return layer.name, plans
 
 
-def _all_layer_plans(bench: Workbench, moves: int, seed: int) -> list[Plan]:
-    """Plans moving the 'all layers' slider: every layer's filter amount changes at once
-    (coupled layers share their group's entry; layers that cannot lose filters are pruned
-    unstructured instead)."""
+def _all_layer_plans(bench: Workbench, amounts: list[float]) -> list[Plan]:
+    """Plans of the 'all layers' slider at `amounts`: every layer's filter amount at once
+    (coupled layers share their group's entry; layers that cannot lose filters are
+    pruned unstructured instead)."""
     session = bench.session
-    rng = random.Random(seed)
     plans = []
-    for _ in range(moves):
-        amount = round(rng.uniform(0.1, 0.7), 3)
+    for amount in amounts:
         plan, _ = session.uniform_plan(amount, Granularity.FILTER, "l1")
         missing = {layer.name: LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=amount)
                    for layer in session.layers if layer.name not in plan.layers}
         plans.append(session.stamp(Plan({**plan.layers, **missing})))
     return plans
+
+
+def _interleaved(bench: Workbench, theirs_move: Callable[[Plan], None], plans: list[Plan],
+                 device: torch.device) -> tuple[float, float]:
+    """Medians (ms) of our session and torch.nn.utils.prune going through `plans` in
+    order, one move each in turn (the first plan only sets both up)."""
+    bench.session.apply(plans[0])
+    theirs_move(plans[0])
+    ours, theirs = [], []
+    for plan in plans[1:]:
+        ours.append(_ms(lambda: bench.session.apply(plan), device))  # noqa: B023
+        theirs.append(_ms(lambda: theirs_move(plan), device))  # noqa: B023
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def _torch_reprune(bench: Workbench) -> Callable[[Plan], None]:
@@ -185,20 +198,17 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         refine.append(_ms(bench.meter.finish, loaded.device))  # what the background measures
     bench.session.reset()
 
-    all_plans = _all_layer_plans(bench, moves, seed)
-    for plan in all_plans:  # every table built, every slider moved: what a session holds
+    rng = random.Random(seed)
+    drag = _all_layer_plans(bench, [round(0.3 + 0.05 * i, 2) for i in range(moves + 1)])
+    jumps = _all_layer_plans(bench, [round(rng.uniform(0.1, 0.7), 3) for _ in range(moves + 1)])
+    for plan in drag + jumps:  # every table built, every slider moved: what a session holds
         bench.session.apply(plan)
     rss_now = rss_mb()  # before the baseline's own model copy and masks exist
     rss_end, session_rss = rss_now - rss_before, rss_now - rss_loaded
     theirs_move = _torch_reprune(bench)
-    theirs_move(all_plans[0])
-    ours, theirs = [], []
-    for plan in all_plans[1:] + all_plans[:1]:  # interleaved, so machine load hits both
-        ours.append(_ms(lambda: bench.session.apply(plan), loaded.device))  # noqa: B023
-        theirs.append(_ms(lambda: theirs_move(plan), loaded.device))  # noqa: B023
+    ours_ms, theirs_ms = _interleaved(bench, theirs_move, drag, loaded.device)
+    jump_ms, theirs_jump_ms = _interleaved(bench, theirs_move, jumps, loaded.device)
     bench.session.reset()
-
-    ours_ms, theirs_ms = statistics.median(ours), statistics.median(theirs)
     result: dict[str, Any] = {
         "name": "live_model",
         "model": source.describe(),
@@ -216,6 +226,9 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         "move_all_layers_ms": ours_ms,
         "torch_prune_all_layers_ms": theirs_ms,
         "move_all_layers_ratio": ours_ms / theirs_ms if theirs_ms else None,
+        "jump_all_layers_ms": jump_ms,
+        "torch_prune_jump_all_layers_ms": theirs_jump_ms,
+        "jump_all_layers_ratio": jump_ms / theirs_jump_ms if theirs_jump_ms else None,
         "rss_mb": rss_end,
         "session_rss_mb": session_rss,
         "rss_after_open_mb": rss_open,
