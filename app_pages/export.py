@@ -13,6 +13,7 @@ from pruneviz.app.keys import (
     export_download_key,
 )
 from pruneviz.app.widgets import user_errors
+from pruneviz.app.worker import record_finished_run, record_sweep_points
 from pruneviz.output.bundle import export_for_download, export_preview
 
 st.title("Export")
@@ -20,6 +21,8 @@ with user_errors("The model could not be loaded"):
     bench = state.workbench()
     weights = state.current_weights()
     identity = (state.bench_key(), bench.session.plan.key(), weights)
+record_finished_run(bench)  # the report's trade-off charts hold what background jobs measured
+record_sweep_points()
 with user_errors("The export could not be prepared"):
     preview = export_preview(bench)
 

@@ -164,3 +164,19 @@ def test_points_measured_while_another_page_is_shown_are_recorded_on_return(
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     assert len(workspace_of(at).log) == 1 + len(LEVELS)
+
+
+def test_an_export_taken_after_a_sweep_holds_its_points(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Export page records what a sweep measured too: its report's trade-off charts
+    are drawn from the tab's log."""
+    gate = hold_measurements(monkeypatch)
+    at = start()
+    at.button(key="pv_sweep").click().run()
+    worker = worker_of(at)
+    at.switch_page("app_pages/prune.py").run()
+    gate.open()
+    assert worker.wait(WAIT)
+    at.switch_page("app_pages/export.py").run()
+    assert not at.exception, at.exception
+    assert len(workspace_of(at).log) == 1 + len(LEVELS)
