@@ -261,9 +261,25 @@ def test_a_model_the_machine_cannot_hold_is_refused_before_opening(
     workbench.check_room("conv_bn", session.model, data, available=needed)  # just fits
     with pytest.raises(ModelError, match=r"needs about .* GiB .* free; close other tabs"):
         workbench.check_room("conv_bn", session.model, data, available=needed - 1)
-    monkeypatch.setattr(workbench, "available_memory", lambda: 1024)
+    monkeypatch.setattr(workbench, "available_memory", lambda device=None: 1024)
     with pytest.raises(ModelError, match="opening conv_bn needs"):
         build_workbench("conv_bn", session.model, data.x[:1], data, None)
+
+
+def test_a_model_on_a_gpu_is_checked_against_the_gpus_own_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruneviz.errors import ModelError
+    from pruneviz.measure import machine
+    from pruneviz.workflows import workbench
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5 * 2**20, 2**30))
+    assert machine.available_memory(torch.device("cuda:0")) == 5 * 2**20
+    session, data = session_and_data("conv_bn", samples=20)
+    monkeypatch.setattr(workbench, "model_device", lambda model: torch.device("cuda:0"))
+    monkeypatch.setattr(workbench, "available_memory",
+                        lambda device=None: 0 if device.type == "cuda" else 2**40)
+    with pytest.raises(ModelError, match=r"but cuda:0 has 0.00 GiB free"):
+        workbench.check_room("conv_bn", session.model, data)
 
 
 def test_the_app_says_so_when_a_model_does_not_fit_and_stays_up(
@@ -272,11 +288,11 @@ def test_the_app_says_so_when_a_model_does_not_fit_and_stays_up(
 
     from pruneviz.workflows import workbench
 
-    monkeypatch.setattr(workbench, "available_memory", lambda: 1024)
+    monkeypatch.setattr(workbench, "available_memory", lambda device=None: 1024)
     at = start("sample:digits_cnn", "app_pages/prune.py", no_errors=False)
     assert not at.exception
     assert any("needs about" in e.value and "GiB" in e.value for e in at.error)
-    monkeypatch.setattr(workbench, "available_memory", lambda: None)
+    monkeypatch.setattr(workbench, "available_memory", lambda device=None: None)
     at.run()
     assert not at.exception
     assert not at.error

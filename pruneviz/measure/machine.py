@@ -10,6 +10,8 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 _CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -21,9 +23,12 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def available_memory() -> int | None:
+def available_memory(device: torch.device | None = None) -> int | None:
     """Bytes this process can still allocate before the kernel refuses or kills it: the
-    system's MemAvailable, or less if a cgroup (a container's limit) leaves less."""
+    system's MemAvailable, or less if a cgroup (a container's limit) leaves less. On a
+    CUDA `device`: the device's free memory, as its driver reports it."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
     found: list[int] = []
     meminfo = Path("/proc/meminfo")
     try:

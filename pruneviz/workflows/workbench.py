@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from pruneviz.core.layers import model_device
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.sources import Loaded, Source, load_source
@@ -39,13 +40,16 @@ def memory_needed(model: nn.Module, data: TensorData) -> int:
 def check_room(name: str, model: nn.Module, data: TensorData,
                available: int | None = None) -> None:
     """Refuse, with what to do, to open a workbench the machine cannot hold (instead of
-    letting the kernel kill the process, and every user's tab with it)."""
-    available = available_memory() if available is None else available
+    letting the kernel kill the process, and every user's tab with it): in the memory of
+    the device the model is on (a GPU's own memory for a model on CUDA)."""
+    device = model_device(model)
+    available = available_memory(device) if available is None else available
     needed = memory_needed(model, data)
     if available is not None and needed > available:
+        where = f"{device} has" if device.type == "cuda" else "this machine has"
         raise ModelError(
             f"opening {name} needs about {needed / 2**30:.2f} GiB (a pruning copy of its "
-            f"weights and its score tables), but this machine has {available / 2**30:.2f} GiB "
+            f"weights and its score tables), but {where} {available / 2**30:.2f} GiB "
             "free; close other tabs or programs, use a smaller evaluation set, or run "
             "pruneviz on a machine with more memory")
 
