@@ -316,3 +316,25 @@ def test_a_second_session_on_a_kept_model_reuses_its_traced_graph(
     assert len(traced) == 1
     PruningSession(session.model, data.x[:2])  # a copying session traces its own
     assert len(traced) == 2
+
+
+def test_groups_listed_with_the_built_index_mappings_are_torch_prunings_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing a DenseNet's groups without Torch-Pruning recomputing every concatenation's
+    index mapping at each group (quadratic in depth) gives the very same groups."""
+    from contextlib import nullcontext
+
+    from fixtures import zoo
+
+    from pruneviz.core import coupling
+    from pruneviz.core.layers import find_prunable_layers
+
+    model = zoo.densenet121(4, (2, 3, 2), 8, 2, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    layers = find_prunable_layers(model, x)
+    fast, note = coupling.find_groups(model, x, layers)
+    monkeypatch.setattr(coupling, "_index_mapping_as_built", nullcontext)
+    slow, _ = coupling.find_groups(model, x, layers)
+    assert note is None
+    assert len(fast) > 10
+    assert fast == slow
