@@ -26,6 +26,7 @@ from pruneviz.core.plan import Plan
 from pruneviz.core.results import LayerResult
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
+from pruneviz.measure.machine import release_memory
 from pruneviz.measure.metrics import (
     EvalResult,
     Latency,
@@ -367,11 +368,15 @@ class Meter:
         """Measure the slow figures of the current plan that are not measured yet: the
         metric on the whole evaluation set, the latency, the gzip size. `stop` is asked
         between batches, runs and chunks (`Cancelled` when it says so); what finished
-        before stays measured."""
-        self.evaluate_full(stop)
-        if latency:
-            self._latencies(stop)
-        self.gzip_size(stop)
+        before stays measured. The memory their forward passes freed is then given back
+        to the system (`release_memory`)."""
+        try:
+            self.evaluate_full(stop)
+            if latency:
+                self._latencies(stop)
+            self.gzip_size(stop)
+        finally:
+            release_memory()
 
     def macs(self) -> tuple[int, int]:
         """Weight MACs per sample: dense, and with zero weights skipped."""

@@ -20,7 +20,6 @@ import weakref
 from collections.abc import Callable
 
 from pruneviz.errors import Cancelled
-from pruneviz.measure.machine import release_memory
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Stop
 from pruneviz.workflows.workbench import Workbench
@@ -120,8 +119,6 @@ class Refiner:
         except Exception as exc:  # noqa: BLE001 - shown on the page, never raised in a thread
             self.error = f"{type(exc).__name__}: {exc}"
             return
-        finally:
-            release_memory()  # what the whole set's forward passes freed
         if stop.is_set():
             return
         if self.on_finish is not None:
