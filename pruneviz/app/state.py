@@ -48,7 +48,7 @@ from pruneviz.data.sources import (
     source_from_args,
     with_model,
 )
-from pruneviz.data.user_models import fit_weights, read_weights
+from pruneviz.data.user_models import WeightLimits, fit_weights, read_weights
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.workflows.allocation import Budget
@@ -167,7 +167,7 @@ def upload_weights(name: str, data: bytes) -> Upload:
     make them the tab's original weights. Raises with a message; nothing changes then."""
     loaded = current_loaded()
     model = copy.deepcopy(loaded.model)
-    fit_weights(model, read_weights(data, name), name)
+    fit_weights(model, read_weights(data, name, limits=WeightLimits.for_model(model)), name)
     check_fit(model.eval(), loaded.eval_data, "the evaluation data")
     upload = Upload(current_model_ref(), name, hashlib.sha256(data).hexdigest()[:16], model)
     st.session_state[UPLOAD_KEY] = upload

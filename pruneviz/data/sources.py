@@ -175,7 +175,7 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
     `weights_bytes` (an upload) replaces `source.weights` when given. The model and the
     data are put on `source.device` (see `resolve_device`).
     """
-    from pruneviz.data.user_models import fit_weights, load_user_model, read_weights
+    from pruneviz.data.user_models import WeightLimits, fit_weights, load_user_model, read_weights
 
     check_model_ref(source.model)
     device = resolve_device(source.device)
@@ -189,7 +189,8 @@ def load_source(source: Source, *, weights_bytes: bytes | None = None,
         model, title, description = sample.model, sample.spec.title, sample.spec.description
         if weights is not None:
             model = sample.spec.build()
-            fit_weights(model, read_weights(weights, label, notes=notes), label)
+            fit_weights(model, read_weights(weights, label, notes=notes,
+                                            limits=WeightLimits.for_model(model)), label)
             model.eval()
         train_data: TensorData | None
         if source.data is None:

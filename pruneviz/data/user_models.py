@@ -13,6 +13,12 @@ the user may have downloaded from anywhere, so nothing in it is allowed to run:
 The format is told by the file's first bytes (a safetensors header, a zip archive or a
 pickle stream), not by its name alone. Every problem is a ModelError that says what is
 wrong with the file and how to save one that works.
+
+Reading is bounded before anything is decompressed, unpickled or allocated: a zip's
+members must be stored as torch.save stores them (a compressed member could expand to
+any size), and what a file declares — its members' sizes, a safetensors header's length,
+its tensor count — must fit in the file and, when the model is known, in what a
+checkpoint of that model can hold (`WeightLimits`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import re
 import struct
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,34 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80  # the first opcode of a pickle stream of protocol 2 or later
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the largest header safetensors itself accepts
 _LISTED = 10  # names listed in a message before "and N more"
+# A checkpoint may hold optimizer state beside the weights (Adam: two tensors per
+# parameter): a file may hold this many times the model's tensors and bytes, plus slack.
+CHECKPOINT_FACTOR = 4
+_SLACK_BYTES = 1 << 20
+_SLACK_TENSORS = 64
+_PICKLE_BYTES_PER_TENSOR = 1024  # a state dict's pickle: ~150 bytes per tensor
+
+
+@dataclass(frozen=True)
+class WeightLimits:
+    """What a weights file for one model may declare: bytes of tensor data, tensors,
+    and the bytes of the pickle or header describing them."""
+
+    data_bytes: int
+    tensors: int
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> WeightLimits:
+        """Limits for files of `model`'s weights (a checkpoint of it included)."""
+        state = model.state_dict()
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        return cls(CHECKPOINT_FACTOR * size + _SLACK_BYTES,
+                   CHECKPOINT_FACTOR * len(state) + _SLACK_TENSORS)
+
+    @property
+    def description_bytes(self) -> int:
+        """The largest pickle or safetensors header these tensors need."""
+        return _SLACK_BYTES + _PICKLE_BYTES_PER_TENSOR * self.tensors
 
 
 # ---------------------------------------------------------------------------------------
@@ -59,7 +94,8 @@ _LISTED = 10  # names listed in a message before "and N more"
 
 
 def read_weights(
-    source: Path | bytes, name: str = "", *, notes: list[str] | None = None
+    source: Path | bytes, name: str = "", *, notes: list[str] | None = None,
+    limits: WeightLimits | None = None,
 ) -> dict[str, Tensor]:
     """The tensors of a weights file (`source` a path, or the bytes of an upload).
 
@@ -67,8 +103,9 @@ def read_weights(
     messages and for its extension; by default the path's. Nothing in the file is
     unpickled: see the module docstring. A checkpoint dict holding the state dict under
     "state_dict", "model_state_dict" or "model" gives that state dict, and a line saying
-    so is added to `notes`. Raises ModelError for anything else, including non-finite
-    values.
+    so is added to `notes`. With `limits` (`WeightLimits.for_model`), a file declaring
+    more than a checkpoint of the model can hold is refused before it is read. Raises
+    ModelError for anything else, including non-finite values.
     """
     label = name or (source.name if isinstance(source, Path) else "the uploaded weights")
     head, size = _head(source, label)
@@ -79,11 +116,14 @@ def read_weights(
     if suffix == ".pt2":
         raise ModelError(_export_refusal(label))
     if _is_zip(head):
-        _check_archive(source, label)
+        _check_archive(source, label, size, limits)
         state = _as_state_dict(_torch_load(source, label), label, notes)
     elif _is_safetensors(head):  # before pickle: a header length may start with 0x80
+        _check_safetensors(head, size, label, limits)
         state = _safetensors_load(source, label)
     elif head[:1] == bytes([_PICKLE_PROTO]):
+        if limits is not None and size > limits.data_bytes + limits.description_bytes:
+            raise ModelError(_too_big(label, f"{size:,} bytes", limits))
         state = _as_state_dict(_torch_load(source, label), label, notes)
     elif suffix == ".safetensors":  # too damaged to recognise: safetensors says how
         state = _safetensors_load(source, label)
@@ -136,16 +176,21 @@ def _export_refusal(label: str) -> str:
             f"path/to/file.py:factory, and {SAVE_HINT}")
 
 
-def _check_archive(source: Path | bytes, label: str) -> None:
+def _check_archive(source: Path | bytes, label: str, size: int,
+                   limits: WeightLimits | None) -> None:
     """Refuse zip archives that hold code (TorchScript, torch.export) or no checkpoint,
-    by their member names alone (nothing in them is read)."""
+    by their member names alone, and archives declaring more than they can hold: a
+    compressed member (torch.save stores them as they are; one could expand to any
+    size), members adding up to more than the file, or more tensors or bytes than a
+    checkpoint of the model needs (`limits`). Nothing in them is read."""
     try:
         with zipfile.ZipFile(_open(source)) as archive:
-            members = archive.namelist()
+            infos = archive.infolist()
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelError(
             f"{label} is a damaged or truncated zip archive ({exc}): the download or the "
             f"save did not finish; download it again, or {SAVE_HINT}") from None
+    members = [info.filename for info in infos]
     parts = [member.split("/") for member in members]
     if any("constants.pkl" in p or "code" in p[:-1] for p in parts):
         raise ModelError(
@@ -160,6 +205,28 @@ def _check_archive(source: Path | bytes, label: str) -> None:
                 else "a zip archive, but not one written by torch.save")
         raise ModelError(f"{label} is {what}; pruneviz reads weights from .safetensors, or "
                          f".pt/.pth/.bin state dicts: {SAVE_HINT}")
+    packed = [info.filename for info in infos if info.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise ModelError(
+            f"{label} holds compressed members ({_listed(packed)}), which torch.save never "
+            "writes: the file was made or changed by another program, and a compressed "
+            "member can expand to any size, so nothing in it was read. Save the weights "
+            f"again with torch.save: {SAVE_HINT}")
+    declared = sum(info.file_size for info in infos)
+    if declared > size:
+        raise ModelError(
+            f"{label} declares {declared:,} bytes of members in a file of {size:,} bytes: "
+            "its members overlap, which torch.save never writes, so nothing in it was "
+            f"read; {SAVE_HINT}")
+    if limits is not None:
+        storages = [i for i in infos if "/data/" in f"/{i.filename}" and
+                    i.filename.rsplit("/", 1)[-1].isdigit()]
+        pickles = [i for i in infos if i.filename.endswith(".pkl")]
+        data = sum(i.file_size for i in storages)
+        if len(storages) > limits.tensors or data > limits.data_bytes or any(
+                i.file_size > limits.description_bytes for i in pickles):
+            raise ModelError(_too_big(
+                label, f"{len(storages):,} tensor storages of {data:,} bytes", limits))
 
 
 def _torch_load(source: Path | bytes, label: str) -> Any:
@@ -224,6 +291,32 @@ def _holds_module(source: Path | bytes) -> bool:
     except (OSError, zipfile.BadZipFile, StopIteration):
         return False
     return b"_modules" in data and b"_parameters" in data
+
+
+def _check_safetensors(head: bytes, size: int, label: str,
+                       limits: WeightLimits | None) -> None:
+    """Refuse a safetensors file whose header is longer than the file, or (with
+    `limits`) longer, or holding more data, than the model's weights need; before the
+    header is read."""
+    (length,) = struct.unpack("<Q", head[:8])
+    if 8 + length > size:
+        raise ModelError(
+            f"{label} is a damaged or truncated safetensors file (its header declares "
+            f"{length:,} bytes but the file holds {size:,}; nothing was read): the download "
+            f"or the save did not finish; download it again, or {SAVE_HINT}")
+    if limits is not None and (length > limits.description_bytes
+                               or size - 8 - length > limits.data_bytes):
+        raise ModelError(_too_big(
+            label, f"a {length:,}-byte header and {size - 8 - length:,} bytes of data",
+            limits))
+
+
+def _too_big(label: str, found: str, limits: WeightLimits) -> str:
+    return (f"{label} holds {found}, more than any checkpoint of this model can (at most "
+            f"{limits.tensors:,} tensors and {limits.data_bytes:,} bytes: the weights "
+            f"{CHECKPOINT_FACTOR} times over, optimizer state included); it is not a file "
+            "of this model's weights, and was not read. Check that the weights belong to "
+            f"this model, or {SAVE_HINT}")
 
 
 def _safetensors_load(source: Path | bytes, label: str) -> dict[str, Tensor]:
@@ -461,13 +554,15 @@ def load_user_model(
     model = _build(ref)
     label = weights_name or (weights.name if isinstance(weights, Path) else "the uploaded weights")
     # fit_weights replaces every tensor of the state dict with the file's (finite) ones.
-    fit_weights(model, read_weights(weights, label, notes=notes), label)
+    fit_weights(model, read_weights(weights, label, notes=notes,
+                                    limits=WeightLimits.for_model(model)), label)
     return model.eval()
 
 
 __all__ = [
     "CHECKPOINT_KEYS",
     "SAVE_HINT",
+    "WeightLimits",
     "fit_weights",
     "load_factory",
     "load_user_model",
