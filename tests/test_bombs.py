@@ -1,8 +1,9 @@
-"""Hostile weight files are refused before they cost memory: a compressed member that
-expands, a file declaring far more data than the model has, a safetensors header longer
-than its file, many tiny tensors. Each is read in a child process whose peak resident
-memory is measured: the refusal costs a few megabytes, where reading would cost the
-hundreds the file declares."""
+"""Hostile weight and data files are refused before they cost memory: a compressed member
+that expands, a file declaring far more data than the model has, a safetensors header
+longer than its file, many tiny tensors; an .npz or IDX .gz that expands a thousandfold
+or declares gigabytes, a huge image, a huge CSV. Each is read in a child process whose
+peak resident memory is measured: the refusal costs a few megabytes, where reading would
+cost the hundreds the file declares."""
 
 from __future__ import annotations
 
@@ -114,6 +115,130 @@ def test_a_bomb_is_refused_with_bounded_memory(kind: str, tmp_path: Path) -> Non
     assert outcome.startswith("refused: "), outcome
     assert message in outcome
     assert int(peak_kb) < PEAK_LIMIT_KB, f"refusing cost {int(peak_kb) >> 10} MB"
+
+
+DATA_CHILD = textwrap.dedent("""
+    import resource, sys
+    from pruneviz.data.readers import load_data
+    from pruneviz.errors import DataError
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        load_data(sys.argv[1])
+        outcome = "read"
+    except DataError as exc:
+        outcome = "refused: " + str(exc)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(after - before)
+    print(outcome)
+""")
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    from numpy.lib import format as npy
+
+    buffer = io.BytesIO()
+    npy.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False,
+                                        "shape": shape})
+    return buffer.getvalue()
+
+
+def npz_expanding(folder: Path) -> Path:
+    """x: EXPANDS_TO bytes of float32 zeros, deflated to a few hundred kilobytes."""
+    path = folder / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("x.npy", "w", force_zip64=True) as member:
+        member.write(_npy_header((EXPANDS_TO // 4,)))
+        chunk = bytes(16 << 20)
+        for _ in range(EXPANDS_TO // len(chunk)):
+            member.write(chunk)
+    return path
+
+
+def npz_declaring(folder: Path) -> Path:
+    """x's header declares 4 GB; the file holds a few bytes."""
+    path = folder / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", _npy_header((1 << 30,)) + bytes(64))
+    return path
+
+
+def idx_expanding(folder: Path) -> Path:
+    """An IDX .gz whose header says 2x2x2 bytes and whose stream goes on for EXPANDS_TO."""
+    import gzip
+
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + struct.pack(">I", 2)
+                                                   + bytes(2))
+    header = b"\0\0\x08\x03" + struct.pack(">3I", 2, 2, 2)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(header + bytes(EXPANDS_TO), compresslevel=1))
+    return Path(f"idx:{folder}")
+
+
+def idx_declaring(folder: Path) -> Path:
+    """An IDX .gz whose header declares 10 GB of images."""
+    import gzip
+
+    header = b"\0\0\x08\x03" + struct.pack(">3I", 10_000, 1000, 1000)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(100)))
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + struct.pack(
+        ">I", 10_000) + bytes(10_000))
+    return Path(f"idx:{folder}")
+
+
+def huge_image(folder: Path) -> Path:
+    """One 5,000x5,000 PNG (a few kilobytes of one colour) in a class folder."""
+    from PIL import Image
+
+    (folder / "images" / "a").mkdir(parents=True)
+    Image.new("1", (5000, 5000)).save(folder / "images" / "a" / "big.png")
+    return folder / "images"
+
+
+DATA_BOMBS = {
+    "npz expanding": (npz_expanding, "expands from"),
+    "npz declaring": (npz_declaring, "declares an array x of shape (1073741824,)"),
+    "idx gz expanding": (idx_expanding, "longer than its header says"),
+    "idx gz declaring": (idx_declaring, "declares an array of shape (10000, 1000, 1000)"),
+    "huge image": (huge_image, "5,000x5,000 pixels"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", DATA_BOMBS)
+def test_a_data_bomb_is_refused_with_bounded_memory(kind: str, tmp_path: Path) -> None:
+    make, message = DATA_BOMBS[kind]
+    ref = make(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", DATA_CHILD, str(ref)], cwd=root,
+                          capture_output=True, text=True, timeout=120, check=True)
+    peak_kb, outcome = done.stdout.strip().split("\n", 1)
+    assert outcome.startswith("refused: "), outcome
+    assert message in outcome
+    assert int(peak_kb) < PEAK_LIMIT_KB, f"refusing cost {int(peak_kb) >> 10} MB"
+
+
+def test_a_csv_beyond_the_text_limit_is_refused_before_it_is_parsed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruneviz.data import readers
+    from pruneviz.data.readers import load_data
+    from pruneviz.errors import DataError
+
+    path = tmp_path / "big.csv"
+    path.write_text("a,label\n" + "1,0\n" * 100)
+    monkeypatch.setattr(readers, "MAX_CSV_BYTES", 100)
+    with pytest.raises(DataError, match=r"408 bytes of CSV text.*save the data as an .npz"):
+        load_data(str(path))
+
+
+def test_data_within_the_limits_is_read_as_before(tmp_path: Path) -> None:
+    import numpy as np
+
+    from pruneviz.data.readers import load_data
+
+    path = tmp_path / "fine.npz"
+    np.savez_compressed(path, x=np.random.default_rng(0).random((50, 4), dtype=np.float32),
+                        y=np.arange(50) % 3)
+    assert load_data(str(path)).x.shape == (50, 4)
 
 
 def test_a_checkpoint_with_optimizer_state_still_fits_the_limits() -> None:

@@ -7,7 +7,6 @@ wrong and what to do.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import os
@@ -23,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from pruneviz.data.limits import check_declared
 from pruneviz.errors import DataError
 
 Split = Literal["test", "train"]
@@ -123,6 +123,32 @@ def parse_idx(content: bytes, where: str) -> Array:
     return np.frombuffer(content, dtype=dtype, offset=start).reshape(dims)
 
 
+def gunzip_idx(data: bytes, where: str) -> bytes:
+    """A gzipped IDX file's content, decompressed no further than its header says it
+    holds (one byte more, to tell a longer file), after checking that against the data
+    limit: a small .gz that expands without end is refused after its header."""
+    inflater = zlib.decompressobj(wbits=31)  # gzip
+    try:
+        content = inflater.decompress(data, 4)
+        if len(content) == 4 and content[:2] == b"\0\0":
+            ndim = content[3]
+            content += inflater.decompress(inflater.unconsumed_tail, 4 * ndim)
+            if len(content) == 4 + 4 * ndim and content[2] in _IDX_TYPES:
+                dims = struct.unpack(f">{ndim}I", content[4:])
+                items = math.prod(dims)
+                check_declared(where, items * 4, what=f"an array of shape {dims}")
+                total = len(content) + items * np.dtype(_IDX_TYPES[content[2]]).itemsize
+                content += inflater.decompress(inflater.unconsumed_tail, total - len(content))
+                content += inflater.decompress(inflater.unconsumed_tail, 1)  # one too many?
+                if len(content) <= total and not inflater.eof:
+                    raise zlib.error("the stream ends before its end marker")
+                return content  # parse_idx checks the length against the header
+        return content + inflater.decompress(inflater.unconsumed_tail, 1 << 20)
+    except zlib.error as exc:
+        raise DataError(f"{where} is not a valid gzip file ({exc}): it is corrupt or "
+                        "truncated; download it again") from None
+
+
 def _idx_content(kind: str, folder: Path, name: str, split: Split) -> bytes:
     """The uncompressed bytes of `name` (or `name`.gz) in `folder`, checksum-verified."""
     packed, plain = folder / f"{name}.gz", folder / name
@@ -137,6 +163,7 @@ def _idx_content(kind: str, folder: Path, name: str, split: Split) -> bytes:
             f".gz files are published; put the original {name}.gz there, or load the "
             f"files without the check as idx:{folder}")
     try:
+        check_declared(str(path), path.stat().st_size, what="a file")
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path} cannot be read ({exc}); check its permissions") from None
@@ -154,13 +181,7 @@ def _verified(kind: str, name: str, data: bytes, *, compressed: bool, where: str
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
         if digest != FASHION_MNIST_MD5[f"{name}.gz"]:
             raise DataError(mismatch + " (a re-compressed .gz cannot be verified either)")
-    content = data
-    if compressed:
-        try:
-            content = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{where} is not a valid gzip file ({exc}): it is corrupt or "
-                            "truncated; download it again") from None
+    content = gunzip_idx(data, where) if compressed else data
     if kind == "mnist" and hashlib.sha256(content).hexdigest() != MNIST_SHA256[name]:
         raise DataError(mismatch)
     return content

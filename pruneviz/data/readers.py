@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import inspect
 import io
+import math
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from pruneviz.data.idx import IDX_KINDS, Split, read_idx
+from pruneviz.data.limits import MAX_CSV_BYTES, MAX_IMAGE_PIXELS, check_declared, check_expansion
 from pruneviz.data.tasks import Task, parse_metric, parse_task
 from pruneviz.data.tensors import TensorData
 from pruneviz.data.userfile import UserFileError, describe_failure, is_file_ref, load_callable
@@ -235,7 +237,34 @@ def _target_values(y: Array, name: str, task: Task) -> Tensor:
 # --- .npz -------------------------------------------------------------------------------
 
 
+def _check_npz(path: Path) -> None:
+    """Refuse an .npz whose arrays declare (in their .npy headers, read alone) more than
+    the data limit, or compress implausibly well; nothing else is decompressed."""
+    from numpy.lib import format as npy
+
+    arrays = []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    reader = (npy.read_array_header_1_0 if version == (1, 0)
+                              else npy.read_array_header_2_0)
+                    shape, _, dtype = reader(member)
+                arrays.append((info, shape, dtype))
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return  # not readable as one: np.load says what is wrong
+    for info, shape, dtype in arrays:
+        items = math.prod(shape)
+        check_declared(str(path), items * max(dtype.itemsize, 4),
+                       what=f"an array {info.filename[:-4]} of shape {shape}")
+        check_expansion(str(path), info.filename, info.compress_size, items * dtype.itemsize)
+
+
 def _read_npz(path: Path) -> _Raw:
+    _check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
@@ -275,6 +304,12 @@ def _is_number(cell: str) -> bool:
 
 def _read_csv(path: Path, label_column: str | None) -> _Raw:
     """Numeric feature columns plus one label column; the header row is optional."""
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise DataError(
+            f"{path} is {size:,} bytes of CSV text, more than the {MAX_CSV_BYTES:,} pruneviz "
+            "parses (text is read cell by cell); save the data as an .npz file instead: "
+            "np.savez(file, x=inputs, y=targets)")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -382,6 +417,7 @@ def _read_image_folder(path: Path, split: Split, limit: int | None) -> _Raw:
     if limit is not None and len(files) > limit:
         raise DataError(f"{root} has {len(files):,} images, more than the limit of "
                         f"{limit:,}; use a smaller folder")
+    _check_image_sizes(files)
     images = [_read_image(f) for f, _ in files]
     first_of_size: dict[tuple[int, ...], Path] = {}
     for (f, _), image in zip(files, images, strict=True):
@@ -402,6 +438,21 @@ def _read_image_folder(path: Path, split: Split, limit: int | None) -> _Raw:
     return _Raw(x, y, name, tuple(d.name for d in class_dirs))
 
 
+def _check_image_sizes(files: list[tuple[Path, int]]) -> None:
+    """Refuse a folder whose images, at the first one's size (they must all share it),
+    would hold more than the data limit; only that image's header is read."""
+    from PIL import Image
+
+    path = files[0][0]
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return  # _read_image says what is wrong with it
+    check_declared(str(path.parent.parent), len(files) * width * height * 3 * 4,
+                   what=f"{len(files):,} images of {width}x{height}")
+
+
 def _read_image(path: Path) -> Array:
     """One image as uint8 (H, W) for grey or (H, W, 3) for colour; alpha is dropped."""
     from PIL import Image
@@ -409,7 +460,13 @@ def _read_image(path: Path) -> Array:
     try:
         # The format is decided by the content: allow only plain raster formats, never
         # one that hands the file to an external program (EPS runs Ghostscript).
-        with Image.open(path, formats=IMAGE_FORMATS) as image:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:  # reads the header only
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"{path} is {width:,}x{height:,} pixels, more than the "
+                    f"{MAX_IMAGE_PIXELS:,} pruneviz decodes per image; nothing was decoded. "
+                    "Resize the images to the size the model takes")
             if image.mode in _DEEP_MODES:
                 raise DataError(f"{path} is a {image.mode} (16-bit or floating-point) image; "
                                 "save the images with 8 bits per channel")
