@@ -35,3 +35,14 @@ class SampleNotFoundError(PrunevizError, LookupError):
 class Cancelled(Exception):
     """A long measurement was stopped before it finished (not an error: a newer request
     replaced it). Nothing it would have measured is kept."""
+
+
+QUOTE_LIMIT = 1000  # characters of a message shown; the rest is counted, not quoted
+
+
+def shortened(message: str, limit: int = QUOTE_LIMIT) -> str:
+    """`message`, cut to `limit` characters with a count of what was left out: an error
+    quoting a hostile input (600,000 layer names) stays one readable line."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}… ({len(message) - limit:,} more characters)"

@@ -331,3 +331,19 @@ def test_the_compact_table_says_how_much_each_layer_takes_after_an_analysis() ->
 
     assert safe_amounts(None) == {}
     assert safe_amounts(Analysis()) == {"conv1": 0.6, "conv2": 0.2, "fc": 0.2}  # type: ignore[arg-type]
+
+
+def test_an_error_message_says_what_failed_once() -> None:
+    """user_errors words every kind of failure as `what: why` ("The export failed:
+    ...", never "The export failed failed")."""
+
+    def page() -> None:
+        from pruneviz.app.widgets import user_errors
+
+        with user_errors("The export failed"):
+            raise RuntimeError("disk unplugged")
+
+    at = AppTest.from_function(page).run()
+    assert [e.value for e in at.error] == [
+        "The export failed: disk unplugged. Try another setting, or reset the plan on the "
+        "Prune page."]

@@ -11,7 +11,7 @@ import streamlit as st
 from pruneviz.core.criteria import iter_criteria
 from pruneviz.core.granularity import Granularity
 from pruneviz.data.tensors import TensorData
-from pruneviz.errors import PrunevizError
+from pruneviz.errors import PrunevizError, shortened
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import EvalResult, Latency
 from pruneviz.workflows.workspace import Workspace
@@ -27,25 +27,25 @@ HONESTY_NOTE = (
 
 @contextmanager
 def user_errors(what: str) -> Iterator[None]:
-    """Show problems as st.error with what to do, never a traceback; then stop the page."""
+    """Show problems as st.error with what to do, never a traceback; then stop the page.
+    `what` says what went wrong ("The export failed"): the message is `what: why`."""
     try:
         yield
     except PrunevizError as exc:
-        st.error(f"{what}: {exc}")
+        st.error(f"{what}: {shortened(str(exc))}")
         st.stop()
     except MemoryError:
         st.error(f"{what}: this machine ran out of memory. Nothing was changed; close other "
                  "tabs or programs, or work on a smaller model or evaluation set.")
         st.stop()
     except (ValueError, RuntimeError) as exc:
-        st.error(
-            f"{what} failed: {exc}. Try another setting, or reset the plan on the Prune page."
-        )
+        st.error(f"{what}: {shortened(str(exc))}. Try another setting, or reset the plan on "
+                 "the Prune page.")
         st.stop()
     except Exception as exc:  # noqa: BLE001 - the app's last guard: a message, not a traceback
         # (st.rerun / st.stop are BaseExceptions: they pass through.) Most likely the
         # user's own model or data code raised something unexpected.
-        st.error(f"{what} failed: {type(exc).__name__}: {exc}. If this is your own model "
+        st.error(f"{what}: {type(exc).__name__}: {shortened(str(exc))}. If this is your own model "
                  "or data, check its code; otherwise reset the plan on the Prune page.")
         st.stop()
 

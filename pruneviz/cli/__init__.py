@@ -23,7 +23,7 @@ from pruneviz.cli.export import cmd_export
 from pruneviz.cli.finetune import cmd_finetune
 from pruneviz.cli.parser import build_parser
 from pruneviz.cli.sensitivity import cmd_sensitivity
-from pruneviz.errors import PrunevizError
+from pruneviz.errors import PrunevizError, shortened
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -38,15 +38,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.verb](args)
+    except KeyboardInterrupt:
+        print(f"\npruneviz: stopped by Ctrl-C{rank_tag()} before {args.verb} finished: "
+              "files already written are complete and kept, none is half-written; the rest "
+              "was not written", file=sys.stderr)
+        return 130
+    except RecursionError:
+        print(f"pruneviz: error{rank_tag()}: an input is nested too deeply to be read (a "
+              "plan or data file thousands of levels deep); check the files given",
+              file=sys.stderr)
+        return 2
     except (PrunevizError, ValueError, OSError, KeyError) as exc:
         if os.environ.get("PRUNEVIZ_DEBUG"):
             raise
         message = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
-        print(f"pruneviz: error{rank_tag()}: {message}", file=sys.stderr)
+        print(f"pruneviz: error{rank_tag()}: {shortened(message)}", file=sys.stderr)
         return 2
     except Exception as exc:
         if os.environ.get("PRUNEVIZ_DEBUG"):
             raise
-        print(f"pruneviz: internal error{rank_tag()}: {type(exc).__name__}: {exc} "
+        print(f"pruneviz: internal error{rank_tag()}: {type(exc).__name__}: {shortened(str(exc))} "
               "(set PRUNEVIZ_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 1

@@ -220,8 +220,10 @@ class Plan:
         if missing:
             shown = ", ".join(sorted(layer_names)[:12])
             more = "" if len(layer_names) <= 12 else f", ... ({len(layer_names)} in all)"
+            listed = ", ".join(n[:80] for n in missing[:12]) + (
+                f" and {len(missing) - 12:,} more" if len(missing) > 12 else "")
             raise PlanError(
-                f"the plan names layer(s) the model does not have: {', '.join(missing)}; "
+                f"the plan names layer(s) the model does not have: {listed}; "
                 f"prunable layers are: {shown}{more}"
             )
 
@@ -288,6 +290,9 @@ class Plan:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PlanError(f"the plan is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise PlanError("the plan is nested too deeply to be a plan (a plan is a few "
+                            "levels of objects); check the file") from None
         return cls.from_dict(data)
 
 
