@@ -9,9 +9,13 @@ import copy
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from pruneviz.cli.options import (
     check_cap,
     check_out_folder,
     no_amount_error,
+    open_bench,
     option_flag,
     plan_for,
     read_plan_file,
@@ -58,7 +63,6 @@ from pruneviz.workflows.finetune_job import (
     validate_train_data,
 )
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
-from pruneviz.workflows.workbench import open_workbench
 
 _ALL_KINDS = frozenset(ScheduleKind)
 
@@ -162,6 +166,30 @@ def _schedule_for(args: argparse.Namespace, recipe: FinetuneRecipe, steps: int) 
     return schedule
 
 
+@contextmanager
+def stop_on_ctrl_c(enabled: bool) -> Iterator[threading.Event]:
+    """An event the first Ctrl-C sets (training then stops after its step and keeps the
+    best weights so far); a second Ctrl-C stops at once. Without `enabled` (several
+    processes, which must stop together) Ctrl-C keeps its usual effect."""
+    event = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def first(signum: int, frame: object) -> None:
+        event.set()
+        signal.signal(signal.SIGINT, previous)
+        print("\npruneviz: stopping after this step; the best weights so far will be "
+              "written (Ctrl-C again to stop at once, writing nothing)", file=sys.stderr,
+              flush=True)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Prune (once, or by a schedule while training), retrain, measure on the test split
     before pruning, right after it and after retraining, and write the weights, the
@@ -170,7 +198,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     source = source_from_args(args)
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     source = replace(source, device=rank_device(source.device, os.environ, cuda_devices))
-    bench = open_workbench(source)
+    bench = open_bench(source)
     session = bench.session
     train_data = validate_train_data(bench.name, bench.train_data)
     steps = total_steps(train_data, recipe)
@@ -216,9 +244,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 line += f"  ({record.event})"
             print(line, file=sys.stderr, flush=True)
 
-        result = finetune(session, train_data, recipe, schedule=schedule,
-                          prune=spec if schedule is not None else None, teacher=teacher,
-                          progress=progress if rank == 0 and not args.json else None)
+        with stop_on_ctrl_c(world == 1) as interrupted:
+            result = finetune(session, train_data, recipe, schedule=schedule,
+                              prune=spec if schedule is not None else None, teacher=teacher,
+                              progress=progress if rank == 0 and not args.json else None,
+                              cancel=interrupted)
         if world > 1:
             check_ranks_agree(result)
     finally:
@@ -246,10 +276,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         "report.json": json.dumps(report, indent=2).encode(),
     }
     write_files(bench, out, files)
+    code = 0
+    if interrupted.is_set():
+        code = 130  # what a shell expects of a command stopped by Ctrl-C
+        print(f"pruneviz: stopped by Ctrl-C at step {result.steps} of {steps}: the best "
+              f"weights so far, the history and the report were written to {out}",
+              file=sys.stderr)
     if args.json:
         written = {name: str(out / name) for name in files}
         print(json.dumps({**report, "written": written}, indent=2))
-        return 0
+        return code
     name = before.metric_name
     print(f"model     {bench.name}")
     print("pruning   " + describe_pruning(plan_file=plan_file, sparsity=args.sparsity,
@@ -275,4 +311,4 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"skipped {layer_name}: {reason}")
     for note in report["notes"]:
         print(f"note: {note}")
-    return 0
+    return code
