@@ -11,8 +11,10 @@ only writes them for the user's deployment.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -198,18 +200,41 @@ def load_slimmed(card_path: Path, weights_path: Path,
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that no half-written file is ever left behind."""
+    """Write `data` to `path` so that no half-written file is ever left behind, with the
+    mode a new file of the user's gets (not the temporary file's 0600). A full disk is
+    an OSError saying it in the user's terms: which folder, how much was needed."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(exc.errno, (
+                f"No space left in {path.parent} to write {path.name}: it needs "
+                f"{len(data):,} bytes and {free:,} are free; free some space, or write "
+                "somewhere else")) from None
         raise
     _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux /proc), else by setting it
+    and putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:
