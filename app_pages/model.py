@@ -29,6 +29,8 @@ if bench.session.graph_note:
 if upload is not None:
     st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
             f"(sha256 {upload.digest}…). The model's own weights are untouched.")
+    for note in upload.notes:
+        st.caption(f":material/info: {note}")
 
 widgets.baseline_metrics(state.workspace())
 ev = bench.baseline.evaluation

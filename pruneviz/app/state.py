@@ -160,6 +160,7 @@ class Upload:
     name: str
     digest: str
     model: nn.Module  # the architecture with these weights, eval mode, never changed
+    notes: tuple[str, ...] = ()  # how the file was read (a checkpoint's key, say)
 
 
 def upload_weights(name: str, data: bytes) -> Upload:
@@ -167,9 +168,12 @@ def upload_weights(name: str, data: bytes) -> Upload:
     make them the tab's original weights. Raises with a message; nothing changes then."""
     loaded = current_loaded()
     model = copy.deepcopy(loaded.model)
-    fit_weights(model, read_weights(data, name, limits=WeightLimits.for_model(model)), name)
+    notes: list[str] = []
+    fit_weights(model, read_weights(data, name, notes=notes,
+                                    limits=WeightLimits.for_model(model)), name)
     check_fit(model.eval(), loaded.eval_data, "the evaluation data")
-    upload = Upload(current_model_ref(), name, hashlib.sha256(data).hexdigest()[:16], model)
+    upload = Upload(current_model_ref(), name, hashlib.sha256(data).hexdigest()[:16], model,
+                    tuple(notes))
     st.session_state[UPLOAD_KEY] = upload
     return upload
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pruneviz.cli.options import (
     DEFAULT_CAP,
+    open_bench,
     plan_for,
     read_budget,
     read_plan_args,
@@ -30,7 +31,7 @@ from pruneviz.workflows.allocation import (
     plan_for_budget,
 )
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS
-from pruneviz.workflows.workbench import Workbench, open_workbench
+from pruneviz.workflows.workbench import Workbench
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
@@ -57,7 +58,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 def measure(args: argparse.Namespace) -> tuple[Workbench, Report, dict[str, str]]:
     file_plan = read_plan_args(args)
-    bench = open_workbench(source_from_args(args))
+    bench = open_bench(source_from_args(args))
     plan, skipped = plan_for(args, bench, file_plan)
     blocks = [b.strip() for b in args.remove_blocks.split(",") if b.strip()]
     if blocks:
@@ -70,7 +71,7 @@ def measure_budget(
     args: argparse.Namespace, budget: Budget
 ) -> tuple[Workbench, Report, dict[str, str], Outcome]:
     """Fit the chosen allocation to the budget, apply its plan and measure it."""
-    bench = open_workbench(source_from_args(args))
+    bench = open_bench(source_from_args(args))
     session = bench.session
     method = Method(args.allocate or Method.SENSITIVITY)
     cap = DEFAULT_CAP if args.max_layer_sparsity is None else args.max_layer_sparsity

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import NoReturn
 
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import GlobalPlan, Plan
+from pruneviz.data.sources import Source
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.workflows.allocation import (
     Budget,
     BudgetKind,
 )
 from pruneviz.workflows.finetune_job import unprunable_error
-from pruneviz.workflows.workbench import Workbench
+from pruneviz.workflows.workbench import Workbench, open_workbench
 
 GRANULARITIES = [g.value for g in Granularity]
 
@@ -29,6 +31,15 @@ TARGETS = {  # --target-* option -> what it limits
     "target_macs": BudgetKind.MACS,
     "target_size_bytes": BudgetKind.SIZE,
 }
+
+
+def open_bench(source: Source) -> Workbench:
+    """The workbench of `source`, saying on stderr how its weights were read (a
+    checkpoint's key, the entries ignored) when there is something to say."""
+    bench = open_workbench(source)
+    for note in bench.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return bench
 
 
 def read_plan_args(args: argparse.Namespace) -> Plan | None:

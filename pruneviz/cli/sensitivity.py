@@ -11,12 +11,13 @@ from collections.abc import Sequence
 
 from pruneviz.cli.options import (
     no_amount_error,
+    open_bench,
 )
 from pruneviz.core.granularity import Granularity
 from pruneviz.data.sources import source_from_args
 from pruneviz.errors import PrunevizError
 from pruneviz.workflows.sensitivity import Point, SensitivityResult, SensitivityRun
-from pruneviz.workflows.workbench import Workbench, open_workbench
+from pruneviz.workflows.workbench import Workbench
 
 
 def _parse_levels(text: str) -> list[float]:
@@ -85,7 +86,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     granularity = Granularity(args.granularity)
     if granularity.n_m is not None:
         raise no_amount_error(granularity, "sensitivity")
-    bench = open_workbench(source_from_args(args))
+    bench = open_bench(source_from_args(args))
     # Progress goes to stderr, and only in text mode: --json prints one object, nothing else.
     result = run_sensitivity(bench, args.granularity, args.criterion, levels,
                               progress=not args.json)

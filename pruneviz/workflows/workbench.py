@@ -71,6 +71,7 @@ class Workbench:
     # subset of it; None when eval_data is the whole set.
     eval_full: TensorData | None = None
     source: Source | None = None  # what was loaded (the CLI options that reopen it)
+    notes: tuple[str, ...] = ()  # how the weights were read (a checkpoint's key, say)
 
     @property
     def model(self) -> nn.Module:
@@ -141,6 +142,7 @@ def workbench_for(loaded: Loaded, *, live: bool = False) -> Workbench:
     bench = build_workbench(loaded.name, loaded.model, loaded.example_input, loaded.eval_data,
                             loaded.train_data, eval_subset=subset, live=live)
     bench.source = loaded.source
+    bench.notes = loaded.notes
     return bench
 
 
