@@ -18,7 +18,8 @@ or `file.py:factory` with weights and data), measured in one process:
   computed again), timed interleaved; `jump_all_layers_ms` the same for jumps between
   random amounts (10-70%), where much more of every layer changes;
 - `rss_mb` (resident memory the loaded model and open workbench added, after all the
-  moves and refinements, before the torch.nn.utils.prune baseline makes its own copy),
+  moves and refinements, before the torch.nn.utils.prune baseline makes its own copy;
+  every reading after freed memory is given back, as the app does),
   `session_rss_mb` (what the workbench added beyond the loaded model) and `weights_mb`
   (the weights).
 
@@ -44,6 +45,7 @@ from pruneviz.core.granularity import Granularity
 from pruneviz.core.layers import eval_mode
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.data.sources import Source, load_source
+from pruneviz.measure.machine import release_memory
 from pruneviz.measure.metrics import evaluate, synchronize
 from pruneviz.workflows.workbench import Workbench, workbench_for
 
@@ -69,7 +71,10 @@ def target_checks(result: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def rss_mb() -> float:
-    """This process's resident memory now (Linux /proc), else its peak (getrusage)."""
+    """This process's resident memory now (Linux /proc), else its peak (getrusage), once
+    the memory it freed is given back (as the app does after opening and measuring):
+    what it holds, not what the allocator kept for reuse."""
+    release_memory()
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
