@@ -34,6 +34,7 @@ from pruneviz.output.bundle import (
     export_bundle,
     export_preview,
 )
+from pruneviz.output.folders import MANIFEST
 from pruneviz.output.model_files import load_slimmed
 from pruneviz.output.verify import (
     BASE,
@@ -48,7 +49,7 @@ from pruneviz.workflows.experiments import ExperimentLog
 from pruneviz.workflows.workbench import Workbench, build_workbench, measure_plans, open_workbench
 
 DATA_FILES = [WEIGHTS, SPARSE, PLAN]
-REPORTS = [REPORT_HTML, SUMMARY_MD]
+REPORTS = [REPORT_HTML, SUMMARY_MD, MANIFEST]
 
 
 def files_in(folder: Path) -> list[str]:
@@ -392,7 +393,8 @@ def test_a_write_failing_midway_leaves_only_complete_files(
     def failing_fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
         handle = real_fdopen(fd, *args, **kwargs)
         opened.append(fd)
-        return _HalfWriter(handle) if len(opened) == 3 else handle  # the third file
+        # the third file of the bundle (after the manifest announcing them)
+        return _HalfWriter(handle) if len(opened) == 4 else handle
 
     monkeypatch.setattr(os, "fdopen", failing_fdopen)
     with pytest.raises(ExportError, match=r"could not write plan\.json into .*No space left"):
@@ -402,8 +404,13 @@ def test_a_write_failing_midway_leaves_only_complete_files(
     assert not [n for n in present if n.endswith(".tmp") or "/." in n or n.startswith(".")]
     assert set(present) == set(old)  # the failed export removed nothing, added nothing
     for name in present:
-        data = (out / name).read_bytes()
-        assert data in (old.get(name), new.get(name)), name
+        if name != MANIFEST:
+            data = (out / name).read_bytes()
+            assert data in (old.get(name), new.get(name)), name
+    # The manifest says the export is not complete: its files are listed without hashes.
+    listed = json.loads((out / MANIFEST).read_text())["files"]
+    assert set(listed) >= set(old) - {MANIFEST}
+    assert listed[PLAN] == {"bytes": None, "sha256": None}
     assert (out / WEIGHTS).read_bytes() == new[WEIGHTS]  # written before the failure
     assert (out / PLAN).read_bytes() == old[PLAN]  # the failed one: left as it was
 

@@ -157,7 +157,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         "plan.json": bench.session.stamp(bench.session.plan).to_json().encode(),
         "report.json": json.dumps(report.to_dict(), indent=2).encode(),
     }
-    write_files(bench, out, files)
+    write_files(bench, out, files, args)
     extra: dict[str, Any] = {"written": {name: str(out / name) for name in files}}
     summary: list[str] = []
     if outcome is not None:

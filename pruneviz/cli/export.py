@@ -11,10 +11,12 @@ from pruneviz.cli.evaluate import measure
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Prune as the plan options say, export everything into --out and verify it."""
+    from pruneviz.cli.output import run_inputs
     from pruneviz.output.bundle import export_bundle
 
     bench, _, _ = measure(args)
-    result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency)
+    result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency,
+                           force=args.force, inputs=run_inputs(bench, args))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

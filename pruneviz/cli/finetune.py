@@ -32,7 +32,7 @@ from pruneviz.cli.options import (
     plan_for,
     read_plan_file,
 )
-from pruneviz.cli.output import fmt_metric, write_files
+from pruneviz.cli.output import check_out, fmt_metric, write_files
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.sources import source_from_args
@@ -166,6 +166,9 @@ def _schedule_for(args: argparse.Namespace, recipe: FinetuneRecipe, steps: int) 
     return schedule
 
 
+FILES = ("weights.safetensors", "weights.sparse.safetensors", "history.json", "report.json")
+
+
 @contextmanager
 def stop_on_ctrl_c(enabled: bool) -> Iterator[threading.Event]:
     """An event the first Ctrl-C sets (training then stops after its step and keeps the
@@ -199,6 +202,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
     source = replace(source, device=rank_device(source.device, os.environ, cuda_devices))
     bench = open_bench(source)
+    check_out(bench, args.out, FILES, args)  # before training, not after
     session = bench.session
     train_data = validate_train_data(bench.name, bench.train_data)
     steps = total_steps(train_data, recipe)
@@ -275,7 +279,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         "history.json": json.dumps(result.to_dict(), indent=2).encode(),
         "report.json": json.dumps(report, indent=2).encode(),
     }
-    write_files(bench, out, files)
+    write_files(bench, out, files, args)
     code = 0
     if interrupted.is_set():
         code = 130  # what a shell expects of a command stopped by Ctrl-C

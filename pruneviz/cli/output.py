@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pruneviz.data.sources import refuse_overwriting_inputs
+from pruneviz.data.sources import input_files
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
+from pruneviz.output.folders import MANIFEST, check_target, manifest_bytes
 from pruneviz.output.model_files import write_atomic
 from pruneviz.workflows.allocation import (
     BudgetKind,
@@ -95,12 +96,32 @@ def fmt_metric(value: float, higher_is_better: bool) -> str:
     return f"{value:.4f}" if higher_is_better or abs(value) >= 0.1 else f"{value:.4g}"
 
 
-def write_files(bench: Workbench, out: Path, files: dict[str, bytes]) -> None:
-    """Write `files` into the folder `out` (made if missing), never over the inputs."""
+def write_files(bench: Workbench, out: Path, files: dict[str, bytes],
+                args: argparse.Namespace) -> None:
+    """Write `files` into the folder `out` (made if missing), then their manifest: never
+    over an input of the run (the source's files, --plan), and into a folder holding
+    files pruneviz did not write only with --force (see `output.folders`)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PrunevizError(f"cannot create output folder {out}: {exc.strerror}") from None
-    refuse_overwriting_inputs(bench.source, out, files)
+    check_out(bench, out, files, args)
     for filename, data in files.items():
         write_atomic(out / filename, data)
+    write_atomic(out / MANIFEST, manifest_bytes(files))
+
+
+def check_out(bench: Workbench, out: Path, names: Iterable[str],
+              args: argparse.Namespace) -> None:
+    """Refuse, before any work, to write `names` into `out` (see `write_files`)."""
+    check_target(out, [*names, MANIFEST], inputs=run_inputs(bench, args),
+                 force=bool(getattr(args, "force", False)))
+
+
+def run_inputs(bench: Workbench, args: argparse.Namespace) -> list[Path]:
+    """The files this run reads: the source's (model, weights, data) and --plan."""
+    found = list(input_files(bench.source)) if bench.source is not None else []
+    plan = getattr(args, "plan", None)
+    if plan is not None:
+        found.append(Path(plan))
+    return found

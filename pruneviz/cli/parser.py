@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_arguments(prune)
     _add_plan_args(prune, targets=True)
     prune.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    prune.add_argument("--force", action="store_true",
+                       help="write into --out although it holds files pruneviz did not "
+                       "write there (they are left untouched)")
     prune.add_argument("--latency", action="store_true", help="also time inference")
     prune.add_argument("--slim", action="store_true",
                        help="also write the slimmed model (pruned channels removed) and "
@@ -127,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_arguments(export)
     _add_plan_args(export)
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    export.add_argument("--force", action="store_true",
+                       help="write into --out although it holds files pruneviz did not "
+                       "write there (they are left untouched)")
     export.add_argument("--latency", action="store_true",
                         help="also time the pruned model against the unpruned one")
     slim_choice = export.add_mutually_exclusive_group()
@@ -229,4 +235,7 @@ def _add_finetune_parser(verbs: argparse._SubParsersAction[_Parser]) -> None:
                        f"{defaults.temperature:g})")
     finetune_.add_argument("--out", type=Path, required=True, metavar="DIR",
                            help="output folder")
+    finetune_.add_argument("--force", action="store_true",
+                       help="write into --out although it holds files pruneviz did not "
+                       "write there (they are left untouched)")
     finetune_.add_argument("--json", action="store_true", help="print one JSON object")

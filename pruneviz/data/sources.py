@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -334,20 +333,6 @@ def input_files(source: Source) -> set[Path]:
     return found
 
 
-def refuse_overwriting_inputs(source: Source | None, out: Path, names: Iterable[str]) -> None:
-    """Refuse to write (or remove) `out/name` when that is one of the files `source`
-    reads: the user's model, weights and data are never replaced."""
-    if source is None:
-        return
-    inputs = input_files(source)
-    for name in names:
-        target = (Path(out).expanduser() / name).resolve()
-        if target in inputs:
-            raise PrunevizError(
-                f"refusing to write {target}: it is one of your input files (model, weights "
-                "or data), and pruneviz never replaces them; choose another output folder")
-
-
 def add_source_arguments(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
     """The options every verb (and the app) takes to name a model and its data."""
     if model:
@@ -417,7 +402,6 @@ __all__ = [
     "source_options",
     "absolute_ref",
     "input_files",
-    "refuse_overwriting_inputs",
     "resolve_device",
     "with_model",
 ]

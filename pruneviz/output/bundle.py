@@ -36,7 +36,7 @@ import os
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +48,18 @@ from torch import Tensor, nn
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import slim as slim_session
-from pruneviz.data.sources import refuse_overwriting_inputs
+from pruneviz.data.sources import input_files
 from pruneviz.errors import ModelError, PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
 from pruneviz.output.figures import layer_overview
+from pruneviz.output.folders import (
+    MANIFEST,
+    check_target,
+    manifest_bytes,
+    read_manifest,
+    removable,
+)
 from pruneviz.output.html_report import (
     Check,
     FileRow,
@@ -97,6 +104,8 @@ _WHAT = {
     SLIM_CARD: "slimmed model's architecture card (pruneviz.output.model_files.load_slimmed)",
     REPORT_HTML: "the report: one self-contained HTML page (tables, charts, checks)",
     SUMMARY_MD: "the report's tables as Markdown",
+    MANIFEST: "every file above with its size and sha256, written last: the export is "
+              "complete when it lists them all with their hashes",
 }
 
 
@@ -187,9 +196,9 @@ def _write(out: Path, files: dict[str, bytes]) -> dict[str, Path]:
 
 
 def _remove_stale(out: Path, written: dict[str, Path]) -> None:
-    for name in OPTIONAL_FILES:
-        if name in written:
-            continue
+    """Remove the optional files an earlier export wrote (its manifest lists them) that
+    this one does not: nothing pruneviz did not write is ever removed."""
+    for name in removable(out, [n for n in OPTIONAL_FILES if n not in written]):
         try:
             (out / name).unlink(missing_ok=True)
         except OSError as exc:
@@ -198,6 +207,14 @@ def _remove_stale(out: Path, written: dict[str, Path]) -> None:
     slim_dir = out / "slim"
     if slim_dir.is_dir() and not any(slim_dir.iterdir()):
         slim_dir.rmdir()
+
+
+def _announce(out: Path, names: Iterable[str]) -> None:
+    """Before writing: a manifest listing the earlier export's files and the ones about
+    to be written (without sizes: not written yet), so that an export stopped half-way
+    still knows every file in the folder as its own."""
+    pending: dict[str, bytes | None] = dict.fromkeys([*read_manifest(out), *names])
+    _write(out, {MANIFEST: manifest_bytes(pending)})
 
 
 # -- what goes in ------------------------------------------------------------------------------
@@ -331,7 +348,7 @@ def export_preview(bench: Workbench, *, slim: bool | None = None) -> ExportPrevi
         slim_note += " (the export was asked for one: it will fail)"
     names = [WEIGHTS, SPARSE, PLAN, *([BASE] if base else []),
              *([SLIM_WEIGHTS, SLIM_CARD] if slim_model is not None else []),
-             REPORT_HTML, SUMMARY_MD]
+             REPORT_HTML, SUMMARY_MD, MANIFEST]
     return ExportPreview(describe_plan(bench.session.stamp(bench.session.plan), max_parts=6),
                          [(name, _what(bench, name)) for name in names], slim_note,
                          reproduce_command(bench, base))
@@ -346,9 +363,14 @@ def export_bundle(
     slim: bool | None = None,
     latency: bool = False,
     weights: str = ORIGINAL,
+    force: bool = False,
+    inputs: Sequence[Path] = (),
 ) -> ExportResult:
     """Write the workbench's current pruned model, plan and report into folder `out`,
     then verify the files (see the module docstring for what is written and checked).
+    A folder holding files pruneviz did not write is refused unless `force`; no input
+    of the run (the source's files and `inputs`, such as a plan file) is written over
+    (see `folders`).
 
     `log`: the session's experiments, drawn as trade-off charts. `extra_figures`: more
     (caption, figure) pairs for the report. `slim`: None writes a slimmed model when the
@@ -380,17 +402,20 @@ def export_bundle(
         card = architecture_card(bench.name, bench.pristine, slim_model)
         files[SLIM_WEIGHTS] = dense_bytes(slim_model.state_dict())
         files[SLIM_CARD] = json.dumps(card, indent=2).encode()
-    refuse_overwriting_inputs(bench.source, out, [*files, *OPTIONAL_FILES, REPORT_HTML,
-                                                   SUMMARY_MD])
+    names = [*files, *OPTIONAL_FILES, REPORT_HTML, SUMMARY_MD, MANIFEST]
+    inputs = [*(input_files(bench.source) if bench.source is not None else ()), *inputs]
+    check_target(out, names, inputs=inputs, force=force)
+    _announce(out, [*files, REPORT_HTML, SUMMARY_MD])
     written = _write(out, files)
     _remove_stale(out, written)
     command = reproduce_command(bench, base is not None)
-    checks = tuple(verify_bundle(bench, out, slim_model=slim_model, command=command))
+    checks = tuple(verify_bundle(bench, out, slim_model=slim_model, command=command,
+                                 written=set(written)))
 
     rows = layer_rows(session)
     file_rows = [FileRow(name, len(data), _what(bench, name)) for name, data in files.items()]
-    file_rows += [FileRow(REPORT_HTML, None, _WHAT[REPORT_HTML]),
-                  FileRow(SUMMARY_MD, None, _WHAT[SUMMARY_MD])]
+    file_rows += [FileRow(name, None, _WHAT[name]) for name in (REPORT_HTML, SUMMARY_MD,
+                                                                 MANIFEST)]
     content = ReportContent(
         title=f"pruneviz export: {bench.name}",
         model=f"{bench.name} ({type(bench.pristine).__name__})",
@@ -409,10 +434,11 @@ def export_bundle(
         notes=tuple(session.notes),
         figures=(*_figures(bench, rows, log, plan, weights), *extra_figures),
     )
-    written.update(_write(out, {
-        REPORT_HTML: render_html(content).encode("utf-8"),
-        SUMMARY_MD: render_markdown(content).encode("utf-8"),
-    }))
+    reports = {REPORT_HTML: render_html(content).encode("utf-8"),
+               SUMMARY_MD: render_markdown(content).encode("utf-8")}
+    written.update(_write(out, reports))
+    # Last: every file with its size and hash, which marks the export complete.
+    written.update(_write(out, {MANIFEST: manifest_bytes({**files, **reports})}))
     return ExportResult(out, written, checks, report, bench.baseline, slim_note, command,
                         len(bench.eval_data), time.perf_counter() - start)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import shlex
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -131,12 +132,11 @@ def _check_sparse(bench: Workbench, out: Path) -> Check:
     return Check(name, True, f"{len(state)} tensors, bit for bit")
 
 
-def _check_plan(bench: Workbench, out: Path, command: str) -> Check:
+def _check_plan(bench: Workbench, out: Path, command: str, *, with_base: bool) -> Check:
     name = f"{PLAN} reproduces the weights"
     try:
         plan = Plan.from_json((out / PLAN).read_text(encoding="utf-8"))
-        base_path = out / BASE
-        base = load_file(str(base_path)) if base_path.is_file() else reference_state(bench)
+        base = load_file(str(out / BASE)) if with_base else reference_state(bench)
         model = copy.deepcopy(bench.pristine)
         model.load_state_dict(base, strict=True)
         session = bench.session
@@ -151,7 +151,7 @@ def _check_plan(bench: Workbench, out: Path, command: str) -> Check:
         return Check(name, False, f"the plan applied to the unpruned weights in a fresh "
                      f"session gives {len(differ)} tensor(s) other than {WEIGHTS}: "
                      f"{', '.join(differ[:5])}")
-    source = BASE if base_path.is_file() else "the model's own weights"
+    source = BASE if with_base else "the model's own weights"
     return Check(name, True, f"applied to {source} in a fresh session, the plan gives "
                  f"{WEIGHTS} bit for bit ({len(exported)} tensors): "
                  f"`{command.splitlines()[0]}` reproduces it")
@@ -184,19 +184,26 @@ def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tens
 
 
 def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None = None,
-                  command: str | None = None) -> list[Check]:
+                  command: str | None = None, written: Collection[str] | None = None
+                  ) -> list[Check]:
     """Check the files in `out` against the workbench's current model (never raises).
 
     With `slim_model` (the slimmed model in memory), slim/ must be there and rebuild it;
     without it, slim/ is checked against a fresh slim of the session when present.
+    `written` names the files the export wrote (None: whatever is in `out`): a file of
+    the same name left beside them (written with --force) is not taken for the bundle's.
     """
     out = Path(out)
+
+    def present(name: str) -> bool:
+        return (out / name).is_file() and (written is None or name in written)
+
     x = bench.eval_data.x
     masked = _outputs(bench.model, x)
-    command = command or reproduce_command(bench, (out / BASE).is_file())
+    command = command or reproduce_command(bench, present(BASE))
     checks = [_check_weights(bench, out, masked, x), _check_sparse(bench, out),
-              _check_plan(bench, out, command)]
-    if slim_model is None and (out / SLIM_CARD).is_file():
+              _check_plan(bench, out, command, with_base=present(BASE))]
+    if slim_model is None and present(SLIM_CARD):
         try:
             slim_model = slim_session(bench.session).model
         except ModelError as exc:
