@@ -1,7 +1,5 @@
 """Export: the current plan as one verified bundle — weights, plan, slimmed model, report."""
 
-from pathlib import Path
-
 import streamlit as st
 
 from pruneviz.app import state
@@ -45,15 +43,16 @@ st.caption("Reproduce the weights from the plan with the CLI:")
 st.code(preview.command, language="bash")
 
 folder = st.text_input(
-    "Also write to folder on this machine", key=EXPORT_FOLDER_KEY,
-    placeholder="e.g. ~/pruneviz-exports/run1 (leave empty for downloads only)",
-    help="The app runs on this machine, so it can write the bundle there too; the folder "
-    "is created if missing. Files already there with the same names are replaced, each "
-    "one completely or not at all.")
+    "Also keep a copy on this machine, named", key=EXPORT_FOLDER_KEY,
+    placeholder="e.g. run1 (leave empty for downloads only)",
+    help=f"The bundle is also written to {state.exports_root()}/NAME (made if missing). "
+    "The app writes there and nowhere else; a folder holding files it did not write is "
+    "refused, and an earlier export there is replaced file by file, each completely or "
+    "not at all.")
 if st.button("Export", type="primary", key=EXPORT_RUN_KEY):
-    target = Path(folder.strip()).expanduser() if folder.strip() else None
     with st.spinner("Writing and verifying the export ..."), \
             user_errors("The export failed"):
+        target = state.export_folder(folder) if folder.strip() else None
         download = export_for_download(bench, target, log=state.experiment_log(),
                                        latency=True, weights=weights)
     st.session_state[EXPORT_KEY] = (identity, download, target is not None)

@@ -8,6 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
 from fixtures import apptest
 from fixtures.apptest import bench_of
 from safetensors.torch import load
@@ -79,29 +80,48 @@ def test_export_offers_every_download_and_shows_the_checks() -> None:
     assert any("export again" in c.value for c in at.caption)
 
 
-def test_export_also_writes_into_a_folder(tmp_path: Path) -> None:
+def test_export_also_writes_into_a_named_folder_of_the_apps_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEVIZ_HOME", str(tmp_path / "home"))
     at = start("sample:digits_cnn", "unstructured", 0.7)
-    target = tmp_path / "bundle" / "run1"
-    at.text_input(key="pv_export_folder").set_value(str(target)).run()
+    at.text_input(key="pv_export_folder").set_value("run1").run()
     download = export(at)
+    target = tmp_path / "home" / "exports" / "run1"
     assert download.result.passed
     assert download.result.out == target
     assert sorted(p.name for p in target.iterdir()) == sorted(download.files)
+    assert "manifest.json" in download.files
     assert (target / "plan.json").read_bytes() == download.files["plan.json"]
     assert any(str(target) in i.value for i in at.info)
 
 
-def test_a_folder_that_is_a_file_is_an_error_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["/etc", "../../outside", "~/x", "a/b", ".hidden", ".."])
+def test_the_page_never_writes_to_a_path_it_is_given(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEVIZ_HOME", str(tmp_path / "home"))
     at = start("sample:digits_cnn", "unstructured")
-    blocker = tmp_path / "taken"
-    blocker.write_text("mine")
-    at.text_input(key="pv_export_folder").set_value(str(blocker)).run()
+    at.text_input(key="pv_export_folder").set_value(name).run()
     at.button(key="pv_export_run").click().run()
     assert not at.exception, at.exception
     (error,) = at.error
-    assert "is a file, not a folder" in error.value
-    assert blocker.read_text() == "mine"
+    assert "is not an export name" in error.value
+    assert not (tmp_path / "home").exists()
     assert "pv_export" not in at.session_state
+
+
+def test_a_folder_holding_the_users_files_is_refused_and_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEVIZ_HOME", str(tmp_path / "home"))
+    taken = tmp_path / "home" / "exports" / "mine"
+    taken.mkdir(parents=True)
+    (taken / "notes.txt").write_text("mine")
+    at = start("sample:digits_cnn", "unstructured")
+    at.text_input(key="pv_export_folder").set_value("mine").run()
+    at.button(key="pv_export_run").click().run()
+    assert not at.exception, at.exception
+    (error,) = at.error
+    assert "holds files pruneviz did not write there (notes.txt)" in error.value
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
 
 def test_the_unpruned_model_can_be_exported() -> None:

@@ -15,6 +15,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,33 @@ def startup_source(argv: tuple[str, ...]) -> tuple[Source, str | None]:
         return source, None
     except (argparse.ArgumentError, PrunevizError) as exc:
         return Source(), f"the app's start arguments were not used: {exc}"
+
+
+# -- where the app may write ------------------------------------------------------------------
+EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def exports_root() -> Path:
+    """The one folder the app writes exports into: $PRUNEVIZ_HOME/exports, else the
+    user's data folder ($XDG_DATA_HOME, default ~/.local/share)/pruneviz/exports. The
+    app never writes to a path a browser names: a page may only name a folder in here."""
+    home = os.environ.get("PRUNEVIZ_HOME")
+    if home:
+        return Path(home).expanduser() / "exports"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "pruneviz" / "exports"
+
+
+def export_folder(name: str) -> Path:
+    """The folder `name` inside `exports_root()`; a name that is a path, or could climb
+    out of it, is refused."""
+    name = name.strip()
+    if not EXPORT_NAME.fullmatch(name) or name in (".", ".."):
+        raise PrunevizError(
+            f"{name[:80]!r} is not an export name: use up to 64 letters, digits, dots, "
+            "dashes or underscores (no slashes); the export goes into "
+            f"{exports_root()}/NAME")
+    return exports_root() / name
 
 
 def device_label(device: torch.device) -> str:
