@@ -129,3 +129,69 @@ def test_the_cli_says_which_entry_of_a_checkpoint_it_read(
     err = capsys.readouterr().err
     assert (f"note: {path} is a checkpoint: its weights were read from the 'model' entry "
             "(the others were ignored: epoch)") in err
+
+
+HANGS = '''
+import time
+from torch import nn
+
+def build():
+    time.sleep(3600)  # waits for something that never comes
+    return nn.Linear(4, 3)
+
+def data(split="test"):
+    time.sleep(3600)
+'''
+
+
+@pytest.fixture
+def short_timeout() -> object:
+    from pruneviz.data import userfile
+
+    before = userfile.LOAD_TIMEOUT_S
+    userfile.set_load_timeout(0.5)
+    yield
+    userfile.set_load_timeout(before)
+
+
+@pytest.mark.usefixtures("short_timeout")
+def test_a_factory_that_never_returns_is_named_after_the_time_limit(tmp_path: Path) -> None:
+    from pruneviz.data.user_models import load_factory
+    from pruneviz.data.userfile import UserFileError
+
+    path = tmp_path / "hangs.py"
+    path.write_text(HANGS)
+    start = time.monotonic()
+    with pytest.raises(UserFileError, match=rf"the model factory {path}:build did not "
+                       r"return within 0.5 s.*--load-timeout"):
+        load_factory(f"{path}:build")
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.usefixtures("short_timeout")
+def test_a_data_function_or_an_import_that_never_returns_is_named(tmp_path: Path) -> None:
+    from pruneviz.data.readers import load_data
+    from pruneviz.data.userfile import UserFileError, load_callable
+
+    path = tmp_path / "hangs.py"
+    path.write_text(HANGS)
+    with pytest.raises(UserFileError, match=rf"the data function {path}:data did not return"):
+        load_data(f"{path}:data")
+    stuck = tmp_path / "stuck.py"
+    stuck.write_text("import time\ntime.sleep(3600)\ndef build(): pass\n")
+    with pytest.raises(UserFileError, match=rf"importing {stuck} did not return within 0.5 s"):
+        load_callable(f"{stuck}:build", "model factory")
+
+
+def test_the_cli_takes_a_load_timeout(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from pruneviz.data import userfile
+
+    monkeypatch.setattr(userfile, "LOAD_TIMEOUT_S", userfile.LOAD_TIMEOUT_S)
+    monkeypatch.delenv("PRUNEVIZ_DEBUG", raising=False)
+    path = tmp_path / "hangs.py"
+    path.write_text(HANGS)
+    code = cli.main(["evaluate", f"{path}:build", "--data", "x.npz", "--load-timeout", "0.5"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{path}:build did not return within 0.5 s" in err

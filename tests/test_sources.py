@@ -292,5 +292,5 @@ def test_outputs_never_replace_the_users_input_files(
     code, _, err = _cli(capsys, verb, f"{files['net']}:build", "--weights", str(weights),
                         "--data", str(files["data"]), "--sparsity", "0.5", "--out", str(folder))
     assert code == 2
-    assert "one of your input files" in err
+    assert "one of this run's inputs" in err
     assert weights.read_bytes() == before

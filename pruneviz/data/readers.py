@@ -38,7 +38,12 @@ from pruneviz.data.idx import IDX_KINDS, Split, read_idx
 from pruneviz.data.limits import MAX_CSV_BYTES, MAX_IMAGE_PIXELS, check_declared, check_expansion
 from pruneviz.data.tasks import Task, parse_metric, parse_task
 from pruneviz.data.tensors import TensorData
-from pruneviz.data.userfile import UserFileError, describe_failure, is_file_ref, load_callable
+from pruneviz.data.userfile import (
+    UserFileError,
+    call_user,
+    is_file_ref,
+    load_callable,
+)
 from pruneviz.errors import DataError
 
 Array = NDArray[Any]
@@ -496,10 +501,7 @@ def _read_function(ref: str, split: Split, limit: int | None) -> _Raw:
     """Call `file.py:function` (with split=... if it takes it) and materialise the result."""
     function = load_callable(ref, "data function")
     kwargs = {"split": split} if _accepts_split(function) else {}
-    try:
-        result = function(**kwargs)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
-        raise UserFileError(f"the data function {ref} failed: {describe_failure(exc)}") from None
+    result = call_user(ref, "data function", **kwargs)
     name = f"{ref.rpartition(':')[2]}({split})"
     cap = limit if limit is not None else FUNCTION_SAMPLE_LIMIT
     x, y = _materialise(result, ref, cap)

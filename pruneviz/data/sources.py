@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from pruneviz.data.samples import DEFAULT_SAMPLE, load_sample, sample_names
 from pruneviz.data.tasks import Task, parse_metric
 from pruneviz.data.tensors import TensorData
-from pruneviz.data.userfile import is_file_ref
+from pruneviz.data.userfile import is_file_ref, set_load_timeout
 from pruneviz.errors import DataError, DeviceError, ModelError, PrunevizError
 
 DEFAULT_EVAL_SUBSET = 2000  # at most this many samples evaluated on each live update in the app
@@ -363,6 +363,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, model: bool = True)
                         metavar="{auto,cpu,cuda,cuda:N}",
                         help="where the model runs: masks, scores, evaluation and latency "
                         "(default: auto, the GPU when CUDA is available, else the CPU)")
+    parser.add_argument("--load-timeout", type=float, metavar="SECONDS",
+                        help="the longest your model or data file may take to import, and "
+                        "its function to return (default: 120)")
 
 
 def source_from_args(args: argparse.Namespace, *, default_model: str | None = None) -> Source:
@@ -370,6 +373,9 @@ def source_from_args(args: argparse.Namespace, *, default_model: str | None = No
     subset = getattr(args, "eval_subset", None)
     if subset is not None and subset < 1:
         raise DataError(f"--eval-subset must be at least 1, got {subset}")
+    timeout = getattr(args, "load_timeout", None)
+    if timeout is not None:
+        set_load_timeout(timeout)
     return Source(
         model=getattr(args, "model", None) or default_model or f"sample:{DEFAULT_SAMPLE}",
         weights=args.weights, data=args.data, train_data=args.train_data, task=args.task,

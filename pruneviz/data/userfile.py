@@ -5,6 +5,13 @@ file is the user's own code, which they trust and ask us to run (like `python fi
 it is imported under a private module name so that it can never shadow a module of
 ours or of the standard library. Every failure (no such file, a syntax error, an
 exception while importing, no such function) is a PrunevizError naming the file.
+
+Importing the file and calling its function run under a time limit (`LOAD_TIMEOUT_S`,
+`--load-timeout`): code that never returns (waiting for a network, a prompt, an endless
+loop) becomes a message naming the file and function instead of a hung command or tab.
+The code runs in a thread that is waited for; Python cannot stop a thread, so one that
+never returns keeps running in the background (a CLI command then exits; an app tab
+gets the message, and the server should be restarted to stop it).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +30,43 @@ from pruneviz.errors import PrunevizError
 
 class UserFileError(PrunevizError, ValueError):
     """A `file.py:function` reference cannot be read, imported or called."""
+
+
+LOAD_TIMEOUT_S = 120.0  # the longest a user's file may take to import, or a function to return
+
+
+def set_load_timeout(seconds: float) -> None:
+    """Change the time limit on the user's code (`--load-timeout`)."""
+    global LOAD_TIMEOUT_S
+    if not seconds > 0:
+        raise UserFileError(f"--load-timeout must be a positive number of seconds, got "
+                            f"{seconds}")
+    LOAD_TIMEOUT_S = float(seconds)
+
+
+def within_time(run: Callable[[], Any], doing: str) -> Any:
+    """`run()`'s result (or exception), unless it takes more than LOAD_TIMEOUT_S: then a
+    UserFileError saying that `doing` (e.g. "calling model.py:build") did not return."""
+    outcome: list[Any] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(run())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="pruneviz-user-code", daemon=True)
+    worker.start()
+    worker.join(LOAD_TIMEOUT_S)
+    if worker.is_alive():
+        raise UserFileError(
+            f"{doing} did not return within {LOAD_TIMEOUT_S:g} s; it may be waiting for a "
+            "network, a prompt or a lock, or looping. Fix it, or allow more time with "
+            "--load-timeout SECONDS")
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def split_ref(ref: str, what: str) -> tuple[Path, str]:
@@ -62,9 +107,13 @@ def _import(path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise UserFileError(f"{path} cannot be imported as a Python file")
     module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        within_time(lambda: loader.exec_module(module), f"importing {path}")
+    except UserFileError:
+        del sys.modules[module_name]
+        raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
         del sys.modules[module_name]
         raise UserFileError(f"importing {path} failed: {describe_failure(exc)}") from None
@@ -88,14 +137,17 @@ def load_callable(ref: str, what: str) -> Callable[..., Any]:
     return found  # type: ignore[no-any-return]
 
 
-def call_user(ref: str, what: str, *args: Any) -> Any:
-    """Call `file.py:name` with `args`; an exception inside it becomes a UserFileError."""
+def call_user(ref: str, what: str, *args: Any, **kwargs: Any) -> Any:
+    """Call `file.py:name` with `args` under the time limit; an exception inside it
+    becomes a UserFileError."""
     function = load_callable(ref, what)
     try:
-        return function(*args)
+        return within_time(lambda: function(*args, **kwargs), f"the {what} {ref}")
+    except UserFileError:
+        raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything
         raise UserFileError(f"the {what} {ref} failed: {describe_failure(exc)}") from None
 
 
-__all__ = ["UserFileError", "call_user", "describe_failure", "is_file_ref", "load_callable",
-           "split_ref"]
+__all__ = ["LOAD_TIMEOUT_S", "UserFileError", "call_user", "describe_failure", "is_file_ref",
+           "load_callable", "set_load_timeout", "split_ref", "within_time"]
