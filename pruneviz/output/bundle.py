@@ -104,8 +104,7 @@ _WHAT = {
     SLIM_CARD: "slimmed model's architecture card (pruneviz.output.model_files.load_slimmed)",
     REPORT_HTML: "the report: one self-contained HTML page (tables, charts, checks)",
     SUMMARY_MD: "the report's tables as Markdown",
-    MANIFEST: "every file above with its size and sha256, written last: the export is "
-              "complete when it lists them all with their hashes",
+    MANIFEST: "each file's size and sha256, written last: the export is complete",
 }
 
 
