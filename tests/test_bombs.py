@@ -28,22 +28,36 @@ EXPANDS_TO = 256 << 20  # what each bomb would cost if it were read
 PEAK_LIMIT_KB = 48 << 10  # refusing one may cost this much at most (allocator noise)
 
 CHILD = textwrap.dedent("""
-    import resource, sys, torch
+    import resource, sys
     from torch import nn
+    from pruneviz.data.readers import load_data
     from pruneviz.data.user_models import WeightLimits, read_weights
-    from pruneviz.errors import ModelError
-    model = nn.Linear(4, 3)
-    data = open(sys.argv[1], "rb").read()
+    from pruneviz.errors import PrunevizError
+    kind, ref = sys.argv[1], sys.argv[2]
+    data = open(ref, "rb").read() if kind == "weights" else None
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
-        read_weights(data, sys.argv[2], limits=WeightLimits.for_model(model))
+        if kind == "weights":
+            read_weights(data, sys.argv[3], limits=WeightLimits.for_model(nn.Linear(4, 3)))
+        else:
+            load_data(ref)
         outcome = "read"
-    except ModelError as exc:
+    except PrunevizError as exc:
         outcome = "refused: " + str(exc)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(after - before)
     print(outcome)
 """)
+
+
+def refusal_in_a_child(*args: str) -> tuple[int, str]:
+    """Peak resident kilobytes added while the child reads (`weights`, path, name) or
+    (`data`, ref), and what it said."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=root,
+                          capture_output=True, text=True, timeout=120, check=True)
+    peak_kb, outcome = done.stdout.strip().split("\n", 1)
+    return int(peak_kb), outcome
 
 
 def _model() -> nn.Module:
@@ -108,29 +122,10 @@ def test_a_bomb_is_refused_with_bounded_memory(kind: str, tmp_path: Path) -> Non
     path.write_bytes(make())
     assert path.stat().st_size < EXPANDS_TO // 2 or kind in ("declared data",
                                                                "big safetensors")
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", CHILD, str(path), name], cwd=root,
-                          capture_output=True, text=True, timeout=120, check=True)
-    peak_kb, outcome = done.stdout.strip().split("\n", 1)
+    peak_kb, outcome = refusal_in_a_child("weights", str(path), name)
     assert outcome.startswith("refused: "), outcome
     assert message in outcome
-    assert int(peak_kb) < PEAK_LIMIT_KB, f"refusing cost {int(peak_kb) >> 10} MB"
-
-
-DATA_CHILD = textwrap.dedent("""
-    import resource, sys
-    from pruneviz.data.readers import load_data
-    from pruneviz.errors import DataError
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
-        load_data(sys.argv[1])
-        outcome = "read"
-    except DataError as exc:
-        outcome = "refused: " + str(exc)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(after - before)
-    print(outcome)
-""")
+    assert peak_kb < PEAK_LIMIT_KB, f"refusing cost {peak_kb >> 10} MB"
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -208,13 +203,10 @@ DATA_BOMBS = {
 def test_a_data_bomb_is_refused_with_bounded_memory(kind: str, tmp_path: Path) -> None:
     make, message = DATA_BOMBS[kind]
     ref = make(tmp_path)
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", DATA_CHILD, str(ref)], cwd=root,
-                          capture_output=True, text=True, timeout=120, check=True)
-    peak_kb, outcome = done.stdout.strip().split("\n", 1)
+    peak_kb, outcome = refusal_in_a_child("data", str(ref))
     assert outcome.startswith("refused: "), outcome
     assert message in outcome
-    assert int(peak_kb) < PEAK_LIMIT_KB, f"refusing cost {int(peak_kb) >> 10} MB"
+    assert peak_kb < PEAK_LIMIT_KB, f"refusing cost {peak_kb >> 10} MB"
 
 
 def test_a_csv_beyond_the_text_limit_is_refused_before_it_is_parsed(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
-from functools import partial
 
 import torch
 from torch import Tensor
@@ -63,7 +62,8 @@ class PlanMasks:
             if own.granularity.structured and _along_dim(structures):
                 vectors.setdefault(structures.dim or 0, []).append(own.table.keep(own.pruned))
             else:
-                finer.append(((layer.name, own), partial(self._own_mask, layer.name, own)))
+                own_mask = functools.partial(self._own_mask, layer.name, own)
+                finer.append(((layer.name, own), own_mask))
         sources = self._coupled.weight_sources.get(layer.name, ())
         for granularity in (Granularity.FILTER, Granularity.CHANNEL):
             side = [(gid, m) for gid, m, g in sources if g is granularity]
@@ -78,7 +78,7 @@ class PlanMasks:
             for gid, member in side:
                 decision = decided.groups.get(gid)
                 if decision is not None:
-                    finer.append(((gid, decision), partial(
+                    finer.append(((gid, decision), functools.partial(
                         self._group_mask, structures, gid, member, decision)))
         along = {dim: functools.reduce(torch.logical_and, keeps)
                  for dim, keeps in vectors.items()}
