@@ -1,4 +1,4 @@
-"""pruneviz app entry: page navigation and the sidebar model picker, nothing else.
+"""pruneviz app entry: the login gate, page navigation and the sidebar model picker.
 
 Start it on your own model with
     streamlit run app.py -- --model path/to/file.py:factory --weights w.safetensors --data eval.npz
@@ -7,7 +7,8 @@ Start it on your own model with
 
 import streamlit as st
 
-from pruneviz.app.keys import MODEL_KEY, MODEL_WIDGET_KEY
+from pruneviz.app.keys import MODEL_KEY, MODEL_WIDGET_KEY, USER_KEY
+from pruneviz.app.login import admit
 from pruneviz.app.state import (
     current_model_ref,
     model_choices,
@@ -16,6 +17,7 @@ from pruneviz.app.state import (
 )
 
 st.set_page_config(page_title="pruneviz", page_icon=":material/content_cut:", layout="wide")
+admit()  # classroom mode: nothing below runs before the session gives the access code
 
 choices = model_choices()
 if MODEL_KEY not in st.session_state:
@@ -45,6 +47,8 @@ with st.sidebar:
     if problem:
         st.warning(problem)
     st.caption("Each browser tab prunes its own copy; your files are never changed.")
+    if USER_KEY in st.session_state:
+        st.caption(f"In the classroom as **{st.session_state[USER_KEY]}**.")
 
 page = st.navigation(
     [

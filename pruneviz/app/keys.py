@@ -21,6 +21,12 @@ WORKERS_KEY = "pv_sensitivity_workers"  # {bench key: SensitivityWorker}
 FINETUNE_WORKERS_KEY = "pv_finetune_workers"  # {bench key: FinetuneWorker}
 SWEEP_WORKERS_KEY = "pv_sweep_workers"  # {bench key: SweepWorker}
 
+# -- classroom mode: who this session is (app/login.py) ------------------------------------
+USER_KEY = "pv_user"  # who this session's long jobs are queued for (a student's name)
+ADMITTED_KEY = "pv_admitted"  # True once the session gave the access code
+LOGIN_FAILURES_KEY = "pv_login_failures"  # when this session's last wrong codes came
+EXPORTS_SUBFOLDER_KEY = "pv_exports_subfolder"  # this session's folder under the exports
+
 # -- Prune page ------------------------------------------------------------------------------
 PREFIX = "pv_w_"  # every Prune page control: cleared to re-seed them from the current plan
 

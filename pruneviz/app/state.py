@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from pruneviz.app.keys import (
     BENCH_ID_KEY,
     COMPARISON_KEY,
+    EXPORTS_SUBFOLDER_KEY,
     MODEL_KEY,
     PREFIX,
     SUBSET_KEY,
@@ -38,6 +39,7 @@ from pruneviz.app.keys import (
     WORKSPACE_KEY,
 )
 from pruneviz.core.plan import Plan
+from pruneviz.data.access import CLASSROOM_FLAG
 from pruneviz.data.samples import SAMPLES
 from pruneviz.data.sources import (
     Loaded,
@@ -83,6 +85,7 @@ def startup_source(argv: tuple[str, ...]) -> tuple[Source, str | None]:
     parser = argparse.ArgumentParser(prog="streamlit run app.py --", add_help=False,
                                      exit_on_error=False)
     parser.add_argument("--model", default=None)
+    parser.add_argument(CLASSROOM_FLAG, action="store_true")  # app/login.py reads it
     add_source_arguments(parser, model=False)
     try:
         args, unknown = parser.parse_known_args(list(argv))
@@ -103,12 +106,16 @@ EXPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def exports_root() -> Path:
     """The one folder the app writes exports into: $PRUNEVIZ_HOME/exports, else the
     user's data folder ($XDG_DATA_HOME, default ~/.local/share)/pruneviz/exports. The
-    app never writes to a path a browser names: a page may only name a folder in here."""
+    app never writes to a path a browser names: a page may only name a folder in here.
+    In classroom mode each session has a folder of its own in there (app/login.py)."""
     home = os.environ.get("PRUNEVIZ_HOME")
     if home:
-        return Path(home).expanduser() / "exports"
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "pruneviz" / "exports"
+        root = Path(home).expanduser() / "exports"
+    else:
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        root = Path(data).expanduser() / "pruneviz" / "exports"
+    own = st.session_state.get(EXPORTS_SUBFOLDER_KEY)  # a classroom session's own folder
+    return root / own if isinstance(own, str) else root
 
 
 def export_folder(name: str) -> Path:

@@ -7,7 +7,8 @@ PRUNEVIZ_DEBUG=1 is set.
 
 The parser is in `parser`, the options shared by the verbs in `options`, the shared
 output in `output`; the verbs are in `evaluate` (samples, evaluate, prune),
-`sensitivity`, `finetune` (with `distributed` for torchrun), `export` and `bench`.
+`sensitivity`, `finetune` (with `distributed` for torchrun), `export`, `bench` and
+`serve` (the app).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pruneviz.cli.export import cmd_export
 from pruneviz.cli.finetune import cmd_finetune
 from pruneviz.cli.parser import build_parser
 from pruneviz.cli.sensitivity import cmd_sensitivity
+from pruneviz.cli.serve import cmd_serve
 from pruneviz.errors import PrunevizError, shortened
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -30,7 +32,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS = {"samples": cmd_samples, "evaluate": cmd_evaluate, "prune": cmd_prune,
             "sensitivity": cmd_sensitivity, "export": cmd_export, "finetune": cmd_finetune,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

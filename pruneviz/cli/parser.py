@@ -155,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--moves", type=int, default=5, metavar="N",
                        help="live MODEL: slider moves timed (median reported; default 5)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    serve = verbs.add_parser(
+        "serve", help="start the app: on this machine only, or for a room with --classroom")
+    serve.add_argument("--model", metavar="MODEL",
+                       help="the model the app opens (default: the default sample)")
+    add_source_arguments(serve, model=False)
+    serve.add_argument("--address", default="127.0.0.1",
+                       help="the address to listen on (default 127.0.0.1: this machine only; "
+                       "0.0.0.0 = every interface, needs --classroom)")
+    serve.add_argument("--port", type=int, default=8501, help="the port (default 8501)")
+    serve.add_argument("--classroom", action="store_true",
+                       help="serve a room: every session must give the access secret "
+                       "(PRUNEVIZ_CLASSROOM_SECRET or --secret-file) before it sees anything")
+    serve.add_argument("--secret-file", type=Path, metavar="FILE",
+                       help="classroom: read the access secret from this file's first line")
+    serve.add_argument("--host-name", action="append", metavar="NAME",
+                       help="classroom: a name students reach this machine by (repeatable); "
+                       "other Host headers are refused")
     return parser
 
 
