@@ -1,13 +1,18 @@
 """What this machine has room for: the memory available to this process, read from the
-kernel (Linux /proc and the cgroup's limit); None where the system does not say. And
-`release_memory`, which gives back what the process freed."""
+kernel (Linux /proc and the cgroup's limit); None where the system does not say;
+`release_memory`, which gives back what the process freed; and `compute_turn`, which
+takes turns at the cores so that many sessions in one server share them instead of
+thrashing, the interactive ones first."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -64,3 +69,76 @@ def release_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+# -- taking turns at the cores ------------------------------------------------------------------
+# torch runs each forward pass on all the cores (its intra-op threads). Two threads that
+# run passes at once each start a full team of threads, so N sessions of one server would
+# run N x cores threads on the same cores: every pass slows down, the interactive ones
+# (a slider move, waited for by a person) as much as the background ones (a refinement
+# on the whole evaluation set, a latency measurement). Instead the passes of one process
+# take turns, one at a time, each on all the cores; a thread marked as background
+# (`as_background`) takes its turn only when no interactive pass is waiting. A turn is one
+# batch or one timed pass, so a waiting slider move is served within one of those. A
+# bonus for honesty: a timed pass never overlaps another pass of this process.
+
+
+class _Turns:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._interactive_waiting = 0
+        self._local = threading.local()
+
+    def mark_background(self) -> None:
+        self._local.background = True
+
+    def is_background(self) -> bool:
+        return bool(getattr(self._local, "background", False))
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        depth = getattr(self._local, "depth", 0)
+        if depth:  # this thread already has the cores (a pass inside a pass)
+            self._local.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._local.depth = depth
+            return
+        background = self.is_background()
+        with self._cond:
+            if background:
+                while self._busy or self._interactive_waiting:
+                    self._cond.wait()
+            else:
+                self._interactive_waiting += 1
+                try:
+                    while self._busy:
+                        self._cond.wait()
+                finally:
+                    self._interactive_waiting -= 1
+            self._busy = True
+        self._local.depth = 1
+        try:
+            yield
+        finally:
+            self._local.depth = 0
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+_TURNS = _Turns()
+
+
+def compute_turn() -> contextlib.AbstractContextManager[None]:
+    """Wait for this thread's turn at the cores and hold it for one pass (a batch or a
+    timed forward): interactive threads before background ones, one pass at a time."""
+    return _TURNS.turn()
+
+
+def as_background() -> None:
+    """Mark the calling thread as background work: its passes wait while an interactive
+    one is waiting (a refinement, a long job running in the server's process)."""
+    _TURNS.mark_background()

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from pruneviz.core.layers import eval_mode, model_device
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
+from pruneviz.measure.machine import compute_turn
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,16 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024, *,
         for x, y in data.batches(batch_size):
             if stop is not None and stop():
                 raise Cancelled("the evaluation was stopped")
-            out = model(x)
-            values = data.metric_values(out, y) if per_sample else None
-            if values is None:
-                per_sample = False
-                metric_total += data.metric_sum(out, y)
-            else:
-                metric_total += float(values.sum())
-                square_total += float(values.pow(2).sum())
-            loss_total += data.task.loss_sum(out, y)
+            with compute_turn():  # one batch at a time in this process (machine.py)
+                out = model(x)
+                values = data.metric_values(out, y) if per_sample else None
+                if values is None:
+                    per_sample = False
+                    metric_total += data.metric_sum(out, y)
+                else:
+                    metric_total += float(values.sum())
+                    square_total += float(values.pow(2).sum())
+                loss_total += data.task.loss_sum(out, y)
     n = len(data)
     mean = metric_total / n
     stderr = None
@@ -192,8 +194,12 @@ def measure_latency(
     device = _device(model, example)
     with eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
-            model(example)
-        times = [_timed(model, example, device) for _ in range(runs)]
+            with compute_turn():
+                model(example)
+        times: list[float] = []
+        for _ in range(runs):
+            with compute_turn():  # no other pass of this process overlaps a timed one
+                times.append(_timed(model, example, device))
     return _summarise(times, int(example.shape[0]), device)
 
 
@@ -212,19 +218,22 @@ def measure_latency_pair(
         for _ in range(warmup):
             if stop is not None and stop():
                 raise Cancelled("the latency measurement was stopped")
-            model(example)
-            reference(example)
+            with compute_turn():
+                model(example)
+                reference(example)
         times: list[float] = []
         reference_times: list[float] = []
         for i in range(runs):
             if stop is not None and stop():
                 raise Cancelled("the latency measurement was stopped")
-            # Alternate which goes first, so neither always runs on a warmer cache.
-            if i % 2:
-                reference_times.append(_timed(reference, example, device))
-                times.append(_timed(model, example, device))
-            else:
-                times.append(_timed(model, example, device))
-                reference_times.append(_timed(reference, example, device))
+            # Alternate which goes first, so neither always runs on a warmer cache; the
+            # pair is one turn, so no other pass of this process overlaps either.
+            with compute_turn():
+                if i % 2:
+                    reference_times.append(_timed(reference, example, device))
+                    times.append(_timed(model, example, device))
+                else:
+                    times.append(_timed(model, example, device))
+                    reference_times.append(_timed(reference, example, device))
     batch = int(example.shape[0])
     return _summarise(times, batch, device), _summarise(reference_times, batch, device)

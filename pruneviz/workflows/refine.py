@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 
 from pruneviz.errors import Cancelled
+from pruneviz.measure.machine import as_background
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Stop
 from pruneviz.workflows.workbench import Workbench
@@ -110,6 +111,7 @@ class Refiner:
         return not (thread is not None and thread.is_alive())
 
     def _work(self, stop: threading.Event) -> None:
+        as_background()  # a slider move waiting for the cores goes first
         meter = self._bench.meter
         try:
             meter.finish(stop.is_set, latency=self._latency)
