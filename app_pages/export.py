@@ -12,6 +12,7 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.widgets import user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
+from pruneviz.measure.machine import in_background
 from pruneviz.output.bundle import export_for_download, export_preview
 
 st.title("Export")
@@ -50,8 +51,9 @@ folder = st.text_input(
     "refused, and an earlier export there is replaced file by file, each completely or "
     "not at all.")
 if st.button("Export", type="primary", key=EXPORT_RUN_KEY):
+    # A long job in this page's thread: other tabs' slider moves go first (machine.py).
     with st.spinner("Writing and verifying the export ..."), \
-            user_errors("The export failed"):
+            user_errors("The export failed"), in_background():
         target = state.export_folder(folder) if folder.strip() else None
         download = export_for_download(bench, target, log=state.experiment_log(),
                                        latency=True, weights=weights)

@@ -90,8 +90,8 @@ class _Turns:
         self._interactive_waiting = 0
         self._local = threading.local()
 
-    def mark_background(self) -> None:
-        self._local.background = True
+    def mark_background(self, background: bool = True) -> None:
+        self._local.background = background
 
     def is_background(self) -> bool:
         return bool(getattr(self._local, "background", False))
@@ -142,3 +142,15 @@ def as_background() -> None:
     """Mark the calling thread as background work: its passes wait while an interactive
     one is waiting (a refinement, a long job running in the server's process)."""
     _TURNS.mark_background()
+
+
+@contextmanager
+def in_background() -> Iterator[None]:
+    """Run a block of the calling thread as background work (an export's checks in a page's
+    thread), then give the thread back its own priority."""
+    was = _TURNS.is_background()
+    _TURNS.mark_background()
+    try:
+        yield
+    finally:
+        _TURNS.mark_background(was)
