@@ -4,7 +4,12 @@ Provides:
 - a hypothesis profile ("pruneviz") sized for a 2-core CI machine, loaded for every test;
 - the `slow` marker (registered in pyproject.toml) for tests over ~3 s: `make test-fast`
   (`pytest -m "not slow"`) leaves them out, `make test` runs everything;
-- the fixture `bench`: a fresh workbench on the digits_mlp sample.
+- the fixture `bench`: a fresh workbench on the digits_mlp sample;
+- for every test, long jobs (sensitivity, sweeps, fine-tuning) run in threads of the test
+  process (`processes.RUN_IN_PROCESSES = False`: the page and job tests hold them with
+  gates patched into this process) on a queue of the test's own, so that a job left by
+  one test never makes another's wait. tests/test_processes.py asks for child processes
+  explicitly.
 
 Helpers to import (tests/ is on the path, so `from fixtures.... import ...`):
 - fixtures/models.py: the zoo of tiny fixture models (ZOO), snapshot/assert_bit_identical;
@@ -23,6 +28,7 @@ import pytest
 from fixtures.sessions import bench_for
 from hypothesis import HealthCheck, settings
 
+from pruneviz.workflows import jobqueue, processes
 from pruneviz.workflows.workbench import Workbench
 
 settings.register_profile(
@@ -39,3 +45,10 @@ settings.load_profile("pruneviz")
 def bench() -> Workbench:
     """A fresh workbench on the digits_mlp sample."""
     return bench_for("digits_mlp")
+
+
+@pytest.fixture(autouse=True)
+def jobs_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long jobs in threads of this process, on a fresh queue (see the docstring above)."""
+    monkeypatch.setattr(processes, "RUN_IN_PROCESSES", False)
+    monkeypatch.setattr(jobqueue, "JOBS", jobqueue.JobQueue(max_running=4))

@@ -32,6 +32,7 @@ from pruneviz.workflows.finetune_job import (
     default_lr,
     has_batchnorm,
 )
+from pruneviz.workflows.jobqueue import waiting_text
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.workbench import Workbench
 
@@ -358,7 +359,9 @@ def show_run(worker: FinetuneWorker, metric_name: str, was_running: bool) -> Non
         st.info("Choose a recipe and the training settings, then press **Train**.")
         return
     outcome = progress.outcome
-    if progress.running:
+    if progress.queued is not None:
+        what = waiting_text(progress.queued, progress.jobs_running)
+    elif progress.running:
         what = ("measuring the result on the test split ..." if progress.phase == "measuring"
                 else "training ...")
     else:

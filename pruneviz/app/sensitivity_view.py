@@ -31,6 +31,7 @@ from pruneviz.workflows.allocation import (
 )
 from pruneviz.workflows.eta import eta_text
 from pruneviz.workflows.experiments import describe_plan
+from pruneviz.workflows.jobqueue import waiting_text
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench
 from pruneviz.workflows.workspace import Compared
@@ -82,7 +83,9 @@ def pass_text(progress: Progress) -> str:
 
 def progress_text(progress: Progress) -> str:
     """The progress bar's text: the pass, points done of total, and the time left (or how
-    the pass ended)."""
+    the pass ended); while the analysis waits for a free worker, its place in the queue."""
+    if progress.queued is not None:
+        return waiting_text(progress.queued, progress.jobs_running)
     if progress.running:
         state_text = eta_text(progress.done, progress.total, progress.elapsed)
     else:

@@ -13,6 +13,7 @@ from pruneviz.app.widgets import run_and_cancel
 from pruneviz.app.worker import SweepWorker, record_sweep_points, sweep_worker
 from pruneviz.errors import PrunevizError
 from pruneviz.workflows.eta import eta_text
+from pruneviz.workflows.jobqueue import waiting_text
 from pruneviz.workflows.workbench import Workbench
 
 SWEEP_LEVELS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))  # 10% to 90%
@@ -63,7 +64,9 @@ def show_sweep(worker: SweepWorker, was_running: bool) -> None:
         st.error(f"The sweep stopped: {progress.error}")
     if not progress.total:
         return
-    if progress.running:
+    if progress.queued is not None:
+        status = waiting_text(progress.queued, progress.jobs_running)
+    elif progress.running:
         status = eta_text(progress.done, progress.total, progress.elapsed)
     elif progress.stopped:
         status = ("stopped" if progress.error else "cancelled") + \

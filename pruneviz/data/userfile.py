@@ -33,6 +33,7 @@ class UserFileError(PrunevizError, ValueError):
 
 
 LOAD_TIMEOUT_S = 120.0  # the longest a user's file may take to import, or a function to return
+USER_MODULE_PREFIX = "pruneviz_user_"  # the private module names of the user's files
 
 
 def set_load_timeout(seconds: float) -> None:
@@ -99,7 +100,7 @@ def _import(path: Path) -> ModuleType:
         raise UserFileError(f"{path} does not exist (or is not a file); check the path")
     # One private module per file, so two files called model.py never collide.
     digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
-    module_name = f"pruneviz_user_{resolved.stem}_{digest}"
+    module_name = f"{USER_MODULE_PREFIX}{resolved.stem}_{digest}"
     cached = sys.modules.get(module_name)
     if cached is not None:
         return cached
@@ -118,6 +119,13 @@ def _import(path: Path) -> ModuleType:
         del sys.modules[module_name]
         raise UserFileError(f"importing {path} failed: {describe_failure(exc)}") from None
     return module
+
+
+def import_file(path: Path) -> ModuleType:
+    """The user's file `path`, imported once per process under its private module name
+    (the same name in every process: a job's worker process imports the files a model's
+    classes come from before it reads the model, see pruneviz.workflows.processes)."""
+    return _import(path)
 
 
 def load_callable(ref: str, what: str) -> Callable[..., Any]:
@@ -149,5 +157,6 @@ def call_user(ref: str, what: str, *args: Any, **kwargs: Any) -> Any:
         raise UserFileError(f"the {what} {ref} failed: {describe_failure(exc)}") from None
 
 
-__all__ = ["LOAD_TIMEOUT_S", "UserFileError", "call_user", "describe_failure", "is_file_ref",
-           "load_callable", "set_load_timeout", "split_ref", "within_time"]
+__all__ = ["LOAD_TIMEOUT_S", "USER_MODULE_PREFIX", "UserFileError", "call_user",
+           "describe_failure", "import_file", "is_file_ref", "load_callable", "set_load_timeout",
+           "split_ref", "within_time"]
