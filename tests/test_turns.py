@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
+from pruneviz.errors import Cancelled
 from pruneviz.measure.machine import _TURNS, as_background, compute_turn, in_background
 from pruneviz.measure.metrics import evaluate, measure_latency_pair
 
@@ -117,3 +118,35 @@ def test_a_block_runs_in_the_background_then_the_thread_is_interactive_again() -
     thread.start()
     thread.join(WAIT)
     assert seen == [True, False]
+
+
+def test_a_waiting_background_pass_stops_without_waiting_for_its_turn() -> None:
+    """A page stopping a refinement must not wait while other tabs' passes hold the
+    cores: the waiting background pass sees its stop flag and gives up."""
+    holding, release, stop = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def interactive() -> None:
+        with compute_turn():
+            holding.set()
+            release.wait(WAIT)
+
+    def background() -> None:
+        as_background(stop.is_set)
+        try:
+            with compute_turn():
+                outcome.append("ran")
+        except Cancelled:
+            outcome.append("cancelled")
+
+    holder = threading.Thread(target=interactive)
+    holder.start()
+    assert holding.wait(WAIT)
+    waiter = threading.Thread(target=background)
+    waiter.start()
+    time.sleep(0.1)
+    stop.set()
+    waiter.join(2.0)
+    assert outcome == ["cancelled"]  # while the interactive pass still holds the cores
+    release.set()
+    holder.join(WAIT)

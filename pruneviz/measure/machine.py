@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from pruneviz.errors import Cancelled
+
 _CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -90,8 +92,14 @@ class _Turns:
         self._interactive_waiting = 0
         self._local = threading.local()
 
-    def mark_background(self, background: bool = True) -> None:
+    def mark_background(self, background: bool = True,
+                        stop: Callable[[], bool] | None = None) -> None:
         self._local.background = background
+        self._local.stop = stop
+
+    def _stopped(self) -> bool:
+        stop = getattr(self._local, "stop", None)
+        return stop is not None and stop()
 
     def is_background(self) -> bool:
         return bool(getattr(self._local, "background", False))
@@ -110,7 +118,11 @@ class _Turns:
         with self._cond:
             if background:
                 while self._busy or self._interactive_waiting:
-                    self._cond.wait()
+                    # A background pass may wait long behind many interactive ones: it
+                    # looks at its stop flag meanwhile, so stopping it never waits.
+                    if self._stopped():
+                        raise Cancelled("stopped while waiting for the cores")
+                    self._cond.wait(STOP_CHECK_S)
             else:
                 self._interactive_waiting += 1
                 try:
@@ -129,6 +141,7 @@ class _Turns:
                 self._cond.notify_all()
 
 
+STOP_CHECK_S = 0.05  # how often a waiting background pass asks whether to stop
 _TURNS = _Turns()
 
 
@@ -138,10 +151,11 @@ def compute_turn() -> contextlib.AbstractContextManager[None]:
     return _TURNS.turn()
 
 
-def as_background() -> None:
+def as_background(stop: Callable[[], bool] | None = None) -> None:
     """Mark the calling thread as background work: its passes wait while an interactive
-    one is waiting (a refinement, a long job running in the server's process)."""
-    _TURNS.mark_background()
+    one is waiting (a refinement, a long job running in the server's process). While it
+    waits, `stop` is asked every `STOP_CHECK_S`; when it says so, `Cancelled` is raised."""
+    _TURNS.mark_background(stop=stop)
 
 
 @contextmanager
@@ -153,4 +167,4 @@ def in_background() -> Iterator[None]:
     try:
         yield
     finally:
-        _TURNS.mark_background(was)
+        _TURNS.mark_background(was)  # (a thread's block has no stop flag of its own)

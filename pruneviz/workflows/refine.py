@@ -111,7 +111,7 @@ class Refiner:
         return not (thread is not None and thread.is_alive())
 
     def _work(self, stop: threading.Event) -> None:
-        as_background()  # a slider move waiting for the cores goes first
+        as_background(stop.is_set)  # slider moves go first; a stop never waits for them
         meter = self._bench.meter
         try:
             meter.finish(stop.is_set, latency=self._latency)
