@@ -40,15 +40,12 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _serve(*app_args: str) -> Iterator[str]:
-    """`streamlit run app.py [-- app_args]` on a free localhost port; yields its URL."""
+    """`pruneviz serve [app_args]` (what `make app` runs) on a free localhost port; yields
+    its URL, with the host name a browser on this machine uses."""
     port = _free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-               "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.headless", "true"]
-    if app_args:
-        command += ["--", *app_args]
+    command = [sys.executable, "-m", "pruneviz", "serve", "--port", str(port), *app_args]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://localhost:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -306,3 +306,10 @@ def test_wrong_codes_lock_the_session_for_a_while(classroom: None,
     at.query_params["token"] = SECRET
     at.run()
     assert ADMITTED_KEY not in at.session_state
+
+
+def test_served_locally_the_browsers_own_host_names_are_answered() -> None:
+    """`make app`: a browser on this machine sends Host localhost or 127.0.0.1."""
+    command, _ = serve_command(serve_args(), {})  # type: ignore[arg-type]
+    hosts = [b for a, b in itertools.pairwise(command) if a == "--server.allowedHosts"]
+    assert sorted(hosts) == ["127.0.0.1", "localhost"]

@@ -35,6 +35,7 @@ EVERY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised, not bound
 APP_OPTIONS = ("model", "weights", "data", "train_data", "task", "metric", "label_column",
                "eval_subset", "device", "load_timeout")
 FILE_OPTIONS = ("weights", "data", "train_data", "metric")  # may name a file: made absolute
+LOCAL_HOSTS = ("localhost", "127.0.0.1")  # what a browser on this machine sends as Host
 OWN_SETTINGS = ("server.address", "server.port", "server.allowedHosts", "browser.serverAddress")
 
 
@@ -83,8 +84,11 @@ def app_arguments(args: argparse.Namespace, *, classroom: bool) -> list[str]:
 
 
 def allowed_hosts(args: argparse.Namespace) -> list[str]:
-    """The Host names the server answers: those given, else its own address; "*" (any)
-    when it listens on every interface and no name was given."""
+    """The Host names the server answers: this machine's own names when it listens on
+    this machine only; else the names given, or its address; "*" (any) when it listens
+    on every interface and no name was given."""
+    if is_local(args.address):
+        return list(dict.fromkeys([*LOCAL_HOSTS, args.address]))
     if args.host_name:
         return list(args.host_name)
     return ["*"] if args.address in EVERY_ADDRESS else [args.address]
