@@ -496,31 +496,7 @@ def test_a_killed_child_is_explained_and_the_worker_runs_again() -> None:
     assert_in_child(worker)
 
 
-USER_NET = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 8, 3, padding=1)
-            self.fc = nn.Linear(8 * 8 * 8, 10)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-    def build():
-        torch.manual_seed(1)
-        return Net()
-
-
-    def right(output, target):
-        return (output.argmax(dim=1) == target).float().mean()
-    """
-)
+USER_NET = (Path(__file__).parent / "fixtures" / "user_models" / "digits_conv.py").read_text()
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ arguments or a broken model leave the app usable on the samples."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,31 +21,7 @@ from pruneviz.data.tensors import load_digits
 
 PAGES = [f"app_pages/{name}.py" for name in (
     "model", "inspect", "sensitivity", "prune", "finetune", "deploy", "tradeoffs", "export")]
-USER_FILE = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 8, 3, padding=1)
-            self.fc = nn.Linear(8 * 8 * 8, 10)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-    def build():
-        torch.manual_seed(1)
-        return Net()
-
-
-    def broken():
-        raise RuntimeError("the factory is broken")
-    """
-)
+USER_FILE = (Path(__file__).parent / "fixtures" / "user_models" / "digits_conv.py").read_text()
 
 
 @pytest.fixture(scope="module")
