@@ -60,12 +60,6 @@ def session_tag() -> str:
     return ctx.session_id[:8] if ctx is not None else "local"
 
 
-def user_name() -> str:
-    """Who this session's long jobs run for: the admitted student's name, else "local"."""
-    name = st.session_state.get(USER_KEY)
-    return name if isinstance(name, str) else "local"
-
-
 def _let_in(name: str) -> None:
     """Admit this session as `name`; its exports go into a folder of its own (the name and
     the session's tag: no two sessions write into one folder)."""
