@@ -98,7 +98,7 @@ def test_a_deep_link_opens_its_page_on_its_model(server: str) -> None:
             resnet_slider = slider.count()
             links = sidebar.get_by_test_id("stSidebarNavLink").all_inner_texts()
             sidebar.get_by_test_id("stSidebarNavLink").filter(has_text="Trade-offs").click()
-            page.get_by_role("heading", name="Trade-offs").wait_for(timeout=30_000)
+            page.get_by_role("heading", name="Trade-offs").wait_for(timeout=60_000)
             switched_url = page.url
         finally:
             browser.close()
