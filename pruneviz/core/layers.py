@@ -373,6 +373,7 @@ def model_summary(
     are slightly above the weight MACs of `find_prunable_layers`.
     """
     import torchinfo
+    from torchinfo.torchinfo import clear_cached_forward_pass
 
     names = {id(module): name for name, module in model.named_modules()}
     sample = _first_sample(example_input)
@@ -386,6 +387,10 @@ def model_summary(
             )
     except Exception as exc:
         raise ModelError(f"torchinfo could not summarise the model: {exc}") from exc
+    finally:
+        # torchinfo keeps the last summary of each model class in a module-level dict, and
+        # with it the model: a closed tab's copy would stay in memory for good.
+        clear_cached_forward_pass()
     rows = []
     for info in stats.summary_list:
         name = names.get(id(info.module), info.var_name)
