@@ -9,7 +9,11 @@ Provides:
   process (`processes.RUN_IN_PROCESSES = False`: the page and job tests hold them with
   gates patched into this process) on a queue of the test's own, so that a job left by
   one test never makes another's wait. tests/test_processes.py asks for child processes
-  explicitly.
+  explicitly;
+- for every test, a tab's background measurements start as soon as a plan is applied
+  (`workspace.REFINE_SETTLE = 0`), not a second later as in the served app, so that page
+  tests waiting for them do not wait that second each. tests/test_live.py checks the
+  settling itself; the browser test runs the app as served.
 
 Helpers to import (tests/ is on the path, so `from fixtures.... import ...`):
 - fixtures/models.py: the zoo of tiny fixture models (ZOO), snapshot/assert_bit_identical;
@@ -28,7 +32,7 @@ import pytest
 from fixtures.sessions import bench_for
 from hypothesis import HealthCheck, settings
 
-from pruneviz.workflows import jobqueue, processes
+from pruneviz.workflows import jobqueue, processes, workspace
 from pruneviz.workflows.workbench import Workbench
 
 settings.register_profile(
@@ -52,3 +56,9 @@ def jobs_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long jobs in threads of this process, on a fresh queue (see the docstring above)."""
     monkeypatch.setattr(processes, "RUN_IN_PROCESSES", False)
     monkeypatch.setattr(jobqueue, "JOBS", jobqueue.JobQueue(max_running=4))
+
+
+@pytest.fixture(autouse=True)
+def measure_without_settling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Background measurements start at once (see the docstring above)."""
+    monkeypatch.setattr(workspace, "REFINE_SETTLE", 0.0)

@@ -23,6 +23,7 @@ from pruneviz.errors import Cancelled
 from pruneviz.measure import meter as meter_module
 from pruneviz.measure.metrics import EvalResult, count_params, evaluate
 from pruneviz.measure.storage import dense_bytes, gzip_size, sparse_bytes
+from pruneviz.workflows import workspace as workspace_module
 from pruneviz.workflows.workbench import build_workbench, open_workbench
 from pruneviz.workflows.workspace import Workspace
 
@@ -123,6 +124,30 @@ def test_a_new_plan_stops_the_refinement_in_flight_and_keeps_nothing_half_measur
     session.apply(one_layer(space, 0.4))
     assert not meter.has("latency")  # the stopped timing left nothing behind
     assert "latency" in space.refiner.pending()
+
+
+def test_a_plan_replaced_before_it_settles_is_never_measured(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workspace_module, "REFINE_SETTLE", 0.5)  # as served (1 s), shorter
+    space = live_space()
+    session, meter = space.bench.session, space.bench.meter
+    measured: list[str] = []
+    real_finish = meter.finish
+
+    def finish(*args: object, **kwargs: object) -> None:
+        measured.append(session.plan.key())
+        real_finish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(meter, "finish", finish)
+    for sparsity in (0.2, 0.4, 0.6):  # a tab moving its slider faster than it settles
+        session.apply(one_layer(space, sparsity))
+        assert space.measure_live().evaluation.samples == 40  # the live figure: at once
+        assert space.refiner.running()  # "measuring…" on the page
+        time.sleep(0.1)
+    assert measured == []  # nothing was measured for the plans that did not stay
+    assert space.refiner.wait(30)
+    assert measured == [session.plan.key()]  # the plan that stayed, once it settled
+    assert not space.refiner.pending()
 
 
 def test_stoppable_measurements_raise_cancelled() -> None:

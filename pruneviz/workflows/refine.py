@@ -6,10 +6,12 @@ latency timed against the unpruned model, the gzip size — a `Refiner` measures
 background thread for the plan applied now. The session stops it before it writes the
 model again (`PruningSession.on_change`), within one batch, one timed run or one
 megabyte of compression, and nothing half-measured is kept; the next plan starts a
-new refinement. When one finishes, `on_finish` gets the complete report (the
-workspace records it in its experiment log), and `then` does any further work that can
-be stopped the same way (the workspace completes the unpruned model's figures on the
-pristine model, which no plan touches).
+new refinement. With `settle`, a refinement waits that long before it measures anything
+and gives up if the plan changes meanwhile: a tab whose sliders keep moving costs the
+server only its slider moves (benchmarks/classroom.py). When one finishes, `on_finish`
+gets the complete report (the workspace records it in its experiment log), and `then`
+does any further work that can be stopped the same way (the workspace completes the
+unpruned model's figures on the pristine model, which no plan touches).
 """
 
 from __future__ import annotations
@@ -44,15 +46,18 @@ def _stop_all() -> None:
 class Refiner:
     """Measures the slow figures of `bench`'s current plan in a background thread.
 
-    `latency=False` leaves latency out (for callers that never show it).
+    `latency=False` leaves latency out (for callers that never show it). `settle`: the
+    seconds a plan must stay applied before its slow figures are measured.
     """
 
     def __init__(self, bench: Workbench, *, latency: bool = True,
                  on_finish: Callable[[Report], None] | None = None,
                  then: Callable[[Report, Stop], None] | None = None,
-                 then_needed: Callable[[], bool] = lambda: False) -> None:
+                 then_needed: Callable[[], bool] = lambda: False,
+                 settle: float = 0.0) -> None:
         self._bench = bench
         self._latency = latency
+        self.settle = settle
         self.on_finish = on_finish
         self.then = then
         self.then_needed = then_needed  # whether `then` has anything left to do
@@ -111,6 +116,8 @@ class Refiner:
         return not (thread is not None and thread.is_alive())
 
     def _work(self, stop: threading.Event) -> None:
+        if self.settle > 0 and stop.wait(self.settle):
+            return  # the plan changed before it settled: nothing measured, nothing wasted
         as_background(stop.is_set)  # slider moves go first; a stop never waits for them
         meter = self._bench.meter
         try:

@@ -30,6 +30,11 @@ from pruneviz.workflows.sweep import SweepPoint, UniformSweep, report_sparsity
 from pruneviz.workflows.techniques import Recorded, record_technique
 from pruneviz.workflows.workbench import Workbench
 
+# A plan's slow figures (latency, gzip size, the whole set's metric) are measured once it
+# has stayed applied this long: a tab whose sliders keep moving costs the server only its
+# slider moves, and a classroom of them stays fast (benchmarks/classroom.py).
+REFINE_SETTLE = 1.0
+
 WeightSets = dict[str, dict[str, Tensor]]  # {name: state dict}: fine-tuned weights, by name
 
 
@@ -76,7 +81,7 @@ class Workspace:
         self._weights = ORIGINAL
         # the slow figures of the current plan, measured in the background
         self.refiner = Refiner(bench, on_finish=self._refined, then=self._finish_baseline,
-                               then_needed=self._baseline_pending)
+                               then_needed=self._baseline_pending, settle=REFINE_SETTLE)
 
     # -- weights: the original ones, or fine-tuned ones ----------------------------------
     @property
