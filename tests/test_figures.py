@@ -144,6 +144,23 @@ def test_score_bars_for_many_structures_draw_downsampled_lines() -> None:
     assert fig.layout.meta == {"threshold": None, "pruned": k, "count": n}
 
 
+@pytest.mark.parametrize("figure", [
+    lambda w: F.weight_histogram(w, np.abs(w) >= 0.03, layer="conv2", threshold=0.03),
+    lambda w: F.weight_histogram(w, np.abs(w) >= 0.0, layer="fc", log_y=True, bins=7),
+    lambda w: F.score_bars(np.sort(np.abs(w[:, 0, 0, 0])), 5, layer="c", criterion="l1",
+                           unit="filter", threshold=0.01),
+    lambda w: F.score_bars(np.sort(np.abs(w.ravel())), 800, layer="c", criterion="l2",
+                           unit="weight"),  # more than MAX_BARS: filled lines
+], ids=["histogram", "histogram-log", "bars", "lines"])
+def test_the_slider_figures_built_unchecked_pass_plotlys_check(
+        weights: np.ndarray, figure: Callable[[np.ndarray], go.Figure]) -> None:
+    built = figure(weights)
+    checked = go.Figure(built.to_dict())  # raises on any property plotly does not know
+    assert checked.to_dict() == built.to_dict()
+    with pytest.raises(ValueError, match="colour"):  # the check bites on a typo
+        go.Figure({**built.to_dict(), "layout": {"colour": "red"}})
+
+
 def test_score_bars_refuse_bad_input() -> None:
     with pytest.raises(ValueError, match="ascending"):
         F.score_bars(np.array([2.0, 1.0]), 1, layer="a", criterion="l1", unit="filter")

@@ -103,6 +103,18 @@ def _layout(
     }
 
 
+def _unchecked(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """A figure from plain trace and layout specs, built without plotly's check of every
+    property. That check costs 5-8 ms a figure, and a Prune page run draws two on every
+    slider move: with eight tabs moving sliders it was a third of the server's CPU
+    (benchmarks/classroom.py). The builders using this are run through the check in
+    tests/test_figures.py instead, once per kind of figure they draw. Empty lists (no
+    shapes, no annotations) are left out, as the check would."""
+    layout = {key: value for key, value in layout.items() if not (
+        isinstance(value, list) and not value)}
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
 def _floats(values: npt.ArrayLike, name: str) -> FloatArray:
     try:
         return np.asarray(values, dtype=np.float64)
@@ -194,13 +206,13 @@ def weight_histogram(
     widths = np.diff(edges)
     ranges = np.column_stack([edges[:-1], edges[1:]])
 
-    def bars(counts: npt.NDArray[np.int64], name: str, color: str) -> go.Bar:
-        return go.Bar(
-            x=centers, y=counts, width=widths, name=name, marker={"color": color,
-            "line": {"width": 0}}, customdata=ranges,
-            hovertemplate=f"{name}: %{{y:,}}<br>w in [%{{customdata[0]:.4g}}, "
+    def bars(counts: npt.NDArray[np.int64], name: str, color: str) -> dict[str, Any]:
+        return {
+            "type": "bar", "x": centers, "y": counts, "width": widths, "name": name,
+            "marker": {"color": color, "line": {"width": 0}}, "customdata": ranges,
+            "hovertemplate": f"{name}: %{{y:,}}<br>w in [%{{customdata[0]:.4g}}, "
             "%{customdata[1]:.4g}]<extra></extra>",
-        )
+        }
 
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -219,9 +231,8 @@ def weight_histogram(
         annotations=annotations,
         meta={"threshold": t, "pruned": n_pruned},
     )
-    return go.Figure(
-        [bars(kept_counts, "kept", KEPT), bars(pruned_counts, "pruned", PRUNED)], layout
-    )
+    return _unchecked([bars(kept_counts, "kept", KEPT), bars(pruned_counts, "pruned", PRUNED)],
+                      layout)
 
 
 # -- 2. sorted scores ---------------------------------------------------------------------------
@@ -260,21 +271,21 @@ def score_bars(
     t = _validate_threshold(threshold)
 
     hover = f"rank %{{x:,}}<br>{criterion} score: %{{y:.4g}}<extra>%{{fullData.name}}</extra>"
-    traces: list[Any]
+    traces: list[dict[str, Any]]
     if n <= MAX_BARS:
         ranks = np.arange(n)
         traces = [
-            go.Bar(x=ranks[:pruned], y=s[:pruned], name="pruned", marker_color=PRUNED,
-                   hovertemplate=hover),
-            go.Bar(x=ranks[pruned:], y=s[pruned:], name="kept", marker_color=KEPT,
-                   hovertemplate=hover),
+            {"type": "bar", "x": ranks[:pruned], "y": s[:pruned], "name": "pruned",
+             "marker": {"color": PRUNED}, "hovertemplate": hover},
+            {"type": "bar", "x": ranks[pruned:], "y": s[pruned:], "name": "kept",
+             "marker": {"color": KEPT}, "hovertemplate": hover},
         ]
     else:
         index = _downsample(n, LINE_POINTS, (pruned - 1, pruned))
         low, high = index[index < pruned], index[index >= pruned]
         traces = [
-            go.Scattergl(x=i, y=s[i], name=name, mode="lines", fill="tozeroy",
-                         line={"color": color, "width": 1.5}, hovertemplate=hover)
+            {"type": "scattergl", "x": i, "y": s[i], "name": name, "mode": "lines",
+             "fill": "tozeroy", "line": {"color": color, "width": 1.5}, "hovertemplate": hover}
             for i, name, color in ((low, "pruned", PRUNED), (high, "kept", KEPT))
         ]
     shapes: list[dict[str, Any]] = []
@@ -291,7 +302,7 @@ def score_bars(
         shapes=shapes,
         meta={"threshold": t, "pruned": pruned, "count": n},
     )
-    return go.Figure(traces, layout)
+    return _unchecked(traces, layout)
 
 
 # -- 3. layer overview --------------------------------------------------------------------------
