@@ -150,6 +150,44 @@ def test_a_plan_replaced_before_it_settles_is_never_measured(
     assert not space.refiner.pending()
 
 
+def test_tabs_measure_their_slow_figures_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = live_space(), live_space()
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def blocking_finish(*args: object, **kwargs: object) -> None:
+        order.append("first")
+        inside.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(first.bench.meter, "finish", blocking_finish)
+    second_finish = second.bench.meter.finish
+
+    def finish_second(*args: object, **kwargs: object) -> None:
+        order.append("second")
+        second_finish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(second.bench.meter, "finish", finish_second)
+    first.bench.session.apply(one_layer(first, 0.5))
+    first.measure_live()
+    assert inside.wait(30)  # the first tab is measuring ...
+    second.bench.session.apply(one_layer(second, 0.5))
+    second.measure_live()
+    time.sleep(0.3)
+    assert order == ["first"]  # ... so the second waits its turn
+    assert second.refiner.running()
+    started = time.monotonic()
+    second.bench.session.apply(one_layer(second, 0.6))  # a new plan stops the waiting one
+    assert time.monotonic() - started < 1.0  # at once, not after the first tab's turn
+    second.measure_live()
+    release.set()
+    assert first.refiner.wait(30)
+    assert second.refiner.wait(30)
+    assert order == ["first", "second"]  # the second tab's new plan, once it was its turn
+    assert not second.refiner.pending()
+
+
 def test_stoppable_measurements_raise_cancelled() -> None:
     space = live_space()
     stop = threading.Event()

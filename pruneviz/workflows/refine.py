@@ -8,7 +8,8 @@ model again (`PruningSession.on_change`), within one batch, one timed run or one
 megabyte of compression, and nothing half-measured is kept; the next plan starts a
 new refinement. With `settle`, a refinement waits that long before it measures anything
 and gives up if the plan changes meanwhile: a tab whose sliders keep moving costs the
-server only its slider moves (benchmarks/classroom.py). When one finishes, `on_finish`
+server only its slider moves (benchmarks/classroom.py); and one refinement measures
+at a time in a process, the others waiting their turn. When one finishes, `on_finish`
 gets the complete report (the workspace records it in its experiment log), and `then`
 does any further work that can be stopped the same way (the workspace completes the
 unpruned model's figures on the pristine model, which no plan touches).
@@ -22,7 +23,7 @@ import weakref
 from collections.abc import Callable
 
 from pruneviz.errors import Cancelled
-from pruneviz.measure.machine import as_background
+from pruneviz.measure.machine import STOP_CHECK_S, as_background
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Stop
 from pruneviz.workflows.workbench import Workbench
@@ -33,6 +34,11 @@ SLOW_FIGURES = {"eval_full": "the whole set's metric", "latency": "latency",
 
 
 _LIVE: weakref.WeakSet[Refiner] = weakref.WeakSet()
+# One refinement measures at a time in a process: with many tabs, the others wait their
+# turn (each still stoppable) instead of all contending with the slider moves for the
+# interpreter, which made a loaded server fall further behind with every plan that
+# settled (benchmarks/classroom.py, 16 tabs).
+_MEASURING = threading.Lock()
 
 
 @atexit.register
@@ -118,6 +124,15 @@ class Refiner:
     def _work(self, stop: threading.Event) -> None:
         if self.settle > 0 and stop.wait(self.settle):
             return  # the plan changed before it settled: nothing measured, nothing wasted
+        while not _MEASURING.acquire(timeout=STOP_CHECK_S):
+            if stop.is_set():
+                return  # replaced while it waited for its turn
+        try:
+            self._measure(stop)
+        finally:
+            _MEASURING.release()
+
+    def _measure(self, stop: threading.Event) -> None:
         as_background(stop.is_set)  # slider moves go first; a stop never waits for them
         meter = self._bench.meter
         try:
