@@ -3,17 +3,16 @@
 import streamlit as st
 
 from pruneviz.app import state
+from pruneviz.app.export_view import export_button
 from pruneviz.app.keys import (
     EXPORT_FOLDER_KEY,
     EXPORT_KEY,
-    EXPORT_RUN_KEY,
     EXPORT_ZIP_KEY,
     export_download_key,
 )
 from pruneviz.app.widgets import user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
-from pruneviz.measure.machine import in_background
-from pruneviz.output.bundle import export_for_download, export_preview
+from pruneviz.output.bundle import export_preview
 
 st.title("Export")
 with user_errors("The model could not be loaded"):
@@ -50,14 +49,7 @@ folder = st.text_input(
     "The app writes there and nowhere else; a folder holding files it did not write is "
     "refused, and an earlier export there is replaced file by file, each completely or "
     "not at all.")
-if st.button("Export", type="primary", key=EXPORT_RUN_KEY):
-    # A long job in this page's thread: other tabs' slider moves go first (machine.py).
-    with st.spinner("Writing and verifying the export ..."), \
-            user_errors("The export failed"), in_background():
-        target = state.export_folder(folder) if folder.strip() else None
-        download = export_for_download(bench, target, log=state.experiment_log(),
-                                       latency=True, weights=weights)
-    st.session_state[EXPORT_KEY] = (identity, download, target is not None)
+export_button(bench, identity, folder, weights)
 
 found = st.session_state.get(EXPORT_KEY)
 if found is not None and found[0] != identity:

@@ -1,5 +1,6 @@
 """The Export page through Streamlit's AppTest: what will be written is shown, the Export
-button writes and verifies the bundle, offers the zip and each file for download, shows
+button writes and verifies the bundle in the background (a job: the page polls until it
+is in), offers the zip and each file for download, shows
 the checks, optionally writes into a folder, and shows problems as messages."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fixtures.apptest import bench_of
 from safetensors.torch import load
 from streamlit.testing.v1 import AppTest
 
+from pruneviz.app.worker import ExportWorker
 from pruneviz.output.bundle import ExportDownload
 
 PAGE = "app_pages/export.py"
@@ -26,9 +28,22 @@ def start(model: str, granularity: str | None = None, sparsity: float = 0.5) -> 
     return apptest.start(model, PAGE, plan=plan, no_errors=True)
 
 
-def export(at: AppTest) -> ExportDownload:
+def exporter(at: AppTest) -> ExportWorker:
+    """The tab's export worker (one per model; the tab has one model)."""
+    (worker,) = at.session_state["pv_export_workers"].values()
+    assert isinstance(worker, ExportWorker)
+    return worker
+
+
+def click_export(at: AppTest) -> None:
+    """Press Export and re-run the page, as its polling does, until the export is in."""
     at.button(key="pv_export_run").click().run()
     assert not at.exception, at.exception
+    apptest.rerun_while_running(at, exporter(at), 120)
+
+
+def export(at: AppTest) -> ExportDownload:
+    click_export(at)
     found = at.session_state["pv_export"]
     download = found[1]
     assert isinstance(download, ExportDownload)
@@ -118,10 +133,11 @@ def test_a_folder_holding_the_users_files_is_refused_and_left_alone(
     (taken / "notes.txt").write_text("mine")
     at = start("sample:digits_cnn", "unstructured")
     at.text_input(key="pv_export_folder").set_value("mine").run()
-    at.button(key="pv_export_run").click().run()
-    assert not at.exception, at.exception
+    click_export(at)
     (error,) = at.error
+    assert error.value.startswith("The export failed: ")
     assert "holds files pruneviz did not write there (notes.txt)" in error.value
+    assert "pv_export" not in at.session_state
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from pruneviz.app.keys import BENCH_ID_KEY, USER_KEY, WORKERS_KEY
 from pruneviz.app.worker import (
     LOCAL_USER,
+    ExportWorker,
     FinetuneJob,
     FinetuneProgress,
     FinetuneWorker,
@@ -50,6 +51,8 @@ from pruneviz.core.plan import Plan
 from pruneviz.data.sources import Loaded, Source, load_source
 from pruneviz.data.tasks import top_k
 from pruneviz.data.tensors import load_digits
+from pruneviz.output.bundle import export_for_download
+from pruneviz.output.export_job import export_spec
 from pruneviz.workflows import jobqueue, processes
 from pruneviz.workflows.experiments import Experiment
 from pruneviz.workflows.finetune import FinetuneRecipe, PruneSpec
@@ -58,7 +61,7 @@ from pruneviz.workflows.processes import JOB_NICENESS, died_text, dumps, job_thr
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.sensitivity import SensitivityRun
 from pruneviz.workflows.workbench import Workbench, build_workbench, workbench_for
-from pruneviz.workflows.workspace import Workspace
+from pruneviz.workflows.workspace import Workspace, load_weights
 
 LEVELS = (0.0, 0.5, 0.9)
 SUBSET = 100  # of the 450 digits test samples: the analysis refines on all of them
@@ -132,7 +135,8 @@ def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
         for k in a)
 
 
-def assert_in_child(worker: SensitivityWorker | SweepWorker | FinetuneWorker) -> None:
+def assert_in_child(
+        worker: SensitivityWorker | SweepWorker | FinetuneWorker | ExportWorker) -> None:
     """The worker's last job ran in another process, at the lower priority, with the
     job's torch threads."""
     job = worker.job
@@ -353,7 +357,7 @@ def test_a_dead_child_is_explained_in_plain_words() -> None:
 # -- jobs in child processes ---------------------------------------------------------------------
 @dataclass
 class Children:
-    """Three jobs run in child processes side by side, and their workbenches."""
+    """Four jobs run in child processes side by side, and their workbenches."""
 
     sensitivity: SensitivityWorker
     sensitivity_bench: Workbench
@@ -361,6 +365,9 @@ class Children:
     sweep_bench: Workbench
     finetune: FinetuneWorker
     finetune_bench: Workbench
+    export: ExportWorker
+    export_bench: Workbench
+    export_folder: Path
 
 
 def halved(bench: Workbench) -> dict[str, torch.Tensor]:
@@ -369,18 +376,29 @@ def halved(bench: Workbench) -> dict[str, torch.Tensor]:
             for k, v in bench.pristine.state_dict().items()}
 
 
+def export_plan(bench: Workbench) -> Plan:
+    """Filters pruned by l2 on every layer that takes them: a slimmed model is written."""
+    return bench.session.stamp(bench.session.uniform_plan(0.5, "filter", "l2")[0])
+
+
 @pytest.fixture(scope="module")
-def children() -> Children:
-    queue = JobQueue(max_running=3)
-    s_bench, w_bench, f_bench = (subset_bench(), workbench_for(loaded("digits_cnn")),
-                                 workbench_for(loaded("digits_mlp")))
+def children(tmp_path_factory: pytest.TempPathFactory) -> Children:
+    queue = JobQueue(max_running=4)
+    s_bench, w_bench, f_bench, e_bench = (
+        subset_bench(), workbench_for(loaded("digits_cnn")), workbench_for(loaded("digits_mlp")),
+        workbench_for(loaded("digits_resnet")))
+    folder = tmp_path_factory.mktemp("exports") / "run1"
     done = Children(sensitivity(s_bench, child_process=True, queue=queue, user="ann"), s_bench,
                     sweep(w_bench, child_process=True, queue=queue, user="bob"), w_bench,
-                    finetuner(f_bench, child_process=True, queue=queue, user="cy"), f_bench)
+                    finetuner(f_bench, child_process=True, queue=queue, user="cy"), f_bench,
+                    ExportWorker(session_factory(e_bench), child_process=True, queue=queue,
+                                 user="dee"), e_bench, folder)
     done.sensitivity.start("l1", "unstructured", LEVELS)
     done.sweep.start(SWEEP_LEVELS, "filter", "l2", weights="halved", state=halved(w_bench))
     done.finetune.start(SHORT)
-    for worker in (done.sensitivity, done.sweep, done.finetune):
+    done.export.start(export_spec(e_bench, export_plan(e_bench), weights="halved",
+                                  state=halved(e_bench), folder=folder), identity="run1")
+    for worker in (done.sensitivity, done.sweep, done.finetune, done.export):
         assert worker.wait(CHILD_WAIT)
     return done
 
@@ -459,6 +477,38 @@ def test_a_fine_tune_in_a_child_sends_its_weights_bit_for_bit(children: Children
     assert outcome.twin.evaluation == expected.twin.evaluation
     assert outcome.report.params_nonzero == expected.report.params_nonzero
     assert outcome.summary == expected.summary
+
+
+@pytest.mark.slow
+def test_an_export_in_a_child_writes_what_the_thread_writes(children: Children) -> None:
+    worker = children.export
+    assert_in_child(worker)
+    progress = worker.snapshot()
+    assert (progress.running, progress.error, progress.identity, progress.in_folder) == (
+        False, None, "run1", True)
+    download = progress.download
+    assert download is not None
+    assert download.result.passed, download.result.checks
+    assert download.result.out == children.export_folder
+    written = children.export_folder
+    assert sorted(str(p.relative_to(written)) for p in written.rglob("*") if p.is_file()) == \
+        sorted(download.files)
+    bench = children.export_bench
+    assert bench.session.plan.is_empty  # the tab's session was never used
+    with child_threads():  # the same export, written here in this process
+        here = workbench_for(loaded("digits_resnet"))
+        load_weights(here.session, halved(here))
+        here.session.apply(export_plan(here))
+        expected = export_for_download(here, None, latency=True, weights="halved")
+    assert expected.result.passed
+    assert sorted(download.files) == sorted(expected.files)
+    assert "slim/slim.safetensors" in download.files  # the filters were really removed
+    assert "base_weights.safetensors" in download.files  # the halved weights ship with it
+    for name in download.files:
+        if name not in ("report.html", "summary.md", "manifest.json"):  # (timings inside)
+            assert download.files[name] == expected.files[name], name
+    assert [c.name for c in download.result.checks] == [c.name for c in expected.result.checks]
+    assert "halved" in download.files["summary.md"].decode()
 
 
 def wait_until_training(worker: FinetuneWorker) -> None:

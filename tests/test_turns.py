@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
-from pruneviz.measure.machine import _TURNS, as_background, compute_turn, in_background
+from pruneviz.measure.machine import as_background, compute_turn
 from pruneviz.measure.metrics import evaluate, measure_latency_pair
 
 WAIT = 10.0
@@ -104,20 +104,6 @@ def test_a_pass_inside_a_pass_does_not_wait_for_itself() -> None:
     assert done.wait(WAIT)
     with compute_turn():  # and the turn was given back
         pass
-
-
-def test_a_block_runs_in_the_background_then_the_thread_is_interactive_again() -> None:
-    seen: list[bool] = []
-
-    def work() -> None:
-        with in_background():
-            seen.append(_TURNS.is_background())
-        seen.append(_TURNS.is_background())
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join(WAIT)
-    assert seen == [True, False]
 
 
 def test_a_waiting_background_pass_stops_without_waiting_for_its_turn() -> None:

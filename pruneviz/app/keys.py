@@ -20,6 +20,7 @@ BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
 WORKERS_KEY = "pv_sensitivity_workers"  # {bench key: SensitivityWorker}
 FINETUNE_WORKERS_KEY = "pv_finetune_workers"  # {bench key: FinetuneWorker}
 SWEEP_WORKERS_KEY = "pv_sweep_workers"  # {bench key: SweepWorker}
+EXPORT_WORKERS_KEY = "pv_export_workers"  # {bench key: ExportWorker}
 
 # -- classroom mode: who this session is (app/login.py) ------------------------------------
 USER_KEY = "pv_user"  # who this session's long jobs are queued for (a student's name)

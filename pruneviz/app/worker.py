@@ -1,5 +1,5 @@
-"""A sensitivity analysis, a uniform sweep, or a fine-tuning run, in the background, so
-that no page waits for it — and so that no slider move waits for it either.
+"""A sensitivity analysis, a uniform sweep, a fine-tuning run or an export, in the
+background, so that no page waits for it — and so that no slider move waits for it either.
 
 A worker keeps what its pages show — points done and total, the time they took, the
 result so far, an error message — behind a lock; pages read it with `snapshot()`, and
@@ -31,6 +31,10 @@ shows what fine-tuning recovered. The page records both in the tab's experiment 
 `finetune_worker()` keeps one worker per model in session state, so leaving the page does
 not lose the run.
 
+`ExportWorker` writes and verifies an export of the tab's plan the same way, on a session
+of its own that loads the tab's weights and plan (pruneviz.output.export_job); the page
+shows its download once it is in.
+
 Each worker's jobs are queued as its `user`'s: the factories set it to `current_user()`,
 the logged-in student's name in classroom mode, else the browser session's id.
 """
@@ -47,6 +51,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from torch import Tensor, nn
 
 from pruneviz.app.keys import (
+    EXPORT_WORKERS_KEY,
     FINETUNE_WORKERS_KEY,
     SWEEP_WORKERS_KEY,
     USER_KEY,
@@ -57,6 +62,8 @@ from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.measure.meter import Meter
+from pruneviz.output.bundle import ExportDownload
+from pruneviz.output.export_job import ExportSpec, run_export
 from pruneviz.workflows import jobqueue, processes
 from pruneviz.workflows.experiments import ORIGINAL
 from pruneviz.workflows.finetune import FinetuneRecipe, Record, total_steps
@@ -460,6 +467,81 @@ class SweepWorker(_Background):
                 self._done = message.done
                 self._clock_point()
         super().receive(message)
+
+
+# -- an export -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """A consistent view of the export worker at one moment: what the running (or last)
+    export is of (`identity`, the page's own key for it), its download once written and
+    verified, whether a copy went into a folder, why it failed."""
+
+    running: bool
+    identity: object | None
+    download: ExportDownload | None
+    in_folder: bool
+    error: str | None
+    queued: int | None = None  # waiting for a free worker: its place (1 = next)
+    jobs_running: int = 0  # long jobs running on the server (while this one waits)
+
+
+class ExportWorker(_Background):
+    """Writes and verifies exports of one model, one at a time, in the background: in a
+    job's process, on a session of its own rebuilt from the tab's (its weights, its plan:
+    pruneviz.output.export_job), so that the seconds or minutes an export takes never
+    hold up a slider."""
+
+    def __init__(self, make_session: Callable[[], PruningSession], *,
+                 child_process: bool | None = None, queue: JobQueue | None = None,
+                 user: str = LOCAL_USER) -> None:
+        super().__init__(make_session, child_process=child_process, queue=queue, user=user)
+        self._spec: ExportSpec | None = None
+        self._identity: object | None = None
+        self._download: ExportDownload | None = None
+
+    def start(self, spec: ExportSpec, identity: object) -> None:
+        """Start writing the export `spec` describes; `identity` names what it is of."""
+        if self.running:
+            raise PlanError("an export is already being written: wait for it")
+        with self._lock:
+            self._identity = identity
+            self._download = None
+            self._error = None
+        self._spec = spec
+        self._launch("pruneviz-export", run_export, spec)
+
+    def snapshot(self) -> ExportProgress:
+        queued, jobs_running = self._queued()
+        with self._lock:
+            spec = self._spec
+            return ExportProgress(self.running, self._identity, self._download,
+                                  spec is not None and spec.folder is not None, self._error,
+                                  queued, jobs_running)
+
+    def run_here(self, emit: Emit, cancel: threading.Event) -> None:
+        assert self._spec is not None
+        run_export(self._make_session(), self._spec, emit, cancel)  # a fresh session each
+
+    def receive(self, message: object) -> None:
+        """The export is written and verified."""
+        if isinstance(message, ExportDownload):
+            with self._lock:
+                self._download = message
+        super().receive(message)
+
+
+def export_worker(bench: Workbench) -> ExportWorker:
+    """This tab's export worker for the workbench's model: one per model, kept across
+    pages (leaving the Export page does not stop or lose an export)."""
+    workers = st.session_state.setdefault(EXPORT_WORKERS_KEY, {})
+    worker = workers.get(bench_key())
+    if not isinstance(worker, ExportWorker):
+        worker = ExportWorker(session_factory(bench))
+        workers[bench_key()] = worker
+    worker.user = current_user()
+    return worker
 
 
 def sweep_worker(bench: Workbench) -> SweepWorker:

@@ -156,15 +156,3 @@ def as_background(stop: Callable[[], bool] | None = None) -> None:
     one is waiting (a refinement, a long job running in the server's process). While it
     waits, `stop` is asked every `STOP_CHECK_S`; when it says so, `Cancelled` is raised."""
     _TURNS.mark_background(stop=stop)
-
-
-@contextmanager
-def in_background() -> Iterator[None]:
-    """Run a block of the calling thread as background work (an export's checks in a page's
-    thread), then give the thread back its own priority."""
-    was = _TURNS.is_background()
-    _TURNS.mark_background()
-    try:
-        yield
-    finally:
-        _TURNS.mark_background(was)  # (a thread's block has no stop flag of its own)
