@@ -11,9 +11,10 @@ Provides:
   one test never makes another's wait. tests/test_processes.py asks for child processes
   explicitly;
 - for every test, a tab's background measurements start as soon as a plan is applied
-  (`workspace.REFINE_SETTLE = 0`), not a second later as in the served app, so that page
-  tests waiting for them do not wait that second each. tests/test_live.py checks the
-  settling itself; the browser test runs the app as served.
+  (`workspace.REFINE_SETTLE = 0`, `refine.QUIET = 0`), not once the plan has stayed a
+  second and the sliders have paused as in the served app, so that page tests waiting for
+  them do not wait that long each. tests/test_live.py checks the settling and the pause
+  themselves; the browser test runs the app as served.
 
 Helpers to import (tests/ is on the path, so `from fixtures.... import ...`):
 - fixtures/models.py: the zoo of tiny fixture models (ZOO), snapshot/assert_bit_identical;
@@ -32,7 +33,7 @@ import pytest
 from fixtures.sessions import bench_for
 from hypothesis import HealthCheck, settings
 
-from pruneviz.workflows import jobqueue, processes, workspace
+from pruneviz.workflows import jobqueue, processes, refine, workspace
 from pruneviz.workflows.workbench import Workbench
 
 settings.register_profile(
@@ -62,3 +63,4 @@ def jobs_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 def measure_without_settling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Background measurements start at once (see the docstring above)."""
     monkeypatch.setattr(workspace, "REFINE_SETTLE", 0.0)
+    monkeypatch.setattr(refine, "QUIET", 0.0)

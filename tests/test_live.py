@@ -21,8 +21,10 @@ from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
 from pruneviz.measure import meter as meter_module
+from pruneviz.measure.machine import compute_turn
 from pruneviz.measure.metrics import EvalResult, count_params, evaluate
 from pruneviz.measure.storage import dense_bytes, gzip_size, sparse_bytes
+from pruneviz.workflows import refine as refine_module
 from pruneviz.workflows import workspace as workspace_module
 from pruneviz.workflows.workbench import build_workbench, open_workbench
 from pruneviz.workflows.workspace import Workspace
@@ -186,6 +188,46 @@ def test_tabs_measure_their_slow_figures_one_at_a_time(monkeypatch: pytest.Monke
     assert second.refiner.wait(30)
     assert order == ["first", "second"]  # the second tab's new plan, once it was its turn
     assert not second.refiner.pending()
+
+
+def test_slow_figures_wait_while_any_tab_keeps_moving_sliders(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refine_module, "QUIET", 0.4)  # as served (0.5 s)
+    space = live_space()
+    moving = threading.Event()
+    moving.set()
+
+    def another_tab() -> None:  # a slider move's forward pass every 0.1 s
+        while moving.is_set():
+            with compute_turn():
+                pass
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=another_tab, daemon=True)
+    thread.start()
+    space.bench.session.apply(one_layer(space, 0.5))
+    space.measure_live()
+    time.sleep(1.0)
+    assert space.refiner.running()
+    assert "latency" in space.refiner.pending()  # nothing measured while the class moves
+    moving.clear()
+    thread.join(5)
+    paused = time.monotonic()
+    assert space.refiner.wait(30)
+    assert time.monotonic() - paused >= 0.3  # it waited for the pause ...
+    assert not space.refiner.pending()  # ... then measured everything
+    # a plan replaced while it waits for a pause is given up at once
+    stopper = threading.Thread(target=another_tab, daemon=True)
+    moving.set()
+    stopper.start()
+    space.bench.session.apply(one_layer(space, 0.7))
+    space.measure_live()
+    time.sleep(0.3)
+    started = time.monotonic()
+    space.bench.session.apply(one_layer(space, 0.8))  # stops the waiting refinement
+    assert time.monotonic() - started < 0.5
+    moving.clear()
+    stopper.join(5)
 
 
 def test_stoppable_measurements_raise_cancelled() -> None:

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,7 @@ class _Turns:
         self._cond = threading.Condition()
         self._busy = False
         self._interactive_waiting = 0
+        self.last_interactive = float("-inf")  # when the last interactive pass asked
         self._local = threading.local()
 
     def mark_background(self, background: bool = True,
@@ -124,6 +126,7 @@ class _Turns:
                         raise Cancelled("stopped while waiting for the cores")
                     self._cond.wait(STOP_CHECK_S)
             else:
+                self.last_interactive = time.monotonic()
                 self._interactive_waiting += 1
                 try:
                     while self._busy:
@@ -149,6 +152,22 @@ def compute_turn() -> contextlib.AbstractContextManager[None]:
     """Wait for this thread's turn at the cores and hold it for one pass (a batch or a
     timed forward): interactive threads before background ones, one pass at a time."""
     return _TURNS.turn()
+
+
+def wait_for_quiet(quiet: float, stop: Callable[[], bool]) -> bool:
+    """Wait until no interactive pass has asked for the cores for `quiet` seconds (the
+    tabs' slider moves have paused); False if `stop` said so first. Background work that
+    can wait (a plan's slow figures) starts only then: while a class keeps moving sliders
+    it would take the interpreter from their page runs, which then take long enough for
+    more plans to settle and be measured, until every move waits (benchmarks/classroom.py,
+    16 tabs)."""
+    while True:
+        since = time.monotonic() - _TURNS.last_interactive
+        if since >= quiet:
+            return True
+        if stop():
+            return False
+        time.sleep(min(quiet - since, STOP_CHECK_S))
 
 
 def as_background(stop: Callable[[], bool] | None = None) -> None:

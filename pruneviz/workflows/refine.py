@@ -9,7 +9,8 @@ megabyte of compression, and nothing half-measured is kept; the next plan starts
 new refinement. With `settle`, a refinement waits that long before it measures anything
 and gives up if the plan changes meanwhile: a tab whose sliders keep moving costs the
 server only its slider moves (benchmarks/classroom.py); and one refinement measures
-at a time in a process, the others waiting their turn. When one finishes, `on_finish`
+at a time in a process, the others waiting their turn, and only once the tabs' slider
+moves have paused for `QUIET` seconds. When one finishes, `on_finish`
 gets the complete report (the workspace records it in its experiment log), and `then`
 does any further work that can be stopped the same way (the workspace completes the
 unpruned model's figures on the pristine model, which no plan touches).
@@ -23,7 +24,7 @@ import weakref
 from collections.abc import Callable
 
 from pruneviz.errors import Cancelled
-from pruneviz.measure.machine import STOP_CHECK_S, as_background
+from pruneviz.measure.machine import STOP_CHECK_S, as_background, wait_for_quiet
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Stop
 from pruneviz.workflows.workbench import Workbench
@@ -39,6 +40,8 @@ _LIVE: weakref.WeakSet[Refiner] = weakref.WeakSet()
 # interpreter, which made a loaded server fall further behind with every plan that
 # settled (benchmarks/classroom.py, 16 tabs).
 _MEASURING = threading.Lock()
+# ... and only once no slider move (of any tab) has asked for the cores for this long.
+QUIET = 0.5
 
 
 @atexit.register
@@ -128,7 +131,8 @@ class Refiner:
             if stop.is_set():
                 return  # replaced while it waited for its turn
         try:
-            self._measure(stop)
+            if wait_for_quiet(QUIET, stop.is_set):  # the tabs' sliders have paused
+                self._measure(stop)
         finally:
             _MEASURING.release()
 
