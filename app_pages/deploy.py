@@ -10,7 +10,7 @@ from pruneviz.app.keys import (
     DEPLOY_SLIM_DOWNLOAD_KEY,
     FORMS_CACHE_KEY,
 )
-from pruneviz.app.widgets import latency_delta, relative_delta, user_errors
+from pruneviz.app.widgets import changed_metric, latency_delta, relative_delta, user_errors
 from pruneviz.measure.forms import best_form, masked_form, slimmed_form, sparse_form
 from pruneviz.measure.meter import latency_batch
 from pruneviz.measure.storage import dense_bytes
@@ -69,7 +69,7 @@ for col, form in zip(cols, forms, strict=True):
             if label.startswith("latency") and form is not masked and form.latency \
                     and masked.latency:
                 delta, colour = latency_delta(form.latency, masked.latency)
-            st.metric(label, text, delta, delta_color=colour)
+            changed_metric(st, label, text, delta, colour)
         st.caption(f"largest output difference from masked: {form.max_abs_diff:.2e}"
                    + (f" — {form.note}" if form.note else ""))
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pruneviz.app import keys, state, sweep_view
-from pruneviz.app.widgets import user_errors
+from pruneviz.app.widgets import experiment_rows, user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
 from pruneviz.measure.compression import INT8, SVD
 from pruneviz.output.tradeoff_figures import best_form_scatter, tradeoff_scatter
@@ -113,7 +113,7 @@ else:
                "forms to see each configuration at its fastest real form.")
 
 st.subheader("Experiments")
-st.dataframe([e.to_row() for e in experiments], hide_index=True)
+st.dataframe(experiment_rows(experiments, bench.eval_data), hide_index=True)
 
 labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
 chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,

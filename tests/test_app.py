@@ -8,6 +8,7 @@ import pytest
 import torch
 from fixtures import apptest
 from fixtures.apptest import bench_of, rerun_while_running
+from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app.keys import SWEEP_WORKERS_KEY, WORKSPACE_KEY, widget_key
@@ -347,3 +348,33 @@ def test_an_error_message_says_what_failed_once() -> None:
     assert [e.value for e in at.error] == [
         "The export failed: disk unplugged. Try another setting, or reset the plan on the "
         "Prune page."]
+
+
+def test_a_change_without_a_direction_has_no_arrow() -> None:
+    at = start(page="app_pages/prune.py")
+    unpruned = {m.label: (m.proto.delta, m.proto.direction) for m in at.metric}
+    no_change = [label for label, (delta, _) in unpruned.items() if delta == "no change"]
+    assert {"non-zero params", "effective MACs", "dense file"} <= set(no_change)
+    assert all(unpruned[label][1] == MetricProto.MetricDirection.NONE for label in no_change)
+    at.slider(key=widget_key("sp", "conv2")).set_value(60).run()
+    pruned = {m.label: (m.proto.delta, m.proto.direction) for m in at.metric}
+    assert pruned["non-zero params"][1] == MetricProto.MetricDirection.DOWN  # fewer: an arrow
+    assert pruned["dense file"] == ("no change", MetricProto.MetricDirection.NONE)
+
+
+def test_accuracy_is_shown_in_percent_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = apptest.start(None, "app_pages/prune.py", timeout=TIMEOUT, monkeypatch=monkeypatch,
+                       argv=["--model", "sample:digits_cnn", "--eval-subset", "100"])
+    space = at.session_state[WORKSPACE_KEY]
+    assert space.bench.eval_full is not None  # live on 100 samples, the whole set later
+    at.slider(key=widget_key("sp", "conv2")).set_value(50).run()
+    assert space.refiner.wait(60)  # the whole set's metric of this plan is in
+    at.run()
+    full = space.bench.meter.evaluate_full()
+    assert shown_metric(at, "accuracy").startswith(f"{full.metric:.2%}")  # both measured
+    captions = " ".join(c.value for c in at.caption)
+    assert f"Whole set, this plan: **accuracy {full.metric:.2%}**" in captions
+    at.switch_page("app_pages/tradeoffs.py").run()
+    table = at.dataframe[0].value
+    assert "metric" not in table.columns
+    assert list(table["accuracy %"]) == pytest.approx([100 * e.metric for e in space.log])

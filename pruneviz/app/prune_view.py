@@ -12,7 +12,7 @@ import streamlit as st
 from pruneviz.app import controls, state
 from pruneviz.app.keys import PRUNE_HIST_KEY, PRUNE_SCORES_KEY, SELECTED_LAYER_KEY, widget_key
 from pruneviz.app.state import seed
-from pruneviz.app.widgets import criteria_for, metrics_row
+from pruneviz.app.widgets import criteria_for, metrics_row, show_metric, shows_percent
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.session import PruningSession
 from pruneviz.output.figures import score_bars, weight_histogram
@@ -261,7 +261,8 @@ def metrics_box(bench: Workbench) -> None:
             st.caption(
                 f"Live numbers: a fixed subset of {len(bench.eval_data):,} of the "
                 f"{len(bench.full_data):,} evaluation samples, with their ~95% interval. "
-                + (f"Whole set, this plan: **{full.metric_name} {full.metric:.4g}** "
+                + (f"Whole set, this plan: **{full.metric_name} "
+                   f"{show_metric(full.metric, shows_percent(bench.eval_data))}** "
                    f"(loss {full.loss:.4g})." if full is not None
                    else "The whole set is being measured in the background…" if running
                    else ""))

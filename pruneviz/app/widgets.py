@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -14,6 +14,7 @@ from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError, shortened
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import EvalResult, Latency
+from pruneviz.workflows.experiments import Experiment
 from pruneviz.workflows.workspace import Workspace
 
 HONESTY_NOTE = (
@@ -96,6 +97,17 @@ def within_noise(a: Latency, b: Latency) -> bool:
     return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
 
 
+DeltaColor = Literal["normal", "inverse", "off"]
+
+
+def changed_metric(col: Any, label: str, value: str, delta: str | None, color: DeltaColor, *,
+                   help: str | None = None) -> None:
+    """st.metric with its change against a reference. A change without a direction ("no
+    change", "within noise": drawn grey) gets no arrow; an arrow would say it went up."""
+    col.metric(label, value, delta, delta_color=color,
+               delta_arrow="off" if color == "off" else "auto", help=help)
+
+
 def criteria_for(granularity: str) -> list[str]:
     """Criteria that can rank structures of this granularity."""
     return [spec.name for spec in iter_criteria(Granularity(granularity))]
@@ -114,6 +126,18 @@ def criterion_select(container: Any, granularity: str, key: str,
 def shows_percent(data: TensorData) -> bool:
     """Whether the data's metric is an accuracy: shown in %, its changes in points."""
     return data.metric_name.endswith("accuracy") and data.higher_is_better
+
+
+def experiment_rows(experiments: Iterable[Experiment], data: TensorData) -> list[dict[str, Any]]:
+    """The experiments as table rows, an accuracy in % (column "accuracy %") as on every
+    other part of the pages, not as a fraction beside them."""
+    rows = [e.to_row() for e in experiments]
+    if not shows_percent(data):
+        return rows
+    column = f"{data.metric_name} %"
+    return [{(column if k == "metric" else k): (100 * v if k == "metric" and v is not None
+                                                 else v) for k, v in row.items()}
+            for row in rows]
 
 
 def show_metric(value: float, percent: bool) -> str:
@@ -162,29 +186,29 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
     better = "higher" if higher_is_better else "lower"
     if shows_percent(data):
         change = (ev.metric - base.metric) * 100
-        cols[0].metric(
-            ev.metric_name, f"{ev.metric:.2%} {plus}".strip(),
+        changed_metric(
+            cols[0], ev.metric_name, f"{ev.metric:.2%} {plus}".strip(),
             f"{change:+.2f} pts" if abs(change) >= 0.005 else "no change",
-            delta_color="normal" if abs(change) >= 0.005 else "off",
+            "normal" if abs(change) >= 0.005 else "off",
             help=f"{sure} The change is against the unpruned model on the same samples.",
         )
     else:
         change = ev.metric - base.metric
-        cols[0].metric(
-            ev.metric_name, f"{ev.metric:.5g} {plus}".strip(),
+        changed_metric(
+            cols[0], ev.metric_name, f"{ev.metric:.5g} {plus}".strip(),
             f"{change:+.5g}" if change else "no change",
-            delta_color=("normal" if higher_is_better else "inverse") if change else "off",
+            ("normal" if higher_is_better else "inverse") if change else "off",
             help=f"{sure} {better.capitalize()} is better; the change is against the "
             "unpruned model on the same samples.",
         )
     delta, color = count_delta(report.params_nonzero, baseline.params_nonzero)
-    cols[1].metric(
-        "non-zero params", f"{report.params_nonzero:,}", delta, delta_color=color,
+    changed_metric(
+        cols[1], "non-zero params", f"{report.params_nonzero:,}", delta, color,
         help=f"of {report.params_total:,} parameters ({report.sparsity:.1%} zero)",
     )
     delta, color = count_delta(report.macs_effective, baseline.macs_effective)
-    cols[2].metric(
-        "effective MACs", f"{report.macs_effective:,}", delta, delta_color=color,
+    changed_metric(
+        cols[2], "effective MACs", f"{report.macs_effective:,}", delta, color,
         help="Weight multiply-accumulates per sample if zero weights were skipped. "
         f"Dense: {report.macs_dense:,}.",
     )
@@ -205,7 +229,7 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
             col.metric(label, _kib(now), help=f"{tip}; {now:,} bytes")
             continue
         delta, color = count_delta(now, then)
-        col.metric(label, _kib(now), delta, delta_color=color, help=f"{tip}; {now:,} bytes")
+        changed_metric(col, label, _kib(now), delta, color, help=f"{tip}; {now:,} bytes")
     base_lat = report.latency_reference or baseline.latency
     if report.latency is None:
         cols[3].metric("latency", MEASURING if measuring else "not measured",
@@ -214,8 +238,8 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
     elif base_lat is not None:
         lat = report.latency
         delta, color = latency_delta(lat, base_lat)
-        cols[3].metric(
-            "latency", f"{lat.median_ms:.2f} ms", delta, delta_color=color,
+        changed_metric(
+            cols[3], "latency", f"{lat.median_ms:.2f} ms", delta, color,
             help=f"Median {lat.conditions()} "
             f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). The change is against the "
             f"unpruned model timed in the same runs, interleaved ({base_lat.median_ms:.2f} ms); "
