@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pruneviz.app import controls, prune_view, state
-from pruneviz.app.keys import METRICS_BAR_KEY, PRUNE_RESET_KEY, widget_key
+from pruneviz.app.keys import METRICS_BAR_KEY, PRUNE_BODY_KEY, PRUNE_RESET_KEY, widget_key
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import HONESTY_NOTE, user_errors
 from pruneviz.core.plan import Plan
@@ -35,6 +35,13 @@ st.html(f"<style>div:has(> .st-key-{METRICS_BAR_KEY}) {{position: sticky; top: 3
         "z-index: 990; background: #ffffff; padding-bottom: 0.25rem; "
         "border-bottom: 1px solid rgba(49, 51, 63, 0.15);} "
         f".st-key-{METRICS_BAR_KEY} [data-testid='stMetricValue'] {{font-size: 1.6rem;}}"
+        "@media (max-width: 1100px) {"
+        f".st-key-{PRUNE_BODY_KEY} > [data-testid='stLayoutWrapper'] > "
+        "[data-testid='stHorizontalBlock'] {flex-wrap: wrap;} "
+        f".st-key-{PRUNE_BODY_KEY} > [data-testid='stLayoutWrapper'] > "
+        "[data-testid='stHorizontalBlock'] > [data-testid='stColumn'] "
+        "{flex: 1 1 100% !important; min-width: 100% !important;} "
+        f".st-key-{METRICS_BAR_KEY} [data-testid='stMetricValue'] {{font-size: 1.25rem;}}}}"
         "</style>")
 st.info(HONESTY_NOTE)
 top = st.columns([2, 2, 1])
@@ -52,7 +59,9 @@ top[2].button("Reset to unpruned", on_click=reset, width="stretch", key=PRUNE_RE
 # many layers: a compact table of them all, drawn once the plan is applied
 table_box = (st.container() if scope is controls.Scope.PER_LAYER
              and prune_view.many_layers(session) else None)
-left, view = st.columns([3.3, 2], gap="large")
+# On a narrow screen (1024 px) the layer view goes below the controls: beside them it left
+# the rows' selectors too narrow to read.
+left, view = st.container(key=PRUNE_BODY_KEY).columns([3.3, 2], gap="large")
 coupled = prune_view.coupled_now(session)
 with left:
     shown = None

@@ -134,10 +134,27 @@ def test_slider_move_updates_the_measured_metric(server: str) -> None:
             elapsed = time.monotonic() - start
             after = _metric(page, "accuracy")
             page.screenshot(path=str(ARTIFACTS / "prune.png"), full_page=True)
+            # a small screen: the layer view goes below the rows, and the metrics stay in
+            # view above the last slider while it moves
+            page.set_viewport_size({"width": 1024, "height": 768})
+            last = page.get_by_role("slider", name="fc sparsity %")
+            last.scroll_into_view_if_needed()
+            last.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_timeout(2_000)
+            metric = page.locator('[data-testid="stMetric"]').first.bounding_box()
+            rows_end = last.bounding_box()
+            view = page.get_by_text("Layer to look at", exact=True).bounding_box()
+            page.screenshot(path=str(ARTIFACTS / "prune_1024.png"))
         finally:
             browser.close()
     assert after != before
     assert elapsed < 30
+    assert metric is not None
+    assert rows_end is not None
+    assert view is not None
+    assert 0 <= metric["y"] < rows_end["y"] < 768  # the metrics above the slider, in view
+    assert view["y"] > rows_end["y"]  # the layer view below the rows, not beside them
 
 
 def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
