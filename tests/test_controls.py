@@ -49,25 +49,53 @@ def test_blocks_round_trip() -> None:
 
 
 def test_coupled_slider_move_sets_its_group() -> None:
-    groups = {"conv1": "g", "conv2": "g"}  # conv1 and conv2 share their filters
+    groups = {("conv1", Granularity.FILTER): "g", ("conv2", Granularity.FILTER): "g",
+              ("fc", Granularity.CHANNEL): "g"}  # conv1 + conv2 make channels fc reads
 
     def group_of(layer: str, granularity: Granularity) -> object | None:
-        return groups.get(layer) if granularity is Granularity.FILTER else None
+        return groups.get((layer, granularity))
 
     values: dict[str, Any] = controls.widget_values(Plan(), LAYERS)
-    for name in LAYERS:
-        values[widget_key("gran", name)] = "filter"
+    values[widget_key("gran", "conv1")] = "filter"
     values[widget_key("sp", "conv1")] = 40
     values[widget_key("crit", "conv1")] = "l2"
+    # the other producer follows, even from "unstructured 0%": its row shows what the
+    # group prunes in it (fc, which reads the channels, keeps its own entry)
     changes = controls.coupled_moves("conv1", values, LAYERS, group_of)
-    assert changes == {widget_key("sp", "conv2"): 40, widget_key("crit", "conv2"): "l2"}
+    assert changes == {widget_key("gran", "conv2"): "filter", widget_key("sp", "conv2"): 40,
+                       widget_key("crit", "conv2"): "l2"}
     # an unstructured layer moves alone
     values[widget_key("gran", "conv1")] = "unstructured"
     assert controls.coupled_moves("conv1", values, LAYERS, group_of) == {}
-    # a coupled layer at another granularity does not follow
-    values[widget_key("gran", "conv1")] = "filter"
-    values[widget_key("gran", "conv2")] = "channel"
+    # a layer in no group moves alone
+    values[widget_key("gran", "conv1")] = "channel"
     assert controls.coupled_moves("conv1", values, LAYERS, group_of) == {}
+
+
+def test_every_row_of_a_coupled_group_shows_what_the_table_shows() -> None:
+    """The real engine on a residual model: set any producer of a group by filter, and
+    the rows of every layer whose filters are pruned say so; the others pruned are the
+    group's readers, whose inputs go with it (their rows say that: prune_view)."""
+    from fixtures.sessions import bench_for
+
+    session = bench_for("digits_resnet").session
+    names = session.layer_names
+    grouped = [n for n in names if len(session.coupled_with(n)) > 1]
+    assert grouped
+    for moved in grouped:
+        values: dict[str, Any] = controls.widget_values(Plan(), names)
+        values[widget_key("gran", moved)] = "filter"
+        values[widget_key("sp", moved)] = 50
+        values.update(controls.coupled_moves(moved, values, names, session.group_of))
+        built = controls.plan_for_widgets(values, names, Plan(), session.unsupported)
+        group = session.group_of(moved)
+        assert group is not None
+        readers = {n for n in names if session.group_of(n, Granularity.CHANNEL) is group}
+        with session.applied(built.plan):
+            pruned = {r.name for r in session.results() if r.sparsity > 0}
+        shown = {n for n in names if int(values.get(widget_key("sp", n), 0)) > 0}
+        assert shown == {n for n in names if session.group_of(n) is group}
+        assert pruned == shown | readers, (moved, sorted(pruned ^ (shown | readers)))
 
 
 def test_set_all_layers() -> None:

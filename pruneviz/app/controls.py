@@ -183,8 +183,11 @@ def set_all_layers(percent: int, layer_names: Sequence[str]) -> dict[str, Any]:
 
 def coupled_moves(moved: str, values: Mapping[str, Any], layer_names: Sequence[str],
                   group_of: GroupOf) -> dict[str, Any]:
-    """The widget values that change when layer `moved`'s control moves: the layers coupled
-    to it (same structured group) take its sparsity and criterion. Empty if none are."""
+    """The widget values that change when layer `moved`'s control moves: the layers whose
+    outputs (filters) or inputs (channels) are coupled with its own in the same way (the
+    same structured group, on the same side) take its granularity, criterion and sparsity,
+    whatever they were set to: the engine prunes them together, and each row shows it.
+    Empty if none are."""
     granularity = parse_granularity(
         str(values.get(widget_key("gran", moved), DEFAULT_GRANULARITY)), moved)
     group = group_of(moved, granularity) if granularity.structured else None
@@ -192,9 +195,8 @@ def coupled_moves(moved: str, values: Mapping[str, Any], layer_names: Sequence[s
         return {}
     changes: dict[str, Any] = {}
     for other in layer_names:
-        other_gran = parse_granularity(
-            str(values.get(widget_key("gran", other), DEFAULT_GRANULARITY)), other)
-        if other != moved and other_gran.structured and group_of(other, other_gran) is group:
+        if other != moved and group_of(other, granularity) is group:
+            changes[widget_key("gran", other)] = granularity.value
             changes[widget_key("sp", other)] = values.get(widget_key("sp", moved), 0)
             changes[widget_key("crit", other)] = values[widget_key("crit", moved)]
     return changes
