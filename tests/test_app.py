@@ -378,3 +378,30 @@ def test_accuracy_is_shown_in_percent_everywhere(monkeypatch: pytest.MonkeyPatch
     table = at.dataframe[0].value
     assert "metric" not in table.columns
     assert list(table["accuracy %"]) == pytest.approx([100 * e.metric for e in space.log])
+
+
+def test_the_rows_of_a_coupled_group_show_what_the_table_shows() -> None:
+    at = start("digits_resnet", "app_pages/prune.py")
+    session = bench_of(at).session
+    at.selectbox(key=widget_key("gran", "stem.conv")).set_value("filter").run()
+    at.slider(key=widget_key("sp", "stem.conv")).set_value(50).run()
+    assert not at.exception
+    group = session.group_of("stem.conv")
+    assert group is not None
+    producers = [n for n in session.layer_names if session.group_of(n) is group]
+    readers = [n for n in session.layer_names
+               if session.group_of(n, Granularity.CHANNEL) is group]
+    assert len(producers) > 1
+    assert readers
+    for name in producers:  # each producer's row reads filter 50%, as the table
+        assert at.selectbox(key=widget_key("gran", name)).value == "filter"
+        assert at.slider(key=widget_key("sp", name)).value == 50
+        assert shown_sparsity(at, name) != "0.0%"
+    rows = " ".join(m.value for m in at.markdown)
+    for name in readers:  # each reader's row says its inputs go with the group
+        assert shown_sparsity(at, name) != "0.0%"
+        assert f"**{name}**" in rows
+    notes = [c.value for c in at.caption if "inputs go with" in c.value]
+    assert sorted(notes) == sorted(f":orange[:material/link: 50% of {name}'s inputs go with "
+                                   "stem.conv's filters (they read the channels those "
+                                   "filters make)]" for name in readers)

@@ -64,8 +64,12 @@ def test_coupled_slider_move_sets_its_group() -> None:
     changes = controls.coupled_moves("conv1", values, LAYERS, group_of)
     assert changes == {widget_key("gran", "conv2"): "filter", widget_key("sp", "conv2"): 40,
                        widget_key("crit", "conv2"): "l2"}
+    # fc's row says its inputs go with conv1's filters
+    assert controls.coupled_inputs("fc", values, LAYERS, group_of) == ("conv1", 40)
+    assert controls.coupled_inputs("conv2", values, LAYERS, group_of) is None
     # an unstructured layer moves alone
     values[widget_key("gran", "conv1")] = "unstructured"
+    assert controls.coupled_inputs("fc", values, LAYERS, group_of) is None
     assert controls.coupled_moves("conv1", values, LAYERS, group_of) == {}
     # a layer in no group moves alone
     values[widget_key("gran", "conv1")] = "channel"

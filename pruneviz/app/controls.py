@@ -181,6 +181,22 @@ def set_all_layers(percent: int, layer_names: Sequence[str]) -> dict[str, Any]:
     return {widget_key("sp", name): percent for name in layer_names}
 
 
+def coupled_inputs(name: str, values: Mapping[str, Any], layer_names: Sequence[str],
+                   group_of: GroupOf) -> tuple[str, int] | None:
+    """When layer `name` reads channels that another layer's filter control removes (they
+    are coupled): that layer and its sparsity %, for `name`'s row to say so; else None."""
+    group = group_of(name, Granularity.CHANNEL)
+    if group is None:
+        return None
+    for other in layer_names:
+        gran = str(values.get(widget_key("gran", other), DEFAULT_GRANULARITY))
+        percent = int(values.get(widget_key("sp", other), 0))
+        if (other != name and gran == Granularity.FILTER.value and percent
+                and group_of(other, Granularity.FILTER) is group):
+            return other, percent
+    return None
+
+
 def coupled_moves(moved: str, values: Mapping[str, Any], layer_names: Sequence[str],
                   group_of: GroupOf) -> dict[str, Any]:
     """The widget values that change when layer `moved`'s control moves: the layers whose

@@ -75,8 +75,9 @@ def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) 
             help="Their controls appear below; every other layer keeps its amount.")
     else:
         shown = session.layer_names
+    values = widget_values()
     for name in shown:
-        layer_row(session, name, mode, coupled)
+        layer_row(session, name, mode, coupled, values)
     return shown
 
 
@@ -129,8 +130,9 @@ def compact_table(session: PruningSession) -> None:
 
 
 def layer_row(session: PruningSession, name: str, mode: controls.Mode,
-              coupled: Collection[str]) -> None:
-    """A layer's granularity, criterion and amount."""
+              coupled: Collection[str], values: Mapping[str, Any]) -> None:
+    """A layer's granularity, criterion and amount; and, when its inputs are channels
+    another layer's filter control removes, how many (`values`: the widgets' now)."""
     cols = st.columns([2.1, 2.3, 1.5, 3.6], vertical_alignment="center")
     info = session.layer_by_name[name]
     label = f":orange[:material/link: **{name}**]" if name in coupled else f"**{name}**"
@@ -145,17 +147,29 @@ def layer_row(session: PruningSession, name: str, mode: controls.Mode,
     crit = cols[2].selectbox("criterion", options, key=widget_key("crit", name),
                              on_change=follow, args=(session, name),
                              label_visibility="collapsed")
+    amount_control(cols[3], session, name, granularity, crit, mode)
+    reads = controls.coupled_inputs(name, values, session.layer_names, session.group_of)
+    if reads is not None:  # under the row: the coupled group prunes this layer's inputs
+        st.caption(f":orange[:material/link: {reads[1]}% of {name}'s inputs go with "
+                   f"{reads[0]}'s filters (they read the channels those filters make)]")
+
+
+def amount_control(col: Any, session: PruningSession, name: str, granularity: Granularity,
+                   crit: str, mode: controls.Mode) -> None:
+    """A layer's amount: its sparsity or threshold slider, what N:M keeps, or why the
+    layer cannot take this granularity and criterion."""
+    gran = granularity.value
     reason = session.unsupported(name, granularity, crit)
     if reason is not None:
-        cols[3].warning(reason)
+        col.warning(reason)
         return
     n_m = granularity.n_m
     if n_m is not None:
-        cols[3].caption(f"{gran}: keeps {n_m[0]} of every {n_m[1]} consecutive "
-                        f"input weights ({1 - n_m[0] / n_m[1]:.0%} sparsity)")
+        col.caption(f"{gran}: keeps {n_m[0]} of every {n_m[1]} consecutive "
+                    f"input weights ({1 - n_m[0] / n_m[1]:.0%} sparsity)")
     elif mode is controls.Mode.SPARSITY:
-        cols[3].slider(f"{name} sparsity %", 0, 100, key=widget_key("sp", name),
-                       on_change=follow, args=(session, name), label_visibility="collapsed")
+        col.slider(f"{name} sparsity %", 0, 100, key=widget_key("sp", name),
+                   on_change=follow, args=(session, name), label_visibility="collapsed")
     else:
         table = session.scores(name, granularity, crit)
         top_score = float(table.sorted[-1]) if table.count else 0.0
@@ -163,10 +177,10 @@ def layer_row(session: PruningSession, name: str, mode: controls.Mode,
         seed(widget_key("th", name), min(current or 0.0, top_score))
         if st.session_state[widget_key("th", name)] > top_score:
             st.session_state[widget_key("th", name)] = top_score
-        cols[3].slider(f"{name} |score| threshold", 0.0, max(top_score, 1e-12),
-                       step=max(top_score, 1e-12) / 200, format="%.4g",
-                       key=widget_key("th", name), on_change=follow, args=(session, name),
-                       label_visibility="collapsed")
+        col.slider(f"{name} |score| threshold", 0.0, max(top_score, 1e-12),
+                   step=max(top_score, 1e-12) / 200, format="%.4g",
+                   key=widget_key("th", name), on_change=follow, args=(session, name),
+                   label_visibility="collapsed")
 
 
 def global_controls() -> None:
