@@ -28,7 +28,7 @@ if bench.session.graph_note:
                "Torch-Pruning: a model it cannot trace fails the same way there.")
 if upload is not None:
     st.info(f"This tab prunes the weights you uploaded, **{upload.name}** "
-            f"(sha256 {upload.digest}…). The model's own weights are untouched.")
+            f"(values hash {upload.digest}). The model's own weights are untouched.")
     for note in upload.notes:
         st.caption(f":material/info: {note}")
 
@@ -65,8 +65,11 @@ with st.expander("Weights and evaluation data", expanded=upload is not None):
         assert file is not None
         try:
             with st.spinner("Checking the weights ..."):
-                state.upload_weights(file.name, file.getvalue())
-            st.rerun()
+                taken = state.upload_weights(file.name, file.getvalue())
+            if taken is not None:
+                st.rerun()
+            st.info(f"**{file.name}** holds the weights this tab already prunes, bit for "
+                    "bit: nothing changed, and the plan and results are kept.")
         except Exception as exc:  # noqa: BLE001 - any failure is shown, the tab stays usable
             st.error(f"Not used. {exc}")
     if right_b.button("Back to the model's own weights", disabled=upload is None):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from fixtures import apptest
 from fixtures.apptest import bench_of
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app import state
@@ -77,6 +77,25 @@ def test_uploaded_weights_replace_the_originals_and_go_back(
     back.click().run()
     restored = bench_of(at).session.model.state_dict()
     assert all(torch.equal(restored[k], original[k]) for k in original)
+
+
+def test_uploading_the_weights_in_use_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Byte for byte or not (another file of the same values), weights identical to the
+    ones the tab prunes change nothing: no new upload, so the tab keeps its workspace
+    (plan, log, results), which a new upload would rebuild."""
+    tab: dict[str, object] = {MODEL_KEY: "sample:digits_cnn"}  # this tab's session state
+    monkeypatch.setattr(state.st, "session_state", tab)
+    own = state.current_loaded().model.state_dict()
+    halved = {k: (v * 0.5 if v.is_floating_point() else v).contiguous() for k, v in own.items()}
+    assert state.upload_weights("same.safetensors", save(dict(own))) is None
+    assert UPLOAD_KEY not in tab
+    taken = state.upload_weights("halved.safetensors", save(halved))
+    assert taken is not None
+    assert tab[UPLOAD_KEY] is taken
+    metadata = save(halved, metadata={"format": "pt", "note": "another file, same values"})
+    assert state.upload_weights("again.safetensors", metadata) is None
+    assert tab[UPLOAD_KEY] is taken  # still the first upload: nothing rebuilt
+    assert state.upload_weights("own.safetensors", save(dict(own))) is not None  # back
 
 
 def test_a_broken_model_is_explained_and_the_samples_still_work(

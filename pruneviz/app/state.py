@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from pruneviz.app.keys import (
     WORKERS_KEY,
     WORKSPACE_KEY,
 )
+from pruneviz.core.layers import values_key
 from pruneviz.core.plan import Plan
 from pruneviz.data.access import CLASSROOM_FLAG
 from pruneviz.data.samples import SAMPLES
@@ -194,22 +194,28 @@ class Upload:
 
     ref: str
     name: str
-    digest: str
+    digest: str  # of the weights' values (values_key), not of the file's bytes
     model: nn.Module  # the architecture with these weights, eval mode, never changed
     notes: tuple[str, ...] = ()  # how the file was read (a checkpoint's key, say)
 
 
-def upload_weights(name: str, data: bytes) -> Upload:
+def upload_weights(name: str, data: bytes) -> Upload | None:
     """Read uploaded weights (nothing unpickled), fit them to this tab's architecture and
-    make them the tab's original weights. Raises with a message; nothing changes then."""
+    make them the tab's original weights. Weights identical, bit for bit, to the ones in
+    use (whatever the file) change nothing, and the tab keeps its plan and results:
+    returns None then. Raises with a message; nothing changes then either."""
     loaded = current_loaded()
     model = copy.deepcopy(loaded.model)
     notes: list[str] = []
     fit_weights(model, read_weights(data, name, notes=notes,
                                     limits=WeightLimits.for_model(model)), name)
+    digest = values_key(model.state_dict())
+    in_use = current_upload()
+    if digest == (in_use.digest if in_use is not None
+                  else values_key(loaded.model.state_dict())):
+        return None
     check_fit(model.eval(), loaded.eval_data, "the evaluation data")
-    upload = Upload(current_model_ref(), name, hashlib.sha256(data).hexdigest()[:16], model,
-                    tuple(notes))
+    upload = Upload(current_model_ref(), name, digest, model, tuple(notes))
     st.session_state[UPLOAD_KEY] = upload
     return upload
 
