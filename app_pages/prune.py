@@ -3,7 +3,13 @@
 import streamlit as st
 
 from pruneviz.app import controls, prune_view, state
-from pruneviz.app.keys import METRICS_BAR_KEY, PRUNE_BODY_KEY, PRUNE_RESET_KEY, widget_key
+from pruneviz.app.keys import (
+    METRICS_BAR_KEY,
+    PRUNE_BODY_KEY,
+    PRUNE_RESET_KEY,
+    SCOPE_NOTE_KEY,
+    widget_key,
+)
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import HONESTY_NOTE, user_errors
 from pruneviz.core.plan import Plan
@@ -44,9 +50,12 @@ st.html(f"<style>div:has(> .st-key-{METRICS_BAR_KEY}) {{position: sticky; top: 3
         f".st-key-{METRICS_BAR_KEY} [data-testid='stMetricValue'] {{font-size: 1.25rem;}}}}"
         "</style>")
 st.info(HONESTY_NOTE)
+if (kept := st.session_state.pop(SCOPE_NOTE_KEY, None)) is not None:
+    st.info(kept, icon=":material/history:")
 top = st.columns([2, 2, 1])
 scope = controls.Scope(top[0].radio(
     "Scope", controls.SCOPES, key=widget_key("scope"), horizontal=True,
+    on_change=prune_view.scope_switched, args=(session,),
     help="Per layer: each layer its own amount. Global ranking: one ranking of all layers' "
     "structures, pruned to a total amount."))
 mode = controls.Mode(top[1].radio(

@@ -405,3 +405,22 @@ def test_the_rows_of_a_coupled_group_show_what_the_table_shows() -> None:
     assert sorted(notes) == sorted(f":orange[:material/link: 50% of {name}'s inputs go with "
                                    "stem.conv's filters (they read the channels those "
                                    "filters make)]" for name in readers)
+
+
+def test_switching_scope_says_where_the_plan_it_replaces_is_kept() -> None:
+    at = start(page="app_pages/prune.py")
+    at.radio(key=widget_key("scope")).set_value("Global ranking").run()
+    at.slider(key=widget_key("g_sp")).set_value(60).run()
+    session = bench_of(at).session
+    global_plan = session.stamp(session.plan)
+    assert not global_plan.is_empty
+    at.radio(key=widget_key("scope")).set_value("Per layer").run()
+    assert not at.exception
+    (note,) = [i.value for i in at.info if "is kept" in i.value]
+    log = at.session_state[WORKSPACE_KEY].log
+    kept = log.find(global_plan)
+    assert kept is not None
+    assert f"experiment #{kept.id} on the Trade-offs page" in note
+    assert log.plan(kept.id).key() == global_plan.key()  # restorable from there
+    at.run()
+    assert not [i for i in at.info if "is kept" in i.value]  # said once

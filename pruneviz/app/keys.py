@@ -38,6 +38,7 @@ def widget_key(kind: str, layer: str | None = None) -> str:
 
 
 METRICS_BAR_KEY = "pv_metrics_bar"  # the Prune page's sticky metrics container
+SCOPE_NOTE_KEY = "pv_scope_note"  # where the plan a scope switch replaced is kept (once)
 PRUNE_BODY_KEY = "pv_prune_body"  # the Prune page's controls and layer view, side by side
 PRUNE_RESET_KEY = "pv_reset"
 PRUNE_HIST_KEY = "prune_hist"

@@ -10,12 +10,19 @@ from typing import Any
 import streamlit as st
 
 from pruneviz.app import controls, state
-from pruneviz.app.keys import PRUNE_HIST_KEY, PRUNE_SCORES_KEY, SELECTED_LAYER_KEY, widget_key
+from pruneviz.app.keys import (
+    PRUNE_HIST_KEY,
+    PRUNE_SCORES_KEY,
+    SCOPE_NOTE_KEY,
+    SELECTED_LAYER_KEY,
+    widget_key,
+)
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criteria_for, metrics_row, show_metric, shows_percent
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.session import PruningSession
 from pruneviz.output.figures import score_bars, weight_histogram
+from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench
 
@@ -42,6 +49,18 @@ def follow(session: PruningSession, layer: str) -> None:
     st.session_state[SELECTED_LAYER_KEY] = layer
     set_values(controls.coupled_moves(layer, widget_values(), session.layer_names,
                                       session.group_of))
+
+
+def scope_switched(session: PruningSession) -> None:
+    """The scope changed, and with it the controls the plan is set with: the plan they
+    replace stays in the tab's experiments; say which one, to restore it from there."""
+    plan = session.stamp(session.plan)
+    space = state.workspace()
+    found = None if plan.is_empty else space.log.find(plan, space.weights)
+    if found is not None:
+        st.session_state[SCOPE_NOTE_KEY] = (
+            f"The plan you had ({describe_plan(plan, max_parts=3)}) is kept: it is "
+            f"experiment #{found.id} on the Trade-offs page, where it can be restored.")
 
 
 def coupled_now(session: PruningSession) -> set[str]:
