@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pruneviz import cli
-from pruneviz.output.folders import MANIFEST, foreign_files, read_manifest
+from pruneviz.output.folders import MANIFEST, foreign_files, read_manifest, stray_temporaries
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -94,6 +94,29 @@ def test_a_re_export_removes_only_the_optional_files_its_own_manifest_lists(
     assert not (out / "slim").exists()
     manifest = json.loads((out / MANIFEST).read_text())
     assert all(entry["sha256"] for entry in manifest["files"].values())  # complete
+
+
+def test_an_export_clears_the_temporary_files_an_interrupted_one_left(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "export", "sample:digits_cnn", "--sparsity", "0.5",
+                    "--granularity", "filter", "--out", str(out))
+    assert code == 0, err
+    # what a kill between writing a file and renaming it into place leaves
+    strays = [out / ".weights.safetensors.k3j2x9.tmp", out / ".pruneviz-probe.a1b2.tmp",
+              out / "slim" / ".slim.safetensors.zz81.tmp", out / "slim" / ".slim.q7.tmp.pt2"]
+    for stray in strays:
+        stray.write_bytes(b"half a file")
+    mine = [out / ".mine.tmp", out / "slim" / ".notes.txt"]  # hidden, but not pruneviz's
+    for path in mine:
+        path.write_text("mine")
+    assert stray_temporaries(out, ["weights.safetensors", "slim/slim.safetensors",
+                                   "slim/slim.pt2"]) == sorted(strays)
+    code, err = run(capsys, "export", "sample:digits_cnn", "--sparsity", "0.5",
+                    "--granularity", "filter", "--out", str(out))
+    assert code == 0, err
+    assert not any(stray.exists() for stray in strays)
+    assert all(path.read_text() == "mine" for path in mine)
 
 
 def test_finetune_refuses_a_foreign_folder_before_training(

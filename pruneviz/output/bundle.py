@@ -59,6 +59,7 @@ from pruneviz.output.folders import (
     manifest_bytes,
     read_manifest,
     removable,
+    stray_temporaries,
 )
 from pruneviz.output.html_report import (
     Check,
@@ -404,6 +405,8 @@ def export_bundle(
     names = [*files, *OPTIONAL_FILES, REPORT_HTML, SUMMARY_MD, MANIFEST]
     inputs = [*(input_files(bench.source) if bench.source is not None else ()), *inputs]
     check_target(out, names, inputs=inputs, force=force)
+    for stray in stray_temporaries(out, names):  # what an interrupted export left behind
+        stray.unlink(missing_ok=True)
     _announce(out, [*files, REPORT_HTML, SUMMARY_MD])
     written = _write(out, files)
     _remove_stale(out, written)

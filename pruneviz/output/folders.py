@@ -76,6 +76,20 @@ def check_target(out: Path, names: Iterable[str], *, inputs: Collection[Path] = 
             "beside them (they are left untouched either way)")
 
 
+def stray_temporaries(out: Path, names: Iterable[str]) -> list[Path]:
+    """The temporary files an interrupted write of `names` into `out` left behind: each
+    file is written as `.NAME.RANDOM.tmp` (a torch.export program `.STEM.RANDOM.tmp.pt2`)
+    beside it and renamed into place, and the folder is probed as
+    `.pruneviz-probe.RANDOM.tmp`. Only those names match; they are pruneviz's to remove."""
+    found: set[Path] = set(Path(out).glob(".pruneviz-probe.*.tmp"))
+    for name in names:
+        path = Path(out) / name
+        if path.parent.is_dir():
+            found.update(path.parent.glob(f".{path.name}.*.tmp"))
+            found.update(path.parent.glob(f".{path.stem}.*.tmp.pt2"))
+    return sorted(p for p in found if p.is_file())
+
+
 def removable(out: Path, names: Iterable[str]) -> list[str]:
     """Those of `names` that a previous run wrote into `out` (its manifest lists them):
     the only files a later run may remove."""
@@ -93,4 +107,4 @@ def manifest_bytes(files: Mapping[str, bytes | None]) -> bytes:
 
 
 __all__ = ["MANIFEST", "check_target", "foreign_files", "manifest_bytes", "read_manifest",
-           "removable"]
+           "removable", "stray_temporaries"]
