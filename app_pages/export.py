@@ -47,8 +47,8 @@ folder = st.text_input(
     placeholder="e.g. run1 (leave empty for downloads only)",
     help=f"The bundle is also written to {state.exports_root()}/NAME (made if missing). "
     "The app writes there and nowhere else; a folder holding files it did not write is "
-    "refused, and an earlier export there is replaced file by file, each completely or "
-    "not at all.")
+    "refused, and an earlier export there is replaced only when you tick 'Replace it', "
+    "file by file, each completely or not at all.")
 export_button(bench, identity, folder, weights)
 
 found = st.session_state.get(EXPORT_KEY)

@@ -398,7 +398,7 @@ def test_a_write_failing_midway_leaves_only_complete_files(
 
     monkeypatch.setattr(os, "fdopen", failing_fdopen)
     with pytest.raises(ExportError, match=r"could not write plan\.json into .*No space left"):
-        export_bundle(bench, out)
+        export_bundle(bench, out, replace=True)
     monkeypatch.undo()
     present = files_in(out)
     assert not [n for n in present if n.endswith(".tmp") or "/." in n or n.startswith(".")]

@@ -117,10 +117,10 @@ def test_the_page_never_writes_to_a_path_it_is_given(
     monkeypatch.setenv("PRUNEVIZ_HOME", str(tmp_path / "home"))
     at = start("sample:digits_cnn", "unstructured")
     at.text_input(key="pv_export_folder").set_value(name).run()
-    at.button(key="pv_export_run").click().run()
     assert not at.exception, at.exception
-    (error,) = at.error
+    (error,) = at.error  # said as soon as the name is typed
     assert "is not an export name" in error.value
+    assert at.button(key="pv_export_run").disabled  # (AppTest refuses to click it too)
     assert not (tmp_path / "home").exists()
     assert "pv_export" not in at.session_state
 
@@ -139,6 +139,31 @@ def test_a_folder_holding_the_users_files_is_refused_and_left_alone(
     assert "holds files pruneviz did not write there (notes.txt)" in error.value
     assert "pv_export" not in at.session_state
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_holding_an_earlier_export_is_replaced_only_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEVIZ_HOME", str(tmp_path / "home"))
+    at = start("sample:digits_cnn", "unstructured", 0.5)
+    at.text_input(key="pv_export_folder").set_value("run1").run()
+    assert not at.checkbox  # an empty folder: nothing to confirm
+    first = export(at)
+    target = tmp_path / "home" / "exports" / "run1"
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    session = bench_of(at).session
+    session.apply(session.uniform_plan(0.8, "unstructured", "l1")[0])
+    at.run()
+    (replace,) = at.checkbox  # the folder holds a complete export: asked first
+    assert "holds an earlier export" in replace.label
+    click_export(at)  # not ticked: refused, the earlier export untouched
+    (error,) = at.error
+    assert "holds a complete export already" in error.value
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    at.checkbox(key="pv_export_replace").check().run()
+    second = export(at)  # ticked: replaced
+    assert second.result.passed
+    assert (target / "plan.json").read_bytes() == second.files["plan.json"]
+    assert second.files["plan.json"] != first.files["plan.json"]
 
 
 def test_the_unpruned_model_can_be_exported() -> None:

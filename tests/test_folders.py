@@ -89,7 +89,12 @@ def test_a_re_export_removes_only_the_optional_files_its_own_manifest_lists(
     assert code == 0, err
     assert (out / "slim" / "slim.safetensors").is_file()
     code, err = run(capsys, "export", "sample:digits_cnn", "--sparsity", "0.5", "--out",
-                    str(out))  # unstructured: no slimmed model any more
+                    str(out))  # a complete export is there: refused, untouched
+    assert code == 2
+    assert "holds a complete export already" in err
+    assert (out / "slim" / "slim.safetensors").is_file()
+    code, err = run(capsys, "export", "sample:digits_cnn", "--sparsity", "0.5", "--out",
+                    str(out), "--force")  # unstructured: no slimmed model any more
     assert code == 0, err
     assert not (out / "slim").exists()
     manifest = json.loads((out / MANIFEST).read_text())
@@ -113,7 +118,7 @@ def test_an_export_clears_the_temporary_files_an_interrupted_one_left(
     assert stray_temporaries(out, ["weights.safetensors", "slim/slim.safetensors",
                                    "slim/slim.pt2"]) == sorted(strays)
     code, err = run(capsys, "export", "sample:digits_cnn", "--sparsity", "0.5",
-                    "--granularity", "filter", "--out", str(out))
+                    "--granularity", "filter", "--out", str(out), "--force")
     assert code == 0, err
     assert not any(stray.exists() for stray in strays)
     assert all(path.read_text() == "mine" for path in mine)

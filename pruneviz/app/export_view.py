@@ -9,10 +9,12 @@ from pathlib import Path
 import streamlit as st
 
 from pruneviz.app import state
-from pruneviz.app.keys import EXPORT_KEY, EXPORT_RUN_KEY
+from pruneviz.app.keys import EXPORT_KEY, EXPORT_REPLACE_KEY, EXPORT_RUN_KEY
 from pruneviz.app.widgets import user_errors
 from pruneviz.app.worker import ExportWorker, export_worker
+from pruneviz.errors import PrunevizError
 from pruneviz.output.export_job import export_spec
+from pruneviz.output.folders import complete_export
 from pruneviz.workflows.experiments import ORIGINAL
 from pruneviz.workflows.jobqueue import waiting_text
 from pruneviz.workflows.workbench import Workbench
@@ -25,13 +27,26 @@ def export_button(bench: Workbench, identity: object, folder: str, weights: str)
     the export is in, the tab's last export (`EXPORT_KEY`) set to it."""
     worker = export_worker(bench)
     running = worker.running
-    if st.button("Export", type="primary", key=EXPORT_RUN_KEY, disabled=running):
+    target: Path | None = None
+    refused = False
+    try:
+        target = state.export_folder(folder) if folder.strip() else None
+    except PrunevizError as exc:  # a name that is not one: said at once, nothing written
+        st.error(f"The export cannot go there: {exc}")
+        refused = True
+    earlier = complete_export(target) if target is not None else []
+    replace = bool(earlier) and st.checkbox(
+        f"Replace it: {target} holds an earlier export ({len(earlier)} files)",
+        key=EXPORT_REPLACE_KEY,
+        help="Without this the export is refused, so that an export is never lost by "
+        "typing a name twice.")
+    if st.button("Export", type="primary", key=EXPORT_RUN_KEY, disabled=running or refused):
         with user_errors("The export could not be started"):
-            target: Path | None = state.export_folder(folder) if folder.strip() else None
             tuned = None if weights == ORIGINAL else state.weights_state(weights)
             worker.start(export_spec(bench, bench.session.stamp(bench.session.plan),
                                      weights=weights, state=tuned,
-                                     log=state.experiment_log(), folder=target), identity)
+                                     log=state.experiment_log(), folder=target,
+                                     replace=replace), identity)
         st.rerun()  # draw the progress, and poll while it runs
     st.fragment(show_export, run_every=POLL_SECONDS if running else None)(worker, running)
     progress = worker.snapshot()

@@ -157,6 +157,7 @@ def tradeoff_chart_key(field: str) -> str:
 EXPORT_KEY = "pv_export"  # (what was exported, ExportDownload) of this tab's last export
 EXPORT_FOLDER_KEY = "pv_export_folder"
 EXPORT_RUN_KEY = "pv_export_run"
+EXPORT_REPLACE_KEY = "pv_export_replace"  # replace the complete export in the named folder
 EXPORT_ZIP_KEY = "pv_export_dl_zip"
 
 

@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_args(export)
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     export.add_argument("--force", action="store_true",
-                       help="write into --out although it holds files pruneviz did not "
-                       "write there (they are left untouched)")
+                        help="write into --out although it holds a complete earlier export "
+                        "(replaced) or files pruneviz did not write there (left untouched)")
     export.add_argument("--latency", action="store_true",
                         help="also time the pruned model against the unpruned one")
     slim_choice = export.add_mutually_exclusive_group()

@@ -56,6 +56,7 @@ from pruneviz.output.figures import layer_overview
 from pruneviz.output.folders import (
     MANIFEST,
     check_target,
+    complete_export,
     manifest_bytes,
     read_manifest,
     removable,
@@ -365,12 +366,14 @@ def export_bundle(
     weights: str = ORIGINAL,
     force: bool = False,
     inputs: Sequence[Path] = (),
+    replace: bool | None = None,
 ) -> ExportResult:
     """Write the workbench's current pruned model, plan and report into folder `out`,
     then verify the files (see the module docstring for what is written and checked).
-    A folder holding files pruneviz did not write is refused unless `force`; no input
-    of the run (the source's files and `inputs`, such as a plan file) is written over
-    (see `folders`).
+    A folder holding files pruneviz did not write is refused unless `force`; so is one
+    holding a complete earlier export unless `replace` (default: `force`), so that
+    nobody loses an export by typing a name twice; no input of the run (the source's
+    files and `inputs`, such as a plan file) is written over (see `folders`).
 
     `log`: the session's experiments, drawn as trade-off charts. `extra_figures`: more
     (caption, figure) pairs for the report. `slim`: None writes a slimmed model when the
@@ -405,6 +408,12 @@ def export_bundle(
     names = [*files, *OPTIONAL_FILES, REPORT_HTML, SUMMARY_MD, MANIFEST]
     inputs = [*(input_files(bench.source) if bench.source is not None else ()), *inputs]
     check_target(out, names, inputs=inputs, force=force)
+    earlier = complete_export(out)
+    if earlier and not (force if replace is None else replace):
+        raise PrunevizError(
+            f"{out} holds a complete export already ({len(earlier)} files, listed in its "
+            f"{MANIFEST}); nothing was written. Replace it on purpose (--force; on the "
+            "Export page, tick 'Replace it'), or choose another folder")
     for stray in stray_temporaries(out, names):  # what an interrupted export left behind
         stray.unlink(missing_ok=True)
     _announce(out, [*files, REPORT_HTML, SUMMARY_MD])
@@ -484,12 +493,13 @@ def export_for_download(
     slim: bool | None = None,
     latency: bool = False,
     weights: str = ORIGINAL,
+    replace: bool = False,
 ) -> ExportDownload:
     """Export into `folder` (None: a temporary folder, deleted afterwards, so the result's
     paths no longer exist) and keep every file's bytes and a zip of them; the options are
     export_bundle's."""
     options: dict[str, Any] = {"log": log, "extra_figures": extra_figures, "slim": slim,
-                               "latency": latency, "weights": weights}
+                               "latency": latency, "weights": weights, "replace": replace}
     if folder is not None:
         result = export_bundle(bench, folder, **options)
         files = bundle_files(result)

@@ -57,11 +57,13 @@ class ExportSpec:
     log: ExperimentLog | None
     folder: Path | None
     latency: bool = True
+    replace: bool = False  # replace a complete earlier export in `folder`
 
 
 def export_spec(bench: Workbench, plan: Plan, *, weights: str = ORIGINAL,
                 state: dict[str, Tensor] | None = None, log: ExperimentLog | None = None,
-                folder: Path | None = None, latency: bool = True) -> ExportSpec:
+                folder: Path | None = None, latency: bool = True,
+                replace: bool = False) -> ExportSpec:
     """The spec of an export of `plan` on `bench`'s model, with the weights called
     `weights` (`state`: their values; needed unless they are the originals)."""
     if weights != ORIGINAL and state is None:
@@ -71,7 +73,7 @@ def export_spec(bench: Workbench, plan: Plan, *, weights: str = ORIGINAL,
                       bench.train_data, bench.baseline, bench.source, bench.notes,
                       bench.meter.latency_batch_size, bench.meter.latency_runs, weights,
                       None if weights == ORIGINAL else state, plan, snapshot, folder,
-                      latency)
+                      latency, replace)
 
 
 def workbench_of(session: PruningSession, spec: ExportSpec) -> Workbench:
@@ -96,4 +98,4 @@ def run_export(session: PruningSession, spec: ExportSpec, emit: Emit,
     if cancel.is_set():
         return
     emit(export_for_download(bench, spec.folder, log=spec.log, latency=spec.latency,
-                             weights=spec.weights))
+                             weights=spec.weights, replace=spec.replace))

@@ -37,6 +37,14 @@ def read_manifest(out: Path) -> dict[str, dict[str, object]]:
         files, dict) else {}
 
 
+def complete_export(out: Path) -> list[str]:
+    """The files of a finished earlier export in `out`: its manifest has every file's hash
+    (one under way lists them without) and they are all there; empty if there is none."""
+    listed = read_manifest(out)
+    done = listed and all(isinstance(v.get("sha256"), str) for v in listed.values())
+    return sorted(listed) if done and all((out / name).is_file() for name in listed) else []
+
+
 def foreign_files(out: Path) -> list[str]:
     """Files in `out` (recursively; hidden temporary files aside) that its manifest does
     not list: files pruneviz did not write there."""
@@ -106,5 +114,5 @@ def manifest_bytes(files: Mapping[str, bytes | None]) -> bytes:
     return json.dumps({"format": MANIFEST_FORMAT, "files": entries}, indent=2).encode()
 
 
-__all__ = ["MANIFEST", "check_target", "foreign_files", "manifest_bytes", "read_manifest",
-           "removable", "stray_temporaries"]
+__all__ = ["MANIFEST", "check_target", "complete_export", "foreign_files", "manifest_bytes",
+           "read_manifest", "removable", "stray_temporaries"]
