@@ -11,7 +11,7 @@ from fixtures.apptest import bench_of, rerun_while_running
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import SWEEP_WORKERS_KEY, WORKSPACE_KEY, widget_key
+from pruneviz.app.keys import MODEL_KEY, SWEEP_WORKERS_KEY, WORKSPACE_KEY, widget_key
 from pruneviz.app.widgets import count_delta, latency_delta, within_noise
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
@@ -424,3 +424,23 @@ def test_switching_scope_says_where_the_plan_it_replaces_is_kept() -> None:
     assert log.plan(kept.id).key() == global_plan.key()  # restorable from there
     at.run()
     assert not [i for i in at.info if "is kept" in i.value]  # said once
+
+
+def test_switching_model_and_back_keeps_the_tabs_work() -> None:
+    at = start(page="app_pages/prune.py")
+    at.slider(key=widget_key("sp", "conv2")).set_value(60).run()
+    at.slider(key=widget_key("sp", "conv1")).set_value(30).run()
+    space = at.session_state[WORKSPACE_KEY]
+    plan, entries = space.bench.session.plan.key(), len(space.log)
+    assert entries >= 3
+    at.session_state[MODEL_KEY] = "sample:digits_mlp"
+    at.run()
+    assert bench_of(at).name == "sample:digits_mlp"
+    at.session_state[MODEL_KEY] = "sample:digits_cnn"
+    at.run()
+    assert not at.exception
+    back = at.session_state[WORKSPACE_KEY]
+    assert back is space  # the same workspace: plan, experiments and results
+    assert back.bench.session.plan.key() == plan
+    assert len(back.log) == entries
+    assert at.slider(key=widget_key("sp", "conv2")).value == 60  # the rows show it again

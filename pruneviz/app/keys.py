@@ -17,6 +17,7 @@ TUNED_KEY = "pv_tuned_weights"  # {bench key: {name: state dict}}: this tab's fi
 UPLOAD_KEY = "pv_upload"  # weights uploaded in this tab (an Upload)
 SUBSET_KEY = "pv_eval_subset"  # {model ref: live evaluation subset size} chosen in this tab
 BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
+KEPT_KEY = "pv_kept_workspaces"  # {bench id: Workspace} the tab switched away from
 WORKERS_KEY = "pv_sensitivity_workers"  # {bench key: SensitivityWorker}
 FINETUNE_WORKERS_KEY = "pv_finetune_workers"  # {bench key: FinetuneWorker}
 SWEEP_WORKERS_KEY = "pv_sweep_workers"  # {bench key: SweepWorker}

@@ -29,6 +29,7 @@ from pruneviz.app.keys import (
     BENCH_ID_KEY,
     COMPARISON_KEY,
     EXPORTS_SUBFOLDER_KEY,
+    KEPT_KEY,
     MODEL_KEY,
     PREFIX,
     SUBSET_KEY,
@@ -63,6 +64,7 @@ from pruneviz.workflows.workspace import Compared, Workspace
 
 # Above this many prunable layers the Prune page shows one layer's controls at a time.
 MANY_LAYERS = 16
+KEPT_WORKSPACES = 3  # workspaces a tab keeps besides its current one (each holds a model)
 LATENCY_RUNS = LIVE_LATENCY_RUNS  # pairs (masked, reference) timed per plan
 
 
@@ -251,7 +253,9 @@ def set_eval_subset(n: int | None) -> None:
 
 def workspace() -> Workspace:
     """This tab's workspace (its workbench, experiment log and weight sets), built on first
-    use and whenever the chosen model, its weights or the evaluation subset change."""
+    use and whenever the chosen model, its weights or the evaluation subset change. The
+    workspace switched away from is kept (the last KEPT_WORKSPACES of them), so switching
+    back restores its plan, experiments and results."""
     ref = current_model_ref()
     upload = current_upload()
     subset = eval_subset_size()
@@ -259,6 +263,24 @@ def workspace() -> Workspace:
     found = st.session_state.get(WORKSPACE_KEY)
     if isinstance(found, Workspace) and st.session_state.get(BENCH_ID_KEY) == identity:
         return found
+    kept: dict[object, Workspace] = st.session_state.setdefault(KEPT_KEY, {})
+    if isinstance(found, Workspace):
+        found.refiner.stop()  # nothing measures a workspace nobody looks at
+        kept[st.session_state.get(BENCH_ID_KEY)] = found
+    space = kept.pop(identity, None)
+    while len(kept) > KEPT_WORKSPACES:
+        kept.pop(next(iter(kept)))  # the one left longest ago
+    if space is None:
+        space = _open_workspace(ref, upload, subset, identity)
+    st.session_state[WORKSPACE_KEY] = space
+    st.session_state[BENCH_ID_KEY] = identity
+    clear_prune_widgets()  # the Prune page re-seeds them from this workspace's plan
+    st.session_state.pop(COMPARISON_KEY, None)  # its experiments were in the old log
+    return space
+
+
+def _open_workspace(ref: str, upload: Upload | None, subset: int | None,
+                    identity: tuple[str, str | None, int | None]) -> Workspace:
     loaded = current_loaded()
     model = upload.model if upload is not None else loaded.model
     with st.spinner(f"Opening {model_title(ref)}: tracing which layers are coupled and "
@@ -269,12 +291,7 @@ def workspace() -> Workspace:
     bench.source = dataclasses.replace(source, weights=upload.name) if upload else source
     # fine-tuned weights are kept per workbench identity, like the fine-tuning workers
     tuned = st.session_state.setdefault(TUNED_KEY, {}).setdefault(str(identity), {})
-    space = Workspace(bench, tuned)
-    st.session_state[WORKSPACE_KEY] = space
-    st.session_state[BENCH_ID_KEY] = identity
-    clear_prune_widgets()
-    st.session_state.pop(COMPARISON_KEY, None)  # its experiments were in the old log
-    return space
+    return Workspace(bench, tuned)
 
 
 def sensitivity_result() -> SensitivityResult | None:
