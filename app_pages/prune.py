@@ -27,7 +27,8 @@ for key, value in controls.widget_values(plan_now, session.layer_names).items():
 
 
 def reset() -> None:
-    """Back to the unpruned model."""
+    """Back to the unpruned model (the plan it replaces stays in the experiments)."""
+    prune_view.say_where_kept(session)
     state.restore_plan(Plan())
 
 
@@ -55,7 +56,7 @@ if (kept := st.session_state.pop(SCOPE_NOTE_KEY, None)) is not None:
 top = st.columns([2, 2, 1])
 scope = controls.Scope(top[0].radio(
     "Scope", controls.SCOPES, key=widget_key("scope"), horizontal=True,
-    on_change=prune_view.scope_switched, args=(session,),
+    on_change=prune_view.say_where_kept, args=(session,),
     help="Per layer: each layer its own amount. Global ranking: one ranking of all layers' "
     "structures, pruned to a total amount."))
 mode = controls.Mode(top[1].radio(

@@ -113,7 +113,8 @@ else:
                "forms to see each configuration at its fastest real form.")
 
 st.subheader("Experiments")
-st.dataframe(experiment_rows(experiments, bench.eval_data), hide_index=True)
+st.dataframe(experiment_rows(experiments, bench.eval_data), hide_index=True,
+             column_config={f"{metric_name} %": st.column_config.NumberColumn(format="%.2f")})
 
 labels = {e.id: f"#{e.id}: {e.label}" for e in experiments}
 chosen = st.selectbox("Experiment", list(labels), format_func=labels.__getitem__,

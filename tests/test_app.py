@@ -444,3 +444,17 @@ def test_switching_model_and_back_keeps_the_tabs_work() -> None:
     assert back.bench.session.plan.key() == plan
     assert len(back.log) == entries
     assert at.slider(key=widget_key("sp", "conv2")).value == 60  # the rows show it again
+
+
+def test_a_reset_says_where_the_plan_it_replaces_is_kept() -> None:
+    at = start(page="app_pages/prune.py")
+    at.slider(key=widget_key("sp", "conv2")).set_value(60).run()
+    session = bench_of(at).session
+    pruned = session.stamp(session.plan)
+    at.button(key="pv_reset").click().run()
+    assert not at.exception
+    assert session.plan.is_empty
+    kept = at.session_state[WORKSPACE_KEY].log.find(pruned)
+    assert kept is not None
+    (note,) = [i.value for i in at.info if "is kept" in i.value]
+    assert f"experiment #{kept.id} on the Trade-offs page" in note

@@ -51,9 +51,10 @@ def follow(session: PruningSession, layer: str) -> None:
                                       session.group_of))
 
 
-def scope_switched(session: PruningSession) -> None:
-    """The scope changed, and with it the controls the plan is set with: the plan they
-    replace stays in the tab's experiments; say which one, to restore it from there."""
+def say_where_kept(session: PruningSession) -> None:
+    """The plan is about to be replaced (the scope changed, and with it the controls the
+    plan is set with; or the plan is reset): it stays in the tab's experiments; say which
+    one, to restore it from there (shown once, above the controls)."""
     plan = session.stamp(session.plan)
     space = state.workspace()
     found = None if plan.is_empty else space.log.find(plan, space.weights)
