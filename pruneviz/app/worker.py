@@ -89,8 +89,7 @@ from pruneviz.workflows.long_jobs import (
 from pruneviz.workflows.processes import ChildTask, Emit, Ended, Failed, Finishing, Job, Work
 from pruneviz.workflows.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
 from pruneviz.workflows.sweep import SweepPoint, UniformSweep
-from pruneviz.workflows.workbench import Workbench
-from pruneviz.workflows.workspace import load_weights
+from pruneviz.workflows.workbench import Workbench, load_weights
 
 LOCAL_USER = "local"  # who runs jobs when there is no Streamlit session (tests, scripts)
 

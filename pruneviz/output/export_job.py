@@ -29,8 +29,7 @@ from pruneviz.measure.meter import Meter, Report
 from pruneviz.output.bundle import export_for_download
 from pruneviz.workflows.experiments import ORIGINAL, ExperimentLog
 from pruneviz.workflows.processes import Emit
-from pruneviz.workflows.workbench import Workbench
-from pruneviz.workflows.workspace import load_weights
+from pruneviz.workflows.workbench import Workbench, load_weights
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,7 @@ class Experiment:
     eval_samples: int = 0  # how many samples the metric was measured on
     final: bool = True  # the metric is the whole evaluation set's (False: a live subset's)
     latency_device: str | None = None  # where latency_ms was timed ("cpu", "cuda:0")
+    parent: int | None = None  # the experiment this one came from (None: the unpruned model)
 
     @property
     def is_pruning(self) -> bool:
@@ -120,14 +121,32 @@ class ExperimentLog:
         self.higher_is_better = higher_is_better
         self._experiments: list[Experiment] = []
         self._by_key: dict[str, int] = {}
+        # told of every entry added or completed (a saved workspace writes it to disk)
+        self.listener: Callable[[Experiment], None] | None = None
+
+    def restore(self, experiments: Sequence[Experiment]) -> None:
+        """Replace the log's entries with `experiments` (a saved log, ids 0, 1, ...)."""
+        for n, experiment in enumerate(experiments):
+            if experiment.id != n:
+                raise ValueError(f"saved experiment ids must be 0, 1, ...: #{experiment.id} "
+                                 f"is at place {n}")
+        self._experiments = list(experiments)
+        self._by_key = {_log_key(Plan.from_json(e.plan_json), e.weights, e.technique): e.id
+                        for e in self._experiments}
+
+    def _changed(self, experiment: Experiment) -> Experiment:
+        if self.listener is not None:
+            self.listener(experiment)
+        return experiment
 
     def record(self, report: Report, plan: Plan, label: str | None = None,
-               weights: str = ORIGINAL) -> Experiment:
+               weights: str = ORIGINAL, parent: int | None = None) -> Experiment:
         """Add the measurements of `plan` applied to `weights`; a plan seen before on the
         same weights returns its entry.
 
         Recording a known plan again fills in what it lacked: the latency, the gzip size,
-        the whole evaluation set's metric in place of a live subset's.
+        the whole evaluation set's metric in place of a live subset's. `parent` is the
+        experiment a new entry came from (a known one keeps its own).
         `report` must have been measured with `plan` applied.
         """
         if report.technique != PRUNE:
@@ -153,12 +172,14 @@ class ExperimentLog:
                 best = report.best_evaluation
                 existing = replace(existing, metric=best.metric, loss=best.loss,
                                    eval_samples=best.samples, final=True)
-            self._experiments[existing.id] = existing
+            if existing != self._experiments[existing.id]:
+                self._experiments[existing.id] = existing
+                self._changed(existing)
             return existing
-        return self._add(report, plan, label or describe_plan(plan), weights)
+        return self._add(report, plan, label or describe_plan(plan), weights, parent)
 
     def record_measurement(self, measured: Report, plan: Plan, label: str | None = None,
-                           weights: str = ORIGINAL) -> Experiment:
+                           weights: str = ORIGINAL, parent: int | None = None) -> Experiment:
         """Add a model measured by compression.measure_model (int8, low-rank, ...), made from
         `plan` applied to `weights` (an empty plan: the technique alone); the same
         technique, plan and weights seen before return their entry."""
@@ -172,14 +193,18 @@ class ExperimentLog:
             return self._experiments[index]
         label = label or (f"{technique} (unpruned)" if plan.is_empty
                           else f"{technique}: {describe_plan(plan)}")
-        return self._add(measured, plan, label, weights)
+        return self._add(measured, plan, label, weights, parent)
 
-    def _add(self, measured: Report, plan: Plan, label: str, weights: str) -> Experiment:
+    def _add(self, measured: Report, plan: Plan, label: str, weights: str,
+             parent: int | None) -> Experiment:
         """Append a new entry made from `measured`."""
         experiment = experiment_from(measured, len(self._experiments), label, plan, weights)
+        if parent is not None:
+            self.get(parent)  # refuses an unknown one
+            experiment = replace(experiment, parent=parent)
         self._experiments.append(experiment)
         self._by_key[_log_key(plan, weights, experiment.technique)] = experiment.id
-        return experiment
+        return self._changed(experiment)
 
     def __len__(self) -> int:
         return len(self._experiments)

@@ -51,7 +51,7 @@ from pruneviz.workflows.sensitivity import (
     SensitivityRun,
 )
 from pruneviz.workflows.sweep import SweepPoint, UniformSweep
-from pruneviz.workflows.workspace import load_weights
+from pruneviz.workflows.workbench import load_weights
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,9 @@ def measure_plans(bench: Workbench, plans: list[Plan], *, latency: bool = True) 
         with bench.applied(plan):
             reports.append(bench.meter.report(latency=latency))
     return reports
+
+
+def load_weights(session: PruningSession, state: dict[str, Tensor]) -> None:
+    """Make `state` the session's original weights, with nothing pruned (bit-exact)."""
+    session.apply(session.stamp(Plan()))  # no removed blocks: rebase refuses them
+    session.rebase(state)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
 
 from pruneviz.core.plan import Plan
-from pruneviz.core.session import PruningSession
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.forms import all_forms, best_form
 from pruneviz.measure.meter import Report, latency_batch
@@ -28,7 +28,10 @@ from pruneviz.workflows.refine import Refiner
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.sweep import SweepPoint, UniformSweep, report_sparsity
 from pruneviz.workflows.techniques import Recorded, record_technique
-from pruneviz.workflows.workbench import Workbench
+from pruneviz.workflows.workbench import Workbench, load_weights
+
+if TYPE_CHECKING:  # only read for its attributes (long_jobs imports load_weights)
+    from pruneviz.workflows.long_jobs import FinetuneOutcome
 
 # A plan's slow figures (latency, gzip size, the whole set's metric) are measured once it
 # has stayed applied this long: a tab whose sliders keep moving costs the server only its
@@ -36,12 +39,6 @@ from pruneviz.workflows.workbench import Workbench
 REFINE_SETTLE = 1.0
 
 WeightSets = dict[str, dict[str, Tensor]]  # {name: state dict}: fine-tuned weights, by name
-
-
-def load_weights(session: PruningSession, state: dict[str, Tensor]) -> None:
-    """Make `state` the session's original weights, with nothing pruned (bit-exact)."""
-    session.apply(session.stamp(Plan()))  # no removed blocks: rebase refuses them
-    session.rebase(state)
 
 
 def budget_text(budget: Budget) -> str:
@@ -53,6 +50,16 @@ def budget_text(budget: Budget) -> str:
     if budget.kind is BudgetKind.SIZE:
         return f"{budget.value / 1024:.1f} KiB sparse"
     return f"{budget.value:.2f} ms"
+
+
+class Journal(Protocol):
+    """Where a Workspace's changes are written as they happen (saved.Saver)."""
+
+    def experiment(self, space: Workspace, experiment: Experiment) -> None: ...
+    def state(self, space: Workspace) -> None: ...
+    def weights(self, space: Workspace, name: str, state: dict[str, Tensor]) -> None: ...
+    def result(self, space: Workspace, kind: str, value: object) -> None: ...
+    def notes(self, space: Workspace, text: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,13 @@ class Workspace:
         self.compressions: list[Recorded] = []  # what the last int8 / SVD form measured
         self._weight_sets: WeightSets = {} if weight_sets is None else weight_sets
         self._weights = ORIGINAL
+        self.head = 0  # the experiment the plan on screen came from (the next one's parent)
+        self.sensitivity: SensitivityResult | None = None  # the last analysis kept
+        self.finetuned: dict[int, FinetuneOutcome] = {}  # finished runs, by run number
+        self.notes = ""
+        # Where the workspace is saved as it changes (None: it is not saved).
+        self.saver: Journal | None = None
+        self.log.listener = self._logged
         # the slow figures of the current plan, measured in the background
         self.refiner = Refiner(bench, on_finish=self._refined, then=self._finish_baseline,
                                then_needed=self._baseline_pending, settle=REFINE_SETTLE)
@@ -92,6 +106,43 @@ class Workspace:
     def remember_weights(self, name: str, state: dict[str, Tensor]) -> None:
         """Keep weights under `name`, for experiments that were measured on them."""
         self._weight_sets[name] = state
+        if self.saver is not None:
+            self.saver.weights(self, name, state)
+
+    def weight_sets(self) -> WeightSets:
+        """The weights kept besides the original ones, by name."""
+        return dict(self._weight_sets)
+
+    # -- what is saved: every change, as it happens ----------------------------------------
+    def _logged(self, experiment: Experiment) -> None:
+        if self.saver is not None:
+            self.saver.experiment(self, experiment)
+
+    def _moved(self) -> None:
+        """The plan on screen, its weights or the experiment it came from changed."""
+        if self.saver is not None:
+            self.saver.state(self)
+
+    def keep_sensitivity(self, result: SensitivityResult) -> None:
+        """Keep a (finished or stopped) sensitivity analysis of this model."""
+        if result is self.sensitivity:
+            return
+        self.sensitivity = result
+        if self.saver is not None:
+            self.saver.result(self, "sensitivity", result)
+
+    def keep_finetune(self, outcome: FinetuneOutcome) -> None:
+        """Keep a finished fine-tuning run (its weights are kept by remember_weights)."""
+        self.finetuned[outcome.run] = outcome
+        if self.saver is not None:
+            self.saver.result(self, f"finetune {outcome.run}", outcome)
+
+    def set_notes(self, text: str) -> None:
+        """The user's notes on this model's work."""
+        if text != self.notes:
+            self.notes = text
+            if self.saver is not None:
+                self.saver.notes(self, text)
 
     def weights_state(self, name: str) -> dict[str, Tensor]:
         """The weights called `name` (ORIGINAL: the bench's pristine model's)."""
@@ -112,14 +163,26 @@ class Workspace:
         self.bench.meter.clear()  # its measurements were of the other weights
         self._weights = name
         session.apply(target)
+        found = self.log.find(session.plan, name)
+        if found is not None:
+            self.head = found.id
+        self._moved()
 
     # -- the current plan ----------------------------------------------------------------
     def measure_and_record(self, label: str | None = None) -> Report:
         """Measure the current plan with latency (cached per plan) and record it."""
         report = self.bench.meter.report(latency=True)
         plan = self.bench.session.stamp(self.bench.session.plan)
-        self.log.record(report, plan, label or describe_plan(plan), self._weights)
+        self._record_current(report, plan, label)
         return report
+
+    def _record_current(self, report: Report, plan: Plan, label: str | None) -> None:
+        """Record the plan on screen, as coming from the one before it."""
+        experiment = self.log.record(report, plan, label or describe_plan(plan),
+                                     self._weights, parent=self.head)
+        if experiment.id != self.head:
+            self.head = experiment.id
+            self._moved()
 
     def measure_live(self, label: str | None = None) -> Report:
         """Measure the current plan at the cost of one forward pass of the live data and
@@ -127,7 +190,7 @@ class Workspace:
         background (`refiner`), and the log's entry is completed when they are in."""
         report = self.bench.meter.report(gzip=False)
         plan = self.bench.session.stamp(self.bench.session.plan)
-        self.log.record(report, plan, label or describe_plan(plan), self._weights)
+        self._record_current(report, plan, label)
         self.refiner.start()
         return report
 
@@ -185,14 +248,22 @@ class Workspace:
     def restore_plan(self, plan: Plan) -> None:
         """Apply `plan` to the session (on the weights it prunes now)."""
         self.bench.session.apply(plan)
+        found = self.log.find(self.bench.session.plan, self._weights)
+        if found is not None:
+            self.head = found.id
+        self._moved()
 
     def restore_experiment(self, id: int) -> None:
-        """Apply experiment `id`'s plan on the weights it was measured with."""
+        """Apply experiment `id`'s plan on the weights it was measured with; what is
+        measured next branches from it."""
         experiment = self.log.get(id)
         if experiment.weights != self._weights:
             self.use_weights(experiment.weights, self.log.plan(id))
         else:
             self.restore_plan(self.log.plan(id))
+        if experiment.is_pruning:
+            self.head = id
+            self._moved()
 
     def full_evaluation(self) -> EvalResult | None:
         """The current plan's metric on the whole evaluation set, if measured for it."""
@@ -298,5 +369,5 @@ class Workspace:
         return lines
 
 
-__all__ = ["Compared", "WeightSets", "Workspace", "budget_text", "load_weights",
+__all__ = ["Compared", "Journal", "WeightSets", "Workspace", "budget_text", "load_weights",
            "report_sparsity"]
