@@ -7,14 +7,19 @@ Start it on your own model with
 
 import streamlit as st
 
-from pruneviz.app.keys import MODEL_KEY, MODEL_WIDGET_KEY, USER_KEY
+from pruneviz.app.keys import MODEL_KEY, MODEL_WIDGET_KEY, REOPEN_NOTE_KEY, USER_KEY
 from pruneviz.app.login import admit
 from pruneviz.app.state import (
     current_model_ref,
     model_choices,
     model_title,
+    open_saved,
+    save_problem,
+    saved_link,
     started_with,
+    workspace_store,
 )
+from pruneviz.errors import PrunevizError
 
 st.set_page_config(page_title="pruneviz", page_icon=":material/content_cut:", layout="wide")
 admit()  # classroom mode: nothing below runs before the session gives the access code
@@ -49,6 +54,30 @@ with st.sidebar:
     st.caption("Each browser tab prunes its own copy; your files are never changed.")
     if USER_KEY in st.session_state:
         st.caption(f"In the classroom as **{st.session_state[USER_KEY]}**.")
+    # -- the tab's saved work
+    link = saved_link()
+    problem = save_problem()
+    if problem:
+        st.warning(f"Your work is not being saved: {problem}")
+    elif link.id is not None:
+        st.caption(f"Saved as you go in **{link.name}** (Workspaces page).")
+    else:
+        try:
+            last = next(iter(workspace_store().saved()), None)
+        except PrunevizError:
+            last = None
+        if last is not None and st.button(f"Reopen {last.name}", icon=":material/history:",
+                                          help="Your last saved work: its model, plan, "
+                                          "configurations and results. Every saved "
+                                          "workspace is on the Workspaces page."):
+            try:
+                open_saved(last.id)
+            except PrunevizError as exc:
+                st.error(f"It cannot be reopened: {exc}")
+            else:
+                st.rerun()
+    for note in st.session_state.pop(REOPEN_NOTE_KEY, []):
+        st.warning(f"Not restored: {note}")
 
 page = st.navigation(
     [
@@ -60,6 +89,7 @@ page = st.navigation(
         st.Page("app_pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
         st.Page("app_pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
         st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
+        st.Page("app_pages/workspaces.py", title="Workspaces", icon=":material/folder_open:"),
     ]
 )
 page.run()

@@ -39,6 +39,7 @@ st.caption(
 
 # -- the analysis -------------------------------------------------------------------------
 progress = worker.snapshot()
+state.sensitivity_result()  # a finished analysis is kept in the tab's saved workspace
 last = progress.settings  # the controls start at the last run's settings
 seed(SENS_GRAN_KEY, last.granularity if last else GRANULARITIES[0])
 seed(SENS_LEVELS_KEY, [v for v in LEVEL_CHOICES

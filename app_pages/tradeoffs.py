@@ -3,10 +3,10 @@
 import streamlit as st
 
 from pruneviz.app import keys, state, sweep_view
-from pruneviz.app.widgets import experiment_rows, user_errors
+from pruneviz.app.widgets import experiment_rows, shows_percent, user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
 from pruneviz.measure.compression import INT8, SVD
-from pruneviz.output.tradeoff_figures import best_form_scatter, tradeoff_scatter
+from pruneviz.output.tradeoff_figures import best_form_scatter, history_tree, tradeoff_scatter
 from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.techniques import APPLY_TO
 
@@ -111,6 +111,15 @@ if found:
 else:
     st.caption("The charts above use the masked model as it is. Measure the deployable "
                "forms to see each configuration at its fastest real form.")
+
+st.subheader("History")
+st.plotly_chart(history_tree(experiments, metric_name=metric_name,
+                             current=state.workspace().head, percent=shows_percent(
+                                 bench.eval_data)), key=keys.HISTORY_TREE_KEY)
+st.caption("Each configuration is joined to the one it came from: moving a slider continues "
+           "a line; restoring an earlier configuration below and changing it starts a branch. "
+           "Sweeps, budgets and int8 / SVD of the unpruned model come from #0. The ring is "
+           "the plan on the Prune page now.")
 
 st.subheader("Experiments")
 st.dataframe(experiment_rows(experiments, bench.eval_data), hide_index=True,

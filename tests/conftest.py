@@ -29,6 +29,8 @@ Helpers to import (tests/ is on the path, so `from fixtures.... import ...`):
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fixtures.sessions import bench_for
 from hypothesis import HealthCheck, settings
@@ -64,3 +66,9 @@ def measure_without_settling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Background measurements start at once (see the docstring above)."""
     monkeypatch.setattr(workspace, "REFINE_SETTLE", 0.0)
     monkeypatch.setattr(refine, "QUIET", 0.0)
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saved workspaces and exports go into the test's own folder, never the user's."""
+    monkeypatch.setenv("PRUNEVIZ_HOME", str(tmp_path / "pruneviz-home"))

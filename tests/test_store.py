@@ -69,7 +69,8 @@ def test_the_store_keeps_renames_copies_and_deletes(tmp_path: Path) -> None:
     digest = store.put_tensors(id, "k", "weights:a", {"w": torch.arange(6.0).view(2, 3)})
     store.put_result(id, "k", "sensitivity", {"levels": [0.5]})
     saved = store.history(id, "k")
-    assert saved is not None and saved.experiments == [{"id": 0, "x": 1.5}, {"id": 1, "x": 2}]
+    assert saved is not None
+    assert saved.experiments == [{"id": 0, "x": 1.5}, {"id": 1, "x": 2}]
     assert torch.equal(store.read_tensors(saved.tensors["weights:a"])["w"],
                        torch.arange(6.0).view(2, 3))
     assert saved.results == {"sensitivity": {"levels": [0.5]}}
@@ -142,7 +143,8 @@ def test_a_workspace_is_saved_as_it_changes_and_reopens_identical(tmp_path: Path
     made: list[str] = []
     space = saved_space(store, made)
     space.settle()
-    assert not made and not store.saved()  # only looking saves nothing
+    assert not made  # only looking saves nothing
+    assert not store.saved()
 
     move(space, 0.3)
     assert len(made) == 1  # the first change made the saved workspace
@@ -162,7 +164,7 @@ def test_a_workspace_is_saved_as_it_changes_and_reopens_identical(tmp_path: Path
     space.settle()
 
     parents = {e.id: e.parent for e in space.log}
-    assert parents[1] == 0 and parents[2] == 1 and parents[3] == 1  # a branch from #1
+    assert [parents[1], parents[2], parents[3]] == [0, 1, 1]  # a branch from #1
 
     again = Workspace(bench_for("digits_mlp"))
     history = store.history(made[0], "key-1")
@@ -175,7 +177,8 @@ def test_a_workspace_is_saved_as_it_changes_and_reopens_identical(tmp_path: Path
     assert again.sensitivity == result
     assert again.notes == "try filters next"
     kept = again.finetuned[outcome.run]
-    assert kept.summary == outcome.summary and kept.report == outcome.report
+    assert kept.summary == outcome.summary
+    assert kept.report == outcome.report
     for name, value in outcome.result.state.items():
         assert torch.equal(kept.result.state[name], value)  # bit for bit
     for name, value in space.bench.session.model.state_dict().items():
@@ -187,10 +190,12 @@ def test_a_save_that_fails_says_so_and_the_work_goes_on(tmp_path: Path) -> None:
     space = saved_space(store)
     move(space, 0.3)
     saver = space.saver
-    assert isinstance(saver, Saver) and saver.error is None
+    assert isinstance(saver, Saver)
+    assert saver.error is None
     store.delete(store.saved()[0].id)  # deleted in another tab
     move(space, 0.5)
-    assert saver.error is not None and "gone" in saver.error
+    assert saver.error is not None
+    assert "gone" in saver.error
     assert len(space.log) == 3  # the work itself goes on
 
 
@@ -244,7 +249,8 @@ def test_a_kill_during_writes_loses_at_most_the_change_in_flight(tmp_path: Path,
                                                                  delay: float) -> None:
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == b"ready"
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     child.wait(10)

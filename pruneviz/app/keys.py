@@ -22,6 +22,13 @@ WORKERS_KEY = "pv_sensitivity_workers"  # {bench key: SensitivityWorker}
 FINETUNE_WORKERS_KEY = "pv_finetune_workers"  # {bench key: FinetuneWorker}
 SWEEP_WORKERS_KEY = "pv_sweep_workers"  # {bench key: SweepWorker}
 EXPORT_WORKERS_KEY = "pv_export_workers"  # {bench key: ExportWorker}
+SAVED_KEY = "pv_saved"  # the tab's saved workspace (a SavedLink)
+REOPEN_NOTE_KEY = "pv_reopen_note"  # what reopening a saved workspace could not restore
+
+# -- Workspaces page -------------------------------------------------------------------------
+WS_NAME_KEY = "pv_ws_name"
+WS_IMPORT_KEY = "pv_ws_import"
+WS_CONFIRM_KEY = "pv_ws_confirm"  # the saved workspace a Delete asks to confirm
 
 # -- classroom mode: who this session is (app/login.py) ------------------------------------
 USER_KEY = "pv_user"  # who this session's long jobs are queued for (a student's name)
@@ -146,6 +153,7 @@ SVD_GO_KEY = "pv_svd_go"
 FORMS_ALL_KEY = "pv_forms_all"
 BEST_FORMS_TABLE_KEY = "tradeoff_best_forms"
 TRADEOFF_CHOICE_KEY = "pv_tradeoff_choice"
+HISTORY_TREE_KEY = "tradeoff_history"
 RESTORE_KEY = "pv_restore"
 
 

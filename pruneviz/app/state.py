@@ -17,7 +17,9 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,17 @@ from pruneviz.app.keys import (
     BENCH_ID_KEY,
     COMPARISON_KEY,
     EXPORTS_SUBFOLDER_KEY,
+    FINETUNE_WORKERS_KEY,
     KEPT_KEY,
     MODEL_KEY,
     PREFIX,
+    REOPEN_NOTE_KEY,
+    SAVED_KEY,
     SUBSET_KEY,
+    SWEEP_WORKERS_KEY,
     TUNED_KEY,
     UPLOAD_KEY,
+    USER_KEY,
     WORKERS_KEY,
     WORKSPACE_KEY,
 )
@@ -58,7 +65,9 @@ from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.workflows.allocation import Budget
 from pruneviz.workflows.experiments import ExperimentLog
+from pruneviz.workflows.saved import Saver, reopen
 from pruneviz.workflows.sensitivity import SensitivityResult
+from pruneviz.workflows.store import StoreError, WorkspaceStore, default_root
 from pruneviz.workflows.workbench import LIVE_LATENCY_RUNS, Workbench, build_workbench
 from pruneviz.workflows.workspace import Compared, Workspace
 
@@ -88,6 +97,7 @@ def startup_source(argv: tuple[str, ...]) -> tuple[Source, str | None]:
                                      exit_on_error=False)
     parser.add_argument("--model", default=None)
     parser.add_argument(CLASSROOM_FLAG, action="store_true")  # app/login.py reads it
+    parser.add_argument("--workspace", default=None)  # workspace_root() reads it
     add_source_arguments(parser, model=False)
     try:
         args, unknown = parser.parse_known_args(list(argv))
@@ -130,6 +140,132 @@ def export_folder(name: str) -> Path:
             "dashes or underscores (no slashes); the export goes into "
             f"{exports_root()}/NAME")
     return exports_root() / name
+
+
+# -- where the tab's work is saved, as it happens ----------------------------------------------
+def workspace_root() -> Path:
+    """The folder of the saved workspaces: --workspace DIR, else $PRUNEVIZ_HOME/workspaces,
+    else the user's data folder's pruneviz/workspaces. In classroom mode each student's
+    work is in a folder of its own in there."""
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument("--workspace", default=None)
+    try:
+        given = parser.parse_known_args(app_arguments())[0].workspace
+    except argparse.ArgumentError:
+        given = None
+    root = Path(given).expanduser() if given else default_root()
+    user = st.session_state.get(USER_KEY)  # a student's name (app/login.py cleans it)
+    return root / "classroom" / user if isinstance(user, str) else root
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> WorkspaceStore:
+    return WorkspaceStore(Path(root))
+
+
+def workspace_store() -> WorkspaceStore:
+    """The saved workspaces (one store per folder and process); StoreError if the folder
+    cannot be used."""
+    return _store(str(workspace_root()))
+
+
+@dataclass
+class SavedLink:
+    """The saved workspace this tab's work goes into: made on the tab's first change
+    (possibly in a background thread: this holds no Streamlit state)."""
+
+    name: str
+    id: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def make(self, store: WorkspaceStore) -> str:
+        with self.lock:
+            if self.id is None or not store.exists(self.id):
+                self.id = store.create(self.name)
+            return self.id
+
+
+def saved_link() -> SavedLink:
+    """This tab's saved workspace (its id is None until the tab changes something)."""
+    link = st.session_state.get(SAVED_KEY)
+    if not isinstance(link, SavedLink):
+        stamp = time.strftime("%Y-%m-%d %H:%M")
+        link = st.session_state[SAVED_KEY] = SavedLink(
+            f"{model_title(current_model_ref())}, {stamp}")
+    return link
+
+
+def save_problem() -> str | None:
+    """Why this tab's work is not being saved, if it is not."""
+    try:
+        workspace_store()
+    except StoreError as exc:
+        return str(exc)
+    saver = getattr(st.session_state.get(WORKSPACE_KEY), "saver", None)
+    return saver.error if isinstance(saver, Saver) else None
+
+
+def jobs_running() -> bool:
+    """Whether one of this tab's long jobs (analysis, fine-tuning, sweep) runs."""
+    return any(getattr(worker, "running", False)
+               for key in (WORKERS_KEY, FINETUNE_WORKERS_KEY, SWEEP_WORKERS_KEY)
+               for worker in st.session_state.get(key, {}).values())
+
+
+def history_key(ref: str, digest: str | None, subset: int | None) -> str:
+    """The key of one model's history in a saved workspace: what its workbench is built
+    from (the model, uploaded weights, the live evaluation subset)."""
+    return json.dumps([ref, digest, subset])
+
+
+def open_saved(id: str) -> None:
+    """Make saved workspace `id` this tab's: its model, weights and evaluation subset,
+    then (when the pages next ask for the workspace) its plan, experiments and results.
+    Refused while one of the tab's jobs runs, or when the app cannot open its model."""
+    if jobs_running():
+        raise PrunevizError("a job of this tab is running: wait for it or cancel it before "
+                            "opening another workspace")
+    store = workspace_store()
+    key = store.current(id) or next(iter(store.history_keys(id)), None)
+    history = None if key is None else store.history(id, key)
+    if history is None:
+        raise PrunevizError("this workspace holds no work yet: there is nothing to open")
+    ref = history.identity.get("model")
+    if not isinstance(ref, str) or ref not in model_choices():
+        raise PrunevizError(
+            f"this workspace was made on {history.title}, which this app was not started "
+            f"with: start it with --model {ref} (and the same --data) to reopen it")
+    st.session_state[MODEL_KEY] = ref
+    digest = history.identity.get("weights_digest")
+    if isinstance(digest, str):
+        found = history.tensors.get("upload")
+        if found is None:
+            raise PrunevizError("this workspace's uploaded weights are missing from it")
+        loaded = current_loaded()
+        model = copy.deepcopy(loaded.model)
+        model.load_state_dict(store.read_tensors(found))
+        name = history.identity.get("weights")
+        st.session_state[UPLOAD_KEY] = Upload(ref, name if isinstance(name, str) else
+                                              "uploaded weights", digest, model.eval())
+    else:
+        forget_upload()
+    subset = history.identity.get("subset")
+    set_eval_subset(subset if isinstance(subset, int) else None)
+    link = saved_link()
+    link.id, link.name = id, store.info(id).name
+    for key in (WORKSPACE_KEY, BENCH_ID_KEY, KEPT_KEY, WORKERS_KEY, FINETUNE_WORKERS_KEY,
+                SWEEP_WORKERS_KEY, TUNED_KEY, COMPARISON_KEY):
+        st.session_state.pop(key, None)
+    clear_prune_widgets()
+
+
+def start_new_workspace() -> None:
+    """Save this tab's next changes into a new workspace (the current one stays saved)."""
+    st.session_state.pop(SAVED_KEY, None)
+    for key in (WORKSPACE_KEY, BENCH_ID_KEY, KEPT_KEY, WORKERS_KEY, FINETUNE_WORKERS_KEY,
+                SWEEP_WORKERS_KEY, TUNED_KEY, COMPARISON_KEY):
+        st.session_state.pop(key, None)
+    clear_prune_widgets()
 
 
 def device_label(device: torch.device) -> str:
@@ -291,15 +427,51 @@ def _open_workspace(ref: str, upload: Upload | None, subset: int | None,
     bench.source = dataclasses.replace(source, weights=upload.name) if upload else source
     # fine-tuned weights are kept per workbench identity, like the fine-tuning workers
     tuned = st.session_state.setdefault(TUNED_KEY, {}).setdefault(str(identity), {})
-    return Workspace(bench, tuned)
+    space = Workspace(bench, tuned)
+    _save(space, ref, upload, subset)
+    return space
+
+
+def _save(space: Workspace, ref: str, upload: Upload | None, subset: int | None) -> None:
+    """Save the workspace's changes as they happen; if the tab's saved workspace has
+    this model's history, put it back first."""
+    try:
+        store = workspace_store()
+    except StoreError:
+        return  # the sidebar says why (save_problem)
+    link = saved_link()
+    key = history_key(ref, upload.digest if upload else None, subset)
+    identity = {"model": ref, "weights": upload.name if upload else None,
+                "weights_digest": upload.digest if upload else None, "subset": subset}
+    title = model_title(ref) + (f" with {upload.name}" if upload else "")
+    saver = Saver(store, key, identity, title, lambda: link.make(store),
+                  {"upload": upload.model.state_dict()} if upload else None)
+    id = link.id
+    try:
+        history = store.history(id, key) if id is not None else None
+        if id is not None and history is not None:
+            problems = reopen(space, history, store)
+            if problems:
+                st.session_state[REOPEN_NOTE_KEY] = problems
+            saver.id = id
+            store.set_current(id, key)
+    except (StoreError, ValueError) as exc:
+        st.session_state[REOPEN_NOTE_KEY] = [f"the saved work could not be read: {exc}"]
+    saver.attach(space)
 
 
 def sensitivity_result() -> SensitivityResult | None:
     """The last sensitivity analysis of this tab's model, if one has run (or is running:
-    its points so far)."""
+    its points so far), or the one its saved workspace kept."""
     worker = st.session_state.get(WORKERS_KEY, {}).get(bench_key())
     snapshot = getattr(worker, "snapshot", None)
-    return None if snapshot is None else snapshot().result
+    if snapshot is None:
+        return workspace().sensitivity
+    progress = snapshot()
+    result: SensitivityResult | None = progress.result
+    if not progress.running and result is not None:
+        workspace().keep_sensitivity(result)  # saved, once
+    return result
 
 
 def workbench() -> Workbench:

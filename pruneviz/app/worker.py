@@ -280,6 +280,16 @@ class SensitivityWorker(_Background):
                                      run.levels, dict(self.cache.points))
         self._launch("pruneviz-sensitivity", run_sensitivity, self._spec)
 
+    def restore(self, result: SensitivityResult) -> None:
+        """Show `result` (a saved workspace's) as this worker's last analysis."""
+        with self._lock:
+            self._settings = Settings(result.criterion, result.granularity.value,
+                                      result.levels)
+            self._result = result
+            self._done = self._total = sum(len(c) for c in result.points.values())
+            self._samples = result.samples
+            self._elapsed = result.seconds
+
     def snapshot(self) -> Progress:
         queued, jobs_running = self._queued()
         with self._lock:
@@ -333,6 +343,9 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     if not isinstance(worker, SensitivityWorker):
         worker = SensitivityWorker(session_factory(bench), bench.eval_data,
                                    full=bench.eval_full)
+        kept = workspace().sensitivity  # a saved workspace's last analysis
+        if kept is not None:
+            worker.restore(kept)
         workers[bench_key()] = worker
     worker.user = current_user()
     return worker
@@ -654,6 +667,17 @@ class FinetuneWorker(_Background):
                                     tuple(self._records), done, self._total, self._outcome,
                                     self._error, queued, jobs_running)
 
+    def restore(self, outcomes: dict[int, FinetuneOutcome]) -> None:
+        """Show the last of `outcomes` (a saved workspace's runs) as this worker's last
+        run; the next run is numbered after them."""
+        last = outcomes[max(outcomes)]
+        with self._lock:
+            self._runs = self._claimed = last.run
+            self._job_asked = last.job
+            self._records = list(last.result.history)
+            self._total = last.summary.steps_planned
+            self._outcome = last
+
     def claim(self, outcome: FinetuneOutcome) -> bool:
         """True exactly once per finished run: whoever gets it records the outcome."""
         with self._lock:
@@ -695,6 +719,8 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
         worker = FinetuneWorker(session_factory(bench), bench.pristine, train_data,
                                 bench.eval_data,
                                 latency_batch_size=bench.meter.latency_batch_size)
+        if workspace().finetuned:  # a saved workspace's runs
+            worker.restore(workspace().finetuned)
         workers[bench_key()] = worker
     worker.user = current_user()
     return worker
@@ -712,8 +738,12 @@ def record_finished_run(bench: Workbench) -> FinetuneOutcome | None:
         return outcome
     space = workspace()
     space.remember_weights(outcome.weights, outcome.result.state)
-    space.log.record(outcome.report, outcome.plan, outcome.job.label, outcome.weights)
-    space.log.record(outcome.twin, outcome.plan, f"{outcome.job.label} (before fine-tuning)")
+    head = space.head  # the plan on screen when the run was recorded: both came from it
+    space.log.record(outcome.report, outcome.plan, outcome.job.label, outcome.weights,
+                     parent=head)
+    space.log.record(outcome.twin, outcome.plan, f"{outcome.job.label} (before fine-tuning)",
+                     parent=head)
+    space.keep_finetune(outcome)
     return outcome
 
 

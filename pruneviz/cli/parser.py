@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the address to listen on (default 127.0.0.1: this machine only; "
                        "0.0.0.0 = every interface, needs --classroom)")
     serve.add_argument("--port", type=int, default=8501, help="the port (default 8501)")
+    serve.add_argument("--workspace", metavar="DIR",
+                       help="the folder the tabs' work is saved in, as it happens (default: "
+                       "$PRUNEVIZ_HOME/workspaces, else ~/.local/share/pruneviz/workspaces)")
     serve.add_argument("--classroom", action="store_true",
                        help="serve a room: every session must give the access secret "
                        "(PRUNEVIZ_CLASSROOM_SECRET or --secret-file) before it sees anything")

@@ -80,6 +80,8 @@ def app_arguments(args: argparse.Namespace, *, classroom: bool) -> list[str]:
         if option == "model" or option in FILE_OPTIONS:
             text = absolute(text)
         found += [f"--{option.replace('_', '-')}", text]
+    if getattr(args, "workspace", None):
+        found += ["--workspace", str(Path(args.workspace).expanduser().resolve())]
     return found + ([CLASSROOM_FLAG] if classroom else [])
 
 

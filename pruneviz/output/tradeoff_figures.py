@@ -192,7 +192,87 @@ def best_form_scatter(
     )
 
 
-__all__ = [
+
+# -- 8. the history of a tab's experiments, as a tree -------------------------------------------
+def history_lanes(points: Sequence[Experiment]) -> dict[int, int]:
+    """Each experiment's lane in the history tree: an experiment stays on its parent's
+    lane if it is the parent's first child, else a new lane opens for the branch. (An
+    experiment without a parent came from the unpruned model, #0.)"""
+    lanes: dict[int, int] = {}
+    continued: set[int] = set()  # parents whose lane a child already continues
+    for e in sorted(points, key=lambda e: e.id):
+        parent = history_parent(e)
+        if parent is None:
+            lanes[e.id] = 0
+        elif parent not in lanes:  # its parent is not drawn: a lane of its own
+            lanes[e.id] = max(lanes.values(), default=-1) + 1
+        elif parent not in continued:
+            lanes[e.id] = lanes[parent]
+            continued.add(parent)
+        else:
+            lanes[e.id] = max(lanes.values()) + 1
+    return lanes
+
+
+def history_parent(experiment: Experiment) -> int | None:
+    """The experiment `experiment` came from in the tree (#0, the unpruned model, for
+    one recorded without a parent); None for #0 itself."""
+    if experiment.id == 0:
+        return None
+    return 0 if experiment.parent is None else experiment.parent
+
+
+def history_tree(points: Sequence[Experiment], *, metric_name: str, current: int | None,
+                 percent: bool) -> go.Figure:
+    """Every experiment in the order measured (x), each branch on a lane of its own (y),
+    joined to the one it came from; coloured by its metric. `current` (the plan on
+    screen's experiment) is ringed."""
+    lanes = history_lanes(points)
+    by_id = {e.id: e for e in points}
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for e in points:  # from the parent: down to the branch's lane, then along it
+        parent = history_parent(e)
+        if parent is None or parent not in by_id:
+            continue
+        xs += [parent, parent, e.id, None]
+        ys += [lanes[parent], lanes[e.id], lanes[e.id], None]
+    scale = 100.0 if percent else 1.0
+    unit = " %" if percent else ""
+    metrics = [e.metric * scale for e in points]
+    hover = [f"#{e.id} {e.label}<br>{metric_name} {e.metric * scale:.4g}{unit}<br>"
+             f"sparsity {e.sparsity:.1%}, {e.weights} weights"
+             + ("" if history_parent(e) is None else f"<br>from #{history_parent(e)}")
+             for e in points]
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "mode": "lines", "x": xs, "y": ys, "hoverinfo": "skip",
+         "line": {"color": "#BBBBBB", "width": 1.5, "shape": "linear"},
+         "showlegend": False},
+        {"type": "scatter", "mode": "markers+text", "name": "experiments",
+         "x": [e.id for e in points], "y": [lanes[e.id] for e in points],
+         "text": [f"#{e.id}" for e in points], "textposition": "top center",
+         "textfont": {"size": 10}, "hovertext": hover, "hoverinfo": "text",
+         "marker": {"size": 13, "color": metrics, "colorscale": "Viridis",
+                    "reversescale": False, "line": {"width": 1, "color": "#FFFFFF"},
+                    "colorbar": {"title": {"text": metric_name + unit}, "thickness": 12}},
+         "showlegend": False},
+    ]
+    if current is not None and current in by_id:
+        data.append({"type": "scatter", "mode": "markers", "name": "on screen",
+                     "x": [current], "y": [lanes[current]], "hoverinfo": "skip",
+                     "marker": {"size": 22, "color": "rgba(0,0,0,0)",
+                                "line": {"width": 2.5, "color": BASELINE}}})
+    height = max(220, 90 + 46 * (max(lanes.values(), default=0) + 1))
+    figure = go.Figure(data=data, layout=_layout(
+        "History of this tab's experiments", "experiment (in the order measured)",
+        "branch", height=height,
+        yaxis={"showticklabels": False, "zeroline": False, "autorange": "reversed"},
+        xaxis={"dtick": 1 if len(points) <= 30 else None}))
+    figure.layout.meta = {"lanes": {str(k): v for k, v in lanes.items()},
+                          "parents": {str(e.id): history_parent(e) for e in points}}
+    return figure
+
+__all__ = ["history_lanes", "history_parent", "history_tree",
     "FORM_COLOURS",
     "TECHNIQUE_STYLES",
     "best_form_scatter",

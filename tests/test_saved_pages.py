@@ -1,0 +1,112 @@
+"""Saved workspaces in the app: a tab's work is saved as it happens, a new session (as after
+a server restart) reopens it identical, and the Workspaces page renames, duplicates,
+deletes (after asking), downloads and adds them; Trade-offs draws the history tree."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from pruneviz.app.keys import WS_CONFIRM_KEY, widget_key
+from pruneviz.output.tradeoff_figures import history_lanes
+from pruneviz.workflows.store import WorkspaceStore, default_root
+from tests.fixtures.apptest import start, workspace_of
+
+MODEL = "sample:digits_cnn"
+PRUNE = "app_pages/prune.py"
+WORKSPACES = "app_pages/workspaces.py"
+
+
+def store() -> WorkspaceStore:
+    return WorkspaceStore(default_root())
+
+
+def pruned_tab() -> AppTest:
+    """A tab that moved two sliders on the Prune page, then restored the first move and
+    branched from it."""
+    at = start(MODEL, PRUNE)
+    at.slider(key=widget_key("sp", "conv1")).set_value(70).run()
+    at.slider(key=widget_key("sp", "fc")).set_value(90).run()
+    workspace_of(at).settle()
+    at.switch_page("app_pages/tradeoffs.py").run()
+    at.selectbox(key="pv_tradeoff_choice").set_value(1).run()
+    at.button(key="pv_restore").click().run()
+    at.switch_page(PRUNE).run()
+    at.slider(key=widget_key("sp", "conv2")).set_value(50).run()
+    workspace_of(at).settle()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_new_session_reopens_the_saved_work_identical() -> None:
+    at = pruned_tab()
+    space = workspace_of(at)
+    parents = [e.parent for e in space.log]
+    assert parents == [None, 0, 1, 1]  # #3 branched from #1
+    [saved] = store().saved()
+    assert saved.experiments == 4
+
+    again = start(MODEL)  # a new session: what a restarted server gives
+    reopen = [b for b in again.sidebar.button if b.label.startswith("Reopen")]
+    assert len(reopen) == 1
+    reopen[0].click().run()
+    again.switch_page(PRUNE).run()
+    assert not again.exception, again.exception
+    other = workspace_of(again)
+    assert list(other.log) == list(space.log)  # every configuration and number
+    assert other.bench.session.plan.key() == space.bench.session.plan.key()
+    assert again.slider(key=widget_key("sp", "conv2")).value == 50
+    assert other.head == space.head
+
+
+def test_the_workspaces_page_renames_copies_and_deletes_after_asking() -> None:
+    at = pruned_tab()
+    at.switch_page(WORKSPACES).run()
+    assert not at.exception, at.exception
+    assert "Saved as" in " ".join(m.value for m in at.markdown)
+    duplicate = next(b for b in at.button if b.label == "Duplicate")
+    duplicate.click().run()
+    names = sorted(s.name for s in store().saved())
+    assert len(names) == 2
+    assert names[1].endswith("(copy)")
+    copy_id = next(s.id for s in store().saved() if s.name.endswith("(copy)"))
+    at.selectbox[0].set_value(copy_id).run()
+    at.text_input(key=f"pv_ws_name:{copy_id}").set_value("first try")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert {s.name for s in store().saved()} >= {"first try"}
+    at.selectbox[0].set_value(copy_id).run()
+    next(b for b in at.button if b.label == "Delete…").click().run()
+    assert at.session_state[WS_CONFIRM_KEY] == copy_id
+    assert len(store().saved()) == 2  # asked, not deleted yet
+    next(b for b in at.button if b.label == "Keep it").click().run()
+    assert len(store().saved()) == 2
+    next(b for b in at.button if b.label == "Delete…").click().run()
+    next(b for b in at.button if b.label == "Delete it").click().run()
+    assert [s.name for s in store().saved()] != ["first try"]
+    assert len(store().saved()) == 1
+    assert not at.exception, at.exception
+
+
+def test_a_workspace_file_round_trips_and_a_bad_one_is_refused() -> None:
+    at = pruned_tab()
+    saved = store().saved()[0]
+    data = store().export_bytes(saved.id)
+    added = store().import_bytes(data, "mine.pvz")
+    assert store().history(added, store().current(saved.id) or "") is not None
+    at.switch_page(WORKSPACES).run()
+    assert not at.exception, at.exception
+    assert len(store().saved()) == 2
+
+
+def test_trade_offs_draws_the_history_tree_with_its_branch() -> None:
+    at = pruned_tab()
+    at.switch_page("app_pages/tradeoffs.py").run()
+    assert not at.exception, at.exception
+    lanes = history_lanes(list(workspace_of(at).log))
+    assert lanes[1] == lanes[2] == lanes[0]  # the first line
+    assert lanes[3] != lanes[2]  # the branch from #1
+    assert "History" in [h.value for h in at.subheader]
+
+
+def test_a_fresh_tab_saves_nothing_until_it_changes_something() -> None:
+    start(MODEL, PRUNE)
+    assert store().saved() == []
