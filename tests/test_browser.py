@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,13 @@ def _free_port() -> int:
 def _serve(*app_args: str) -> Iterator[str]:
     """`pruneviz serve [app_args]` (what `make app` runs) on a free localhost port; yields
     its URL, with the host name a browser on this machine uses."""
+    with _server(*app_args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def _server(*app_args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `_serve`, also yielding the server's process."""
     port = _free_port()
     command = [sys.executable, "-m", "pruneviz", "serve", "--port", str(port), *app_args]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -59,7 +68,7 @@ def _serve(*app_args: str) -> Iterator[str]:
                 out = proc.stdout.read().decode() if proc.stdout else ""
                 pytest.fail(f"the Streamlit server did not start:\n{out}")
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -237,3 +246,120 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not sentinel.exists()
+
+
+def _go(page: Any, link: str, heading: str) -> None:
+    page.get_by_test_id("stSidebar").get_by_test_id("stSidebarNavLink").filter(
+        has_text=re.compile(rf"{re.escape(link)}\s*$")).click()
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
+
+
+def _pick_model(page: Any, title: str) -> None:
+    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first
+    picker.click()
+    page.keyboard.type(title)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        """(title) => [...document.querySelectorAll('[data-testid="stSidebar"] input')]
+            .some(i => i.value.includes(title))""", arg=title, timeout=60_000)
+    page.wait_for_timeout(1_500)
+
+
+def _experiments_csv(page: Any) -> str:
+    """The Trade-offs page's experiments, as its CSV download."""
+    _go(page, "Trade-offs", "Trade-offs")
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download experiments (CSV)").click()
+    return Path(download.value.path()).read_text()
+
+
+def _page_text(page: Any, link: str, heading: str, wait_for: str) -> str:
+    _go(page, link, heading)
+    page.get_by_text(wait_for).first.wait_for(state="attached", timeout=60_000)
+    page.wait_for_timeout(1_000)
+    return str(page.get_by_test_id("stMain").inner_text())
+
+
+def test_a_killed_server_loses_no_work(tmp_path: Path) -> None:
+    """Prune, run a sensitivity analysis and a fine-tune, switch the model and back,
+    upload identical weights, switch the scope; kill the server with SIGKILL, start it
+    again and reopen the work: every configuration, result and plan is there, identical."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    folder = tmp_path / "saved"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+        try:
+            with _server("--workspace", str(folder)) as (url, proc):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{url}/prune?model=sample:digits_mlp", wait_until="networkidle")
+                page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
+                slider = page.get_by_role("slider", name="fc1 sparsity %")
+                slider.focus()
+                for _ in range(40):
+                    page.keyboard.press("ArrowRight")
+                page.wait_for_timeout(3_000)
+                _go(page, "Sensitivity", "Sensitivity")
+                page.get_by_role("button", name="Run", exact=True).click()
+                page.get_by_text("took", exact=False).first.wait_for(timeout=180_000)
+                _go(page, "Fine-tune", "Fine-tune")
+                steps = page.get_by_role("spinbutton", name="Max steps")
+                steps.fill("20")
+                steps.press("Enter")
+                page.wait_for_timeout(1_000)
+                page.get_by_role("button", name="Train", exact=True).click()
+                page.get_by_text("after fine-tuning (fine-tuned #1)").first.wait_for(
+                    state="attached", timeout=180_000)  # a table cell
+                _pick_model(page, "Digits CNN")
+                _pick_model(page, "Digits MLP")
+                _go(page, "Model", "pruneviz")
+                page.get_by_text("Weights and evaluation data").click()
+                uploader = page.get_by_test_id("stFileUploader").filter(
+                    has_text="Weights file")
+                uploader.locator("input[type=file]").set_input_files(
+                    str(ROOT / "sample_models" / "digits_mlp.safetensors"))
+                use = page.get_by_role("button", name="Use these weights")
+                page.wait_for_function("""() => [...document.querySelectorAll('button')]
+                    .some(b => b.innerText.includes('Use these weights') && !b.disabled)""",
+                                       timeout=30_000)
+                use.click()
+                page.get_by_text("nothing changed").first.wait_for(timeout=60_000)
+                _go(page, "Prune", "Prune")
+                page.get_by_text("Global ranking", exact=True).click()
+                page.wait_for_timeout(4_000)  # measured, and its slow figures refined
+                before = _experiments_csv(page)
+                sensitivity = _page_text(page, "Sensitivity", "Sensitivity", "took")
+                finetuned = _page_text(page, "Fine-tune", "Fine-tune",
+                                       "after fine-tuning (fine-tuned #1)")
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+            with _server("--workspace", str(folder)) as (url, _):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(url, wait_until="networkidle")
+                reopen = page.get_by_test_id("stSidebar").get_by_role(
+                    "button", name="Reopen")
+                reopen.wait_for(timeout=60_000)
+                reopen.click()
+                page.wait_for_timeout(2_000)
+                after = _experiments_csv(page)
+                page.screenshot(path=str(ARTIFACTS / "reopened_tradeoffs.png"), full_page=True)
+                sensitivity_again = _page_text(page, "Sensitivity", "Sensitivity", "took")
+                finetuned_again = _page_text(page, "Fine-tune", "Fine-tune",
+                                             "after fine-tuning (fine-tuned #1)")
+                _go(page, "Prune", "Prune")
+                page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
+                scope = page.get_by_role("radio", name="Global ranking").is_checked()
+        finally:
+            browser.close()
+    assert len(before.splitlines()) >= 5  # baseline, moves, the fine-tuned pair, global
+    assert after == before  # every configuration and every number
+    assert sensitivity_again == sensitivity
+    # the run and its result (the recipe's controls above them start at their defaults)
+    run = re.compile(r"step \d+ of \d+ — .*", re.DOTALL)
+    shown = run.search(finetuned)
+    assert shown is not None
+    assert "ran to --max-steps 20" in shown.group()
+    again = run.search(finetuned_again)
+    assert again is not None
+    assert again.group() == shown.group()
+    assert scope  # the plan on screen: the global one
