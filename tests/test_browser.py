@@ -215,7 +215,7 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
             page.goto(url, wait_until="networkidle")
             page.get_by_text("embed_transformer.py:build", exact=False).first.wait_for(
                 timeout=60_000)
-            page.get_by_text("Weights and evaluation data").click()
+            page.get_by_text("Other weights, live evaluation subset").click()
             page.locator("input[type=file]").set_input_files(str(evil))
             page.wait_for_timeout(2000)
             page.get_by_role("button", name="Use these weights").click()
