@@ -281,3 +281,12 @@ def test_preview_of_data_that_is_not_images() -> None:
     assert summary.class_counts == ()
     assert summary.images == ()
     assert summary.input_shape == (5,)
+
+
+def test_preview_of_an_autoencoders_images_has_no_labels() -> None:
+    upload = read_upload("a.npz", npz_bytes(x=np.zeros((3, 1, 4, 4), np.float32)),
+                         split="evaluation")
+    summary = preview(upload.data)
+    assert summary.task is Task.RECONSTRUCTION
+    assert len(summary.images) == 3
+    assert summary.image_labels == ()

@@ -125,7 +125,7 @@ def show_preview(data: TensorData) -> None:
                   "samples": [n for _, n in summary.class_counts]}
         st.bar_chart(counts, x="class", y="samples", height=160, sort=False)
     if summary.images:
-        st.image(list(summary.images), caption=list(summary.image_labels), width=56,
+        st.image(list(summary.images), caption=list(summary.image_labels) or None, width=56,
                  clamp=True)
 
 

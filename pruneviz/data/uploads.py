@@ -30,12 +30,12 @@ import re
 import stat
 import tempfile
 import zipfile
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
@@ -86,7 +86,8 @@ class DataPreview:
     `class_counts`: (class name, samples) per class, for classification (empty
     otherwise). `images`: up to PREVIEW_IMAGES inputs as (H, W) or (H, W, 3) float arrays
     scaled to [0, 1] for display, when the inputs are 1- or 3-channel images (N, C, H, W);
-    `image_labels` the target of each, as text."""
+    `image_labels` the target of each, as text (empty when the targets are not one label
+    or value per sample)."""
 
     samples: int
     input_shape: tuple[int, ...]
@@ -187,18 +188,16 @@ def preview(data: TensorData, count: int = PREVIEW_IMAGES) -> DataPreview:
     counts: tuple[tuple[str, int], ...] = ()
     labels = [str(v) for v in data.y[:count].tolist()] if data.y.dim() == 1 else []
     if data.task is Task.CLASSIFICATION:
-        found = Counter(int(v) for v in data.y.tolist())
-        top = max(found) if found else -1
-        counts = tuple((_class_name(data, c), found.get(c, 0))
-                       for c in range(max(top + 1, len(data.classes))))
+        found = torch.bincount(data.y.detach().cpu(), minlength=len(data.classes))
+        counts = tuple((_class_name(data, c), int(n)) for c, n in enumerate(found.tolist()))
         labels = [_class_name(data, int(v)) for v in data.y[:count].tolist()]
     images: tuple[Array, ...] = ()
     x = data.x
     if x.dim() == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 2:
         images = tuple(_display(x[i]) for i in range(min(count, len(data))))
+    shown = tuple(labels[:len(images)]) if labels else ()
     return DataPreview(len(data), tuple(x.shape[1:]), str(x.dtype).removeprefix("torch."),
-                       data.task, counts, images,
-                       tuple(labels[:len(images)]) if images else ())
+                       data.task, counts, images, shown)
 
 
 # --- helpers ----------------------------------------------------------------------------
