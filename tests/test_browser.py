@@ -74,6 +74,12 @@ def server() -> Iterator[str]:
         yield url
 
 
+def _file_input(page: Any, label: str) -> Any:
+    """The file input of the uploader labelled `label` (the Model page has several)."""
+    return page.get_by_test_id("stFileUploader").filter(has_text=label).locator(
+        "input[type=file]")
+
+
 def _metric(page: Any, label: str) -> str:
     metric = page.get_by_test_id("stMetric").filter(has_text=label).first
     return str(metric.get_by_test_id("stMetricValue").inner_text())
@@ -216,18 +222,18 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
             page.get_by_text("embed_transformer.py:build", exact=False).first.wait_for(
                 timeout=60_000)
             page.get_by_text("Other weights, live evaluation subset").click()
-            page.locator("input[type=file]").set_input_files(str(evil))
+            _file_input(page, "Weights file").set_input_files(str(evil))
             page.wait_for_timeout(2000)
             page.get_by_role("button", name="Use these weights").click()
             page.get_by_text("nothing in it was run").wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "hostile-upload.png"), full_page=True)
             # Every other kind of bad file is explained too, and the tab stays usable.
             for path, expected in bad_files:
-                page.locator("input[type=file]").set_input_files(str(path))
+                _file_input(page, "Weights file").set_input_files(str(path))
                 page.wait_for_timeout(2000)  # the upload finishes before the button is used
                 page.get_by_role("button", name="Use these weights").click()
                 page.get_by_text(expected).wait_for(timeout=30_000)
-            page.locator("input[type=file]").set_input_files(str(good))
+            _file_input(page, "Weights file").set_input_files(str(good))
             page.wait_for_timeout(2000)
             page.get_by_role("button", name="Use these weights").click()
             page.get_by_text("This tab prunes the weights you uploaded").wait_for(
@@ -237,3 +243,53 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not sentinel.exists()
+
+
+def test_data_uploaded_in_the_browser_is_previewed_and_used(server: str, tmp_path: Path) -> None:
+    """The Model page's data uploader, driven in Chromium: a hostile zip (a member climbing
+    out of its folder) is refused with the reason; an .npz of 150 digits becomes the
+    tab's evaluation data (baseline re-measured on it, previewed with sample images); the
+    model's own data comes back with one click."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from pruneviz.data.tensors import load_digits
+
+    test = load_digits("test")
+    good = tmp_path / "mine.npz"
+    np.savez(good, x=test.x[:150].numpy(), y=test.y[:150].numpy())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("digits/0/a.png", b"")
+        archive.writestr("../../escaped.png", b"x")
+    evil = tmp_path / "evil.zip"
+    evil.write_bytes(buffer.getvalue())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(server, wait_until="networkidle")
+            page.get_by_text("Your own evaluation and training data").click()
+            uploader = _file_input(page, "Evaluation data file")
+            uploader.wait_for(state="attached", timeout=60_000)
+            uploader.set_input_files(str(evil))
+            page.wait_for_timeout(2000)  # the upload finishes before the button is used
+            page.get_by_role("button", name="Use this evaluation data").click()
+            page.get_by_text("a path outside the zip's own folder").wait_for(timeout=30_000)
+            uploader.set_input_files(str(good))
+            page.wait_for_timeout(2000)
+            page.get_by_role("button", name="Use this evaluation data").click()
+            page.get_by_text("as its evaluation data (150 samples)").wait_for(timeout=60_000)
+            images = page.get_by_test_id("stImage").locator("img").count()
+            page.screenshot(path=str(ARTIFACTS / "data-upload.png"), full_page=True)
+            page.get_by_role("button", name="Use the model's own data").first.click()
+            page.get_by_text("uses the model's own evaluation data again").wait_for(
+                timeout=60_000)
+        finally:
+            browser.close()
+    assert images >= 16  # 8 samples of each split
+    assert not (tmp_path.parent / "escaped.png").exists()
