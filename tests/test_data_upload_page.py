@@ -15,10 +15,13 @@ from fixtures import apptest
 from fixtures.apptest import bench_of, workspace_of
 from streamlit.testing.v1 import AppTest
 
+from pruneviz.app import state
 from pruneviz.app.keys import (
+    BENCH_ID_KEY,
     DATA_UPLOAD_KEY,
     FT_RECIPE_KEY,
     KEPT_KEY,
+    MODEL_KEY,
     WORKSPACE_KEY,
     data_widget_key,
 )
@@ -149,3 +152,32 @@ def test_fine_tune_without_training_data_says_what_it_needs_then_offers_it(
     assert not [w.value for w in at.warning if "no training data" in w.value]
     assert at.radio(key=FT_RECIPE_KEY).value in ("oneshot", "iterative")
     assert any("200 training samples of train.npz" in c.value for c in at.caption)
+
+
+def test_a_workspace_that_cannot_open_on_the_data_leaves_the_tab_as_it_was(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workspace is opened on new data before the upload is kept: if that fails, the
+    tab keeps its data and its workspace; once it works, the upload's digest is part of
+    the workspace's identity."""
+    tab: dict[object, object] = {MODEL_KEY: "sample:digits_mlp"}  # this tab's session state
+    monkeypatch.setattr(state.st, "session_state", tab)
+    space = state.workspace()
+    test = load_digits("test")
+    content = npz(test.x[:120].numpy(), test.y[:120].numpy())
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no room for another workbench")
+
+    opens = state.build_workbench
+    monkeypatch.setattr(state, "build_workbench", fails)
+    with pytest.raises(RuntimeError, match="no room"):
+        state.upload_data("evaluation", "e.npz", content)
+    assert state.current_data_upload("evaluation") is None
+    monkeypatch.setattr(state, "build_workbench", opens)
+    assert state.workspace() is space
+    taken = state.upload_data("evaluation", "e.npz", content)
+    assert taken is not None
+    assert state.current_data_upload("evaluation") is taken
+    assert taken.digest in tab[BENCH_ID_KEY]  # type: ignore[operator]
+    assert state.workspace() is not space
+    assert state.upload_data("evaluation", "again.npz", content) is None  # identical
