@@ -167,7 +167,8 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
     """`streamlit run app.py -- --model file.py:build --data ...`: the user's transformer
     opens; uploading a malicious pickle shows why it was refused and runs nothing; an
     empty, a truncated, a whole-model, a missing-key and a wrong-shape file are each
-    explained; good weights are then taken, and the app goes on working."""
+    explained; good weights are then taken, and the app goes on working. Fine-tune, with
+    no training data given, says so and links to the Model page's upload."""
     playwright = pytest.importorskip("playwright.sync_api")
     import io
     import pickle
@@ -240,6 +241,11 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
                 timeout=30_000)
             page.goto(f"{url}/prune", wait_until="networkidle")
             page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
+            # Started without --train-data: Fine-tune says so and links to the upload.
+            page.get_by_test_id("stSidebarNavLink").filter(has_text="Fine-tune").click()
+            page.get_by_text("This model has no training data").wait_for(timeout=60_000)
+            page.get_by_text("Upload training data on the Model page").click()
+            page.get_by_text("Training data file").wait_for(timeout=60_000)
         finally:
             browser.close()
     assert not sentinel.exists()
