@@ -94,6 +94,10 @@ def test_csv_upload_with_a_label_column() -> None:
     assert upload.data.y.tolist() == [1, 0, 2]
     with pytest.raises(DataError, match=r"t.csv has no column 'nope'"):
         read_upload("t.csv", text.encode(), split="training", label_column="nope")
+    with pytest.raises(DataError, match=r"t.csv has no header row, so its columns have no "
+                       r"names and the label column 'kind' cannot be found; add a header row, "
+                       r"or leave the label column out"):
+        read_upload("t.csv", b"1,2,3\n4,5,6\n", split="training", label_column="kind")
 
 
 def test_zip_of_an_image_folder_in_a_wrapping_folder() -> None:

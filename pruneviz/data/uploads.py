@@ -63,6 +63,10 @@ UPLOAD_HELP = (
 )
 _IDX_FILE = re.compile(r"(t10k|train)-(images|labels)-idx[13]-ubyte(\.gz)?")
 _SKIPPED_PARTS = ("__MACOSX",)  # folders of metadata some zip tools add
+_IN_THE_APP = (  # a reader's advice naming a CLI option -> the same advice in the app
+    ("--label-column", "the label column"),
+    ("pass --task", "start the app with --task"),
+)
 Array = NDArray[Any]
 
 
@@ -217,9 +221,12 @@ def _file_name(name: str) -> str:
 
 
 def _relabel(message: str, folder: Path) -> str:
-    """A reader's message about the temporary copy, naming the upload instead."""
+    """A reader's message about the temporary copy, naming the upload instead, and saying
+    what to do in the app where the command line's advice names an option."""
     for root in {str(folder), str(folder.resolve())}:
         message = message.replace(root + "/", "").replace(root, "the upload")
+    for option, here in _IN_THE_APP:
+        message = message.replace(option, here)
     return message
 
 
