@@ -87,6 +87,14 @@ def test_a_browser_path_in_the_name_is_cut_to_the_file_name() -> None:
     assert read_upload("C:\\Users\\me\\eval.npz", content, split="training").name == "eval.npz"
 
 
+def test_a_name_like_another_data_form_is_only_a_file_name() -> None:
+    content = npz_bytes(x=np.zeros((4, 3), np.float32), y=np.arange(4))
+    upload = read_upload("mnist:my data.npz", content, split="evaluation")
+    assert upload.name == "mnist:my data.npz"
+    assert upload.data.name == "mnist:my data.npz"
+    assert len(upload.data) == 4
+
+
 def test_csv_upload_with_a_label_column() -> None:
     text = "a,b,kind\n0.5,1.0,1\n0.25,2.0,0\n1.5,3.0,2\n"
     upload = read_upload("t.csv", text.encode(), split="training", label_column="kind")

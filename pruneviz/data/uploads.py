@@ -139,13 +139,14 @@ def read_upload(
             "model well), or start the app with --data / --train-data FILE")
     reader_split: Split = "test" if split == "evaluation" else "train"
     notes: list[str] = []
+    on_disk = re.sub(r"[^\w.-]", "_", base)  # no ':' or spaces for the readers' forms
     with tempfile.TemporaryDirectory(prefix="pruneviz-upload-") as tmp:
         folder = Path(tmp)
         try:
             if suffix == ".zip":
-                ref = _unpacked_ref(base, content, folder, reader_split, idx_kind, notes)
+                ref = _unpacked_ref(on_disk, content, folder, reader_split, idx_kind, notes)
             else:
-                path = folder / base
+                path = folder / on_disk
                 path.write_bytes(content)
                 ref = str(path)
             data = load_data(ref, split=reader_split, task=task, label_column=label_column)
@@ -154,7 +155,7 @@ def read_upload(
         except OSError as exc:
             raise DataError(f"{base} could not be unpacked to read it ({exc}); check the "
                             "file, or free some disk space") from None
-    if not data.name.startswith(base):  # IDX files, or the folder inside a zip
+    if not data.name.startswith(on_disk) or on_disk != base:  # IDX, a folder in a zip
         data = replace(data, name=base)
     return DataUpload(base, split, data_digest(data), data, tuple(notes))
 
