@@ -1,8 +1,10 @@
 """pruneviz app entry: the login gate, page navigation and the sidebar model picker.
 
 Start it on your own model with
-    streamlit run app.py -- --model path/to/file.py:factory --weights w.safetensors --data eval.npz
-(the options are those of the CLI; see `python -m pruneviz evaluate --help`).
+    streamlit run app.py -- --model path/to/file.py:factory --weights w.safetensors \
+        --data eval.npz --train-data train.npz
+(the options are those of the CLI; see `python -m pruneviz evaluate --help`). Data can also
+be uploaded on the Model page.
 """
 
 import streamlit as st

@@ -5,7 +5,7 @@ plan without retraining."""
 
 import streamlit as st
 
-from pruneviz.app import finetune_view, state
+from pruneviz.app import data_view, finetune_view, state
 from pruneviz.app.finetune_view import RECIPES
 from pruneviz.app.keys import FT_CANCEL_KEY, FT_RECIPE_KEY, FT_RUN_KEY
 from pruneviz.app.widgets import run_and_cancel, user_errors
@@ -17,6 +17,9 @@ POLL_SECONDS = 0.5
 st.title("Fine-tune")
 with user_errors("The model could not be loaded"):
     bench = state.workbench()
+if bench.train_data is None:
+    data_view.no_training_data(state.model_title(bench.name))  # says what to do; stops
+with user_errors("Fine-tuning cannot start"):
     worker = finetune_worker(bench)
 record_finished_run(bench)  # a run that ended while another page was shown
 finetune_view.intro(bench, worker)

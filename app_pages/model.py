@@ -1,9 +1,10 @@
 """Model (home): the chosen model, its measured baseline, its layers, and how pruning works;
-upload other weights for the same architecture; choose the live evaluation subset."""
+upload other weights for the same architecture, and evaluation or training data; choose the
+live evaluation subset."""
 
 import streamlit as st
 
-from pruneviz.app import state, widgets
+from pruneviz.app import data_view, state, widgets
 from pruneviz.app.keys import (
     UPLOAD_WIDGET_KEY,
 )
@@ -35,7 +36,8 @@ if upload is not None:
 widgets.baseline_metrics(state.workspace())
 ev = bench.baseline.evaluation
 full = bench.full_data
-if loaded.source.is_sample and loaded.source.data is None:
+if loaded.source.is_sample and loaded.source.data is None and \
+        state.current_data_upload("evaluation") is None:
     where = ("held-out test samples of scikit-learn's bundled handwritten digits (8x8 images, "
              "never seen in training)")
 else:
@@ -52,7 +54,7 @@ st.caption(f":material/memory: This tab runs on **{state.device_label(loaded.dev
            "masks, scores, evaluation and latency (start the app with `-- --device cpu` or "
            "`-- --device cuda` to choose).")
 
-with st.expander("Weights and evaluation data", expanded=upload is not None):
+with st.expander("Other weights, live evaluation subset", expanded=upload is not None):
     st.markdown(
         "**Use other weights for this architecture.** A `.safetensors` file, or a `.pt` / "
         "`.pth` *state dict* (read with `torch.load(weights_only=True)`). Nothing is "
@@ -89,6 +91,10 @@ with st.expander("Weights and evaluation data", expanded=upload is not None):
                    f"{LIVE_BUDGET_S:g} s here ({loaded.seconds_per_sample * 1000:.2g} ms per "
                    f"sample, measured), between {MIN_LIVE_SUBSET} and {DEFAULT_EVAL_SUBSET:,}. "
                    "Changing it re-measures the baseline and starts a new experiment log.")
+
+with st.expander("Your own evaluation and training data", icon=":material/upload_file:",
+                 expanded=data_view.any_uploaded() or bench.train_data is None):
+    data_view.data_section()
 
 left, right = st.columns([3, 2], gap="large")
 with left:

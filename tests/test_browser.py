@@ -83,6 +83,12 @@ def server() -> Iterator[str]:
         yield url
 
 
+def _file_input(page: Any, label: str) -> Any:
+    """The file input of the uploader labelled `label` (the Model page has several)."""
+    return page.get_by_test_id("stFileUploader").filter(has_text=label).locator(
+        "input[type=file]")
+
+
 def _metric(page: Any, label: str) -> str:
     metric = page.get_by_test_id("stMetric").filter(has_text=label).first
     return str(metric.get_by_test_id("stMetricValue").inner_text())
@@ -170,7 +176,8 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
     """`streamlit run app.py -- --model file.py:build --data ...`: the user's transformer
     opens; uploading a malicious pickle shows why it was refused and runs nothing; an
     empty, a truncated, a whole-model, a missing-key and a wrong-shape file are each
-    explained; good weights are then taken, and the app goes on working."""
+    explained; good weights are then taken, and the app goes on working. Fine-tune, with
+    no training data given, says so and links to the Model page's upload."""
     playwright = pytest.importorskip("playwright.sync_api")
     import io
     import pickle
@@ -224,25 +231,30 @@ def test_users_model_starts_and_bad_uploads_are_refused(tmp_path: Path) -> None:
             page.goto(url, wait_until="networkidle")
             page.get_by_text("embed_transformer.py:build", exact=False).first.wait_for(
                 timeout=60_000)
-            page.get_by_text("Weights and evaluation data").click()
-            page.locator("input[type=file]").set_input_files(str(evil))
+            page.get_by_text("Other weights, live evaluation subset").click()
+            _file_input(page, "Weights file").set_input_files(str(evil))
             page.wait_for_timeout(2000)
             page.get_by_role("button", name="Use these weights").click()
             page.get_by_text("nothing in it was run").wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "hostile-upload.png"), full_page=True)
             # Every other kind of bad file is explained too, and the tab stays usable.
             for path, expected in bad_files:
-                page.locator("input[type=file]").set_input_files(str(path))
+                _file_input(page, "Weights file").set_input_files(str(path))
                 page.wait_for_timeout(2000)  # the upload finishes before the button is used
                 page.get_by_role("button", name="Use these weights").click()
                 page.get_by_text(expected).wait_for(timeout=30_000)
-            page.locator("input[type=file]").set_input_files(str(good))
+            _file_input(page, "Weights file").set_input_files(str(good))
             page.wait_for_timeout(2000)
             page.get_by_role("button", name="Use these weights").click()
             page.get_by_text("This tab prunes the weights you uploaded").wait_for(
                 timeout=30_000)
             page.goto(f"{url}/prune", wait_until="networkidle")
             page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
+            # Started without --train-data: Fine-tune says so and links to the upload.
+            page.get_by_test_id("stSidebarNavLink").filter(has_text="Fine-tune").click()
+            page.get_by_text("This model has no training data").wait_for(timeout=60_000)
+            page.get_by_text("Upload training data on the Model page").click()
+            page.get_by_text("Training data file").wait_for(timeout=60_000)
         finally:
             browser.close()
     assert not sentinel.exists()
@@ -363,3 +375,52 @@ def test_a_killed_server_loses_no_work(tmp_path: Path) -> None:
     assert again is not None
     assert again.group() == shown.group()
     assert scope  # the plan on screen: the global one
+
+def test_data_uploaded_in_the_browser_is_previewed_and_used(server: str, tmp_path: Path) -> None:
+    """The Model page's data uploader, driven in Chromium: a hostile zip (a member climbing
+    out of its folder) is refused with the reason; an .npz of 150 digits becomes the
+    tab's evaluation data (baseline re-measured on it, previewed with sample images); the
+    model's own data comes back with one click."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from pruneviz.data.tensors import load_digits
+
+    test = load_digits("test")
+    good = tmp_path / "mine.npz"
+    np.savez(good, x=test.x[:150].numpy(), y=test.y[:150].numpy())
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("digits/0/a.png", b"")
+        archive.writestr("../../escaped.png", b"x")
+    evil = tmp_path / "evil.zip"
+    evil.write_bytes(buffer.getvalue())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(server, wait_until="networkidle")
+            page.get_by_text("Your own evaluation and training data").click()
+            uploader = _file_input(page, "Evaluation data file")
+            uploader.wait_for(state="attached", timeout=60_000)
+            uploader.set_input_files(str(evil))
+            page.wait_for_timeout(2000)  # the upload finishes before the button is used
+            page.get_by_role("button", name="Use this evaluation data").click()
+            page.get_by_text("a path outside the zip's own folder").wait_for(timeout=30_000)
+            uploader.set_input_files(str(good))
+            page.wait_for_timeout(2000)
+            page.get_by_role("button", name="Use this evaluation data").click()
+            page.get_by_text("as its evaluation data (150 samples)").wait_for(timeout=60_000)
+            images = page.get_by_test_id("stImage").locator("img").count()
+            page.screenshot(path=str(ARTIFACTS / "data-upload.png"), full_page=True)
+            page.get_by_role("button", name="Use the model's own data").first.click()
+            page.get_by_text("uses the model's own evaluation data again").wait_for(
+                timeout=60_000)
+        finally:
+            browser.close()
+    assert images >= 16  # 8 samples of each split
+    assert not (tmp_path.parent / "escaped.png").exists()

@@ -15,6 +15,7 @@ SELECTED_LAYER_KEY = "pv_selected_layer"
 COMPARISON_KEY = "pv_budget_comparison"  # the Sensitivity page's last budget comparison
 TUNED_KEY = "pv_tuned_weights"  # {bench key: {name: state dict}}: this tab's fine-tuned weights
 UPLOAD_KEY = "pv_upload"  # weights uploaded in this tab (an Upload)
+DATA_UPLOAD_KEY = "pv_data_uploads"  # {(model ref, split): DataUpload} uploaded in this tab
 SUBSET_KEY = "pv_eval_subset"  # {model ref: live evaluation subset size} chosen in this tab
 BENCH_ID_KEY = "pv_bench_id"  # what the tab's workbench was built from
 KEPT_KEY = "pv_kept_workspaces"  # {bench id: Workspace} the tab switched away from
@@ -54,6 +55,13 @@ PRUNE_SCORES_KEY = "prune_scores"
 
 # -- Model page ------------------------------------------------------------------------------
 UPLOAD_WIDGET_KEY = "pv_weights_upload"
+DATA_FLASH_KEY = "pv_data_flash"  # what the last data upload did, shown once
+
+
+def data_widget_key(kind: str, split: str) -> str:
+    """The Model page's data upload widget `kind` (file, label, idx, use, reset) of `split`
+    ("evaluation" or "training")."""
+    return f"pv_data_{kind}::{split}"
 
 # -- Inspect page ----------------------------------------------------------------------------
 INSPECT_GRAN_KEY = "pv_inspect_gran"

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from pruneviz.app.keys import (
     BENCH_ID_KEY,
     COMPARISON_KEY,
+    DATA_UPLOAD_KEY,
     EXPORTS_SUBFOLDER_KEY,
     FINETUNE_WORKERS_KEY,
     KEPT_KEY,
@@ -50,9 +51,11 @@ from pruneviz.core.plan import Plan
 from pruneviz.data.access import CLASSROOM_FLAG
 from pruneviz.data.samples import SAMPLES
 from pruneviz.data.sources import (
+    LIVE_BUDGET_S,
     Loaded,
     Source,
     add_source_arguments,
+    auto_subset,
     check_fit,
     check_model_ref,
     load_source,
@@ -60,6 +63,8 @@ from pruneviz.data.sources import (
     source_from_args,
     with_model,
 )
+from pruneviz.data.tensors import TensorData
+from pruneviz.data.uploads import DataSplit, DataUpload, data_digest, fit_upload, read_upload
 from pruneviz.data.user_models import WeightLimits, fit_weights, read_weights
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
@@ -212,10 +217,10 @@ def jobs_running() -> bool:
                for worker in st.session_state.get(key, {}).values())
 
 
-def history_key(ref: str, digest: str | None, subset: int | None) -> str:
+def history_key(identity: tuple[object, ...]) -> str:
     """The key of one model's history in a saved workspace: what its workbench is built
-    from (the model, uploaded weights, the live evaluation subset)."""
-    return json.dumps([ref, digest, subset])
+    from (the model, uploaded weights, the live evaluation subset, uploaded data)."""
+    return json.dumps(list(identity))
 
 
 def open_saved(id: str) -> None:
@@ -251,6 +256,12 @@ def open_saved(id: str) -> None:
         forget_upload()
     subset = history.identity.get("subset")
     set_eval_subset(subset if isinstance(subset, int) else None)
+    uploaded = [f"{split} data ({history.identity.get(split + ' data')})"
+                for split in ("evaluation", "training") if history.identity.get(split + " data")]
+    if uploaded:  # the data itself is not kept: the same upload brings the history back
+        st.session_state[REOPEN_NOTE_KEY] = [
+            f"this work was done on uploaded {' and '.join(uploaded)}: upload the same "
+            "file(s) on the Model page to bring its configurations and results back"]
     link = saved_link()
     link.id, link.name = id, store.info(id).name
     for key in (WORKSPACE_KEY, BENCH_ID_KEY, KEPT_KEY, WORKERS_KEY, FINETUNE_WORKERS_KEY,
@@ -352,7 +363,7 @@ def upload_weights(name: str, data: bytes) -> Upload | None:
     if digest == (in_use.digest if in_use is not None
                   else values_key(loaded.model.state_dict())):
         return None
-    check_fit(model.eval(), loaded.eval_data, "the evaluation data")
+    check_fit(model.eval(), current_eval_data(), "the evaluation data")
     upload = Upload(current_model_ref(), name, digest, model, tuple(notes))
     st.session_state[UPLOAD_KEY] = upload
     return upload
@@ -379,7 +390,9 @@ def eval_subset_size() -> int | None:
     source = source_for(current_model_ref())
     if source.eval_subset is not None:
         return source.eval_subset
-    return current_loaded().live_subset()  # sized from the model's measured forward time
+    # sized from the model's measured forward time, for the data this tab evaluates on
+    return auto_subset(len(current_eval_data()), current_loaded().seconds_per_sample,
+                       LIVE_BUDGET_S)
 
 
 def set_eval_subset(n: int | None) -> None:
@@ -387,15 +400,80 @@ def set_eval_subset(n: int | None) -> None:
     st.session_state.setdefault(SUBSET_KEY, {})[current_model_ref()] = n
 
 
+# -- evaluation and training data uploaded in this tab, for the current model ---------------
+def current_data_upload(split: DataSplit) -> DataUpload | None:
+    """The `split` data ("evaluation" or "training") uploaded for this tab's model, if
+    any (its `digest` identifies the values)."""
+    found = st.session_state.get(DATA_UPLOAD_KEY, {}).get((current_model_ref(), split))
+    return found if isinstance(found, DataUpload) else None
+
+
+def current_data(split: DataSplit) -> TensorData | None:
+    """This tab's `split` data: the uploaded one, else the model's own (None: the model
+    has no training data)."""
+    upload = current_data_upload(split)
+    if upload is not None:
+        return upload.data
+    loaded = current_loaded()
+    return loaded.eval_data if split == "evaluation" else loaded.train_data
+
+
+def current_eval_data() -> TensorData:
+    """This tab's evaluation data: the uploaded one, else the model's own."""
+    upload = current_data_upload("evaluation")
+    return upload.data if upload is not None else current_loaded().eval_data
+
+
+def upload_data(split: DataSplit, name: str, content: bytes, *,
+                label_column: str | None = None, idx_kind: str = "idx") -> DataUpload | None:
+    """Read uploaded `split` data (see pruneviz.data.uploads: the CLI's forms and checks),
+    check that this tab's model runs on it, and make it the tab's `split` data: the
+    workspace is rebuilt on it (the one before is kept, see `workspace()`). Data with the
+    values of the data in use changes nothing: returns None then. Raises with a message;
+    nothing changes then either."""
+    loaded = current_loaded()
+    in_use = current_data(split)
+    upload = read_upload(name, content, split=split, task=loaded.eval_data.task,
+                         label_column=label_column, idx_kind=idx_kind)
+    if in_use is not None and upload.digest == data_digest(in_use):
+        return None
+    data = dataclasses.replace(upload.data, scorer=loaded.eval_data.scorer).to(loaded.device)
+    weights = current_upload()
+    example = current_eval_data().x[:1]
+    fit_upload(weights.model if weights is not None else loaded.model, data, example,
+               f"the uploaded {upload.name}")
+    upload = dataclasses.replace(upload, data=data)
+    uploads: dict[tuple[str, str], DataUpload] = st.session_state.setdefault(
+        DATA_UPLOAD_KEY, {})
+    key = (current_model_ref(), split)
+    before = uploads.get(key)
+    uploads[key] = upload
+    try:
+        workspace()  # opened here, so that a failure leaves the tab as it was
+    except Exception:
+        forget_data_upload(split)
+        if before is not None:
+            uploads[key] = before
+        raise
+    return upload
+
+
+def forget_data_upload(split: DataSplit) -> None:
+    """Go back to the model's own `split` data (the sample's, or the start arguments')."""
+    st.session_state.get(DATA_UPLOAD_KEY, {}).pop((current_model_ref(), split), None)
+
+
 def workspace() -> Workspace:
     """This tab's workspace (its workbench, experiment log and weight sets), built on first
-    use and whenever the chosen model, its weights or the evaluation subset change. The
-    workspace switched away from is kept (the last KEPT_WORKSPACES of them), so switching
-    back restores its plan, experiments and results."""
+    use and whenever the chosen model, its weights, its uploaded data or the evaluation
+    subset change. The workspace switched away from is kept (the last KEPT_WORKSPACES of
+    them), so switching back restores its plan, experiments and results."""
     ref = current_model_ref()
     upload = current_upload()
     subset = eval_subset_size()
-    identity = (ref, upload.digest if upload else None, subset)
+    given, train_given = current_data_upload("evaluation"), current_data_upload("training")
+    identity = (ref, upload.digest if upload else None, subset,
+                given.digest if given else None, train_given.digest if train_given else None)
     found = st.session_state.get(WORKSPACE_KEY)
     if isinstance(found, Workspace) and st.session_state.get(BENCH_ID_KEY) == identity:
         return found
@@ -416,23 +494,30 @@ def workspace() -> Workspace:
 
 
 def _open_workspace(ref: str, upload: Upload | None, subset: int | None,
-                    identity: tuple[str, str | None, int | None]) -> Workspace:
+                    identity: tuple[object, ...]) -> Workspace:
     loaded = current_loaded()
     model = upload.model if upload is not None else loaded.model
+    eval_data = current_eval_data()
+    example = loaded.example_input if eval_data is loaded.eval_data else eval_data.x[:1].clone()
     with st.spinner(f"Opening {model_title(ref)}: tracing which layers are coupled and "
                     "measuring the unpruned model ..."):
-        bench = build_workbench(ref, model, loaded.example_input, loaded.eval_data,
-                                loaded.train_data, eval_subset=subset, live=True)
+        bench = build_workbench(ref, model, example, eval_data, current_data("training"),
+                                eval_subset=subset, live=True)
     source = source_for(ref)  # the options that reopen it (an upload: its file name)
     bench.source = dataclasses.replace(source, weights=upload.name) if upload else source
+    given, train_given = current_data_upload("evaluation"), current_data_upload("training")
+    bench.source = dataclasses.replace(
+        bench.source, data=given.name if given else bench.source.data,
+        train_data=train_given.name if train_given else bench.source.train_data)
     # fine-tuned weights are kept per workbench identity, like the fine-tuning workers
     tuned = st.session_state.setdefault(TUNED_KEY, {}).setdefault(str(identity), {})
     space = Workspace(bench, tuned)
-    _save(space, ref, upload, subset)
+    _save(space, ref, upload, subset, identity)
     return space
 
 
-def _save(space: Workspace, ref: str, upload: Upload | None, subset: int | None) -> None:
+def _save(space: Workspace, ref: str, upload: Upload | None, subset: int | None,
+          identity_now: tuple[object, ...]) -> None:
     """Save the workspace's changes as they happen; if the tab's saved workspace has
     this model's history, put it back first."""
     try:
@@ -440,9 +525,12 @@ def _save(space: Workspace, ref: str, upload: Upload | None, subset: int | None)
     except StoreError:
         return  # the sidebar says why (save_problem)
     link = saved_link()
-    key = history_key(ref, upload.digest if upload else None, subset)
+    key = history_key(identity_now)
+    given, train_given = current_data_upload("evaluation"), current_data_upload("training")
     identity = {"model": ref, "weights": upload.name if upload else None,
-                "weights_digest": upload.digest if upload else None, "subset": subset}
+                "weights_digest": upload.digest if upload else None, "subset": subset,
+                "evaluation data": given.name if given else None,
+                "training data": train_given.name if train_given else None}
     title = model_title(ref) + (f" with {upload.name}" if upload else "")
     saver = Saver(store, key, identity, title, lambda: link.make(store),
                   {"upload": upload.model.state_dict()} if upload else None)

@@ -714,8 +714,8 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
         try:
             train_data = validate_train_data(bench.name, bench.train_data)
         except PrunevizError as exc:
-            raise PlanError(f"{exc}: start the app with --train-data (the same forms as "
-                            "--data)") from None
+            raise PlanError(f"{exc}: upload training data on the Model page, or start the "
+                            "app with --train-data FILE (the same forms as --data)") from None
         worker = FinetuneWorker(session_factory(bench), bench.pristine, train_data,
                                 bench.eval_data,
                                 latency_batch_size=bench.meter.latency_batch_size)
