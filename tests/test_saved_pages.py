@@ -4,9 +4,12 @@ deletes (after asking), downloads and adds them; Trade-offs draws the history tr
 
 from __future__ import annotations
 
+import torch
 from streamlit.testing.v1 import AppTest
+from test_data_upload_page import npz, upload
 
 from pruneviz.app.keys import WS_CONFIRM_KEY, widget_key
+from pruneviz.data.tensors import load_digits
 from pruneviz.output.tradeoff_figures import history_lanes
 from pruneviz.workflows.store import WorkspaceStore, default_root
 from tests.fixtures.apptest import start, workspace_of
@@ -110,3 +113,26 @@ def test_trade_offs_draws_the_history_tree_with_its_branch() -> None:
 def test_a_fresh_tab_saves_nothing_until_it_changes_something() -> None:
     start(MODEL, PRUNE)
     assert store().saved() == []
+
+
+def test_work_on_uploaded_data_reopens_with_that_data() -> None:
+    """Data uploaded on the Model page is kept with the saved history: a new session
+    reopens the work on it without the file."""
+    test = load_digits("test")
+    at = start(MODEL, "app_pages/model.py")
+    content = npz(test.x[:200].numpy(), test.y[:200].numpy())
+    upload(at, "evaluation", "few.npz", content)
+    at.switch_page(PRUNE).run()
+    at.slider(key=widget_key("sp", "conv1")).set_value(60).run()
+    space = workspace_of(at)
+    space.settle()
+    assert len(space.bench.eval_data) == 200
+
+    again = start(MODEL)
+    next(b for b in again.sidebar.button if b.label.startswith("Reopen")).click().run()
+    again.switch_page(PRUNE).run()
+    assert not again.exception, again.exception
+    other = workspace_of(again)
+    assert len(other.bench.eval_data) == 200
+    assert torch.equal(other.bench.eval_data.x, space.bench.eval_data.x)
+    assert list(other.log) == list(space.log)

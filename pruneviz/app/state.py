@@ -63,8 +63,16 @@ from pruneviz.data.sources import (
     source_from_args,
     with_model,
 )
+from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
-from pruneviz.data.uploads import DataSplit, DataUpload, data_digest, fit_upload, read_upload
+from pruneviz.data.uploads import (
+    DATA_SPLITS,
+    DataSplit,
+    DataUpload,
+    data_digest,
+    fit_upload,
+    read_upload,
+)
 from pruneviz.data.user_models import WeightLimits, fit_weights, read_weights
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
@@ -72,7 +80,7 @@ from pruneviz.workflows.allocation import Budget
 from pruneviz.workflows.experiments import ExperimentLog
 from pruneviz.workflows.saved import Saver, reopen
 from pruneviz.workflows.sensitivity import SensitivityResult
-from pruneviz.workflows.store import StoreError, WorkspaceStore, default_root
+from pruneviz.workflows.store import SavedHistory, StoreError, WorkspaceStore, default_root
 from pruneviz.workflows.workbench import LIVE_LATENCY_RUNS, Workbench, build_workbench
 from pruneviz.workflows.workspace import Compared, Workspace
 
@@ -248,7 +256,7 @@ def open_saved(id: str) -> None:
             raise PrunevizError("this workspace's uploaded weights are missing from it")
         loaded = current_loaded()
         model = copy.deepcopy(loaded.model)
-        model.load_state_dict(store.read_tensors(found))
+        fit_weights(model, store.read_tensors(found), "the workspace's uploaded weights")
         name = history.identity.get("weights")
         st.session_state[UPLOAD_KEY] = Upload(ref, name if isinstance(name, str) else
                                               "uploaded weights", digest, model.eval())
@@ -256,18 +264,36 @@ def open_saved(id: str) -> None:
         forget_upload()
     subset = history.identity.get("subset")
     set_eval_subset(subset if isinstance(subset, int) else None)
-    uploaded = [f"{split} data ({history.identity.get(split + ' data')})"
-                for split in ("evaluation", "training") if history.identity.get(split + " data")]
-    if uploaded:  # the data itself is not kept: the same upload brings the history back
-        st.session_state[REOPEN_NOTE_KEY] = [
-            f"this work was done on uploaded {' and '.join(uploaded)}: upload the same "
-            "file(s) on the Model page to bring its configurations and results back"]
+    _restore_data_uploads(ref, history, store)
     link = saved_link()
     link.id, link.name = id, store.info(id).name
     for key in (WORKSPACE_KEY, BENCH_ID_KEY, KEPT_KEY, WORKERS_KEY, FINETUNE_WORKERS_KEY,
                 SWEEP_WORKERS_KEY, TUNED_KEY, COMPARISON_KEY):
         st.session_state.pop(key, None)
     clear_prune_widgets()
+
+
+def _restore_data_uploads(ref: str, history: SavedHistory, store: WorkspaceStore) -> None:
+    """Put the evaluation and training data a saved history was made on back in the tab
+    (kept in it as tensors: no file is read again)."""
+    uploads: dict[tuple[str, str], DataUpload] = st.session_state.setdefault(
+        DATA_UPLOAD_KEY, {})
+    loaded = current_loaded()
+    for split in DATA_SPLITS:
+        uploads.pop((ref, split), None)
+        saved = history.identity.get(f"{split} data")
+        if not isinstance(saved, dict):
+            continue
+        try:
+            tensors = store.read_tensors(str(history.tensors.get(f"data:{split}", "")))
+            data = TensorData(tensors["x"], tensors["y"], Task(saved["task"]),
+                              str(saved["name"]), scorer=loaded.eval_data.scorer,
+                              classes=tuple(str(c) for c in saved.get("classes", ())))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PrunevizError(f"the {split} data this workspace was made on cannot be "
+                                f"read back ({exc}): it may be damaged") from None
+        uploads[(ref, split)] = DataUpload(str(saved["name"]), split, str(saved["digest"]),
+                                           data.to(loaded.device))
 
 
 def start_new_workspace() -> None:
@@ -526,14 +552,20 @@ def _save(space: Workspace, ref: str, upload: Upload | None, subset: int | None,
         return  # the sidebar says why (save_problem)
     link = saved_link()
     key = history_key(identity_now)
-    given, train_given = current_data_upload("evaluation"), current_data_upload("training")
-    identity = {"model": ref, "weights": upload.name if upload else None,
-                "weights_digest": upload.digest if upload else None, "subset": subset,
-                "evaluation data": given.name if given else None,
-                "training data": train_given.name if train_given else None}
+    identity: dict[str, object] = {"model": ref, "weights": upload.name if upload else None,
+                                   "weights_digest": upload.digest if upload else None,
+                                   "subset": subset}
+    tensors = {"upload": upload.model.state_dict()} if upload else {}
     title = model_title(ref) + (f" with {upload.name}" if upload else "")
-    saver = Saver(store, key, identity, title, lambda: link.make(store),
-                  {"upload": upload.model.state_dict()} if upload else None)
+    for split in DATA_SPLITS:  # uploaded data is kept with the history, to reopen it
+        given = current_data_upload(split)
+        if given is not None:
+            identity[f"{split} data"] = {"name": given.name, "digest": given.digest,
+                                         "task": given.data.task.value,
+                                         "classes": list(given.data.classes)}
+            tensors[f"data:{split}"] = {"x": given.data.x, "y": given.data.y}
+            title += f", {split} data {given.name}"
+    saver = Saver(store, key, identity, title, lambda: link.make(store), tensors)
     id = link.id
     try:
         history = store.history(id, key) if id is not None else None
