@@ -121,7 +121,8 @@ def test_the_page_never_writes_to_a_path_it_is_given(
     (error,) = at.error  # said as soon as the name is typed
     assert "is not an export name" in error.value
     assert at.button(key="pv_export_run").disabled  # (AppTest refuses to click it too)
-    assert not (tmp_path / "home").exists()
+    # nothing but the saved workspaces' folder (tabs' work) is under the app's home
+    assert [p.name for p in (tmp_path / "home").iterdir()] == ["workspaces"]
     assert "pv_export" not in at.session_state
 
 

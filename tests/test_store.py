@@ -275,3 +275,18 @@ def test_the_experiment_row_round_trips_through_json() -> None:
                             50, 40, 20, None, 1.25, ORIGINAL, parent=1)
     row = json.loads(json.dumps(encode(experiment, lambda s: "")))
     assert decode_as(Experiment, row, lambda r: {}) == experiment  # floats bit for bit
+
+
+def test_a_copy_of_a_saved_log_is_not_saved(tmp_path: Path) -> None:
+    """An export snapshots the log (deepcopy, then pickled to its worker): the copy
+    holds the entries, not the saved workspace it reports to."""
+    import copy
+    import pickle
+
+    store = WorkspaceStore(tmp_path)
+    space = saved_space(store)
+    move(space, 0.3)
+    snapshot = copy.deepcopy(space.log)
+    assert snapshot.listener is None
+    assert list(pickle.loads(pickle.dumps(snapshot))) == list(space.log)
+    assert space.log.listener is not None

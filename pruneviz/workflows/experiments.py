@@ -124,6 +124,11 @@ class ExperimentLog:
         # told of every entry added or completed (a saved workspace writes it to disk)
         self.listener: Callable[[Experiment], None] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle of the log (an export's snapshot) holds its entries only,
+        not who is told of changes (a saved workspace)."""
+        return {**self.__dict__, "listener": None}
+
     def restore(self, experiments: Sequence[Experiment]) -> None:
         """Replace the log's entries with `experiments` (a saved log, ids 0, 1, ...)."""
         for n, experiment in enumerate(experiments):
