@@ -12,11 +12,11 @@ from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app.keys import MODEL_KEY, SWEEP_WORKERS_KEY, WORKSPACE_KEY, widget_key
-from pruneviz.app.widgets import count_delta, latency_delta, within_noise
+from pruneviz.app.widgets import count_delta, latency_delta
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.samples import load_sample, sample_names
-from pruneviz.measure.metrics import Latency
+from pruneviz.measure.timing import Speedup
 
 PAGES = [f"app_pages/{name}.py" for name in (
     "model", "inspect", "sensitivity", "prune", "finetune", "deploy", "tradeoffs")]
@@ -235,13 +235,6 @@ def test_many_layer_models_edit_one_layer_at_a_time(monkeypatch: pytest.MonkeyPa
     assert shown_sparsity(at, "fc") == "30.0%"
 
 
-def test_latency_change_inside_the_spread_is_called_noise() -> None:
-    a = Latency(0.070, 0.060, 0.110, 64, 2, 10)
-    b = Latency(0.107, 0.090, 0.130, 64, 2, 10)  # median +53%, but the spreads overlap
-    assert within_noise(a, b)
-    assert not within_noise(a, Latency(0.30, 0.25, 0.35, 64, 2, 10))
-
-
 def test_a_count_change_shows_however_small_it_is() -> None:
     # 2,048 of 25,557,032 parameters pruned is 0.008%: a percentage rounds it to nothing
     assert count_delta(25_557_032 - 2_048, 25_557_032) == ("-2,048", "inverse")
@@ -266,11 +259,13 @@ def test_a_graph_that_cannot_be_traced_is_explained(monkeypatch: pytest.MonkeyPa
                for w in warnings), warnings
 
 
-def test_a_latency_change_inside_the_spread_is_not_shown_as_a_change() -> None:
-    a = Latency(1.50, 1.40, 1.70, 64, 2, 20)
-    b = Latency(1.47, 1.38, 1.66, 64, 2, 20)  # -2% of the median, spreads overlap
-    assert latency_delta(b, a) == ("within noise", "off")
-    assert latency_delta(Latency(0.50, 0.45, 0.55, 64, 2, 20), a) == ("-66.7%", "inverse")
+def test_a_latency_change_whose_interval_holds_1x_is_not_shown_as_a_change() -> None:
+    # a +53% median change whose interval still holds 1x: noise, grey, no number
+    assert latency_delta(Speedup(1.53, 0.9, 1.8, 20)) == ("within noise", "off")
+    assert latency_delta(Speedup(1.73, 1.62, 1.81, 20)) == ("1.73x faster (CI 1.62-1.81)",
+                                                            "normal")
+    assert latency_delta(Speedup(0.8, 0.75, 0.9, 20)) == ("1.25x slower (CI 1.11-1.33)",
+                                                          "inverse")
 
 
 def metric_value(at: AppTest, label: str) -> str:
