@@ -66,7 +66,8 @@ def test_a_tiny_change_is_within_noise_however_narrow_its_interval() -> None:
 
 def test_too_few_rounds_give_no_interval_and_no_verdict() -> None:
     gain = speedup([1.0] * 5, [2.0] * 5)  # twice as fast, but 5 rounds cannot show it at 95%
-    assert gain.low == 0.0 and math.isinf(gain.high)
+    assert gain.low == 0.0
+    assert math.isinf(gain.high)
     assert gain.verdict == WITHIN_NOISE
     assert "too few runs (5)" in gain.text()
     assert gain.to_dict()["ci_low"] is None
@@ -100,8 +101,10 @@ def test_a_wide_spread_or_a_high_load_says_the_machine_is_busy() -> None:
     assert quiet.busy() is None
     spread = Latency(5.0, 4.0, 8.0, 64, 2, 20, load_per_core=0.6)
     message = spread.busy()
-    assert message is not None and message.startswith("The machine is busy: ")
-    assert "varied by 80%" in message and "measure again" in message
+    assert message is not None
+    assert message.startswith("The machine is busy: ")
+    assert "varied by 80%" in message
+    assert "measure again" in message
     loaded = Latency(5.0, 4.8, 5.3, 64, 2, 20, load_per_core=2.5)
     assert "2.5 runnable threads per core" in (loaded.busy() or "")
     assert Latency(5.0, 4.8, 5.3, 64, 2, 20).busy() is None  # load unknown: the spread decides
@@ -142,7 +145,8 @@ def test_a_timing_gives_each_candidate_a_latency_and_a_speedup() -> None:
     timing = time_against([Noted("a", seen), Noted("b", seen)], Noted("r", seen),
                           torch.randn(3, 4), runs=4, warmup=0)
     assert len(timing.candidates) == len(timing.speedups) == 2
-    assert timing.reference.runs == 4 and timing.reference.batch_size == 3
+    assert timing.reference.runs == 4
+    assert timing.reference.batch_size == 3
     assert timing.between(0, 1).pairs == 4
     assert timing.reference.load_per_core is None or timing.reference.load_per_core >= 0
 
@@ -177,4 +181,5 @@ def test_a_model_with_half_the_macs_is_reported_faster_on_a_quiet_machine() -> N
         pytest.skip(f"needs a quiet machine to time: {busy}")
     gain = timing.speedups[0]
     assert gain.verdict == FASTER, gain.text()
-    assert isinstance(gain, Speedup) and gain.low > 1.0
+    assert isinstance(gain, Speedup)
+    assert gain.low > 1.0
