@@ -198,9 +198,18 @@ def test_coupled_layers_move_together_and_slim_on_the_deploy_page() -> None:
     assert session.result("stem.conv").structures_pruned == 8
     at.switch_page("app_pages/deploy.py").run()
     assert not at.exception
-    assert not at.warning, [w.value for w in at.warning]
+    # no form refused (the machine-is-busy note depends on the machine, not on the plan)
+    refused = [w.value for w in at.warning if not w.value.startswith("The machine is busy")]
+    assert not refused, refused
     shown = {m.label: m.value for m in at.metric}
     assert "parameters stored" in shown
+    # the latency change is a speed-up with its interval, or "within noise": no percentage
+    latency = [m for m in at.metric if m.label == "latency (batch 64)"]
+    assert len(latency) == 3
+    for metric in latency[1:]:  # slimmed and sparse-deployed, against masked
+        delta = metric.proto.delta
+        assert delta == "within noise" or " (CI " in delta, delta
+        assert "%" not in delta
     assert any("Slimming cut the weight MACs" in i.value for i in at.info)
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneviz.errors import Cancelled
+from pruneviz.measure.forms import Forms
 from pruneviz.measure.timing import (
     FASTER,
     SLOWER,
@@ -122,7 +123,8 @@ class Noted(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.seen.append(self.name)
         assert not self.training  # timed in eval mode
-        return self.fc(x)
+        out: Tensor = self.fc(x)
+        return out
 
 
 def test_rounds_alternate_their_order_and_can_be_stopped() -> None:
@@ -183,3 +185,44 @@ def test_a_model_with_half_the_macs_is_reported_faster_on_a_quiet_machine() -> N
     assert gain.verdict == FASTER, gain.text()
     assert isinstance(gain, Speedup)
     assert gain.low > 1.0
+
+
+# -- "fastest" is claimed only when the intervals say so (measure/forms.py) ----------------------
+def _forms(masked_ms: list[float], slim_ms: list[float], sparse_ms: list[float]) -> Forms:
+    from dataclasses import replace
+
+    from pruneviz.measure.meter import NOT_EVALUATED, Report
+    from pruneviz.measure.storage import FileSizes
+    from pruneviz.measure.timing import Timing, summarise
+
+    def report(form: str) -> Report:
+        return Report(model="m", plan={}, evaluation=NOT_EVALUATED, params_total=10,
+                      params_nonzero=10, macs_dense=1, macs_effective=1,
+                      sizes=FileSizes(1, 1, 1), latency=None, form=form, max_abs_diff=0.0)
+
+    times = [masked_ms, slim_ms, sparse_ms]
+    lat = [summarise(t, 8, "cpu") for t in times]
+    gains = [speedup(t, masked_ms) for t in times[1:]]
+    timing = Timing(lat[0], lat[1:], gains, times)
+    reports = [replace(report("masked"), latency=lat[0])] + [
+        replace(report(name), latency=lat[i + 1], latency_speedup=gains[i])
+        for i, name in enumerate(("slimmed", "sparse-deployed"))]
+    return Forms(reports, None, timing)
+
+
+def test_fastest_is_claimed_only_when_the_form_beats_every_other() -> None:
+    masked = [10.0 + (i % 3) / 10 for i in range(20)]
+    same = [m * (1 + (-1) ** i * 0.03) for i, m in enumerate(masked)]  # identical +- noise
+    half = [m / 2 for m in masked]
+    forms = _forms(masked, half, same)
+    assert forms.fastest() is forms.slimmed
+    assert forms.choice() is forms.slimmed
+    # the sparse form, identical to masked, is never "fastest"; nothing beats masked:
+    # no form is named, masked is what ships
+    calm = _forms(masked, same, same)
+    assert calm.fastest() is None
+    assert calm.choice() is calm.masked
+    # two forms both faster than masked but not measurably apart: neither is "fastest"
+    close = _forms(masked, half, [h * (1 + (-1) ** i * 0.03) for i, h in enumerate(half)])
+    assert close.fastest() is None
+    assert close.choice() is close.slimmed
