@@ -754,6 +754,10 @@ def test_bench_live_measures_one_model_against_its_baselines() -> None:
         assert data[key] > 0, key
     assert data["move_all_layers_ratio"] == pytest.approx(
         data["move_all_layers_ms"] / data["torch_prune_all_layers_ms"])
+    gain = data["move_all_layers_speedup"]  # from the same moves, with its interval
+    assert isinstance(gain, dict)
+    assert gain["pairs"] == 2
+    assert gain["verdict"] == "within noise"  # 2 moves are too few for an interval
     assert data["open_s"] >= data["load_s"]
 
 
