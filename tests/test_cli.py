@@ -800,6 +800,6 @@ def test_a_form_line_names_a_change_only_when_its_interval_excludes_1x() -> None
     assert form_line("slim", form("faster", 1.5, 1.9)) == (
         "slim: latency 2.50 ms, against the masked model in the same rounds: 1.70x faster "
         "(95% CI 1.50-1.90x)")
-    assert "within noise (1.70x, too few runs for an interval)" in form_line(
+    assert "within noise (speed-up 1.70x, too few runs (20) for an interval)" in form_line(
         "slim", form("within noise", None, None))
     assert form_line("slim", {"latency_ms": None}) == "slim: latency not measured"

@@ -103,6 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
                 if m.latency else "")
+             + (f", vs unpruned in the same rounds: {m.latency_speedup.text()}"
+                if m.latency_speedup else "")
              + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
     if args.json:
         emit(args, report, bench.baseline, skipped, extra)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from pruneviz.data.sources import input_files
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
+from pruneviz.measure.timing import Speedup
 from pruneviz.output.folders import MANIFEST, check_target, manifest_bytes
 from pruneviz.output.model_files import write_atomic
 from pruneviz.workflows.allocation import (
@@ -86,17 +88,14 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
 
 def form_line(key: str, form: dict[str, Any]) -> str:
     """One deployable form's latency for people: its speed-up over the masked model timed
-    in the same rounds, a verdict only when the interval says so."""
+    in the same rounds, a verdict only when the interval says so (`Speedup.text`)."""
     gain = form.get("latency_vs_masked")
     if gain is None:
         return f"{key}: latency not measured" if form.get("latency_ms") is None else \
             f"{key}: latency {form['latency_ms']:.2f} ms"
     low, high = gain["ci_low"], gain["ci_high"]
-    interval = ("too few runs for an interval" if low is None
-                else f"{gain['confidence']:.0%} CI {low:.2f}-{high:.2f}x")
-    verdict = gain["verdict"]
-    said = (f"within noise ({gain['speedup']:.2f}x, {interval})" if verdict == "within noise"
-            else f"{gain['speedup']:.2f}x {verdict} ({interval})")
+    said = Speedup(gain["speedup"], 0.0 if low is None else low,
+                   math.inf if high is None else high, gain["pairs"], gain["confidence"]).text()
     return (f"{key}: latency {form['latency_ms']:.2f} ms, against the masked model in the "
             f"same rounds: {said}")
 

@@ -150,17 +150,22 @@ class Speedup:
         """Whether the interval says there is a change (faster or slower)."""
         return self.verdict != WITHIN_NOISE
 
-    def interval_text(self) -> str:
-        """"95% CI 1.62-1.81x", or why there is none."""
+    def interval_text(self, *, slower: bool = False) -> str:
+        """"95% CI 1.62-1.81x" (`slower`: of the slow-down, 1 / the speed-up), or why
+        there is none."""
         if not math.isfinite(self.high):
             return f"too few runs ({self.pairs}) for an interval"
-        return f"{self.confidence:.0%} CI {self.low:.2f}-{self.high:.2f}x"
+        low, high = (1 / self.high, 1 / self.low) if slower else (self.low, self.high)
+        return f"{self.confidence:.0%} CI {low:.2f}-{high:.2f}x"
 
     def text(self) -> str:
-        """For people: "1.73x faster (95% CI 1.62-1.81x)", "within noise (...)"."""
-        if self.verdict == WITHIN_NOISE:
-            return f"within noise ({self.ratio:.2f}x, {self.interval_text()})"
-        return f"{self.ratio:.2f}x {self.verdict} ({self.interval_text()})"
+        """For people: "1.73x faster (95% CI 1.62-1.81x)", "1.25x slower (95% CI
+        1.11-1.33x)" or "within noise (speed-up 0.98x, 95% CI 0.90-1.05x)"."""
+        if self.verdict == FASTER:
+            return f"{self.ratio:.2f}x faster ({self.interval_text()})"
+        if self.verdict == SLOWER:
+            return f"{1 / self.ratio:.2f}x slower ({self.interval_text(slower=True)})"
+        return f"within noise (speed-up {self.ratio:.2f}x, {self.interval_text()})"
 
     def short(self) -> str:
         """For a metric card's delta: "1.73x faster", "1.20x slower" or "within noise"."""
