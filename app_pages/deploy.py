@@ -56,7 +56,7 @@ if session.plan.is_empty:
     st.info("Nothing is pruned yet: set a plan on the Prune page (filter or channel pruning "
             "for slimming, unstructured for sparse deployment), then come back.")
 machine_busy(masked.latency)
-if best is None:
+if best is None and not session.plan.is_empty:
     st.caption("No form is measurably faster than all the others: the differences are "
                "within the timing noise (each form was timed against the masked model in the "
                "same interleaved rounds; a verdict needs a 95% interval that excludes 1x).")
