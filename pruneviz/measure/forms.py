@@ -165,11 +165,6 @@ def measure_forms(session: PruningSession, batch: Tensor, *, latency: bool = Tru
     return Forms(reports, slim_model, timing)
 
 
-def all_forms(session: PruningSession, batch: Tensor, *, runs: int = 20) -> list[Report]:
-    """The masked, slimmed and sparse-deployed forms of the current plan, timed together."""
-    return measure_forms(session, batch, runs=runs).reports
-
-
 def fastest_form(forms: Forms) -> Report | None:
     """The form that is measurably the fastest: faster than the masked model and than each
     other usable timed form, every time by an interval that excludes 1 (`Timing.between`,

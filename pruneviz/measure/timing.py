@@ -12,15 +12,15 @@ gives one ratio per candidate, reference ms / candidate ms, measured under the s
 The change is the `Speedup`: the median of those per-round ratios (above 1: the candidate
 is faster) with a distribution-free confidence interval, and a verdict that says
 "faster" or "slower" only when the interval excludes 1, else "within noise". A change
-whose median is under MIN_CHANGE (2%) is within noise too, whatever its interval: two
-copies of one model can differ that much by where their tensors sit in memory, and
-nobody would ship a different form for it.
+whose median is under MIN_CHANGE (2%) is within noise too, whatever its interval: it is
+no reason to ship a different form, and systematic effects the interval cannot see
+(where tensors sit in memory, caches) can be of that size.
 
 Why this interval. Timings are skewed (a pass is never faster than the machine allows,
 but can be much slower when something else runs), so a mean +- standard error would be
 pulled by outliers and a normal approximation is poor for 10-30 rounds. The interval of
-the *median* from order statistics (the sign test's interval; Conover, *Practical
-Nonparametric Statistics*, 3rd ed., sec. 3.2) assumes only that the rounds are
+the *median* from order statistics (the sign test's interval for a median, as in
+Conover, *Practical Nonparametric Statistics*) assumes only that the rounds are
 independent: for n sorted ratios r(1) <= ... <= r(n), [r(k), r(n+1-k)] holds the true
 median with probability 1 - 2 P(Binomial(n, 1/2) <= k - 1), and k is the largest that
 keeps this at least the confidence asked for. It is exact, needs no random numbers (so
