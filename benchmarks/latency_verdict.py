@@ -15,8 +15,9 @@
    `slim.pt2` is, at batch 64) vs the dense unpruned model, interleaved in one run.
    For contrast, what the old path did: the masked and the slimmed model timed separately,
    one after the other (`measure_latency` each), the ratio of their medians, same count.
-   Target: every CLI interval holds the independent speed-up or overlaps its interval,
-   every verdict "faster".
+   Target: every verdict "faster", each CLI speed-up within 10% of the independent one
+   (also reported: whether each CLI interval overlaps the independent one's; two programs
+   — the module in memory and the exported graph — may differ by a few percent).
 
 Prints one JSON object, with the machine's load before and after (it is shared: a load
 above the core count means other programs competed). Takes about a minute on 2 cores.
@@ -48,7 +49,7 @@ from pruneviz.workflows.workbench import open_workbench
 
 MODEL = "digits_resnet"
 TARGETS = {"identical_within_noise": ">= 0.95", "half_macs_verdict": FASTER,
-           "cli_slim": "every verdict faster; every interval meets the independent one"}
+           "cli_slim": "every verdict faster; each speed-up within 10% of the independent one"}
 
 
 class Program(nn.Module):
@@ -142,6 +143,7 @@ def bench_cli_slim(runs: int) -> dict[str, Any]:
     return {"cli_runs": cli, "independent_program_vs_dense": truth.to_dict()
             | {"machine_busy": independent.busy()},
             "cli_intervals_meet_independent": agree,
+            "cli_over_independent": [round(c["speedup"] / truth.ratio, 3) for c in cli],
             "old_separate_timings_ratio": old,
             "old_spread": [min(old), max(old)]}
 
