@@ -10,8 +10,15 @@ from pruneviz.app.keys import (
     DEPLOY_SLIM_DOWNLOAD_KEY,
     FORMS_CACHE_KEY,
 )
-from pruneviz.app.widgets import changed_metric, latency_delta, relative_delta, user_errors
-from pruneviz.measure.forms import best_form, masked_form, slimmed_form, sparse_form
+from pruneviz.app.widgets import (
+    DeltaColor,
+    changed_metric,
+    latency_delta,
+    machine_busy,
+    relative_delta,
+    user_errors,
+)
+from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import latency_batch
 from pruneviz.measure.storage import dense_bytes
 from pruneviz.output.model_files import architecture_card
@@ -34,23 +41,25 @@ if key not in cache:
     with st.spinner("Building and timing the three forms ..."), \
             user_errors("The deployable forms could not be measured"):
         batch = latency_batch(bench.eval_data, 64)
-        masked = masked_form(session, batch)
-        slimmed, slim_model = slimmed_form(session, batch)
-        sparse, _ = sparse_form(session, batch)
+        measured = measure_forms(session, batch)
         card = None
-        if slim_model is not None:
+        if measured.slim_model is not None:
             base = bench.pristine
-            card = (architecture_card(bench.name, base, slim_model),
-                    dense_bytes(slim_model.state_dict()))
+            card = (architecture_card(bench.name, base, measured.slim_model),
+                    dense_bytes(measured.slim_model.state_dict()))
         cache.clear()
-        cache[key] = (masked, slimmed, sparse, card)
-masked, slimmed, sparse, card = cache[key]
+        cache[key] = (measured.reports, measured.fastest(), card)
+forms, best, card = cache[key]
+masked, slimmed, sparse = forms
 
-forms = [masked, slimmed, sparse]
 if session.plan.is_empty:
     st.info("Nothing is pruned yet: set a plan on the Prune page (filter or channel pruning "
             "for slimming, unstructured for sparse deployment), then come back.")
-best = best_form(forms)
+machine_busy(masked.latency)
+if best is None and not session.plan.is_empty:
+    st.caption("No form is measurably faster than all the others: the differences are "
+               "within the timing noise (each form was timed against the masked model in the "
+               "same interleaved rounds; a verdict needs a 95% interval that excludes 1x).")
 cols = st.columns(3)
 for col, form in zip(cols, forms, strict=True):
     with col:
@@ -62,24 +71,35 @@ for col, form in zip(cols, forms, strict=True):
         for label, now, then, text in (
             ("weight MACs / sample", form.macs, masked.macs, f"{form.macs:,}"),
             ("file", form.size_bytes, masked.size_bytes, f"{form.size_bytes / 1024:,.1f} KiB"),
-            ("latency (batch 64)", form.latency_ms or 0.0, masked.latency_ms or 0.0,
-             f"{form.latency_ms or 0.0:.2f} ms"),
         ):
             delta, colour = relative_delta(now, then) if form is not masked else (None, "off")
-            if label.startswith("latency") and form is not masked and form.latency \
-                    and masked.latency:
-                delta, colour = latency_delta(form.latency, masked.latency)
             changed_metric(st, label, text, delta, colour)
+        if form.latency is not None:
+            gain = form.latency_speedup
+            lat_delta: str | None = None
+            lat_colour: DeltaColor = "off"
+            if gain is not None:
+                lat_delta, lat_colour = latency_delta(gain)
+            changed_metric(
+                st, "latency (batch 64)", f"{form.latency.median_ms:.2f} ms", lat_delta,
+                lat_colour, arrow=False,
+                help=f"Median {form.latency.conditions()} (p10 {form.latency.p10_ms:.2f} ms, "
+                f"p90 {form.latency.p90_ms:.2f} ms)"
+                + (f"; against the masked model in the same rounds: {gain.text()}."
+                   if gain is not None else "; the reference the other forms are timed "
+                   "against."))
         st.caption(f"largest output difference from masked: {form.max_abs_diff:.2e}"
                    + (f" — {form.note}" if form.note else ""))
 
-if slimmed.macs and slimmed.latency_ms and masked.latency_ms and \
-        masked.macs > 1.001 * slimmed.macs:
+gain = slimmed.latency_speedup
+if slimmed.macs and gain is not None and masked.macs > 1.001 * slimmed.macs:
     macs_ratio = masked.macs / slimmed.macs
-    speedup = masked.latency_ms / slimmed.latency_ms
+    measured_text = (f"the measured latency {gain.ratio:.2f}x ({gain.interval_text()}; "
+                     f"{gain.ratio / macs_ratio:.0%} of what the MACs promise)"
+                     if gain.measured else
+                     f"the latency change is within noise ({gain.text()})")
     st.info(
-        f"Slimming cut the weight MACs {macs_ratio:.2f}x and the measured latency "
-        f"{speedup:.2f}x ({speedup / macs_ratio:.0%} of what the MACs promise). Small "
+        f"Slimming cut the weight MACs {macs_ratio:.2f}x; {measured_text}. Small "
         "models and small batches spend much of their time outside the multiplications, "
         "so the measured speed-up falls short of the MACs ratio — as Torch-Pruning's "
         "ResNet-50 did: 3.85x fewer MACs, 2.19x lower latency."

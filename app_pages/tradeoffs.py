@@ -82,6 +82,12 @@ for tab, (field, title) in zip(
                          higher_is_better=higher, baseline=baseline),
         key=keys.tradeoff_chart_key(field),
     )
+    if field == "latency_ms":
+        tab.caption("Each configuration was timed at its own moment, interleaved with the "
+                    "unpruned model: compare it with the unpruned model by the table's "
+                    "'latency_vs_unpruned' column, which names a change only when its 95% "
+                    "interval excludes 1x; differences between points within their spread "
+                    "are machine noise.")
     devices = sorted({e.latency_device for e in points if e.latency_device})
     if field == "latency_ms" and len(devices) > 1:
         tab.caption(f":material/info: These latencies were timed on {' and '.join(devices)} "
@@ -92,7 +98,8 @@ st.subheader("What would really ship")
 found = state.best_forms()
 if st.button("Measure the deployable forms of every configuration", key=keys.FORMS_ALL_KEY,
              help="Builds each configuration's slimmed and sparse-deployed models and times "
-             "them; the fastest form that reproduces the masked outputs is kept."):
+             "them together with the masked model; a form other than masked is kept only "
+             "when it reproduces the masked outputs and measured faster (95% interval)."):
     with st.spinner("Slimming, deploying and timing every configuration ..."), \
             user_errors("The deployable forms could not be measured"):
         state.measure_best_forms()
@@ -106,11 +113,16 @@ if found:
             [found[e.id].latency_ms or 0.0 for e in shown], [e.metric for e in shown],
             [found[e.id].form or "" for e in shown], metric_name=metric_name),
         key=keys.BEST_FORMS_TABLE_KEY)
-    st.caption("Each point is drawn at its fastest form that reproduces the masked model's "
-               "outputs; the legend says which form that is.")
+    st.caption("Each point is drawn at the form to ship for speed: slimmed or sparse-deployed "
+               "when it reproduces the masked model's outputs and measured faster than masked "
+               "(a 95% interval excluding 1x), else masked; the legend says which.")
+    busy = next((r.latency.busy() for r in found.values()
+                 if r.latency is not None and r.latency.busy() is not None), None)
+    if busy is not None:
+        st.warning(busy, icon=":material/speed:")
 else:
     st.caption("The charts above use the masked model as it is. Measure the deployable "
-               "forms to see each configuration at its fastest real form.")
+               "forms to see each configuration at the real form to ship.")
 
 st.subheader("History")
 st.plotly_chart(history_tree(experiments, metric_name=metric_name,

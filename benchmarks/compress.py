@@ -8,10 +8,10 @@ the original; the 50% pruned model in int8; low-rank SVD at 50% of each Linear's
 rank (`compress.low_rank`). For each: the metric on the whole test split, the bytes of
 its weight file (dense safetensors, and the sparse encoding — `compress.stored_sizes`),
 stored parameters, and median latency at batch 64 and batch 1
-(`pruneviz.measure.metrics.measure_latency`, median of `runs` timed passes, repeated for
-`rounds` rounds in rotation, each round starting with the next model, so that machine
-load hits every model alike; the median of the rounds' medians is reported); ratios
-against the original float model.
+(`pruneviz.measure.timing.time_against`: the five models timed together in `runs` x
+`rounds` interleaved rounds against the original, so that machine load hits every model
+alike; medians, and each speed-up over the original with its 95% interval and verdict);
+ratios against the original float model.
 
 Prints one JSON object. Takes under a minute on 2 cores.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from torch import nn
 
 from pruneviz.measure.compression import low_rank, measure_model, quantize_dynamic_int8
 from pruneviz.measure.meter import latency_batch
-from pruneviz.measure.metrics import measure_latency
+from pruneviz.measure.timing import time_against
 from pruneviz.workflows.workbench import open_workbench
 
 MODELS = ("digits_mlp", "digits_lstm", "digits_cnn")
@@ -57,24 +56,27 @@ def configurations(name: str) -> tuple[dict[str, nn.Module], Any, list[str]]:
 
 
 def latencies(models: dict[str, nn.Module], data: Any, runs: int, rounds: int
-              ) -> dict[str, dict[int, float]]:
-    """Median latency (ms) per model and batch size, rounds in rotation."""
+              ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, dict[str, object]]]]:
+    """Median latency (ms) per model and batch size, every model timed together against
+    the first ("original") in `runs` x `rounds` interleaved rounds (timing.time_against),
+    and each one's speed-up over it with its 95% interval and verdict."""
     out: dict[str, dict[int, float]] = {name: {} for name in models}
+    gains: dict[str, dict[int, dict[str, object]]] = {name: {} for name in models}
+    names = list(models)
     for batch_size in BATCHES:
         batch = latency_batch(data, batch_size)
-        medians: dict[str, list[float]] = {name: [] for name in models}
-        names = list(models)
-        for round_ in range(rounds):  # each round starts with the next model: no order bias
-            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-                medians[name].append(measure_latency(models[name], batch, runs=runs).median_ms)
-        for name in models:
-            out[name][batch_size] = statistics.median(medians[name])
-    return out
+        timing = time_against([models[n] for n in names[1:]], models[names[0]], batch,
+                              runs=runs * rounds)
+        for name, latency in zip(names, [timing.reference, *timing.candidates], strict=True):
+            out[name][batch_size] = latency.median_ms
+        for name, gain in zip(names[1:], timing.speedups, strict=True):
+            gains[name][batch_size] = gain.to_dict()
+    return out, gains
 
 
 def one_sample(name: str, runs: int, rounds: int) -> dict[str, Any]:
     models, data, notes = configurations(name)
-    timed = latencies(models, data, runs, rounds)
+    timed, gains = latencies(models, data, runs, rounds)
     rows: dict[str, Any] = {}
     for config, model in models.items():
         measured = measure_model(model, data, technique=config, latency=False)
@@ -87,6 +89,9 @@ def one_sample(name: str, runs: int, rounds: int) -> dict[str, Any]:
             "latency_ms_b64": round(timed[config][64], 4),
             "latency_ms_b1": round(timed[config][1], 4),
         }
+        if gains.get(config):
+            rows[config]["speedup_vs_original_b64"] = gains[config][64]
+            rows[config]["speedup_vs_original_b1"] = gains[config][1]
     base = rows["original"]
     for row in rows.values():
         row["file_ratio"] = round(row["file_bytes"] / base["file_bytes"], 3)

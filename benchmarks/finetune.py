@@ -32,7 +32,7 @@ import torch
 
 from pruneviz.core.session import PruningSession
 from pruneviz.data.samples import load_sample
-from pruneviz.measure.forms import masked_form, slimmed_form
+from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import latency_batch
 from pruneviz.measure.metrics import evaluate
 from pruneviz.workflows.finetune import REFERENCES, finetune
@@ -73,12 +73,13 @@ def run(key: str) -> dict[str, Any]:
     out["metric_right_after_pruning"] = round(evaluate(fresh.model, test).metric, 4)
     if spec.prune.granularity.structured:
         batch = latency_batch(test, 64)
-        masked = masked_form(session, batch, runs=50)
-        slimmed, _ = slimmed_form(session, batch, runs=50)
+        forms = measure_forms(session, batch, runs=50)  # timed together, interleaved
+        masked, slimmed = forms.masked, forms.slimmed
         out["params"] = {"masked": masked.params, "slimmed": slimmed.params}
         out["latency_ms"] = {"unpruned_masked_shapes": round(masked.latency_ms or 0, 3),
                              "slimmed": round(slimmed.latency_ms or 0, 3)}
-        out["speedup"] = round((masked.latency_ms or 0) / (slimmed.latency_ms or 1), 2)
+        gain = slimmed.latency_speedup
+        out["speedup"] = None if gain is None else gain.to_dict()
         out["slim_max_abs_diff"] = slimmed.max_abs_diff
     return out
 

@@ -8,9 +8,10 @@
    pruning) — which picks its own channels — and Torch-Pruning given OUR channels
    (DependencyGraph.get_pruning_group + prune() per group, like tests/test_slim.py), to
    compare like with like. Params and MACs (tp.utils.count_ops_and_params, one sample),
-   batch-64 latency (pruneviz.measure.metrics.measure_latency, median of `runs`, repeated for
-   `rounds` rounds in rotation so that machine load hits every model alike; the median
-   of the rounds' medians is reported), and the ratios with their targets.
+   batch-64 latency (pruneviz.measure.timing.time_against: the four models timed together
+   in `runs` x `rounds` interleaved rounds against the masked one, so that machine load
+   hits every model alike; medians, and each speed-up over masked with its 95% interval),
+   and the ratios with their targets.
 2. slim() call time for every sample at the same plan (median of 5), or why it refuses.
 
 Prints one JSON object. Takes about half a minute on 2 cores.
@@ -34,7 +35,7 @@ from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
 from pruneviz.data.samples import load_sample, sample_names
 from pruneviz.errors import ModelError
-from pruneviz.measure.metrics import measure_latency
+from pruneviz.measure.timing import time_against
 from pruneviz.workflows.workbench import open_workbench
 
 MODEL = "digits_resnet"
@@ -88,16 +89,19 @@ def count(model: nn.Module, one: Tensor) -> tuple[int, int]:
 
 def latencies(models: dict[str, nn.Module], x: Tensor, runs: int,
               rounds: int) -> dict[str, dict[str, Any]]:
-    """Median batch latency per model: `rounds` rounds, each timing every model in turn."""
-    medians: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(rounds):
-        names = list(models)
-        names = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
-        for name in names:
-            medians[name].append(measure_latency(models[name], x, runs=runs).median_ms)
-    return {name: {"median_ms": round(statistics.median(m), 3),
-                   "round_medians_ms": [round(v, 3) for v in m]}
-            for name, m in medians.items()}
+    """Batch latency per model, every model timed together against the first in
+    `runs` x `rounds` interleaved rounds (timing.time_against), and each one's speed-up over
+    the first with its 95% interval and verdict."""
+    names = list(models)
+    timing = time_against([models[n] for n in names[1:]], models[names[0]], x,
+                          runs=runs * rounds)
+    out: dict[str, dict[str, Any]] = {
+        name: {"median_ms": round(lat.median_ms, 3), "p10_ms": round(lat.p10_ms, 3),
+               "p90_ms": round(lat.p90_ms, 3)}
+        for name, lat in zip(names, [timing.reference, *timing.candidates], strict=True)}
+    for name, gain in zip(names[1:], timing.speedups, strict=True):
+        out[name][f"speedup_vs_{names[0]}"] = gain.to_dict()
+    return out
 
 
 def bench_resnet(runs: int, rounds: int) -> dict[str, Any]:
@@ -128,7 +132,8 @@ def bench_resnet(runs: int, rounds: int) -> dict[str, Any]:
         "batch": BATCH, "runs": runs, "rounds": rounds, "threads": torch.get_num_threads(),
         "models": {name: {"params": counts[name][1], "macs": counts[name][0],
                           "latency_ms": lat[name]["median_ms"],
-                          "round_medians_ms": lat[name]["round_medians_ms"]}
+                          "latency_p10_p90_ms": [lat[name]["p10_ms"], lat[name]["p90_ms"]],
+                          "speedup_vs_masked": lat[name].get("speedup_vs_masked")}
                    for name in models},
         "ours_vs_masked_max_rel_diff": max_abs_diff(session.model, result.model, x) / scale,
         "macs_reduction": round(macs_reduction, 3),

@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from pruneviz.data.samples import load_sample, sample_names
-from pruneviz.measure.metrics import measure_latency_pair
 from pruneviz.measure.sparse import SparseConv1x1, SparseLinear, deployed_state_bytes, sparse_deploy
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.measure.timing import Latency, time_against
 from pruneviz.workflows.workbench import open_workbench
 
 SIZE = 4096
@@ -49,6 +49,13 @@ def _masked_linear(in_features: int, out_features: int, sparsity: float,
     return layer.eval()
 
 
+def _pair(candidate: nn.Module, reference: nn.Module, x: Tensor,
+          runs: int) -> tuple[Latency, Latency]:
+    """The candidate's and the reference's latency, timed together (timing.time_against)."""
+    timing = time_against([candidate], reference, x, runs=runs)
+    return timing.candidates[0], timing.reference
+
+
 def bench_layer(runs: int) -> list[dict[str, Any]]:
     """Dense masked 4096x4096 Linear vs its SparseLinear at each sparsity and batch."""
     generator = torch.Generator().manual_seed(0)
@@ -58,7 +65,7 @@ def bench_layer(runs: int) -> list[dict[str, Any]]:
         sparse = SparseLinear.from_dense(dense)
         for batch in BATCHES:
             x = torch.randn(batch, SIZE, generator=generator)
-            csr, ref = measure_latency_pair(sparse, dense, x, runs=runs)
+            csr, ref = _pair(sparse, dense, x, runs)
             with torch.inference_mode():
                 diff = float((sparse(x) - dense(x)).abs().max())
             rows.append({
@@ -77,7 +84,7 @@ def _deploy_report(name: str, model: nn.Module, example: Tensor, runs: int) -> d
     start = time.perf_counter()
     dep = sparse_deploy(model, example)
     deploy_s = time.perf_counter() - start
-    deployed, dense = measure_latency_pair(dep.model, model, example, runs=runs)
+    deployed, dense = _pair(dep.model, model, example, runs)
     with torch.inference_mode():
         model.eval()
         diff = float((dep.model(example) - model(example)).abs().max())
@@ -149,7 +156,7 @@ def bench_pointwise(runs: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"shape_nchw": [n, c, hw, hw], "out_channels": o}
         for form, per_sample in (("batched", False), ("per_sample", True)):
             sparse = SparseConv1x1.from_dense(conv, per_sample=per_sample)
-            csr, ref = measure_latency_pair(sparse, conv, x, runs=runs)
+            csr, ref = _pair(sparse, conv, x, runs)
             row[f"{form}_ms"] = round(csr.median_ms, 3)
             row[f"{form}_dense_ms"] = round(ref.median_ms, 3)
             row[f"{form}_speedup"] = round(ref.median_ms / csr.median_ms, 2)

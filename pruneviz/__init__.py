@@ -44,6 +44,7 @@ from pruneviz.measure.compression import low_rank, quantize_dynamic_int8
 from pruneviz.measure.meter import Meter, Report
 from pruneviz.measure.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
 from pruneviz.measure.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
+from pruneviz.measure.timing import Speedup, Timing, time_against
 from pruneviz.output.bundle import ExportResult, export_bundle
 from pruneviz.workflows.allocation import (
     Budget,
@@ -105,9 +106,11 @@ __all__ = [
     "SampleNotFoundError",
     "ScoreInputs",
     "ScoreTable",
+    "Speedup",
     "Structures",
     "Task",
     "TensorData",
+    "Timing",
     "Workbench",
     "Workspace",
     "build_workbench",
@@ -137,4 +140,5 @@ __all__ = [
     "sample_names",
     "simhash_buckets",
     "sparse_bytes",
+    "time_against",
 ]

@@ -229,6 +229,26 @@ def test_report_shows_latency_with_its_spread_when_measured(
     summary = (result.out / SUMMARY_MD).read_text()
     assert f"{latency.median_ms:.3f} ms (p10-p90 {latency.p10_ms:.3f}-{latency.p90_ms:.3f}" \
         in summary
+    # the change: the speed-up from the same interleaved rounds, never a signed percentage
+    gain = result.report.latency_speedup
+    assert gain is not None
+    row = next(line for line in summary.splitlines() if line.startswith("| CPU latency"))
+    change = row.split(" | ")[-1]
+    assert change.startswith(gain.text()), row
+    assert "%" not in change.replace("95% CI", "")
+
+
+def test_a_latency_not_timed_with_the_unpruned_model_is_not_compared(
+        resnet: tuple[Workbench, ExportResult]) -> None:
+    from dataclasses import replace
+
+    from pruneviz.output.html_report import latency_change
+
+    _, result = resnet
+    alone = replace(result.report, latency_reference=None, latency_speedup=None)
+    assert latency_change(alone) == ("not compared: the unpruned model was not timed in the "
+                                     "same rounds")
+    assert latency_change(replace(alone, latency=None)) == ""
 
 
 def test_report_draws_the_tradeoff_from_the_log(cnn: tuple[Workbench, ExportResult]) -> None:

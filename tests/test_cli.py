@@ -754,6 +754,10 @@ def test_bench_live_measures_one_model_against_its_baselines() -> None:
         assert data[key] > 0, key
     assert data["move_all_layers_ratio"] == pytest.approx(
         data["move_all_layers_ms"] / data["torch_prune_all_layers_ms"])
+    gain = data["move_all_layers_speedup"]  # from the same moves, with its interval
+    assert isinstance(gain, dict)
+    assert gain["pairs"] == 2
+    assert gain["verdict"] == "within noise"  # 2 moves are too few for an interval
     assert data["open_s"] >= data["load_s"]
 
 
@@ -762,3 +766,40 @@ def test_bench_takes_a_model_only_for_live() -> None:
     assert run.returncode == 2
     assert run.stderr.strip() == (
         "pruneviz: error: a MODEL is measured by 'bench live MODEL' only, not by 'bench slider'")
+
+
+# -- the slimmed model's latency: timed with the masked model, one verdict rule ---------------
+@pytest.mark.slow
+def test_prune_slim_latency_times_the_forms_together_with_an_interval(workdir: Path) -> None:
+    """`prune --slim --latency` once timed the slimmed model on its own, at another moment
+    than the masked one: on digits_resnet at 50% filters it read 2.49x in one run and 0.74x
+    in another. Now the forms are timed in the same interleaved rounds, and the speed-up
+    comes with its interval and a verdict."""
+    run = _call("prune", "sample:digits_resnet", "--sparsity", "0.5", "--granularity",
+                "filter", "--out", str(workdir / "slim_latency"), "--latency", "--slim",
+                "--json")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    gain = data["slim"]["latency_vs_masked"]
+    assert gain["pairs"] == data["latency"]["runs"]  # the meter's number of rounds
+    assert gain["ci_low"] <= gain["speedup"] <= gain["ci_high"]
+    assert data["sparse_deployed"]["latency_vs_masked"]["pairs"] == gain["pairs"]
+    if data.get("machine_busy") is None:  # a quiet machine: 4x fewer MACs must show
+        assert gain["verdict"] == "faster", gain
+        assert data["fastest_form"] in ("slimmed", None)
+
+
+def test_a_form_line_names_a_change_only_when_its_interval_excludes_1x() -> None:
+    from pruneviz.cli.output import form_line
+
+    def form(verdict: str, low: float | None, high: float | None) -> dict[str, object]:
+        return {"latency_ms": 2.5, "latency_vs_masked": {
+            "speedup": 1.7, "ci_low": low, "ci_high": high, "confidence": 0.95,
+            "pairs": 20, "verdict": verdict}}
+
+    assert form_line("slim", form("faster", 1.5, 1.9)) == (
+        "slim: latency 2.50 ms, against the masked model in the same rounds: 1.70x faster "
+        "(95% CI 1.50-1.90x)")
+    assert "within noise (speed-up 1.70x, too few runs (20) for an interval)" in form_line(
+        "slim", form("within noise", None, None))
+    assert form_line("slim", {"latency_ms": None}) == "slim: latency not measured"

@@ -27,6 +27,7 @@ from pruneviz.measure.sparse import (
 from pruneviz.measure.storage import dense_bytes
 
 HUGE_MARGIN = 1e9  # any measured layer is converted: tests the mechanism, not the timing
+# (with 6 rounds or more: fewer give no interval, and then nothing is converted)
 
 
 def _sparsify(module: nn.Module, sparsity: float, seed: int = 0) -> nn.Module:
@@ -132,7 +133,7 @@ def test_only_eligible_sparse_layers_are_converted() -> None:
     torch.manual_seed(0)
     model = _Mixed().eval()
     x = torch.randn(2, 8, 6, 6)
-    dep = sparse_deploy(model, x, runs=2, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, x, runs=6, margin=HUGE_MARGIN)
     assert [layer.name for layer in dep.layers] == ["pointwise", "fc"]
     assert dep.converted == ["pointwise", "fc"]
     deployed = dep.model
@@ -148,7 +149,7 @@ def test_only_eligible_sparse_layers_are_converted() -> None:
 
 def test_zero_sparsity_layer_is_never_converted_even_with_min_sparsity_zero() -> None:
     model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), _sparsify(nn.Linear(16, 4), 0.9))
-    dep = sparse_deploy(model, torch.randn(3, 16), runs=2, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, torch.randn(3, 16), runs=6, margin=HUGE_MARGIN)
     assert dep.converted == ["2"]
     assert type(dep.model[0]) is nn.Linear
     # With the pre-filter off, the dense layer is measured and the margin decides.
@@ -166,7 +167,7 @@ def test_input_model_is_unchanged_and_outputs_equal() -> None:
     model.train()
     before = snapshot(model)
     x = entry.example(batch=8)
-    dep = sparse_deploy(model, x, runs=2, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, x, runs=6, margin=HUGE_MARGIN)
     assert_bit_identical(snapshot(model), before)
     assert model.training
     assert all(type(m) is not SparseLinear for m in model.modules())
@@ -190,7 +191,8 @@ def test_big_sparse_layer_choice_follows_recorded_timings() -> None:
     assert record.sparsity == pytest.approx(0.95, abs=1e-6)
     assert record.dense_ms > 0
     assert record.sparse_ms > 0
-    assert record.chosen == (CSR if record.sparse_ms < margin * record.dense_ms else DENSE)
+    # CSR only when the lower end of its speed-up's interval clears 1 / margin
+    assert record.chosen == (CSR if record.speedup_low * margin > 1 else DENSE)
     assert isinstance(dep.model[0], SparseLinear) == (record.chosen == CSR)
     with torch.inference_mode():
         _close(dep.model(x), model(x))
@@ -203,7 +205,7 @@ def test_attention_out_proj_is_left_dense() -> None:
         if isinstance(module, nn.Linear):
             _sparsify(module, 0.9)
     x = entry.example(batch=4)
-    dep = sparse_deploy(model, x, runs=2, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, x, runs=6, margin=HUGE_MARGIN)
     # MultiheadAttention applies out_proj's weight itself: its forward never runs.
     assert dep.converted == ["fc"]
     assert type(dep.model.attn.out_proj) is type(model.attn.out_proj)
@@ -215,10 +217,10 @@ def test_shared_and_root_layers_are_replaced_everywhere() -> None:
     shared = _sparsify(nn.Linear(8, 8), 0.9)
     model = nn.Sequential(shared, nn.ReLU(), shared)
     x = torch.randn(2, 8)
-    dep = sparse_deploy(model, x, runs=2, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, x, runs=6, margin=HUGE_MARGIN)
     assert dep.model[0] is dep.model[2]
     assert isinstance(dep.model[0], SparseLinear)
-    root = sparse_deploy(shared, x, runs=2, margin=HUGE_MARGIN)
+    root = sparse_deploy(shared, x, runs=6, margin=HUGE_MARGIN)
     assert isinstance(root.model, SparseLinear)
     assert root.layers[0].name == "Linear"
     with torch.inference_mode():
@@ -239,7 +241,7 @@ class _TwoInputs(nn.Module):
 def test_tuple_example_and_structured_outputs() -> None:
     model = _TwoInputs()
     example = (torch.randn(3, 6), torch.randn(3, 5))
-    dep = sparse_deploy(model, example, runs=1, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, example, runs=6, margin=HUGE_MARGIN)
     assert dep.converted == ["a", "b"]
     with torch.inference_mode():
         out, ref = dep.model(*example), model(*example)
@@ -267,7 +269,7 @@ def test_subclasses_and_hooked_layers_are_left_alone() -> None:
     model = nn.Sequential(_sparsify(_DoubledLinear(8, 8), 0.9), hooked,
                           _sparsify(nn.Linear(8, 2), 0.9))
     x = torch.randn(3, 8)
-    dep = sparse_deploy(model, x, runs=1, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, x, runs=6, margin=HUGE_MARGIN)
     assert dep.converted == ["2"]
     assert type(dep.model[0]) is _DoubledLinear
     assert type(dep.model[1]) is nn.Linear
@@ -293,7 +295,7 @@ class _ReadsWeight(nn.Module):
                                    _ReadsWeight()], ids=["noisy", "reads-weight"])
 def test_deployment_that_changes_outputs_is_refused(model: nn.Module) -> None:
     with pytest.raises(ModelError, match="sparse-deployed model"):
-        sparse_deploy(model, torch.randn(2, 8), runs=1, margin=HUGE_MARGIN)
+        sparse_deploy(model, torch.randn(2, 8), runs=6, margin=HUGE_MARGIN)
 
 
 @pytest.mark.parametrize(
@@ -312,7 +314,7 @@ def test_deployed_state_is_a_loadable_csr_file() -> None:
     model = nn.Sequential(_sparsify(nn.Linear(300, 200), 0.9), nn.ReLU(),
                           _sparsify(nn.Linear(200, 10, bias=False), 0.9), nn.Linear(10, 3))
     x = torch.randn(5, 300)
-    dep = sparse_deploy(model, x, runs=1, margin=HUGE_MARGIN)
+    dep = sparse_deploy(model, x, runs=6, margin=HUGE_MARGIN)
     assert dep.converted == ["0", "2"]
     state = deployed_state(dep)
     nnz0 = int(torch.count_nonzero(model[0].weight))

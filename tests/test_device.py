@@ -19,6 +19,7 @@ from torch import nn
 
 import pruneviz.data.sources as sources
 import pruneviz.measure.metrics as metrics
+import pruneviz.measure.timing as timing
 from pruneviz import Plan, open_workbench
 from pruneviz.cli import main
 from pruneviz.core.granularity import Granularity
@@ -32,7 +33,8 @@ from pruneviz.data.sources import (
     with_model,
 )
 from pruneviz.errors import DeviceError, PrunevizError
-from pruneviz.measure.metrics import Latency, measure_latency, measure_latency_pair
+from pruneviz.measure.metrics import Latency, measure_latency
+from pruneviz.measure.timing import time_against
 from pruneviz.output.bundle import export_bundle
 from pruneviz.workflows.workbench import Workbench
 
@@ -146,17 +148,18 @@ def test_latency_says_where_it_was_measured() -> None:
     latency = measure_latency(model, example, runs=3, warmup=1)
     assert latency.device == "cpu"
     assert latency.conditions() == f"on CPU, batch 4, {latency.threads} threads, 3 runs"
-    pair = measure_latency_pair(model, nn.Linear(6, 3), example, runs=2, warmup=0)
-    assert [lat.device for lat in pair] == ["cpu", "cpu"]
+    timing = time_against([model], nn.Linear(6, 3), example, runs=2, warmup=0)
+    assert [lat.device for lat in (timing.reference, *timing.candidates)] == ["cpu", "cpu"]
     gpu = Latency(1.0, 0.9, 1.1, 64, 2, 20, device="cuda:0")
     assert gpu.conditions() == "on cuda:0, batch 64, 20 runs"  # CPU threads do not run it
 
 
 def test_every_timed_pass_waits_for_its_device(monkeypatch: pytest.MonkeyPatch) -> None:
     waited: list[torch.device] = []
-    monkeypatch.setattr(metrics, "synchronize", waited.append)
+    monkeypatch.setattr(timing, "synchronize", waited.append)
     measure_latency(nn.Linear(6, 3), torch.randn(4, 6), runs=5, warmup=2)
-    assert waited == [torch.device("cpu")] * 10  # before and after each timed pass
+    # before and after each pass (the 2 warm-up ones too: they are run the same way)
+    assert waited == [torch.device("cpu")] * 14
 
 
 def test_synchronize_waits_for_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:

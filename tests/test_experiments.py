@@ -319,8 +319,8 @@ def test_every_measurement_is_a_report_and_one_function_makes_its_log_row() -> N
         int8 = measure_model(quantize_dynamic_int8(bench.model), bench.eval_data,
                              technique="prune+int8", latency=False, name=bench.name,
                              plan=plan.to_dict())
-        masked = masked_form(bench.session, batch, latency=False)
-        sparse, _ = sparse_form(bench.session, batch, latency=False)
+        masked = masked_form(bench.session)
+        sparse, _ = sparse_form(bench.session, batch)
         state = bench.model.state_dict()
     assert all(isinstance(r, Report) for r in (pruned, int8, masked, sparse))
     log = ExperimentLog(higher_is_better=True)
@@ -336,6 +336,7 @@ def test_every_measurement_is_a_report_and_one_function_makes_its_log_row() -> N
         "form": "masked", "params": count_params(bench.model).total,
         "macs": sum(layer.macs for layer in bench.session.layers),
         "size_bytes": len(dense_bytes(state)), "latency_ms": None, "latency_device": None,
+        "latency_vs_masked": None,
         "max_abs_diff": 0.0, "note": None}
     assert sparse.note is not None
     assert sparse.to_dict()["note"] == sparse.note

@@ -633,8 +633,9 @@ def test_best_form_scatter_colours_points_by_their_form() -> None:
     fig = best_form_scatter(["a", "b", "c"], [1.0, 2.0, 0.5], [0.9, 0.95, 0.8],
                             ["masked", "slimmed", "slimmed"], metric_name="accuracy")
     by_name = {trace.name: trace for trace in fig.data}
-    assert set(by_name) == {"fastest form: masked", "fastest form: slimmed"}
-    assert list(by_name["fastest form: slimmed"].x) == [2.0, 0.5]
+    assert set(by_name) == {"masked (no form measurably faster)",
+                            "slimmed (measurably faster)"}
+    assert list(by_name["slimmed (measurably faster)"].x) == [2.0, 0.5]
     assert fig.layout.title.text
     assert fig.layout.xaxis.title.text
     assert fig.layout.yaxis.title.text

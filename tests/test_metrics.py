@@ -140,21 +140,22 @@ def test_evaluate_restores_the_training_flag_and_keeps_bn_statistics() -> None:
     assert torch.equal(model.bn1.running_mean, running_mean)  # ran in eval mode
 
 
-def test_latency_pair_times_both_models_run_for_run() -> None:
+def test_a_timing_against_a_reference_times_both_models_run_for_run() -> None:
     from torch import nn
 
-    from pruneviz.measure.metrics import measure_latency_pair
+    from pruneviz.measure.timing import time_against
 
     small = nn.Linear(8, 8).eval()
     big = nn.Sequential(*[nn.Linear(256, 256) for _ in range(8)]).eval()
     x_small = torch.randn(64, 8)
     with pytest.raises(ValueError, match="runs"):
-        measure_latency_pair(small, small, x_small, runs=0)
+        time_against([small], small, x_small, runs=0)
     # Same input shape for both: wrap the small model to take 256 features.
     narrow = nn.Sequential(nn.Linear(256, 8)).eval()
     x = torch.randn(64, 256)
-    fast, slow = measure_latency_pair(narrow, big, x, runs=9, warmup=1)
-    assert fast.runs == slow.runs == 9
+    timing = time_against([narrow], big, x, runs=9, warmup=1)
+    fast, slow = timing.candidates[0], timing.reference
+    assert fast.runs == slow.runs == 9 == timing.speedups[0].pairs
     assert fast.batch_size == slow.batch_size == 64
     assert fast.p10_ms <= fast.median_ms <= fast.p90_ms
     assert slow.median_ms > fast.median_ms  # 8 big layers vs one narrow one

@@ -14,7 +14,8 @@ from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
 from pruneviz.measure.machine import as_background, compute_turn
-from pruneviz.measure.metrics import evaluate, measure_latency_pair
+from pruneviz.measure.metrics import evaluate
+from pruneviz.measure.timing import time_against
 
 WAIT = 10.0
 
@@ -49,7 +50,7 @@ def test_passes_of_many_threads_never_overlap() -> None:
 
     def timing() -> None:
         as_background()
-        measure_latency_pair(model, model, example, runs=4, warmup=1)
+        time_against([model], model, example, runs=4, warmup=1)
 
     threads = [threading.Thread(target=t) for t in (evaluating, evaluating, timing, timing)]
     for thread in threads:

@@ -381,7 +381,9 @@ def show_run(worker: FinetuneWorker, metric_name: str, was_running: bool) -> Non
 
 def result_row(bench: Workbench, stage: str, report: Report, experiment: Experiment | None,
                latency: Latency | None = None) -> dict[str, str]:
-    """One stage of the run as a table row: its metric, change, sparsity and latency."""
+    """One stage of the run as a table row: its metric, change, sparsity and latency (with
+    its speed-up over the unpruned model timed in the same rounds, a verdict only when the
+    interval excludes 1x)."""
     metric_name = bench.eval_data.metric_name
     accuracy = shows_percent(bench.eval_data)
     change = report.evaluation.metric - bench.baseline.evaluation.metric
@@ -393,6 +395,8 @@ def result_row(bench: Workbench, stage: str, report: Report, experiment: Experim
         "sparsity (all parameters)": f"{report.sparsity:.1%}",
         "non-zero params": f"{report.params_nonzero:,}",
         "latency": f"{latency.median_ms:.2f} ms" if latency else "-",
+        "latency vs unpruned": (report.latency_speedup.text()
+                                if report.latency_speedup is not None else "-"),
         "experiment": "-" if experiment is None else f"#{experiment.id}",
     }
 

@@ -54,8 +54,8 @@ BUDGETS = {
                                  0.01, 100.0, 1.0, "%.1f", "MACs (of unpruned)"),
     BudgetKind.SIZE: BudgetInput("sparse file size", "at most (KiB)", 1024.0, None, 0.1,
                                  "%.1f", "sparse file"),
-    BudgetKind.LATENCY: BudgetInput("latency", "at most (ms, fastest deployable form)", 1.0,
-                                    None, 0.01, "%.2f", "fastest form's latency"),
+    BudgetKind.LATENCY: BudgetInput("latency", "at most (ms, deployable form to ship)", 1.0,
+                                    None, 0.01, "%.2f", "latency of the form to ship"),
 }
 
 

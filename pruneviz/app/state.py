@@ -675,7 +675,8 @@ def best_forms() -> dict[int, Report]:
 
 def measure_best_forms(runs: int = 10) -> None:
     """Measure the deployable forms of every recorded configuration, each on the weights it
-    was measured with; keep the fastest."""
+    was measured with; keep the one to ship for speed (masked unless another is measurably
+    faster)."""
     workspace().measure_best_forms(runs)
 
 

@@ -14,6 +14,7 @@ from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError, shortened
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import EvalResult, Latency
+from pruneviz.measure.timing import FASTER, WITHIN_NOISE, Speedup
 from pruneviz.workflows.experiments import Experiment
 from pruneviz.workflows.workspace import Workspace
 
@@ -51,6 +52,9 @@ def user_errors(what: str) -> Iterator[None]:
         st.stop()
 
 
+DeltaColor = Literal["normal", "inverse", "off"]
+
+
 def _kib(n: int) -> str:
     kib = n / 1024
     return f"{kib:,.1f} KiB" if kib < 100 else f"{kib:,.0f} KiB"
@@ -82,30 +86,31 @@ def count_delta(now: int, then: int) -> tuple[str | None, Literal["inverse", "of
     return f"{change:+.1f}%", "inverse"
 
 
-def latency_delta(now: Latency, then: Latency) -> tuple[str | None, Literal["inverse", "off"]]:
-    """A latency change for st.metric: "within noise" when the two timings' spreads
-    overlap (not a measured change), else the relative change of the medians."""
-    delta, color = relative_delta(now.median_ms, then.median_ms)
-    if delta is not None and within_noise(now, then):
-        return "within noise", "off"
-    return delta, color
+def latency_delta(gain: Speedup) -> tuple[str, DeltaColor]:
+    """A latency change for st.metric, from the speed-up over the reference timed in the same
+    rounds: "1.73x faster (CI 1.62-1.81)" in green or "1.20x slower (CI ...)" in red only
+    when the 95% interval excludes 1x; else "within noise" in grey."""
+    if not gain.measured:
+        return WITHIN_NOISE, "off"
+    if gain.verdict == FASTER:
+        return f"{gain.ratio:.2f}x faster (CI {gain.low:.2f}-{gain.high:.2f})", "normal"
+    return f"{1 / gain.ratio:.2f}x slower (CI {1 / gain.high:.2f}-{1 / gain.low:.2f})", "inverse"
 
 
-def within_noise(a: Latency, b: Latency) -> bool:
-    """True when two timings' p10-p90 spreads overlap: their medians' difference is not
-    a measured change (an unpruned model timed against itself often shows +-30%)."""
-    return a.p10_ms <= b.p90_ms and b.p10_ms <= a.p90_ms
-
-
-DeltaColor = Literal["normal", "inverse", "off"]
+def machine_busy(latency: Latency | None) -> None:
+    """Say so when the machine was too busy for `latency` (and the figures timed with it)
+    to be trusted: its runs varied widely, or the load was high (`Latency.busy`)."""
+    if latency is not None and (reason := latency.busy()) is not None:
+        st.warning(reason, icon=":material/speed:")
 
 
 def changed_metric(col: Any, label: str, value: str, delta: str | None, color: DeltaColor, *,
-                   help: str | None = None) -> None:
+                   help: str | None = None, arrow: bool = True) -> None:
     """st.metric with its change against a reference. A change without a direction ("no
-    change", "within noise": drawn grey) gets no arrow; an arrow would say it went up."""
+    change", "within noise": drawn grey) gets no arrow; an arrow would say it went up.
+    `arrow=False`: none either (a speed-up's "1.7x faster" says its direction itself)."""
     col.metric(label, value, delta, delta_color=color,
-               delta_arrow="off" if color == "off" else "auto", help=help)
+               delta_arrow="off" if color == "off" or not arrow else "auto", help=help)
 
 
 def criteria_for(granularity: str) -> list[str]:
@@ -236,15 +241,22 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
                        help="Timed in the background once the plan settles, interleaved "
                        "with the unpruned model, so that a slider move never waits for it.")
     elif base_lat is not None:
-        lat = report.latency
-        delta, color = latency_delta(lat, base_lat)
+        lat, gain = report.latency, report.latency_speedup
+        lat_delta: str | None = None
+        lat_color: DeltaColor = "off"
+        if gain is not None:
+            lat_delta, lat_color = latency_delta(gain)
+        against = (f"Against the unpruned model timed in the same rounds, interleaved "
+                   f"({base_lat.median_ms:.2f} ms): {gain.text()}" if gain is not None
+                   else f"The unpruned model: {base_lat.median_ms:.2f} ms, not timed in the "
+                   "same rounds, so no change is claimed")
         changed_metric(
-            cols[3], "latency", f"{lat.median_ms:.2f} ms", delta, color,
+            cols[3], "latency", f"{lat.median_ms:.2f} ms", lat_delta, lat_color, arrow=False,
             help=f"Median {lat.conditions()} "
-            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). The change is against the "
-            f"unpruned model timed in the same runs, interleaved ({base_lat.median_ms:.2f} ms); "
-            "differences within the spread are noise.",
+            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). {against}. A change is "
+            "shown only when its 95% interval excludes 1x.",
         )
+        machine_busy(base_lat)
 
 
 def run_and_cancel(run_label: str, *, running: bool, run_key: str, cancel_key: str,
@@ -300,12 +312,17 @@ def baseline_metrics(space: Workspace) -> None:
         cols[3].metric("file (safetensors)", file_size(base.sizes.dense),
                        help=f"{base.sizes.dense:,} bytes")
         if base.latency is not None:
-            cols[4].metric("latency", f"{base.latency.median_ms:.2f} ms",
-                           help=f"Median {base.latency.conditions()}.")
+            lat = base.latency
+            cols[4].metric("latency", f"{lat.median_ms:.2f} ms ±{lat.spread / 2:.0%}",
+                           help=f"Median {lat.conditions()}; its runs spread from "
+                           f"{lat.p10_ms:.2f} ms (p10) to {lat.p90_ms:.2f} ms (p90). Latency "
+                           "timed in another tab at another moment agrees within this spread "
+                           "unless the machine is busy (then this page says so).")
         else:
             cols[4].metric("latency", MEASURING if running else "not measured",
                            help="Timed in the background after opening, so that the page "
                            "never waits for it.")
+        machine_busy(base.latency)
         if every is not None and not running:
             st.rerun()  # all in: redraw the page once, without polling
 

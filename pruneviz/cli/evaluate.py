@@ -103,6 +103,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
                 if m.latency else "")
+             + (f", vs unpruned in the same rounds: {m.latency_speedup.text()}"
+                if m.latency_speedup else "")
              + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
     if args.json:
         emit(args, report, bench.baseline, skipped, extra)
@@ -182,17 +184,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, Any]:
-    """Measure the slimmed and sparse-deployed forms; write the slimmed model."""
-    from pruneviz.measure.forms import slimmed_form, sparse_form
+    """Measure the slimmed and sparse-deployed forms, with `latency` timed together with
+    the masked model in the same interleaved rounds (each form's speed-up over it with an
+    interval and verdict: `forms.measure_forms`); write the slimmed model."""
+    from pruneviz.measure.forms import measure_forms
     from pruneviz.measure.meter import latency_batch
     from pruneviz.output.model_files import save_slimmed
 
     batch = latency_batch(bench.eval_data, 64)
-    slim_report, slim_model = slimmed_form(bench.session, batch, latency=latency)
-    sparse_report, _ = sparse_form(bench.session, batch, latency=latency)
-    result: dict[str, Any] = {"slim": slim_report.to_dict(),
-                              "sparse_deployed": sparse_report.to_dict()}
-    if slim_model is not None:
-        result["slim_files"] = save_slimmed(bench.name, bench.pristine, slim_model, batch[:8],
-                                            out / "slim")
+    forms = measure_forms(bench.session, batch, latency=latency,
+                          runs=bench.meter.latency_runs)
+    result: dict[str, Any] = {"slim": forms.slimmed.to_dict(),
+                              "sparse_deployed": forms.sparse.to_dict()}
+    if latency:
+        fastest = forms.fastest()
+        result["fastest_form"] = None if fastest is None else fastest.form
+        if forms.timing is not None and (busy := forms.timing.busy()) is not None:
+            result["machine_busy"] = busy
+    if forms.slim_model is not None:
+        result["slim_files"] = save_slimmed(bench.name, bench.pristine, forms.slim_model,
+                                            batch[:8], out / "slim")
     return result

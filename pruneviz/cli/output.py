@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from pruneviz.data.sources import input_files
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
+from pruneviz.measure.timing import Speedup
 from pruneviz.output.folders import MANIFEST, check_target, manifest_bytes
 from pruneviz.output.model_files import write_atomic
 from pruneviz.workflows.allocation import (
@@ -36,7 +38,13 @@ def _print_report(report: Report, baseline: Report, skipped: dict[str, str]) -> 
           f"gzip {report.sizes.gzip:,} B")
     if report.latency is not None:
         lat = report.latency
-        print(f"latency   {lat.median_ms:.2f} ms median ({lat.conditions()})")
+        print(f"latency   {lat.median_ms:.2f} ms median ({lat.conditions()}; p10-p90 "
+              f"{lat.p10_ms:.2f}-{lat.p90_ms:.2f} ms)")
+        if report.latency_speedup is not None and report.latency_reference is not None:
+            print(f"          vs unpruned {report.latency_reference.median_ms:.2f} ms in the "
+                  f"same rounds: {report.latency_speedup.text()}")
+        if (busy := (report.latency_reference or lat).busy()) is not None:
+            print(f"warning: {busy}")
     print()
     print(f"{'layer':<28} {'type':<10} {'params':>9} {'nonzero':>9} {'sparsity':>8}  threshold")
     for layer in report.layers:
@@ -65,8 +73,31 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
         for line in summary:
             print(line)
         for key, value in (extra or {}).items():
-            if key != "allocation":  # in `summary`
+            if key == "allocation":  # in `summary`
+                continue
+            if key in ("slim", "sparse_deployed") and isinstance(value, dict):
+                print(form_line(key, value))
+            if key == "fastest_form":
+                print("fastest form: " + (value or "none: no form is measurably faster than "
+                                          "all the others (within noise)"))
+            elif key == "machine_busy":
+                print(f"warning: {value}")
+            else:
                 print(f"{key}: {value}")
+
+
+def form_line(key: str, form: dict[str, Any]) -> str:
+    """One deployable form's latency for people: its speed-up over the masked model timed
+    in the same rounds, a verdict only when the interval says so (`Speedup.text`)."""
+    gain = form.get("latency_vs_masked")
+    if gain is None:
+        return f"{key}: latency not measured" if form.get("latency_ms") is None else \
+            f"{key}: latency {form['latency_ms']:.2f} ms"
+    low, high = gain["ci_low"], gain["ci_high"]
+    said = Speedup(gain["speedup"], 0.0 if low is None else low,
+                   math.inf if high is None else high, gain["pairs"], gain["confidence"]).text()
+    return (f"{key}: latency {form['latency_ms']:.2f} ms, against the masked model in the "
+            f"same rounds: {said}")
 
 
 def show_budget(kind: BudgetKind, value: float) -> str:

@@ -42,9 +42,9 @@ from pruneviz.measure.metrics import (
     ParamCounts,
     evaluate,
     measure_latency,
-    measure_latency_pair,
 )
 from pruneviz.measure.storage import FileSizes, dense_bytes, sparse_size
+from pruneviz.measure.timing import Speedup, time_against
 
 INT8 = "int8"
 SVD = "svd"
@@ -536,8 +536,11 @@ def measure_model(
         macs_dense, macs_effective = count_macs(model, batch)
         timed: Latency | None = None
         timed_reference: Latency | None = None
+        gain: Speedup | None = None
         if latency and reference is not None:
-            timed, timed_reference = measure_latency_pair(model, reference, batch, runs=runs)
+            timing = time_against([model], reference, batch, runs=runs)
+            timed, timed_reference, gain = (timing.candidates[0], timing.reference,
+                                            timing.speedups[0])
         elif latency:
             timed = measure_latency(model, batch, runs=runs)
         sizes = stored_sizes(model)
@@ -553,6 +556,7 @@ def measure_model(
         sizes=sizes,
         latency=timed,
         latency_reference=timed_reference,
+        latency_speedup=gain,
         notes=tuple(notes),
     )
 

@@ -6,12 +6,18 @@
   (deploy.py), stored sparsely.
 
 Each form is measured as a `Report` (its `form` set): the parameters it actually stores,
-the weight MACs per sample it actually computes, the bytes of its saved file, measured
-latency, and the largest output difference from the masked model (which the other two
-must reproduce).
+the weight MACs per sample it actually computes, the bytes of its saved file, and the
+largest output difference from the masked model (which the other two must reproduce).
+`measure_forms` builds all three and times them together, interleaved round by round
+(`timing.time_against`, the masked model as the reference: it has the unpruned model's
+shapes, so it runs as fast), so each form's speed-up over the masked model comes with an
+interval and a verdict; `fastest` names a form only when the intervals say it beats all
+the others.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
@@ -20,45 +26,40 @@ from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
 from pruneviz.errors import ModelError
 from pruneviz.measure.meter import NOT_EVALUATED, Report
-from pruneviz.measure.metrics import Latency, measure_latency
 from pruneviz.measure.sparse import deployed_state_bytes, sparse_deploy
 from pruneviz.measure.storage import FileSizes, dense_bytes
+from pruneviz.measure.timing import FASTER, Stop, Timing, time_against
+
+TOLERANCE = 1e-4  # largest output difference from the masked model a form may have
 
 
 def _form(session: PruningSession, form: str, *, params: int, macs: int, file_bytes: int,
-          latency: Latency | None, max_abs_diff: float, note: str | None = None) -> Report:
-    """The record of one form: what it stores, computes, saves and how fast it runs."""
+          max_abs_diff: float, note: str | None = None) -> Report:
+    """The record of one form: what it stores, computes and saves (timed later)."""
     return Report(
         model=session.name, plan=session.stamp(session.plan).to_dict(),
         evaluation=NOT_EVALUATED, params_total=params, params_nonzero=params,
         macs_dense=macs, macs_effective=macs,
-        sizes=FileSizes(file_bytes, file_bytes, file_bytes), latency=latency,
+        sizes=FileSizes(file_bytes, file_bytes, file_bytes), latency=None,
         notes=() if note is None else (note,), form=form, file_bytes=file_bytes,
         max_abs_diff=max_abs_diff,
     )
 
 
 def _refused(session: PruningSession, form: str, why: str) -> Report:
-    return _form(session, form, params=0, macs=0, file_bytes=0, latency=None,
-                 max_abs_diff=float("nan"), note=why)
+    return _form(session, form, params=0, macs=0, file_bytes=0, max_abs_diff=float("nan"),
+                 note=why)
 
 
-def _latency(model: nn.Module, batch: Tensor, runs: int, latency: bool) -> Latency | None:
-    return measure_latency(model, batch, runs=runs) if latency else None
-
-
-def masked_form(session: PruningSession, batch: Tensor, *, latency: bool = True,
-                runs: int = 20) -> Report:
+def masked_form(session: PruningSession) -> Report:
     """The masked model as it is: dense shapes, zeros stored as zeros."""
     model = session.model
     return _form(session, "masked", params=sum(p.numel() for p in model.parameters()),
                  macs=sum(layer.macs for layer in session.layers),
-                 file_bytes=len(dense_bytes(model.state_dict())),
-                 latency=_latency(model, batch, runs, latency), max_abs_diff=0.0)
+                 file_bytes=len(dense_bytes(model.state_dict())), max_abs_diff=0.0)
 
 
-def slimmed_form(session: PruningSession, batch: Tensor, *, latency: bool = True,
-                 runs: int = 20) -> tuple[Report, nn.Module | None]:
+def slimmed_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Module | None]:
     """The model with pruned channel units removed, or why it cannot be built."""
     try:
         result = slim(session)
@@ -69,17 +70,16 @@ def slimmed_form(session: PruningSession, batch: Tensor, *, latency: bool = True
     note = None if result.removed else "no coupled channels are pruned: same shapes as masked"
     return _form(session, "slimmed", params=result.params, macs=macs,
                  file_bytes=len(dense_bytes(model.state_dict())),
-                 latency=_latency(model, batch, runs, latency),
                  max_abs_diff=max_abs_diff(session.model, model, batch), note=note), model
 
 
-def sparse_form(session: PruningSession, batch: Tensor, *, latency: bool = True,
-                runs: int = 20) -> tuple[Report, nn.Module]:
-    """Mostly-zero Linear / 1x1 conv layers as CSR where it measured faster."""
+def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Module | None]:
+    """Mostly-zero Linear / 1x1 conv layers as CSR where it measured faster, or why it
+    cannot be built."""
     try:
         deployment = sparse_deploy(session.model, batch)
     except ModelError as exc:
-        return _refused(session, "sparse-deployed", str(exc)), session.model
+        return _refused(session, "sparse-deployed", str(exc)), None
     converted = set(deployment.converted)
     macs = 0
     for layer in session.layers:
@@ -89,31 +89,95 @@ def sparse_form(session: PruningSession, batch: Tensor, *, latency: bool = True,
     # CSR layers hold their non-zero values as parameters: this counts what is stored.
     params = sum(p.numel() for p in deployment.model.parameters())
     note = (f"CSR: {', '.join(sorted(converted))}" if converted
-            else "no layer ran faster as CSR: all kept dense")
+            else "no layer ran faster as CSR: all kept dense, the same computation as masked")
     return _form(session, "sparse-deployed", params=params, macs=macs,
                  file_bytes=deployed_state_bytes(deployment),
-                 latency=_latency(deployment.model, batch, runs, latency),
                  max_abs_diff=max_abs_diff(session.model, deployment.model, batch),
                  note=note), deployment.model
 
 
-def all_forms(session: PruningSession, batch: Tensor, *, runs: int = 20) -> list[Report]:
-    """The masked, slimmed and sparse-deployed forms of the current plan, measured."""
-    slimmed, _ = slimmed_form(session, batch, runs=runs)
-    sparse, _ = sparse_form(session, batch, runs=runs)
-    return [masked_form(session, batch, runs=runs), slimmed, sparse]
+def _usable(form: Report, tolerance: float = TOLERANCE) -> bool:
+    """Whether a form was built and computes what the masked model computes."""
+    return form.params > 0 and form.max_abs_diff is not None and \
+        form.max_abs_diff <= tolerance
 
 
-def best_form(
-    forms: list[Report], tolerance: float = 1e-4, margin: float = 0.95
-) -> Report:
-    """The fastest form that computes what the masked model (`forms[0]`) computes; another
-    form wins only if it is at least 5% faster (`margin`): timing noise is not a reason
-    to ship something more complicated."""
-    masked = forms[0]
-    usable = [f for f in forms[1:] if f.latency_ms is not None and f.max_abs_diff is not None
-              and f.max_abs_diff <= tolerance]
-    if masked.latency_ms is None or not usable:
-        return masked
-    fastest = min(usable, key=lambda f: f.latency_ms or 0.0)
-    return fastest if (fastest.latency_ms or 0.0) < margin * masked.latency_ms else masked
+@dataclass(frozen=True)
+class Forms:
+    """The three forms of one plan: `reports` (masked, slimmed, sparse-deployed; with
+    latency when timed), the slimmed model (None when it cannot be built), and the timing
+    that measured them together (None when not timed)."""
+
+    reports: list[Report]
+    slim_model: nn.Module | None
+    timing: Timing | None = None
+
+    @property
+    def masked(self) -> Report:
+        return self.reports[0]
+
+    @property
+    def slimmed(self) -> Report:
+        return self.reports[1]
+
+    @property
+    def sparse(self) -> Report:
+        return self.reports[2]
+
+    def fastest(self) -> Report | None:
+        """The form the intervals say is faster than every other (see `fastest_form`)."""
+        return fastest_form(self)
+
+    def choice(self) -> Report:
+        """The form to ship for speed: the fastest if one is measurably fastest; else the
+        first of slimmed and sparse-deployed measurably faster than masked (slimmed is plain
+        dense layers); else masked: noise is not a reason to ship something else."""
+        found = self.fastest()
+        if found is not None:
+            return found
+        for form in self.reports[1:]:
+            if form.latency_speedup is not None and form.latency_speedup.verdict == FASTER:
+                return form
+        return self.masked
+
+
+def measure_forms(session: PruningSession, batch: Tensor, *, latency: bool = True,
+                  runs: int = 20, stop: Stop | None = None) -> Forms:
+    """Build the masked, slimmed and sparse-deployed forms of the current plan and, if
+    `latency`, time the usable ones together on `batch`: `runs` interleaved rounds against
+    the masked model (`timing.time_against`), each form's `latency_speedup` its speed-up
+    over the masked model, with interval and verdict."""
+    masked = masked_form(session)
+    slimmed, slim_model = slimmed_form(session, batch)
+    sparse, sparse_model = sparse_form(session, batch)
+    reports = [masked, slimmed, sparse]
+    if not latency:
+        return Forms(reports, slim_model)
+    timed = [(i, model) for i, model in ((1, slim_model), (2, sparse_model))
+             if model is not None and _usable(reports[i])]
+    timing = time_against([model for _, model in timed], session.model, batch, runs=runs,
+                          stop=stop)
+    reports[0] = replace(masked, latency=timing.reference)
+    for k, (i, _) in enumerate(timed):
+        reports[i] = replace(reports[i], latency=timing.candidates[k],
+                             latency_reference=timing.reference,
+                             latency_speedup=timing.speedups[k])
+    return Forms(reports, slim_model, timing)
+
+
+def fastest_form(forms: Forms) -> Report | None:
+    """The form that is measurably the fastest: faster than the masked model and than each
+    other usable timed form, every time by an interval that excludes 1 (`Timing.between`,
+    from the same rounds). None when no form is measurably faster than all the others:
+    timing noise is not a reason to ship something more complicated."""
+    timing = forms.timing
+    if timing is None:
+        return None
+    timed = [form for form in forms.reports[1:] if form.latency_speedup is not None]
+    for k, form in enumerate(timed):
+        gain = form.latency_speedup
+        if gain is None or gain.verdict != FASTER:
+            continue
+        if all(timing.between(k, j).verdict == FASTER for j in range(len(timed)) if j != k):
+            return form
+    return None

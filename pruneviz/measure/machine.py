@@ -2,7 +2,7 @@
 kernel (Linux /proc and the cgroup's limit); None where the system does not say;
 `release_memory`, which gives back what the process freed; and `compute_turn`, which
 takes turns at the cores so that many sessions in one server share them instead of
-thrashing, the interactive ones first."""
+thrashing, the interactive ones first; `load_per_core`, how busy the machine is."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,18 @@ def available_memory(device: torch.device | None = None) -> int | None:
     if limit is not None and used is not None:
         found.append(max(0, limit - used))
     return min(found) if found else None
+
+
+def load_per_core() -> float | None:
+    """The 1-minute load average (threads running or waiting to run) per core this process
+    may use, or None where the system does not say. Above 1, threads queue for the cores
+    and timings slow down; a measurement's own threads count about 1 per core."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on this system
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return load / cores if cores else None
 
 
 @functools.cache

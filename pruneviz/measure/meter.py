@@ -27,14 +27,7 @@ from pruneviz.core.results import LayerResult
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.measure.machine import release_memory
-from pruneviz.measure.metrics import (
-    EvalResult,
-    Latency,
-    Stop,
-    evaluate,
-    measure_latency,
-    measure_latency_pair,
-)
+from pruneviz.measure.metrics import EvalResult, Latency, Stop, evaluate
 from pruneviz.measure.storage import (
     FileSizes,
     TensorFigures,
@@ -44,6 +37,7 @@ from pruneviz.measure.storage import (
     sparse_size_of,
     tensor_figures,
 )
+from pruneviz.measure.timing import Speedup, time_against
 
 T = TypeVar("T")
 
@@ -77,6 +71,8 @@ class Report:
     latency: Latency | None
     layers: list[LayerResult] = field(default_factory=list)
     latency_reference: Latency | None = None  # the unpruned model, timed interleaved
+    # how much faster than `latency_reference` (its interval and verdict), from the same rounds
+    latency_speedup: Speedup | None = None
     notes: tuple[str, ...] = ()  # what the session changed about the plan, what was left out
     technique: str = PRUNE  # "prune", "int8", "prune+int8", "svd r=50%", ...
     form: str | None = None  # a deployable form: "masked", "slimmed" or "sparse-deployed"
@@ -167,6 +163,8 @@ class Report:
             out["latency"] = dict(self.latency.__dict__)
         if self.latency_reference is not None:
             out["latency_reference"] = dict(self.latency_reference.__dict__)
+        if self.latency_speedup is not None:
+            out["latency_vs_reference"] = self.latency_speedup.to_dict()
         out["notes"] = list(self.notes)
         out["removed_blocks"] = list(self.plan.get("blocks", []))
         out["layers"] = [layer.to_dict() for layer in self.layers]
@@ -192,12 +190,16 @@ class Report:
         }
         if self.latency_reference is not None:
             out["latency_reference_ms"] = self.latency_reference.median_ms
+        if self.latency_speedup is not None:
+            out["latency_vs_reference"] = self.latency_speedup.to_dict()
         return out
 
     def _form_dict(self) -> dict[str, Any]:
         return {"form": self.form, "params": self.params, "macs": self.macs,
                 "size_bytes": self.size_bytes, "latency_ms": self.latency_ms,
                 "latency_device": None if self.latency is None else self.latency.device,
+                "latency_vs_masked": None if self.latency_speedup is None
+                else self.latency_speedup.to_dict(),
                 "max_abs_diff": self.max_abs_diff, "note": self.note}
 
 
@@ -351,16 +353,20 @@ class Meter:
         """The unpruned reference's latency, timed interleaved with `latency()`'s runs."""
         return self._latencies()[1]
 
-    def _latencies(self, stop: Stop | None = None) -> tuple[Latency, Latency | None]:
-        def measure() -> tuple[Latency, Latency | None]:
+    def latency_speedup(self) -> Speedup | None:
+        """How much faster the current model ran than the reference, in the same rounds."""
+        return self._latencies()[2]
+
+    def _latencies(self, stop: Stop | None = None
+                   ) -> tuple[Latency, Latency | None, Speedup | None]:
+        def measure() -> tuple[Latency, Latency | None, Speedup | None]:
             if self.reference is None:
-                return measure_latency(
-                    self.session.model, self._latency_input, runs=self.latency_runs
-                ), None
-            return measure_latency_pair(
-                self.session.model, self.reference, self._latency_input,
-                runs=self.latency_runs, stop=stop,
-            )
+                alone = time_against([], self.session.model, self._latency_input,
+                                     runs=self.latency_runs, stop=stop)
+                return alone.reference, None, None
+            timing = time_against([self.session.model], self.reference, self._latency_input,
+                                  runs=self.latency_runs, stop=stop)
+            return timing.candidates[0], timing.reference, timing.speedups[0]
 
         return self._cached("latency", measure)
 
@@ -411,6 +417,7 @@ class Meter:
             latency=self.latency() if timed else None,
             layers=self.session.results(),
             latency_reference=self.latency_reference() if timed else None,
+            latency_speedup=self.latency_speedup() if timed else None,
             notes=tuple(self.session.notes),
             evaluation_full=full,
             population=self.population,

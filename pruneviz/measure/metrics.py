@@ -3,24 +3,23 @@
 Every number here is measured on the real model: the metric by running the eval data,
 sizes by serialising the actual files, latency by timing repeated forward passes on the
 device the model is on (on a GPU, each timed pass waits for the GPU to finish: CUDA runs
-asynchronously) and saying which device that was.
+asynchronously) and saying which device that was; comparisons of latency go through the
+one timing routine, `timing.time_against`.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from pruneviz.core.layers import eval_mode, model_device
+from pruneviz.core.layers import eval_mode
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled
 from pruneviz.measure.machine import compute_turn
+from pruneviz.measure.timing import Latency, Stop, synchronize, time_against
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,6 @@ class EvalResult:
             return (max(0.0, centre - half), min(1.0, centre + half))
         half = z * self.stderr * shrink
         return (self.metric - half, self.metric + half)
-
-
-Stop = Callable[[], bool]  # returns True when a long measurement should stop
 
 
 def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024, *,
@@ -123,117 +119,14 @@ def count_params(model: nn.Module) -> ParamCounts:
     return ParamCounts(total, nonzero)
 
 
-@dataclass(frozen=True)
-class Latency:
-    """Latency of a forward pass on `device` ("cpu", "cuda:0", ...): median and spread over
-    timed runs; `threads` are the CPU threads torch uses."""
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    batch_size: int
-    threads: int
-    runs: int
-    device: str = "cpu"
-
-    @property
-    def where(self) -> str:
-        """The device for a sentence: "CPU" or the GPU's name ("cuda:0")."""
-        return "CPU" if self.device == "cpu" else self.device
-
-    def conditions(self) -> str:
-        """How it was measured, for people: "on CPU, batch 64, 2 threads, 20 runs" (on a
-        GPU without the threads, which do not run it)."""
-        threads = f"{self.threads} threads, " if self.device == "cpu" else ""
-        return f"on {self.where}, batch {self.batch_size}, {threads}{self.runs} runs"
-
-
-def _summarise(times: list[float], batch_size: int, device: torch.device) -> Latency:
-    ordered = sorted(times)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
-
-    return Latency(
-        median_ms=statistics.median(times),
-        p10_ms=pick(0.1),
-        p90_ms=pick(0.9),
-        batch_size=batch_size,
-        threads=torch.get_num_threads(),
-        runs=len(times),
-        device=str(device),
-    )
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait until `device` has finished its queued work (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(model: nn.Module, example: Tensor, device: torch.device) -> float:
-    synchronize(device)  # nothing queued earlier is counted
-    start = time.perf_counter()
-    model(example)
-    synchronize(device)  # the pass itself, not just its launch
-    return (time.perf_counter() - start) * 1000.0
-
-
-def _device(model: nn.Module, example: Tensor) -> torch.device:
-    """Where the timed passes run: the model's device (the example's without parameters)."""
-    return model_device(model, default=example.device)
-
-
 def measure_latency(
     model: nn.Module, example: Tensor, *, runs: int = 20, warmup: int = 3
 ) -> Latency:
     """Time `runs` forward passes of `example` after `warmup` untimed ones (eval, no grad),
-    on the model's device (`example` must be there too)."""
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
-    device = _device(model, example)
-    with eval_mode(model), torch.inference_mode():
-        for _ in range(warmup):
-            with compute_turn():
-                model(example)
-        times: list[float] = []
-        for _ in range(runs):
-            with compute_turn():  # no other pass of this process overlaps a timed one
-                times.append(_timed(model, example, device))
-    return _summarise(times, int(example.shape[0]), device)
+    on the model's device (`example` must be there too). To compare two models, time them
+    together: `timing.time_against`."""
+    return time_against([], model, example, runs=runs, warmup=warmup).reference
 
 
-def measure_latency_pair(
-    model: nn.Module, reference: nn.Module, example: Tensor, *, runs: int = 20,
-    warmup: int = 3, stop: Stop | None = None,
-) -> tuple[Latency, Latency]:
-    """Time `model` and `reference` alternately, run for run, so that changing machine load
-    (another program, the browser redrawing) hits both alike; returns both latencies.
-    `stop` is asked before each pair; when it says so, `Cancelled` is raised. Both
-    models and `example` must be on one device."""
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
-    device = _device(model, example)
-    with eval_mode(model), eval_mode(reference), torch.inference_mode():
-        for _ in range(warmup):
-            if stop is not None and stop():
-                raise Cancelled("the latency measurement was stopped")
-            with compute_turn():
-                model(example)
-                reference(example)
-        times: list[float] = []
-        reference_times: list[float] = []
-        for i in range(runs):
-            if stop is not None and stop():
-                raise Cancelled("the latency measurement was stopped")
-            # Alternate which goes first, so neither always runs on a warmer cache; the
-            # pair is one turn, so no other pass of this process overlaps either.
-            with compute_turn():
-                if i % 2:
-                    reference_times.append(_timed(reference, example, device))
-                    times.append(_timed(model, example, device))
-                else:
-                    times.append(_timed(model, example, device))
-                    reference_times.append(_timed(reference, example, device))
-    batch = int(example.shape[0])
-    return _summarise(times, batch, device), _summarise(reference_times, batch, device)
+__all__ = ["EvalResult", "Latency", "ParamCounts", "Stop", "count_params", "evaluate",
+           "measure_latency", "synchronize"]

@@ -4,8 +4,8 @@ Zeroed weights do not make dense kernels faster. A Linear layer, or a 1x1 Conv2d
 stride 1, no padding or dilation and one group (a matmul over channels), whose weight is
 mostly zero can be run as a CSR sparse x dense product instead. Whether that pays depends on
 the layer's shape, its sparsity, the batch and the machine, so `sparse_deploy` decides per
-layer by timing both versions on the layer's real input, and keeps the dense one unless
-CSR is clearly faster.
+layer by timing both versions on the layer's real input (the one timing routine,
+`timing.interleaved_times`), and keeps the dense one unless CSR is measurably faster.
 
 How the CSR product is formed (measured on this project's 2-core machines, torch 2.13 CPU
 with MKL, 4096x4096 weight, interleaved medians):
@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,13 +40,12 @@ from torch import Tensor, nn
 
 from pruneviz.core.layers import eval_mode
 from pruneviz.errors import ModelError
-from pruneviz.measure.metrics import synchronize
 from pruneviz.measure.storage import dense_bytes, smallest_index_dtype
+from pruneviz.measure.timing import WARMUP, interleaved_times, speedup
 
 CSR = "csr"
 DENSE = "dense"
 TOLERANCE = 1e-5  # largest allowed max|deployed - dense| / max|dense| on the example
-WARMUP = 3
 _FLOAT_TYPES = (torch.float32, torch.float64)
 
 
@@ -217,6 +215,7 @@ class LayerDeployment:
     dense_ms: float
     sparse_ms: float
     chosen: str  # "csr" or "dense"
+    speedup_low: float = 0.0  # lower end of the 95% interval of dense / CSR per round
 
     @property
     def speedup(self) -> float:
@@ -318,32 +317,6 @@ def _capture_inputs(
     return inputs, output
 
 
-def _time_interleaved(modules: list[nn.Module], inputs: list[Tensor], runs: int) -> list[float]:
-    """Median ms of each module over all `inputs`, the modules timed in turn, run for run."""
-
-    device = inputs[0].device if inputs else torch.device("cpu")
-
-    def once(module: nn.Module) -> float:
-        synchronize(device)
-        start = time.perf_counter()
-        for x in inputs:
-            module(x)
-        synchronize(device)  # on a GPU: the passes themselves, not only their launch
-        return (time.perf_counter() - start) * 1000.0
-
-    times: list[list[float]] = [[] for _ in modules]
-    order = list(range(len(modules)))
-    with torch.inference_mode():
-        for _ in range(WARMUP):
-            for module in modules:
-                once(module)
-        for i in range(runs):
-            # Alternate the order, so machine load and warm caches hit all alike.
-            for k in order if i % 2 == 0 else order[::-1]:
-                times[k].append(once(modules[k]))
-    return [statistics.median(t) for t in times]
-
-
 def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
     """Put `new` at dotted module path `path` (not the root) of `model`."""
     parent_name, _, child = path.rpartition(".")
@@ -392,9 +365,11 @@ def sparse_deploy(
 
     Every exactly-nn.Linear and pointwise nn.Conv2d (see `_eligible`) whose sparsity is at
     least `min_sparsity` (a cheap pre-filter) and which runs on `example` is timed dense and
-    as CSR on its own captured input (median of `runs` after warm-up, inference mode, run
-    alternately; for a conv, `sparse_ms` is the faster of SparseConv1x1's two forms); CSR
-    replaces it only if `sparse_ms < margin * dense_ms`. The input model
+    as CSR on its own captured input (`timing.interleaved_times`: `runs` interleaved rounds
+    after warm-up; for a conv, `sparse_ms` is the faster of SparseConv1x1's two forms); CSR
+    replaces it only if the lower end of the 95% interval of its per-round speed-up over
+    dense (`timing.speedup`) is above 1 / `margin`: measurably faster, by the margin (below
+    6 rounds there is no interval, and nothing is converted). The input model
     is never changed. `layers` lists every layer timed, kept dense or not; a layer that does
     not run on `example` (e.g. MultiheadAttention's out_proj) is not timed and stays dense.
     `progress(done, total)` is called after each timed layer. Raises ModelError if the
@@ -417,13 +392,19 @@ def sparse_deploy(
     layers: list[LayerDeployment] = []
     for done, (name, module, sparsity) in enumerate(measured, start=1):
         forms = _sparse_forms(module)
-        dense_ms, *form_ms = _time_interleaved([module, *forms], inputs.pop(id(module)), runs)
+        times = interleaved_times([module, *forms], inputs.pop(id(module)), runs=runs,
+                                  warmup=WARMUP)
+        dense_ms = statistics.median(times[0])
+        form_ms = [statistics.median(t) for t in times[1:]]
         sparse_ms = min(form_ms)
-        sparse = forms[form_ms.index(sparse_ms)]
+        best = form_ms.index(sparse_ms)
+        sparse = forms[best]
         sparse.train(module.training)
-        chosen = CSR if sparse_ms < margin * dense_ms else DENSE
+        gain = speedup(times[best + 1], times[0])
+        # CSR only when the interval says it is faster, by at least the margin's worth.
+        chosen = CSR if gain.low * margin > 1.0 else DENSE
         layers.append(LayerDeployment(name or type(module).__name__, type(module).__name__,
-                                      sparsity, dense_ms, sparse_ms, chosen))
+                                      sparsity, dense_ms, sparse_ms, chosen, gain.low))
         if chosen == CSR:
             if not name:  # the model is itself one layer
                 deployed = sparse

@@ -145,7 +145,8 @@ def metric_rows(baseline: Report, pruned: Report) -> list[MetricRow]:
     """The metrics table: the unpruned baseline against the pruned model, as measured.
 
     The baseline's latency is the unpruned model timed interleaved with the pruned one
-    when the pruned report has that reference, else the baseline's own (if measured)."""
+    when the pruned report has that reference, else the baseline's own (if measured); the
+    change is the speed-up from those interleaved rounds (`latency_change`)."""
     b_ev, p_ev = baseline.evaluation, pruned.evaluation
     percent = p_ev.metric_name in ("accuracy",) or p_ev.metric_name.startswith("top")
 
@@ -180,11 +181,23 @@ def metric_rows(baseline: Report, pruned: Report) -> list[MetricRow]:
     ):
         rows.append(MetricRow(label, _bytes(b_size), _bytes(p_size), _ratio(p_size, b_size)))
     b_lat = pruned.latency_reference or baseline.latency
-    p_lat = pruned.latency
-    rows.append(MetricRow(
-        "CPU latency (median)", _latency(b_lat), _latency(p_lat),
-        _ratio(p_lat.median_ms, b_lat.median_ms) if p_lat and b_lat else ""))
+    rows.append(MetricRow("CPU latency (median)", _latency(b_lat), _latency(pruned.latency),
+                          latency_change(pruned)))
     return rows
+
+
+def latency_change(pruned: Report) -> str:
+    """The latency cell of the change column: the speed-up over the unpruned model timed in
+    the same rounds with its interval, a verdict only when the interval excludes 1x; never
+    a change between timings made at different moments (they differ by machine load)."""
+    gain, reference = pruned.latency_speedup, pruned.latency_reference
+    if pruned.latency is None:
+        return ""
+    if gain is None or reference is None:
+        return "not compared: the unpruned model was not timed in the same rounds"
+    said = gain.text()
+    busy = reference.busy()
+    return said if busy is None else f"{said}; timed on a busy machine, unreliable"
 
 
 def _amount(entry: LayerPlan) -> str:

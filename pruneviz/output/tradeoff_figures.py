@@ -1,5 +1,5 @@
 """Plotly figures of the recorded experiments: each configuration's metric against a
-cost, with the Pareto front, and each one at the latency of its fastest deployable form.
+cost, with the Pareto front, and each one at the latency of the deployable form to ship.
 
 Pure functions from experiments and plain numbers to `go.Figure`, drawn in the style of
 figures.py; each stores the numbers it was drawn from in `fig.layout.meta`.
@@ -157,8 +157,11 @@ def tradeoff_scatter(
     return go.Figure(traces, layout)
 
 
-# -- 7. fastest deployable form -----------------------------------------------------------------
+# -- 7. the deployable form to ship -----------------------------------------------------------
 FORM_COLOURS = {"masked": "#9D9D9D", "slimmed": "#54A24B", "sparse-deployed": "#B279A2"}
+FORM_NAMES = {"masked": "masked (no form measurably faster)",
+              "slimmed": "slimmed (measurably faster)",
+              "sparse-deployed": "sparse-deployed (measurably faster)"}
 
 
 def best_form_scatter(
@@ -169,8 +172,9 @@ def best_form_scatter(
     *,
     metric_name: str,
 ) -> go.Figure:
-    """Each configuration at the latency of its fastest correct deployable form, coloured
-    by which form that is (masked, slimmed, sparse-deployed)."""
+    """Each configuration at the latency of the deployable form to ship for speed, coloured
+    by which form that is: slimmed or sparse-deployed only when it measured faster than
+    masked (`forms.Forms.choice`), masked when no form is measurably faster."""
     if not len(labels) == len(latency_ms) == len(metric) == len(forms):
         raise ValueError("labels, latency_ms, metric and forms must have the same length")
     traces = []
@@ -179,14 +183,14 @@ def best_form_scatter(
         if picked:
             traces.append(go.Scatter(
                 x=[latency_ms[i] for i in picked], y=[metric[i] for i in picked],
-                mode="markers", name=f"fastest form: {form}",
+                mode="markers", name=FORM_NAMES[form],
                 marker={"color": colour, "size": 10},
                 text=[labels[i] for i in picked],
                 hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + form + "</extra>",
             ))
     return go.Figure(
         data=traces,
-        layout=_layout(f"{metric_name} vs latency of the fastest deployable form",
+        layout=_layout(f"{metric_name} vs latency of the deployable form to ship",
                        "latency (ms, batch 64)", metric_name,
                        meta={"forms": list(forms)}),
     )
@@ -274,6 +278,7 @@ def history_tree(points: Sequence[Experiment], *, metric_name: str, current: int
 
 __all__ = ["history_lanes", "history_parent", "history_tree",
     "FORM_COLOURS",
+    "FORM_NAMES",
     "TECHNIQUE_STYLES",
     "best_form_scatter",
     "tradeoff_scatter",

@@ -25,7 +25,7 @@ from typing import Any
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
 from pruneviz.errors import PlanError
-from pruneviz.measure.forms import best_form, masked_form, slimmed_form, sparse_form
+from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import count_params
 from pruneviz.measure.storage import sparse_size
@@ -97,12 +97,10 @@ def measure(bench: Workbench, kind: BudgetKind) -> float:
 
 
 def best_latency(bench: Workbench) -> float:
-    """Median latency (ms) of the fastest deployable form of the current plan."""
-    batch = bench.meter.latency_input
-    forms = [masked_form(bench.session, batch, runs=LATENCY_RUNS),
-             slimmed_form(bench.session, batch, runs=LATENCY_RUNS)[0],
-             sparse_form(bench.session, batch, runs=LATENCY_RUNS)[0]]
-    latency = best_form(forms).latency_ms
+    """Median latency (ms) of the deployable form of the current plan to ship for speed
+    (`Forms.choice`: masked unless another form is measurably faster)."""
+    forms = measure_forms(bench.session, bench.meter.latency_input, runs=LATENCY_RUNS)
+    latency = forms.choice().latency_ms
     assert latency is not None
     return latency
 

@@ -70,6 +70,9 @@ class Experiment:
     eval_samples: int = 0  # how many samples the metric was measured on
     final: bool = True  # the metric is the whole evaluation set's (False: a live subset's)
     latency_device: str | None = None  # where latency_ms was timed ("cpu", "cuda:0")
+    # against the unpruned model timed in the same rounds: "1.73x faster (95% CI ...)" or
+    # "within noise (...)" (timing.Speedup.text); None: not timed against it
+    latency_vs_unpruned: str | None = None
     parent: int | None = None  # the experiment this one came from (None: the unpruned model)
 
     @property
@@ -170,7 +173,8 @@ class ExperimentLog:
             existing = self._experiments[index]
             if existing.latency_ms is None and report.latency is not None:
                 existing = replace(existing, latency_ms=latency,
-                                   latency_device=report.latency.device)
+                                   latency_device=report.latency.device,
+                                   latency_vs_unpruned=_versus(report))
             if existing.size_gzip_bytes is None and report.sizes.gzip is not None:
                 existing = replace(existing, size_gzip_bytes=report.sizes.gzip)
             if not existing.final and report.final:
@@ -282,7 +286,13 @@ def experiment_from(report: Report, id: int, label: str, plan: Plan,
         eval_samples=best.samples,
         final=report.final,
         latency_device=None if report.latency is None else report.latency.device,
+        latency_vs_unpruned=_versus(report),
     )
+
+
+def _versus(report: Report) -> str | None:
+    """The report's speed-up over the unpruned model in the same rounds, for people."""
+    return None if report.latency_speedup is None else report.latency_speedup.text()
 
 
 def _log_key(plan: Plan, weights: str, technique: str = PRUNE) -> str:

@@ -47,6 +47,7 @@ from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.data.sources import Source, load_source
 from pruneviz.measure.machine import release_memory
 from pruneviz.measure.metrics import evaluate, synchronize
+from pruneviz.measure.timing import Speedup, speedup
 from pruneviz.workflows.workbench import Workbench, workbench_for
 
 TARGETS = {
@@ -130,16 +131,17 @@ def _all_layer_plans(bench: Workbench, amounts: list[float]) -> list[Plan]:
 
 
 def _interleaved(bench: Workbench, theirs_move: Callable[[Plan], None], plans: list[Plan],
-                 device: torch.device) -> tuple[float, float]:
+                 device: torch.device) -> tuple[float, float, Speedup]:
     """Medians (ms) of our session and torch.nn.utils.prune going through `plans` in
-    order, one move each in turn (the first plan only sets both up)."""
+    order, one move each in turn (the first plan only sets both up), and our speed-up
+    over torch's with its interval (`timing.speedup`: each plan's two moves are a pair)."""
     bench.session.apply(plans[0])
     theirs_move(plans[0])
     ours, theirs = [], []
     for plan in plans[1:]:
         ours.append(_ms(lambda: bench.session.apply(plan), device))  # noqa: B023
         theirs.append(_ms(lambda: theirs_move(plan), device))  # noqa: B023
-    return statistics.median(ours), statistics.median(theirs)
+    return statistics.median(ours), statistics.median(theirs), speedup(ours, theirs)
 
 
 def _torch_reprune(bench: Workbench) -> Callable[[Plan], None]:
@@ -211,8 +213,8 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
     rss_now = rss_mb()  # before the baseline's own model copy and masks exist
     rss_end, session_rss = rss_now - rss_before, rss_now - rss_loaded
     theirs_move = _torch_reprune(bench)
-    ours_ms, theirs_ms = _interleaved(bench, theirs_move, drag, loaded.device)
-    jump_ms, theirs_jump_ms = _interleaved(bench, theirs_move, jumps, loaded.device)
+    ours_ms, theirs_ms, drag_gain = _interleaved(bench, theirs_move, drag, loaded.device)
+    jump_ms, theirs_jump_ms, jump_gain = _interleaved(bench, theirs_move, jumps, loaded.device)
     bench.session.reset()
     result: dict[str, Any] = {
         "name": "live_model",
@@ -231,9 +233,11 @@ def bench_live_model(source: Source, *, moves: int = 5, seed: int = 0) -> dict[s
         "move_all_layers_ms": ours_ms,
         "torch_prune_all_layers_ms": theirs_ms,
         "move_all_layers_ratio": ours_ms / theirs_ms if theirs_ms else None,
+        "move_all_layers_speedup": drag_gain.to_dict(),
         "jump_all_layers_ms": jump_ms,
         "torch_prune_jump_all_layers_ms": theirs_jump_ms,
         "jump_all_layers_ratio": jump_ms / theirs_jump_ms if theirs_jump_ms else None,
+        "jump_all_layers_speedup": jump_gain.to_dict(),
         "rss_mb": rss_end,
         "session_rss_mb": session_rss,
         "rss_after_open_mb": rss_open,

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from pruneviz.core.plan import Plan
 from pruneviz.errors import PrunevizError
-from pruneviz.measure.forms import all_forms, best_form
+from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import Report, latency_batch
 from pruneviz.measure.metrics import EvalResult, Stop, evaluate
 from pruneviz.measure.storage import dense_bytes, gzip_size
@@ -238,7 +238,7 @@ class Workspace:
                                                     stop=stop))
         reference = report.latency_reference
         if meter.known("latency", empty) is None and reference is not None:
-            meter.remember("latency", empty, (reference, reference))
+            meter.remember("latency", empty, (reference, reference, None))
         self.log.record(self.baseline(), self.bench.session.stamp(empty), weights=ORIGINAL)
 
     def _refined(self, report: Report) -> None:
@@ -297,8 +297,9 @@ class Workspace:
 
     def measure_best_forms(self, runs: int = 10) -> None:
         """Measure the deployable forms (masked, slimmed, sparse) of every recorded pruning
-        configuration not measured yet, each on the weights it was measured with, and keep
-        the fastest in `best_forms`."""
+        configuration not measured yet, each on the weights it was measured with, timed
+        together, and keep the one to ship for speed in `best_forms` (`Forms.choice`: masked
+        unless another is measurably faster)."""
         self.settle()
         session = self.bench.session
         current, weights = session.plan, self._weights
@@ -318,8 +319,8 @@ class Workspace:
                     loaded = name
                 for experiment in group:
                     with session.applied(self.log.plan(experiment.id)):
-                        self.best_forms[experiment.id] = best_form(
-                            all_forms(session, batch, runs=runs))
+                        self.best_forms[experiment.id] = measure_forms(
+                            session, batch, runs=runs).choice()
         finally:
             if loaded != weights:  # the same values bit for bit: the meter's cache stays valid
                 load_weights(session, self.weights_state(weights))
