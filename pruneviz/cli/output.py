@@ -88,6 +88,10 @@ def allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
     if outcome.predicted_metric is not None:
         lines.append(f"predicted {metric_name} {outcome.predicted_metric:.4f} from the "
                      f"sensitivity curves (measured {outcome.report.evaluation.metric:.4f})")
+    if outcome.outlier_ratios is not None:
+        lines.append("outliers  share of each layer's wanda scores above 5x their mean (owl "
+                     "prunes layers with more of them less): " + ", ".join(
+                         f"{name} {ratio:.2%}" for name, ratio in outcome.outlier_ratios.items()))
     lines += [f"note: {note}" for note in outcome.notes]
     return lines
 

@@ -34,8 +34,8 @@ class Decision:
     @property
     def threshold(self) -> float | None:
         """The threshold in score units: given, or the one the sparsity amounted to."""
-        if self.granularity.n_m is not None:
-            return None
+        if self.granularity.n_m is not None or self.table.rows is not None:
+            return None  # N:M, or ranked within rows: no one threshold for the layer
         if self.given_threshold is not None:
             return self.given_threshold
         return self.table.threshold_for(self.pruned)
@@ -130,6 +130,12 @@ def global_pruned(
         if section.sparsity is None:
             raise PlanError("a global section needs a sparsity or a threshold")
         ranked = list(tables)
+        if any(t.rows is not None for t in tables):
+            raise PlanError(
+                f"criterion {section.criterion!r} compares weights within each output row "
+                "of a layer, so one ranking across layers does not apply to it; prune each "
+                "layer by its own sparsity (uniform, or an owl allocation), or choose "
+                "another criterion for the global ranking")
         if section.granularity.structured:
             # Filters of different layers (and groups averaged over several layers)
             # are on different scales: rank them relative to their own layer's mean.
