@@ -18,7 +18,7 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, user_errors
-from pruneviz.core.criteria import iter_criteria
+from pruneviz.core.explain import compare_criteria
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan
 from pruneviz.output.figures import (
@@ -84,19 +84,15 @@ else:
 
     if g.structured:
         st.subheader("Where the criteria disagree")
-        pruned_by = {}
-        skipped = []
-        for spec in iter_criteria(g):
-            if session.unsupported(name, g, spec.name) is not None:
-                skipped.append(spec.name)
-                continue
-            other = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))[0]
-            structures = session.structures(name, g)
-            pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).cpu().numpy()
+        with user_errors("The criteria could not be compared"):
+            compared = compare_criteria(session, name, g, amount / 100)
+        pruned_by = {c: p.cpu().numpy() for c, p in compared.pruned_by.items()}
         st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
                         key=INSPECT_DISAGREE_KEY)
-        if skipped:
-            st.caption(f"Not applicable to {name}: {', '.join(skipped)}.")
+        for note in compared.notes:  # lsh without duplicates, criteria choosing alike
+            st.info(note, icon=":material/info:")
+        if compared.skipped:
+            st.caption(f"Not applicable to {name}: {', '.join(compared.skipped)}.")
     else:
         st.caption("Choose the filter or channel granularity to compare which structures "
                    "each criterion would remove.")

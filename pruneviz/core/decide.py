@@ -130,15 +130,12 @@ def global_pruned(
         if section.sparsity is None:
             raise PlanError("a global section needs a sparsity or a threshold")
         ranked = list(tables)
-        if any(t.rows is not None for t in tables):
-            raise PlanError(
-                f"criterion {section.criterion!r} compares weights within each output row "
-                "of a layer, so one ranking across layers does not apply to it; prune each "
-                "layer by its own sparsity (uniform, or an owl allocation), or choose "
-                "another criterion for the global ranking")
-        if section.granularity.structured:
-            # Filters of different layers (and groups averaged over several layers)
-            # are on different scales: rank them relative to their own layer's mean.
+        if section.granularity.structured or any(t.rows is not None for t in tables):
+            # Filters of different layers (and groups averaged over several layers), and
+            # scores weighed by each layer's own inputs (wanda), are on different scales:
+            # rank them relative to their own layer's mean. The ranking says how many
+            # each layer loses; a criterion that compares within rows then takes them
+            # row by row (ScoreTable.keep).
             ranked = [relative(t) for t in tables]
         pruned = global_counts(ranked, sizes, section.sparsity, section.max_layer_sparsity,
                                coupled)
