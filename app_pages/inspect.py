@@ -76,11 +76,16 @@ else:
                          log_y=log_y),
         key=INSPECT_HIST_KEY,
     )
+    one_cut = g.n_m is None and table.rows is None  # else no one cut through the scores
     right.plotly_chart(
-        score_bars(table.sorted.cpu().numpy(), pruned if g.n_m is None else 0, layer=name,
+        score_bars(table.sorted.cpu().numpy(), pruned if one_cut else 0, layer=name,
                    criterion=criterion, unit=unit, threshold=threshold if pruned else None),
         key=INSPECT_SCORES_KEY,
     )
+    if table.rows is not None:
+        right.caption(f"{criterion} ranks each of the {table.rows} output rows on its own, "
+                      "so the same share goes from every row: the chart shows the layer's "
+                      "scores, not one cut through them.")
 
     if g.structured:
         st.subheader("Where the criteria disagree")

@@ -271,11 +271,16 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
         g = Granularity(result.granularity)
         table, pruned_count = decided
         unit = {"filter": "filter", "channel": "channel"}.get(g.value, "weight")
+        one_cut = g.n_m is None and table.rows is None  # else no one cut through the scores
         st.plotly_chart(
-            score_bars(table.sorted.cpu().numpy(), pruned_count if g.n_m is None else 0,
+            score_bars(table.sorted.cpu().numpy(), pruned_count if one_cut else 0,
                        layer=selected, criterion=result.criterion, unit=unit,
                        threshold=result.threshold if pruned_count else None),
             key=PRUNE_SCORES_KEY)
+        if table.rows is not None:
+            st.caption(f"{result.criterion} ranks each of the {table.rows} output rows on its "
+                       "own: the same share goes from every row, so the chart shows the "
+                       "layer's scores, not one cut through them.")
     else:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
 
