@@ -91,7 +91,7 @@ def allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
     if outcome.outlier_ratios is not None:
         lines.append("outliers  share of each layer's wanda scores above 5x their mean (owl "
                      "prunes layers with more of them less): " + ", ".join(
-                         f"{name} {ratio:.2%}" for name, ratio in outcome.outlier_ratios.items()))
+                         f"{name} {ratio:.3%}" for name, ratio in outcome.outlier_ratios.items()))
     lines += [f"note: {note}" for note in outcome.notes]
     return lines
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pruneviz.core.criteria import iter_criteria
+from pruneviz.core.criteria import get_criterion, iter_criteria
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan
 from pruneviz.core.session import PruningSession
+from pruneviz.errors import PrunevizError
 
 # lsh_scores puts every bucket's strongest structure at 0.5 or above and every other
 # member of a bucket (a near-duplicate) below it.
@@ -98,14 +99,18 @@ def identical_choices(pruned_by: Mapping[str, Tensor]) -> list[list[str]]:
     return [g for g in groups if len(g) > 1]
 
 
+def _listed(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
 def identical_note(layer: str, unit: str, sparsity: float,
                    pruned_by: Mapping[str, Tensor]) -> list[str]:
     """One sentence per group of criteria that remove the same structures of `layer`."""
     notes = []
     for names in identical_choices(pruned_by):
         pruned = pruned_by[names[0]]
-        together = ", ".join(names[:-1]) + f" and {names[-1]}"
-        notes.append(f"{layer}: {together} remove the same {int(pruned.sum())} of "
+        notes.append(f"{layer}: {_listed(names)} remove the same {int(pruned.sum())} of "
                      f"{pruned.numel()} {unit}s at {sparsity:.0%}: choosing between them "
                      "changes nothing here")
     return notes
@@ -132,6 +137,9 @@ def compare_criteria(
     pruned_by: dict[str, Tensor] = {}
     skipped: dict[str, str] = {}
     for name in names:
+        if get_criterion(name).needs_data and session.calibration is None:
+            skipped[name] = "needs calibration data, which this session has none of"
+            continue
         reason = session.unsupported(layer, granularity, name)
         if reason is not None:
             skipped[name] = reason
@@ -167,16 +175,21 @@ def plan_notes(session: PruningSession) -> list[str]:
         share = float(chosen.float().mean())
         same = []
         for spec in iter_criteria(g):
-            if spec.name in (entry.criterion, "random") or session.unsupported(
-                    layer, g, spec.name):
+            if spec.name in (entry.criterion, "random") or (
+                    spec.needs_data and session.calibration is None):
                 continue
-            other = pruned_structures(session, layer, LayerPlan(g, spec.name,
-                                                                sparsity=share))
+            try:
+                if session.unsupported(layer, g, spec.name):
+                    continue
+                other = pruned_structures(session, layer, LayerPlan(g, spec.name,
+                                                                    sparsity=share))
+            except PrunevizError:  # a criterion that cannot score here has nothing to say
+                continue
             if torch.equal(other, chosen):
                 same.append(spec.name)
         if same:
             unit = unit_name(session, layer, g)
-            notes.append(f"{layer}: {', '.join(same)} would remove the same "
+            notes.append(f"{layer}: {_listed(same)} would remove the same "
                          f"{int(chosen.sum())} of {chosen.numel()} {unit}s as "
                          f"{entry.criterion}")
     return notes
