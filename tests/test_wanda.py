@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from fixtures.sessions import bench_for
 from torch import Tensor, nn
 
-from pruneviz.core.criteria import Comparison, get_criterion, input_sq, iter_criteria
+import pruneviz.core.criteria as criteria
+from pruneviz.core.criteria import (
+    Comparison,
+    get_criterion,
+    input_sq,
+    iter_criteria,
+    register_criterion,
+)
 from pruneviz.core.explain import compare_criteria, identical_choices, lsh_note, plan_notes
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.masks import lowest_pruned_per_row, row_counts
@@ -167,6 +174,18 @@ def test_wanda_declares_row_comparison_and_needs_data() -> None:
     assert get_criterion("l1").comparison is Comparison.LAYER
     assert "wanda" in [s.name for s in iter_criteria(U)]
     assert "wanda" in [s.name for s in iter_criteria(Granularity.FILTER)]
+
+
+def test_a_users_criterion_can_compare_within_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(criteria, "_REGISTRY", dict(criteria._REGISTRY))
+    session, _model, _x = _linear_session()
+    spec = register_criterion("row_l1", lambda i: i.weight.abs().reshape(-1),
+                              unstructured=True, comparison="row")
+    assert spec.comparison is Comparison.ROW
+    session.apply(session.stamp(Plan({"fc1": LayerPlan(U, "row_l1", sparsity=0.25)})))
+    assert ((~session.mask("fc1")).sum(dim=1) == 2).all()
+    with pytest.raises(ValueError, match="comparison must be one of layer, row"):
+        register_criterion("bad", lambda i: i.weight, unstructured=True, comparison="column")
 
 
 # -- comparison within output rows ---------------------------------------------------------------
