@@ -18,7 +18,7 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, user_errors
-from pruneviz.core.criteria import iter_criteria
+from pruneviz.core.explain import compare_criteria
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan
 from pruneviz.output.figures import (
@@ -76,27 +76,28 @@ else:
                          log_y=log_y),
         key=INSPECT_HIST_KEY,
     )
+    one_cut = g.n_m is None and table.rows is None  # else no one cut through the scores
     right.plotly_chart(
-        score_bars(table.sorted.cpu().numpy(), pruned if g.n_m is None else 0, layer=name,
+        score_bars(table.sorted.cpu().numpy(), pruned if one_cut else 0, layer=name,
                    criterion=criterion, unit=unit, threshold=threshold if pruned else None),
         key=INSPECT_SCORES_KEY,
     )
+    if table.rows is not None:
+        right.caption(f"{criterion} ranks each of the {table.rows} output rows on its own, "
+                      "so the same share goes from every row: the chart shows the layer's "
+                      "scores, not one cut through them.")
 
     if g.structured:
         st.subheader("Where the criteria disagree")
-        pruned_by = {}
-        skipped = []
-        for spec in iter_criteria(g):
-            if session.unsupported(name, g, spec.name) is not None:
-                skipped.append(spec.name)
-                continue
-            other = session.preview(name, LayerPlan(g, spec.name, sparsity=amount / 100))[0]
-            structures = session.structures(name, g)
-            pruned_by[spec.name] = (~structures.vectors(other).any(dim=1)).cpu().numpy()
+        with user_errors("The criteria could not be compared"):
+            compared = compare_criteria(session, name, g, amount / 100)
+        pruned_by = {c: p.cpu().numpy() for c, p in compared.pruned_by.items()}
         st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
                         key=INSPECT_DISAGREE_KEY)
-        if skipped:
-            st.caption(f"Not applicable to {name}: {', '.join(skipped)}.")
+        for note in compared.notes:  # lsh without duplicates, criteria choosing alike
+            st.info(note, icon=":material/info:")
+        if compared.skipped:
+            st.caption(f"Not applicable to {name}: {', '.join(compared.skipped)}.")
     else:
         st.caption("Choose the filter or channel granularity to compare which structures "
                    "each criterion would remove.")

@@ -341,10 +341,18 @@ def budget_runs(workdir: Path) -> dict[str, Run]:
                             "--allocate", "uniform", "--out", str(out / "unmet_json"),
                             "--json"),
     }
-    for method in ["uniform", "global", "sensitivity"]:
+    for method in ["uniform", "global", "sensitivity", "owl"]:
         runs[f"sparsity_{method}"] = _call(
             "prune", "sample:digits_mlp", "--target-sparsity", "0.8", "--allocate", method,
             "--out", str(out / method), "--json")
+    runs["wanda"] = _call("prune", "sample:digits_mlp", "--sparsity", "0.5", "--criterion",
+                          "wanda", "--out", str(out / "wanda"), "--json")
+    runs["lsh_text"] = _call("prune", "sample:digits_cnn", "--sparsity", "0.25",
+                             "--granularity", "filter", "--criterion", "lsh",
+                             "--out", str(out / "lsh"))
+    runs["owl_wanda_text"] = _call("prune", "sample:digits_mlp", "--target-sparsity", "0.7",
+                                   "--allocate", "owl", "--criterion", "wanda",
+                                   "--out", str(out / "owl_wanda"))
     return runs
 
 
@@ -399,7 +407,7 @@ def _written_sparsity(out: Path) -> float:
     return 1 - nonzero / total
 
 
-@pytest.mark.parametrize("method", ["uniform", "global", "sensitivity"])
+@pytest.mark.parametrize("method", ["uniform", "global", "sensitivity", "owl"])
 def test_prune_to_a_target_sparsity(budget_runs: dict[str, Run], workdir: Path,
                                     method: str) -> None:
     run = budget_runs[f"sparsity_{method}"]
@@ -425,6 +433,40 @@ def test_prune_to_a_target_sparsity(budget_runs: dict[str, Run], workdir: Path,
     dense = load_file(out / "weights.safetensors")
     state = bench.model.state_dict()
     assert_bit_identical({k: dense[k] for k in state}, {k: v.detach() for k, v in state.items()})
+
+
+def test_prune_with_wanda_prunes_each_output_row_its_share(budget_runs: dict[str, Run],
+                                                           workdir: Path) -> None:
+    data = budget_runs["wanda"].json()
+    assert [layer["sparsity"] for layer in data["layers"]] == [0.5, 0.5, 0.5]
+    assert [layer["threshold"] for layer in data["layers"]] == [None, None, None]
+    dense = load_file(workdir / "budget" / "wanda" / "weights.safetensors")
+    for name in ("fc1", "fc2", "fc3"):
+        weight = dense[f"{name}.weight"]
+        assert ((weight == 0).sum(dim=1) == weight.shape[1] // 2).all()
+
+
+def test_prune_allocated_by_owl_with_wanda_says_the_outlier_ratios(
+        budget_runs: dict[str, Run]) -> None:
+    run = budget_runs["owl_wanda_text"]
+    assert run.returncode == 0, run.stderr
+    assert "allocated owl: measured 70.0% overall sparsity (met)" in run.stdout
+    line = next(line for line in run.stdout.splitlines() if line.startswith("outliers "))
+    for name in ("fc1", "fc2", "fc3"):
+        assert f"{name} " in line
+    sparsities = {row.split()[0]: row.split()[4] for row in run.stdout.splitlines()
+                  if row.split() and row.split()[0] in ("fc1", "fc2", "fc3")}
+    assert len(set(sparsities.values())) > 1  # owl does not prune every layer alike
+
+
+def test_prune_notes_say_lsh_found_no_duplicates_and_ranked_like_l2(
+        budget_runs: dict[str, Run]) -> None:
+    run = budget_runs["lsh_text"]
+    assert run.returncode == 0, run.stderr
+    notes = [line for line in run.stdout.splitlines() if line.startswith("note: conv2: ")]
+    assert any("lsh found no near-duplicate filters among its 64" in n
+               and "exactly as l2 does" in n for n in notes), notes
+    assert any("would remove the same 16 of 64 filters as lsh" in n for n in notes), notes
 
 
 def test_prune_to_a_macs_budget(budget_runs: dict[str, Run]) -> None:

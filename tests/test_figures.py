@@ -606,6 +606,7 @@ BUILDERS: dict[str, Callable[[], go.Figure]] = {
     "overview": lambda: F.layer_overview(["a", "b"], [10, 20], [5, 20], [0.5, 0.5]),
     "kernels": lambda: F.kernel_grid(np.ones((4, 3, 3)), np.ones(4, dtype=bool), layer="l"),
     "disagreement": lambda: F.criteria_disagreement(MASKS, layer="l", unit="filter"),
+    "outlier_ratios": lambda: F.outlier_ratio_bars(["a", "b"], [0.01, 0.0], [0.6, 0.8]),
     "tradeoff": lambda: T.tradeoff_scatter(POINTS, x_field="params_nonzero", x_title="params",
                                            metric_name="accuracy", higher_is_better=True,
                                            baseline=POINTS[0]),

@@ -136,7 +136,7 @@ def test_cancel_stops_the_run_and_keeps_what_was_measured(
     assert not at.button(key="pv_sens_run").disabled
 
 
-def test_compare_records_three_measured_experiments() -> None:
+def test_compare_records_four_measured_experiments() -> None:
     at = start()
     analyse(at)
     at.button(key="pv_sens_compare").click().run()
@@ -144,8 +144,9 @@ def test_compare_records_three_measured_experiments() -> None:
     assert not at.error, [e.value for e in at.error]
     log = list(at.session_state[WORKSPACE_KEY].log)
     labels = [e.label for e in log[1:]]
-    assert len(labels) == 3
-    for label, method in zip(labels, ["uniform", "global", "sensitivity"], strict=True):
+    assert len(labels) == 4
+    for label, method in zip(labels, ["uniform", "global", "sensitivity", "owl"],
+                             strict=True):
         assert label.startswith(f"{method} 80% sparsity"), label
     assert all(e.latency_ms is not None for e in log[1:]), "on the Trade-offs latency chart"
     assert all(e.sparsity == pytest.approx(0.8, abs=0.005) for e in log[1:])
@@ -153,15 +154,25 @@ def test_compare_records_three_measured_experiments() -> None:
     assert bench_of(at).session.plan.is_empty
 
     shown = table(at, "met")
-    assert list(shown["method"]) == ["uniform", "global", "sensitivity"]
-    assert list(shown["met"]) == ["yes", "yes", "yes"]
+    assert list(shown["method"]) == ["uniform", "global", "sensitivity", "owl"]
+    assert list(shown["met"]) == ["yes", "yes", "yes", "yes"]
     measured = [f"{e.metric:.2%}" for e in log[1:]]
     assert list(shown["accuracy (measured)"]) == measured
     predicted = list(shown["accuracy (predicted)"])
     assert predicted[:2] == ["-", "-"]
+    assert predicted[3] == "-"
     outcome = at.session_state[COMPARISON_KEY]["rows"][2].outcome
     assert outcome.predicted_metric is not None
     assert predicted[2] == f"{outcome.predicted_metric:.2%}"
+    # beside the owl row: each layer's outlier ratio, and the sparsity owl gave it
+    owl = at.session_state[COMPARISON_KEY]["rows"][3].outcome
+    assert owl.outlier_ratios is not None
+    chart = figure(at, "sens_owl")
+    assert list(chart.data[0].x) == list(owl.outlier_ratios)
+    assert array(chart.data[0].y) == pytest.approx(
+        [100 * r for r in owl.outlier_ratios.values()])
+    assert array(chart.data[1].y) == pytest.approx(
+        [100 * (owl.plan.layers[n].sparsity or 0.0) for n in owl.outlier_ratios])
 
     at.switch_page("app_pages/tradeoffs.py").run()
     assert not at.exception, at.exception

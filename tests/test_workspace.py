@@ -149,7 +149,7 @@ def test_the_best_forms_are_measured_on_each_experiments_own_weights() -> None:
     assert same(weights_now(space), space.bench.pristine.state_dict())
 
 
-def test_the_budget_comparison_records_the_three_methods() -> None:
+def test_the_budget_comparison_records_every_method() -> None:
     space = fresh()
     bench = space.bench
     result = SensitivityRun(bench.session, bench.eval_data, levels=(0.5, 0.9)).run()
@@ -157,7 +157,11 @@ def test_the_budget_comparison_records_the_three_methods() -> None:
     space.restore_plan(current)
     compared = space.record_budget_comparison(result, Budget(BudgetKind.SPARSITY, 0.6), 0.95)
     assert [c.outcome.method for c in compared] == list(Method)
-    assert [c.experiment.id for c in compared] == [1, 2, 3]
+    assert [c.experiment.id for c in compared] == [1, 2, 3, 4]
+    owl = compared[3].outcome
+    assert owl.outlier_ratios is not None
+    assert set(owl.outlier_ratios) == set(
+        bench.session.layer_names)
     for item in compared:
         assert item.outcome.met
         assert item.experiment.sparsity >= 0.6 - 1e-6

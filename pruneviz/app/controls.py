@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from pruneviz.app.keys import widget_key
+from pruneviz.core.criteria import compares_rows
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
 
@@ -143,7 +144,8 @@ def _layers_plan(values: Mapping[str, Any], layer_names: Sequence[str], plan_now
             continue
         if name in shown and granularity.n_m is not None:
             layers[name] = LayerPlan(granularity, crit)
-        elif name in shown and mode is Mode.THRESHOLD:
+        elif name in shown and mode is Mode.THRESHOLD and not compares_rows(crit, granularity):
+            # (a criterion ranking within rows has no one threshold: its sparsity slider)
             threshold = float(values.get(widget_key("th", name), 0.0))
             if threshold > 0:
                 layers[name] = LayerPlan(granularity, crit, threshold=threshold)

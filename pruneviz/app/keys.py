@@ -91,6 +91,7 @@ SENS_KIND_KEY = "pv_sens_kind"
 SENS_CAP_KEY = "pv_sens_cap"
 SENS_COMPARE_KEY = "pv_sens_compare"
 SENS_PROPOSE_KEY = "pv_sens_propose"
+SENS_OWL_KEY = "sens_owl"  # the budget comparison's outlier-ratio chart (OWL)
 
 
 def sens_value_key(kind: str) -> str:

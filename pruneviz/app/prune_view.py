@@ -19,6 +19,7 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criteria_for, metrics_row, show_metric, shows_percent
+from pruneviz.core.criteria import compares_rows
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.session import PruningSession
 from pruneviz.output.figures import score_bars, weight_histogram
@@ -187,9 +188,12 @@ def amount_control(col: Any, session: PruningSession, name: str, granularity: Gr
     if n_m is not None:
         col.caption(f"{gran}: keeps {n_m[0]} of every {n_m[1]} consecutive "
                     f"input weights ({1 - n_m[0] / n_m[1]:.0%} sparsity)")
-    elif mode is controls.Mode.SPARSITY:
+    elif mode is controls.Mode.SPARSITY or compares_rows(crit, granularity):
         col.slider(f"{name} sparsity %", 0, 100, key=widget_key("sp", name),
                    on_change=follow, args=(session, name), label_visibility="collapsed")
+        if mode is controls.Mode.THRESHOLD:
+            col.caption(f"{crit} ranks the weights of each output row on their own: there is "
+                        "no one threshold for the layer, so it takes a sparsity")
     else:
         table = session.scores(name, granularity, crit)
         top_score = float(table.sorted[-1]) if table.count else 0.0
@@ -267,11 +271,16 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
         g = Granularity(result.granularity)
         table, pruned_count = decided
         unit = {"filter": "filter", "channel": "channel"}.get(g.value, "weight")
+        one_cut = g.n_m is None and table.rows is None  # else no one cut through the scores
         st.plotly_chart(
-            score_bars(table.sorted.cpu().numpy(), pruned_count if g.n_m is None else 0,
+            score_bars(table.sorted.cpu().numpy(), pruned_count if one_cut else 0,
                        layer=selected, criterion=result.criterion, unit=unit,
                        threshold=result.threshold if pruned_count else None),
             key=PRUNE_SCORES_KEY)
+        if table.rows is not None:
+            st.caption(f"{result.criterion} ranks each of the {table.rows} output rows on its "
+                       "own: the same share goes from every row, so the chart shows the "
+                       "layer's scores, not one cut through them.")
     else:
         st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
 

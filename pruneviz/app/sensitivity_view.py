@@ -1,5 +1,5 @@
 """The Sensitivity page's sections: the analysis (progress, curves, ranking) and a budget
-spent three ways."""
+spent four ways."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from pruneviz.app.keys import (
     SENS_CURVES_KEY,
     SENS_HEATMAP_KEY,
     SENS_KIND_KEY,
+    SENS_OWL_KEY,
     SENS_PROPOSE_KEY,
     sens_value_key,
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
 from pruneviz.app.worker import Progress, SensitivityWorker
+from pruneviz.output.figures import outlier_ratio_bars
 from pruneviz.output.run_figures import sensitivity_curves, sensitivity_heatmap
 from pruneviz.workflows.allocation import (
     Budget,
@@ -161,13 +163,15 @@ def show_analysis(worker: SensitivityWorker, bench: Workbench, was_running: bool
 
 
 def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
-    """A budget, three ways: uniform, global and sensitivity-guided plans fitted to it,
-    compared, and the sensitivity plan proposed as this tab's plan."""
+    """A budget, four ways: uniform, global, sensitivity-guided and outlier-weighted (OWL)
+    plans fitted to it, compared, and the sensitivity plan proposed as this tab's plan."""
     st.subheader("Spend a budget where it costs least")
     st.caption(
-        "Three plans are fitted to the budget by measuring the model: **uniform** (the same "
-        "amount on every layer), **global** (one ranking of all layers' structures) and "
-        "**sensitivity** (each layer pruned up to the same marginal cost on its curve above). "
+        "Four plans are fitted to the budget by measuring the model: **uniform** (the same "
+        "amount on every layer), **global** (one ranking of all layers' structures), "
+        "**sensitivity** (each layer pruned up to the same marginal cost on its curve above) "
+        "and **owl** (layers with more outlier weights, by their wanda scores |W|·‖X‖ on "
+        "calibration data, pruned less; Yin et al. 2023). "
         "The sensitivity plan's *predicted* metric adds up the curves' drops, as if the layers "
         "did not interact; the measured one is the real model's. Each plan is recorded as an "
         "experiment, measured with latency."
@@ -193,7 +197,7 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
                                  step=spec.step, format=spec.format,
                                  key=sens_value_key(kind.value))
     cap = cols[2].slider("No layer above (%)", 1, 100, key=SENS_CAP_KEY,
-                         help="A cap for all three methods, so that none empties a layer.")
+                         help="A cap for every method, so that none empties a layer.")
     with user_errors("This budget is not valid"):
         budget = Budget(kind, value * spec.scale)
     compare = cols[3].button("Compare at this budget", type="primary", key=SENS_COMPARE_KEY,
@@ -206,7 +210,7 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
            result.complete, result.samples, budget, cap)
 
     if compare:
-        with st.spinner("Fitting three plans to the budget, then measuring each with "
+        with st.spinner("Fitting each method's plan to the budget, then measuring each with "
                         "latency ..."), user_errors("The comparison failed"):
             compared = state.record_budget_comparison(result, budget, cap / 100)
         stored = {"key": key, "kind": kind, "value": value, "cap": cap, "rows": compared}
@@ -220,7 +224,8 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
 
 
 def comparison_table(bench: Workbench, kind: BudgetKind, current: list[Compared]) -> None:
-    """The three methods' plans at one budget, measured, and any notes on them."""
+    """Each method's plan at one budget, measured, any notes on them, and OWL's outlier
+    ratios beside the sparsities it gave each layer."""
     metric_name = bench.eval_data.metric_name
     accuracy = shows_percent(bench.eval_data)
     spec = BUDGETS[kind]
@@ -245,8 +250,15 @@ def comparison_table(bench: Workbench, kind: BudgetKind, current: list[Compared]
     for c in current:
         for note in c.outcome.notes:
             st.warning(f"{c.outcome.method.value}: {note}")
+    owl = next((c.outcome for c in current if c.outcome.outlier_ratios), None)
+    if owl is not None and owl.outlier_ratios is not None:
+        names = list(owl.outlier_ratios)
+        levels = [(owl.plan.layers[n].sparsity or 0.0) if n in owl.plan.layers else 0.0
+                  for n in names]
+        st.plotly_chart(outlier_ratio_bars(names, [owl.outlier_ratios[n] for n in names],
+                                           levels), key=SENS_OWL_KEY)
     st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
-                 label="All three are in this tab's experiments: compare them on Trade-offs")
+                 label="All of them are in this tab's experiments: compare them on Trade-offs")
 
 
 def propose_plan(bench: Workbench, result: SensitivityResult, budget: Budget, cap: int,

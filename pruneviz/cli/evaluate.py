@@ -19,6 +19,7 @@ from pruneviz.cli.options import (
 )
 from pruneviz.cli.output import allocation_summary, emit, show_budget, write_files
 from pruneviz.cli.sensitivity import run_sensitivity
+from pruneviz.core.explain import plan_notes
 from pruneviz.data.sources import source_from_args
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
@@ -98,16 +99,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise PrunevizError(f"--low-rank must be in (0, 1], got {args.low_rank}")
     bench, report, skipped = measure(args)
     combined = _combined(args, bench)
-    extra = {"combined": [m.to_dict() for m in combined]} if combined else None
-    lines = [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
-             f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
-             + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
-                if m.latency else "")
-             + (f", vs unpruned in the same rounds: {m.latency_speedup.text()}"
-                if m.latency_speedup else "")
-             + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
+    criteria = plan_notes(bench.session)
+    extra: dict[str, Any] = {"combined": [m.to_dict() for m in combined]} if combined else {}
+    if criteria:
+        extra["criterion_notes"] = criteria
+    lines = [f"note: {note}" for note in criteria]
+    lines += [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
+              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
+              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
+                 if m.latency else "")
+              + (f", vs unpruned in the same rounds: {m.latency_speedup.text()}"
+                 if m.latency_speedup else "")
+              + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
     if args.json:
-        emit(args, report, bench.baseline, skipped, extra)
+        emit(args, report, bench.baseline, skipped, extra or None)
     else:
         emit(args, report, bench.baseline, skipped, summary=lines)
     return 0
@@ -166,6 +171,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # The plan is in plan.json (and in the report's "plan"): not repeated here.
         extra["allocation"] = {k: v for k, v in outcome.to_dict().items() if k != "plan"}
         summary = allocation_summary(outcome, report.evaluation.metric_name)
+    criteria = plan_notes(bench.session)
+    if criteria:  # what the criterion did (lsh without duplicates, criteria that agree)
+        extra["criterion_notes"] = criteria
+        summary = [*summary, *(f"note: {note}" for note in criteria)]
     if args.slim:
         extra.update(_slim_outputs(bench, out, latency=args.latency))
     emit(args, report, bench.baseline, skipped, extra, summary)

@@ -73,11 +73,11 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
         for line in summary:
             print(line)
         for key, value in (extra or {}).items():
-            if key == "allocation":  # in `summary`
+            if key in ("allocation", "criterion_notes"):  # in `summary`
                 continue
             if key in ("slim", "sparse_deployed") and isinstance(value, dict):
                 print(form_line(key, value))
-            if key == "fastest_form":
+            elif key == "fastest_form":
                 print("fastest form: " + (value or "none: no form is measurably faster than "
                                           "all the others (within noise)"))
             elif key == "machine_busy":
@@ -119,6 +119,10 @@ def allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
     if outcome.predicted_metric is not None:
         lines.append(f"predicted {metric_name} {outcome.predicted_metric:.4f} from the "
                      f"sensitivity curves (measured {outcome.report.evaluation.metric:.4f})")
+    if outcome.outlier_ratios is not None:
+        lines.append("outliers  share of each layer's wanda scores above 5x their mean (owl "
+                     "prunes layers with more of them less): " + ", ".join(
+                         f"{name} {ratio:.3%}" for name, ratio in outcome.outlier_ratios.items()))
     lines += [f"note: {note}" for note in outcome.notes]
     return lines
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneviz.core.granularity import Granularity
@@ -95,7 +97,9 @@ class CalibrationStats:
 
     `taylor[name]` is sum over batches of |w * dL/dw| (weight-shaped); `out_*`/`in_*`
     are per output/input channel: fraction of non-positive values (zeros after a ReLU)
-    and mean of the positive part.
+    and mean of the positive part. `in_sq[name]` is, per input feature the weight
+    multiplies, the sum of its squares over every calibration input (see `input_sq`):
+    shape (in_features,) for a Linear, (in_channels, *kernel_size) for a convolution.
     """
 
     taylor: dict[str, Tensor]
@@ -104,6 +108,7 @@ class CalibrationStats:
     in_zero_fraction: dict[str, Tensor]
     in_mean: dict[str, Tensor]
     batches: int
+    in_sq: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _channel_dim(module: nn.Module, tensor: Tensor) -> int:
@@ -113,6 +118,43 @@ def _channel_dim(module: nn.Module, tensor: Tensor) -> int:
 def _per_channel(tensor: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     moved = tensor.detach().movedim(dim, 0).reshape(tensor.shape[dim], -1)
     return (moved <= 0).float().mean(dim=1), moved.clamp(min=0).mean(dim=1)
+
+
+def input_sq(module: nn.Module, x: Tensor) -> Tensor | None:
+    """Per input feature of `module`'s weight, the sum of its squared inputs in batch `x`
+    (float64), or None for a module whose weight is not applied to `x` this way.
+
+    Linear: feature j is input column j, summed over every row (and token). Convolution:
+    the weight at (channel c, kernel position p) multiplies column (c, p) of the unfolded
+    input (`F.unfold`, im2col), i.e. the padded input at positions `o * stride + p *
+    dilation` for every output position o; the sum of squares of that column is a
+    convolution of the squared, padded input with an all-ones kernel the size of the
+    output, its stride and dilation swapped — the same numbers without building the
+    unfolded matrix (kernel-size times larger than the input).
+    """
+    x = x.detach()
+    if isinstance(module, nn.Linear):
+        return x.double().pow(2).reshape(-1, x.shape[-1]).sum(dim=0)
+    if not isinstance(module, _CONV):
+        return None
+    kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
+    dims = len(kernel)
+    if x.dim() == dims + 1:  # an unbatched input
+        x = x.unsqueeze(0)
+    pad = list(module._reversed_padding_repeated_twice)
+    if any(pad):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, pad, mode=mode)
+    batch, channels, *spatial = x.shape
+    out = [(spatial[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+           for i in range(dims)]
+    squares = x.float().pow(2).reshape(batch * channels, 1, *spatial)
+    ones = torch.ones(1, 1, *out, dtype=squares.dtype, device=squares.device)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+    sums = conv(squares, ones, stride=dilation, dilation=stride)
+    index: tuple[Any, ...] = (..., *(slice(0, k) for k in kernel))
+    sums = sums[index]
+    return sums.double().reshape(batch, channels, *kernel).sum(dim=0)
 
 
 def collect_calibration_stats(
@@ -125,6 +167,7 @@ def collect_calibration_stats(
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     sums: dict[str, list[Tensor]] = {}
+    squares: dict[str, Tensor] = {}
     handles = []
 
     def add(key: str, zero: Tensor, mean: Tensor) -> None:
@@ -145,6 +188,9 @@ def collect_calibration_stats(
         def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
             if inputs and isinstance(inputs[0], Tensor):
                 add("in:" + name, *_per_channel(inputs[0], _channel_dim(module, inputs[0])))
+                sq = input_sq(module, inputs[0])
+                if sq is not None:
+                    squares[name] = squares[name] + sq if name in squares else sq
 
         return hook
 
@@ -189,7 +235,7 @@ def collect_calibration_stats(
 
     return CalibrationStats(
         taylor, averaged("out:", 0), averaged("out:", 1), averaged("in:", 0), averaged("in:", 1),
-        batches,
+        batches, squares,
     )
 
 
@@ -218,15 +264,31 @@ class ScoreInputs:
 CriterionFn = Callable[[ScoreInputs], Tensor]
 
 
+class Comparison(StrEnum):
+    """Which weights a single weight's score competes with (unstructured granularity).
+
+    LAYER: every weight of the layer, one ranking (and one score threshold) per layer.
+    ROW: only the weights of its own output row (the filter or neuron it feeds), so a
+    sparsity removes that share of every row; no single threshold applies to the layer.
+    Structures (filters, channels) always compete within their layer; N:M runs lie
+    inside one row either way.
+    """
+
+    LAYER = "layer"
+    ROW = "row"
+
+
 @dataclass(frozen=True)
 class CriterionSpec:
-    """A registered criterion: its function and what it can score."""
+    """A registered criterion: its function, what it can score, and what its single
+    weights are compared with."""
 
     name: str
     fn: CriterionFn
     unstructured: bool
     needs_data: bool
     description: str
+    comparison: Comparison = Comparison.LAYER
 
 
 _REGISTRY: dict[str, CriterionSpec] = {}
@@ -234,17 +296,23 @@ _REGISTRY: dict[str, CriterionSpec] = {}
 
 def register_criterion(
     name: str, fn: CriterionFn, *, unstructured: bool, needs_data: bool = False,
-    description: str | None = None,
+    description: str | None = None, comparison: Comparison | str = Comparison.LAYER,
 ) -> CriterionSpec:
     """Add a criterion to the registry (or replace one of the same name).
 
     `unstructured=True` if it can score single weights (not only whole structures);
-    `needs_data=True` if it uses calibration statistics.
+    `needs_data=True` if it uses calibration statistics; `comparison` says which weights
+    a single weight competes with (see Comparison).
     """
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"criterion name must be alphanumeric/underscore, got {name!r}")
+    try:
+        compared = Comparison(comparison)
+    except ValueError:
+        allowed = ", ".join(c.value for c in Comparison)
+        raise ValueError(f"comparison must be one of {allowed}, got {comparison!r}") from None
     doc = description or (fn.__doc__ or name).strip().splitlines()[0]
-    spec = CriterionSpec(name, fn, unstructured, needs_data, doc)
+    spec = CriterionSpec(name, fn, unstructured, needs_data, doc, compared)
     _REGISTRY[name] = spec
     return spec
 
@@ -262,6 +330,12 @@ def get_criterion(name: str) -> CriterionSpec:
         raise PlanError(
             f"unknown criterion {name!r}; allowed: {', '.join(_REGISTRY)}"
         ) from None
+
+
+def compares_rows(name: str, granularity: Granularity) -> bool:
+    """Whether criterion `name` at `granularity` ranks each output row on its own (so a
+    layer has no one score threshold)."""
+    return not granularity.structured and get_criterion(name).comparison is Comparison.ROW
 
 
 def iter_criteria(granularity: Granularity) -> Iterator[CriterionSpec]:
@@ -376,6 +450,35 @@ def bn_scale(inputs: ScoreInputs) -> Tensor:
     return inputs.bn_weight.detach().abs().float()
 
 
+def wanda(inputs: ScoreInputs) -> Tensor:
+    """|w| times the L2 norm of its input over the calibration data, compared within each
+    output row (Sun et al. 2023, Wanda); summed per structure."""
+    layer = inputs.layer
+    sq = inputs.stats().in_sq.get(layer.name)
+    if sq is None or layer.out_dim != 0:
+        raise PlanError(
+            f"layer {layer.name!r} ({layer.type}): wanda weighs each weight by the norm of "
+            "the input it multiplies, which is observable for Linear and Conv1d/2d/3d "
+            "weights only (not recurrent, attention-projection or transposed-convolution "
+            "ones); use l1, l2, taylor, fpgm, lsh or random for this layer"
+        )
+    weight = inputs.weight
+    shape = weight.shape
+    norms = sq.sqrt().to(device=weight.device, dtype=weight.dtype)
+    expected = (shape[1] * layer.groups, *shape[2:])
+    if tuple(norms.shape) != expected:
+        raise PlanError(
+            f"layer {layer.name!r}: its calibration inputs have {tuple(norms.shape)} "
+            f"features but its weight {tuple(shape)} reads {expected}; wanda cannot be "
+            "used here"
+        )
+    if layer.groups > 1:  # each group of rows reads its own slice of the input channels
+        per_group = norms.view(layer.groups, 1, *shape[1:])
+        norms = per_group.expand(layer.groups, shape[0] // layer.groups, *shape[1:])
+    scores = weight.abs() * norms.reshape(-1, *shape[1:]).expand(shape)
+    return inputs.structures.vectors(scores).sum(dim=1)
+
+
 def fpgm(inputs: ScoreInputs) -> Tensor:
     """Distance to the other filters, i.e. to the geometric median (He et al. 2019, FPGM)."""
     vectors = inputs.structures.vectors(inputs.weight).double()
@@ -462,9 +565,12 @@ for _name, _fn, _unstructured, _data in (
     ("lsh", lsh_redundancy, False, False),
 ):
     register_criterion(_name, _fn, unstructured=_unstructured, needs_data=_data)
+register_criterion("wanda", wanda, unstructured=True, needs_data=True,
+                   comparison=Comparison.ROW)
 
 __all__ = [
-    "CalibrationStats", "CriterionFn", "CriterionSpec", "ScoreInputs", "Structures",
-    "collect_calibration_stats", "compute_scores", "criterion_names", "get_criterion",
+    "CalibrationStats", "Comparison", "CriterionFn", "CriterionSpec", "ScoreInputs",
+    "Structures", "collect_calibration_stats", "compares_rows", "compute_scores",
+    "criterion_names", "get_criterion", "input_sq",
     "iter_criteria", "lsh_scores", "register_criterion", "simhash_buckets", "structures_for",
 ]

@@ -34,8 +34,8 @@ class Decision:
     @property
     def threshold(self) -> float | None:
         """The threshold in score units: given, or the one the sparsity amounted to."""
-        if self.granularity.n_m is not None:
-            return None
+        if self.granularity.n_m is not None or self.table.rows is not None:
+            return None  # N:M, or ranked within rows: no one threshold for the layer
         if self.given_threshold is not None:
             return self.given_threshold
         return self.table.threshold_for(self.pruned)
@@ -130,9 +130,12 @@ def global_pruned(
         if section.sparsity is None:
             raise PlanError("a global section needs a sparsity or a threshold")
         ranked = list(tables)
-        if section.granularity.structured:
-            # Filters of different layers (and groups averaged over several layers)
-            # are on different scales: rank them relative to their own layer's mean.
+        if section.granularity.structured or any(t.rows is not None for t in tables):
+            # Filters of different layers (and groups averaged over several layers), and
+            # scores weighed by each layer's own inputs (wanda), are on different scales:
+            # rank them relative to their own layer's mean. The ranking says how many
+            # each layer loses; a criterion that compares within rows then takes them
+            # row by row (ScoreTable.keep).
             ranked = [relative(t) for t in tables]
         pruned = global_counts(ranked, sizes, section.sparsity, section.max_layer_sparsity,
                                coupled)

@@ -46,6 +46,42 @@ def lowest_pruned(scores: Tensor, pruned: int) -> Tensor:
     return keep.view(scores.shape)
 
 
+def row_counts(scores: Tensor, pruned: int) -> Tensor:
+    """How many entries each row of `scores` (rows, width) loses when `pruned` go in all and
+    each row is ranked on its own: `pruned // rows` from every row, and one more from the
+    `pruned % rows` rows whose next-lowest score is lowest (ties: the earlier row)."""
+    rows, width = scores.shape
+    pruned = max(0, min(pruned, rows * width))
+    base, extra = divmod(pruned, rows)
+    counts = torch.full((rows,), base, dtype=torch.long, device=scores.device)
+    if extra:
+        following = torch.kthvalue(scores, base + 1, dim=1).values
+        counts[torch.argsort(following, stable=True)[:extra]] += 1
+    return counts
+
+
+def lowest_pruned_per_row(scores: Tensor, counts: Tensor) -> Tensor:
+    """Keep-mask of `scores` (rows, width): row i loses its `counts[i]` lowest entries,
+    among equal scores the earlier first — `lowest_pruned` done in every row, by selection
+    (`kthvalue`), not by a sort."""
+    width = scores.shape[1]
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    for k in sorted(set(counts.tolist())):
+        if k <= 0:
+            continue
+        chosen = counts == k
+        if k >= width:
+            keep[chosen] = False
+            continue
+        part = scores[chosen]
+        boundary = torch.kthvalue(part, k, dim=1, keepdim=True).values
+        below = part < boundary
+        equal = part == boundary
+        ties_going = k - below.sum(dim=1, keepdim=True)
+        keep[chosen] = ~(below | (equal & (equal.cumsum(dim=1) <= ties_going)))
+    return keep
+
+
 def n_m_keep(scores: Tensor, n: int, m: int, dim: int) -> Tensor:
     """N:M keep-mask: in every run of `m` consecutive entries along `dim`, the `n`
     highest-scoring are kept. `scores.shape[dim]` must be a multiple of `m`."""

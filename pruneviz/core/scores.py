@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from pruneviz.core.criteria import Structures
-from pruneviz.core.masks import lowest_pruned
+from pruneviz.core.masks import lowest_pruned, lowest_pruned_per_row, row_counts
+from pruneviz.errors import PlanError
 
 # Tables over at most this many structures keep their sort; larger ones (single weights
 # of a big layer) keep only their scores, and select with `kthvalue` when asked.
@@ -33,12 +34,21 @@ class ScoreTable:
     per weight, in the scores' dtype); a table over filters or channels also keeps its
     sorted order, which is small. `weight` (the original weight the scores rank, shared,
     not copied) lets `nonzero_after` count what pruning leaves.
+
+    With `rows` (single weights of a criterion that compares within output rows, see
+    criteria.Comparison), the scores are `rows` equal rows in flat order and `keep(k)`
+    prunes k // rows of every row (the remainder from the rows whose next score is
+    lowest); such a table has no one threshold (`count_below`, `threshold_for` refuse).
     """
 
-    def __init__(self, scores: Tensor, size: int = 1, weight: Tensor | None = None) -> None:
+    def __init__(self, scores: Tensor, size: int = 1, weight: Tensor | None = None,
+                 rows: int | None = None) -> None:
         self.scores = scores.reshape(-1)
         self.size = size
         self.count = len(self.scores)
+        if rows is not None and (rows < 1 or self.count % rows):
+            raise ValueError(f"{self.count} scores do not make {rows} equal rows")
+        self.rows = rows
         self._weight = weight
         self._order: Tensor | None = None
         self._last: tuple[int, Tensor] | None = None  # a small table's last keep-vector
@@ -46,9 +56,11 @@ class ScoreTable:
         self._selections = 0
 
     @classmethod
-    def build(cls, scores: Tensor, structures: Structures, weight: Tensor) -> ScoreTable:
-        """The table of a layer's `scores`, one per structure of `structures`."""
-        return cls(scores, structures.size, weight if structures.size == 1 else None)
+    def build(cls, scores: Tensor, structures: Structures, weight: Tensor,
+              rows: int | None = None) -> ScoreTable:
+        """The table of a layer's `scores`, one per structure of `structures` (ranked
+        within each of `rows` output rows, if given)."""
+        return cls(scores, structures.size, weight if structures.size == 1 else None, rows)
 
     @classmethod
     def of_scores(cls, scores: Tensor) -> ScoreTable:
@@ -79,7 +91,15 @@ class ScoreTable:
 
     def keep(self, pruned: int) -> Tensor:
         """Keep-vector over the structures: the `pruned` lowest-scoring go, ties earlier
-        first (True = kept)."""
+        first (True = kept); in a table of rows, within each row (see the class)."""
+        if self.rows is not None:
+            if self._last is not None and self._last[0] == pruned:
+                return self._last[1]
+            by_row = self.scores.view(self.rows, -1)
+            keep = lowest_pruned_per_row(by_row, row_counts(by_row, pruned)).reshape(-1)
+            if self.count <= SMALL_TABLE:
+                self._last = (pruned, keep)
+            return keep
         if self.count <= SMALL_TABLE:
             if self._last is not None and self._last[0] == pruned:
                 return self._last[1]
@@ -125,8 +145,16 @@ class ScoreTable:
         return (value, below_low + int(torch.count_nonzero(candidates < value)),
                 int(torch.count_nonzero(candidates == value)))
 
+    def _one_ranking(self, what: str) -> None:
+        if self.rows is not None:
+            raise PlanError(
+                f"this criterion compares weights within each output row, so {what}; give "
+                "the layer a sparsity instead"
+            )
+
     def count_below(self, threshold: float) -> int:
         """How many structures score strictly below `threshold`."""
+        self._one_ranking("one score threshold for the whole layer does not apply")
         # Compare exactly, as if in float64: rounding the threshold to the scores' dtype
         # may land on a score, which is then counted on the correct side.
         value = torch.tensor(threshold, dtype=self.scores.dtype, device=self.scores.device)
@@ -136,6 +164,7 @@ class ScoreTable:
 
     def threshold_for(self, pruned: int) -> float:
         """The threshold t with `pruned` structures scoring below it (ties aside)."""
+        self._one_ranking("the layer has no one score threshold")
         if pruned <= 0:
             return self.kth(0) if self.count else 0.0
         if pruned >= self.count:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from pruneviz.core.coupling import Group
 from pruneviz.core.criteria import (
     CalibrationStats,
+    Comparison,
     ScoreInputs,
     Structures,
     collect_calibration_stats,
@@ -143,7 +144,15 @@ class LayerScorer:
                     "calibration=... or choose l1, l2, random, fpgm, lsh or bn_scale"
                 )
             values = compute_scores(criterion, inputs)
-            self._tables[key] = ScoreTable.build(values, structures, inputs.weight)
+            rows = None
+            if spec.comparison is Comparison.ROW and not granularity.structured:
+                if info.out_dim != 0:
+                    raise PlanError(
+                        f"layer {layer!r} ({info.type}): criterion {criterion!r} compares "
+                        "weights within each output row, and this layer's weight does not "
+                        "keep its outputs in rows; use a filter or channel granularity")
+                rows = info.shape[0]
+            self._tables[key] = ScoreTable.build(values, structures, inputs.weight, rows)
         return self._tables[key]
 
     def unsupported(self, layer: str, granularity: Granularity, criterion: str) -> str | None:

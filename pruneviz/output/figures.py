@@ -476,6 +476,55 @@ def criteria_disagreement(
     return go.Figure([heatmap], layout)
 
 
+# -- 6. outlier ratio per layer (OWL) -----------------------------------------------------------
+def outlier_ratio_bars(
+    names: Sequence[str],
+    ratios: Sequence[float],
+    sparsities: Sequence[float] | None = None,
+    *,
+    m: float = 5.0,
+) -> go.Figure:
+    """Bars: each layer's outlier ratio (share of its Wanda scores above `m` times their
+    mean), in model order; with `sparsities`, the sparsity OWL gave each layer as markers
+    on a second axis (more outliers, less pruned). Shares are fractions, drawn in %."""
+    if len(names) != len(ratios) or (sparsities is not None and len(sparsities) != len(names)):
+        raise ValueError(
+            f"names, ratios and sparsities differ in length: {len(names)}, {len(ratios)}, "
+            f"{'-' if sparsities is None else len(sparsities)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer names must be unique, got {list(names)!r}")
+    r = _floats(ratios, "ratios") * 100
+    if bool(np.any((r < 0) | (r > 100))) or not bool(np.all(np.isfinite(r))):
+        raise ValueError("every outlier ratio must be a fraction in [0, 1]")
+    x = list(names)
+    traces: list[go.BaseTraceType] = [go.Bar(
+        x=x, y=r, name=f"outlier ratio (scores > {m:g}x mean)", marker_color=PARETO,
+        hovertemplate="<b>%{x}</b><br>outlier ratio: %{y:.3f}%<extra></extra>")]
+    extra: dict[str, Any] = {}
+    if sparsities is not None:
+        sp = _floats(sparsities, "sparsities") * 100
+        traces.append(go.Scatter(
+            x=x, y=sp, name="owl sparsity", mode="markers+lines", yaxis="y2",
+            marker={"color": PRUNED, "size": 9}, line={"color": PRUNED, "dash": "dot"},
+            hovertemplate="<b>%{x}</b><br>owl sparsity: %{y:.1f}%<extra></extra>"))
+        extra["yaxis2"] = {"title": {"text": "sparsity OWL gives the layer (%)"},
+                           "overlaying": "y", "side": "right", "range": [0, 100],
+                           "showgrid": False}
+    layout = _layout(
+        "Outlier ratio per layer",
+        "layer",
+        "outlier ratio (% of the layer's wanda scores)",
+        xaxis={"type": "category", "categoryorder": "array", "categoryarray": x},
+        subtitle="layers with more outliers are pruned less (OWL)",
+        meta={"ratios_percent": r.tolist(),
+              "sparsity_percent": None if sparsities is None else sp.tolist()},
+        **extra,
+    )
+    if sparsities is not None:
+        layout["margin"]["r"] = 60
+    return go.Figure(traces, layout)
+
+
 __all__ = [
     "KEPT",
     "PRUNED",
@@ -486,6 +535,7 @@ __all__ = [
     "kernel_pixel",
     "kernel_rgb",
     "layer_overview",
+    "outlier_ratio_bars",
     "score_bars",
     "weight_histogram",
 ]

@@ -1,4 +1,5 @@
-"""Per-layer amounts that meet a budget: uniform, global ranking, or sensitivity-guided.
+"""Per-layer amounts that meet a budget: uniform, global ranking, sensitivity-guided, or
+outlier-weighted (OWL).
 
 A budget is a target for the whole model — overall sparsity, weight MACs, the sparse
 weights file's size, or measured latency. Each method is a family of plans with one knob
@@ -12,18 +13,28 @@ removal first over the lower convex hull of every curve (the greedy solution of 
 Lagrangian relaxation: at the optimum every item prunes up to the same marginal cost),
 interpolating the last step so the predicted removal is met exactly. Its predicted metric
 — the unpruned metric minus the sum of the items' drops — is shown beside the measured one.
+
+The outlier-weighted allocation (Yin et al. 2023, "Outlier Weighed Layerwise Sparsity
+(OWL)", as llm-compressor ships it) measures each layer's outlier ratio — the share of
+its Wanda scores |W|·‖X‖ above M times their mean — and prunes layers with more outliers
+less: their sparsities are spread over a range of 2λ around the target (the layer with
+the most outliers at the low end), shifted so the model's overall sparsity, counted in
+parameters, is the target, and held within [0, cap].
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from torch import Tensor
+
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.core.session import PruningSession
 from pruneviz.errors import PlanError
 from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import Report
@@ -35,6 +46,8 @@ from pruneviz.workflows.workbench import Workbench
 FIT_STEPS = 24  # bisection steps for counted budgets (2^-24 of the knob's range)
 LATENCY_FIT_STEPS = 8  # each step measures latency: fewer
 LATENCY_RUNS = 10
+OWL_M = 5.0  # a score is an outlier above M times its layer's mean score (OWL's default)
+OWL_LAMBDA = 0.08  # sparsities spread +-lambda around the target (OWL's default)
 
 
 class BudgetKind(StrEnum):
@@ -52,6 +65,7 @@ class Method(StrEnum):
     UNIFORM = "uniform"
     GLOBAL = "global"
     SENSITIVITY = "sensitivity"
+    OWL = "owl"
 
 
 @dataclass(frozen=True)
@@ -202,6 +216,95 @@ def max_removal(result: SensitivityResult, kind: BudgetKind, cap: float) -> floa
     )
 
 
+# -- the outlier-weighted allocation (OWL) -------------------------------------------------
+def outlier_ratio(scores: Tensor, m: float = OWL_M) -> float:
+    """The share of `scores` above `m` times their mean (OWL's layer outlier ratio)."""
+    if scores.numel() == 0:
+        return 0.0
+    flat = scores.reshape(-1).double()
+    return float((flat > m * flat.mean()).double().mean())
+
+
+def outlier_ratios(session: PruningSession, m: float = OWL_M) -> dict[str, float]:
+    """Each layer's outlier ratio of its Wanda scores (the calibration data's input norms
+    times |W|); layers Wanda cannot score (recurrent, attention projections) are left out."""
+    ratios = {}
+    for name in session.layer_names:
+        if session.unsupported(name, Granularity.UNSTRUCTURED, "wanda") is None:
+            table = session.scores(name, Granularity.UNSTRUCTURED, "wanda")
+            ratios[name] = outlier_ratio(table.scores, m)
+    return ratios
+
+
+def owl_sparsities(
+    ratios: Mapping[str, float | None], params: Mapping[str, int], target: float, *,
+    lam: float = OWL_LAMBDA, cap: float = 0.95,
+) -> dict[str, float]:
+    """Per-layer sparsities from outlier `ratios` (None: not measured, placed mid-range):
+    the target minus the ratio's position in [-lam, lam] (min to max ratio), plus the one
+    shift that makes the parameter-weighted mean the target with every layer in [0, cap]
+    (found by bisection: the mean grows with the shift)."""
+    names = list(params)
+    if not names:
+        return {}
+    if not 0.0 <= target <= cap:
+        raise PlanError(f"the target sparsity {target} is outside [0, cap={cap}]")
+    known = [r for r in ratios.values() if r is not None]
+    low, high = (min(known), max(known)) if known else (0.0, 0.0)
+    spread = {}
+    for name in names:
+        ratio = ratios.get(name)
+        if ratio is None or high == low:
+            spread[name] = 0.0
+        else:
+            spread[name] = lam * (2 * (ratio - low) / (high - low) - 1)
+    total = sum(params[n] for n in names)
+
+    def levels(shift: float) -> dict[str, float]:
+        return {n: min(cap, max(0.0, target - spread[n] + shift)) for n in names}
+
+    def mean(shift: float) -> float:
+        chosen = levels(shift)
+        return sum(chosen[n] * params[n] for n in names) / total if total else target
+
+    lo, hi = -1.0 - 2 * lam, 1.0 + 2 * lam
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if mean(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return levels(hi)
+
+
+def _owl_family(session: PruningSession, granularity: Granularity, criterion: str,
+                cap: float, ratios: Mapping[str, float]) -> Callable[[float], Plan]:
+    """OWL's plans: knob k allocates a target of k * cap, each layer the criterion's."""
+    if granularity.n_m is not None:
+        raise PlanError(f"{granularity.value} fixes every layer's sparsity at "
+                        f"{1 - granularity.n_m[0] / granularity.n_m[1]:.0%}: there is nothing "
+                        "for owl to allocate; use unstructured, filter or channel")
+    members = list(session.uniform_plan(cap, granularity, criterion)[0].layers)
+    params = {n: session.layer_by_name[n].params for n in members}
+    groups: dict[int, list[str]] = {}
+    if granularity.structured:  # coupled layers are pruned together: one amount each group
+        for name in members:
+            group = session.group_of(name, granularity)
+            if group is not None:
+                groups.setdefault(group.id, []).append(name)
+
+    def family(knob: float) -> Plan:
+        levels = owl_sparsities({n: ratios.get(n) for n in members}, params, knob * cap,
+                                cap=cap)
+        for names in groups.values():
+            shared = sum(levels[n] * params[n] for n in names) / sum(params[n] for n in names)
+            levels.update(dict.fromkeys(names, shared))
+        return Plan({n: LayerPlan(granularity, criterion, sparsity=round(levels[n], 6))
+                     for n in members if levels[n] > 0})
+
+    return family
+
+
 # -- fitting a family of plans to a budget -----------------------------------------------
 @dataclass
 class Outcome:
@@ -216,6 +319,7 @@ class Outcome:
     knob: float
     predicted_metric: float | None = None  # sensitivity only
     notes: list[str] = field(default_factory=list)
+    outlier_ratios: dict[str, float] | None = None  # owl only: per layer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,6 +329,7 @@ class Outcome:
             "metric": self.report.evaluation.metric,
             "predicted_metric": self.predicted_metric,
             "plan": self.plan.to_dict(), "notes": self.notes,
+            "outlier_ratios": self.outlier_ratios,
         }
 
 
@@ -269,6 +374,7 @@ def plan_for_budget(
     session = bench.session
     notes: list[str] = []
     predicted: dict[float, float] = {}
+    ratios: dict[str, float] | None = None
     if method is Method.UNIFORM:
         def family(knob: float) -> Plan:
             return session.uniform_plan(knob * cap, g, criterion)[0]
@@ -276,6 +382,16 @@ def plan_for_budget(
         def family(knob: float) -> Plan:
             return Plan(global_=GlobalPlan(g, criterion, sparsity=knob * cap,
                                            max_layer_sparsity=cap))
+    elif method is Method.OWL:
+        ratios = outlier_ratios(session)
+        owl = _owl_family(session, g, criterion, cap, ratios)
+
+        def family(knob: float) -> Plan:
+            return owl(knob)
+        unmeasured = [n for n in session.layer_names if n not in ratios]
+        if unmeasured:
+            notes.append(f"no outlier ratio for {', '.join(unmeasured)} (wanda cannot score "
+                         "them): placed in the middle of the range")
     else:
         if sensitivity is None:
             raise PlanError("the sensitivity-guided allocation needs a sensitivity analysis: "
@@ -300,7 +416,8 @@ def plan_for_budget(
                      f"most {cap:.0%} pruned: it reaches {format_quantity(budget.kind, value)}")
     with bench.applied(plan):
         report = bench.meter.report()
-    return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes)
+    return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes,
+                   ratios)
 
 
 def format_quantity(kind: BudgetKind, value: float) -> str:
@@ -314,5 +431,6 @@ def format_quantity(kind: BudgetKind, value: float) -> str:
 
 __all__ = [
     "Allocation", "Budget", "BudgetKind", "Method", "Outcome", "allocate", "fit", "format_quantity",
-    "max_removal", "measure", "plan_for_budget",
+    "max_removal", "measure", "outlier_ratio", "outlier_ratios", "owl_sparsities",
+    "plan_for_budget",
 ]

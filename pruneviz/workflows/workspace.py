@@ -328,12 +328,15 @@ class Workspace:
 
     def record_budget_comparison(self, result: SensitivityResult, budget: Budget,
                                  cap: float) -> list[Compared]:
-        """Fit a uniform, a global and a sensitivity-guided plan to `budget` (with the
-        analysis's granularity and criterion, no layer above `cap`), measure each with
-        latency and record it. The plan applied before is applied again after."""
+        """Fit a uniform, a global, a sensitivity-guided and an outlier-weighted (owl;
+        not at N:M, whose sparsity is fixed) plan to `budget` (with the analysis's
+        granularity and criterion, no layer above `cap`), measure each with latency and
+        record it. The plan applied before is applied again after."""
         self.settle()
         compared = []
         for method in Method:
+            if method is Method.OWL and result.granularity.n_m is not None:
+                continue
             outcome = plan_for_budget(self.bench, budget, method,
                                       granularity=result.granularity,
                                       criterion=result.criterion, sensitivity=result, cap=cap)
