@@ -57,7 +57,7 @@ class Objective(StrEnum):
         return {Objective.SPARSITY: BudgetKind.SPARSITY, Objective.MACS: BudgetKind.MACS,
                 Objective.SIZE: BudgetKind.SIZE}[self]
 
-    def value(self, point: FloorPoint) -> float:
+    def quantity(self, point: FloorPoint) -> float:
         """The point's objective quantity (sparsity, MACs fraction or bytes)."""
         return {Objective.SPARSITY: point.sparsity, Objective.MACS: point.macs_fraction,
                 Objective.SIZE: float(point.size_bytes)}[self]
@@ -65,8 +65,8 @@ class Objective(StrEnum):
     def better(self, a: FloorPoint, b: FloorPoint) -> bool:
         """Whether `a` prunes more than `b` by this objective."""
         if self is Objective.SPARSITY:
-            return self.value(a) > self.value(b)
-        return self.value(a) < self.value(b)
+            return self.quantity(a) > self.quantity(b)
+        return self.quantity(a) < self.quantity(b)
 
 
 class Status(StrEnum):
