@@ -216,3 +216,60 @@ def test_a_stop_ends_the_search_with_what_was_measured() -> None:
     assert result.evaluations == 4
     assert calls[-1] == (4, 17)
     assert any("stopped after 4" in note for note in result.notes)
+
+
+def test_any_methods_family_is_searched_without_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search reads only `method_family`: a method added there (here, a made-up one
+    pruning only fc1) is searched as it is."""
+    import pruneviz.workflows.floor as floor_module
+    from pruneviz.core.plan import LayerPlan
+    from pruneviz.workflows.allocation import Family
+
+    b = bench("digits_mlp")
+    asked: list[float] = []
+
+    def only_fc1(*args: object, **kwargs: object) -> Family:
+        def plan(knob: float) -> Plan:
+            asked.append(knob)
+            return Plan({"fc1": LayerPlan("unstructured", "l1", sparsity=0.95 * knob)})
+        return Family(Method.GLOBAL, plan, {}, ["made up"])
+
+    monkeypatch.setattr(floor_module, "method_family", only_fc1)
+    result = plan_for_floor(b, 0.96, "global")
+    chosen = result.chosen
+    assert chosen is not None
+    assert set(chosen.plan.layers) == {"fc1"}
+    assert chosen.metric >= 0.96
+    assert asked[:11] == [i / 10 for i in range(11)]
+    assert result.notes[0] == "made up"
+
+
+def test_the_figure_draws_every_plan_the_floor_and_the_chosen_one() -> None:
+    from pruneviz.output.floor_figures import floor_curve
+
+    result = plan_for_floor(bench("digits_mlp"), 0.95, "uniform", objective="size")
+    fig = floor_curve(result)
+    chosen = result.chosen
+    assert chosen is not None
+    assert fig.layout.meta["x"] == [p.size_bytes / 1024 for p in result.curve]
+    assert fig.layout.meta["chosen"] == chosen.size_bytes / 1024
+    assert fig.layout.shapes[0].y0 == 0.95
+    names = [t.name for t in fig.data]
+    assert names == ["measured", "meets the floor", "misses it", "chosen"]
+    met, missed = fig.data[1], fig.data[2]
+    assert len(met.x) + len(missed.x) == result.evaluations
+    assert all(y >= 0.95 for y in met.y)
+    assert all(y < 0.95 for y in missed.y)
+    assert list(fig.data[3].y) == [chosen.metric]
+    assert "smaller is better" in fig.layout.xaxis.title.text
+
+
+def test_a_live_subset_is_said_to_be_one() -> None:
+    from pruneviz.data.sources import Source
+    from pruneviz.workflows.workbench import open_workbench
+
+    b = open_workbench(Source(model="sample:digits_mlp", eval_subset=200))
+    result = plan_for_floor(b, 0.9, "uniform", scan=4, refine=2)
+    assert result.samples == 200
+    assert result.evaluations <= 1 + 4 + 2
+    assert any("live subset of 200 of the 450" in note for note in result.notes)

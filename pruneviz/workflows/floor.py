@@ -334,6 +334,10 @@ def plan_for_floor(
     else:
         status = Status.FOUND
     resolution = 1.0 / scan / 2 ** refine
+    if bench.eval_full is not None:
+        notes.append(f"measured on the live subset of {len(bench.eval_data):,} of the "
+                     f"{len(bench.eval_full):,} evaluation samples: on the whole set the "
+                     "metric may differ")
     if not bound.met(baseline.metric) and best is not None:
         notes.append(f"the unpruned model's {bench.eval_data.metric_name} "
                      f"({baseline.metric:.6g}) misses the floor; pruning happened to improve it")
