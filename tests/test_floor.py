@@ -273,3 +273,17 @@ def test_a_live_subset_is_said_to_be_one() -> None:
     assert result.samples == 200
     assert result.evaluations <= 1 + 4 + 2
     assert any("live subset of 200 of the 450" in note for note in result.notes)
+
+
+def test_the_figure_zooms_on_the_floor_and_says_what_is_off_the_chart() -> None:
+    from pruneviz.output.floor_figures import ZOOM, floor_curve
+
+    result = plan_for_floor(bench("digits_mlp"), 0.95, "uniform")
+    fig = floor_curve(result)
+    edge = 0.95 - ZOOM * (result.baseline.metric - 0.95)
+    off = sum(p.metric < edge for p in result.curve)
+    assert off > 0  # the model collapses at the cap
+    assert fig.layout.yaxis.range[0] == pytest.approx(edge)
+    assert f"{off} far beyond the floor off the chart" in fig.layout.title.subtitle.text
+    gentle = plan_for_floor(bench("digits_mlp"), 0.1, "uniform", cap=0.3)
+    assert floor_curve(gentle).layout.yaxis.range is None  # nothing off: no zoom

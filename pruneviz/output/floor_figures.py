@@ -7,6 +7,7 @@ stores the numbers it was drawn from in `fig.layout.meta`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # only read for its attributes: figures need no torch through
     from pruneviz.workflows.floor import FloorPoint, FloorResult
 
 Z95 = 1.96  # error bars: the ~95% interval of each measured metric
+ZOOM = 6.0  # the metric axis reaches this many unpruned-to-floor gaps beyond the floor
 
 
 def _x(result: FloorResult, point: FloorPoint) -> float:
@@ -27,6 +29,23 @@ def _x(result: FloorResult, point: FloorPoint) -> float:
     if objective == "macs":
         return point.macs_fraction * 100
     return point.size_bytes / 1024
+
+
+def _zoom(result: FloorResult) -> tuple[dict[str, Any], int]:
+    """The metric axis around the floor, when plans far beyond it (a collapsed model)
+    would squeeze the interesting band flat: from the floor, ZOOM times the unpruned
+    model's distance to it on the bad side. Returns the axis and how many points are off."""
+    floor, base = result.floor.value, result.baseline.metric
+    gap = abs(base - floor) or abs(floor) * 0.05 or 0.01
+    metrics = [p.metric for p in result.curve if math.isfinite(p.metric)]
+    sign = 1.0 if result.floor.higher_is_better else -1.0
+    edge = floor - sign * ZOOM * gap  # the bad side's limit of the zoomed axis
+    off = sum(1 for m in metrics if sign * (m - edge) < 0)
+    if not off:
+        return {}, 0
+    good = max(metrics) if sign > 0 else min(metrics)
+    top = good + sign * 0.5 * gap
+    return {"range": sorted([edge, top])}, off
 
 
 def floor_curve(result: FloorResult) -> go.Figure:
@@ -73,13 +92,17 @@ def floor_curve(result: FloorResult) -> go.Figure:
                                     "line": {"color": THRESHOLD, "width": 1}}))
     floor = result.floor.value
     better = "higher" if result.floor.higher_is_better else "lower"
+    subtitle = (f"{result.evaluations} plans measured on {result.samples:,} samples; "
+                + ("none meets the floor" if chosen is None else "the star is the chosen plan"))
+    yaxis, off = _zoom(result)
+    if off:
+        subtitle += f"; {off} far beyond the floor off the chart (double-click: all)"
     layout = _layout(
         f"{name} of every plan the search measured ({result.method.value})",
         x_title, f"{name} ({better} is better)",
-        subtitle=result.message() if len(result.message()) < 120 else (
-            f"{result.evaluations} plans measured on {result.samples:,} samples; "
-            + ("none meets the floor" if chosen is None else "the star is the chosen plan")),
+        subtitle=subtitle,
         xaxis={"ticksuffix": suffix},
+        yaxis=yaxis,
         shapes=[_horizontal_line(floor)],
         annotations=[{"text": f"floor: {floor:.4g}", "xref": "x domain", "yref": "y",
                       "x": 1.0, "y": floor, "xanchor": "right", "yanchor": "bottom",
