@@ -55,6 +55,7 @@ from pruneviz.workflows.allocation import (
     plan_for_budget,
 )
 from pruneviz.workflows.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
+from pruneviz.workflows.floor import FloorResult, plan_for_floor
 from pruneviz.workflows.live_bench import bench_live_model
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.sensitivity import (
@@ -84,6 +85,8 @@ __all__ = [
     "SlimAttention",
     "allocate",
     "plan_for_budget",
+    "FloorResult",
+    "plan_for_floor",
     "sensitivity_items",
     "CriterionSpec",
     "DataError",

@@ -92,6 +92,13 @@ SENS_CAP_KEY = "pv_sens_cap"
 SENS_COMPARE_KEY = "pv_sens_compare"
 SENS_PROPOSE_KEY = "pv_sens_propose"
 SENS_OWL_KEY = "sens_owl"  # the budget comparison's outlier-ratio chart (OWL)
+FLOOR_VALUE_KEY = "pv_floor_value"  # the metric floor (accuracy in %)
+FLOOR_METHOD_KEY = "pv_floor_method"
+FLOOR_OBJECTIVE_KEY = "pv_floor_objective"
+FLOOR_RUN_KEY = "pv_floor_run"
+FLOOR_APPLY_KEY = "pv_floor_apply"
+FLOOR_CHART_KEY = "floor_chart"
+FLOOR_RESULT_KEY = "pv_floor_result"  # the last floor search: its inputs, result, experiment
 
 
 def sens_value_key(kind: str) -> str:

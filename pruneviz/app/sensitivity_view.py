@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import streamlit as st
 
-from pruneviz.app import state
+from pruneviz.app import floor_view, state
 from pruneviz.app.keys import (
     COMPARISON_KEY,
     SENS_CAP_KEY,
@@ -221,6 +221,7 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
         comparison_table(bench, kind, current)
     if propose:
         propose_plan(bench, result, budget, cap, current)
+    floor_view.keep_floor(bench, result, cap)
 
 
 def comparison_table(bench: Workbench, kind: BudgetKind, current: list[Compared]) -> None:

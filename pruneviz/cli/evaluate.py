@@ -14,14 +14,21 @@ from pruneviz.cli.options import (
     open_bench,
     plan_for,
     read_budget,
+    read_floor,
     read_plan_args,
     refuse_unprunable,
 )
-from pruneviz.cli.output import allocation_summary, emit, show_budget, write_files
+from pruneviz.cli.output import (
+    allocation_summary,
+    emit,
+    floor_curve_lines,
+    show_budget,
+    write_files,
+)
 from pruneviz.cli.sensitivity import run_sensitivity
 from pruneviz.core.explain import plan_notes
 from pruneviz.data.sources import source_from_args
-from pruneviz.errors import PrunevizError
+from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
 from pruneviz.workflows.allocation import (
@@ -31,8 +38,13 @@ from pruneviz.workflows.allocation import (
     Outcome,
     plan_for_budget,
 )
-from pruneviz.workflows.sensitivity import DEFAULT_LEVELS
+from pruneviz.workflows.floor import FloorResult, check_floor, plan_for_floor
+from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityResult
 from pruneviz.workflows.workbench import Workbench
+
+
+class FloorError(PlanError):
+    """No plan of the method meets the metric floor (--min-metric)."""
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
@@ -72,7 +84,21 @@ def measure_budget(
     args: argparse.Namespace, budget: Budget
 ) -> tuple[Workbench, Report, dict[str, str], Outcome]:
     """Fit the chosen allocation to the budget, apply its plan and measure it."""
+    bench, method, cap, skipped, sensitivity = _allocation_inputs(args)
+    outcome = plan_for_budget(bench, budget, method, granularity=args.granularity,
+                              criterion=args.criterion, sensitivity=sensitivity, cap=cap)
+    bench.session.apply(outcome.plan)
+    return bench, bench.meter.report(latency=args.latency), skipped, outcome
+
+
+def _allocation_inputs(args: argparse.Namespace, floor: float | None = None) -> tuple[
+        Workbench, Method, float, dict[str, str], SensitivityResult | None]:
+    """The workbench, the --allocate method, its cap, the layers no plan can prune, and
+    (for the sensitivity method) the sensitivity analysis it reads; a metric `floor` is
+    checked against the metric's range before anything is measured."""
     bench = open_bench(source_from_args(args))
+    if floor is not None:
+        check_floor(floor, bench.eval_data)
     session = bench.session
     method = Method(args.allocate or Method.SENSITIVITY)
     cap = DEFAULT_CAP if args.max_layer_sparsity is None else args.max_layer_sparsity
@@ -86,10 +112,24 @@ def measure_budget(
         levels = sorted({level for level in DEFAULT_LEVELS if level <= cap} | {cap})
         sensitivity = run_sensitivity(bench, args.granularity, args.criterion, levels,
                                        progress=not args.json)
-    outcome = plan_for_budget(bench, budget, method, granularity=args.granularity,
-                              criterion=args.criterion, sensitivity=sensitivity, cap=cap)
-    session.apply(outcome.plan)
-    return bench, bench.meter.report(latency=args.latency), skipped, outcome
+    return bench, method, cap, skipped, sensitivity
+
+
+def measure_floor(args: argparse.Namespace, floor: float) -> tuple[
+        Workbench, Report, dict[str, str], FloorResult]:
+    """Search the chosen allocation for the plan that prunes the most while the measured
+    metric meets `floor`, apply it and measure it; an unreachable floor is an error."""
+    bench, method, cap, skipped, sensitivity = _allocation_inputs(args, floor)
+    result = plan_for_floor(bench, floor, method, objective=args.objective or "sparsity",
+                            granularity=args.granularity, criterion=args.criterion,
+                            sensitivity=sensitivity, cap=cap)
+    if result.chosen is None:
+        if not args.json:
+            for line in floor_curve_lines(result):
+                print(line, file=sys.stderr)
+        raise FloorError(f"--min-metric {floor:g}: {result.message()}")
+    bench.session.apply(result.chosen.plan)
+    return bench, bench.meter.report(latency=args.latency), skipped, result
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -151,8 +191,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Prune (by the plan options, or to a budget), then write weights (dense and sparse
     safetensors), plan and report."""
     budget = read_budget(args)
+    floor = read_floor(args)
     outcome: Outcome | None = None
-    if budget is None:
+    found: FloorResult | None = None
+    if floor is not None:
+        bench, report, skipped, found = measure_floor(args, floor)
+    elif budget is None:
         bench, report, skipped = measure(args)
     else:
         bench, report, skipped, outcome = measure_budget(args, budget)
@@ -175,6 +219,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if criteria:  # what the criterion did (lsh without duplicates, criteria that agree)
         extra["criterion_notes"] = criteria
         summary = [*summary, *(f"note: {note}" for note in criteria)]
+    if found is not None:
+        extra["floor"] = found.to_dict()
+        summary = [*summary, "", *floor_curve_lines(found), f"floor     {found.message()}",
+                   *(f"note: {note}" for note in found.notes)]
     if args.slim:
         extra.update(_slim_outputs(bench, out, latency=args.latency))
     emit(args, report, bench.baseline, skipped, extra, summary)

@@ -4,6 +4,7 @@ before any model is loaded."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ TARGETS = {  # --target-* option -> what it limits
     "target_sparsity": BudgetKind.SPARSITY,
     "target_macs": BudgetKind.MACS,
     "target_size_bytes": BudgetKind.SIZE,
+    "target_latency_ms": BudgetKind.LATENCY,
 }
 
 
@@ -74,10 +76,13 @@ def read_budget(args: argparse.Namespace) -> Budget | None:
     argparse already refuses two targets, or a target with --plan or --sparsity."""
     given = [(option, kind) for option, kind in TARGETS.items()
              if getattr(args, option) is not None]
+    if args.objective is not None and args.min_metric is None:
+        raise PrunevizError("--objective is for --min-metric (what to prune the most of while "
+                            "the metric stays at the floor)")
     if not given:
-        if args.allocate is not None:
-            raise PrunevizError("--allocate needs a target: --target-sparsity, --target-macs "
-                                "or --target-size-bytes")
+        if args.allocate is not None and args.min_metric is None:
+            raise PrunevizError("--allocate needs a target: --target-sparsity, --target-macs, "
+                                "--target-size-bytes, --target-latency-ms or --min-metric")
         return None
     option, kind = given[0]
     flag = "--" + option.replace("_", "-")
@@ -85,8 +90,19 @@ def read_budget(args: argparse.Namespace) -> Budget | None:
     if kind is BudgetKind.SIZE:
         if value <= 0:
             raise PrunevizError(f"{flag} {value} must be a positive number of bytes")
+    elif kind is BudgetKind.LATENCY:
+        if not (math.isfinite(value) and value > 0):  # NaN fails both
+            raise PrunevizError(f"{flag} {value} must be a positive number of milliseconds "
+                                "(the unpruned model's latency is in `pruneviz evaluate "
+                                "--latency`)")
     elif not 0.0 < value <= 1.0:  # also refuses NaN
         raise PrunevizError(f"{flag} {value} is outside (0, 1]")
+    check_amount_options(args, flag)
+    return Budget(kind, float(value))
+
+
+def check_amount_options(args: argparse.Namespace, flag: str) -> None:
+    """The options a budget or a floor (`flag`) cannot be combined with."""
     if args.scope != "local":
         raise PrunevizError(f"--scope is for --sparsity; with {flag} choose --allocate global")
     if args.remove_blocks.strip():
@@ -96,7 +112,20 @@ def read_budget(args: argparse.Namespace) -> Budget | None:
     granularity = Granularity(args.granularity)
     if granularity.n_m is not None:
         raise no_amount_error(granularity, flag)
-    return Budget(kind, float(value))
+
+
+def read_floor(args: argparse.Namespace) -> float | None:
+    """`prune`'s --min-metric (None without one), checked as far as it can be before the
+    model is loaded (its range depends on the metric: checked once the data is read)."""
+    value = args.min_metric
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise PrunevizError(f"--min-metric {value} is not a number: give the metric the "
+                            "pruned model must keep, such as --min-metric 0.98 for 98% "
+                            "accuracy (or the largest mse allowed)")
+    check_amount_options(args, "--min-metric")
+    return float(value)
 
 
 def refuse_unprunable(bench: Workbench, args: argparse.Namespace,

@@ -21,6 +21,7 @@ from pruneviz.workflows.allocation import (
     Outcome,
     format_quantity,
 )
+from pruneviz.workflows.floor import FloorResult
 from pruneviz.workflows.workbench import Workbench
 
 
@@ -73,7 +74,7 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
         for line in summary:
             print(line)
         for key, value in (extra or {}).items():
-            if key in ("allocation", "criterion_notes"):  # in `summary`
+            if key in ("allocation", "criterion_notes", "floor"):  # in `summary`
                 continue
             if key in ("slim", "sparse_deployed") and isinstance(value, dict):
                 print(form_line(key, value))
@@ -124,6 +125,19 @@ def allocation_summary(outcome: Outcome, metric_name: str) -> list[str]:
                      "prunes layers with more of them less): " + ", ".join(
                          f"{name} {ratio:.3%}" for name, ratio in outcome.outlier_ratios.items()))
     lines += [f"note: {note}" for note in outcome.notes]
+    return lines
+
+
+def floor_curve_lines(result: FloorResult) -> list[str]:
+    """The plans an accuracy-floor search measured, by knob, as a table."""
+    name = result.metric_name
+    lines = [f"{'knob':>7} {'phase':<7} {name:>10} {'stderr':>8} {'sparsity':>8} "
+             f"{'MACs':>7} {'sparse B':>10}  floor"]
+    for p in result.curve:
+        stderr = "-" if p.stderr is None else f"{p.stderr:.4f}"
+        mark = "chosen" if p is result.chosen else ("meets" if p.passes else "misses")
+        lines.append(f"{p.knob:>7.4f} {p.phase:<7} {p.metric:>10.4f} {stderr:>8} "
+                     f"{p.sparsity:>8.1%} {p.macs_fraction:>7.1%} {p.size_bytes:>10,}  {mark}")
     return lines
 
 

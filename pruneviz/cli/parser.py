@@ -27,6 +27,7 @@ from pruneviz.workflows.finetune_job import (
     LR_SCHEDULE,
     ROUNDS,
 )
+from pruneviz.workflows.floor import Objective
 from pruneviz.workflows.schedules import ScheduleKind
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS
 
@@ -56,9 +57,21 @@ def _add_plan_args(parser: argparse.ArgumentParser, *, targets: bool = False) ->
                             "weight MACs per sample (0 < F <= 1)")
         source.add_argument("--target-size-bytes", type=int, metavar="N",
                             help="a budget: the sparse-encoded weights file at most N bytes")
+        source.add_argument("--target-latency-ms", type=float, metavar="MS",
+                            help="a budget: the fastest deployable form's measured latency "
+                            "(batch of 64) at most MS milliseconds")
+        source.add_argument("--min-metric", type=float, metavar="X",
+                            help="an accuracy floor: prune as much as possible while the "
+                            "measured metric stays >= X (<= X for lower-is-better metrics "
+                            "such as mse); accuracy as a fraction (0.98)")
+        parser.add_argument("--objective", choices=[o.value for o in Objective],
+                            help="with --min-metric: what 'as much as possible' means, the "
+                            "most sparsity, fewest MACs or smallest sparse file (default: "
+                            "sparsity)")
         parser.add_argument("--allocate", choices=[m.value for m in Method],
-                            help="with a target: how the per-layer amounts are chosen "
-                            "(default: sensitivity, which runs a sensitivity analysis first)")
+                            help="with a target or --min-metric: how the per-layer amounts are "
+                            "chosen (default: sensitivity, which runs a sensitivity analysis "
+                            "first)")
     parser.add_argument("--granularity", default="unstructured", choices=GRANULARITIES,
                         help=f"{with_amount} (default: unstructured)")
     parser.add_argument("--criterion", default="l1", choices=criterion_names(),

@@ -363,12 +363,25 @@ def fit(bench: Workbench, family: Callable[[float], Plan], budget: Budget,
     return best[0], best[1], hi
 
 
-def plan_for_budget(
-    bench: Workbench, budget: Budget, method: Method | str, *,
+@dataclass
+class Family:
+    """A method's family of plans: `plan(knob)` for a knob in [0, 1] (0: nothing pruned,
+    1: the most the method prunes with no layer above the cap); `predicted` collects the
+    metric the sensitivity curves predict per knob asked for; `notes` what to tell."""
+
+    method: Method
+    plan: Callable[[float], Plan]
+    predicted: dict[float, float]
+    notes: list[str]
+
+
+def method_family(
+    bench: Workbench, method: Method | str, kind: BudgetKind, *,
     granularity: Granularity | str = Granularity.UNSTRUCTURED, criterion: str = "l1",
     sensitivity: SensitivityResult | None = None, cap: float = 0.95,
-) -> Outcome:
-    """`method`'s plan at `budget`, fitted by measurement, then evaluated for real."""
+) -> Family:
+    """`method`'s plans as one knob, the scale `fit` turns (the sensitivity allocation
+    counts its removal in `kind`'s units)."""
     method = Method(method)
     g = parse_granularity(granularity)
     session = bench.session
@@ -403,13 +416,25 @@ def plan_for_budget(
         if not sensitivity.complete:
             notes.append("the sensitivity analysis was stopped early: items without a "
                          "curve are left unpruned")
-        total = max_removal(sensitivity, budget.kind, cap)
+        total = max_removal(sensitivity, kind, cap)
 
         def family(knob: float) -> Plan:
-            allocation = allocate(sensitivity, budget.kind, knob * total, cap)
+            allocation = allocate(sensitivity, kind, knob * total, cap)
             predicted[knob] = allocation.predicted_metric
             return allocation.plan
-    plan, value, knob = fit(bench, family, budget)
+    return Family(method, family, predicted, notes)
+
+
+def plan_for_budget(
+    bench: Workbench, budget: Budget, method: Method | str, *,
+    granularity: Granularity | str = Granularity.UNSTRUCTURED, criterion: str = "l1",
+    sensitivity: SensitivityResult | None = None, cap: float = 0.95,
+) -> Outcome:
+    """`method`'s plan at `budget`, fitted by measurement, then evaluated for real."""
+    found = method_family(bench, method, budget.kind, granularity=granularity,
+                          criterion=criterion, sensitivity=sensitivity, cap=cap)
+    method, predicted, notes = found.method, found.predicted, found.notes
+    plan, value, knob = fit(bench, found.plan, budget)
     met = budget.met(value)
     if not met:
         notes.append(f"{method.value} cannot reach {budget.describe()} with every layer at "
@@ -430,7 +455,7 @@ def format_quantity(kind: BudgetKind, value: float) -> str:
 
 
 __all__ = [
-    "Allocation", "Budget", "BudgetKind", "Method", "Outcome", "allocate", "fit", "format_quantity",
-    "max_removal", "measure", "outlier_ratio", "outlier_ratios", "owl_sparsities",
-    "plan_for_budget",
+    "Allocation", "Budget", "BudgetKind", "Family", "Method", "Outcome", "allocate", "fit",
+    "format_quantity", "max_removal", "measure", "method_family", "outlier_ratio",
+    "outlier_ratios", "owl_sparsities", "plan_for_budget",
 ]

@@ -24,6 +24,7 @@ from pruneviz.measure.metrics import EvalResult, Stop, evaluate
 from pruneviz.measure.storage import dense_bytes, gzip_size
 from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
+from pruneviz.workflows.floor import FloorResult, Objective, plan_for_floor
 from pruneviz.workflows.refine import Refiner
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.sweep import SweepPoint, UniformSweep, report_sparsity
@@ -347,6 +348,28 @@ class Workspace:
             assert experiment is not None  # just recorded
             compared.append(Compared(outcome, experiment))
         return compared
+
+    def record_floor(self, result: SensitivityResult, floor: float, method: Method | str,
+                     objective: Objective | str, cap: float) -> tuple[FloorResult,
+                                                                      Experiment | None]:
+        """Search `method`'s plans (the analysis's granularity and criterion, no layer above
+        `cap`) for the one that prunes the most by `objective` while the metric meets
+        `floor` (see `plan_for_floor`); measure the chosen plan with latency and record it.
+        The experiment is None when no plan meets the floor. The plan applied before is
+        applied again after."""
+        self.settle()
+        found = plan_for_floor(self.bench, floor, method, objective=objective,
+                               granularity=result.granularity, criterion=result.criterion,
+                               sensitivity=result, cap=cap)
+        if found.chosen is None:
+            return found, None
+        side = ">=" if found.floor.higher_is_better else "<="
+        with self.bench.applied(found.chosen.plan):
+            self.measure_and_record(
+                f"{found.method.value} most {found.objective.value} at {found.metric_name} "
+                f"{side} {floor:.4g} ({result.granularity.value}, {result.criterion})")
+            experiment = self.log.find(self.bench.session.plan, self._weights)
+        return found, experiment
 
     def record_compression(self, kind: str, apply_to: str,
                            rank: float | None = None) -> list[Recorded]:
