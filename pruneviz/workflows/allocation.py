@@ -373,6 +373,7 @@ class Family:
     plan: Callable[[float], Plan]
     predicted: dict[float, float]
     notes: list[str]
+    outlier_ratios: dict[str, float] | None = None  # owl: each layer's outlier ratio
 
 
 def method_family(
@@ -422,7 +423,7 @@ def method_family(
             allocation = allocate(sensitivity, kind, knob * total, cap)
             predicted[knob] = allocation.predicted_metric
             return allocation.plan
-    return Family(method, family, predicted, notes)
+    return Family(method, family, predicted, notes, ratios)
 
 
 def plan_for_budget(
@@ -442,7 +443,7 @@ def plan_for_budget(
     with bench.applied(plan):
         report = bench.meter.report()
     return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes,
-                   ratios)
+                   found.outlier_ratios)
 
 
 def format_quantity(kind: BudgetKind, value: float) -> str:
