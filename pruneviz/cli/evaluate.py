@@ -93,16 +93,21 @@ def measure_budget(
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Measure a model, pruned by a plan or a uniform sparsity if one is given (and, with
-    --int8 / --low-rank, the pruned model quantized or factorized too)."""
+    --int8 / --int8-static / --int4 / --low-rank, the pruned model quantized or factorized
+    too)."""
     if args.low_rank is not None and not 0.0 < args.low_rank <= 1.0:
         raise PrunevizError(f"--low-rank must be in (0, 1], got {args.low_rank}")
+    if args.int4_group < 1:
+        raise PrunevizError(f"--int4-group must be a whole number of at least 1, got "
+                            f"{args.int4_group}")
     bench, report, skipped = measure(args)
     combined = _combined(args, bench)
     extra = {"combined": [m.to_dict() for m in combined]} if combined else None
     lines = [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
-                if m.latency else "")
+                if m.latency else "  latency: storage only (no int4 kernel)"
+                if m.technique.split(" ")[0].endswith("int4-w") and args.latency else "")
              + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
     if args.json:
         emit(args, report, bench.baseline, skipped, extra)
@@ -112,31 +117,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
-    """The pruned model quantized (--int8) and/or factorized (--low-rank), measured."""
+    """The pruned model quantized (--int8, --int8-static, --int4) and/or factorized
+    (--low-rank), each measured as the Trade-offs page measures it."""
     from pruneviz.measure.compression import (
+        INT4,
         INT8,
+        INT8_STATIC,
+        STORAGE_ONLY,
         SVD,
-        low_rank,
         measure_model,
-        quantize_dynamic_int8,
     )
     from pruneviz.measure.compression import technique_name as name
     from pruneviz.measure.meter import latency_batch
+    from pruneviz.workflows.techniques import transform
 
     pruned = not bench.session.plan.is_empty
+    chosen = [kind for kind, on in ((INT8, args.int8), (INT8_STATIC, args.int8_static),
+                                    (INT4, args.int4), (SVD, args.low_rank is not None)) if on]
+    calibration = bench.session.calibration
     done = []
-    if args.int8:
-        done.append(measure_model(quantize_dynamic_int8(bench.model), bench.eval_data,
-                                  technique=name(INT8, pruned=pruned), latency=args.latency,
-                                  reference=bench.pristine))
-    if args.low_rank is not None:
-        factored = low_rank(bench.model, args.low_rank,
-                            example=latency_batch(bench.eval_data, 8))
-        factored.check_changed()
-        done.append(measure_model(factored.model, bench.eval_data,
-                                  technique=name(SVD, pruned=pruned, rank=args.low_rank),
-                                  latency=args.latency, reference=bench.pristine,
-                                  notes=factored.notes))
+    for kind in chosen:
+        made = transform(kind, bench.model, example=latency_batch(bench.eval_data, 64),
+                         calibration=(calibration if calibration is not None
+                                      else bench.eval_data).x,
+                         rank=args.low_rank, group_size=args.int4_group)
+        done.append(measure_model(
+            made.model, bench.eval_data, reference=bench.pristine, notes=made.notes,
+            technique=name(kind, pruned=pruned, rank=args.low_rank, group_size=args.int4_group),
+            latency=args.latency and kind not in STORAGE_ONLY, saved=made.saved))
     return done
 
 

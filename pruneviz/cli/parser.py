@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--int8", action="store_true",
                           help="also measure the (pruned) model with dynamic int8 quantization "
                           "of its Linear/LSTM/GRU layers")
+    evaluate.add_argument("--int8-static", action="store_true",
+                          help="also measure the (pruned) model with static int8 quantization "
+                          "of its Conv and Linear layers (calibrated on the calibration data; "
+                          "int8 kernels; its file saved and reloaded)")
+    evaluate.add_argument("--int4", action="store_true",
+                          help="also measure the (pruned) model with its Linear and Conv "
+                          "weights stored as group-wise int4 (storage only: no int4 kernel "
+                          "on CPU, latency not measured)")
+    evaluate.add_argument("--int4-group", type=int, default=128, metavar="G",
+                          help="with --int4: the most weights per group sharing a scale "
+                          "(default: %(default)s; smaller rows use smaller equal groups)")
     evaluate.add_argument("--low-rank", type=float, metavar="F",
                           help="also measure the (pruned) model with its Linear layers "
                           "factorized by truncated SVD, at this fraction of full rank (0..1]")
