@@ -24,9 +24,7 @@ from __future__ import annotations
 import copy
 import gzip
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +49,7 @@ from pruneviz.measure.metrics import (
 from pruneviz.measure.quantize import (
     DEFAULT_GROUP_SIZE,
     Quantized,
+    _quiet_quantization_deprecations,
     has_static_int8,
     int4_file,
     int4_weights,
@@ -79,24 +78,6 @@ _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 # Module types dynamic quantization converts (nn.RNN has no dynamic int8 version).
 _QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
 _PREFERRED_ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")
-
-# torch.ao.quantization is deprecated in favour of torchao (not a dependency here); its
-# eager dynamic and FX static quantization still work, and these warnings say only that.
-_DEPRECATIONS: tuple[tuple[str, type[Warning]], ...] = (
-    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
-    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor "
-     r"creation functions", UserWarning),
-    (r"Please use quant_min and quant_max to specify the range for observers", UserWarning),
-)
-
-
-@contextmanager
-def _quiet_quantization_deprecations() -> Iterator[None]:
-    with warnings.catch_warnings():
-        for message, category in _DEPRECATIONS:
-            warnings.filterwarnings("ignore", message=message, category=category)
-        yield
-
 
 def technique_name(kind: str, *, pruned: bool, rank: float | Mapping[str, int] | None = None,
                    group_size: int | None = None) -> str:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,24 @@ def has_static_int8(model: nn.Module) -> bool:
     return any(is_static_quantized(m)
                and not type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")
                for m in model.modules())
+
+
+# torch.ao.quantization is deprecated in favour of torchao (not a dependency here); its
+# eager dynamic and FX static quantization still work, and these warnings say only that.
+_DEPRECATIONS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
+    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor "
+     r"creation functions", UserWarning),
+    (r"Please use quant_min and quant_max to specify the range for observers", UserWarning),
+)
+
+
+@contextmanager
+def _quiet_quantization_deprecations() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message, category in _DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 # -- static int8 ---------------------------------------------------------------------------------
@@ -191,7 +211,8 @@ def static_int8(model: nn.Module, calibration: Tensor, *, engine: str,
     previous = torch.backends.quantized.engine
     try:
         torch.backends.quantized.engine = engine
-        quantized, used, fallback = _static(copied, data[:1], batches, engine, flow)
+        with _quiet_quantization_deprecations():
+            quantized, used, fallback = _static(copied, data[:1], batches, engine, flow)
     except ModelError:
         raise
     except Exception as exc:  # the user's model failed in a calibration pass
@@ -315,7 +336,8 @@ def load_static_int8(source: bytes | Path, architecture: nn.Module, example: Ten
         state = copy.copy(template)  # keeps its _metadata: quantized modules read versions
         for key, value in template.items():
             state[key] = _rebuild(key, value, tensors)
-        skeleton.load_state_dict(state)
+        with _quiet_quantization_deprecations():
+            skeleton.load_state_dict(state)
     except (KeyError, RuntimeError) as exc:
         raise ModelError(f"the static int8 file does not fit this architecture (missing or "
                          f"misshapen {exc}); load it into the model it was made from") from exc
