@@ -103,13 +103,15 @@ for tab, (field, title) in zip(
      ("size_dense_bytes", "dense file size (bytes)")],
     strict=True,
 ):
-    points = [e for e in experiments if getattr(e, field) is not None]
+    # storage-only points (int4) go in too: the latency chart says why they are not drawn
+    points = [e for e in experiments if getattr(e, field) is not None or e.storage_only]
     tab.plotly_chart(
         tradeoff_scatter(points, x_field=field, x_title=title, metric_name=metric_name,
                          higher_is_better=higher, baseline=baseline),
         key=keys.tradeoff_chart_key(field),
     )
-    devices = sorted({e.latency_device for e in points if e.latency_device})
+    devices = sorted({e.latency_device for e in points if e.latency_ms is not None
+                      and e.latency_device})
     if field == "latency_ms" and len(devices) > 1:
         tab.caption(f":material/info: These latencies were timed on {' and '.join(devices)} "
                     "(int8 models run on the CPU only): compare points timed on one device; "
