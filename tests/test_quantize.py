@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.ao.nn.quantized as nnq
+from fixtures.models import ZOO
 from fixtures.sessions import pruned_bench
 from safetensors.torch import load as st_load
 from torch import Tensor, nn
@@ -177,6 +178,24 @@ def test_a_static_int8_file_for_another_model_is_refused() -> None:
         load_static_int8(saved, _model("digits_cnn"), x[:1])
     with pytest.raises(ModelError, match=r"not a pruneviz\.int4-weight-only/1 file"):
         load_int4(saved, _model("digits_mlp"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_fixture_architecture_quantizes_and_its_files_reload(name: str) -> None:
+    entry = ZOO[name]
+    model = entry.build().eval()
+    x = entry.data().x
+    static, saved = quantize_static_int8(model, x, x[:8])  # checks the reload itself
+    assert static.layers
+    assert torch.equal(_out(load_static_int8(saved, entry.build(), x[:1]), x),
+                       _out(static.model, x))
+    int4, saved4 = quantize_int4(model, x[:8], group_size=16)
+    assert torch.equal(_out(load_int4(saved4, entry.build()), x), _out(int4.model, x))
+    recurrent = [n for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    for layer in recurrent:  # left float, and said so, by both
+        assert any(n.startswith(f"{layer} (") for n in static.notes), static.notes
+        assert any(n.startswith(f"{layer} (") for n in int4.notes), int4.notes
 
 
 # -- int4 weight-only ------------------------------------------------------------------------------

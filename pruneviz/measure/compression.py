@@ -74,7 +74,8 @@ STORAGE_ONLY: tuple[str, ...] = (INT4,)
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _QCONV = (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+           nnq.ConvTranspose1d, nnq.ConvTranspose2d, nnq.ConvTranspose3d)
 # Module types dynamic quantization converts (nn.RNN has no dynamic int8 version).
 _QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
 _PREFERRED_ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")

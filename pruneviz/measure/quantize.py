@@ -468,7 +468,11 @@ def int4_weights(model: nn.Module, group_size: int = DEFAULT_GROUP_SIZE) -> Quan
                          "weight-only quantization can store"
                          + (f" ({'; '.join(notes)})" if notes else ""))
     for name, kind in _float_left(copied):
-        if kind not in ("Linear", "Conv1d", "Conv2d", "Conv3d"):
+        if kind == "MultiheadAttention":
+            notes.append(f"{name} (MultiheadAttention): its packed q/k/v projection left "
+                         "float; int4 weight-only stores Linear and Conv layers only (its "
+                         "out_proj is a Linear)")
+        elif kind not in ("Linear", "Conv1d", "Conv2d", "Conv3d"):
             notes.append(f"{name} ({kind}) left float: int4 weight-only stores Linear and "
                          "Conv layers only")
     if small:
