@@ -69,7 +69,8 @@ def transform(kind: str, model: nn.Module, *, example: Tensor, calibration: Tens
         return Transformed(quantized.model, quantized.notes, saved)
     if kind != SVD:
         raise ValueError(f"unknown technique {kind!r}; allowed: {', '.join(KINDS)}")
-    assert rank is not None
+    if rank is None:
+        raise ValueError("low-rank factorization needs its rank")
     factored = low_rank(model, rank, example=example)
     factored.check_changed()
     return Transformed(factored.model, factored.notes)
@@ -88,15 +89,14 @@ def record_technique(
 ) -> list[Recorded]:
     """Apply technique `kind` (INT8, INT8_STATIC — calibrated on the session's calibration
     data —, INT4 in groups of at most `group_size`, or SVD at `rank`, a fraction of full
-    rank) to the
-    bench's unpruned model, to its model with the current plan, or to both (`apply_to`,
-    one of APPLY_TO), measure each result with `measure_model` — latency timed against the
-    pristine model, as every pruning experiment is — and record it in `log` as made on
-    `weights` (the weights the session prunes). With nothing pruned, the current plan is
-    the unpruned model: measured once. Already-recorded points are not measured again.
-    Static int8 and int4 are measured on their real files' bytes; int4 has no kernel to
-    time, so its latency is not measured (its experiment says "storage only").
-    The session's plan is the same after as before.
+    rank) to the bench's unpruned model, to its model with the current plan, or to both
+    (`apply_to`, one of APPLY_TO), measure each result with `measure_model` — latency
+    timed against the pristine model, as every pruning experiment is — and record it in
+    `log` as made on `weights` (the weights the session prunes). With nothing pruned, the
+    current plan is the unpruned model: measured once. Already-recorded points are not
+    measured again. Static int8 and int4 are measured on their real files' bytes; int4
+    has no kernel to time, so its latency is not measured (its experiment says "storage
+    only"). The session's plan is the same after as before.
     """
     if apply_to not in APPLY_TO:
         raise ValueError(f"apply_to must be one of {', '.join(APPLY_TO)}, got {apply_to!r}")
