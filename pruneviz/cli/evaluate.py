@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bench, report, skipped = measure(args)
     combined = _combined(args, bench)
     extra = {"combined": [m.to_dict() for m in combined]} if combined else None
-    lines = [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
+    lines = [f"{m.technique:<19} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
                 if m.latency else "  latency: storage only (no int4 kernel)"
