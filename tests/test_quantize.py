@@ -368,13 +368,31 @@ def test_static_int8_and_int4_are_drawn_with_their_own_markers(
 
 
 # -- the command line ------------------------------------------------------------------------------
-def test_cli_evaluate_measures_static_int8_and_int4_of_the_pruned_cnn() -> None:
+def test_cli_evaluate_measures_static_int8_and_int4_of_the_pruned_cnn(tmp_path: Path
+                                                                       ) -> None:
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         code = main(["evaluate", "sample:digits_cnn", "--sparsity", "0.5", "--int8-static",
-                     "--int4", "--int4-group", "64", "--latency", "--json"])
+                     "--int4", "--int4-group", "64", "--latency", "--json",
+                     "--quantized-out", str(tmp_path / "q")])
     assert code == 0
-    combined = json.loads(buffer.getvalue())["combined"]
+    printed = json.loads(buffer.getvalue())
+    combined = printed["combined"]
+    assert printed["written"] == {
+        "int8-static.safetensors": str(tmp_path / "q" / "int8-static.safetensors"),
+        "int4-w.safetensors": str(tmp_path / "q" / "int4-w.safetensors")}
+    # the written files are the measured models: reloaded, they score what was printed
+    data = _data()
+    static_model = load_static_int8(tmp_path / "q" / "int8-static.safetensors",
+                                    load_sample("digits_cnn").model, data.x[:1])
+    int4_model = load_int4(tmp_path / "q" / "int4-w.safetensors",
+                           load_sample("digits_cnn").model)
+    assert evaluate(static_model, data).metric == combined[0]["metric"]
+    assert evaluate(int4_model, data).metric == combined[1]["metric"]
+    assert (tmp_path / "q" / "int8-static.safetensors").stat().st_size == \
+        combined[0]["size_dense_bytes"]
+    conv2 = int4_model.get_submodule("conv2").weight
+    assert float((conv2 == 0).float().mean()) >= 0.5  # the pruned half stays zero
     assert [c["technique"] for c in combined] == ["prune+int8-static", "prune+int4-w g=64"]
     static, int4 = combined
     assert static["latency_ms"] is not None
@@ -384,9 +402,24 @@ def test_cli_evaluate_measures_static_int8_and_int4_of_the_pruned_cnn() -> None:
     assert int4["size_dense_bytes"] < static["size_dense_bytes"]
 
 
-def test_cli_refuses_a_bad_group_size() -> None:
+@pytest.mark.parametrize(("args", "message"), [
+    (["--int4", "--int4-group", "0"], "--int4-group must be a whole number of at least 1"),
+    (["--quantized-out", "somewhere"], "--quantized-out writes the files of --int8-static"),
+])
+def test_cli_refuses_bad_quantization_options(args: list[str], message: str) -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["evaluate", "sample:digits_mlp", "--int4", "--int4-group", "0"])
+        code = main(["evaluate", "sample:digits_mlp", *args])
     assert code != 0
-    assert "--int4-group must be a whole number of at least 1" in err.getvalue()
+    assert message in err.getvalue()
+
+
+def test_cli_never_writes_over_a_quantized_file(tmp_path: Path) -> None:
+    (tmp_path / "int4-w.safetensors").write_bytes(b"mine")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["evaluate", "sample:digits_mlp", "--int4", "--quantized-out",
+                     str(tmp_path)])
+    assert code != 0
+    assert "already exists" in err.getvalue()
+    assert (tmp_path / "int4-w.safetensors").read_bytes() == b"mine"

@@ -100,15 +100,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.int4_group < 1:
         raise PrunevizError(f"--int4-group must be a whole number of at least 1, got "
                             f"{args.int4_group}")
-    bench, report, skipped = measure(args)
-    combined = _combined(args, bench)
-    extra = {"combined": [m.to_dict() for m in combined]} if combined else None
+    if args.quantized_out is not None and not (args.int8_static or args.int4):
+        raise PrunevizError("--quantized-out writes the files of --int8-static and --int4: "
+                            "give one of them too")
+    _check_quantized_out(args.quantized_out,
+                         [name for name, on in (("int8-static.safetensors", args.int8_static),
+                                                ("int4-w.safetensors", args.int4)) if on])
+    bench, report, skipped = measure(args)  # (the folder is checked before the slow part)
+    combined, files = _combined(args, bench)
+    written = _write_quantized(args.quantized_out, files)
+    extra: dict[str, Any] | None = None
+    if combined:
+        extra = {"combined": [m.to_dict() for m in combined]}
+        if written:
+            extra["written"] = written
     lines = [f"{m.technique:<19} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
                 if m.latency else "  latency: storage only (no int4 kernel)"
                 if m.technique.split(" ")[0].endswith("int4-w") and args.latency else "")
              + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
+    lines += [f"wrote {path}" for path in written.values()]
     if args.json:
         emit(args, report, bench.baseline, skipped, extra)
     else:
@@ -116,9 +128,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
+def _check_quantized_out(folder: Path | None, names: list[str]) -> None:
+    """Refuse a --quantized-out that is a file or already holds one of `names`."""
+    if folder is None:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise PrunevizError(f"--quantized-out {folder} is a file, not a folder")
+    clash = [name for name in names if (folder / name).exists()]
+    if clash:
+        raise PrunevizError(f"{', '.join(str(folder / n) for n in clash)} already exists: "
+                            "choose another --quantized-out folder or remove it")
+
+
+def _write_quantized(folder: Path | None, files: dict[str, bytes]) -> dict[str, str]:
+    """Write each quantized model's file into `folder` (never over an existing file)."""
+    if folder is None:
+        return {}
+    _check_quantized_out(folder, list(files))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: str(folder / name) for name in files}
+
+
+def _combined(args: argparse.Namespace, bench: Workbench) -> tuple[list[Any], dict[str, bytes]]:
     """The pruned model quantized (--int8, --int8-static, --int4) and/or factorized
-    (--low-rank), each measured as the Trade-offs page measures it."""
+    (--low-rank), each measured as the Trade-offs page measures it; and the files of the
+    quantized models that have one, by file name."""
     from pruneviz.measure.compression import (
         INT4,
         INT8,
@@ -136,6 +172,7 @@ def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
                                     (INT4, args.int4), (SVD, args.low_rank is not None)) if on]
     calibration = bench.session.calibration
     done = []
+    files: dict[str, bytes] = {}
     for kind in chosen:
         made = transform(kind, bench.model, example=latency_batch(bench.eval_data, 64),
                          calibration=(calibration if calibration is not None
@@ -145,7 +182,9 @@ def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
             made.model, bench.eval_data, reference=bench.pristine, notes=made.notes,
             technique=name(kind, pruned=pruned, rank=args.low_rank, group_size=args.int4_group),
             latency=args.latency and kind not in STORAGE_ONLY, saved=made.saved))
-    return done
+        if made.saved is not None:
+            files[f"{kind}.safetensors"] = made.saved
+    return done, files
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
