@@ -5,7 +5,7 @@ import streamlit as st
 from pruneviz.app import keys, state, sweep_view
 from pruneviz.app.widgets import experiment_rows, shows_percent, user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
-from pruneviz.measure.compression import INT8, SVD
+from pruneviz.measure.compression import INT4, INT8, INT8_STATIC, SVD
 from pruneviz.output.tradeoff_figures import best_form_scatter, history_tree, tradeoff_scatter
 from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.techniques import APPLY_TO
@@ -27,17 +27,19 @@ st.caption(
     "joined to the same plan without retraining). The Pareto front joins the "
     "configurations that no other one beats on both axes, whatever their technique. Sizes "
     "and latency are of the masked model saved and run densely, except 'sparse file', the "
-    "best form for masked weights; int8 and low-rank points are their own models' files "
-    "and timings."
+    "best form for masked weights; int8, int4 and low-rank points are their own models' "
+    "files and timings (int4: storage only, not timed)."
 )
 sweep_view.sweep_section(bench, expanded=len(experiments) < 3)
-with st.expander("Combine with other techniques: int8 quantization, low-rank factorization",
+with st.expander("Combine with other techniques: int8 and int4 quantization, low-rank "
+                 "factorization",
                  expanded=bool(state.last_compression())):
     st.caption("Each applies to a copy of the unpruned model, of the model with the current "
                f"plan ({describe_plan(bench.session.plan)}), or both; every resulting model "
                "is measured like a pruned one (metric on the evaluation data, its weight "
                "file's bytes, latency against the unpruned model) and becomes a point on the "
-               "charts below: squares for int8, triangles for SVD, stars on a pruned model.")
+               "charts below: squares for dynamic int8, hexagons for static int8, "
+               "triangles down for int4, triangles up for SVD, stars on a pruned model.")
     int8_col, svd_col = st.columns(2)
     with int8_col.form(keys.INT8_FORM_KEY):
         st.markdown("**Dynamic int8 quantization**")
@@ -63,6 +65,31 @@ with st.expander("Combine with other techniques: int8 quantization, low-rank fac
                     user_errors("The low-rank model could not be measured"):
                 state.record_compression(SVD, svd_on, svd_rank / 100)
             st.rerun()
+    static_col, int4_col = st.columns(2)
+    with static_col.form(keys.INT8_STATIC_FORM_KEY):
+        st.markdown("**Static int8 quantization (Conv + Linear)**")
+        st.caption("Convolutions and Linears run int8 kernels: activation ranges calibrated "
+                   "on the calibration data, weights per output channel (a pruned weight "
+                   "stays 0). Measured on its saved file, reloaded; layers left float are "
+                   "named.")
+        static_on = st.radio("apply to", APPLY_TO, index=2, key=keys.INT8_STATIC_ON_KEY)
+        if st.form_submit_button("Quantize and measure", key=keys.INT8_STATIC_GO_KEY):
+            with st.spinner("Calibrating, quantizing, saving, evaluating and timing ..."), \
+                    user_errors("The static int8 model could not be measured"):
+                state.record_compression(INT8_STATIC, static_on)
+            st.rerun()
+    with int4_col.form(keys.INT4_FORM_KEY):
+        st.markdown("**Weight-only int4 (group-wise)**")
+        st.caption("Linear and Conv weights stored as 4-bit integers, a scale per group. "
+                   "Storage only: no int4 kernel on CPU, so its latency is not measured.")
+        int4_group = st.select_slider("weights per group (at most)", [32, 64, 128, 256],
+                                      value=128, key=keys.INT4_GROUP_KEY)
+        int4_on = st.radio("apply to", APPLY_TO, index=2, key=keys.INT4_ON_KEY)
+        if st.form_submit_button("Quantize and measure", key=keys.INT4_GO_KEY):
+            with st.spinner("Quantizing, saving and evaluating ..."), \
+                    user_errors("The int4 model could not be measured"):
+                state.record_compression(INT4, int4_on, group_size=int(int4_group))
+            st.rerun()
     for line, notes in state.last_compression():
         st.caption(f":material/check: {line}")
         for note in notes:
@@ -76,7 +103,8 @@ for tab, (field, title) in zip(
      ("size_dense_bytes", "dense file size (bytes)")],
     strict=True,
 ):
-    points = [e for e in experiments if getattr(e, field) is not None]
+    # storage-only points (int4) go in too: the latency chart says why they are not drawn
+    points = [e for e in experiments if getattr(e, field) is not None or e.storage_only]
     tab.plotly_chart(
         tradeoff_scatter(points, x_field=field, x_title=title, metric_name=metric_name,
                          higher_is_better=higher, baseline=baseline),
@@ -88,7 +116,8 @@ for tab, (field, title) in zip(
                     "'latency_vs_unpruned' column, which names a change only when its 95% "
                     "interval excludes 1x; differences between points within their spread "
                     "are machine noise.")
-    devices = sorted({e.latency_device for e in points if e.latency_device})
+    devices = sorted({e.latency_device for e in points if e.latency_ms is not None
+                      and e.latency_device})
     if field == "latency_ms" and len(devices) > 1:
         tab.caption(f":material/info: These latencies were timed on {' and '.join(devices)} "
                     "(int8 models run on the CPU only): compare points timed on one device; "

@@ -40,9 +40,15 @@ from pruneviz.errors import (
     PrunevizError,
     SampleNotFoundError,
 )
-from pruneviz.measure.compression import low_rank, quantize_dynamic_int8
+from pruneviz.measure.compression import (
+    low_rank,
+    quantize_dynamic_int8,
+    quantize_int4,
+    quantize_static_int8,
+)
 from pruneviz.measure.meter import Meter, Report
 from pruneviz.measure.metrics import EvalResult, Latency, count_params, evaluate, measure_latency
+from pruneviz.measure.quantize import load_int4, load_static_int8
 from pruneviz.measure.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
 from pruneviz.measure.timing import Speedup, Timing, time_against
 from pruneviz.output.bundle import ExportResult, export_bundle
@@ -125,6 +131,10 @@ __all__ = [
     "export_bundle",
     "ExportResult",
     "quantize_dynamic_int8",
+    "quantize_static_int8",
+    "quantize_int4",
+    "load_static_int8",
+    "load_int4",
     "low_rank",
     "count_params",
     "criterion_names",

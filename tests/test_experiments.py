@@ -295,7 +295,10 @@ def test_technique_families() -> None:
     assert [technique_family(t) for t in
             ["prune", "int8", "prune+int8", "svd r=50%", "prune+svd r=12.5%", "svd r=custom"]
             ] == ["prune", "int8", "prune+int8", "svd", "prune+svd", "svd"]
-    assert set(TECHNIQUES) == {"prune", "int8", "prune+int8", "svd", "prune+svd"}
+    assert set(TECHNIQUES) == {"prune", "int8", "prune+int8", "int8-static",
+                               "prune+int8-static", "int4-w", "prune+int4-w", "svd",
+                               "prune+svd"}
+    assert technique_family("prune+int4-w g=64") == "prune+int4-w"
 
 
 # -- one record type: the masked model, another technique, a deployable form -------------------

@@ -687,11 +687,13 @@ def record_budget_comparison(result: SensitivityResult, budget: Budget,
     return workspace().record_budget_comparison(result, budget, cap)
 
 
-def record_compression(kind: str, apply_to: str, rank: float | None = None) -> None:
-    """Measure technique `kind` ("int8", or "svd" at `rank`, a fraction of full rank) on the
-    unpruned model and/or the current plan (`apply_to`, one of techniques.APPLY_TO) and
-    record the points; `last_compression()` says what was done."""
-    workspace().record_compression(kind, apply_to, rank)
+def record_compression(kind: str, apply_to: str, rank: float | None = None,
+                       group_size: int | None = None) -> None:
+    """Measure technique `kind` ("int8", "int8-static", "int4-w" in groups of at most
+    `group_size`, or "svd" at `rank`, a fraction of full rank) on the unpruned model and/or
+    the current plan (`apply_to`, one of techniques.APPLY_TO) and record the points;
+    `last_compression()` says what was done."""
+    workspace().record_compression(kind, apply_to, rank, group_size)
 
 
 def last_compression() -> list[tuple[str, tuple[str, ...]]]:

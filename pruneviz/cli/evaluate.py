@@ -134,23 +134,38 @@ def measure_floor(args: argparse.Namespace, floor: float) -> tuple[
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Measure a model, pruned by a plan or a uniform sparsity if one is given (and, with
-    --int8 / --low-rank, the pruned model quantized or factorized too)."""
+    --int8 / --int8-static / --int4 / --low-rank, the pruned model quantized or factorized
+    too)."""
     if args.low_rank is not None and not 0.0 < args.low_rank <= 1.0:
         raise PrunevizError(f"--low-rank must be in (0, 1], got {args.low_rank}")
-    bench, report, skipped = measure(args)
-    combined = _combined(args, bench)
+    if args.int4_group < 1:
+        raise PrunevizError(f"--int4-group must be a whole number of at least 1, got "
+                            f"{args.int4_group}")
+    if args.quantized_out is not None and not (args.int8_static or args.int4):
+        raise PrunevizError("--quantized-out writes the files of --int8-static and --int4: "
+                            "give one of them too")
+    _check_quantized_out(args.quantized_out,
+                         [name for name, on in (("int8-static.safetensors", args.int8_static),
+                                                ("int4-w.safetensors", args.int4)) if on])
+    bench, report, skipped = measure(args)  # (the folder is checked before the slow part)
+    combined, files = _combined(args, bench)
+    written = _write_quantized(args.quantized_out, files)
     criteria = plan_notes(bench.session)
     extra: dict[str, Any] = {"combined": [m.to_dict() for m in combined]} if combined else {}
+    if combined and written:
+        extra["written"] = written
     if criteria:
         extra["criterion_notes"] = criteria
     lines = [f"note: {note}" for note in criteria]
-    lines += [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
+    lines += [f"{m.technique:<19} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
               f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
               + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
-                 if m.latency else "")
+                 if m.latency else "  latency: storage only (no int4 kernel)"
+                 if m.technique.split(" ")[0].endswith("int4-w") and args.latency else "")
               + (f", vs unpruned in the same rounds: {m.latency_speedup.text()}"
                  if m.latency_speedup else "")
               + "".join(f"\n  note: {n}" for n in m.notes) for m in combined]
+    lines += [f"wrote {path}" for path in written.values()]
     if args.json:
         emit(args, report, bench.baseline, skipped, extra or None)
     else:
@@ -158,33 +173,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
-    """The pruned model quantized (--int8) and/or factorized (--low-rank), measured."""
+def _check_quantized_out(folder: Path | None, names: list[str]) -> None:
+    """Refuse a --quantized-out that is a file or already holds one of `names`."""
+    if folder is None:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise PrunevizError(f"--quantized-out {folder} is a file, not a folder")
+    clash = [name for name in names if (folder / name).exists()]
+    if clash:
+        raise PrunevizError(f"{', '.join(str(folder / n) for n in clash)} already exists: "
+                            "choose another --quantized-out folder or remove it")
+
+
+def _write_quantized(folder: Path | None, files: dict[str, bytes]) -> dict[str, str]:
+    """Write each quantized model's file into `folder` (never over an existing file)."""
+    if folder is None:
+        return {}
+    _check_quantized_out(folder, list(files))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: str(folder / name) for name in files}
+
+
+def _combined(args: argparse.Namespace, bench: Workbench) -> tuple[list[Any], dict[str, bytes]]:
+    """The pruned model quantized (--int8, --int8-static, --int4) and/or factorized
+    (--low-rank), each measured as the Trade-offs page measures it; and the files of the
+    quantized models that have one, by file name."""
     from pruneviz.measure.compression import (
+        INT4,
         INT8,
+        INT8_STATIC,
+        STORAGE_ONLY,
         SVD,
-        low_rank,
         measure_model,
-        quantize_dynamic_int8,
     )
     from pruneviz.measure.compression import technique_name as name
     from pruneviz.measure.meter import latency_batch
+    from pruneviz.workflows.techniques import transform
 
     pruned = not bench.session.plan.is_empty
+    chosen = [kind for kind, on in ((INT8, args.int8), (INT8_STATIC, args.int8_static),
+                                    (INT4, args.int4), (SVD, args.low_rank is not None)) if on]
+    calibration = bench.session.calibration
     done = []
-    if args.int8:
-        done.append(measure_model(quantize_dynamic_int8(bench.model), bench.eval_data,
-                                  technique=name(INT8, pruned=pruned), latency=args.latency,
-                                  reference=bench.pristine))
-    if args.low_rank is not None:
-        factored = low_rank(bench.model, args.low_rank,
-                            example=latency_batch(bench.eval_data, 8))
-        factored.check_changed()
-        done.append(measure_model(factored.model, bench.eval_data,
-                                  technique=name(SVD, pruned=pruned, rank=args.low_rank),
-                                  latency=args.latency, reference=bench.pristine,
-                                  notes=factored.notes))
-    return done
+    files: dict[str, bytes] = {}
+    for kind in chosen:
+        made = transform(kind, bench.model, example=latency_batch(bench.eval_data, 64),
+                         calibration=(calibration if calibration is not None
+                                      else bench.eval_data).x,
+                         rank=args.low_rank, group_size=args.int4_group)
+        done.append(measure_model(
+            made.model, bench.eval_data, reference=bench.pristine, notes=made.notes,
+            technique=name(kind, pruned=pruned, rank=args.low_rank, group_size=args.int4_group),
+            latency=args.latency and kind not in STORAGE_ONLY, saved=made.saved))
+        if made.saved is not None:
+            files[f"{kind}.safetensors"] = made.saved
+    return done, files
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -105,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--int8", action="store_true",
                           help="also measure the (pruned) model with dynamic int8 quantization "
                           "of its Linear/LSTM/GRU layers")
+    evaluate.add_argument("--int8-static", action="store_true",
+                          help="also measure the (pruned) model with static int8 quantization "
+                          "of its Conv and Linear layers (calibrated on the calibration data; "
+                          "int8 kernels; its file saved and reloaded)")
+    evaluate.add_argument("--int4", action="store_true",
+                          help="also measure the (pruned) model with its Linear and Conv "
+                          "weights stored as group-wise int4 (storage only: no int4 kernel "
+                          "on CPU, latency not measured)")
+    evaluate.add_argument("--int4-group", type=int, default=128, metavar="G",
+                          help="with --int4: the most weights per group sharing a scale "
+                          "(default: %(default)s; smaller rows use smaller equal groups)")
+    evaluate.add_argument("--quantized-out", type=Path, metavar="DIR",
+                          help="with --int8-static / --int4: write each quantized model's "
+                          "checked safetensors file into this folder (int8-static.safetensors, "
+                          "int4-w.safetensors; pruneviz.load_static_int8 / load_int4 read "
+                          "them into the model's architecture)")
     evaluate.add_argument("--low-rank", type=float, metavar="F",
                           help="also measure the (pruned) model with its Linear layers "
                           "factorized by truncated SVD, at this fraction of full rank (0..1]")

@@ -1,4 +1,4 @@
-"""Other compressions next to pruning: dynamic int8 quantization and low-rank factorization.
+"""Other compressions next to pruning: int8 and int4 quantization, low-rank factorization.
 
 Both return a transformed *copy* of a model (the session's model is never changed), so
 they combine with pruning by being applied to the pruned model:
@@ -6,6 +6,10 @@ they combine with pruning by being applied to the pruned model:
 - `quantize_dynamic_int8`: nn.Linear, nn.LSTM and nn.GRU weights stored as int8 with a
   scale (activations quantized on the fly at run time). A pruned weight is zero, and
   zero is exactly representable (symmetric quantization), so it stays zero.
+- `quantize_static_int8` and `quantize_int4` (quantize.py): Conv and Linear layers too,
+  statically quantized to int8 with real int8 kernels, or stored as group-wise int4
+  weights (storage only: no int4 kernel on CPU); each checked through a real file that
+  reloads to the same outputs.
 - `low_rank`: each plain nn.Linear replaced by two smaller ones from a truncated SVD of
   its weight, W ≈ (U_r √S_r)(√S_r V_rᵀ), where that stores fewer weights.
 
@@ -20,14 +24,12 @@ from __future__ import annotations
 import copy
 import gzip
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.ao.nn.quantized.dynamic as nnqd
+import torch.ao.nn.quantized as nnq
 from torch import Tensor, nn
 from torch.ao.nn.quantized.dynamic.modules.rnn import RNNBase as QuantizedRNNBase
 from torch.nn.utils import parametrize
@@ -43,51 +45,60 @@ from pruneviz.measure.metrics import (
     evaluate,
     measure_latency,
 )
+from pruneviz.measure.quantize import (
+    DEFAULT_GROUP_SIZE,
+    Quantized,
+    _quiet_quantization_deprecations,
+    has_static_int8,
+    int4_file,
+    int4_weights,
+    is_int4_layer,
+    is_static_quantized,
+    load_int4,
+    load_static_int8,
+    same_outputs,
+    static_int8,
+    static_int8_file,
+    static_state,
+)
 from pruneviz.measure.storage import FileSizes, dense_bytes, sparse_size
 from pruneviz.measure.timing import Speedup, time_against
 
-INT8 = "int8"
+INT8 = "int8"  # dynamic int8: Linear / LSTM / GRU weights, activations quantized on the fly
+INT8_STATIC = "int8-static"  # static int8: Conv / Linear, calibrated activations
+INT4 = "int4-w"  # weight-only int4, group-wise: storage only
 SVD = "svd"
+KINDS: tuple[str, ...] = (INT8, INT8_STATIC, INT4, SVD)
+# Techniques with no kernel of their own on CPU: latency not measured ("storage only").
+STORAGE_ONLY: tuple[str, ...] = (INT4,)
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_QCONV = (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+           nnq.ConvTranspose1d, nnq.ConvTranspose2d, nnq.ConvTranspose3d)
 # Module types dynamic quantization converts (nn.RNN has no dynamic int8 version).
 _QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Linear, nn.LSTM, nn.GRU)
 _PREFERRED_ENGINES = ("x86", "fbgemm", "qnnpack", "onednn")
 
-# torch.ao.quantization is deprecated in favour of torchao (not a dependency here); its
-# eager dynamic quantization still works, and these two warnings say only that.
-_DEPRECATIONS: tuple[tuple[str, type[Warning]], ...] = (
-    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
-    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor "
-     r"creation functions", UserWarning),
-)
+def technique_name(kind: str, *, pruned: bool, rank: float | Mapping[str, int] | None = None,
+                   group_size: int | None = None) -> str:
+    """The label of a combination: "int8", "prune+int8", "int8-static", "int4-w g=128",
+    "prune+int4-w g=128", "svd r=50%", "prune+svd r=50%".
 
-
-@contextmanager
-def _quiet_quantization_deprecations() -> Iterator[None]:
-    with warnings.catch_warnings():
-        for message, category in _DEPRECATIONS:
-            warnings.filterwarnings("ignore", message=message, category=category)
-        yield
-
-
-def technique_name(kind: str, *, pruned: bool, rank: float | Mapping[str, int] | None = None
-                   ) -> str:
-    """The label of a combination: "int8", "prune+int8", "svd r=50%", "prune+svd r=50%".
-
-    `kind` is INT8 or SVD; `rank` (SVD only) is the fraction of full rank, or the explicit
-    ranks per layer (then "svd r=custom").
+    `kind` is one of KINDS; `rank` (SVD only) is the fraction of full rank, or the explicit
+    ranks per layer (then "svd r=custom"); `group_size` (INT4 only) is the largest group.
     """
-    if kind == INT8:
-        name = INT8
+    if kind in (INT8, INT8_STATIC):
+        name = kind
+    elif kind == INT4:
+        name = f"{INT4} g={DEFAULT_GROUP_SIZE if group_size is None else group_size}"
     elif kind == SVD:
         if rank is None:
             raise ValueError("an SVD technique needs its rank")
         amount = f"{rank * 100:.4g}%" if isinstance(rank, int | float) else "custom"
         name = f"{SVD} r={amount}"
     else:
-        raise ValueError(f"unknown technique {kind!r}; allowed: {INT8}, {SVD}")
+        raise ValueError(f"unknown technique {kind!r}; allowed: {', '.join(KINDS)}")
     return f"{PRUNE}+{name}" if pruned else name
 
 
@@ -144,6 +155,41 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     return quantized
 
 
+# -- static int8 and weight-only int4 (quantize.py), each through a file that reloads -----------
+def _checked(quantized: Quantized, saved: bytes, reloaded: nn.Module, example: Tensor,
+             what: str) -> tuple[Quantized, bytes]:
+    if not same_outputs(quantized.model, reloaded, example):
+        raise ModelError(f"the {what} file, reloaded, does not give the outputs of the "
+                         f"{what} model it was saved from; it is not usable")
+    return quantized, saved
+
+
+def quantize_static_int8(model: nn.Module, calibration: Tensor, example: Tensor
+                         ) -> tuple[Quantized, bytes]:
+    """A static int8 copy of `model` (Conv and Linear layers with int8 kernels on the CPU,
+    activations calibrated on the `calibration` inputs, weights per output channel with
+    zero point 0, see quantize.static_int8) and the bytes of its safetensors file — saved,
+    reloaded into `model`'s architecture and checked to give the same outputs on
+    `example`. Layers left float are named in the notes. `model` is not changed."""
+    engine = _quantized_engine()
+    with _quiet_quantization_deprecations():
+        quantized = static_int8(model, calibration, engine=engine)
+        saved = static_int8_file(quantized, engine)
+        reloaded = load_static_int8(saved, model, example[:1].cpu())
+        return _checked(quantized, saved, reloaded, example.cpu(), "static int8")
+
+
+def quantize_int4(model: nn.Module, example: Tensor, group_size: int = DEFAULT_GROUP_SIZE
+                  ) -> tuple[Quantized, bytes]:
+    """A copy of `model` with Linear and Conv weights stored as group-wise int4 (groups of
+    at most `group_size`, see quantize.int4_weights) and the bytes of its safetensors
+    file — saved, reloaded and checked to give the same outputs on `example`."""
+    quantized = int4_weights(model, group_size)
+    saved = int4_file(quantized)
+    example = example.to(model_device(quantized.model))
+    return _checked(quantized, saved, load_int4(saved, model), example, "int4")
+
+
 def _qparams(name: str, weight: Tensor) -> dict[str, Tensor]:
     """An int8 weight as plain tensors: its integers, scale(s) and zero point(s)."""
     scheme = weight.qscheme()
@@ -160,9 +206,10 @@ def _quantized_tensors(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, 
     """(weights as quantized tensors, biases) of a dynamically quantized module."""
     # torch's quantized modules are not annotated: what they return is checked here.
     found: dict[str, dict[str, Any]] = {}
-    if isinstance(module, nnqd.Linear):
-        bias = module.bias()  # type: ignore[no-untyped-call]
-        found = {"weights": {"weight": module.weight()},  # type: ignore[no-untyped-call]
+    if is_static_quantized(module):  # int8 Linear (dynamic or static) or convolution
+        quantized: Any = module
+        bias = quantized.bias()
+        found = {"weights": {"weight": quantized.weight()},
                  "biases": {} if bias is None else {"bias": bias}}
     else:
         assert isinstance(module, QuantizedRNNBase)
@@ -174,13 +221,17 @@ def _quantized_tensors(module: nn.Module) -> tuple[dict[str, Tensor], dict[str, 
 
 
 def _is_quantized(module: nn.Module) -> bool:
-    return isinstance(module, nnqd.Linear | QuantizedRNNBase)
+    return is_static_quantized(module) or isinstance(module, QuantizedRNNBase)
 
 
 def stored_state(model: nn.Module) -> dict[str, Tensor]:
     """The tensors a weight file of `model` holds: its state dict for a float model; for a
     quantized one, each int8 weight as its int8 integers plus `_scale` and `_zero_point`
-    tensors (what safetensors can store, and all that is needed to rebuild it)."""
+    tensors (what safetensors can store, and all that is needed to rebuild it); for a
+    static int8 model, `quantize.static_state`. (An int4 model's state is its own: packed
+    weights and scales are its buffers.)"""
+    if has_static_int8(model):
+        return static_state(model)
     state: dict[str, Tensor] = {}
 
     def walk(module: nn.Module, prefix: str) -> None:
@@ -220,6 +271,8 @@ def stored_params(model: nn.Module) -> ParamCounts:
             else:
                 tensors = [p for p in module.parameters(recurse=False) if id(p) not in seen]
                 seen.update(id(p) for p in tensors)
+                if is_int4_layer(module):  # its weight as stored, dequantized
+                    tensors.append(module.get_buffer("weight"))
             for t in tensors:
                 total += t.numel()
                 nonzero += int(torch.count_nonzero(t))
@@ -459,9 +512,9 @@ def _uses(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> list[tuple
     if isinstance(module, nn.RNNBase | QuantizedRNNBase):
         steps = _steps(inputs, bool(getattr(module, "batch_first", False)))
         return [(w, steps) for w in weights]
-    if isinstance(module, nn.Linear | nnqd.Linear) and out is not None:
+    if isinstance(module, nn.Linear | nnq.Linear) and out is not None:
         return [(weights[0], out.numel() // int(module.out_features))]
-    if isinstance(module, _CONV) and out is not None:
+    if isinstance(module, (*_CONV, *_QCONV)) and out is not None:
         return [(weights[0], out.numel() // module.out_channels)]
     if isinstance(module, _CONV_T) and inp is not None:
         return [(weights[0], inp.numel() // module.in_channels)]
@@ -478,7 +531,7 @@ def count_macs(model: nn.Module, example: Tensor) -> tuple[int, int]:
     """
     dense = 0
     effective = 0.0
-    kinds = (nn.Linear, nnqd.Linear, *_CONV, *_CONV_T, nn.RNNBase, QuantizedRNNBase,
+    kinds = (nn.Linear, nnq.Linear, *_CONV, *_QCONV, *_CONV_T, nn.RNNBase, QuantizedRNNBase,
              nn.MultiheadAttention)
     inside_attention = {id(m.out_proj) for m in model.modules()
                         if isinstance(m, nn.MultiheadAttention)}
@@ -515,13 +568,16 @@ def measure_model(
     notes: Sequence[str] = (),
     name: str = "",
     plan: Mapping[str, Any] | None = None,
+    saved: bytes | None = None,
 ) -> Report:
     """Measure `model` (any model, float or int8) on `data`: the metric and loss
     (`metrics.evaluate`), stored parameters (`stored_params`), weight MACs (`count_macs`),
     weight file sizes (`stored_sizes`) and, if `latency`, the median latency of a batch of
     `latency_batch_size` real inputs — timed interleaved with `reference` (the unpruned
     model) when given, as the Prune page times a pruned model. `name` and `plan` (the
-    model's name and the pruning plan it was made from) are only recorded.
+    model's name and the pruning plan it was made from) are only recorded. `saved` is the
+    model's own weight file when it has one (static int8, int4): its bytes are the dense
+    size and what is gzipped.
 
     Everything is measured on `model`'s device (an int8 model is on the CPU): the data is
     moved there, and a `reference` on another device is timed as a copy on it."""
@@ -543,7 +599,11 @@ def measure_model(
                                             timing.speedups[0])
         elif latency:
             timed = measure_latency(model, batch, runs=runs)
-        sizes = stored_sizes(model)
+        if saved is None:
+            sizes = stored_sizes(model)
+        else:
+            sizes = FileSizes(len(saved), sparse_size(stored_state(model)),
+                              len(gzip.compress(saved, 6)))
     return Report(
         model=name,
         plan=dict(plan or {}),
@@ -562,8 +622,12 @@ def measure_model(
 
 
 __all__ = [
+    "INT4",
     "INT8",
+    "INT8_STATIC",
+    "KINDS",
     "PRUNE",
+    "STORAGE_ONLY",
     "SVD",
     "LowRank",
     "LowRankLinear",
@@ -571,6 +635,8 @@ __all__ = [
     "low_rank",
     "measure_model",
     "quantize_dynamic_int8",
+    "quantize_int4",
+    "quantize_static_int8",
     "rank_for",
     "stored_params",
     "stored_sizes",

@@ -30,6 +30,11 @@ TECHNIQUE_STYLES: dict[str, tuple[str, str, str]] = {
     "prune": ("pruning", "circle", KEPT),
     "int8": ("int8 (unpruned)", "square", "#B279A2"),
     "prune+int8": ("pruning + int8", "star-square", "#B279A2"),
+    "int8-static": ("static int8, Conv + Linear (unpruned)", "hexagon", "#E45756"),
+    "prune+int8-static": ("pruning + static int8", "hexagram", "#E45756"),
+    "int4-w": ("int4 weight-only, storage only (unpruned)", "triangle-down", "#F58518"),
+    "prune+int4-w": ("pruning + int4 weight-only, storage only", "star-triangle-down",
+                     "#F58518"),
     "svd": ("low-rank SVD (unpruned)", "triangle-up", "#72B7B2"),
     "prune+svd": ("pruning + low-rank SVD", "star-triangle-up", "#72B7B2"),
 }
@@ -48,10 +53,12 @@ def tradeoff_scatter(
 ) -> go.Figure:
     """Metric against a cost (`x_field`, see experiments.COST_FIELDS), Pareto front marked.
 
-    Points without a value for `x_field` (latency not measured) are left out; the
-    baseline takes part in the front even if it is not among `points`. Each technique
-    has its own marker and legend entry (circle: pruning, square: int8, triangle:
-    low-rank SVD, a star of the same shape: that technique on a pruned model); the
+    Points without a value for `x_field` (latency not measured) are left out — the
+    subtitle counts them, naming the storage-only ones (int4 weight-only: no kernel to
+    time); the baseline takes part in the front even if it is not among `points`. Each
+    technique has its own marker and legend entry (circle: pruning, square: dynamic int8,
+    hexagon: static int8, triangle down: int4 weight-only, triangle up: low-rank SVD, a
+    star of the same shape: that technique on a pruned model); the
     Pareto front is over every point, whatever its technique. Pruning experiments on
     fine-tuned weights are diamonds, each joined by a dotted line to its twin (the same
     plan on the original weights) when that is among the points: collapse and recovery.
@@ -61,13 +68,16 @@ def tradeoff_scatter(
     if baseline is not None and all(p.id != baseline.id for p in candidates):
         candidates.append(baseline)
     shown = [p for p in candidates if p.cost(x_field) is not None]
-    skipped = len(candidates) - len(shown)
+    storage_only = [p.id for p in candidates if p.cost(x_field) is None and p.storage_only]
+    skipped = len(candidates) - len(shown) - len(storage_only)
     xs = [float(getattr(p, x_field)) for p in shown]
     ys = [p.metric for p in shown]
     front = [shown[i] for i in pareto_front(xs, ys, higher_is_better)]
 
     def custom(group: Sequence[Experiment]) -> list[list[Any]]:
-        return [[p.id, p.label, p.technique, p.weights,
+        return [[p.id, p.label, p.technique
+                 + (" (storage only: no int4 kernel, latency not measured)"
+                    if p.storage_only else ""), p.weights,
                  "whole evaluation set" if p.final
                  else f"live subset of {p.eval_samples:,} (whole set not measured yet)"]
                 for p in group]
@@ -145,14 +155,19 @@ def tradeoff_scatter(
                     "line": {"width": 2}},
         ))
     better = "higher" if higher_is_better else "lower"
+    missing = [f"{skipped} experiment(s) without {x_field} not shown"] if skipped else []
+    if storage_only:
+        missing.append(f"{len(storage_only)} int4 weight-only point(s) not shown: storage "
+                       "only, no int4 kernel on CPU to time")
     layout = _layout(
         f"{metric_name} vs {x_title}",
         x_title,
         f"{metric_name} ({better} is better)",
-        subtitle=f"{skipped} experiment(s) without {x_field} not shown" if skipped else None,
+        subtitle="; ".join(missing) or None,
         xaxis={"type": "linear"},
         meta={"pareto_ids": [p.id for p in front],
-              "techniques": {str(p.id): p.technique for p in shown}},
+              "techniques": {str(p.id): p.technique for p in shown},
+              "storage_only_ids": [p.id for p in candidates if p.storage_only]},
     )
     return go.Figure(traces, layout)
 

@@ -10,9 +10,9 @@ its `weights` — "original" (the model as shipped), or fine-tuned weights such 
 "fine-tuned #2" — and the same plan on two sets of weights is two experiments.
 
 An experiment also names its `technique`: "prune" (the masked model itself), or another
-compression measured on the model the plan made (compress.py): "int8", "prune+int8",
-"svd r=50%", "prune+svd r=50%". Its plan is still the pruning plan (empty for a
-technique alone), and restoring it restores that plan only.
+compression measured on the model the plan made (compression.py): "int8", "prune+int8",
+"int8-static", "int4-w g=128", "svd r=50%", "prune+svd r=50%". Its plan is still the
+pruning plan (empty for a technique alone), and restoring it restores that plan only.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ if TYPE_CHECKING:  # only read for its attributes
 
 ORIGINAL = "original"  # the weights of an experiment made on the model as shipped
 # Technique families, as technique_family names them (their order is the legend's).
-TECHNIQUES: tuple[str, ...] = ("prune", "int8", "prune+int8", "svd", "prune+svd")
+TECHNIQUES: tuple[str, ...] = (
+    "prune", "int8", "prune+int8", "int8-static", "prune+int8-static", "int4-w", "prune+int4-w",
+    "svd", "prune+svd")
+# Families whose models have no kernel of their own to time (compression.STORAGE_ONLY):
+# their latency is not measured, and their `latency_device` says so.
+STORAGE_ONLY_FAMILIES: tuple[str, ...] = ("int4-w", "prune+int4-w")
+STORAGE_ONLY = "storage only"
 
 # Experiment fields that are costs (smaller is better): the x axes a trade-off can use.
 COST_FIELDS: tuple[str, ...] = (
@@ -69,11 +75,17 @@ class Experiment:
     technique: str = PRUNE  # what was measured: the masked model, or it made int8 or low-rank
     eval_samples: int = 0  # how many samples the metric was measured on
     final: bool = True  # the metric is the whole evaluation set's (False: a live subset's)
-    latency_device: str | None = None  # where latency_ms was timed ("cpu", "cuda:0")
+    # where latency_ms was timed ("cpu", "cuda:0"); STORAGE_ONLY: a form with no kernel
+    latency_device: str | None = None
     # against the unpruned model timed in the same rounds: "1.73x faster (95% CI ...)" or
     # "within noise (...)" (timing.Speedup.text); None: not timed against it
     latency_vs_unpruned: str | None = None
     parent: int | None = None  # the experiment this one came from (None: the unpruned model)
+
+    @property
+    def storage_only(self) -> bool:
+        """Whether this form has no kernel to time (int4 weight-only): no latency."""
+        return technique_family(self.technique) in STORAGE_ONLY_FAMILIES
 
     @property
     def is_pruning(self) -> bool:
@@ -285,7 +297,9 @@ def experiment_from(report: Report, id: int, label: str, plan: Plan,
         technique=report.technique,
         eval_samples=best.samples,
         final=report.final,
-        latency_device=None if report.latency is None else report.latency.device,
+        latency_device=(report.latency.device if report.latency is not None
+                        else STORAGE_ONLY if technique_family(report.technique)
+                        in STORAGE_ONLY_FAMILIES else None),
         latency_vs_unpruned=_versus(report),
     )
 
@@ -369,6 +383,8 @@ __all__ = [
     "ORIGINAL",
     "PRUNE",
     "ROW_FIELDS",
+    "STORAGE_ONLY",
+    "STORAGE_ONLY_FAMILIES",
     "TECHNIQUES",
     "Experiment",
     "ExperimentLog",

@@ -1,6 +1,6 @@
-"""Other compressions as points on the Trade-offs chart: int8 or low-rank applied to the
-original model, to the current pruned plan or to both, measured and put in the tab's
-experiment log."""
+"""Other compressions as points on the Trade-offs chart: dynamic or static int8, int4
+weight-only or low-rank applied to the original model, to the current pruned plan or to
+both, measured and put in the tab's experiment log."""
 
 from __future__ import annotations
 
@@ -10,14 +10,21 @@ from torch import Tensor, nn
 
 from pruneviz.core.plan import Plan
 from pruneviz.measure.compression import (
+    INT4,
     INT8,
+    INT8_STATIC,
+    KINDS,
+    STORAGE_ONLY,
     SVD,
     low_rank,
     measure_model,
     quantize_dynamic_int8,
+    quantize_int4,
+    quantize_static_int8,
     technique_name,
 )
 from pruneviz.measure.meter import latency_batch
+from pruneviz.measure.quantize import DEFAULT_GROUP_SIZE
 from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog
 from pruneviz.workflows.workbench import Workbench
 
@@ -37,14 +44,36 @@ class Recorded:
     new: bool = True  # False: the same technique, plan and weights were already measured
 
 
-def _transform(kind: str, model: nn.Module, rank: float | None, example: Tensor
-               ) -> tuple[nn.Module, tuple[str, ...]]:
+@dataclass(frozen=True)
+class Transformed:
+    """A model another technique made, what it left out, and its own file if it has one."""
+
+    model: nn.Module
+    notes: tuple[str, ...] = ()
+    saved: bytes | None = None  # its real weight file (static int8, int4), checked to reload
+
+
+def transform(kind: str, model: nn.Module, *, example: Tensor, calibration: Tensor,
+              rank: float | None = None, group_size: int = DEFAULT_GROUP_SIZE
+              ) -> Transformed:
+    """Technique `kind` (one of compression.KINDS) applied to a copy of `model`: `example`
+    is a batch of real inputs (which Linears run; the reload check), `calibration` the
+    inputs static int8 observes, `rank` SVD's fraction of full rank, `group_size` int4's."""
     if kind == INT8:
-        return quantize_dynamic_int8(model), ()
-    assert rank is not None
+        return Transformed(quantize_dynamic_int8(model))
+    if kind == INT8_STATIC:
+        quantized, saved = quantize_static_int8(model, calibration, example)
+        return Transformed(quantized.model, quantized.notes, saved)
+    if kind == INT4:
+        quantized, saved = quantize_int4(model, example, group_size)
+        return Transformed(quantized.model, quantized.notes, saved)
+    if kind != SVD:
+        raise ValueError(f"unknown technique {kind!r}; allowed: {', '.join(KINDS)}")
+    if rank is None:
+        raise ValueError("low-rank factorization needs its rank")
     factored = low_rank(model, rank, example=example)
     factored.check_changed()
-    return factored.model, factored.notes
+    return Transformed(factored.model, factored.notes)
 
 
 def record_technique(
@@ -56,14 +85,18 @@ def record_technique(
     weights: str = ORIGINAL,
     rank: float | None = None,
     runs: int = 20,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> list[Recorded]:
-    """Apply technique `kind` (INT8, or SVD at `rank`, a fraction of full rank) to the
-    bench's unpruned model, to its model with the current plan, or to both (`apply_to`,
-    one of APPLY_TO), measure each result with `measure_model` — latency timed against the
-    pristine model, as every pruning experiment is — and record it in `log` as made on
-    `weights` (the weights the session prunes). With nothing pruned, the current plan is
-    the unpruned model: measured once. Already-recorded points are not measured again.
-    The session's plan is the same after as before.
+    """Apply technique `kind` (INT8, INT8_STATIC — calibrated on the session's calibration
+    data —, INT4 in groups of at most `group_size`, or SVD at `rank`, a fraction of full
+    rank) to the bench's unpruned model, to its model with the current plan, or to both
+    (`apply_to`, one of APPLY_TO), measure each result with `measure_model` — latency
+    timed against the pristine model, as every pruning experiment is — and record it in
+    `log` as made on `weights` (the weights the session prunes). With nothing pruned, the
+    current plan is the unpruned model: measured once. Already-recorded points are not
+    measured again. Static int8 and int4 are measured on their real files' bytes; int4
+    has no kernel to time, so its latency is not measured (its experiment says "storage
+    only"). The session's plan is the same after as before.
     """
     if apply_to not in APPLY_TO:
         raise ValueError(f"apply_to must be one of {', '.join(APPLY_TO)}, got {apply_to!r}")
@@ -79,22 +112,29 @@ def record_technique(
         if not (stamped.is_empty and plans):
             plans.append(stamped)
     batch = latency_batch(bench.eval_data, bench.meter.latency_batch_size)
+    calibration = (session.calibration if session.calibration is not None
+                   else bench.eval_data).x
     recorded: list[Recorded] = []
     for plan in plans:
-        technique = technique_name(kind, pruned=not plan.is_empty, rank=rank)
+        technique = technique_name(kind, pruned=not plan.is_empty, rank=rank,
+                                   group_size=group_size)
         found = log.find(plan, weights, technique)
         if found is not None:
             recorded.append(Recorded(found, new=False))
             continue
         with bench.applied(plan):
-            model, notes = _transform(kind, session.model, rank, batch)
-        measured = measure_model(model, bench.eval_data, technique=technique,
+            made = transform(kind, session.model, example=batch, calibration=calibration,
+                             rank=rank, group_size=group_size)
+        measured = measure_model(made.model, bench.eval_data, technique=technique,
                                  reference=bench.pristine, runs=runs,
+                                 latency=kind not in STORAGE_ONLY,
                                  latency_batch_size=bench.meter.latency_batch_size,
-                                 notes=notes, name=bench.name, plan=plan.to_dict())
+                                 notes=made.notes, name=bench.name, plan=plan.to_dict(),
+                                 saved=made.saved)
         recorded.append(Recorded(log.record_measurement(measured, plan, weights=weights),
-                                 notes))
+                                 made.notes))
     return recorded
 
 
-__all__ = ["APPLY_TO", "BOTH", "CURRENT_PLAN", "ORIGINAL_MODEL", "Recorded", "record_technique"]
+__all__ = ["APPLY_TO", "BOTH", "CURRENT_PLAN", "ORIGINAL_MODEL", "Recorded", "Transformed",
+           "record_technique", "transform"]

@@ -371,15 +371,18 @@ class Workspace:
             experiment = self.log.find(self.bench.session.plan, self._weights)
         return found, experiment
 
-    def record_compression(self, kind: str, apply_to: str,
-                           rank: float | None = None) -> list[Recorded]:
-        """Measure technique `kind` ("int8", or "svd" at `rank`, a fraction of full rank) on
-        the unpruned model and/or the current plan (`apply_to`, one of techniques.APPLY_TO),
-        timed as the meter times plans, and record the points (kept in `compressions`)."""
+    def record_compression(self, kind: str, apply_to: str, rank: float | None = None,
+                           group_size: int | None = None) -> list[Recorded]:
+        """Measure technique `kind` ("int8", "int8-static", "int4-w" in groups of at most
+        `group_size`, or "svd" at `rank`, a fraction of full rank) on the unpruned model
+        and/or the current plan (`apply_to`, one of techniques.APPLY_TO), timed as the
+        meter times plans (int4: storage only, not timed), and record the points (kept in
+        `compressions`)."""
         self.settle()
         self.compressions = record_technique(
             self.bench, self.log, kind, apply_to=apply_to, weights=self._weights, rank=rank,
-            runs=self.bench.meter.latency_runs)
+            runs=self.bench.meter.latency_runs,
+            **({} if group_size is None else {"group_size": group_size}))
         return self.compressions
 
     def last_compression(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -388,10 +391,11 @@ class Workspace:
         for item in self.compressions:
             experiment = item.experiment
             verb = "measured" if item.new else "already measured"
-            latency = "-" if experiment.latency_ms is None else f"{experiment.latency_ms:.3g}"
+            latency = (f"{experiment.latency_ms:.3g} ms" if experiment.latency_ms is not None
+                       else "latency: storage only" if experiment.storage_only else "- ms")
             lines.append((f"#{experiment.id} {experiment.technique} ({experiment.weights} "
                           f"weights) {verb}: {experiment.metric_name} {experiment.metric:.4g}, "
-                          f"{experiment.size_dense_bytes:,} B weight file, {latency} ms",
+                          f"{experiment.size_dense_bytes:,} B weight file, {latency}",
                           item.notes))
         return lines
 
