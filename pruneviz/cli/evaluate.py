@@ -15,9 +15,11 @@ from pruneviz.cli.options import (
     plan_for,
     read_budget,
     read_plan_args,
+    read_plan_file,
     refuse_unprunable,
 )
-from pruneviz.cli.output import allocation_summary, emit, show_budget, write_files
+from pruneviz.cli.output import allocation_summary, check_out, emit, show_budget, write_files
+from pruneviz.cli.refit import apply_refit, refit_settings
 from pruneviz.cli.sensitivity import run_sensitivity
 from pruneviz.data.sources import source_from_args
 from pruneviz.errors import PrunevizError
@@ -60,6 +62,7 @@ def measure(args: argparse.Namespace) -> tuple[Workbench, Report, dict[str, str]
     file_plan = read_plan_args(args)
     bench = open_bench(source_from_args(args))
     plan, skipped = plan_for(args, bench, file_plan)
+    plan = plan.with_refit(None)  # the masks; a refit is the caller's (cmd_prune)
     blocks = [b.strip() for b in args.remove_blocks.split(",") if b.strip()]
     if blocks:
         plan = plan.with_blocks(sorted(set(plan.blocks) | set(blocks)))
@@ -97,8 +100,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.low_rank is not None and not 0.0 < args.low_rank <= 1.0:
         raise PrunevizError(f"--low-rank must be in (0, 1], got {args.low_rank}")
     bench, report, skipped = measure(args)
+    refit = read_plan_file(args.plan).refit if args.plan is not None else None
+    refit_extra: dict[str, Any] = {}
+    refit_lines: list[str] = []
+    if refit is not None:  # the plan file says its weights were refit: so are these
+        report, refit_extra, refit_lines = apply_refit(bench, refit, report,
+                                                       latency=args.latency)
     combined = _combined(args, bench)
-    extra = {"combined": [m.to_dict() for m in combined]} if combined else None
+    extra = {"combined": [m.to_dict() for m in combined]} if combined else {}
+    extra.update(refit_extra)
     lines = [f"{m.technique:<16} {m.evaluation.metric_name} {m.evaluation.metric:.4f}  "
              f"{m.params_total:,} params stored  file {m.sizes.dense:,} B"
              + (f"  latency {m.latency.median_ms:.2f} ms on {m.latency.where}"
@@ -107,7 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         emit(args, report, bench.baseline, skipped, extra)
     else:
-        emit(args, report, bench.baseline, skipped, summary=lines)
+        emit(args, report, bench.baseline, skipped, summary=[*refit_lines, *lines])
     return 0
 
 
@@ -140,30 +150,43 @@ def _combined(args: argparse.Namespace, bench: Workbench) -> list[Any]:
     return done
 
 
+PRUNE_FILES = ("weights.safetensors", "weights.sparse.safetensors", "plan.json", "report.json")
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune (by the plan options, or to a budget), then write weights (dense and sparse
     safetensors), plan and report."""
     budget = read_budget(args)
+    refit = refit_settings(args, read_plan_file(args.plan) if args.plan is not None else None)
     outcome: Outcome | None = None
     if budget is None:
         bench, report, skipped = measure(args)
     else:
         bench, report, skipped, outcome = measure_budget(args, budget)
     out: Path = args.out
-    state = bench.model.state_dict()
-    files = {
-        "weights.safetensors": dense_bytes(state),
-        "weights.sparse.safetensors": sparse_bytes(state),
-        "plan.json": bench.session.stamp(bench.session.plan).to_json().encode(),
-        "report.json": json.dumps(report.to_dict(), indent=2).encode(),
-    }
-    write_files(bench, out, files, args)
-    extra: dict[str, Any] = {"written": {name: str(out / name) for name in files}}
+    check_out(bench, out, PRUNE_FILES, args)  # before the refit's work
+    plan = bench.session.stamp(bench.session.plan)
+    extra: dict[str, Any] = {}
     summary: list[str] = []
     if outcome is not None:
         # The plan is in plan.json (and in the report's "plan"): not repeated here.
         extra["allocation"] = {k: v for k, v in outcome.to_dict().items() if k != "plan"}
         summary = allocation_summary(outcome, report.evaluation.metric_name)
+    if refit is not None:
+        report, refit_extra, refit_lines = apply_refit(bench, refit, report,
+                                                       latency=args.latency)
+        plan = plan.with_refit(refit)
+        extra.update(refit_extra)
+        summary += refit_lines
+    state = bench.model.state_dict()
+    files = {
+        "weights.safetensors": dense_bytes(state),
+        "weights.sparse.safetensors": sparse_bytes(state),
+        "plan.json": plan.to_json().encode(),
+        "report.json": json.dumps(report.to_dict(), indent=2).encode(),
+    }
+    write_files(bench, out, files, args)
+    extra["written"] = {name: str(out / name) for name in files}
     if args.slim:
         extra.update(_slim_outputs(bench, out, latency=args.latency))
     emit(args, report, bench.baseline, skipped, extra, summary)

@@ -65,7 +65,7 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
         for line in summary:
             print(line)
         for key, value in (extra or {}).items():
-            if key != "allocation":  # in `summary`
+            if key not in ("allocation", "refit"):  # in `summary`
                 print(f"{key}: {value}")
 
 
