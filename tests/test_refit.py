@@ -1,0 +1,263 @@
+"""Reconstruction (workflows.refit): refit lowers each layer's output error on the
+calibration data, keeps pruned entries at exactly zero, feeds each layer the pruned model's
+inputs, leaves the originals bit for bit, and a refit plan repeats bit for bit."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.models import assert_bit_identical
+from safetensors.torch import load_file
+from torch import nn
+
+from pruneviz import Plan
+from pruneviz.cli import main
+from pruneviz.core.plan import Refit
+from pruneviz.core.session import PruningSession
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import TensorData
+from pruneviz.errors import PlanError
+from pruneviz.workflows.refit import RefitError, refit
+
+
+def _data(x: torch.Tensor) -> TensorData:
+    return TensorData(x, torch.zeros(x.shape[0], dtype=torch.long), Task.CLASSIFICATION)
+
+
+def _correlated(n: int, features: int, seed: int = 0) -> torch.Tensor:
+    """Inputs whose features are correlated (as real activations are): refit has
+    something to exploit that masking throws away."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, max(2, features // 4), generator=g)
+    mix = torch.randn(base.shape[1], features, generator=g)
+    return base @ mix + 0.1 * torch.randn(n, features, generator=g)
+
+
+def _session(model: nn.Module, x: torch.Tensor) -> PruningSession:
+    torch.manual_seed(0)
+    return PruningSession(model, x[:2])
+
+
+def _applied(session: PruningSession, sparsity: float, granularity: str = "unstructured",
+             criterion: str = "l1") -> Plan:
+    plan, _ = session.uniform_plan(sparsity, granularity, criterion)
+    session.apply(plan)
+    return plan
+
+
+def _set_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    model.load_state_dict(state)
+    return model
+
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want.double()).norm() / want.double().norm())
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "2:4"])
+def test_linear_refit_lowers_the_output_error_and_keeps_zeros(granularity: str) -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 16))
+    x = _correlated(400, 32)
+    session = _session(model, x)
+    _applied(session, 0.6, granularity)
+    masked = session.model[0].weight.detach().clone()
+    want = model(x).detach()
+    result = refit(session, _data(x), Refit())
+    refit_model = _set_weights(nn.Sequential(nn.Linear(32, 16)), result.state)
+    before = _relative_error(session.model(x).detach(), want)
+    after = _relative_error(refit_model(x).detach(), want)
+    assert after < before  # strictly
+    assert result.layers[0].refit
+    assert result.layers[0].after == pytest.approx(after, rel=1e-4)
+    assert result.layers[0].before == pytest.approx(before, rel=1e-4)
+    pruned = masked == 0
+    assert int(pruned.sum()) > 0
+    assert torch.equal(refit_model[0].weight.detach()[pruned],
+                       torch.zeros(int(pruned.sum())))
+    assert not torch.equal(refit_model[0].weight.detach()[~pruned], masked[~pruned])
+
+
+def test_conv2d_refit_on_unfolded_patches_lowers_the_output_error() -> None:
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1, stride=1)
+    model = nn.Sequential(conv)
+    g = torch.Generator().manual_seed(3)
+    x = torch.nn.functional.avg_pool2d(torch.randn(64, 3, 10, 10, generator=g), 3, 1, 1)
+    session = _session(model, x)
+    _applied(session, 0.7)
+    masked = session.model[0].weight.detach().clone()
+    result = refit(session, _data(x), Refit())
+    refit_model = _set_weights(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), result.state)
+    want = model(x).detach()
+    assert (_relative_error(refit_model(x).detach(), want)
+            < _relative_error(session.model(x).detach(), want))
+    layer = result.layers[0]
+    assert layer.refit and layer.after is not None and layer.before is not None
+    assert layer.after < layer.before
+    pruned = masked == 0
+    assert torch.count_nonzero(refit_model[0].weight.detach()[pruned]) == 0
+
+
+def test_layers_in_sequence_are_refit_on_the_pruned_inputs() -> None:
+    """The second layer's refit weights are the damped solve on the first layer's refit
+    outputs (not on the unpruned model's), to the unpruned second layer's outputs."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 6))
+    x = _correlated(300, 12)
+    session = _session(model, x)
+    _applied(session, 0.5)
+    settings = Refit(damping=0.01)
+    result = refit(session, _data(x), settings)
+    refit_model = _set_weights(
+        nn.Sequential(nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 6)), result.state)
+    target = model(x).detach().double()
+    mask = session.mask("2")
+
+    def solve(inputs: torch.Tensor) -> torch.Tensor:
+        rows = torch.cat([inputs.double(), torch.ones(inputs.shape[0], 1,
+                                                      dtype=torch.float64)], 1)
+        gram, cross = rows.T @ rows, rows.T @ target
+        lam = settings.damping * float(gram.diagonal()[:-1].mean())
+        weights = torch.zeros(6, 11, dtype=torch.float64)
+        for row in range(6):
+            keep = torch.cat([mask[row], torch.tensor([True])])
+            index = torch.nonzero(keep).flatten()
+            system = gram[index][:, index] + lam * torch.eye(index.numel(), dtype=torch.float64)
+            weights[row, index] = torch.linalg.solve(system, cross[index, row])
+        return weights
+
+    pruned_inputs = torch.tanh(refit_model[0](x)).detach()
+    unpruned_inputs = torch.tanh(model[0](x)).detach()
+    got = torch.cat([refit_model[2].weight.detach(), refit_model[2].bias.detach()[:, None]], 1)
+    expected = solve(pruned_inputs).float()
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, solve(unpruned_inputs).float(), atol=1e-3)
+
+
+def test_originals_stay_bit_exact() -> None:
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4))
+    pristine = {k: v.clone() for k, v in model.state_dict().items()}
+    x = _correlated(200, 16)
+    session = _session(model, x)
+    _applied(session, 0.8)
+    masked = {k: v.clone() for k, v in session.model.state_dict().items()}
+    originals = {n: session.original(n).clone() for n in ("0.weight", "2.weight")}
+    result = refit(session, _data(x), Refit())
+    assert result.refit_layers == ["0", "2"]
+    assert_bit_identical(model.state_dict(), pristine)
+    assert_bit_identical(session.model.state_dict(), masked)
+    for name, value in originals.items():
+        assert torch.equal(session.original(name), value)
+    session.reset()
+    assert_bit_identical(session.model.state_dict(), pristine)
+
+
+def test_filter_pruning_refits_the_next_layer_to_absorb_the_removed_channels() -> None:
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 6, 3, padding=1))
+    g = torch.Generator().manual_seed(7)
+    x = torch.nn.functional.avg_pool2d(torch.randn(64, 2, 8, 8, generator=g), 3, 1, 1)
+    session = _session(model, x)
+    plan = Plan({"0": session.uniform_plan(0.5, "filter")[0].layers["0"]})
+    session.apply(plan)
+    removed = session.mask("0").reshape(8, -1).any(1) == 0
+    assert int(removed.sum()) == 4
+    result = refit(session, _data(x), Refit())
+    by_name = {layer.name: layer for layer in result.layers}
+    nxt = by_name["2"]
+    assert nxt.refit and nxt.before is not None and nxt.after is not None
+    assert nxt.after < nxt.before
+    # the removed filters stay removed (weights and bias zero)
+    assert torch.count_nonzero(result.state["0.weight"][removed]) == 0
+    assert torch.count_nonzero(result.state["0.bias"][removed]) == 0
+
+
+def test_unsupported_layers_say_why_and_keep_their_masked_weights() -> None:
+    torch.manual_seed(8)
+
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 8, batch_first=True)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.lstm(x)
+            return self.fc(out[:, -1])
+
+    model = Recurrent()
+    x = torch.randn(50, 5, 4)
+    session = _session(model, x)
+    _applied(session, 0.5)
+    masked = {k: v.clone() for k, v in session.model.state_dict().items()}
+    result = refit(session, _data(x), Refit())
+    lstm = [layer for layer in result.layers if layer.name.startswith("lstm")]
+    assert lstm and all(not layer.refit and "recurrent" in (layer.reason or "")
+                        for layer in lstm)
+    for name, value in masked.items():
+        if name.startswith("lstm"):
+            assert torch.equal(result.state[name], value)
+    assert result.refit_layers == ["fc"]
+
+
+def test_removed_blocks_are_refused() -> None:
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.Linear(6, 2))
+    x = torch.randn(30, 6)
+    session = _session(model, x)
+    session.apply(Plan(blocks=("2",)))
+    with pytest.raises(RefitError, match="removed blocks"):
+        refit(session, _data(x), Refit())
+
+
+def test_refit_settings_in_plans_round_trip_and_old_plans_load() -> None:
+    plan = Plan.uniform(["fc1"], 0.5).with_refit(Refit(0.05, 300, 7))
+    again = Plan.from_json(plan.to_json())
+    assert again == plan and again.refit == Refit(0.05, 300, 7)
+    assert again.key() != plan.with_refit(None).key()
+    old = Plan.uniform(["fc1"], 0.5)
+    assert "refit" not in old.to_dict() and Plan.from_dict(old.to_dict()).refit is None
+    with pytest.raises(PlanError, match="damping"):
+        Plan.from_dict({**old.to_dict(), "refit": {"damping": 0}})
+    with pytest.raises(PlanError, match="unknown key"):
+        Plan.from_dict({**old.to_dict(), "refit": {"lambda": 0.1}})
+
+
+# -- the command line ------------------------------------------------------------------------
+def _cli(*args: str) -> dict[str, object]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*args, "--json"]) == 0
+    data: dict[str, object] = json.loads(out.getvalue())
+    return data
+
+
+@pytest.mark.parametrize("sample", ["digits_mlp", "digits_cnn"])
+def test_cli_refit_beats_one_shot_and_its_plan_repeats_bit_for_bit(
+        sample: str, tmp_path: Path) -> None:
+    first = _cli("prune", f"sample:{sample}", "--sparsity", "0.7", "--refit",
+                 "--refit-samples", "512", "--out", str(tmp_path / "a"))
+    refit_out = first["refit"]
+    assert isinstance(refit_out, dict)
+    assert refit_out["metric_after"] > refit_out["metric_before"]
+    assert first["metric"] == refit_out["metric_after"]
+    for layer in refit_out["layers"]:
+        assert layer["refit"] and layer["error_after"] < layer["error_before"]
+    plan = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert plan["refit"] == {"damping": 0.01, "samples": 512, "seed": 0}
+    second = _cli("prune", f"sample:{sample}", "--plan", str(tmp_path / "a" / "plan.json"),
+                  "--out", str(tmp_path / "b"))
+    assert second["metric"] == first["metric"]
+    a = load_file(tmp_path / "a" / "weights.safetensors")
+    b = load_file(tmp_path / "b" / "weights.safetensors")
+    assert_bit_identical(a, b)
+    # the written weights keep the plan's zeros: as sparse as the one-shot plan
+    assert first["params_nonzero"] == second["params_nonzero"]
