@@ -98,7 +98,9 @@ def test_conv2d_refit_on_unfolded_patches_lowers_the_output_error() -> None:
     assert (_relative_error(refit_model(x).detach(), want)
             < _relative_error(session.model(x).detach(), want))
     layer = result.layers[0]
-    assert layer.refit and layer.after is not None and layer.before is not None
+    assert layer.refit
+    assert layer.after is not None
+    assert layer.before is not None
     assert layer.after < layer.before
     pruned = masked == 0
     assert torch.count_nonzero(refit_model[0].weight.detach()[pruned]) == 0
@@ -173,7 +175,9 @@ def test_filter_pruning_refits_the_next_layer_to_absorb_the_removed_channels() -
     result = refit(session, _data(x), Refit())
     by_name = {layer.name: layer for layer in result.layers}
     nxt = by_name["2"]
-    assert nxt.refit and nxt.before is not None and nxt.after is not None
+    assert nxt.refit
+    assert nxt.before is not None
+    assert nxt.after is not None
     assert nxt.after < nxt.before
     # the removed filters stay removed (weights and bias zero)
     assert torch.count_nonzero(result.state["0.weight"][removed]) == 0
@@ -200,7 +204,8 @@ def test_unsupported_layers_say_why_and_keep_their_masked_weights() -> None:
     masked = {k: v.clone() for k, v in session.model.state_dict().items()}
     result = refit(session, _data(x), Refit())
     lstm = [layer for layer in result.layers if layer.name.startswith("lstm")]
-    assert lstm and all(not layer.refit and "recurrent" in (layer.reason or "")
+    assert lstm
+    assert all(not layer.refit and "recurrent" in (layer.reason or "")
                         for layer in lstm)
     for name, value in masked.items():
         if name.startswith("lstm"):
@@ -221,10 +226,12 @@ def test_removed_blocks_are_refused() -> None:
 def test_refit_settings_in_plans_round_trip_and_old_plans_load() -> None:
     plan = Plan.uniform(["fc1"], 0.5).with_refit(Refit(0.05, 300, 7))
     again = Plan.from_json(plan.to_json())
-    assert again == plan and again.refit == Refit(0.05, 300, 7)
+    assert again == plan
+    assert again.refit == Refit(0.05, 300, 7)
     assert again.key() != plan.with_refit(None).key()
     old = Plan.uniform(["fc1"], 0.5)
-    assert "refit" not in old.to_dict() and Plan.from_dict(old.to_dict()).refit is None
+    assert "refit" not in old.to_dict()
+    assert Plan.from_dict(old.to_dict()).refit is None
     with pytest.raises(PlanError, match="damping"):
         Plan.from_dict({**old.to_dict(), "refit": {"damping": 0}})
     with pytest.raises(PlanError, match="unknown key"):
@@ -250,7 +257,8 @@ def test_cli_refit_beats_one_shot_and_its_plan_repeats_bit_for_bit(
     assert refit_out["metric_after"] > refit_out["metric_before"]
     assert first["metric"] == refit_out["metric_after"]
     for layer in refit_out["layers"]:
-        assert layer["refit"] and layer["error_after"] < layer["error_before"]
+        assert layer["refit"]
+        assert layer["error_after"] < layer["error_before"]
     plan = json.loads((tmp_path / "a" / "plan.json").read_text())
     assert plan["refit"] == {"damping": 0.01, "samples": 512, "seed": 0}
     second = _cli("prune", f"sample:{sample}", "--plan", str(tmp_path / "a" / "plan.json"),
@@ -261,3 +269,33 @@ def test_cli_refit_beats_one_shot_and_its_plan_repeats_bit_for_bit(
     assert_bit_identical(a, b)
     # the written weights keep the plan's zeros: as sparse as the one-shot plan
     assert first["params_nonzero"] == second["params_nonzero"]
+
+
+# -- the app -------------------------------------------------------------------------------
+def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
+    from fixtures.apptest import start, workspace_of
+
+    from pruneviz.app.keys import REFIT_SWITCH_KEY, REFIT_USE_KEY
+
+    at = start("sample:digits_mlp", "app_pages/prune.py", plan=(0.7, "unstructured"),
+               timeout=120)
+    space = workspace_of(at)
+    original = {k: v.clone() for k, v in space.bench.pristine.state_dict().items()}
+    plan = space.bench.session.stamp(space.bench.session.plan)
+    at.toggle(key=REFIT_SWITCH_KEY).set_value(True).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert "refit #1" in space.weight_sets()
+    refit_entries = [e for e in space.log if e.weights == "refit #1"]
+    assert len(refit_entries) == 1
+    one_shot = space.log.find(plan)
+    assert one_shot is not None
+    assert refit_entries[0].metric > one_shot.metric
+    assert "refit" in refit_entries[0].label
+    # the tab still prunes its own weights until the refit ones are adopted
+    assert space.weights == "original"
+    at.button(key=REFIT_USE_KEY).click().run()
+    assert not at.exception, at.exception
+    assert space.weights == "refit #1"
+    assert space.bench.session.plan.key() == plan.key()
+    assert_bit_identical(space.bench.pristine.state_dict(), original)

@@ -69,11 +69,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneviz.core.layers import PrunableLayer, eval_mode, model_device
-from pruneviz.core.plan import Refit
+from pruneviz.core.plan import Plan, Refit
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import Cancelled, PlanError
-from pruneviz.workflows.workbench import Workbench
+from pruneviz.measure.meter import Report
+from pruneviz.workflows.experiments import Experiment, describe_plan
+from pruneviz.workflows.workbench import Workbench, load_weights
+from pruneviz.workflows.workspace import Workspace
 
 CHUNK = 128  # calibration samples per forward pass
 
@@ -207,6 +210,52 @@ def refit_bench(bench: Workbench, settings: Refit, *, progress: Progress | None 
     data, notes = calibration_data(bench.train_data, bench.full_data, settings)
     result = refit(bench.session, data, settings, progress=progress, cancel=cancel)
     return replace(result, notes=notes)
+
+
+@dataclass(frozen=True)
+class RefitRun:
+    """A refit of a tab's plan, kept as the weight set `name` ("refit #N"): its report and
+    that of the same plan without refit (`twin`), both recorded in the experiment log."""
+
+    name: str
+    plan: Plan  # the plan (stamped) whose masks the refit kept
+    weights: str  # the weights the plan pruned (ORIGINAL, or a fine-tuned set)
+    result: RefitResult
+    report: Report
+    twin: Report
+    experiment: Experiment
+
+
+REFIT_PREFIX = "refit #"
+
+
+def record_refit(space: Workspace, settings: Refit, *, progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> RefitRun:
+    """Refit the tab's current plan, keep the refit weights as the weight set "refit #N",
+    measure them (the same masks: pruned entries are zero in them) and record the
+    experiment on them; the tab's session is left on the weights and plan it had. Adopt
+    the weights with `space.use_weights(run.name, run.plan)`, or leave them."""
+    space.settle()
+    bench, session = space.bench, space.bench.session
+    plan, weights = session.stamp(session.plan), space.weights
+    if plan.is_empty:
+        raise RefitError("the plan prunes nothing: there is nothing to refit; prune "
+                         "something first")
+    twin = bench.meter.report(gzip=False)
+    result = refit_bench(bench, settings, progress=progress, cancel=cancel)
+    taken = [n for n in space.weight_sets() if n.startswith(REFIT_PREFIX)]
+    name = f"{REFIT_PREFIX}{len(taken) + 1}"
+    space.remember_weights(name, result.state)
+    try:
+        session.rebase(result.state, keep_decisions=True)  # the refit weights, same masks
+        report = bench.meter.report(gzip=False)
+    finally:
+        load_weights(session, space.weights_state(weights))
+        session.apply(plan)
+    label = (f"{describe_plan(plan)} + refit (damping {settings.damping:g}, "
+             f"{result.samples:,} samples, seed {settings.seed})")
+    experiment = space.log.record(report, plan, label, name, parent=space.head)
+    return RefitRun(name, plan, weights, result, report, twin, experiment)
 
 
 # -- the two models ------------------------------------------------------------------------
@@ -462,4 +511,5 @@ def _outputs(model: nn.Module, x: Tensor, layers: list[PrunableLayer]) -> dict[s
     return found
 
 
-__all__ = ["LayerRefit", "RefitError", "RefitResult", "calibration_data", "refit", "refit_bench"]
+__all__ = ["REFIT_PREFIX", "LayerRefit", "RefitError", "RefitResult", "RefitRun",
+           "calibration_data", "record_refit", "refit", "refit_bench"]
