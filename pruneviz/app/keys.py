@@ -190,3 +190,7 @@ REFIT_GO_KEY = "pv_refit_go"  # "Refit this plan"
 REFIT_USE_KEY = "pv_refit_use"  # "Use the refit weights in this tab"
 REFIT_DROP_KEY = "pv_refit_drop"  # "Drop them"
 REFIT_FLASH_KEY = "pv_refit_flash"  # a message for the next run of the page
+# Trade-offs page: one plan one-shot, refit and fine-tuned side by side
+RECOVERY_SHOW_KEY = "pv_recovery_show"
+RECOVERY_PLAN_KEY = "pv_recovery_plan"
+RECOVERY_CHART_KEY = "tradeoff_recovery"
