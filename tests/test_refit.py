@@ -22,6 +22,11 @@ from pruneviz.core.session import PruningSession
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError
+from pruneviz.measure.meter import Report
+from pruneviz.measure.metrics import EvalResult
+from pruneviz.measure.storage import FileSizes
+from pruneviz.output.tradeoff_figures import RECOVERY_STAGES, recovery_figure, recovery_plans
+from pruneviz.workflows.experiments import ExperimentLog
 from pruneviz.workflows.refit import RefitError, refit
 
 
@@ -299,3 +304,65 @@ def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
     assert space.weights == "refit #1"
     assert space.bench.session.plan.key() == plan.key()
     assert_bit_identical(space.bench.pristine.state_dict(), original)
+
+
+# -- the teaching picture ------------------------------------------------------------------
+def _report(plan: Plan, metric: float, nonzero: int) -> Report:
+    return Report(model="m", plan=plan.for_model("m", "f00d").to_dict(),
+                  evaluation=EvalResult("accuracy", metric, 0.25, 100), params_total=1000,
+                  params_nonzero=nonzero, macs_dense=5000, macs_effective=5 * nonzero,
+                  sizes=FileSizes(4000, 6 * nonzero, 3 * nonzero), latency=None, layers=[])
+
+
+def test_recovery_figure_puts_one_plan_one_shot_refit_and_fine_tuned_side_by_side() -> None:
+    plan, other = Plan.uniform(["fc1"], 0.7), Plan.uniform(["fc1"], 0.9)
+    log = ExperimentLog(higher_is_better=True)
+    base = log.record(_report(Plan(), 0.97, 1000), Plan())
+    one_shot = log.record(_report(plan, 0.81, 300), plan)
+    log.record(_report(other, 0.30, 100), other)
+    refit_entry = log.record(_report(plan, 0.96, 300), plan, "refit", "refit #1")
+    tuned = log.record(_report(plan, 0.97, 300), plan, "tuned", "fine-tuned #1")
+    log.record(_report(other, 0.90, 100), other, "refit", "refit #2")
+    assert [e.id for e in recovery_plans(list(log))] == [other_id(log, other), one_shot.id]
+    fig = recovery_figure(list(log), plan_key=plan.key(), baseline=base,
+                          metric_name="accuracy", higher_is_better=True)
+    stages = fig.layout.meta["stages"]
+    assert stages == {"unpruned": [base.id], "one-shot": [one_shot.id],
+                      "one-shot + refit": [refit_entry.id], "fine-tuned": [tuned.id]}
+    by_name = {trace.name: list(trace.y) for trace in fig.data}
+    assert by_name == {"unpruned": [0.97], "one-shot": [0.81], "one-shot + refit": [0.96],
+                       "fine-tuned": [0.97]}
+    assert list(fig.layout.xaxis.categoryarray) == list(RECOVERY_STAGES)
+    # a plan never fine-tuned says so
+    fig = recovery_figure(list(log), plan_key=other.key(), baseline=base,
+                          metric_name="accuracy", higher_is_better=True)
+    assert "fine-tuned" in fig.layout.title.subtitle.text
+    assert "fine-tuned" not in {trace.name for trace in fig.data}
+
+
+def other_id(log: ExperimentLog, plan: Plan) -> int:
+    found = log.find(plan)
+    assert found is not None
+    return found.id
+
+
+def test_trade_offs_draws_the_recovery_picture_after_a_refit() -> None:
+    from fixtures.apptest import figure, start, workspace_of
+
+    from pruneviz.app.keys import RECOVERY_CHART_KEY, RECOVERY_SHOW_KEY, REFIT_SWITCH_KEY
+
+    at = start("sample:digits_mlp", "app_pages/prune.py", plan=(0.9, "unstructured"),
+               timeout=120)
+    at.toggle(key=REFIT_SWITCH_KEY).set_value(True).run()
+    assert not at.exception, at.exception
+    at.switch_page("app_pages/tradeoffs.py").run()
+    assert not at.exception, at.exception
+    at.checkbox(key=RECOVERY_SHOW_KEY).check().run()
+    assert not at.exception, at.exception
+    fig = figure(at, RECOVERY_CHART_KEY)
+    space = workspace_of(at)
+    stages = fig.layout.meta["stages"]
+    refit_ids = [e.id for e in space.log if e.weights == "refit #1"]
+    assert stages["one-shot + refit"] == refit_ids
+    assert len(stages["one-shot"]) == 1
+    assert stages["fine-tuned"] == []
