@@ -274,6 +274,10 @@ def test_cli_refit_beats_one_shot_and_its_plan_repeats_bit_for_bit(
     assert_bit_identical(a, b)
     # the written weights keep the plan's zeros: as sparse as the one-shot plan
     assert first["params_nonzero"] == second["params_nonzero"]
+    # evaluate --plan measures the refit weights too
+    evaluated = _cli("evaluate", f"sample:{sample}", "--plan",
+                     str(tmp_path / "a" / "plan.json"))
+    assert evaluated["metric"] == first["metric"]
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -297,8 +301,12 @@ def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
     assert one_shot is not None
     assert refit_entries[0].metric > one_shot.metric
     assert "refit" in refit_entries[0].label
-    # the tab still prunes its own weights until the refit ones are adopted
+    # the tab still prunes its own weights until the refit ones are adopted, and its
+    # originals are the model's, bit for bit
     assert space.weights == "original"
+    session = space.bench.session
+    for layer in session.layers:
+        assert torch.equal(session.original(layer.weight), original[layer.weight])
     at.button(key=REFIT_USE_KEY).click().run()
     assert not at.exception, at.exception
     assert space.weights == "refit #1"
@@ -366,3 +374,21 @@ def test_trade_offs_draws_the_recovery_picture_after_a_refit() -> None:
     assert stages["one-shot + refit"] == refit_ids
     assert len(stages["one-shot"]) == 1
     assert stages["fine-tuned"] == []
+
+
+def test_cli_refit_refusals_say_what_to_do(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", "sample:digits_mlp", "--sparsity", "0.5", "--refit-damping", "0.1",
+                 "--out", str(tmp_path / "a")]) != 0
+    assert "--refit-damping needs --refit" in capsys.readouterr().err
+    assert main(["prune", "sample:digits_mlp", "--sparsity", "0.5", "--refit",
+                 "--refit-samples", "0", "--out", str(tmp_path / "a")]) != 0
+    assert "--refit-samples must be a whole number >= 1" in capsys.readouterr().err
+    assert main(["prune", "sample:digits_mlp", "--refit", "--out", str(tmp_path / "a")]) != 0
+    assert "--refit needs a plan that prunes something" in capsys.readouterr().err
+    plan = tmp_path / "plan.json"
+    plan.write_text(Plan.uniform(["fc1"], 0.5).with_refit(Refit()).to_json())
+    assert main(["export", "sample:digits_mlp", "--plan", str(plan),
+                 "--out", str(tmp_path / "e")]) != 0
+    assert "export does not do yet" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

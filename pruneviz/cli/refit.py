@@ -40,7 +40,7 @@ def refit_settings(args: argparse.Namespace, file_plan: Plan | None) -> Refit | 
     if not args.refit:
         if given:
             flags = ", ".join(f"--refit-{key}" for key in given)
-            raise PrunevizError(f"{flags} need --refit")
+            raise PrunevizError(f"{flags} {'needs' if len(given) == 1 else 'need'} --refit")
         return file_plan.refit if file_plan is not None else None
     try:
         return Refit(**given)
