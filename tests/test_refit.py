@@ -284,7 +284,7 @@ def test_cli_refit_beats_one_shot_and_its_plan_repeats_bit_for_bit(
 def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
     from fixtures.apptest import start, workspace_of
 
-    from pruneviz.app.keys import REFIT_SWITCH_KEY, REFIT_USE_KEY
+    from pruneviz.app.keys import REFIT_BACK_KEY, REFIT_SWITCH_KEY, REFIT_USE_KEY
 
     at = start("sample:digits_mlp", "app_pages/prune.py", plan=(0.7, "unstructured"),
                timeout=120)
@@ -312,6 +312,13 @@ def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
     assert space.weights == "refit #1"
     assert space.bench.session.plan.key() == plan.key()
     assert_bit_identical(space.bench.pristine.state_dict(), original)
+    # the page still shows the refit, now with the way back to the original weights
+    assert not at.exception, at.exception
+    at.button(key=REFIT_BACK_KEY).click().run()
+    assert not at.exception, at.exception
+    assert space.weights == "original"
+    for layer in session.layers:
+        assert torch.equal(session.original(layer.weight), original[layer.weight])
 
 
 # -- the teaching picture ------------------------------------------------------------------

@@ -189,6 +189,7 @@ REFIT_WANTED_KEY = "pv_refit_wanted"  # the switch was just turned on: refit the
 REFIT_GO_KEY = "pv_refit_go"  # "Refit this plan"
 REFIT_USE_KEY = "pv_refit_use"  # "Use the refit weights in this tab"
 REFIT_DROP_KEY = "pv_refit_drop"  # "Drop them"
+REFIT_BACK_KEY = "pv_refit_back"  # "Back to the original weights"
 REFIT_FLASH_KEY = "pv_refit_flash"  # a message for the next run of the page
 # Trade-offs page: one plan one-shot, refit and fine-tuned side by side
 RECOVERY_SHOW_KEY = "pv_recovery_show"

@@ -45,7 +45,9 @@ def refit_section(bench: Workbench) -> None:
     weights = state.current_weights()
     where = (session.plan.key(), weights)
     runs = _runs()
-    run = runs.get(where)
+    # the refit of this plan, or the one whose weights the tab now prunes
+    run = runs.get(where) or next(
+        (r for r in runs.values() if r.name == weights and r.plan.key() == where[0]), None)
     wanted = st.session_state.pop(keys.REFIT_WANTED_KEY, False)
     if run is None and not wanted:
         wanted = st.button("Refit this plan", key=keys.REFIT_GO_KEY, type="primary",
@@ -93,14 +95,22 @@ def _show(bench: Workbench, run: RefitRun) -> None:
         with user_errors("The refit weights could not be used"):
             state.use_weights(run.name, run.plan)
         st.session_state[keys.REFIT_FLASH_KEY] = (
-            f"This tab now prunes the {run.name} weights. The "
-            f"{'original' if run.weights == ORIGINAL else run.weights} weights are one click "
-            "away on the Fine-tune page.")
+            f"This tab now prunes the {run.name} weights; the "
+            f"{'original' if run.weights == ORIGINAL else run.weights} weights are kept, bit "
+            "for bit, one click away.")
         st.rerun()
-    buttons[1].button("Drop them", key=keys.REFIT_DROP_KEY, disabled=in_use, on_click=_drop,
-                      args=(run,),
-                      help="Keep pruning the weights this tab has (the refit's experiment "
-                      "stays in the log).")
+    back = "original" if run.weights == ORIGINAL else run.weights
+    if in_use:
+        if buttons[1].button(f"Back to the {back} weights", key=keys.REFIT_BACK_KEY):
+            with user_errors(f"The {back} weights could not be restored"):
+                state.use_weights(run.weights, run.plan)
+            st.session_state[keys.REFIT_FLASH_KEY] = (
+                f"This tab prunes the {back} weights again, with the same plan.")
+            st.rerun()
+    else:
+        buttons[1].button("Drop them", key=keys.REFIT_DROP_KEY, on_click=_drop, args=(run,),
+                          help="Keep pruning the weights this tab has (the refit's "
+                          "experiment stays in the log).")
 
 
 def _drop(run: RefitRun) -> None:
