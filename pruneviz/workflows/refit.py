@@ -16,9 +16,13 @@ Massive Language Models Can Be Accurately Pruned in One-Shot", ICML 2023): the p
 starts from exactly this problem — for a fixed mask, the optimal reconstruction of each
 row is the least-squares solve above (its Eq. 2, "exact reconstruction") — and replaces
 it by sequential OBS updates only because at LLM scale every row's own mask needs its own
-inverse of a d-by-d Hessian (d ≈ 10⁴, thousands of rows), which it cannot afford. pruneviz's
-layers have at most a few thousand inputs, so the exact solve costs milliseconds to
-seconds and gives the optimum the OBS update approximates. It also keeps the mask the
+inverse of a d-by-d Hessian (d ≈ 10⁴, thousands of rows), which it cannot afford. On
+the models pruneviz is built for (the samples, MNIST-sized user models) the exact solve
+takes well under a second per model and gives the optimum the OBS update approximates.
+Its cost is about rows x k³/3 for k kept inputs per row (rows sharing a kept set, as in
+structured pruning, share one factorisation): a 1024x1024 Linear at 70% unstructured
+sparsity takes about 8 s on one core; layers with thousands of rows of thousands of kept
+inputs take minutes, which is the scale where SparseGPT's shared-inverse update pays. It also keeps the mask the
 user chose: SparseGPT chooses the mask inside its update (adaptive mask selection), while
 here the engine's criterion and granularity (unstructured, N:M, filter, channel; any
 criterion) decide it and the refit only changes the kept values. The damping follows the
@@ -425,7 +429,7 @@ def _refit_layer(reference: nn.Module, work: nn.Module, x: Tensor, layer: Prunab
         bias_rows = (bias_keep.cpu() if bias_keep is not None
                      else torch.ones(out_features, dtype=torch.bool))
         kept = torch.cat([kept, bias_rows[:, None]], 1)
-    # the current values: columns left out of a row's solve keep them
+    # the current values: what a row keeps where it is not solved
     current = weight.detach().reshape(out_features, -1).to("cpu", torch.float64)
     if has_bias:
         current = torch.cat([current, module.bias.detach().to("cpu", torch.float64)[:, None]],
@@ -437,27 +441,24 @@ def _refit_layer(reference: nn.Module, work: nn.Module, x: Tensor, layer: Prunab
             continue  # a removed output structure: it stays zero
         free = kept[row] & live
         by_set.setdefault(bytes(free.numpy().tobytes()), []).append(row)
+    # A row's output on the calibration data depends only on its free columns: pruned
+    # entries are zero and the columns left out have no input. So each solve, and the
+    # comparison with the values it replaces, needs XᵀX and XᵀY on those columns only.
     for rows_of_set in by_set.values():
-        free = kept[rows_of_set[0]] & live
-        index = torch.nonzero(free).flatten()
+        index = torch.nonzero(kept[rows_of_set[0]] & live).flatten()
         if index.numel() == 0:
             continue
-        fixed = torch.nonzero(~free).flatten()
         rows_t = torch.tensor(rows_of_set)
-        # what the columns left out contribute stays: fit the rest to the remainder
-        rhs = cross[index][:, rows_t]
-        if fixed.numel():
-            rhs = rhs - gram[index][:, fixed] @ current[rows_t][:, fixed].T
-        system = gram[index][:, index] + lam * torch.eye(index.numel(), dtype=torch.float64)
-        factor = torch.linalg.cholesky(system)
-        values = torch.cholesky_solve(rhs, factor)  # (kept columns, rows)
-        block = solved[rows_t]
-        block[:, index] = values.T
+        sub = gram.index_select(0, index).index_select(1, index)
+        rhs = cross.index_select(0, index).index_select(1, rows_t)  # (free columns, rows)
+        system = sub + lam * torch.eye(index.numel(), dtype=torch.float64)
+        values = torch.cholesky_solve(rhs, torch.linalg.cholesky(system)).T  # (rows, free)
+        old = current.index_select(0, rows_t).index_select(1, index)
         # keep a row's solve only where it fits better than the values it replaces (a
         # full row on unchanged inputs is already optimal: damping would only shrink it)
-        better = _objective(block, gram, cross[:, rows_t]) < _objective(
-            current[rows_t], gram, cross[:, rows_t])
-        solved[rows_t[better]] = block[better]
+        better = _objective(values, sub, rhs) < _objective(old, sub, rhs)
+        for position in torch.nonzero(better).flatten().tolist():
+            solved[rows_of_set[position], index] = values[position]
     new_weight = solved[:, :columns].reshape(weight.shape).to(weight.dtype)
     # pruned entries are never written: they keep their exact zeros
     mask = kept[:, :columns].reshape(weight.shape).to(weight.device)
