@@ -252,6 +252,7 @@ def _cli(*args: str) -> dict[str, object]:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample", ["digits_mlp", "digits_cnn"])
 def test_cli_refit_beats_one_shot_and_its_plan_repeats_bit_for_bit(
         sample: str, tmp_path: Path) -> None:
@@ -399,3 +400,24 @@ def test_cli_refit_refusals_say_what_to_do(tmp_path: Path,
                  "--out", str(tmp_path / "e")]) != 0
     assert "export does not do yet" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_filter_refit_of_a_residual_network_slims_and_keeps_its_outputs() -> None:
+    """digits_resnet at 50% filters (coupled residual groups): the refit weights keep the
+    removed channels at zero, so slimming removes them and computes the same outputs."""
+    from pruneviz.core.slim import max_abs_diff, slim
+    from pruneviz.workflows.refit import refit_bench
+    from pruneviz.workflows.workbench import open_workbench
+
+    bench = open_workbench("sample:digits_resnet")
+    session = bench.session
+    plan, _ = session.uniform_plan(0.5, "filter")
+    session.apply(plan)
+    one_shot = bench.meter.evaluate().metric
+    result = refit_bench(bench, Refit(samples=256))
+    session.rebase(result.state, keep_decisions=True)
+    assert bench.meter.evaluate().metric > one_shot
+    slimmed = slim(session)
+    assert slimmed.removed
+    assert max_abs_diff(session.model, slimmed.model, bench.eval_data.x[:64]) < 1e-4
