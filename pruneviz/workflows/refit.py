@@ -22,8 +22,8 @@ takes well under a second per model and gives the optimum the OBS update approxi
 Its cost is about rows x k³/3 for k kept inputs per row (rows sharing a kept set, as in
 structured pruning, share one factorisation): a 1024x1024 Linear at 70% unstructured
 sparsity takes about 8 s on one core; layers with thousands of rows of thousands of kept
-inputs take minutes, which is the scale where SparseGPT's shared-inverse update pays. It also keeps the mask the
-user chose: SparseGPT chooses the mask inside its update (adaptive mask selection), while
+inputs take minutes, which is the scale where SparseGPT's shared-inverse update pays.
+It also keeps the mask the user chose: SparseGPT chooses the mask inside its update (adaptive mask selection), while
 here the engine's criterion and granularity (unstructured, N:M, filter, channel; any
 criterion) decide it and the refit only changes the kept values. The damping follows the
 paper's 1% of the mean Hessian diagonal.
