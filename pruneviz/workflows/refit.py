@@ -13,20 +13,21 @@ are solved together). Pruned entries are never written: they stay exactly zero.
 
 Why this and not the SparseGPT / OBS sequential update (Frantar & Alistarh, "SparseGPT:
 Massive Language Models Can Be Accurately Pruned in One-Shot", ICML 2023): the paper
-starts from exactly this problem — for a fixed mask, the optimal reconstruction of each
-row is the least-squares solve above (its Eq. 2, "exact reconstruction") — and replaces
-it by sequential OBS updates only because at LLM scale every row's own mask needs its own
-inverse of a d-by-d Hessian (d ≈ 10⁴, thousands of rows), which it cannot afford. On
+starts from exactly this problem — for a fixed mask, the optimal values of each row are
+the least-squares solve above over the row's kept inputs — and replaces it by
+sequential OBS updates only because at LLM scale every row's own mask needs its own
+inverse of a d-by-d Hessian (d ~ 10^4, thousands of rows), which it cannot afford. On
 the models pruneviz is built for (the samples, MNIST-sized user models) the exact solve
 takes well under a second per model and gives the optimum the OBS update approximates.
-Its cost is about rows x k³/3 for k kept inputs per row (rows sharing a kept set, as in
+Its cost is about rows x k^3/3 for k kept inputs per row (rows sharing a kept set, as in
 structured pruning, share one factorisation): a 1024x1024 Linear at 70% unstructured
-sparsity takes about 8 s on one core; layers with thousands of rows of thousands of kept
-inputs take minutes, which is the scale where SparseGPT's shared-inverse update pays.
-It also keeps the mask the user chose: SparseGPT chooses the mask inside its update (adaptive mask selection), while
-here the engine's criterion and granularity (unstructured, N:M, filter, channel; any
-criterion) decide it and the refit only changes the kept values. The damping follows the
-paper's 1% of the mean Hessian diagonal.
+sparsity takes about 8 s on one core; layers with thousands of rows of thousands of
+kept inputs take minutes, which is the scale where SparseGPT's shared-inverse update
+pays. The exact solve also keeps the mask the user chose: SparseGPT chooses the mask
+inside its update (adaptive mask selection), while here the engine's criterion and
+granularity (unstructured, N:M, filter, channel; any criterion) decide it and the refit
+only changes the kept values. The damping follows the paper's 1% of the mean Hessian
+diagonal.
 
 The target is the *unpruned* model's output of each layer, not the pruned layer's output
 on its new inputs: refitting layers in model order on the inputs of the pruned model
