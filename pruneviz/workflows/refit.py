@@ -53,7 +53,9 @@ Input columns that are zero on every calibration sample (a removed channel, a de
 carry no information: they are left out of the solve and keep their (masked) values.
 
 Deterministic: the calibration samples are a seeded, stratified subset in their original
-order, processed in fixed chunks; sums and solves are float64 on the CPU; nothing random.
+order, processed in fixed chunks; sums and solves are float64 on the CPU; nothing random
+(on a GPU the forward passes are as deterministic as its kernels:
+`torch.use_deterministic_algorithms(True)` for bit-exact repeats there).
 The same plan, model, data and settings give the same weights bit for bit (on the same
 machine and thread count). The session's originals and the model it holds are never
 written: the refit weights are a new state dict (a weight set the tab can adopt).
