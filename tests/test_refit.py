@@ -421,3 +421,23 @@ def test_filter_refit_of_a_residual_network_slims_and_keeps_its_outputs() -> Non
     slimmed = slim(session)
     assert slimmed.removed
     assert max_abs_diff(session.model, slimmed.model, bench.eval_data.x[:64]) < 1e-4
+
+
+def test_prune_page_switch_says_why_a_plan_cannot_be_refit_and_draws_the_rest() -> None:
+    from fixtures.apptest import bench_of, start, workspace_of
+
+    from pruneviz.app.keys import REFIT_SWITCH_KEY
+
+    at = start("sample:digits_resnet", None, timeout=120)
+    session = bench_of(at).session
+    session.apply(session.uniform_plan(0.5)[0].with_blocks(["layer1"]))
+    at.switch_page("app_pages/prune.py").run()
+    assert not at.exception, at.exception
+    assert session.plan.blocks == ("layer1",)
+    tables = len(at.dataframe)
+    at.toggle(key=REFIT_SWITCH_KEY).set_value(True).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("removed blocks" in e for e in errors), errors
+    assert len(at.dataframe) == tables  # the layers table is still drawn
+    assert not any(n.startswith("refit #") for n in workspace_of(at).weight_sets())

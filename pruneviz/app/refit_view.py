@@ -9,6 +9,7 @@ import streamlit as st
 from pruneviz.app import keys, state
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
 from pruneviz.core.plan import Refit
+from pruneviz.errors import PrunevizError
 from pruneviz.workflows.experiments import ORIGINAL
 from pruneviz.workflows.refit import RefitRun, record_refit
 from pruneviz.workflows.workbench import Workbench
@@ -36,6 +37,7 @@ def refit_section(bench: Workbench) -> None:
         "on calibration samples of the training data, layer by layer in model order. No "
         "training: recovery by reconstruction. The refit weights are a new weight set; "
         "the original weights stay as they are.")
+    wanted = bool(st.session_state.pop(keys.REFIT_WANTED_KEY, False))
     if not on:
         return
     session = bench.session
@@ -48,14 +50,16 @@ def refit_section(bench: Workbench) -> None:
     # the refit of this plan, or the one whose weights the tab now prunes
     run = runs.get(where) or next(
         (r for r in runs.values() if r.name == weights and r.plan.key() == where[0]), None)
-    wanted = st.session_state.pop(keys.REFIT_WANTED_KEY, False)
     if run is None and not wanted:
         wanted = st.button("Refit this plan", key=keys.REFIT_GO_KEY, type="primary",
                            help="The plan changed since the last refit.")
     if run is None and wanted:
-        with st.spinner("Refitting the kept weights layer by layer…"), \
-                user_errors("The kept weights could not be refit"):
-            run = record_refit(state.workspace(), Refit())
+        try:
+            with st.spinner("Refitting the kept weights layer by layer…"):
+                run = record_refit(state.workspace(), Refit())
+        except PrunevizError as exc:  # said here: the rest of the page still draws
+            st.error(f"The kept weights could not be refit: {exc}")
+            return
         runs[where] = run
     if run is not None:
         _show(bench, run)
