@@ -441,3 +441,18 @@ def test_prune_page_switch_says_why_a_plan_cannot_be_refit_and_draws_the_rest() 
     assert any("removed blocks" in e for e in errors), errors
     assert len(at.dataframe) == tables  # the layers table is still drawn
     assert not any(n.startswith("refit #") for n in workspace_of(at).weight_sets())
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "dilation"), [
+    ((3, 3), (1, 1), (1, 1), (1, 1)), ((3, 2), (2, 1), (0, 1), (1, 2)),
+    ((1, 1), (2, 2), (0, 0), (1, 1)), ((5, 3), (1, 3), (2, 0), (2, 1))])
+def test_conv_patches_are_torch_unfold_s(kernel: tuple[int, int], stride: tuple[int, int],
+                                         padding: tuple[int, int],
+                                         dilation: tuple[int, int]) -> None:
+    from pruneviz.workflows.refit import patches
+
+    x = torch.randn(3, 4, 11, 9)
+    want = torch.nn.functional.unfold(x, kernel, dilation=dilation, padding=padding,
+                                      stride=stride)
+    got = patches(x, kernel, stride, padding, dilation)
+    assert torch.equal(got, want.transpose(1, 2).reshape(-1, want.shape[1]))

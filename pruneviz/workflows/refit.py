@@ -368,10 +368,23 @@ def _rows(module: nn.Module, inputs: Tensor) -> Tensor:
     if isinstance(module, nn.Conv2d):
         padding = module.padding
         assert not isinstance(padding, str)  # refused by _unsupported
-        patches = F.unfold(inputs, module.kernel_size, dilation=module.dilation,
-                           padding=padding, stride=module.stride)  # (N, C*kh*kw, L)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+        return patches(inputs, module.kernel_size, module.stride, padding, module.dilation)
     return inputs.reshape(-1, inputs.shape[-1])
+
+
+def patches(inputs: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...],
+            padding: tuple[int, ...], dilation: tuple[int, ...]) -> Tensor:
+    """A Conv2d's input patches as rows (sample, output row, output column) of
+    in_channels*kh*kw columns, in the order of the flattened weight: what
+    `F.unfold(...).transpose(1, 2)` gives, built from strided views (one copy, and no
+    parallel kernel per call, which on a busy machine costs more than the work)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    padded = F.pad(inputs, (pw, pw, ph, ph)) if ph or pw else inputs
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    # (N, C, out_h, out_w, span_h, span_w) -> the kernel's taps -> (N, out_h, out_w, C, kh, kw)
+    windows = padded.unfold(2, span_h, sh).unfold(3, span_w, sw)[..., ::dh, ::dw]
+    n, c, out_h, out_w = windows.shape[:4]
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, c * kh * kw)
 
 
 def _out_rows(module: nn.Module, outputs: Tensor) -> Tensor:
