@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -233,7 +234,8 @@ def test_refit_settings_in_plans_round_trip_and_old_plans_load() -> None:
     again = Plan.from_json(plan.to_json())
     assert again == plan
     assert again.refit == Refit(0.05, 300, 7)
-    assert again.key() != plan.with_refit(None).key()
+    # the key says which entries are zeroed: the refit makes other weights, not others zeros
+    assert again.key() == plan.with_refit(None).key()
     old = Plan.uniform(["fc1"], 0.5)
     assert "refit" not in old.to_dict()
     assert Plan.from_dict(old.to_dict()).refit is None
@@ -302,6 +304,16 @@ def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
     assert one_shot is not None
     assert refit_entries[0].metric > one_shot.metric
     assert "refit" in refit_entries[0].label
+    # the log's plan says so, and `prune --plan` with it writes the same weights
+    logged = space.log.plan(refit_entries[0].id)
+    assert logged.refit == Refit()
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "plan.json").write_text(logged.to_json())
+        _cli("prune", "sample:digits_mlp", "--plan", str(Path(folder) / "plan.json"),
+             "--out", str(Path(folder) / "out"))
+        written = load_file(Path(folder) / "out" / "weights.safetensors")
+    assert_bit_identical(dict(sorted(written.items())),
+                         dict(sorted(space.weight_sets()["refit #1"].items())))
     # the tab still prunes its own weights until the refit ones are adopted, and its
     # originals are the model's, bit for bit
     assert space.weights == "original"
@@ -312,6 +324,9 @@ def test_prune_page_switch_makes_a_refit_weight_set_and_records_it() -> None:
     assert not at.exception, at.exception
     assert space.weights == "refit #1"
     assert space.bench.session.plan.key() == plan.key()
+    # the page's measurement of the adopted weights is the refit's experiment, not a new one
+    assert [e.id for e in space.log if e.weights == "refit #1"] == [refit_entries[0].id]
+    assert space.head == refit_entries[0].id
     assert_bit_identical(space.bench.pristine.state_dict(), original)
     # the page still shows the refit, now with the way back to the original weights
     assert not at.exception, at.exception

@@ -288,9 +288,12 @@ class Plan:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
     def key(self) -> str:
-        """A canonical string identifying what the plan does (for caches)."""
+        """A canonical string identifying what the plan does to the weights it is applied
+        to: which entries it zeroes (for caches). A refit is not part of it — it makes new
+        weights, which the caches and the experiment log tell apart by themselves."""
         data = self.to_dict()
         data.pop("model", None)
+        data.pop("refit", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def __hash__(self) -> int:

@@ -261,7 +261,9 @@ def record_refit(space: Workspace, settings: Refit, *, progress: Progress | None
         session.apply(plan)
     label = (f"{describe_plan(plan)} + refit (damping {settings.damping:g}, "
              f"{result.samples:,} samples, seed {settings.seed})")
-    experiment = space.log.record(report, plan, label, name, parent=space.head)
+    # the log keeps the plan with its refit: downloaded, `prune --plan` repeats the refit
+    experiment = space.log.record(report, plan.with_refit(settings), label, name,
+                                  parent=space.head)
     return RefitRun(name, plan, weights, result, report, twin, experiment)
 
 
