@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pruneviz.app import controls, prune_view, state
+from pruneviz.app import controls, prune_view, refit_view, state
 from pruneviz.app.keys import (
     METRICS_BAR_KEY,
     PRUNE_BODY_KEY,
@@ -101,4 +101,5 @@ with view:
     prune_view.layer_view(session, coupled)
 with metrics_box:
     prune_view.metrics_box(bench)
+refit_view.refit_section(bench)
 prune_view.layers_table(session)

@@ -6,7 +6,13 @@ from pruneviz.app import keys, state, sweep_view
 from pruneviz.app.widgets import experiment_rows, shows_percent, user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
 from pruneviz.measure.compression import INT4, INT8, INT8_STATIC, SVD
-from pruneviz.output.tradeoff_figures import best_form_scatter, history_tree, tradeoff_scatter
+from pruneviz.output.tradeoff_figures import (
+    best_form_scatter,
+    history_tree,
+    recovery_figure,
+    recovery_plans,
+    tradeoff_scatter,
+)
 from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.techniques import APPLY_TO
 
@@ -122,6 +128,23 @@ for tab, (field, title) in zip(
         tab.caption(f":material/info: These latencies were timed on {' and '.join(devices)} "
                     "(int8 models run on the CPU only): compare points timed on one device; "
                     "the experiments table says where each was.")
+
+recoverable = recovery_plans(experiments)
+if st.checkbox("Show one plan recovered by reconstruction and by training, side by side",
+               key=keys.RECOVERY_SHOW_KEY, disabled=not recoverable,
+               help="One-shot, one-shot + refit (Prune page: 'Refit the kept weights') and "
+               "fine-tuned (Fine-tune page) for the same plan." + (
+                   "" if recoverable else " Refit or fine-tune a plan first.")):
+    chosen_plan = st.selectbox(
+        "Plan", [e.id for e in recoverable], key=keys.RECOVERY_PLAN_KEY,
+        format_func=lambda i: f"#{i}: {log.get(i).label}")
+    st.plotly_chart(
+        recovery_figure(experiments, plan_key=log.get(chosen_plan).plan_key,
+                        baseline=baseline, metric_name=metric_name, higher_is_better=higher),
+        key=keys.RECOVERY_CHART_KEY)
+    st.caption("Refit: the kept weights solved to reproduce each unpruned layer's outputs on "
+               "calibration samples (seconds, no training). Fine-tuned: the pruned model "
+               "retrained with the pruned weights held at zero.")
 
 st.subheader("What would really ship")
 found = state.best_forms()

@@ -23,7 +23,7 @@ from pruneviz.core.criteria import (
 )
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.layers import PrunableLayer, find_prunable_layers, fingerprint
-from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan, Refit
 from pruneviz.core.results import LayerResult
 from pruneviz.core.scores import ScoreTable
 from pruneviz.core.session import PruningSession
@@ -63,6 +63,7 @@ from pruneviz.workflows.allocation import (
 from pruneviz.workflows.finetune import REFERENCES, FinetuneRecipe, FinetuneResult, PruneSpec
 from pruneviz.workflows.floor import FloorResult, plan_for_floor
 from pruneviz.workflows.live_bench import bench_live_model
+from pruneviz.workflows.refit import RefitResult, refit, refit_bench
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.sensitivity import (
     SensitivityCache,
@@ -108,6 +109,10 @@ __all__ = [
     "ModelError",
     "Plan",
     "PlanError",
+    "Refit",
+    "RefitResult",
+    "refit",
+    "refit_bench",
     "PrunableLayer",
     "PrunevizError",
     "PruningSession",

@@ -196,3 +196,17 @@ EXPORT_ZIP_KEY = "pv_export_dl_zip"
 def export_download_key(name: str) -> str:
     """The Export page's download button of file `name`."""
     return f"pv_export_dl_{name}"
+
+# -- Prune page: reconstruction (refit the kept weights) --------------------------------------
+REFIT_SWITCH_KEY = "pv_refit_switch"  # "Refit the kept weights (reconstruction)"
+REFIT_RUNS_KEY = "pv_refit_runs"  # {(plan key, weights): RefitRun} computed in this tab
+REFIT_WANTED_KEY = "pv_refit_wanted"  # the switch was just turned on: refit the plan now
+REFIT_GO_KEY = "pv_refit_go"  # "Refit this plan"
+REFIT_USE_KEY = "pv_refit_use"  # "Use the refit weights in this tab"
+REFIT_DROP_KEY = "pv_refit_drop"  # "Drop them"
+REFIT_BACK_KEY = "pv_refit_back"  # "Back to the original weights"
+REFIT_FLASH_KEY = "pv_refit_flash"  # a message for the next run of the page
+# Trade-offs page: one plan one-shot, refit and fine-tuned side by side
+RECOVERY_SHOW_KEY = "pv_recovery_show"
+RECOVERY_PLAN_KEY = "pv_recovery_plan"
+RECOVERY_CHART_KEY = "tradeoff_recovery"

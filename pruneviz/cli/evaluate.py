@@ -16,15 +16,18 @@ from pruneviz.cli.options import (
     read_budget,
     read_floor,
     read_plan_args,
+    read_plan_file,
     refuse_unprunable,
 )
 from pruneviz.cli.output import (
     allocation_summary,
+    check_out,
     emit,
     floor_curve_lines,
     show_budget,
     write_files,
 )
+from pruneviz.cli.refit import apply_refit, refit_settings
 from pruneviz.cli.sensitivity import run_sensitivity
 from pruneviz.core.explain import plan_notes
 from pruneviz.data.sources import source_from_args
@@ -73,6 +76,7 @@ def measure(args: argparse.Namespace) -> tuple[Workbench, Report, dict[str, str]
     file_plan = read_plan_args(args)
     bench = open_bench(source_from_args(args))
     plan, skipped = plan_for(args, bench, file_plan)
+    plan = plan.with_refit(None)  # the masks; a refit is the caller's (cmd_prune)
     blocks = [b.strip() for b in args.remove_blocks.split(",") if b.strip()]
     if blocks:
         plan = plan.with_blocks(sorted(set(plan.blocks) | set(blocks)))
@@ -148,10 +152,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          [name for name, on in (("int8-static.safetensors", args.int8_static),
                                                 ("int4-w.safetensors", args.int4)) if on])
     bench, report, skipped = measure(args)  # (the folder is checked before the slow part)
+    refit = read_plan_file(args.plan).refit if args.plan is not None else None
+    refit_extra: dict[str, Any] = {}
+    refit_lines: list[str] = []
+    if refit is not None:  # the plan file says its weights were refit: so are these
+        report, refit_extra, refit_lines = apply_refit(bench, refit, report,
+                                                       latency=args.latency)
     combined, files = _combined(args, bench)
     written = _write_quantized(args.quantized_out, files)
     criteria = plan_notes(bench.session)
     extra: dict[str, Any] = {"combined": [m.to_dict() for m in combined]} if combined else {}
+    extra.update(refit_extra)
     if combined and written:
         extra["written"] = written
     if criteria:
@@ -169,7 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         emit(args, report, bench.baseline, skipped, extra or None)
     else:
-        emit(args, report, bench.baseline, skipped, summary=lines)
+        emit(args, report, bench.baseline, skipped, summary=[*refit_lines, *lines])
     return 0
 
 
@@ -232,11 +243,15 @@ def _combined(args: argparse.Namespace, bench: Workbench) -> tuple[list[Any], di
     return done, files
 
 
+PRUNE_FILES = ("weights.safetensors", "weights.sparse.safetensors", "plan.json", "report.json")
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune (by the plan options, or to a budget), then write weights (dense and sparse
     safetensors), plan and report."""
     budget = read_budget(args)
     floor = read_floor(args)
+    refit = refit_settings(args, read_plan_file(args.plan) if args.plan is not None else None)
     outcome: Outcome | None = None
     found: FloorResult | None = None
     if floor is not None:
@@ -246,15 +261,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     else:
         bench, report, skipped, outcome = measure_budget(args, budget)
     out: Path = args.out
-    state = bench.model.state_dict()
-    files = {
-        "weights.safetensors": dense_bytes(state),
-        "weights.sparse.safetensors": sparse_bytes(state),
-        "plan.json": bench.session.stamp(bench.session.plan).to_json().encode(),
-        "report.json": json.dumps(report.to_dict(), indent=2).encode(),
-    }
-    write_files(bench, out, files, args)
-    extra: dict[str, Any] = {"written": {name: str(out / name) for name in files}}
+    check_out(bench, out, PRUNE_FILES, args)  # before the refit's work
+    plan = bench.session.stamp(bench.session.plan)
+    extra: dict[str, Any] = {}
     summary: list[str] = []
     if outcome is not None:
         # The plan is in plan.json (and in the report's "plan"): not repeated here.
@@ -268,6 +277,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
         extra["floor"] = found.to_dict()
         summary = [*summary, "", *floor_curve_lines(found), f"floor     {found.message()}",
                    *(f"note: {note}" for note in found.notes)]
+    if refit is not None:
+        report, refit_extra, refit_lines = apply_refit(bench, refit, report,
+                                                       latency=args.latency)
+        plan = plan.with_refit(refit)
+        extra.update(refit_extra)
+        summary += refit_lines
+    state = bench.model.state_dict()
+    files = {
+        "weights.safetensors": dense_bytes(state),
+        "weights.sparse.safetensors": sparse_bytes(state),
+        "plan.json": plan.to_json().encode(),
+        "report.json": json.dumps(report.to_dict(), indent=2).encode(),
+    }
+    write_files(bench, out, files, args)
+    extra["written"] = {name: str(out / name) for name in files}
     if args.slim:
         extra.update(_slim_outputs(bench, out, latency=args.latency))
     emit(args, report, bench.baseline, skipped, extra, summary)

@@ -7,6 +7,8 @@ import json
 import sys
 
 from pruneviz.cli.evaluate import measure
+from pruneviz.cli.options import read_plan_file
+from pruneviz.errors import PrunevizError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -14,6 +16,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pruneviz.cli.output import run_inputs
     from pruneviz.output.bundle import export_bundle
 
+    if args.plan is not None and read_plan_file(args.plan).refit is not None:
+        raise PrunevizError(
+            f"the plan {args.plan} refits the kept weights, which export does not do yet; "
+            "write the refit weights with `pruneviz prune --plan` instead")
     bench, _, _ = measure(args)
     result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency,
                            force=args.force, inputs=run_inputs(bench, args))

@@ -152,6 +152,11 @@ def read_finetune_args(args: argparse.Namespace) -> tuple[Plan | None, FinetuneR
     file_plan = read_plan_file(args.plan) if args.plan is not None else None
     if file_plan is not None:
         validate_no_blocks(file_plan, f"plan file {args.plan}")
+        if file_plan.refit is not None:
+            print(f"note: the plan file {args.plan} also refits the kept weights; fine-tuning "
+                  "trains them instead (it starts from the original weights, pruned)",
+                  file=sys.stderr)
+            file_plan = file_plan.with_refit(None)
     return file_plan, recipe
 
 

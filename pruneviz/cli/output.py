@@ -74,7 +74,7 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
         for line in summary:
             print(line)
         for key, value in (extra or {}).items():
-            if key in ("allocation", "criterion_notes", "floor"):  # in `summary`
+            if key in ("allocation", "criterion_notes", "floor", "refit"):  # in `summary`
                 continue
             if key in ("slim", "sparse_deployed") and isinstance(value, dict):
                 print(form_line(key, value))

@@ -11,6 +11,7 @@ from pruneviz.cli.options import (
     DEFAULT_CAP,
     GRANULARITIES,
 )
+from pruneviz.cli.refit import add_refit_arguments
 from pruneviz.core.criteria import criterion_names
 from pruneviz.data.sources import add_source_arguments
 from pruneviz.workflows.allocation import (
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write the slimmed model (pruned channels removed) and "
                        "measure the slimmed and sparse-deployed forms")
     prune.add_argument("--json", action="store_true", help="print one JSON object")
+    add_refit_arguments(prune)
 
     sensitivity = verbs.add_parser(
         "sensitivity", help="prune each layer (or coupled group) alone at a ladder of amounts "

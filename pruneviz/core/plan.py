@@ -11,7 +11,12 @@ JSON form (version 1)::
      "model": {"name": "sample:digits_cnn", "fingerprint": "3f0c..."},
      "layers": {"conv1": {"granularity": "filter", "criterion": "l1", "sparsity": 0.5}},
      "global": {"granularity": "unstructured", "criterion": "l1", "sparsity": 0.8,
-                "layers": null, "max_layer_sparsity": 0.95}}
+                "layers": null, "max_layer_sparsity": 0.95},
+     "refit": {"damping": 0.01, "samples": 1024, "seed": 0}}
+
+"refit" (optional; plans without it read as before) says that the kept weights were
+refit to the unpruned layers' outputs after pruning, with these settings
+(`pruneviz.workflows.refit`): the weights follow from the plan, the model and the data.
 """
 
 from __future__ import annotations
@@ -134,6 +139,37 @@ def _entry_dict(entry: LayerPlan | GlobalPlan) -> dict[str, Any]:
     return out
 
 
+REFIT_DAMPING = 0.01  # a fraction of the mean diagonal of XᵀX (SparseGPT's default: 1%)
+REFIT_SAMPLES = 1024  # calibration samples
+REFIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Refit:
+    """Reconstruction after pruning: refit the kept weights to the unpruned layers' outputs
+    on `samples` calibration samples drawn with `seed`, each row's least-squares solve
+    damped by `damping` times the mean diagonal of XᵀX (see workflows.refit)."""
+
+    damping: float = REFIT_DAMPING
+    samples: int = REFIT_SAMPLES
+    seed: int = REFIT_SEED
+
+    def __post_init__(self) -> None:
+        damping, samples, seed = self.damping, self.samples, self.seed
+        if (isinstance(damping, bool) or not isinstance(damping, int | float)
+                or not math.isfinite(damping) or not 0.0 < damping <= 1.0):
+            raise PlanError(f"refit: damping must be a number in (0, 1], got {damping!r}")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise PlanError(f"refit: samples must be a whole number >= 1, got {samples!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise PlanError(f"refit: seed must be a whole number >= 0, got {seed!r}")
+        object.__setattr__(self, "damping", float(damping))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"damping": self.damping, "samples": self.samples, "seed": self.seed}
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """Which model a plan was made for: a name and a fingerprint of its parameter shapes."""
@@ -150,6 +186,7 @@ class Plan:
     global_: GlobalPlan | None = None
     model: ModelRef | None = None
     blocks: tuple[str, ...] = ()  # modules replaced by the identity (see blocks.py)
+    refit: Refit | None = None  # the kept weights refit after pruning (see Refit)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(sorted(set(self.blocks))))
@@ -188,6 +225,11 @@ class Plan:
     def with_global(self, section: GlobalPlan | None) -> Plan:
         """A new plan with the global section set (or removed, with None)."""
         return replace(self, global_=section)
+
+    def with_refit(self, refit: Refit | None) -> Plan:
+        """A new plan that says the kept weights are refit with these settings (or, with
+        None, that they are not)."""
+        return replace(self, refit=refit)
 
     def for_model(self, name: str, fingerprint: str) -> Plan:
         """A new plan stamped with the model it was made for."""
@@ -237,6 +279,8 @@ class Plan:
         out["global"] = self.global_.to_dict() if self.global_ is not None else None
         if self.blocks:
             out["blocks"] = list(self.blocks)
+        if self.refit is not None:
+            out["refit"] = self.refit.to_dict()
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -244,9 +288,12 @@ class Plan:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
     def key(self) -> str:
-        """A canonical string identifying what the plan does (for caches)."""
+        """A canonical string identifying what the plan does to the weights it is applied
+        to: which entries it zeroes (for caches). A refit is not part of it — it makes new
+        weights, which the caches and the experiment log tell apart by themselves."""
         data = self.to_dict()
         data.pop("model", None)
+        data.pop("refit", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def __hash__(self) -> int:
@@ -257,7 +304,8 @@ class Plan:
         """Parse and validate the JSON form; errors name the entry and the allowed values."""
         if not isinstance(data, dict):
             raise PlanError(f"a plan must be a JSON object, got {type(data).__name__}")
-        _check_keys(data, {"format", "version", "model", "layers", "global", "blocks"}, "plan")
+        _check_keys(data, {"format", "version", "model", "layers", "global", "blocks", "refit"},
+                    "plan")
         if data.get("format") != PLAN_FORMAT:
             raise PlanError(f"not a pruneviz plan: 'format' is {data.get('format')!r}, "
                             f"expected {PLAN_FORMAT!r}")
@@ -281,7 +329,8 @@ class Plan:
         blocks = data.get("blocks") or []
         if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
             raise PlanError("plan 'blocks' must be a list of module names")
-        return cls(layers, global_, model, tuple(blocks))
+        refit = _refit_from_dict(data["refit"]) if data.get("refit") is not None else None
+        return cls(layers, global_, model, tuple(blocks), refit)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
@@ -325,6 +374,14 @@ def _layer_from_dict(name: str, entry: Any) -> LayerPlan:
         if not message.startswith(where):
             message = f"{where}: {message.removeprefix('layer: ')}"
         raise PlanError(message) from None
+
+
+def _refit_from_dict(entry: Any) -> Refit:
+    if not isinstance(entry, dict):
+        raise PlanError(f"refit: expected an object, got {type(entry).__name__}")
+    _check_keys(entry, {"damping", "samples", "seed"}, "refit")
+    return Refit(entry.get("damping", REFIT_DAMPING), entry.get("samples", REFIT_SAMPLES),
+                 entry.get("seed", REFIT_SEED))
 
 
 def _global_from_dict(entry: Any) -> GlobalPlan:

@@ -22,6 +22,7 @@ from pruneviz.workflows.experiments import (
     pareto_front,
     technique_family,
 )
+from pruneviz.workflows.refit import REFIT_PREFIX
 
 # -- 6. trade-off scatter -----------------------------------------------------------------------
 # How each technique family is drawn: (legend name, marker symbol, colour). A technique
@@ -94,7 +95,8 @@ def tradeoff_scatter(
 
     pruning = [p for p in shown if p.technique == PRUNE]
     plain = [p for p in pruning if p.weights == ORIGINAL]
-    tuned = [p for p in pruning if p.weights != ORIGINAL]
+    refit = [p for p in pruning if p.weights.startswith(REFIT_PREFIX)]
+    tuned = [p for p in pruning if p.weights != ORIGINAL and p not in refit]
     name, symbol, colour = TECHNIQUE_STYLES[PRUNE]
     traces: list[Any] = [
         go.Scatter(x=x_of(plain), y=[p.metric for p in plain], mode="markers", name=name,
@@ -140,6 +142,13 @@ def tradeoff_scatter(
             marker={"color": TUNED, "size": 12, "symbol": "diamond",
                     "line": {"color": "white", "width": 1}},
             hovertemplate=with_weights))
+    if refit:  # recovered by reconstruction, not training (workflows.refit)
+        traces.append(go.Scatter(
+            x=x_of(refit), y=[p.metric for p in refit], mode="markers",
+            name="refit weights (reconstruction)", customdata=custom(refit),
+            marker={"color": REFIT, "size": 12, "symbol": "hexagon",
+                    "line": {"color": "white", "width": 1}},
+            hovertemplate=with_weights))
     if baseline is not None and baseline.cost(x_field) is not None:
         traces.append(go.Scatter(
             x=[float(getattr(baseline, x_field))], y=[baseline.metric], mode="markers",
@@ -168,6 +177,74 @@ def tradeoff_scatter(
         meta={"pareto_ids": [p.id for p in front],
               "techniques": {str(p.id): p.technique for p in shown},
               "storage_only_ids": [p.id for p in candidates if p.storage_only]},
+    )
+    return go.Figure(traces, layout)
+
+
+# -- 6b. recovery: reconstruction vs training ------------------------------------------------
+REFIT = "#E45756"  # refit (reconstructed) weights
+RECOVERY_STAGES = ("unpruned", "one-shot", "one-shot + refit", "fine-tuned")
+
+
+def recovery_stage(experiment: Experiment) -> str:
+    """Which of RECOVERY_STAGES a pruning experiment is, by the weights it was measured on:
+    the original weights (one-shot), refit ones, or trained ones (fine-tuned)."""
+    if experiment.weights == ORIGINAL:
+        return "one-shot"
+    if experiment.weights.startswith(REFIT_PREFIX):
+        return "one-shot + refit"
+    return "fine-tuned"
+
+
+def recovery_plans(points: Sequence[Experiment]) -> list[Experiment]:
+    """The one-shot experiments (original weights) whose plan was also refit or
+    fine-tuned: the plans a recovery picture can be drawn for, latest first."""
+    pruning = [p for p in points if p.technique == PRUNE and p.plan_key != "{}"]
+    recovered = {p.plan_key for p in pruning if p.weights != ORIGINAL}
+    plain = [p for p in pruning if p.weights == ORIGINAL and p.plan_key in recovered
+             and p.sparsity > 0]
+    return sorted(plain, key=lambda p: -p.id)
+
+
+def recovery_figure(points: Sequence[Experiment], *, plan_key: str,
+                    baseline: Experiment | None, metric_name: str,
+                    higher_is_better: bool) -> go.Figure:
+    """One plan, recovered two ways, side by side: the unpruned model, the plan one-shot,
+    one-shot + refit (reconstruction, no training) and fine-tuned (training), each stage
+    with every run of it in the log ("recover by reconstruction vs by training")."""
+    same = [p for p in points if p.technique == PRUNE and p.plan_key == plan_key]
+    stages: dict[str, list[Experiment]] = {stage: [] for stage in RECOVERY_STAGES}
+    if baseline is not None:
+        stages["unpruned"].append(baseline)
+    for p in same:
+        stages[recovery_stage(p)].append(p)
+    colours = {"unpruned": BASELINE, "one-shot": KEPT, "one-shot + refit": REFIT,
+               "fine-tuned": TUNED}
+    symbols = {"unpruned": "star", "one-shot": "circle", "one-shot + refit": "hexagon",
+               "fine-tuned": "diamond"}
+    traces = []
+    for stage, group in stages.items():
+        if not group:
+            continue
+        traces.append(go.Scatter(
+            x=[stage] * len(group), y=[p.metric for p in group], mode="markers+text",
+            name=stage, text=[f"{p.metric:.4g}" for p in group], textposition="middle right",
+            customdata=[[p.id, p.label, p.weights] for p in group],
+            hovertemplate=(f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}"
+                           "<br>weights: %{customdata[2]}<extra>#%{customdata[0]}</extra>"),
+            marker={"color": colours[stage], "size": 14, "symbol": symbols[stage],
+                    "line": {"color": "white", "width": 1}}))
+    plan = next((p for p in same if p.weights == ORIGINAL), same[0] if same else None)
+    missing = [s for s in RECOVERY_STAGES[1:] if not stages[s]]
+    better = "higher" if higher_is_better else "lower"
+    layout = _layout(
+        "Recover by reconstruction vs recover by training"
+        + (f": {plan.label}" if plan is not None else ""),
+        "", f"{metric_name} ({better} is better)",
+        subtitle=(f"not in the log for this plan: {', '.join(missing)}" if missing else None),
+        xaxis={"type": "category", "categoryorder": "array",
+               "categoryarray": list(RECOVERY_STAGES)},
+        meta={"stages": {stage: [p.id for p in group] for stage, group in stages.items()}},
     )
     return go.Figure(traces, layout)
 

@@ -152,7 +152,7 @@ class Workspace:
         found = self._weight_sets.get(name)
         if found is None:
             raise PrunevizError(f"the {name} weights are not kept in this tab any more; "
-                                "run the fine-tuning again")
+                                "run the fine-tuning (or the refit) again")
         return found
 
     def use_weights(self, name: str, plan: Plan | None = None) -> None:
