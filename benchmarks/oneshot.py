@@ -106,7 +106,7 @@ def measure(bench: Workbench, epochs: int) -> dict[str, Any]:
                     rows.append({**row, "skipped": str(exc)})
                     continue
                 with bench.applied(outcome.plan):
-                    row["sparsity"] = round(outcome.value, 4)
+                    row["sparsity"] = round(outcome.measured, 4)
                     row["oneshot"] = metric(session.model, bench)
                     started = time.perf_counter()
                     result = refit_bench(bench, Refit())
