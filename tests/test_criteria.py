@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from fixtures import sessions
@@ -222,6 +224,42 @@ def test_taylor_equals_a_hand_gradient() -> None:
     torch.testing.assert_close(scores, expected.reshape(-1))
     filters = session.scores("fc2", Granularity.FILTER, "taylor").scores
     torch.testing.assert_close(filters, expected.sum(dim=1))
+
+
+def test_a_pass_of_the_model_in_another_thread_stays_out_of_the_calibration_stats() -> None:
+    """A background measurement (another thread, inference mode) runs the session's model
+    while its calibration statistics are gathered: its pass neither enters them nor
+    leaves inference tensors that the calibration pass then updates in place (the
+    Inspect page's "Inplace update to inference tensor outside InferenceMode")."""
+    entry = ZOO["mlp"]
+    model, data = entry.build(), entry.data()
+    clean = PruningSession(model, entry.example(), calibration=data)
+    session = PruningSession(model, entry.example(), calibration=data)
+    other = data.x.flip(0) * 3.0  # other inputs: they would change every statistic
+    passes: list[int] = []
+
+    def background_pass(module: nn.Module, args: tuple[object, ...]) -> None:
+        if passes:
+            return
+        passes.append(1)  # once, before the calibration pass reaches any layer
+
+        def run() -> None:
+            with torch.inference_mode():
+                session.model(other)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+
+    handle = session.model.register_forward_pre_hook(background_pass)
+    try:
+        for criterion in ["taylor", "apoz", "activation", "wanda"]:
+            got = session.scores("fc2", Granularity.FILTER, criterion).scores
+            want = clean.scores("fc2", Granularity.FILTER, criterion).scores
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=criterion)
+    finally:
+        handle.remove()
+    assert passes == [1]
 
 
 def test_data_criteria_need_calibration() -> None:

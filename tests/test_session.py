@@ -1171,3 +1171,26 @@ def test_applied_refusing_a_plan_changes_nothing() -> None:
         enter()
     assert session.plan is plan
     assert_bit_identical(snapshot(session.model), weights)
+
+
+def test_background_passes_stop_before_the_original_model_is_shown() -> None:
+    """Calibration statistics and block ranking run the original weights on the session's
+    own model: a background measurement of the current (pruned) model is stopped first
+    (`on_change`, as before any write), then the pruned weights are back, bit for bit."""
+    entry = ZOO["residual"]
+    session = PruningSession(entry.build(), entry.example(), calibration=entry.data())
+    session.apply(session.uniform_plan(0.5, Granularity.FILTER)[0])
+    pruned = snapshot(session.model)
+    seen: list[dict[str, Tensor]] = []
+    session.on_change.append(lambda: seen.append(snapshot(session.model)))
+
+    session.scores(session.layer_names[0], Granularity.FILTER, "taylor")
+    assert len(seen) == 1
+    assert_bit_identical(seen[0], pruned)  # stopped while the model was still the pruned one
+    assert_bit_identical(snapshot(session.model), pruned)
+
+    seen.clear()
+    session.blocks()
+    assert len(seen) == 1
+    assert_bit_identical(seen[0], pruned)
+    assert_bit_identical(snapshot(session.model), pruned)

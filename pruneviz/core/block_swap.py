@@ -7,7 +7,7 @@ blocks are removable, and how important they are, comes from `blocks.find_blocks
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -21,13 +21,17 @@ from pruneviz.errors import PlanError
 
 class BlockSwap:
     """The removed blocks of `model`, whose prunable `layers` and touched `params` (with
-    their kept `originals`) the session shares; `data` measures the blocks (None: none)."""
+    their kept `originals`) the session shares; `data` measures the blocks (None: none).
+    `before_write` is called before the model is changed for a moment (the session stops
+    background passes over its model there)."""
 
     def __init__(
         self, model: nn.Module, layers: Sequence[PrunableLayer], params: Mapping[str, Tensor],
         originals: Mapping[str, Tensor], data: Tensor | None,
+        before_write: Callable[[], None] = lambda: None,
     ) -> None:
         self._model = model
+        self._before_write = before_write
         self._layers = layers
         self._params = params
         self._originals = originals
@@ -82,7 +86,9 @@ class BlockSwap:
 
     @contextmanager
     def originals_in_place(self) -> Iterator[None]:
-        """Temporarily the original model: weights restored, removed blocks put back."""
+        """Temporarily the original model: weights restored, removed blocks put back.
+        Nothing else may run the model meanwhile: `before_write` is called first."""
+        self._before_write()
         current = {n: self._params[n].detach().clone() for n in self._originals}
         removed = dict(self._removed)
         try:

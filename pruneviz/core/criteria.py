@@ -10,6 +10,7 @@ registry under a name; users add their own with `register_criterion`.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -161,7 +162,11 @@ def collect_calibration_stats(
     model: nn.Module, layers: list[PrunableLayer], data: TensorData, max_batches: int = 4,
     batch_size: int = 64,
 ) -> CalibrationStats:
-    """Run calibration batches forward and backward; gather Taylor and activation stats."""
+    """Run calibration batches forward and backward; gather Taylor and activation stats.
+
+    Only this thread's passes are counted: the hooks see every pass over `model`, and
+    another thread may run it meanwhile (a background measurement, in inference mode,
+    whose inference tensors this pass could not then add to in place)."""
     if len(data) == 0:
         raise DataError("the calibration data is empty; data-driven criteria need samples")
     modules = dict(model.named_modules())
@@ -169,6 +174,7 @@ def collect_calibration_stats(
     sums: dict[str, list[Tensor]] = {}
     squares: dict[str, Tensor] = {}
     handles = []
+    calibrating = threading.get_ident()
 
     def add(key: str, zero: Tensor, mean: Tensor) -> None:
         if key in sums:
@@ -179,14 +185,15 @@ def collect_calibration_stats(
 
     def out_hook(name: str, channel_module: nn.Module) -> Any:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            if isinstance(output, Tensor):
+            if isinstance(output, Tensor) and threading.get_ident() == calibrating:
                 add("out:" + name, *_per_channel(output, _channel_dim(channel_module, output)))
 
         return hook
 
     def in_hook(name: str) -> Any:
         def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
-            if inputs and isinstance(inputs[0], Tensor):
+            if inputs and isinstance(inputs[0], Tensor) and \
+                    threading.get_ident() == calibrating:
                 add("in:" + name, *_per_channel(inputs[0], _channel_dim(module, inputs[0])))
                 sq = input_sq(module, inputs[0])
                 if sq is not None:

@@ -128,7 +128,8 @@ class PruningSession:
                     else self._params[tensor_name].detach().clone())
         data = calibration.x if calibration is not None else (
             example_input if isinstance(example_input, Tensor) else None)
-        self._block_swap = BlockSwap(self.model, self.layers, self._params, self._originals, data)
+        self._block_swap = BlockSwap(self.model, self.layers, self._params, self._originals, data,
+                                     before_write=self._changing)
         self._scorer = LayerScorer(
             self.model, self.layers, self._originals, self._coupled, self.output_layers,
             calibration=calibration, seed=seed,
@@ -146,8 +147,9 @@ class PruningSession:
         self._weights_key: str | None = None
         self._revisions: dict[str, int] = {}  # how many times each tensor was written
         self._written: dict[str, Keep] = {}  # the keep each pruned tensor holds now
-        # Called before the session writes the model (a background measurement of the
-        # current model stops there): `on_change.append(stop)`.
+        # Called before the session writes the model, also for a moment (the originals
+        # shown to gather calibration statistics or rank blocks): a background
+        # measurement of the current model stops there: `on_change.append(stop)`.
         self.on_change: list[Callable[[], None]] = []
         self._originals_changed()
         self._refresh_results(self.layers)
