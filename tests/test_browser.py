@@ -325,7 +325,7 @@ def test_a_killed_server_loses_no_work(tmp_path: Path) -> None:
                 _pick_model(page, "Digits CNN")
                 _pick_model(page, "Digits MLP")
                 _go(page, "Model", "pruneviz")
-                page.get_by_text("Weights and evaluation data").click()
+                page.get_by_text("Other weights, live evaluation subset").click()
                 uploader = page.get_by_test_id("stFileUploader").filter(
                     has_text="Weights file")
                 uploader.locator("input[type=file]").set_input_files(
