@@ -2,6 +2,7 @@
 download a saved workspace, or add one from a file."""
 
 import time
+from functools import partial
 
 import streamlit as st
 
@@ -81,8 +82,10 @@ else:
     if delete_col.button("Delete…", disabled=chosen == link.id,
                          help="The workspace this tab works in cannot be deleted here."):
         st.session_state[WS_CONFIRM_KEY] = chosen
-    file_col.download_button("Download as one file", store.export_bytes(chosen),
-                             file_name=f"{info.name}.pvz".replace("/", "-"),
+    # the file is made when the button is pressed, not on every rerun of the page
+    file_col.download_button("Download as one file", partial(store.export_bytes, chosen),
+                             file_name="".join(c if c.isalnum() or c in " ,._-" else "-"
+                                               for c in info.name) + ".pvz",
                              mime="application/zip")
     if st.session_state.get(WS_CONFIRM_KEY) == chosen:
         st.warning(f"Delete **{info.name}** ({info.experiments} configurations) for good?")
