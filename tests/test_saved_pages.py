@@ -136,3 +136,33 @@ def test_work_on_uploaded_data_reopens_with_that_data() -> None:
     assert len(other.bench.eval_data) == 200
     assert torch.equal(other.bench.eval_data.x, space.bench.eval_data.x)
     assert list(other.log) == list(space.log)
+
+
+def test_results_are_saved_as_jobs_finish_without_a_page_looking() -> None:
+    """A sensitivity analysis and a fine-tuning run are kept in the tab's saved workspace
+    as they end (in the job's thread), not when a page next looks: a server stopped
+    right after still has them."""
+    from pruneviz.app.keys import BENCH_ID_KEY, FINETUNE_WORKERS_KEY, FT_MAX_STEPS_KEY, WORKERS_KEY
+
+    at = start(MODEL, "app_pages/sensitivity.py", plan=(0.5, "unstructured"))
+    at.button(key="pv_sens_run").click().run()
+    key = str(at.session_state[BENCH_ID_KEY])
+    analysis = at.session_state[WORKERS_KEY][key]
+    assert analysis.wait(120)  # no rerun of the page while it runs or after
+    space = workspace_of(at)
+    assert space.sensitivity is not None
+    assert space.sensitivity.complete
+
+    at.switch_page("app_pages/finetune.py").run()
+    at.number_input(key=FT_MAX_STEPS_KEY).set_value(10).run()
+    at.button(key="pv_ft_run").click().run()
+    tuner = at.session_state[FINETUNE_WORKERS_KEY][key]
+    assert tuner.wait(180)
+    assert not at.exception, at.exception
+    assert list(space.finetuned) == [1]
+    assert any(e.weights == "fine-tuned #1" for e in space.log)
+    [saved] = store().saved()
+    history = store().history(saved.id, store().current(saved.id) or "")
+    assert history is not None
+    assert {"sensitivity", "finetune 1"} <= set(history.results)
+    assert any(row["weights"] == "fine-tuned #1" for row in history.experiments)

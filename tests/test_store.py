@@ -19,6 +19,7 @@ import torch
 
 from pruneviz.app.worker import FinetuneJob, FinetuneWorker, session_factory
 from pruneviz.core.plan import Plan
+from pruneviz.core.session import PruningSession
 from pruneviz.workflows.codec import CodecError, decode_as, encode
 from pruneviz.workflows.experiments import ORIGINAL, Experiment
 from pruneviz.workflows.finetune import FinetuneRecipe
@@ -290,3 +291,32 @@ def test_a_copy_of_a_saved_log_is_not_saved(tmp_path: Path) -> None:
     assert snapshot.listener is None
     assert list(pickle.loads(pickle.dumps(snapshot))) == list(space.log)
     assert space.log.listener is not None
+
+
+@pytest.mark.parametrize("name", ["resnet50", "densenet121", "vit_timm", "bert", "llama_mha",
+                                  "stacked_lstm"])
+def test_real_architectures_plans_and_weights_round_trip(tmp_path: Path, name: str) -> None:
+    """The fixture zoo (torchvision / timm / Hugging Face style): a filter plan (heads,
+    coupled residual and concatenated channels, GQA, LSTM units) and the pruned model's
+    weights (every dtype and buffer) come back from the store exactly."""
+    from tests.test_zoo import TINY
+
+    torch.manual_seed(0)
+    session = PruningSession(TINY[name][0]().eval(), TINY[name][1]())
+    plan = session.stamp(session.uniform_plan(0.5, "filter", "l1")[0])
+    session.apply(plan)
+    store = WorkspaceStore(tmp_path)
+    id = store.create(name)
+    store.put_history(id, "k", {"model": name}, name, plan=plan.to_json(indent=None),
+                      weights=ORIGINAL, head=0)
+    state = session.model.state_dict()
+    store.put_tensors(id, "k", "weights:pruned", state)
+    again = WorkspaceStore(tmp_path).history(id, "k")
+    assert again is not None
+    assert again.plan is not None
+    assert Plan.from_json(again.plan).key() == plan.key()
+    back = store.read_tensors(again.tensors["weights:pruned"])
+    assert back.keys() == state.keys()
+    for key, value in state.items():
+        assert back[key].dtype == value.dtype
+        assert torch.equal(back[key], value), key

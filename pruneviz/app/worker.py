@@ -45,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -90,6 +91,7 @@ from pruneviz.workflows.processes import ChildTask, Emit, Ended, Failed, Finishi
 from pruneviz.workflows.sensitivity import SensitivityCache, SensitivityResult, SensitivityRun
 from pruneviz.workflows.sweep import SweepPoint, UniformSweep
 from pruneviz.workflows.workbench import Workbench, load_weights
+from pruneviz.workflows.workspace import Workspace
 
 LOCAL_USER = "local"  # who runs jobs when there is no Streamlit session (tests, scripts)
 
@@ -257,6 +259,9 @@ class SensitivityWorker(_Background):
         self._samples = 0
         self._refining = False
         self._spec: SensitivitySpec | None = None
+        # told of each pass's result as it ends, in the job's thread (the tab's workspace
+        # keeps it: saved even if no page looks before the server stops)
+        self.on_result: Callable[[SensitivityResult], None] | None = None
 
     def start(self, criterion: str, granularity: str, levels: Sequence[float]) -> None:
         """Check the settings and start measuring in the background.
@@ -324,6 +329,9 @@ class SensitivityWorker(_Background):
                 self._done = message.done
                 if message.partial or message.result.complete:
                     self._result = message.result
+            ended = self._result if isinstance(message, PassEnded) else None
+        if ended is not None and self.on_result is not None:
+            self.on_result(ended)
         super().receive(message)
 
 
@@ -343,9 +351,10 @@ def sensitivity_worker(bench: Workbench) -> SensitivityWorker:
     if not isinstance(worker, SensitivityWorker):
         worker = SensitivityWorker(session_factory(bench), bench.eval_data,
                                    full=bench.eval_full)
-        kept = workspace().sensitivity  # a saved workspace's last analysis
-        if kept is not None:
-            worker.restore(kept)
+        space = workspace()
+        if space.sensitivity is not None:  # a saved workspace's last analysis
+            worker.restore(space.sensitivity)
+        worker.on_result = space.keep_sensitivity
         workers[bench_key()] = worker
     worker.user = current_user()
     return worker
@@ -629,6 +638,9 @@ class FinetuneWorker(_Background):
         self._runs = 0
         self._claimed = 0
         self._spec: FinetuneSpec | None = None
+        # told of each finished run, in the job's thread (it is recorded in the tab's
+        # workspace and saved even if no page looks before the server stops)
+        self.on_outcome: Callable[[FinetuneOutcome], None] | None = None
 
     def steps(self, recipe: FinetuneRecipe) -> int:
         """Training steps `recipe` runs on this model's training split."""
@@ -702,6 +714,8 @@ class FinetuneWorker(_Background):
                 self._outcome = message
             elif isinstance(message, Ended):
                 self._phase = ""
+        if isinstance(message, FinetuneOutcome) and self.on_outcome is not None:
+            self.on_outcome(message)
         super().receive(message)
 
 
@@ -719,8 +733,10 @@ def finetune_worker(bench: Workbench) -> FinetuneWorker:
         worker = FinetuneWorker(session_factory(bench), bench.pristine, train_data,
                                 bench.eval_data,
                                 latency_batch_size=bench.meter.latency_batch_size)
-        if workspace().finetuned:  # a saved workspace's runs
-            worker.restore(workspace().finetuned)
+        space = workspace()
+        if space.finetuned:  # a saved workspace's runs
+            worker.restore(space.finetuned)
+        worker.on_outcome = partial(_record_run, space, worker)
         workers[bench_key()] = worker
     worker.user = current_user()
     return worker
@@ -734,9 +750,16 @@ def record_finished_run(bench: Workbench) -> FinetuneOutcome | None:
     if not isinstance(worker, FinetuneWorker):
         return None
     outcome = worker.snapshot().outcome
-    if outcome is None or not worker.claim(outcome):
-        return outcome
-    space = workspace()
+    if outcome is not None:
+        _record_run(workspace(), worker, outcome)
+    return outcome
+
+
+def _record_run(space: Workspace, worker: FinetuneWorker, outcome: FinetuneOutcome) -> None:
+    """Record a finished run in `space` once (the worker's job thread as it finishes, or a
+    page): the fine-tuned weights with the final plan, its twin, and the run itself."""
+    if not worker.claim(outcome):
+        return
     space.remember_weights(outcome.weights, outcome.result.state)
     head = space.head  # the plan on screen when the run was recorded: both came from it
     space.log.record(outcome.report, outcome.plan, outcome.job.label, outcome.weights,
@@ -744,7 +767,6 @@ def record_finished_run(bench: Workbench) -> FinetuneOutcome | None:
     space.log.record(outcome.twin, outcome.plan, f"{outcome.job.label} (before fine-tuning)",
                      parent=head)
     space.keep_finetune(outcome)
-    return outcome
 
 
 __all__ = [
