@@ -378,15 +378,27 @@ def test_digits_resnet_matches_torch_pruning_for_the_same_channels() -> None:
 
 
 # -- refusals and side effects -------------------------------------------------------------
+class _PackedGRU(nn.Module):
+    """A GRU fed a packed sequence: not traced as one layer, so its units are not coupled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(6, 8, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lengths = [x.shape[1]] * x.shape[0]
+        _, h_n = self.gru(nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True))
+        return h_n[-1]
+
+
 def test_slim_refuses_a_structured_decision_outside_any_group() -> None:
-    # A two-layer GRU's rows can be masked one matrix at a time, but pruneviz couples the
-    # hidden units of single-layer RNNs only.
-    model = nn.Sequential(nn.GRU(6, 8, num_layers=2, batch_first=True))
-    session = PruningSession(model, torch.randn(2, 5, 6))
-    assert session.group_of("0.weight_ih_l0") is None
+    # The GRU's rows can be masked one matrix at a time, but with a packed sequence its
+    # hidden units are not traced, so they are not coupled.
+    session = PruningSession(_PackedGRU(), torch.randn(2, 5, 6))
+    assert session.group_of("gru.weight_ih_l0") is None
     session.apply(session.stamp(Plan({
-        "0.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
-    with pytest.raises(ModelError, match=r"'0\.weight_ih_l0' \(GRU\)"):
+        "gru.weight_ih_l0": LayerPlan(FILTER, "l1", sparsity=0.5)})))
+    with pytest.raises(ModelError, match=r"'gru\.weight_ih_l0' \(GRU\)"):
         slim(session)
 
 

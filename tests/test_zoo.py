@@ -129,7 +129,7 @@ LAYER_NAMES = {
                   "lstm2.weight_hh_l0", "fc"],
 }
 
-SLIMS = ["resnet50", "densenet121", "two_lstms"]
+SLIMS = ["resnet50", "densenet121", "stacked_lstm", "two_lstms"]
 SLIM_FAILS = {
     "vit_b_16": (ModelError, "nn.MultiheadAttention's out_proj (NonDynamicallyQuantizableLinear) "
                  "is not in a traced group: slim refuses its filter pruning (zeroed, not "
@@ -138,8 +138,6 @@ SLIM_FAILS = {
                  "head_dim fixed: the slimmed model does not run (shape invalid)"),
     "bert": (ModelError, "BertSelfAttention views q/k/v as (B, T, heads, head_size) with both "
              "fixed: the slimmed model does not run (shape invalid)"),
-    "stacked_lstm": (ModelError, "pruneviz couples the hidden units of single-layer LSTMs only: "
-                     "nn.LSTM(num_layers=3) filter pruning is zeroed, not removable"),
     "llama_mha": (AssertionError, "q/k/v channels are coupled across heads: the slimmed "
                   "Llama runs (view(..., -1, head_dim) makes fewer heads) but computes a "
                   "different function, ~4% off the masked model, silently"),
@@ -254,12 +252,17 @@ def test_uniform_filter_plan(name: str) -> None:
     assert _zeros_in_prunable_layers(session) > 0.3
 
 
-def test_stacked_lstm_filter_pruning_is_zeroing_only() -> None:
+def test_stacked_lstm_couples_each_layers_hidden_units() -> None:
     session = _session("stacked_lstm")
     session.apply(session.uniform_plan(0.5, "filter", "l1")[0])
-    assert not session.groups  # nn.LSTM(num_layers=3): hidden units are not coupled
-    assert set(session.uncoupled_structured()) == {
-        f"lstm.weight_{kind}_l{i}" for kind in ("ih", "hh") for i in range(3)}
+    # One group per layer: its gate rows (ih, hh), its recurrent columns, and the next
+    # layer's input columns; the last layer's with the head's columns.
+    assert sorted((g.root, g.size, g.unit) for g in session.groups) == [
+        (f"lstm.weight_ih_l{i}", 16, "hidden unit") for i in range(3)]
+    assert session.coupled_with("lstm.weight_ih_l1") == [
+        "lstm.weight_ih_l1", "lstm.weight_hh_l1", "lstm.weight_ih_l2"]
+    assert session.coupled_with("lstm.weight_ih_l2")[-1] == "fc"
+    assert not session.uncoupled_structured()
 
 
 def _slim_matches_masked(name: str) -> None:

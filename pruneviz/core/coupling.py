@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pruneviz.core import recurrent
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.layers import PrunableLayer
 
@@ -27,9 +28,7 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.Group
           nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
              nn.ConvTranspose2d, nn.ConvTranspose3d)
-_RNN = (nn.LSTM, nn.GRU, nn.RNN)
-# Rows per hidden unit in weight_ih / weight_hh: one per gate.
-_GATES: dict[type[nn.Module], int] = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
+_RNN = recurrent.RECURRENT
 
 
 @dataclass(frozen=True)
@@ -142,11 +141,9 @@ def find_groups(
     first = tuple(t[:1] for t in example) if isinstance(example, tuple) else example[:1]
     was_training = model.training
     model.eval()
-    # GRUs and plain RNNs are layers with hidden_size outputs and input_size inputs, as
-    # LSTMs are; Torch-Pruning's LSTM pruner tells the graph so (our functions remove them).
-    rnn_pruner = tp.pruner.function.LSTMPruner()
-    # A recurrent layer must be one node of the traced graph (see _one_node).
-    hooks = [module.register_forward_hook(_one_node) for module in model.modules()
+    # A recurrent layer is one node of the traced graph (see recurrent.one_node), with
+    # input_size inputs and hidden_size outputs per direction (recurrent.graph_pruners).
+    hooks = [module.register_forward_hook(recurrent.one_node) for module in model.modules()
              if isinstance(module, _RNN)]
     try:
         outputs = output_modules(model, first)
@@ -155,7 +152,7 @@ def find_groups(
             with _MAPPING_LOCK:  # its mappings are computed in there: not while switched off
                 graph = tp.DependencyGraph().build_dependency(
                     model, example_inputs=first,
-                    customized_pruners={nn.GRU: rnn_pruner, nn.RNN: rnn_pruner})
+                    customized_pruners=recurrent.graph_pruners())
         names = {module: name for name, module in model.named_modules()}
         weight_layer = {layer.module_name: layer.name for layer in layers
                         if layer.param_name == "weight"}
@@ -165,6 +162,7 @@ def find_groups(
                                                    root_module_types=[*_WEIGHTED, *_RNN]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
         heads = _attention_groups(model, layers, 0)
+        heads += _recurrent_groups(model, len(heads))
         return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
     finally:
         model.train(was_training)
@@ -192,6 +190,7 @@ def find_groups(
         merged, size = _units(_merge(members), blocks)
         unit = "hidden unit" if any(m.kind == "rnn" for m in merged) else "channel"
         groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
+    groups += _recurrent_groups(model, len(groups))
     return groups + _attention_groups(model, layers, len(groups)), None
 
 
@@ -216,46 +215,12 @@ def _index_mapping_as_built() -> Iterator[None]:
             index_mapping.update_index_mapping = update
 
 
-class _WholeRecurrent(torch.autograd.Function):
-    """The outputs of a recurrent layer, as one autograd node fed by its input.
-
-    Only the graph matters (it is traced, never differentiated): its inputs are the
-    layer's input and weights, its outputs copies of the layer's outputs.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, count: int, *tensors: Tensor) -> tuple[Tensor, ...]:
-        ctx.inputs = len(tensors)
-        return tuple(t.clone() for t in tensors[len(tensors) - count:])
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[None, ...]:
-        return (None,) * (1 + int(ctx.inputs))
-
-
-def _one_node(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
-    """Forward hook: a recurrent layer's outputs coming out of one node fed by its input.
-
-    On the CPU a GRU or plain RNN (unlike an LSTM, which runs one fused kernel) is
-    recorded step by step, gate splits and all; Torch-Pruning then walks from the layer
-    before it into those steps and fails on their splits (a Linear projection before a
-    GRU loses every group of the model). As one node, the layer is what its pruner says:
-    input features in, hidden units out. Left alone: packed sequences and a given
-    initial state (its channels are hidden units, not input features).
-    """
-    if len(inputs) != 1 or not isinstance(inputs[0], Tensor) or \
-            not isinstance(output, tuple) or len(output) != 2:
-        return None
-    out, hidden = output
-    states = list(hidden) if isinstance(hidden, tuple) else [hidden]
-    produced = [out, *states]
-    if not all(isinstance(t, Tensor) for t in produced):
-        return None
-    made = _WholeRecurrent.apply(  # type: ignore[no-untyped-call]
-        len(produced), inputs[0], *module.parameters(recurse=False),
-        *(t.detach() for t in produced))
-    new_out, *new_states = made
-    return new_out, (tuple(new_states) if isinstance(hidden, tuple) else new_states[0])
+def _recurrent_groups(model: nn.Module, first_id: int) -> list[Group]:
+    """The hidden units of every layer below the last of multi-layer recurrent modules
+    (see recurrent.py; the last layer's are in the traced graph, with their readers)."""
+    return [Group(first_id + i, root, size, tuple(Member(*m) for m in members), why,
+                  "hidden unit")
+            for i, (root, size, members, why) in enumerate(recurrent.inner_groups(model))]
 
 
 def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int) -> list[Group]:
@@ -330,11 +295,11 @@ def _members(
         if isinstance(target, _RNN):
             # Our own functions remove the units: Torch-Pruning 1.6's LSTM pruner cuts
             # weight_hh and weight_ih along the wrong dimensions.
-            rnn, why = _rnn_members(name, target, pruning_out, item.idxs, root)
-            members += rnn
+            rnn, why = recurrent.graph_members(name, target, pruning_out, item.idxs, root)
+            members += [Member(*m) for m in rnn]
             unsupported = unsupported or why
             if root_name is None and pruning_out and not why:
-                root_name = f"{name}.weight_ih_l0"
+                root_name = recurrent.graph_root(name, target)
             continue
         if isinstance(target, _WEIGHTED):
             kind = "out" if pruning_out else "in"
@@ -372,71 +337,6 @@ def _normalised_together(name: str, norm: nn.Module) -> str | None:
                 "masked channel would still count in the others' mean and variance), so "
                 "they cannot be pruned as whole channels; prune these layers unstructured")
     return None
-
-
-def _rnn_members(
-    name: str, rnn: nn.RNNBase, pruning_out: bool, idxs: Any, root: tuple[int, ...],
-) -> tuple[list[Member], str | None]:
-    """An LSTM's, GRU's or RNN's hidden units (out) or input features (in) as members.
-
-    Hidden unit h is row h of each gate block of weight_ih / weight_hh (and the biases),
-    and column h of weight_hh. With those zeroed the unit's output stays exactly 0 from
-    a zero initial state: an LSTM's input, forget and output gates sit at 0.5 and its
-    candidate at 0; a GRU's update gate at 0.5 and its candidate at 0, so h' = h / 2;
-    a plain RNN computes tanh(0) or relu(0). Masking a unit computes what removing it does.
-    """
-    kind = type(rnn).__name__
-    if rnn.num_layers != 1 or rnn.bidirectional or int(getattr(rnn, "proj_size", 0)):
-        return [], (f"{name} is a {rnn.num_layers}-layer"
-                    f"{' bidirectional' if rnn.bidirectional else ''} {kind}; pruneviz couples "
-                    f"the hidden units of single-layer, one-direction {kind}s only")
-    units = [int(i) for i in idxs]
-    if not pruning_out:
-        return [Member(name, "in", tuple(units), root, f"{name}.weight_ih_l0", None),
-                Member(name, "rnn_in", tuple(units), root, None, _prune_rnn_inputs)], None
-    size, gates = rnn.hidden_size, _GATES[type(rnn)]
-    rows = tuple(g * size + u for g in range(gates) for u in units)
-    row_roots = tuple(r for _ in range(gates) for r in root)
-    return [
-        Member(name, "out", rows, row_roots, f"{name}.weight_ih_l0", None),
-        Member(name, "out", rows, row_roots, f"{name}.weight_hh_l0", None),
-        Member(name, "in", tuple(units), root, f"{name}.weight_hh_l0", None),
-        Member(name, "rnn", tuple(units), root, None, _prune_rnn_hidden),
-    ], None
-
-
-def _keep(size: int, idxs: list[int]) -> Tensor:
-    return torch.tensor(sorted(set(range(size)) - set(idxs)), dtype=torch.long)
-
-
-def _set(rnn: nn.Module, name: str, value: Tensor) -> None:
-    setattr(rnn, name, nn.Parameter(value.contiguous(), requires_grad=False))
-
-
-def _prune_rnn_hidden(rnn: nn.Module, idxs: list[int]) -> None:
-    """Remove hidden units of a single-layer LSTM/GRU/RNN: their rows in every gate block
-    of weight_ih/weight_hh and the biases, and their columns of weight_hh."""
-    assert isinstance(rnn, nn.RNNBase)
-    keep = _keep(rnn.hidden_size, idxs)
-    rows = torch.cat([keep + g * rnn.hidden_size for g in range(_GATES[type(rnn)])])
-    p = {n: getattr(rnn, n) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
-                                      "bias_hh_l0") if hasattr(rnn, n)}
-    with torch.no_grad():
-        _set(rnn, "weight_ih_l0", p["weight_ih_l0"][rows])
-        _set(rnn, "weight_hh_l0", p["weight_hh_l0"][rows][:, keep])
-        if rnn.bias:
-            _set(rnn, "bias_ih_l0", p["bias_ih_l0"][rows])
-            _set(rnn, "bias_hh_l0", p["bias_hh_l0"][rows])
-    rnn.hidden_size = len(keep)
-
-
-def _prune_rnn_inputs(rnn: nn.Module, idxs: list[int]) -> None:
-    """Remove input features of a single-layer LSTM/GRU/RNN (columns of weight_ih)."""
-    assert isinstance(rnn, nn.RNNBase)
-    keep = _keep(rnn.input_size, idxs)
-    with torch.no_grad():
-        _set(rnn, "weight_ih_l0", getattr(rnn, "weight_ih_l0")[:, keep])  # noqa: B009
-    rnn.input_size = len(keep)
 
 
 def _lossy(members: list[Member]) -> bool:

@@ -22,6 +22,14 @@ from pruneviz.core.scores import ScoreTable, combine, per_root
 from pruneviz.errors import PlanError
 
 LayerScores = Callable[[str, Granularity, str], ScoreTable]
+# A member's own channels: (group, module, kind, layer). The layer tells apart the weights
+# of one module that a group cuts differently (a recurrent layer's gate rows and the next
+# layer's input columns, both in one nn.LSTM).
+_Key = tuple[int, str, str, str | None]
+
+
+def _key(gid: int, member: Member) -> _Key:
+    return (gid, member.module, member.kind, member.layer)
 
 
 def inside(module: str, block: str) -> bool:
@@ -48,10 +56,10 @@ class CoupledGroups:
         self.weight_sources: dict[str, list[tuple[int, Member, Granularity]]] = {}
         self.channel_sources: dict[str, list[tuple[int, Member]]] = {}
         self.channels: dict[int, list[str]] = {}  # group -> the biases and norm entries it zeroes
-        self._member_size: dict[tuple[int, str, str], int] = {}
+        self._member_size: dict[_Key, int] = {}
         self._tables: dict[tuple[int, str, Granularity], ScoreTable] = {}
-        self._indices: dict[tuple[int, str, str], tuple[Tensor, Tensor]] = {}
-        self._runs: dict[tuple[tuple[int, str, str], int], int | None] = {}
+        self._indices: dict[_Key, tuple[Tensor, Tensor]] = {}
+        self._runs: dict[tuple[_Key, int], int | None] = {}
         self._layouts: dict[object, list[tuple[int, int, int]] | None] = {}
         for group in self.groups:
             self.channels[group.id] = self._index(group, params)
@@ -68,13 +76,13 @@ class CoupledGroups:
                     self.in_group.setdefault(m.layer, group.id)
                 self.weight_sources.setdefault(m.layer, []).append((group.id, m, gran))
                 size = layer.out_structures if m.kind == "out" else layer.in_structures
-                self._member_size[(group.id, m.module, m.kind)] = size
+                self._member_size[_key(group.id, m)] = size
                 tensors = [layer.bias] if m.kind == "out" and layer.bias else []
             elif m.kind == "norm":
                 tensors = [f"{m.module}.{p}" for p in ("weight", "bias")
                            if f"{m.module}.{p}" in params]
                 if tensors:
-                    self._member_size[(group.id, m.module, m.kind)] = params[tensors[0]]
+                    self._member_size[_key(group.id, m)] = params[tensors[0]]
             else:
                 continue
             for t in tensors:
@@ -147,13 +155,13 @@ class CoupledGroups:
         for m in group.members:
             if m.kind == kind and m.layer:
                 layer = self._layers[m.layer]
-                per = layer.params / max(1, self._member_size[(group.id, m.module, m.kind)])
+                per = layer.params / max(1, self._member_size[_key(group.id, m)])
                 total += per * len(m.idxs) / group.size
         return max(1, round(total))
 
     def member_keep(self, gid: int, member: Member, decision: Decision) -> Tensor:
         """Keep-vector over a member's own channels for a group decision."""
-        key = (gid, member.module, member.kind)
+        key = _key(gid, member)
         keep = torch.ones(self._member_size[key], dtype=torch.bool,
                           device=decision.table.scores.device)
         self.keep_into(gid, member, decision, keep)
@@ -163,7 +171,7 @@ class CoupledGroups:
         """AND a group decision's keep over a member's own channels into `keep` (a vector
         over those channels): a concatenation's reader takes every producer's in turn,
         with no vector per producer."""
-        key = (gid, member.module, member.kind)
+        key = _key(gid, member)
         keep_root = decision.table.keep(decision.pruned)
         roots = decision.table.count
         run = self._runs.get((key, roots), -1)
@@ -209,13 +217,13 @@ class CoupledGroups:
                 size: int) -> list[tuple[int, int, int]] | None:
         """(group, first channel, count) of each decided source, by first channel, when
         every one is a run of its roots and none overlap; else None (cached)."""
-        key = (tuple((gid, m.module, m.kind) for gid, m in decided), size)
+        key = (tuple(_key(gid, m) for gid, m in decided), size)
         if key not in self._layouts:
             runs: list[tuple[int, int, int]] | None = []
             for gid, member in decided:
                 roots = decisions[gid].table.count
                 start = _run_offset(member, roots,
-                                    self._member_size[(gid, member.module, member.kind)])
+                                    self._member_size[_key(gid, member)])
                 if start is None or runs is None:
                     runs = None
                     break
