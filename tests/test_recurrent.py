@@ -183,3 +183,15 @@ def test_lstm_with_projections_is_refused_with_the_reason() -> None:
     with pytest.raises(PlanError, match="proj_size=8"):
         session.apply(session.stamp(Plan({
             "rnn.weight_hh_l0": LayerPlan(Granularity.FILTER, "l1", sparsity=0.25)})))
+
+
+def test_reading_a_lower_layers_final_state_is_refused() -> None:
+    # Its readers would be coupled with the last layer's units (one traced node).
+    session = PruningSession(zoo.lstm_all_states_head().eval(), _sequences(2))
+    assert len(session.groups) == 2
+    assert all(g.unsupported and "h_n[0]" in g.unsupported for g in session.groups)
+    _, skipped = session.uniform_plan(0.25, "filter", "l1")
+    assert "h_n[0]" in skipped["rnn.weight_ih_l0"]
+    # Reading only the last layer's state stays coupled (see gru_state_head above).
+    assert not any(g.unsupported for g in PruningSession(
+        zoo.gru_state_head().eval(), _sequences(2)).groups)

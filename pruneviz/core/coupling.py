@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -191,6 +191,7 @@ def find_groups(
         unit = "hidden unit" if any(m.kind == "rnn" for m in merged) else "channel"
         groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
     groups += _recurrent_groups(model, len(groups))
+    groups = _refuse_early_states(model, first, groups)
     return groups + _attention_groups(model, layers, len(groups)), None
 
 
@@ -221,6 +222,17 @@ def _recurrent_groups(model: nn.Module, first_id: int) -> list[Group]:
     return [Group(first_id + i, root, size, tuple(Member(*m) for m in members), why,
                   "hidden unit")
             for i, (root, size, members, why) in enumerate(recurrent.inner_groups(model))]
+
+
+def _refuse_early_states(
+    model: nn.Module, example: Tensor | tuple[Tensor, ...], groups: list[Group]
+) -> list[Group]:
+    """The groups of recurrent modules whose lower layers' final states are read, marked
+    unsupported (see recurrent.early_states_read)."""
+    refused = recurrent.early_states_read(model, example)
+    return [replace(g, unsupported=g.unsupported or next(
+        (refused[m.module] for m in g.members if m.kind == "rnn" and m.module in refused),
+        None)) for g in groups]
 
 
 def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int) -> list[Group]:

@@ -235,6 +235,69 @@ def prune_inputs(rnn: nn.Module, idxs: list[int]) -> None:
     rnn._init_flat_weights()
 
 
+def early_states_read(
+    model: nn.Module, example: Tensor | tuple[Tensor, ...]
+) -> dict[str, str]:
+    """Multi-layer recurrent modules whose final state of a layer below the last
+    (`h_n[0]` of a 2-layer LSTM, or all of `h_n`) the model's output depends on, with
+    why their units cannot be coupled.
+
+    The traced graph sees one node per module, so it would couple every reader of h_n
+    with the last layer's units; a reader of layer 0's state reads layer 0's units
+    instead. Found by differentiating a random projection of the output with respect to
+    the states.
+    """
+    leaves: dict[str, tuple[nn.RNNBase, list[Tensor]]] = {}
+
+    def tap(name: str) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if not isinstance(output, tuple) or len(output) != 2:
+                return None
+            out, hidden = output
+            states = list(hidden) if isinstance(hidden, tuple) else [hidden]
+            if not all(isinstance(t, Tensor) for t in states):
+                return None
+            made = [t.detach().requires_grad_() for t in states]
+            assert isinstance(module, nn.RNNBase)
+            leaves[name] = (module, made)
+            return out, (tuple(made) if isinstance(hidden, tuple) else made[0])
+
+        return hook
+
+    handles = [module.register_forward_hook(tap(name)) for name, module in model.named_modules()
+               if isinstance(module, RECURRENT) and module.num_layers > 1]
+    if not handles:
+        return {}
+    try:
+        with torch.enable_grad():
+            out = model(*example) if isinstance(example, tuple) else model(example)
+            outs = [t for t in (out if isinstance(out, tuple | list) else [out])
+                    if isinstance(t, Tensor) and t.requires_grad and t.is_floating_point()]
+            states = [t for _, made in leaves.values() for t in made]
+            if not outs or not states:
+                return {}
+            generator = torch.Generator(device=outs[0].device).manual_seed(0)
+            projection = sum((t * torch.randn(t.shape, generator=generator, device=t.device,
+                                              dtype=t.dtype)).sum() for t in outs)
+            assert isinstance(projection, Tensor)
+            grads = torch.autograd.grad(projection, states, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    found: dict[str, str] = {}
+    position = 0
+    for name, (rnn, made) in leaves.items():
+        directions = len(_suffixes(rnn))
+        for grad in grads[position:position + len(made)]:
+            if grad is not None and bool(grad[:-directions].ne(0).any()):
+                found[name] = (
+                    f"the model reads the final state of a layer of {name} below its last "
+                    "(h_n[0] or the whole h_n); pruneviz couples only the last layer's state "
+                    "with its readers")
+        position += len(made)
+    return found
+
+
 class _WholeRecurrent(torch.autograd.Function):
     """The outputs of a recurrent layer, as one autograd node fed by its input.
 
@@ -277,6 +340,6 @@ def one_node(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
     return new_out, (tuple(new_states) if isinstance(hidden, tuple) else new_states[0])
 
 
-__all__ = ["GATES", "RECURRENT", "GroupSpec", "MemberSpec", "graph_members", "graph_pruners",
-           "graph_root", "inner_groups", "layer_members", "one_node", "prune_hidden",
-           "prune_inputs", "refused"]
+__all__ = ["GATES", "RECURRENT", "GroupSpec", "MemberSpec", "early_states_read",
+           "graph_members", "graph_pruners", "graph_root", "inner_groups", "layer_members",
+           "one_node", "prune_hidden", "prune_inputs", "refused"]
