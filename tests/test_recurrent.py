@@ -234,3 +234,18 @@ def test_digits_lstm_unit_plan_loses_far_less_than_pruning_gate_rows() -> None:
     assert _relative_diff(session.model, result.model, data.x) <= TOLERANCE
     assert result.model.lstm.hidden_size == 48
     assert evaluate(result.model, data).metric == pytest.approx(tuned, abs=1e-9)
+
+
+def test_bidirectional_lstm_read_directly_by_a_gru() -> None:
+    torch.manual_seed(0)
+    session = PruningSession(zoo.BiLSTMIntoGRU().eval(), _sequences(2))
+    # The LSTM's last layer's unit u is the GRU's input features u and 12 + u.
+    assert session.coupled_with("lstm.weight_ih_l1") == [
+        "lstm.weight_ih_l1", "lstm.weight_hh_l1", "lstm.weight_ih_l1_reverse",
+        "lstm.weight_hh_l1_reverse", "gru.weight_ih_l0"]
+    session.apply(session.uniform_plan(0.5, "filter", "l1")[0])
+    result = slim(session)
+    x = _sequences(16, seed=5)
+    assert _relative_diff(session.model, result.model, x) <= TOLERANCE
+    model = result.model
+    assert (model.lstm.hidden_size, model.gru.input_size, model.gru.hidden_size) == (6, 12, 5)
