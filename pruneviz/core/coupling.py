@@ -162,7 +162,7 @@ def find_groups(
                                                    root_module_types=[*_WEIGHTED, *_RNN]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
         heads = _attention_groups(model, layers, 0)
-        heads += _recurrent_groups(model, len(heads))
+        heads += _refuse_early_states(model, first, _recurrent_groups(model, len(heads)))
         return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
     finally:
         model.train(was_training)

@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pruneviz.core.layers import eval_mode
+
 RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
 # Rows per hidden unit in weight_ih / weight_hh: one per gate.
 GATES: dict[type[nn.Module], int] = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
@@ -269,7 +271,7 @@ def early_states_read(
     if not handles:
         return {}
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             out = model(*example) if isinstance(example, tuple) else model(example)
             outs = [t for t in (out if isinstance(out, tuple | list) else [out])
                     if isinstance(t, Tensor) and t.requires_grad and t.is_floating_point()]
@@ -281,6 +283,11 @@ def early_states_read(
                                               dtype=t.dtype)).sum() for t in outs)
             assert isinstance(projection, Tensor)
             grads = torch.autograd.grad(projection, states, allow_unused=True)
+    except Exception as exc:  # noqa: BLE001 - unchecked: refuse rather than guess
+        return {name: (f"pruneviz could not check which final states of {name} the model "
+                       f"reads ({type(exc).__name__}: {exc})")
+                for name, module in model.named_modules()
+                if isinstance(module, RECURRENT) and module.num_layers > 1}
     finally:
         for handle in handles:
             handle.remove()
