@@ -4,6 +4,7 @@ by measured importance."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import slim
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
+from pruneviz.output.model_files import architecture_card, build_from_card
 
 
 def _tokens(n: int = 2) -> Tensor:
@@ -229,3 +231,22 @@ def test_measured_head_importance_differs_from_magnitude_and_costs_less() -> Non
         with torch.no_grad():
             costs[criterion] = float((session.model(x) - reference).pow(2).mean())
     assert costs["taylor"] < costs["l1"] / 10
+
+
+@pytest.mark.parametrize("name", ["bert", "vit_timm", "llama_gqa"])
+def test_the_slim_card_rebuilds_the_slimmed_model(name: str) -> None:
+    _, make, modules, *_ = CASES[name]
+    model = _model(name)
+    session = PruningSession(model, make(2))
+    session.apply(_head_plan(session, 0.5))
+    slimmed = slim(session).model
+    card = architecture_card("user:model", model, slimmed)
+    assert any("heads" in card["modules"].get(m, {}) or
+               card["modules"].get(m, {}).get("type") == "FusedHeadAttention" for m in modules)
+    rebuilt = build_from_card(json.loads(json.dumps(card)), base_model=model)
+    rebuilt.load_state_dict(slimmed.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(make(3)), slimmed(make(3)))
+    assert _model(name).state_dict().keys() == model.state_dict().keys()  # base unchanged
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 _model(name).state_dict().values(), strict=True))

@@ -382,11 +382,18 @@ class FusedHeadAttention(nn.Module):
         self.proj_drop: nn.Module = nn.Identity()
 
     @classmethod
-    def replacing(cls, module: nn.Module, num_heads: int, head_dim: int) -> FusedHeadAttention:
-        """One with `module`'s submodules (its projections already cut to `num_heads`)."""
+    def replacing(cls, module: nn.Module, num_heads: int, head_dim: int, *,
+                  new_projections: bool = False) -> FusedHeadAttention:
+        """One with `module`'s submodules (its projections already cut to `num_heads`);
+        with `new_projections`, fresh q/k/v and output Linears of that size (a slimmed
+        model rebuilt from its card, the weights loaded next)."""
         qkv, proj = module.qkv, module.proj
         assert isinstance(qkv, nn.Linear)
         assert isinstance(proj, nn.Linear)
+        if new_projections:
+            inner = num_heads * head_dim
+            qkv = nn.Linear(qkv.in_features, 3 * inner, bias=qkv.bias is not None)
+            proj = nn.Linear(inner, proj.out_features, bias=proj.bias is not None)
         scale = getattr(module, "scale", None)
         new = cls(qkv, proj, num_heads, head_dim,
                   float(scale) if isinstance(scale, int | float) else None)
@@ -411,6 +418,27 @@ class FusedHeadAttention(nn.Module):
         return self.proj_drop(self.proj(out))  # type: ignore[no-any-return]
 
 
+def head_counts(module: nn.Module) -> dict[str, int]:
+    """The head-count attributes a slim may lower (num_heads, num_attention_heads,
+    all_head_size, num_key_value_heads, ...), as `module` has them now."""
+    counts = {}
+    for attr in (*_HEADS, *_KV_HEADS, *_INNER):
+        value = getattr(module, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            counts[attr] = value
+    return counts
+
+
+def set_head_counts(module: nn.Module, counts: dict[str, int]) -> None:
+    """Set head-count attributes that `head_counts` read (a slim card being applied)."""
+    for attr, value in counts.items():
+        if attr not in (*_HEADS, *_KV_HEADS, *_INNER) or not isinstance(value, int) or \
+                not isinstance(getattr(module, attr, None), int):
+            raise ValueError(f"{attr!r} is not a head-count attribute of "
+                             f"{type(module).__name__}")
+        setattr(module, attr, value)
+
+
 def head_taylor(signed: Tensor, idxs: tuple[int, ...], units: tuple[int, ...],
                 count: int) -> Tensor:
     """Measured head importance: per unit, the sum over calibration batches of
@@ -430,4 +458,4 @@ def head_taylor(signed: Tensor, idxs: tuple[int, ...], units: tuple[int, ...],
 
 
 __all__ = ["AttentionSpec", "FusedHeadAttention", "cut_columns", "cut_rows", "find_attention",
-           "head_members", "head_taylor"]
+           "head_counts", "head_members", "head_taylor", "set_head_counts"]
