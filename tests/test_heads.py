@@ -4,15 +4,19 @@ by measured importance."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from fixtures import zoo
 from torch import Tensor, nn
 
+from pruneviz.cli import main
 from pruneviz.core.coupling import Group
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.heads import FusedHeadAttention, find_attention
@@ -250,3 +254,53 @@ def test_the_slim_card_rebuilds_the_slimmed_model(name: str) -> None:
     assert _model(name).state_dict().keys() == model.state_dict().keys()  # base unchanged
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  _model(name).state_dict().values(), strict=True))
+
+
+_CLI_MODEL = '''
+import sys
+sys.path.insert(0, {tests!r})
+import torch
+from torch import nn
+from fixtures import zoo
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bert = zoo.bert(100, 32, 2, 4, 64, 16)
+        self.classifier = nn.Linear(32, 3)
+
+    def forward(self, ids):
+        return self.classifier(self.bert(ids))
+
+
+def build():
+    torch.manual_seed(0)
+    return Classifier()
+
+
+def load(split="test"):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(1, 100, (64, 8), generator=g)
+    return torch.utils.data.TensorDataset(x, torch.randint(0, 3, (64,), generator=g))
+'''
+
+
+def test_the_cli_prunes_heads_by_measured_importance_and_says_how_it_found_them(
+        tmp_path: Path) -> None:
+    file = tmp_path / "bert_classifier.py"
+    file.write_text(_CLI_MODEL.format(tests=str(Path(__file__).parent)), encoding="utf-8")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["prune", f"{file}:build", "--data", f"{file}:load", "--sparsity", "0.25",
+                     "--granularity", "filter", "--criterion", "taylor", "--out",
+                     str(tmp_path / "out"), "--json"])
+    assert code == 0
+    report = json.loads(out.getvalue())
+    notes = report["notes"]
+    assert any(n.startswith("1 of 4 units removed by taylor: bert.encoder.layer.0.attention."
+                            "self (separate q/k/v): 4 heads of 8; head count from the module's "
+                            "attributes") for n in notes), notes
+    assert not any("of 32 heads" in n for n in notes), notes  # heads counted as heads
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text(encoding="utf-8"))
+    assert plan["layers"]["bert.encoder.layer.0.attention.self.query"]["criterion"] == "taylor"
