@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 from pruneviz.cli import main
 from pruneviz.core.coupling import Group
+from pruneviz.core.criteria import collect_calibration_stats
 from pruneviz.core.granularity import Granularity
-from pruneviz.core.heads import FusedHeadAttention, find_attention
+from pruneviz.core.heads import FusedHeadAttention, find_attention, head_taylor
+from pruneviz.core.layers import find_prunable_layers
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import slim
@@ -304,3 +306,29 @@ def test_the_cli_prunes_heads_by_measured_importance_and_says_how_it_found_them(
     assert not any("of 32 heads" in n for n in notes), notes  # heads counted as heads
     plan = json.loads((tmp_path / "out" / "plan.json").read_text(encoding="utf-8"))
     assert plan["layers"]["bert.encoder.layer.0.attention.self.query"]["criterion"] == "taylor"
+
+
+def test_head_taylor_is_the_gradient_of_a_gate_on_the_head() -> None:
+    """The reference: a gate g_h multiplying head h's output (1 = unchanged); dL/dg_h by
+    autograd must be what head_taylor sums over the head's output-projection columns."""
+    model = _model("bert")
+    x = torch.randint(1, 100, (16, 8), generator=torch.Generator().manual_seed(5))
+    y = torch.randn(16, 8, 32, generator=torch.Generator().manual_seed(6))
+    data = TensorData(x, y, Task.REGRESSION)
+    layers = find_prunable_layers(model, x[:2])
+    stats = collect_calibration_stats(model, layers, data, max_batches=1, batch_size=16)
+    out = "encoder.layer.0.attention.output.dense"
+    cols = tuple(range(32))
+    units = tuple(c // 8 for c in cols)
+    measured = head_taylor(stats.signed_in[out], cols, units, 4)
+
+    gate = torch.ones(4, requires_grad=True)
+    dense = model.get_submodule(out)
+    hook = dense.register_forward_pre_hook(
+        lambda _m, args: (args[0] * gate.repeat_interleave(8),))
+    try:
+        Task.REGRESSION.loss(model(x), y).backward()  # type: ignore[no-untyped-call]
+    finally:
+        hook.remove()
+    assert gate.grad is not None
+    torch.testing.assert_close(measured.float(), gate.grad.abs(), rtol=1e-4, atol=1e-7)
