@@ -138,7 +138,7 @@ def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("fixture_data")
     paths = {}
-    for name in ("residual_concat", "gru_model", "embed_transformer"):
+    for name in ("residual_concat", "gru_model", "embed_transformer", "bert_classifier"):
         module = importlib.import_module(f"fixtures.user_models.{name}")
         x, y = module.sample_data(96)
         np.savez(root / f"{name}.npz", x=x.numpy(), y=y.numpy())
@@ -146,7 +146,8 @@ def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-@pytest.mark.parametrize("name", ["residual_concat", "gru_model", "embed_transformer"])
+@pytest.mark.parametrize("name", ["residual_concat", "gru_model", "embed_transformer",
+                                  "bert_classifier"])
 @pytest.mark.parametrize("page", [f"app_pages/{name}.py" for name in (
     "model", "inspect", "prune", "deploy", "export")])
 def test_fixture_user_models_work_on_every_page(monkeypatch: pytest.MonkeyPatch,
@@ -170,6 +171,29 @@ def test_attention_heads_are_shown_and_pruned_as_structures(
     assert (result.structures_pruned, result.structures) == (2, 4)  # 2 of 4 heads
     at.selectbox(key=SELECTED_LAYER_KEY).set_value(attention).run()
     assert any("attention heads" in c.value for c in at.caption)
+    at.switch_page("app_pages/deploy.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_bert_heads_are_pruned_as_heads_by_measured_importance(
+        monkeypatch: pytest.MonkeyPatch, fixture_data: dict[str, Path]) -> None:
+    at = start(monkeypatch, ["--model", f"{FIXTURES}/bert_classifier.py:build", "--data",
+                             str(fixture_data["bert_classifier"])], "app_pages/prune.py")
+    query = "bert.encoder.layer.0.attention.self.query"
+    at.selectbox(key=widget_key("gran", query)).set_value("filter").run()
+    at.selectbox(key=widget_key("crit", query)).set_value("taylor").run()
+    at.slider(key=widget_key("sp", query)).set_value(50).run()
+    assert not at.exception, at.exception
+    session = bench_of(at).session
+    group = session.group_of(query)
+    assert group is not None
+    assert group.unit == "head"
+    assert len(session.pruned_units()[group.id]) == 2  # 2 of 4 heads
+    assert session.plan.layers[query].criterion == "taylor"
+    at.selectbox(key=SELECTED_LAYER_KEY).set_value(query).run()
+    assert any("attention heads" in c.value for c in at.caption)
+    assert any("from the module's attributes" in c.value for c in at.caption)
     at.switch_page("app_pages/deploy.py").run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]

@@ -260,12 +260,14 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
         key=PRUNE_HIST_KEY)
     if coupled and selected in coupled:
         group = session.group_of(selected)
-        shared = {"head": "attention heads (query, key and value rows, out_proj columns)",
+        shared = {"head": "attention heads (query, key and value rows, output-projection columns)",
                   "hidden unit": "hidden units (gate rows, recurrent columns, readers)"}.get(
             group.unit if group else "", "channels (the next layer's inputs, a residual sum)")
         st.caption(":material/link: Filters of " + selected + " are pruned together with "
                    + ", ".join(n for n in session.coupled_with(selected) if n != selected)
                    + f": they share {shared}, so removing one removes it everywhere.")
+        if group is not None and group.note:
+            st.caption(":material/info: " + group.note)
     decided = session.table_for(selected)
     if decided is not None and result.granularity is not None and result.criterion:
         g = Granularity(result.granularity)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from pruneviz.core import recurrent
 from pruneviz.core.attention import SlimAttention
+from pruneviz.core.heads import AttentionSpec, find_attention, head_members
 from pruneviz.core.layers import PrunableLayer
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
@@ -64,6 +65,7 @@ class Group:
     members: tuple[Member, ...]
     unsupported: str | None  # why the group cannot be masked/removed, if it cannot
     unit: str = "channel"  # what one unit is: a channel, an RNN's hidden unit, a head
+    note: str = ""  # how the group was found, where that is worth saying (attention heads)
 
     @property
     def out_layers(self) -> list[str]:
@@ -145,7 +147,12 @@ def find_groups(
     # input_size inputs and hidden_size outputs per direction (recurrent.graph_pruners).
     hooks = [module.register_forward_hook(recurrent.one_node) for module in model.modules()
              if isinstance(module, _RNN)]
+    attention: list[AttentionSpec] = []
     try:
+        # Attention heads are their own groups (heads.py): Torch-Pruning is told to leave
+        # the q/k/v projections' outputs alone (it would split heads into channels, and
+        # on grouped-query attention with rotary embeddings it does not return).
+        attention = find_attention(model, first)
         outputs = output_modules(model, first)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "unwrapped parameters" and the like
@@ -156,12 +163,14 @@ def find_groups(
         names = {module: name for name, module in model.named_modules()}
         weight_layer = {layer.module_name: layer.name for layer in layers
                         if layer.param_name == "weight"}
-        ignored = [module for name, module in model.named_modules() if name in outputs]
+        projections = {n for spec in attention for n in spec.qkv}
+        ignored = [module for name, module in model.named_modules()
+                   if name in outputs or name in projections]
         with _index_mapping_as_built():
             raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
                                                    root_module_types=[*_WEIGHTED, *_RNN]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
-        heads = _attention_groups(model, layers, 0)
+        heads = _attention_groups(model, layers, 0, attention)
         heads += _refuse_early_states(model, first, _recurrent_groups(model, len(heads)))
         return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
     finally:
@@ -192,7 +201,7 @@ def find_groups(
         groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
     groups += _recurrent_groups(model, len(groups))
     groups = _refuse_early_states(model, first, groups)
-    return groups + _attention_groups(model, layers, len(groups)), None
+    return groups + _attention_groups(model, layers, len(groups), attention), None
 
 
 # Torch-Pruning recomputes every concatenation's index mapping at each group it builds
@@ -235,8 +244,10 @@ def _refuse_early_states(
         None)) for g in groups]
 
 
-def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int) -> list[Group]:
-    """One group per nn.MultiheadAttention: its heads.
+def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: int,
+                      attention: list[AttentionSpec]) -> list[Group]:
+    """One group per nn.MultiheadAttention, and per attention module of `attention`
+    (heads.py): its heads.
 
     Head h is rows h*d..h*d+d-1 of each of the query, key and value projections and the
     same columns of out_proj. With those zeroed, the head's scores are all equal and its
@@ -270,7 +281,16 @@ def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: i
         root = proj_layers[0]
         assert root is not None
         groups.append(Group(first_id + len(groups), root, mha.num_heads, tuple(members),
-                            None, "head"))
+                            None, "head", f"{name} (nn.MultiheadAttention): {mha.num_heads} "
+                            f"heads of {d}"))
+    weight_layer = {layer.module_name: layer.name for layer in layers
+                    if layer.param_name == "weight"}
+    for spec in attention:
+        fields = head_members(spec, weight_layer)
+        if fields is None:
+            continue
+        groups.append(Group(first_id + len(groups), weight_layer[spec.qkv[0]], spec.kv_heads,
+                            tuple(Member(*f) for f in fields), None, "head", spec.note))
     return groups
 
 

@@ -101,6 +101,10 @@ class CalibrationStats:
     and mean of the positive part. `in_sq[name]` is, per input feature the weight
     multiplies, the sum of its squares over every calibration input (see `input_sq`):
     shape (in_features,) for a Linear, (in_channels, *kernel_size) for a convolution.
+    `signed_in[name]` is, for a Linear, per calibration batch and input feature, the sum
+    of w * dL/dw over the feature's column, signs kept (batches, in_features): what the
+    measured importance of an attention head sums over its output-projection columns
+    (heads.head_taylor).
     """
 
     taylor: dict[str, Tensor]
@@ -110,6 +114,7 @@ class CalibrationStats:
     in_mean: dict[str, Tensor]
     batches: int
     in_sq: dict[str, Tensor] = field(default_factory=dict)
+    signed_in: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _channel_dim(module: nn.Module, tensor: Tensor) -> int:
@@ -212,6 +217,9 @@ def collect_calibration_stats(
     taylor = {layer.name: torch.zeros(layer.shape, device=params[layer.weight].device)
               for layer in layers}
     requires = {name: p.requires_grad for name, p in params.items()}
+    linears = {layer.name for layer in layers
+               if isinstance(modules[layer.module_name], nn.Linear) and len(layer.shape) == 2}
+    signed: dict[str, list[Tensor]] = {name: [] for name in linears}
     batches = 0
     try:
         with eval_mode(model), torch.enable_grad():
@@ -226,7 +234,10 @@ def collect_calibration_stats(
                 for layer in layers:
                     weight = params[layer.weight]
                     if weight.grad is not None:
-                        taylor[layer.name] += (weight.detach() * weight.grad).abs()
+                        product = weight.detach() * weight.grad
+                        taylor[layer.name] += product.abs()
+                        if layer.name in linears:
+                            signed[layer.name].append(product.sum(dim=0))
                 batches += 1
     finally:
         for handle in handles:
@@ -242,7 +253,7 @@ def collect_calibration_stats(
 
     return CalibrationStats(
         taylor, averaged("out:", 0), averaged("out:", 1), averaged("in:", 0), averaged("in:", 1),
-        batches, squares,
+        batches, squares, {name: torch.stack(rows) for name, rows in signed.items() if rows},
     )
 
 

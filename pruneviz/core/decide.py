@@ -64,8 +64,8 @@ def decide_group(
 ) -> tuple[Decision, str | None]:
     """A coupled group: its lowest-scoring units go, never all of them.
 
-    `pruned` overrides the amount. Returns the decision and, when keeping the last unit
-    held it back, a note saying so (else None).
+    `pruned` overrides the amount. Returns the decision and a note (else None): when
+    keeping the last unit held it back; for attention heads, what the group is.
     """
     if pruned is None:
         if sparsity is not None:
@@ -81,6 +81,10 @@ def decide_group(
                  else "cut the network in two")
         note = (f"{', '.join(group.layers)}: kept 1 of {table.count} {group.unit}s — "
                 f"removing all would {empty}")
+    if group.unit == "head" and group.note and pruned > 0:
+        # which attention style it is, and where its head count came from
+        said = f"{pruned} of {table.count} units removed by {criterion}: {group.note}"
+        note = f"{note}; {said}" if note else said
     return Decision(side, criterion, pruned, threshold, table), note
 
 

@@ -161,10 +161,16 @@ def plan_notes(session: PruningSession) -> list[str]:
     an entry of its own, whether lsh found no near-duplicates, and which other criteria
     would have removed exactly the same structures."""
     notes: list[str] = []
+    said: set[int] = set()  # groups of several units (heads): one note per group
     for layer, entry in session.plan.layers.items():
         g = entry.granularity
         if not g.structured or session.unsupported(layer, g, entry.criterion):
             continue
+        group = session.group_of(layer, g)
+        if group is not None and group.unit != "channel":
+            if group.id in said:
+                continue
+            said.add(group.id)
         if entry.criterion == "lsh":
             note = lsh_note(session, layer, g)
             if note is not None:
@@ -189,9 +195,12 @@ def plan_notes(session: PruningSession) -> list[str]:
                 same.append(spec.name)
         if same:
             unit = unit_name(session, layer, g)
+            count, total = int(chosen.sum()), chosen.numel()
+            if group is not None and group.unit != "channel":  # rows of a layer: count units
+                count = len(session.pruned_units().get(group.id, []))
+                total = group.size
             notes.append(f"{layer}: {_listed(same)} would remove the same "
-                         f"{int(chosen.sum())} of {chosen.numel()} {unit}s as "
-                         f"{entry.criterion}")
+                         f"{count} of {total} {unit}s as {entry.criterion}")
     return notes
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from pruneviz.core.coupling import Group, Member
 from pruneviz.core.decide import Decision
 from pruneviz.core.granularity import Granularity
+from pruneviz.core.heads import head_taylor
 from pruneviz.core.layers import PrunableLayer
 from pruneviz.core.masks import member_keep
 from pruneviz.core.scores import ScoreTable, combine, per_root
@@ -30,6 +31,10 @@ _Key = tuple[int, str, str, str | None]
 
 def _key(gid: int, member: Member) -> _Key:
     return (gid, member.module, member.kind, member.layer)
+
+
+# A Linear layer's per-batch signed column sums of w * dL/dw (CalibrationStats.signed_in).
+SignedColumns = Callable[[str], Tensor | None]
 
 
 def inside(module: str, block: str) -> bool:
@@ -114,14 +119,26 @@ class CoupledGroups:
         return group
 
     def scores(self, gid: int, criterion: str, side: Granularity,
-               layer_scores: LayerScores) -> ScoreTable:
+               layer_scores: LayerScores, signed_columns: SignedColumns | None = None,
+               ) -> ScoreTable:
         """A group's channel importance from its members on one side (see `combine`),
-        cached; `layer_scores` gives a member layer's own table."""
+        cached; `layer_scores` gives a member layer's own table.
+
+        Attention heads under "taylor" are scored as whole heads, measured: the loss
+        change a head's removal causes to first order (`heads.head_taylor`, from
+        `signed_columns` of the output projection), the same table for either side."""
         key = (gid, criterion, side)
         if key not in self._tables:
             g = self.groups[gid]
             if g.unsupported:
                 raise PlanError(f"layers {', '.join(g.layers)} are coupled, but {g.unsupported}")
+            if g.unit == "head" and criterion == "taylor" and signed_columns is not None:
+                out = next((m for m in g.members if m.kind == "in" and m.layer), None)
+                signed = signed_columns(out.layer) if out is not None and out.layer else None
+                if out is not None and signed is not None:
+                    self._tables[key] = ScoreTable.of_scores(
+                        head_taylor(signed, out.idxs, out.root, g.size).float())
+                    return self._tables[key]
             kind = "out" if side is Granularity.FILTER else "in"
             parts: list[Tensor] = []
             reasons = []

@@ -93,7 +93,16 @@ class LayerScorer:
 
     def group_table(self, group: int, criterion: str, side: Granularity) -> ScoreTable:
         """A coupled group's channel importance from its members on one side."""
-        return self._coupled.scores(group, criterion, side, self.scores)
+        return self._coupled.scores(group, criterion, side, self.scores, self._signed_columns)
+
+    def _signed_columns(self, layer: str) -> Tensor | None:
+        """A Linear's per-batch signed column sums of w * dL/dw (head Taylor); raises
+        DataError without calibration data, as the taylor criterion does."""
+        if self._calibration is None:
+            raise DataError(
+                "criterion 'taylor' needs calibration data; create the session with "
+                "calibration=... or choose l1, l2, random, fpgm, lsh or bn_scale")
+        return self._calibration_stats().signed_in.get(layer)
 
     def unit_weights(self, unit: str | Group, granularity: Granularity) -> int:
         """Weights one structure of a layer, or one unit of a group, holds."""

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from pruneviz.core.attention import SlimAttention
+from pruneviz.core.heads import FusedHeadAttention, head_counts, set_head_counts
 from pruneviz.core.layers import model_device
 from pruneviz.data.samples import get_spec
 from pruneviz.errors import ModelError
@@ -57,7 +58,11 @@ def _shape_of(module: nn.Module) -> dict[str, Any] | None:
     if isinstance(module, SlimAttention):
         return {"type": "SlimAttention", "num_heads": module.num_heads,
                 "head_dim": module.head_dim, "kept_heads": list(module.kept_heads)}
-    return None
+    if isinstance(module, FusedHeadAttention):
+        return {"type": "FusedHeadAttention", "num_heads": module.num_heads,
+                "head_dim": module.head_dim, "scale": module.scale}
+    counts = head_counts(module)  # an attention module whose heads a slim removed
+    return {"type": type(module).__name__, "heads": counts} if counts else None
 
 
 def architecture_card(base: str, base_model: nn.Module, slimmed: nn.Module) -> dict[str, Any]:
@@ -75,7 +80,7 @@ def architecture_card(base: str, base_model: nn.Module, slimmed: nn.Module) -> d
             replaced.append(name)
         elif shape is not None and name in before and shape != _shape_of(before[name]):
             changed[name] = shape
-            if isinstance(module, SlimAttention):
+            if isinstance(module, SlimAttention | FusedHeadAttention):
                 replaced.append(name)
     return {
         "format": CARD_FORMAT,
@@ -95,9 +100,18 @@ def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
             out_bias=old.out_proj.bias is not None, batch_first=old.batch_first,
             dropout=old.dropout, kept_heads=tuple(int(h) for h in shape["kept_heads"]),
             original_heads=old.num_heads)
+    if kind == "FusedHeadAttention" and not isinstance(old, FusedHeadAttention):
+        fused = FusedHeadAttention.replacing(old, int(shape["num_heads"]),
+                                             int(shape["head_dim"]), new_projections=True)
+        fused.scale = float(shape["scale"])
+        return fused
     if kind != type(old).__name__:
         raise ModelError(f"card says {kind!r} but the base architecture has "
                          f"{type(old).__name__}")
+    if "heads" in shape:  # an attention module's head counts, set in place (the model is
+        # a copy of the base; its Linears have their own entries, applied on this module)
+        set_head_counts(old, {str(k): int(v) for k, v in dict(shape["heads"]).items()})
+        return old
     if isinstance(old, nn.Linear):
         return nn.Linear(int(shape["in_features"]), int(shape["out_features"]),
                          bias=old.bias is not None)
