@@ -1,0 +1,282 @@
+"""The hidden width of a residual stream as one coupled group (pruneviz/core/width.py).
+
+On a BERT in Hugging Face layout, torchvision's and timm's ViT, Llama and a ConvNeXt:
+the group holds the embeddings, every residual writer, every LayerNorm and every reader;
+masking a channel zeroes all of them; slimming removes them, and — because LayerNorm
+normalises over all channels — says the slimmed model differs from the masked one
+(`SlimResult.differs`) instead of claiming they match. With BatchNorm instead, it must
+match.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+import torch
+from fixtures import zoo
+from fixtures.convnext import BatchNormResidual, ConvNeXt
+from torch import Tensor, nn
+
+from pruneviz.core.attention import SlimAttention
+from pruneviz.core.coupling import Group
+from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.session import PruningSession
+from pruneviz.core.slim import max_abs_diff, slim
+from pruneviz.errors import ModelError, PlanError
+
+
+def _images() -> Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def _tokens() -> Tensor:
+    return torch.randint(1, 100, (2, 8), generator=torch.Generator().manual_seed(2))
+
+
+MODELS = {
+    "bert": (lambda: zoo.bert(100, 32, 2, 4, 64, 16), _tokens),
+    "vit_b_16": (lambda: zoo.vit_b_16(32, 8, 32, 2, 4, 64, num_classes=10), _images),
+    "vit_timm": (lambda: zoo.vit_timm(32, 8, 32, 2, 4, 64, num_classes=10), _images),
+    "llama": (lambda: zoo.llama_gqa(100, 32, 2, 4, 4, 48), _tokens),
+    "convnext": (lambda: ConvNeXt(16, 2, 10), _images),
+    "bn_residual": (lambda: BatchNormResidual(16, 2, 10), _images),
+}
+
+# A writer of the residual stream in each model: its filters are the hidden width.
+WRITER = {
+    "bert": "encoder.layer.0.output.dense",
+    "vit_b_16": "encoder.layers.encoder_layer_0.mlp.3",
+    "vit_timm": "blocks.0.mlp.fc2",
+    "llama": "model.layers.0.mlp.down_proj",
+    "convnext": "blocks.0.block.5",
+    "bn_residual": "blocks.0.4",
+}
+
+# (module, kind) members the hidden-width group must have, and its norms sharing statistics.
+BERT_LAYERS = [f"encoder.layer.{i}" for i in range(2)]
+EXPECTED: dict[str, tuple[set[tuple[str, str]], set[str]]] = {
+    "bert": (
+        {("embeddings.word_embeddings", "embed"), ("embeddings.position_embeddings", "embed"),
+         ("embeddings.token_type_embeddings", "embed"), ("embeddings.LayerNorm", "norm"),
+         ("pooler.dense", "in")}
+        | {(f"{b}.{m}", "out") for b in BERT_LAYERS
+           for m in ("attention.output.dense", "output.dense")}
+        | {(f"{b}.{m}", "norm") for b in BERT_LAYERS
+           for m in ("attention.output.LayerNorm", "output.LayerNorm")}
+        | {(f"{b}.{m}", "in") for b in BERT_LAYERS
+           for m in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "intermediate.dense")},
+        {"embeddings.LayerNorm"} | {f"{b}.{m}" for b in BERT_LAYERS
+                                    for m in ("attention.output.LayerNorm", "output.LayerNorm")},
+    ),
+    "vit_b_16": (
+        {("conv_proj", "out"), ("class_token", "param"), ("encoder.pos_embedding", "param"),
+         ("encoder.ln", "norm"), ("heads.head", "in")}
+        | {(f"encoder.layers.encoder_layer_{i}.{m}", k) for i in range(2)
+           for m, k in (("ln_1", "norm"), ("ln_2", "norm"), ("self_attention", "in"),
+                        ("self_attention.out_proj", "out"), ("self_attention", "width"),
+                        ("mlp.0", "in"), ("mlp.3", "out"))},
+        {"encoder.ln"} | {f"encoder.layers.encoder_layer_{i}.ln_{j}" for i in range(2)
+                          for j in (1, 2)},
+    ),
+    "vit_timm": (
+        {("patch_embed.proj", "out"), ("cls_token", "param"), ("pos_embed", "param"),
+         ("norm", "norm"), ("head", "in")}
+        | {(f"blocks.{i}.{m}", k) for i in range(2)
+           for m, k in (("norm1", "norm"), ("norm2", "norm"), ("attn.qkv", "in"),
+                        ("attn.proj", "out"), ("mlp.fc1", "in"), ("mlp.fc2", "out"))},
+        {"norm"} | {f"blocks.{i}.norm{j}" for i in range(2) for j in (1, 2)},
+    ),
+    "llama": (
+        {("model.embed_tokens", "embed"), ("model.norm.weight", "param"), ("lm_head", "in")}
+        | {(f"model.layers.{i}.{m}", k) for i in range(2)
+           for m, k in (("input_layernorm.weight", "param"),
+                        ("post_attention_layernorm.weight", "param"),
+                        ("self_attn.q_proj", "in"), ("self_attn.o_proj", "out"),
+                        ("mlp.up_proj", "in"), ("mlp.down_proj", "out"))},
+        {"model.norm"} | {f"model.layers.{i}.{n}" for i in range(2)
+                          for n in ("input_layernorm", "post_attention_layernorm")},
+    ),
+    "convnext": (
+        {("stem", "out"), ("norm", "norm"), ("head", "in")}
+        | {(f"blocks.{i}.{m}", k) for i in range(2)
+           for m, k in (("block.0", "out"), ("block.2", "norm"), ("block.3", "in"),
+                        ("block.5", "out"), ("layer_scale", "param"))},
+        {"norm", "blocks.0.block.2", "blocks.1.block.2"},
+    ),
+    "bn_residual": (
+        {("stem.0", "out"), ("stem.1", "norm"), ("head", "in")}
+        | {(f"blocks.{i}.{m}", k) for i in range(2)
+           for m, k in (("0", "out"), ("1", "norm"), ("2", "in"), ("4", "out"))},
+        set(),
+    ),
+}
+
+
+@cache
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return MODELS[name][0]().eval()
+
+
+def _session(name: str) -> PruningSession:
+    return PruningSession(_model(name), MODELS[name][1]())
+
+
+def _hidden(session: PruningSession, name: str) -> Group:
+    group = session.group_of(WRITER[name])
+    assert group is not None
+    assert group.unsupported is None
+    return group
+
+
+def _width_plan(name: str, sparsity: float = 0.25) -> Plan:
+    return Plan().with_layer(WRITER[name], LayerPlan("filter", "l1", sparsity))
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_hidden_width_is_one_group_with_its_embeddings_norms_and_readers(name: str) -> None:
+    group = _hidden(_session(name), name)
+    members, norms = EXPECTED[name]
+    assert members <= {(m.module, m.kind) for m in group.members}
+    assert set(group.shared_norms) == norms
+
+
+@pytest.mark.parametrize("name", ["bert", "vit_b_16", "vit_timm", "llama", "convnext"])
+def test_width_plan_masks_norm_entries_embedding_columns_and_parameters(name: str) -> None:
+    session = _session(name)
+    group = _hidden(session, name)
+    session.apply(_width_plan(name))
+    pruned = session.pruned_units()[group.id]
+    assert len(pruned) == round(0.25 * group.size)
+    params = dict(session.model.named_parameters())
+    originals = dict(_model(name).named_parameters())
+    checked = set()
+    for m in group.members:
+        if m.kind == "norm":
+            tensors = [f"{m.module}.weight", f"{m.module}.bias"]
+        elif m.kind == "embed":
+            tensors = [f"{m.module}.weight"]
+        elif m.kind == "param":
+            tensors = [m.module]
+        else:
+            continue
+        for t in tensors:
+            if t not in params:
+                continue
+            gone = [i for i, r in zip(m.idxs, m.root, strict=True) if r in pruned]
+            kept = [i for i, r in zip(m.idxs, m.root, strict=True) if r not in pruned]
+            value = params[t].detach()
+            assert bool((value.index_select(m.dim, torch.tensor(gone)) == 0).all()), t
+            torch.testing.assert_close(value.index_select(m.dim, torch.tensor(kept)),
+                                       originals[t].detach().index_select(m.dim,
+                                                                          torch.tensor(kept)))
+            checked.add(m.kind)
+    assert "norm" in checked or name == "llama"
+    assert checked & {"embed", "param"}
+    assert any(group.layers[0] in note and "normalise all its channels" in note
+               for note in session.notes)
+    session.reset()
+    for n, p in session.model.named_parameters():
+        assert torch.equal(p, originals[n]), n
+
+
+@pytest.mark.parametrize("name", ["bert", "vit_b_16", "llama", "convnext"])
+def test_width_plan_slims_and_says_the_layernorms_differ(name: str) -> None:
+    session = _session(name)
+    group = _hidden(session, name)
+    session.apply(_width_plan(name))
+    width = group.size - len(session.pruned_units()[group.id])
+    result = slim(session)
+    assert result.params < sum(p.numel() for p in session.model.parameters())
+    modules = dict(result.model.named_modules())
+    for norm in group.shared_norms:
+        module = modules[norm]
+        if isinstance(module, nn.LayerNorm):
+            assert module.normalized_shape == (width,)
+        assert getattr(module, "weight").shape == (width,)  # noqa: B009
+    for m in group.members:
+        if m.kind == "embed":
+            assert modules[m.module].embedding_dim == width
+    named = {reason.split(" ")[0] for reason in result.differs}
+    assert named == set(group.shared_norms)
+    assert all(f"over all {group.size} channels" in r and f"use {width}" in r
+               for r in result.differs)
+    x = MODELS[name][1]()
+    with torch.no_grad():
+        out = result.model(x)
+    assert torch.isfinite(out).all()
+    # By design not the masked model: the LayerNorms' statistics changed.
+    assert max_abs_diff(session.model, result.model, x) > 1e-4
+
+
+def test_vit_b_16_attention_takes_the_new_width() -> None:
+    session = _session("vit_b_16")
+    session.apply(_width_plan("vit_b_16"))
+    model = slim(session).model
+    attention = model.get_submodule("encoder.layers.encoder_layer_0.self_attention")
+    assert isinstance(attention, SlimAttention)
+    assert attention.embed_dim == 24
+    assert attention.num_heads == 4
+    assert getattr(model, "hidden_dim") == 24  # noqa: B009 - its forward reads it
+    assert getattr(model, "class_token").shape == (1, 1, 24)  # noqa: B009
+
+
+def test_timm_attention_with_a_fixed_reshape_is_refused_not_slimmed_wrong() -> None:
+    # timm's Attention reshapes its heads' output to the *input's* width (reshape(B, N, C)):
+    # with the hidden width cut, its inner width no longer matches; slim says so.
+    session = _session("vit_timm")
+    session.apply(_width_plan("vit_timm"))
+    with pytest.raises(ModelError, match="does not run"):
+        slim(session)
+
+
+def test_batchnorm_residual_width_slims_to_the_masked_model() -> None:
+    session = _session("bn_residual")
+    group = _hidden(session, "bn_residual")
+    session.apply(_width_plan("bn_residual", 0.5))
+    result = slim(session)
+    assert result.differs == ()
+    x = _images()
+    with torch.no_grad():
+        scale = float(session.model(x).abs().max())
+    assert max_abs_diff(session.model, result.model, x) <= 1e-5 * scale
+    assert result.params < sum(p.numel() for p in session.model.parameters())
+    assert not any("normalise" in note for note in session.notes)
+    assert group.shared_norms == ()
+
+
+def test_layernorm_width_without_the_shared_statistics_matches() -> None:
+    # The same ConvNeXt without its LayerNorms: masking is removing again, and differs
+    # stays empty.
+    torch.manual_seed(0)
+    model = ConvNeXt(16, 2, 10).eval()
+    for block in model.blocks:
+        block.block[2] = nn.Identity()
+    model.norm = nn.Identity()
+    session = PruningSession(model, _images())
+    session.apply(_width_plan("convnext", 0.5))
+    result = slim(session)
+    assert result.differs == ()
+    x = _images()
+    with torch.no_grad():
+        scale = float(session.model(x).abs().max())
+    assert max_abs_diff(session.model, result.model, x) <= 1e-5 * scale
+
+
+class _GroupNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.norm = nn.GroupNorm(2, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.norm(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_groupnorm_with_several_channels_per_group_is_refused_with_the_reason() -> None:
+    session = PruningSession(_GroupNormNet().eval(), _images())
+    with pytest.raises(PlanError, match=r"GroupNorm.*2 groups"):
+        session.apply(Plan().with_layer("conv", LayerPlan("filter", "l1", 0.25)))
