@@ -11,6 +11,7 @@ match.
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,14 @@ from pruneviz.core.coupling import Group
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
+from pruneviz.data.tasks import Task
+from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError, PlanError
+from pruneviz.measure.forms import measure_forms
+from pruneviz.measure.metrics import evaluate
+from pruneviz.output.model_files import architecture_card, build_from_card, save_slimmed
+from pruneviz.output.verify import verify_bundle
+from pruneviz.workflows.workbench import Workbench, build_workbench
 
 
 def _images() -> Tensor:
@@ -280,3 +288,77 @@ def test_groupnorm_with_several_channels_per_group_is_refused_with_the_reason() 
     session = PruningSession(_GroupNormNet().eval(), _images())
     with pytest.raises(PlanError, match=r"GroupNorm.*2 groups"):
         session.apply(Plan().with_layer("conv", LayerPlan("filter", "l1", 0.25)))
+
+
+def _convnext_bench(norms: bool = True) -> Workbench:
+    torch.manual_seed(0)
+    model = ConvNeXt(16, 2, 4).eval()
+    if not norms:
+        for block in model.blocks:
+            block.block[2] = nn.Identity()
+        model.norm = nn.Identity()
+    g = torch.Generator().manual_seed(3)
+    data = TensorData(torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 4, (48,),
+                      generator=g), Task.CLASSIFICATION, "images")
+    bench = build_workbench("convnext", model, data.x[:2], data, None)
+    bench.session.apply(_width_plan("convnext", 0.5))
+    return bench
+
+
+def test_forms_measure_a_differing_slim_on_its_own() -> None:
+    bench = _convnext_bench()
+    forms = measure_forms(bench.session, bench.eval_data.x[:8], latency=False,
+                          data=bench.eval_data)
+    assert {r.split(" ")[0] for r in forms.slim_differs} == {"norm", "blocks.0.block.2",
+                                                             "blocks.1.block.2"}
+    slimmed = forms.slimmed
+    assert slimmed.params > 0
+    assert slimmed.max_abs_diff is not None
+    assert slimmed.max_abs_diff > 1e-4
+    assert forms.slim_model is not None
+    own = evaluate(forms.slim_model, bench.eval_data)
+    assert slimmed.evaluation.samples == 48
+    assert slimmed.evaluation.metric == own.metric
+    note = slimmed.note or ""
+    assert "not the masked model, by design" in note
+    assert f"accuracy {own.metric:.4g} on 48 samples" in note
+    assert slimmed.to_dict()["metric"] == own.metric
+
+
+def test_forms_of_an_exact_slim_are_not_evaluated_apart() -> None:
+    bench = _convnext_bench(norms=False)
+    forms = measure_forms(bench.session, bench.eval_data.x[:8], latency=False,
+                          data=bench.eval_data)
+    assert forms.slim_differs == ()
+    assert forms.slimmed.evaluation.samples == 0
+    assert forms.slimmed.max_abs_diff is not None
+    assert forms.slimmed.max_abs_diff <= 1e-4
+    assert "metric" not in forms.slimmed.to_dict()
+
+
+def test_export_check_states_the_difference_instead_of_failing(tmp_path: Path) -> None:
+    bench = _convnext_bench()
+    result = slim(bench.session)
+    save_slimmed(bench.name, bench.pristine, result.model, bench.eval_data.x[:2],
+                 tmp_path / "slim")
+    checks = {c.name: c for c in verify_bundle(bench, tmp_path, slim_model=result.model)}
+    assert checks["slimmed model reloads from slim/"].passed
+    own = checks["slimmed model measured on its own (by design not the masked model)"]
+    assert own.passed
+    assert "blocks.0.block.2 normalises over all 16 channels; after removal its statistics " \
+        "use 8" in own.detail
+    assert "slimmed model computes what the masked model computes" not in checks
+
+
+@pytest.mark.parametrize("name", ["bert", "vit_b_16", "llama", "convnext"])
+def test_slimmed_width_reloads_from_its_card(name: str) -> None:
+    session = _session(name)
+    session.apply(_width_plan(name))
+    slimmed = slim(session).model
+    card = architecture_card(name, _model(name), slimmed)
+    rebuilt = build_from_card(card, _model(name))
+    rebuilt.load_state_dict(slimmed.state_dict(), strict=True)
+    x = MODELS[name][1]()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), slimmed(x))
+    assert sum(p.numel() for p in rebuilt.parameters()) == card["params"]

@@ -147,7 +147,7 @@ def slim(session: PruningSession) -> SlimResult:
     for (module_name, kind), (_, idxs) in cuts.items():
         if kind not in ("param", "width"):
             _check_grouped(module_name, modules[module_name], kind, idxs)
-    differs = _differs(session, cuts, modules)
+    differs = slim_differs(session)
     # Functions that build a new module (an attention layer with fewer heads) go last, so
     # that the cuts of the modules inside the old one are made first; an attention layer's
     # width is cut after its heads (in the module that took its place).
@@ -187,17 +187,25 @@ def _follow_widths(session: PruningSession, model: nn.Module) -> None:
 _LAST = {"heads": 1, "width": 2}  # the order of the functions that replace modules
 
 
-def _differs(session: PruningSession, cuts: dict[tuple[str, str], tuple[Member, set[int]]],
-             modules: dict[str, nn.Module]) -> tuple[str, ...]:
-    """One reason per norm that normalises removed channels together with kept ones."""
-    norms = {n for gid in session.pruned_units() for n in session.groups[gid].shared_norms}
-    reasons = []
-    for (module_name, kind), (_, idxs) in cuts.items():
-        norm = module_name if kind == "norm" else \
-            parameter_owner(module_name)[0] if kind == "param" else None
-        if norm in norms:
-            reasons.append(shared_norm_reason(norm, norm_channels(modules[norm]), len(idxs)))
-    return tuple(dict.fromkeys(reasons))
+def slim_differs(session: PruningSession) -> tuple[str, ...]:
+    """Why `slim(session)` by design does not compute what the masked model computes: one
+    reason per norm that normalises removed channels together with kept ones (its
+    `SlimResult.differs`, without slimming). Empty: the slimmed model must match."""
+    gone = session.removed_blocks()
+    reasons: dict[str, str] = {}
+    for gid, units in session.pruned_units().items():
+        group, pruned = session.groups[gid], set(units)
+        for m in group.members:
+            norm = m.module if m.kind == "norm" else \
+                parameter_owner(m.module)[0] if m.kind == "param" else None
+            if norm is None or norm not in group.shared_norms or norm in reasons or \
+                    any(norm == b or norm.startswith(b + ".") for b in gone):
+                continue
+            removed = len({i for i, r in zip(m.idxs, m.root, strict=True) if r in pruned})
+            if removed:
+                channels = norm_channels(session.model.get_submodule(norm))
+                reasons[norm] = shared_norm_reason(norm, channels, removed)
+    return tuple(reasons.values())
 
 
 def _what(kind: str) -> str:
@@ -214,4 +222,4 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:
     return float((out_a - out_b).abs().max())
 
 
-__all__ = ["SlimResult", "max_abs_diff", "slim"]
+__all__ = ["SlimResult", "max_abs_diff", "slim", "slim_differs"]
