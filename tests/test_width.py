@@ -10,15 +10,20 @@ match.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures import zoo
 from fixtures.convnext import BatchNormResidual, ConvNeXt
 from torch import Tensor, nn
 
+from pruneviz.cli import main
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.coupling import Group
 from pruneviz.core.plan import LayerPlan, Plan
@@ -362,3 +367,27 @@ def test_slimmed_width_reloads_from_its_card(name: str) -> None:
     with torch.no_grad():
         assert torch.equal(rebuilt(x), slimmed(x))
     assert sum(p.numel() for p in rebuilt.parameters()) == card["params"]
+
+
+def test_cli_prune_slim_measures_the_width_slim_on_its_own(tmp_path: Path) -> None:
+    from fixtures.user_models.embed_transformer import sample_data
+
+    x, y = sample_data(48)
+    np.savez(tmp_path / "tokens.npz", x=x.numpy(), y=y.numpy())
+    plan = Plan().with_layer("encoder.linear2", LayerPlan("filter", "l1", 0.25))
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    factory = Path(__file__).parent / "fixtures/user_models/embed_transformer.py"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["prune", f"{factory}:build", "--data", str(tmp_path / "tokens.npz"),
+                     "--plan", str(tmp_path / "plan.json"), "--slim", "--json",
+                     "--out", str(tmp_path / "out")])
+    assert code == 0
+    out = json.loads(buffer.getvalue())
+    assert [r.split(" ")[0] for r in out["slim_differs"]] == ["encoder.norm1",
+                                                               "encoder.norm2", "norm"]
+    assert out["slim"]["metric_name"] == "accuracy"
+    assert out["slim"]["eval_samples"] == 48
+    assert "not the masked model, by design" in out["slim"]["note"]
+    assert any("normalise all its channels together" in n for n in out["notes"])
+    assert (tmp_path / "out/slim/slim.safetensors").is_file()

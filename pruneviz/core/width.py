@@ -76,7 +76,7 @@ def norm_unsupported(name: str, norm: nn.Module) -> str | None:
 def shared_norm_reason(name: str, channels: int, removed: int) -> str:
     """Why the slimmed model differs from the masked one at norm `name`."""
     return (f"{name} normalises over all {channels} channels; after removal its statistics "
-            f"use {channels - removed} (masked channels still count in the masked model's)")
+            f"use {channels - removed}")
 
 
 def approximation_note(layers: list[str], norms: tuple[str, ...]) -> str:
@@ -86,7 +86,8 @@ def approximation_note(layers: list[str], norms: tuple[str, ...]) -> str:
     return (f"{first}: the hidden width runs through {shown}, which normalise all its "
             "channels together; a masked channel still counts in their statistics, a "
             "removed one does not. The live figures are the masked model's; the slimmed "
-            "model computes something slightly different (Deploy measures it on its own)")
+            "model computes something slightly different (Deploy and prune --slim measure it on "
+            "its own)")
 
 
 def parameter_owner(name: str) -> tuple[str, str]:

@@ -98,8 +98,9 @@ def differs_note(differs: tuple[str, ...]) -> str:
     """What to say of a slimmed model that is by design not the masked one."""
     norms = [reason.split(" ")[0] for reason in differs]
     shown = ", ".join(norms[:3]) + (f" and {len(norms) - 3} more" if len(norms) > 3 else "")
-    return (f"not the masked model, by design: {shown} normalise(s) over fewer channels "
-            f"after removal ({differs[0]}), so its outputs differ from the masked model's")
+    return (f"not the masked model, by design: {shown} normalise over fewer channels once "
+            "the pruned ones are removed (a masked channel still counts in their statistics), "
+            "so its outputs differ from the masked model's")
 
 
 def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Module | None]:
