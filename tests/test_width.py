@@ -391,3 +391,28 @@ def test_cli_prune_slim_measures_the_width_slim_on_its_own(tmp_path: Path) -> No
     assert "not the masked model, by design" in out["slim"]["note"]
     assert any("normalise all its channels together" in n for n in out["notes"])
     assert (tmp_path / "out/slim/slim.safetensors").is_file()
+
+
+def test_attention_heads_and_width_slim_exactly_without_layer_norms() -> None:
+    # torchvision's ViT with its LayerNorms taken out: a uniform filter plan prunes every
+    # MultiheadAttention's heads *and* the hidden width through it; slimming (heads first,
+    # then the width of the SlimAttention that took its place) must be exact.
+    torch.manual_seed(0)
+    model = zoo.vit_b_16(32, 8, 32, 2, 4, 64, num_classes=10).eval()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.LayerNorm):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, nn.Identity())
+    session = PruningSession(model, _images())
+    session.apply(session.uniform_plan(0.5, "filter", "l1")[0])
+    units = {session.groups[g].unit for g in session.pruned_units()}
+    assert units == {"channel", "head"}
+    result = slim(session)
+    assert result.differs == ()
+    attention = result.model.get_submodule("encoder.layers.encoder_layer_0.self_attention")
+    assert isinstance(attention, SlimAttention)
+    assert (attention.num_heads, attention.embed_dim) == (2, 16)
+    x = _images()
+    with torch.no_grad():
+        scale = float(session.model(x).abs().max())
+    assert max_abs_diff(session.model, result.model, x) <= 1e-5 * scale
