@@ -416,3 +416,38 @@ def test_attention_heads_and_width_slim_exactly_without_layer_norms() -> None:
     with torch.no_grad():
         scale = float(session.model(x).abs().max())
     assert max_abs_diff(session.model, result.model, x) <= 1e-5 * scale
+
+
+class _RMSNormResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(8, 16)
+        self.norm = nn.RMSNorm(16)
+        self.b = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.a(x)
+        return self.head(h + self.b(self.norm(h)))
+
+
+def test_torch_rmsnorm_width_slims_with_its_normalized_shape_and_reloads() -> None:
+    torch.manual_seed(0)
+    model = _RMSNormResidual().eval()
+    session = PruningSession(model, torch.randn(4, 8))
+    group = session.group_of("a")
+    assert group is not None
+    assert group.shared_norms == ("norm",)
+    assert ("norm.weight", "param") in {(m.module, m.kind) for m in group.members}
+    session.apply(Plan().with_layer("a", LayerPlan("filter", "l1", 0.25)))
+    result = slim(session)
+    norm = result.model.get_submodule("norm")
+    assert isinstance(norm, nn.RMSNorm)
+    assert norm.normalized_shape == (12,)
+    assert result.differs == ("norm normalises over all 16 channels; after removal its "
+                              "statistics use 12",)
+    rebuilt = build_from_card(architecture_card("rms", model, result.model), model)
+    rebuilt.load_state_dict(result.model.state_dict(), strict=True)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.model(x))
