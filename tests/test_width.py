@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from pruneviz.cli import main
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.coupling import Group
+from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
@@ -451,3 +452,32 @@ def test_torch_rmsnorm_width_slims_with_its_normalized_shape_and_reloads() -> No
     x = torch.randn(2, 8)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), result.model(x))
+
+
+class _EmbeddingBag(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.head(torch.relu(self.fc(self.emb(ids).mean(dim=1))))
+
+
+def test_an_embedding_read_without_a_residual_is_a_group_of_its_readers_channels() -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (4, 6), generator=torch.Generator().manual_seed(0))
+    session = PruningSession(_EmbeddingBag().eval(), ids)
+    group = session.group_of("fc", Granularity.CHANNEL)
+    assert group is not None
+    assert {(m.module, m.kind) for m in group.members} == {("emb", "embed"), ("fc", "in")}
+    assert group.shared_norms == ()
+    session.apply(Plan().with_layer("fc", LayerPlan("channel", "l1", 0.25)))
+    emb = dict(session.model.named_parameters())["emb.weight"]
+    assert int((emb == 0).all(dim=0).sum()) == 4
+    result = slim(session)
+    assert result.differs == ()
+    model = result.model
+    assert model.get_submodule("emb").embedding_dim == 12
+    assert max_abs_diff(session.model, model, ids) <= 1e-6

@@ -177,7 +177,8 @@ def find_groups(
         ignored = [module for name, module in model.named_modules() if name in outputs]
         with _index_mapping_as_built():
             raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
-                                                   root_module_types=[*_WEIGHTED, *_RNN]))
+                                                   root_module_types=[*_WEIGHTED, *_RNN,
+                                                                      nn.Embedding]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
         heads = _attention_groups(model, layers, 0)
         return heads, f"the dependency graph could not be traced ({type(exc).__name__}: {exc})"
@@ -190,6 +191,10 @@ def find_groups(
     groups: list[Group] = []
     for raw in raw_groups:
         members, unsupported, root_name = _members(raw, names, weight_layer, params)
+        if root_name is None and any(m.kind == "embed" for m in members):
+            # An embedding's width read by layers without a residual writer (Embedding ->
+            # Linear): the group is decided from its readers' input channels.
+            root_name = next((m.layer for m in members if m.kind == "in" and m.layer), None)
         if root_name is None:
             continue
         if _lossy(members):
