@@ -132,7 +132,7 @@ def bench_cli_slim(runs: int) -> dict[str, Any]:
         independent = time_against([program], bench.pristine, batch, runs=30)
         # the old path: masked then slimmed, each timed on its own, one after the other
         with bench.applied(plan):
-            _, slim_model = slimmed_form(bench.session, batch)
+            _, slim_model, _ = slimmed_form(bench.session, batch)
             assert slim_model is not None
             for _ in range(runs):
                 masked_ms = measure_latency(bench.session.model, batch).median_ms

@@ -225,3 +225,23 @@ def test_a_60_layer_model_keeps_each_edit_while_others_are_edited(
     plan = apptest.bench_of(at).session.plan
     assert {n: e.sparsity for n, e in plan.layers.items()} == {
         n: pytest.approx(p / 100) for n, p in edits.items()}
+
+
+def test_width_under_layer_norm_is_noted_and_deployed_as_its_own_model(
+        monkeypatch: pytest.MonkeyPatch, fixture_data: dict[str, Path]) -> None:
+    at = start(monkeypatch, ["--model", f"{FIXTURES}/embed_transformer.py:build", "--data",
+                             str(fixture_data["embed_transformer"])], "app_pages/prune.py")
+    at.selectbox(key=widget_key("gran", "encoder.linear2")).set_value("filter").run()
+    at.slider(key=widget_key("sp", "encoder.linear2")).set_value(25).run()
+    assert not at.exception, at.exception
+    assert bench_of(at).session.result("encoder.linear2").structures_pruned == 6
+    # The Prune page says the live figures are the masked model's.
+    assert any("normalise all its channels together" in i.value for i in at.info)
+    at.switch_page("app_pages/deploy.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    warned = [w.value for w in at.warning if "not the masked model, by design" in w.value]
+    assert len(warned) == 1
+    assert "encoder.norm1" in warned[0]
+    assert "measured on its own: accuracy" in warned[0]
+    assert any("this model's own" in m.label for m in at.metric)

@@ -603,12 +603,14 @@ def fixture_bench(file: str, factory: str = "build") -> Workbench:
 def grouped_plan(session: PruningSession, sparsity: float, granularity: Granularity,
                  criterion: str = "l1") -> Plan:
     """The same entry on every layer whose channels at `granularity` are a coupled
-    group that can be removed (the classifier's outputs are not) and that `criterion`
+    group that can be removed exactly (the classifier's outputs cannot; a width under a
+    LayerNorm slims to a model of its own: tests/test_width.py) and that `criterion`
     can score (activation criteria cannot score attention heads or GRU units)."""
     entry = LayerPlan(granularity, criterion, sparsity=sparsity)
     return session.stamp(Plan({
         n: entry for n in session.layer_names
         if (group := session.group_of(n, granularity)) is not None and not group.unsupported
+        and not group.shared_norms
         and not (granularity is FILTER and n in session.output_layers)
         and session.unsupported(n, granularity, criterion) is None
     }))
@@ -726,21 +728,27 @@ def test_gru_final_hidden_state_is_coupled_like_its_outputs() -> None:
     assert (model.gru.input_size, model.gru.hidden_size) == (6, 12)
 
 
-def test_gru_hidden_units_under_a_layer_norm_are_not_pruned_as_units() -> None:
-    # LayerNorm normalises the hidden units together: a masked unit would still count
-    # in its statistics, so masking would not show what removing does.
+def test_gru_hidden_units_under_a_layer_norm_slim_to_a_model_of_their_own() -> None:
+    # LayerNorm normalises the hidden units together: a masked unit still counts in its
+    # statistics, a removed one does not. The units are prunable, and slimming says the
+    # slimmed model differs from the masked one instead of claiming they match.
     session = fixture_bench("gru_model.py", "build_normed").session
     group = session.group_of("gru.weight_hh_l0")
     assert group is not None
-    assert group.unsupported is not None
-    assert "norm (LayerNorm) normalises these channels together" in group.unsupported
-    reason = session.unsupported("gru.weight_hh_l0", FILTER, "l1")
-    assert reason is not None
-    assert "prune these layers unstructured" in reason
-    session.apply(grouped_plan(session, 0.5, FILTER))  # the projection and fc still go
+    assert group.unsupported is None
+    assert group.shared_norms == ("norm",)
+    session.apply(grouped_plan(session, 0.5, FILTER))  # the projection and fc: exact
     assert session.pruned_units()
+    assert group.id not in session.pruned_units()
     model: Any = assert_slims_exactly(session, fixture_data("gru_model.py", 16).x)
     assert model.gru.hidden_size == 24
+    session.apply(session.stamp(Plan({
+        "gru.weight_hh_l0": LayerPlan(FILTER, "l1", sparsity=0.25)})))
+    assert any("normalise all its channels together" in note for note in session.notes)
+    result = slim(session)
+    assert result.model.gru.hidden_size == 18
+    assert result.differs == (
+        "norm normalises over all 24 channels; after removal its statistics use 18",)
 
 
 def test_transformer_heads_are_prunable_structures() -> None:
@@ -751,11 +759,14 @@ def test_transformer_heads_are_prunable_structures() -> None:
     assert len(heads) == 1
     assert (heads[0].size, heads[0].unsupported) == (4, None)
     assert heads[0].layers == ["encoder.self_attn", "encoder.self_attn.out_proj"]
-    # The residual stream is shared with the embeddings, which cannot be masked.
+    # The residual stream: the embeddings, the LayerNorms and every writer and reader.
     stream = session.group_of("encoder.linear2")
     assert stream is not None
-    assert stream.unsupported is not None
-    assert "tokens (Embedding)" in stream.unsupported
+    assert stream.unsupported is None
+    assert {("tokens", "embed"), ("positions", "param"), ("encoder.self_attn", "width"),
+            ("encoder.self_attn.out_proj", "out")} <= {(m.module, m.kind)
+                                                       for m in stream.members}
+    assert set(stream.shared_norms) == {"encoder.norm1", "encoder.norm2", "norm"}
     session.apply(session.stamp(Plan({
         "encoder.self_attn": LayerPlan(FILTER, "l2", sparsity=0.5),
         "encoder.linear1": LayerPlan(FILTER, "taylor", sparsity=0.25),
@@ -769,6 +780,25 @@ def test_transformer_heads_are_prunable_structures() -> None:
     report = bench.meter.report()
     assert report.sparsity > 0
     assert "encoder" in [block.name for block in session.blocks()]
+
+
+def test_transformer_width_slims_and_names_its_layer_norms() -> None:
+    session = fixture_bench("embed_transformer.py").session
+    session.apply(session.stamp(Plan({
+        "encoder.linear2": LayerPlan(FILTER, "l1", sparsity=0.25)})))
+    result = slim(session)
+    model: Any = result.model
+    assert model.tokens.embedding_dim == 18
+    assert model.positions.shape == (1, 12, 18)
+    assert isinstance(model.encoder.self_attn, SlimAttention)
+    assert model.encoder.self_attn.embed_dim == 18
+    assert model.norm.normalized_shape == (18,)
+    assert {r.split(" ")[0] for r in result.differs} == {"encoder.norm1", "encoder.norm2",
+                                                         "norm"}
+    with torch.inference_mode():
+        out = model(fixture_data("embed_transformer.py", 16).x)
+    assert out.shape == (16, 5)
+    assert torch.isfinite(out).all()
 
 
 def test_sensitivity_runs_on_token_inputs() -> None:

@@ -319,9 +319,11 @@ def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, An
 
     batch = latency_batch(bench.eval_data, 64)
     forms = measure_forms(bench.session, batch, latency=latency,
-                          runs=bench.meter.latency_runs)
+                          runs=bench.meter.latency_runs, data=bench.eval_data)
     result: dict[str, Any] = {"slim": forms.slimmed.to_dict(),
                               "sparse_deployed": forms.sparse.to_dict()}
+    if forms.slim_differs:  # by design not the masked model: measured on its own
+        result["slim_differs"] = list(forms.slim_differs)
     if latency:
         fastest = forms.fastest()
         result["fastest_form"] = None if fastest is None else fastest.form

@@ -78,11 +78,16 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
                 continue
             if key in ("slim", "sparse_deployed") and isinstance(value, dict):
                 print(form_line(key, value))
+                if "metric" in value:  # measured on its own: not the masked model
+                    print(f"{key}: {value['note']}")
             elif key == "fastest_form":
                 print("fastest form: " + (value or "none: no form is measurably faster than "
                                           "all the others (within noise)"))
             elif key == "machine_busy":
                 print(f"warning: {value}")
+            elif key == "slim_differs":
+                print("note: the slimmed model is by design not the masked one: "
+                      + "; ".join(value))
             else:
                 print(f"{key}: {value}")
 

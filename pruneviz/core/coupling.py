@@ -24,9 +24,14 @@ from pruneviz.core import recurrent
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.heads import AttentionSpec, find_attention, head_members
 from pruneviz.core.layers import PrunableLayer
+from pruneviz.core.width import (
+    NORMS,
+    norm_unsupported,
+    parameter_handler,
+    remove_attention_width,
+    shared_norms,
+)
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
-          nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
              nn.ConvTranspose2d, nn.ConvTranspose3d)
 _RNN = recurrent.RECURRENT
@@ -37,7 +42,9 @@ class Member:
     """One module of a group: which of its channels go with which root channel.
 
     `kind` is "out" (output channels of a weight layer), "in" (input channels of a weight
-    layer) or "norm" (per-channel affine parameters of a norm layer); "rnn", "rnn_in" and
+    layer), "norm" (per-channel affine parameters of a norm layer), "embed" (columns of
+    an nn.Embedding's table) or "param" (entries along `dim` of a bare parameter, which
+    `module` names: a class token, a layer scale); "rnn", "rnn_in" and
     "heads" are the recurrent layers' and attention layers' own removal steps, which
     only slim() uses. `idxs[i]` is the member's own channel index that goes with root
     channel `root[i]`.
@@ -53,6 +60,7 @@ class Member:
     # LSTM's own "rnn" member does in one call). A function may return a new module that
     # takes the old one's place (an attention layer with fewer heads).
     handler: Callable[[nn.Module, list[int]], Any] | None
+    dim: int = 0  # the dimension `idxs` index, for "norm", "embed" and "param" members
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,9 @@ class Group:
     members: tuple[Member, ...]
     unsupported: str | None  # why the group cannot be masked/removed, if it cannot
     unit: str = "channel"  # what one unit is: a channel, an RNN's hidden unit, a head
+    # Norms that normalise the group's channels together (LayerNorm, RMSNorm): removing
+    # channels changes their statistics, so the slimmed model is not the masked one.
+    shared_norms: tuple[str, ...] = ()
     note: str = ""  # how the group was found, where that is worth saying (attention heads)
 
     @property
@@ -161,14 +172,19 @@ def find_groups(
                     model, example_inputs=first,
                     customized_pruners=recurrent.graph_pruners())
         names = {module: name for name, module in model.named_modules()}
+        params = {id(p): name for name, p in model.named_parameters()}
         weight_layer = {layer.module_name: layer.name for layer in layers
                         if layer.param_name == "weight"}
+        # nn.MultiheadAttention's query, key and value projections, as one layer
+        weight_layer.update({layer.module_name: layer.name for layer in layers
+                             if layer.param_name == "in_proj_weight"})
         projections = {n for spec in attention for n in spec.qkv}
         ignored = [module for name, module in model.named_modules()
                    if name in outputs or name in projections]
         with _index_mapping_as_built():
             raw_groups = list(graph.get_all_groups(ignored_layers=ignored,
-                                                   root_module_types=[*_WEIGHTED, *_RNN]))
+                                                   root_module_types=[*_WEIGHTED, *_RNN,
+                                                                      nn.Embedding]))
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: no groups
         heads = _attention_groups(model, layers, 0, attention)
         heads += _refuse_early_states(model, first, _recurrent_groups(model, len(heads)))
@@ -181,7 +197,11 @@ def find_groups(
     blocks = _grouped_blocks(model)
     groups: list[Group] = []
     for raw in raw_groups:
-        members, unsupported, root_name = _members(raw, names, weight_layer)
+        members, unsupported, root_name = _members(raw, names, weight_layer, params)
+        if root_name is None and any(m.kind == "embed" for m in members):
+            # An embedding's width read by layers without a residual writer (Embedding ->
+            # Linear): the group is decided from its readers' input channels.
+            root_name = next((m.layer for m in members if m.kind == "in" and m.layer), None)
         if root_name is None:
             continue
         if _lossy(members):
@@ -195,10 +215,13 @@ def find_groups(
                 with _index_mapping_as_built():
                     single = graph.get_pruning_group(head.dep.target.module, head.dep.handler,
                                                      [r])
-                members += _members(single, names, weight_layer)[0]
+                members += _members(single, names, weight_layer, params)[0]
         merged, size = _units(_merge(members), blocks)
         unit = "hidden unit" if any(m.kind == "rnn" for m in merged) else "channel"
-        groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit))
+        norms = shared_norms([(m.module, m.kind) for m in merged],
+                             {name: module for module, name in names.items()})
+        groups.append(Group(len(groups), root_name, size, tuple(merged), unsupported, unit,
+                            norms))
     groups += _recurrent_groups(model, len(groups))
     groups = _refuse_early_states(model, first, groups)
     return groups + _attention_groups(model, layers, len(groups), attention), None
@@ -290,7 +313,7 @@ def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: i
         if fields is None:
             continue
         groups.append(Group(first_id + len(groups), weight_layer[spec.qkv[0]], spec.kv_heads,
-                            tuple(Member(*f) for f in fields), None, "head", spec.note))
+                            tuple(Member(*f) for f in fields), None, "head", note=spec.note))
     return groups
 
 
@@ -310,20 +333,29 @@ def _grouped_blocks(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def _members(
-    raw: Any, names: dict[nn.Module, str], weight_layer: dict[str, str]
+    raw: Any, names: dict[nn.Module, str], weight_layer: dict[str, str],
+    params: dict[int, str],
 ) -> tuple[list[Member], str | None, str | None]:
-    """A Torch-Pruning group as members; why it is unsupported, if it is; its root layer."""
+    """A Torch-Pruning group as members; why it is unsupported, if it is; its root layer.
+    `params` names the model's parameters by id (bare ones are items of their own)."""
     members: list[Member] = []
     unsupported = None
     root_name = None
     for item in raw:
         target = item.dep.target.module
+        root = tuple(int(r) for r in (item.root_idxs or item.idxs))
+        if isinstance(target, nn.Parameter) and id(target) in params:
+            # A bare parameter (timm's cls_token, ConvNeXt's gamma): Torch-Pruning cuts it
+            # along the dimension it chose (the last one longer than 1).
+            pname, dim = params[id(target)], int(item.dep.target.pruning_dim) % target.dim()
+            members.append(Member(pname, "param", tuple(int(i) for i in item.idxs), root,
+                                  None, parameter_handler(pname, dim), dim))
+            continue
         if not isinstance(target, nn.Module) or target not in names:
             continue  # an operation (add, cat, flatten): nothing to store
         name = names[target]
         handler = item.dep.handler
         pruning_out = getattr(handler, "__name__", "") == "prune_out_channels"
-        root = tuple(int(r) for r in (item.root_idxs or item.idxs))
         if isinstance(target, _RNN):
             # Our own functions remove the units: Torch-Pruning 1.6's LSTM pruner cuts
             # weight_hh and weight_ih along the wrong dimensions.
@@ -338,9 +370,24 @@ def _members(
             if isinstance(target, nn.Conv1d | nn.Conv2d | nn.Conv3d) and \
                     target.groups > 1 and target.groups == target.in_channels:
                 kind = "out"  # depthwise: input channel c is filter c
-        elif isinstance(target, _NORMS):
+        elif isinstance(target, NORMS):
             kind = "norm"
-            unsupported = unsupported or _normalised_together(name, target)
+            unsupported = unsupported or norm_unsupported(name, target)
+        elif isinstance(target, nn.Embedding):
+            kind = "embed"  # its table's columns: Torch-Pruning's EmbeddingPruner cuts them
+        elif isinstance(target, nn.MultiheadAttention) and name in weight_layer and \
+                f"{name}.out_proj" in weight_layer:
+            # The residual stream's width through a self-attention layer: its projections'
+            # input columns and its out_proj's rows (not its heads' size, as Torch-Pruning's
+            # pruner would cut); slim() swaps in a SlimAttention of that width.
+            idxs = tuple(int(i) for i in item.idxs)
+            members += [
+                Member(name, "in", idxs, root, weight_layer[name], None),
+                Member(f"{name}.out_proj", "out", idxs, root, weight_layer[f"{name}.out_proj"],
+                       None),
+                Member(name, "width", idxs, root, None, remove_attention_width),
+            ]
+            continue
         elif any(p.requires_grad for p in target.parameters(recurse=False)):
             unsupported = (f"{name} ({type(target).__name__}) shares these channels, "
                            "and pruneviz cannot mask its parameters")
@@ -349,26 +396,12 @@ def _members(
             continue
         members.append(Member(name, kind, tuple(int(i) for i in item.idxs), root,
                               weight_layer.get(name) if kind in ("out", "in") else None,
-                              handler))
+                              handler, 1 if kind == "embed" else 0))
         if root_name is None and kind == "out" and name in weight_layer:
             root_name = weight_layer[name]
     return members, unsupported, root_name
 
 
-def _normalised_together(name: str, norm: nn.Module) -> str | None:
-    """Why masking channels that `norm` reads is not removing them, if it is not.
-
-    A LayerNorm (or a GroupNorm with several channels per group) normalises the channels
-    together: a masked channel is a 0 that still counts in the mean and variance of the
-    others, while a removed one does not, so the masked model would not compute what the
-    slimmed one computes.
-    """
-    if isinstance(norm, nn.LayerNorm) or (
-            isinstance(norm, nn.GroupNorm) and norm.num_groups != norm.num_channels):
-        return (f"{name} ({type(norm).__name__}) normalises these channels together (a "
-                "masked channel would still count in the others' mean and variance), so "
-                "they cannot be pruned as whole channels; prune these layers unstructured")
-    return None
 
 
 def _lossy(members: list[Member]) -> bool:
@@ -416,8 +449,8 @@ def _units(
     for m in members:
         # One (index, unit) pair per member channel: its several roots are now one unit.
         pairs = dict.fromkeys((i, unit_of[find(r)]) for i, r in zip(m.idxs, m.root, strict=True))
-        renumbered.append(Member(m.module, m.kind, tuple(i for i, _ in pairs),
-                                 tuple(u for _, u in pairs), m.layer, m.handler))
+        renumbered.append(replace(m, idxs=tuple(i for i, _ in pairs),
+                                  root=tuple(u for _, u in pairs)))
     return renumbered, len(unit_of)
 
 
@@ -429,7 +462,6 @@ def _merge(members: list[Member]) -> list[Member]:
         pairs = merged.setdefault((m.module, m.kind, m.layer), (m, {}))[1]
         pairs.update(dict.fromkeys(zip(m.idxs, m.root, strict=True)))
     return [
-        Member(first.module, first.kind, tuple(i for i, _ in pairs), tuple(r for _, r in pairs),
-               first.layer, first.handler)
+        replace(first, idxs=tuple(i for i, _ in pairs), root=tuple(r for _, r in pairs))
         for first, pairs in merged.values()
     ]

@@ -18,6 +18,7 @@ from pruneviz.core.coupling import Group
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
 from pruneviz.core.scores import ScoreTable, relative
+from pruneviz.core.width import approximation_note
 from pruneviz.errors import PlanError
 
 
@@ -252,6 +253,7 @@ def decide_plan(source: ScoreSource, plan: Plan) -> Decisions:
                 "same entry, or an entry for only one of them"
             )
         out.groups[group.id] = decision
+        out.note(_shared_norm_note(group, decision))
         named_by.setdefault(group.id, name)
     if plan.global_ is not None:
         # Layers with an entry of their own are decided by it, not by the global section.
@@ -295,7 +297,16 @@ def _decide_global(
                                           section.criterion, None, section.threshold,
                                           pruned=table.count if wanted_all else k)
             out.note(note)
+            out.note(_shared_norm_note(unit, decision))
             out.groups[unit.id] = decision
         else:
             out.layers[unit] = Decision(section.granularity, section.criterion, k,
                                         section.threshold, table)
+
+
+def _shared_norm_note(group: Group, decision: Decision) -> str | None:
+    """For a group pruned through norms that normalise its channels together: the live
+    figures are the masked model's, and the slimmed model will differ (else None)."""
+    if not group.shared_norms or decision.pruned <= 0:
+        return None
+    return approximation_note(group.layers, group.shared_norms)

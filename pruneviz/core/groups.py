@@ -45,13 +45,14 @@ def inside(module: str, block: str) -> bool:
 class CoupledGroups:
     """Index of `groups` over the prunable `layers` (by name) of one model.
 
-    `params` are the model's parameter names with their number of elements; a norm
-    member touches its `weight` and `bias` where the model has them.
+    `params` are the model's parameter names with their shapes; a norm member touches
+    its `weight` and `bias` where the model has them, an embedding member its table's
+    columns, a parameter member the parameter along its `dim`.
     """
 
     def __init__(
         self, groups: Sequence[Group], layers: Mapping[str, PrunableLayer],
-        params: Mapping[str, int], output_layers: Collection[str],
+        params: Mapping[str, tuple[int, ...]], output_layers: Collection[str],
     ) -> None:
         self.groups = list(groups)
         self._layers = layers
@@ -61,6 +62,7 @@ class CoupledGroups:
         self.weight_sources: dict[str, list[tuple[int, Member, Granularity]]] = {}
         self.channel_sources: dict[str, list[tuple[int, Member]]] = {}
         self.channels: dict[int, list[str]] = {}  # group -> the biases and norm entries it zeroes
+        self.channel_dims: dict[str, int] = {}  # such a tensor -> the dimension of its channels
         self._member_size: dict[_Key, int] = {}
         self._tables: dict[tuple[int, str, Granularity], ScoreTable] = {}
         self._indices: dict[_Key, tuple[Tensor, Tensor]] = {}
@@ -69,7 +71,7 @@ class CoupledGroups:
         for group in self.groups:
             self.channels[group.id] = self._index(group, params)
 
-    def _index(self, group: Group, params: Mapping[str, int]) -> list[str]:
+    def _index(self, group: Group, params: Mapping[str, tuple[int, ...]]) -> list[str]:
         channels: list[str] = []
         for m in group.members:
             if m.kind in ("out", "in") and m.layer:
@@ -83,11 +85,14 @@ class CoupledGroups:
                 size = layer.out_structures if m.kind == "out" else layer.in_structures
                 self._member_size[_key(group.id, m)] = size
                 tensors = [layer.bias] if m.kind == "out" and layer.bias else []
-            elif m.kind == "norm":
-                tensors = [f"{m.module}.{p}" for p in ("weight", "bias")
-                           if f"{m.module}.{p}" in params]
+            elif m.kind in ("norm", "embed", "param"):
+                named = {"norm": [f"{m.module}.weight", f"{m.module}.bias"],
+                         "embed": [f"{m.module}.weight"], "param": [m.module]}[m.kind]
+                tensors = [t for t in named if t in params]
                 if tensors:
-                    self._member_size[_key(group.id, m)] = params[tensors[0]]
+                    self._member_size[_key(group.id, m)] = params[tensors[0]][m.dim]
+                for t in tensors:
+                    self.channel_dims[t] = m.dim
             else:
                 continue
             for t in tensors:

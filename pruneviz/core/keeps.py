@@ -85,17 +85,19 @@ class PlanMasks:
         return Keep(along, finer) if along or finer else None
 
     def channel_keep(self, tensor_name: str, decided: Decisions) -> Keep | None:
-        """The keep-vector of a bias or norm parameter."""
+        """The keep-vector of a bias or norm parameter (or of an embedding's columns, a
+        bare parameter's channels: along the dimension its group names)."""
         owner = self._fed_owner.get(tensor_name)
         own = decided.layers.get(owner) if owner else None
         param = self._params[tensor_name]
+        dim = self._coupled.channel_dims.get(tensor_name, 0)
         keep = combine([
             own.table.keep(own.pruned)
             if own is not None and own.granularity is Granularity.FILTER else None,
             self._coupled.side_keep(self._coupled.channel_sources.get(tensor_name, []),
-                                    decided.groups, param.numel(), param.device),
+                                    decided.groups, param.shape[dim], param.device),
         ])
-        return None if keep is None else Keep({0: keep})
+        return None if keep is None else Keep({dim: keep})
 
     def _own_mask(self, layer: str, decision: Decision) -> Tensor:
         return self._scorer.weight_mask(layer, decision)

@@ -112,7 +112,7 @@ class PruningSession:
         self.output_layers = set(graph.output_layers)
         self._coupled = CoupledGroups(
             self.groups, self.layer_by_name,
-            {n: p.numel() for n, p in self._params.items()}, self.output_layers)
+            {n: tuple(p.shape) for n, p in self._params.items()}, self.output_layers)
         # The originals of every tensor a plan may change: weights, fed biases and norms.
         kept = dict(model.named_parameters()) if share_originals else None
         self._shared = {n: p.data_ptr() for n, p in (kept or {}).items()}

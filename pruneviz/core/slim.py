@@ -5,8 +5,14 @@ The session's coupled-group decisions say which channel units go. `slim` copies 
 masked model and, for every member of every pruned group, calls Torch-Pruning's pruning
 function for that module on the member's own indices — so a conv loses its filters, the
 next layer its input channels, BatchNorm its entries, every branch of a residual sum the
-same channels, a Linear after a flatten the matching features. Unstructured zeros inside
+same channels, a Linear after a flatten the matching features, an Embedding its
+columns, a LayerNorm its entries (and its normalized_shape). Unstructured zeros inside
 the kept structures stay as they are.
+
+Where a group's channels run through a norm that normalises them together (LayerNorm,
+RMSNorm), the slimmed model by design computes something else than the masked one: the
+masked channels counted in that norm's statistics, the removed ones do not. `differs`
+says so, norm by norm; callers measure the slimmed model on its own then.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from pruneviz.core.blocks import set_module
 from pruneviz.core.coupling import Member
 from pruneviz.core.layers import eval_mode
 from pruneviz.core.session import PruningSession
+from pruneviz.core.width import (
+    follow_width,
+    norm_channels,
+    parameter_owner,
+    shared_norm_reason,
+)
 from pruneviz.errors import ModelError
 
 
@@ -33,6 +45,9 @@ class SlimResult:
     removed: dict[str, int]  # layer name -> output structures (rows, filters) removed
     params: int
     seconds: float
+    # Why the slimmed model is by design not expected to compute what the masked one does
+    # (one reason per norm whose statistics change); empty: it must match the masked model.
+    differs: tuple[str, ...] = ()
 
 
 def _check_slimmable(session: PruningSession) -> None:
@@ -130,12 +145,17 @@ def slim(session: PruningSession) -> SlimResult:
             if member.handler is not None:
                 cuts.setdefault((member.module, member.kind), (member, set()))[1].update(idxs)
     for (module_name, kind), (_, idxs) in cuts.items():
-        _check_grouped(module_name, modules[module_name], kind, idxs)
+        if kind not in ("param", "width"):
+            _check_grouped(module_name, modules[module_name], kind, idxs)
+    differs = slim_differs(session)
     # Functions that build a new module (an attention layer with fewer heads) go last, so
-    # that the cuts of the modules inside the old one are made first.
+    # that the cuts of the modules inside the old one are made first; an attention layer's
+    # width is cut after its heads (in the module that took its place).
     for (module_name, _), (member, idxs) in sorted(
-            cuts.items(), key=lambda cut: cut[1][0].kind == "heads"):
-        module = modules[module_name]
+            cuts.items(), key=lambda cut: _LAST.get(cut[1][0].kind, 0)):
+        # A bare parameter's function takes the module holding it.
+        module = model.get_submodule(parameter_owner(module_name)[0]
+                                     if member.kind == "param" else module_name)
         try:
             assert member.handler is not None
             replacement = member.handler(module, sorted(idxs))
@@ -146,15 +166,51 @@ def slim(session: PruningSession) -> SlimResult:
             ) from exc
         if isinstance(replacement, nn.Module) and replacement is not module:
             set_module(model, module_name, replacement)
+    _follow_widths(session, model)
     model.eval()
     _check_runs(session, model)
     params = sum(p.numel() for p in model.parameters())
-    return SlimResult(model, removed, params, time.perf_counter() - start)
+    return SlimResult(model, removed, params, time.perf_counter() - start, differs)
+
+
+def _follow_widths(session: PruningSession, model: nn.Module) -> None:
+    """Width attributes a forward reads (`self.hidden_dim`) follow the groups whose bare
+    parameters (a class token) were cut: on the model and on those parameters' modules."""
+    for gid, units in session.pruned_units().items():
+        group = session.groups[gid]
+        owners = [parameter_owner(m.module)[0] for m in group.members if m.kind == "param"]
+        if owners:
+            follow_width({id(o): o for o in [model, *map(model.get_submodule, owners)]}
+                         .values(), group.size, group.size - len(units))
+
+
+_LAST = {"heads": 1, "width": 2}  # the order of the functions that replace modules
+
+
+def slim_differs(session: PruningSession) -> tuple[str, ...]:
+    """Why `slim(session)` by design does not compute what the masked model computes: one
+    reason per norm that normalises removed channels together with kept ones (its
+    `SlimResult.differs`, without slimming). Empty: the slimmed model must match."""
+    gone = session.removed_blocks()
+    reasons: dict[str, str] = {}
+    for gid, units in session.pruned_units().items():
+        group, pruned = session.groups[gid], set(units)
+        for m in group.members:
+            norm = m.module if m.kind == "norm" else \
+                parameter_owner(m.module)[0] if m.kind == "param" else None
+            if norm is None or norm not in group.shared_norms or norm in reasons or \
+                    any(norm == b or norm.startswith(b + ".") for b in gone):
+                continue
+            removed = len({i for i, r in zip(m.idxs, m.root, strict=True) if r in pruned})
+            if removed:
+                channels = norm_channels(session.model.get_submodule(norm))
+                reasons[norm] = shared_norm_reason(norm, channels, removed)
+    return tuple(reasons.values())
 
 
 def _what(kind: str) -> str:
-    return {"heads": "heads", "rnn": "hidden units", "rnn_in": "input features"}.get(
-        kind, "channels")
+    return {"heads": "heads", "rnn": "hidden units", "rnn_in": "input features",
+            "embed": "embedding columns", "param": "entries"}.get(kind, "channels")
 
 
 def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:
@@ -166,4 +222,4 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:
     return float((out_a - out_b).abs().max())
 
 
-__all__ = ["SlimResult", "max_abs_diff", "slim"]
+__all__ = ["SlimResult", "max_abs_diff", "slim", "slim_differs"]

@@ -8,6 +8,10 @@
 Each form is measured as a `Report` (its `form` set): the parameters it actually stores,
 the weight MACs per sample it actually computes, the bytes of its saved file, and the
 largest output difference from the masked model (which the other two must reproduce).
+The one exception is by design: a slimmed model whose removed channels ran through a
+LayerNorm (or RMSNorm) normalises over fewer channels than the masked one
+(`SlimResult.differs`); it is then measured on its own — its metric on the evaluation
+data next to the masked model's — and its note says so, never that they match.
 `measure_forms` builds all three and times them together, interleaved round by round
 (`timing.time_against`, the masked model as the reference: it has the unpruned model's
 shapes, so it runs as fast), so each form's speed-up over the masked model comes with an
@@ -24,8 +28,10 @@ from torch import Tensor, nn
 from pruneviz.core.layers import find_prunable_layers
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
+from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError
 from pruneviz.measure.meter import NOT_EVALUATED, Report
+from pruneviz.measure.metrics import EvalResult, evaluate
 from pruneviz.measure.sparse import deployed_state_bytes, sparse_deploy
 from pruneviz.measure.storage import FileSizes, dense_bytes
 from pruneviz.measure.timing import FASTER, Stop, Timing, time_against
@@ -34,11 +40,12 @@ TOLERANCE = 1e-4  # largest output difference from the masked model a form may h
 
 
 def _form(session: PruningSession, form: str, *, params: int, macs: int, file_bytes: int,
-          max_abs_diff: float, note: str | None = None) -> Report:
+          max_abs_diff: float, note: str | None = None,
+          evaluation: EvalResult = NOT_EVALUATED) -> Report:
     """The record of one form: what it stores, computes and saves (timed later)."""
     return Report(
         model=session.name, plan=session.stamp(session.plan).to_dict(),
-        evaluation=NOT_EVALUATED, params_total=params, params_nonzero=params,
+        evaluation=evaluation, params_total=params, params_nonzero=params,
         macs_dense=macs, macs_effective=macs,
         sizes=FileSizes(file_bytes, file_bytes, file_bytes), latency=None,
         notes=() if note is None else (note,), form=form, file_bytes=file_bytes,
@@ -59,18 +66,41 @@ def masked_form(session: PruningSession) -> Report:
                  file_bytes=len(dense_bytes(model.state_dict())), max_abs_diff=0.0)
 
 
-def slimmed_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Module | None]:
-    """The model with pruned channel units removed, or why it cannot be built."""
+def slimmed_form(
+    session: PruningSession, batch: Tensor, data: TensorData | None = None,
+) -> tuple[Report, nn.Module | None, tuple[str, ...]]:
+    """The model with pruned channel units removed, or why it cannot be built; and why it
+    is by design not the masked model (`SlimResult.differs`; empty: it must match). Then,
+    with `data`, the slimmed model's own metric on it is the report's evaluation, and its
+    note gives it next to the masked model's."""
     try:
         result = slim(session)
     except ModelError as exc:
-        return _refused(session, "slimmed", str(exc)), None
+        return _refused(session, "slimmed", str(exc)), None, ()
     model = result.model
     macs = sum(layer.macs for layer in find_prunable_layers(model, batch))
     note = None if result.removed else "no coupled channels are pruned: same shapes as masked"
+    evaluation = NOT_EVALUATED
+    if result.differs:
+        note = differs_note(result.differs)
+        if data is not None:
+            evaluation = evaluate(model, data)
+            masked = evaluate(session.model, data)
+            note += (f"; measured on its own: {evaluation.metric_name} {evaluation.metric:.4g} "
+                     f"on {evaluation.samples:,} samples (masked model: {masked.metric:.4g})")
     return _form(session, "slimmed", params=result.params, macs=macs,
                  file_bytes=len(dense_bytes(model.state_dict())),
-                 max_abs_diff=max_abs_diff(session.model, model, batch), note=note), model
+                 max_abs_diff=max_abs_diff(session.model, model, batch), note=note,
+                 evaluation=evaluation), model, result.differs
+
+
+def differs_note(differs: tuple[str, ...]) -> str:
+    """What to say of a slimmed model that is by design not the masked one."""
+    norms = [reason.split(" ")[0] for reason in differs]
+    shown = ", ".join(norms[:3]) + (f" and {len(norms) - 3} more" if len(norms) > 3 else "")
+    return (f"not the masked model, by design: {shown} normalise over fewer channels once "
+            "the pruned ones are removed (a masked channel still counts in their statistics), "
+            "so its outputs differ from the masked model's")
 
 
 def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Module | None]:
@@ -96,10 +126,11 @@ def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Modu
                  note=note), deployment.model
 
 
-def _usable(form: Report, tolerance: float = TOLERANCE) -> bool:
-    """Whether a form was built and computes what the masked model computes."""
+def _usable(form: Report, tolerance: float = TOLERANCE, *, differs: bool = False) -> bool:
+    """Whether a form was built and computes what the masked model computes (or, with
+    `differs`, is by design a model of its own, measured as such)."""
     return form.params > 0 and form.max_abs_diff is not None and \
-        form.max_abs_diff <= tolerance
+        (differs or form.max_abs_diff <= tolerance)
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,8 @@ class Forms:
     reports: list[Report]
     slim_model: nn.Module | None
     timing: Timing | None = None
+    # Why the slimmed model is by design not the masked one (SlimResult.differs).
+    slim_differs: tuple[str, ...] = ()
 
     @property
     def masked(self) -> Report:
@@ -142,19 +175,21 @@ class Forms:
 
 
 def measure_forms(session: PruningSession, batch: Tensor, *, latency: bool = True,
-                  runs: int = 20, stop: Stop | None = None) -> Forms:
+                  runs: int = 20, stop: Stop | None = None,
+                  data: TensorData | None = None) -> Forms:
     """Build the masked, slimmed and sparse-deployed forms of the current plan and, if
     `latency`, time the usable ones together on `batch`: `runs` interleaved rounds against
     the masked model (`timing.time_against`), each form's `latency_speedup` its speed-up
-    over the masked model, with interval and verdict."""
+    over the masked model, with interval and verdict. A slimmed model that is by design
+    not the masked one is evaluated on `data` (see `slimmed_form`)."""
     masked = masked_form(session)
-    slimmed, slim_model = slimmed_form(session, batch)
+    slimmed, slim_model, differs = slimmed_form(session, batch, data)
     sparse, sparse_model = sparse_form(session, batch)
     reports = [masked, slimmed, sparse]
     if not latency:
-        return Forms(reports, slim_model)
+        return Forms(reports, slim_model, slim_differs=differs)
     timed = [(i, model) for i, model in ((1, slim_model), (2, sparse_model))
-             if model is not None and _usable(reports[i])]
+             if model is not None and _usable(reports[i], differs=i == 1 and bool(differs))]
     timing = time_against([model for _, model in timed], session.model, batch, runs=runs,
                           stop=stop)
     reports[0] = replace(masked, latency=timing.reference)
@@ -162,7 +197,7 @@ def measure_forms(session: PruningSession, batch: Tensor, *, latency: bool = Tru
         reports[i] = replace(reports[i], latency=timing.candidates[k],
                              latency_reference=timing.reference,
                              latency_speedup=timing.speedups[k])
-    return Forms(reports, slim_model, timing)
+    return Forms(reports, slim_model, timing, differs)
 
 
 def fastest_form(forms: Forms) -> Report | None:

@@ -200,7 +200,11 @@ class Report:
                 "latency_device": None if self.latency is None else self.latency.device,
                 "latency_vs_masked": None if self.latency_speedup is None
                 else self.latency_speedup.to_dict(),
-                "max_abs_diff": self.max_abs_diff, "note": self.note}
+                "max_abs_diff": self.max_abs_diff, "note": self.note,
+                # a form measured on its own (a slimmed model that is not the masked one)
+                **({"metric_name": self.evaluation.metric_name,
+                    "metric": self.evaluation.metric, "eval_samples": self.evaluation.samples}
+                   if self.evaluation.samples else {})}
 
 
 def latency_batch(data: TensorData, batch_size: int) -> Tensor:

@@ -2,7 +2,9 @@
 reloads into the slimmed shapes, and a `torch.export` program for deployment.
 
 The card names the base architecture (a sample) and, for every module whose shape
-slimming changed, its new channel counts. Loading builds the base architecture, swaps
+slimming changed, its new channel counts; for a bare parameter whose shape changed (a
+class token, a layer scale), its shape; for a width attribute a forward reads
+(`self.hidden_dim`), its value. Loading builds the base architecture, swaps
 those modules for ones of the recorded shapes and loads the weights strictly — no code
 from the file runs. pruneviz never loads .pt2 programs (loading one can run code); it
 only writes them for the user's deployment.
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.heads import FusedHeadAttention, head_counts, set_head_counts
 from pruneviz.core.layers import model_device
+from pruneviz.core.width import WIDTH_ATTRIBUTES
 from pruneviz.data.samples import get_spec
 from pruneviz.errors import ModelError
 from pruneviz.measure.storage import dense_bytes
@@ -50,14 +53,19 @@ def _shape_of(module: nn.Module) -> dict[str, Any] | None:
     if isinstance(module, nn.GroupNorm):
         return {"type": "GroupNorm", "num_channels": module.num_channels,
                 "num_groups": module.num_groups}
-    if isinstance(module, nn.LayerNorm):
-        return {"type": "LayerNorm", "normalized_shape": list(module.normalized_shape)}
+    if isinstance(module, nn.LayerNorm | nn.RMSNorm):
+        return {"type": type(module).__name__,
+                "normalized_shape": list(module.normalized_shape)}
+    if isinstance(module, nn.Embedding):
+        return {"type": "Embedding", "num_embeddings": module.num_embeddings,
+                "embedding_dim": module.embedding_dim}
     if isinstance(module, _RNN):
         return {"type": type(module).__name__, "input_size": module.input_size,
                 "hidden_size": module.hidden_size}
     if isinstance(module, SlimAttention):
         return {"type": "SlimAttention", "num_heads": module.num_heads,
-                "head_dim": module.head_dim, "kept_heads": list(module.kept_heads)}
+                "head_dim": module.head_dim, "kept_heads": list(module.kept_heads),
+                "embed_dim": module.embed_dim}
     if isinstance(module, FusedHeadAttention):
         return {"type": "FusedHeadAttention", "num_heads": module.num_heads,
                 "head_dim": module.head_dim, "scale": module.scale}
@@ -82,21 +90,50 @@ def architecture_card(base: str, base_model: nn.Module, slimmed: nn.Module) -> d
             changed[name] = shape
             if isinstance(module, SlimAttention | FusedHeadAttention):
                 replaced.append(name)
-    return {
+    card = {
         "format": CARD_FORMAT,
         "version": CARD_VERSION,
         "base": base,
         "modules": changed,
         "params": sum(p.numel() for p in slimmed.parameters()),
     }
+    card.update(_bare_changes(base_model, slimmed, changed))
+    return card
+
+
+def _bare_changes(base_model: nn.Module, slimmed: nn.Module, changed: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """Bare parameters (outside the modules `changed` rebuilds) whose shape changed, and
+    width attributes whose value changed: {"parameters": ..., "attributes": ...}."""
+    old_params = dict(base_model.named_parameters())
+    parameters = {
+        name: list(p.shape) for name, p in slimmed.named_parameters()
+        if name in old_params and p.shape != old_params[name].shape
+        and not any(name.startswith(f"{m}.") for m in changed)}
+    old_modules = dict(base_model.named_modules())
+    attributes = {
+        f"{name}.{attr}" if name else attr: getattr(module, attr)
+        for name, module in slimmed.named_modules() if name in old_modules
+        for attr in WIDTH_ATTRIBUTES
+        if isinstance(getattr(module, attr, None), int)
+        and getattr(module, attr) != getattr(old_modules[name], attr, None)}
+    out: dict[str, Any] = {}
+    if parameters:
+        out["parameters"] = parameters
+    if attributes:
+        out["attributes"] = attributes
+    return out
 
 
 def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
     kind = shape.get("type")
     if kind == "SlimAttention" and isinstance(old, nn.MultiheadAttention):
+        embed = int(shape.get("embed_dim", old.embed_dim))
+        same = embed == old.embed_dim
         return SlimAttention(
-            old.embed_dim, int(shape["num_heads"]), int(shape["head_dim"]), kdim=old.kdim,
-            vdim=old.vdim, in_bias=old.in_proj_bias is not None,
+            embed, int(shape["num_heads"]), int(shape["head_dim"]),
+            kdim=old.kdim if same else embed, vdim=old.vdim if same else embed,
+            in_bias=old.in_proj_bias is not None,
             out_bias=old.out_proj.bias is not None, batch_first=old.batch_first,
             dropout=old.dropout, kept_heads=tuple(int(h) for h in shape["kept_heads"]),
             original_heads=old.num_heads)
@@ -134,7 +171,16 @@ def _resized(old: nn.Module, shape: dict[str, Any]) -> nn.Module:
                             affine=old.affine)
     if isinstance(old, nn.LayerNorm):
         return nn.LayerNorm(list(shape["normalized_shape"]), eps=old.eps,
-                            elementwise_affine=old.elementwise_affine)
+                            elementwise_affine=old.elementwise_affine,
+                            bias=getattr(old, "bias", None) is not None)
+    if isinstance(old, nn.RMSNorm):
+        return nn.RMSNorm(list(shape["normalized_shape"]), eps=old.eps,
+                          elementwise_affine=old.elementwise_affine)
+    if isinstance(old, nn.Embedding):
+        return nn.Embedding(int(shape["num_embeddings"]), int(shape["embedding_dim"]),
+                            padding_idx=old.padding_idx, max_norm=old.max_norm,
+                            norm_type=old.norm_type,
+                            scale_grad_by_freq=old.scale_grad_by_freq, sparse=old.sparse)
     if isinstance(old, nn.LSTM | nn.GRU):
         return type(old)(int(shape["input_size"]), int(shape["hidden_size"]),
                          num_layers=old.num_layers, bias=old.bias, batch_first=old.batch_first,
@@ -191,7 +237,41 @@ def apply_card(model: nn.Module, card: dict[str, Any]) -> nn.Module:
             setattr(parent, attr, new.to(model_device(modules[path])))  # where the old one was
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"the card's entry for {path!r} is malformed: {exc}") from None
+    _apply_bare(model, card)
     return model.eval()
+
+
+def _apply_bare(model: nn.Module, card: dict[str, Any]) -> None:
+    """Give the card's bare parameters their shapes and its width attributes their values."""
+    for path, value in _card_entries(card, "parameters").items():
+        owner, attr, old = _attribute(model, path)
+        if not isinstance(old, nn.Parameter) or not isinstance(value, list) or \
+                not all(isinstance(n, int) for n in value):
+            raise ModelError(f"the card's entry for {path!r} is malformed")
+        setattr(owner, attr, nn.Parameter(torch.empty(value, dtype=old.dtype, device=old.device),
+                                          requires_grad=old.requires_grad))
+    for path, value in _card_entries(card, "attributes").items():
+        owner, attr, _ = _attribute(model, path)
+        if attr not in WIDTH_ATTRIBUTES or not isinstance(value, int):
+            raise ModelError(f"the card's entry for {path!r} is malformed")
+        setattr(owner, attr, value)
+
+
+def _card_entries(card: dict[str, Any], key: str) -> dict[str, Any]:
+    entries = card.get(key, {})
+    if not isinstance(entries, dict):
+        raise ModelError(f"the card's {key!r} must be an object")
+    return entries
+
+
+def _attribute(model: nn.Module, path: str) -> tuple[nn.Module, str, Any]:
+    """The module holding `path`, its attribute name and value."""
+    owner_name, _, attr = str(path).rpartition(".")
+    try:
+        owner = model.get_submodule(owner_name)
+        return owner, attr, getattr(owner, attr)
+    except AttributeError:
+        raise ModelError(f"the card names {path!r}, which the base does not have") from None
 
 
 def load_slimmed(card_path: Path, weights_path: Path,
