@@ -378,10 +378,21 @@ def test_digits_resnet_matches_torch_pruning_for_the_same_channels() -> None:
 
 
 # -- refusals and side effects -------------------------------------------------------------
+class _GRUThenLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module("0", nn.GRU(6, 8, num_layers=2, batch_first=True))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(getattr(self, "0")(x)[0])
+
+
 def test_slim_refuses_a_structured_decision_outside_any_group() -> None:
     # A two-layer GRU's rows can be masked one matrix at a time, but pruneviz couples the
-    # hidden units of single-layer RNNs only.
-    model = nn.Sequential(nn.GRU(6, 8, num_layers=2, batch_first=True))
+    # hidden units of single-layer RNNs only. (A Linear reads it: a GRU whose hidden
+    # units are the model's output is an output layer, whose filters a plan refuses.)
+    model = _GRUThenLinear()
     session = PruningSession(model, torch.randn(2, 5, 6))
     assert session.group_of("0.weight_ih_l0") is None
     session.apply(session.stamp(Plan({

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.layers import PrunableLayer
+from pruneviz.core.reach import trace_reach
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
           nn.InstanceNorm1d, nn.InstanceNorm2d, nn.PReLU)
@@ -86,6 +87,17 @@ class Group:
 
 
 def output_modules(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> set[str]:
+    """Modules whose channels are the model's output: found through the traced autograd
+    graph (`reach.trace_reach`), whatever weight-free functions follow them (flatten,
+    softmax, log_softmax, reshape, functional pooling); by forward hooks that look
+    through weight-free modules only when the outputs carry no graph."""
+    reach = trace_reach(model, example)
+    if reach.traced:
+        return set(reach.outputs)
+    return _output_modules_by_hooks(model, example)
+
+
+def _output_modules_by_hooks(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> set[str]:
     """Modules whose output is (part of) the model's output, looking through modules
     without parameters (a final Sigmoid, Flatten or Dropout) to the layer behind them."""
     produced: dict[int, tuple[Tensor, str]] = {}
