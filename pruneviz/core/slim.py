@@ -279,7 +279,7 @@ def check_equivalent(session: PruningSession, slimmed: nn.Module,
             raise SlimMismatchError(
                 f"the slimmed model does not compute what the masked model computes: outputs "
                 f"differ by up to {diff:.3g} (tolerance {tolerance:.1g}) on {samples:,} "
-                f"evaluation samples; {_locate(session, slimmed, data)}. The slimmed model "
+                f"evaluation inputs; {_locate(session, slimmed, data)}. The slimmed model "
                 "was not kept: leave those layers' channels unpruned (or prune them "
                 "unstructured) to slim this model")
     return worst

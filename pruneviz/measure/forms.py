@@ -31,6 +31,9 @@ from pruneviz.measure.storage import FileSizes, dense_bytes
 from pruneviz.measure.timing import FASTER, Stop, Timing, time_against
 
 TOLERANCE = 1e-4  # largest output difference from the masked model a form may have
+# How a slimmed form's note starts when the slim by design computes another function
+# (`SlimResult.differs`): it is measured as it is, and never called equivalent.
+NOT_EQUIVALENT = "measured, not equivalent to the masked model"
 
 
 def _form(session: PruningSession, form: str, *, params: int, macs: int, file_bytes: int,
@@ -60,14 +63,18 @@ def masked_form(session: PruningSession) -> Report:
 
 
 def slimmed_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Module | None]:
-    """The model with pruned channel units removed, or why it cannot be built."""
+    """The model with pruned channel units removed, checked on `batch` (evaluation data)
+    to compute what the masked model computes, or why it cannot be built or kept (a
+    slim that does not match: slim.SlimMismatchError, naming the layers)."""
     try:
-        result = slim(session)
+        result = slim(session, batch)
     except ModelError as exc:
         return _refused(session, "slimmed", str(exc)), None
     model = result.model
     macs = sum(layer.macs for layer in find_prunable_layers(model, batch))
     note = None if result.removed else "no coupled channels are pruned: same shapes as masked"
+    if result.differs:
+        note = f"{NOT_EQUIVALENT}: {'; '.join(result.differs)}"
     return _form(session, "slimmed", params=result.params, macs=macs,
                  file_bytes=len(dense_bytes(model.state_dict())),
                  max_abs_diff=max_abs_diff(session.model, model, batch), note=note), model
@@ -96,10 +103,17 @@ def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Modu
                  note=note), deployment.model
 
 
+def not_equivalent(form: Report) -> bool:
+    """Whether a form was built but by design computes another function than the masked
+    model (a slim whose `differs` is not empty): measured, never called equivalent."""
+    return form.params > 0 and any(note.startswith(NOT_EQUIVALENT) for note in form.notes)
+
+
 def _usable(form: Report, tolerance: float = TOLERANCE) -> bool:
-    """Whether a form was built and computes what the masked model computes."""
-    return form.params > 0 and form.max_abs_diff is not None and \
-        form.max_abs_diff <= tolerance
+    """Whether a form was built and computes what the masked model computes (or is a
+    slim declared not equivalent, which is measured as it is)."""
+    return form.params > 0 and form.max_abs_diff is not None and (
+        form.max_abs_diff <= tolerance or not_equivalent(form))
 
 
 @dataclass(frozen=True)

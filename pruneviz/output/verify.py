@@ -158,7 +158,7 @@ def _check_plan(bench: Workbench, out: Path, command: str, *, with_base: bool) -
 
 
 def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tensor,
-                x: Tensor) -> list[Check]:
+                x: Tensor, differs: tuple[str, ...] = ()) -> list[Check]:
     name = "slimmed model reloads from slim/"
     try:
         model = load_slimmed(out / SLIM_CARD, out / SLIM_WEIGHTS, bench.pristine)
@@ -175,6 +175,11 @@ def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tens
                 f"{_max_diff(reloaded, in_memory):.3g})")))
     diff = _max_diff(reloaded, masked)
     tolerance = SLIM_TOLERANCE * max(1.0, float(masked.abs().max()) if masked.numel() else 1.0)
+    if differs:  # by design another function: measured, never called equivalent
+        return [first, Check(
+            "slimmed model measured, not equivalent to the masked model", True,
+            f"by design: {'; '.join(differs)}; largest output difference from the in-app "
+            f"(masked) model on {len(x):,} eval samples: {diff:.3g}")]
     second = Check("slimmed model computes what the masked model computes",
                    diff <= tolerance,
                    f"largest output difference from the in-app (masked) model on {len(x):,} "
@@ -184,12 +189,14 @@ def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tens
 
 
 def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None = None,
-                  command: str | None = None, written: Collection[str] | None = None
-                  ) -> list[Check]:
+                  command: str | None = None, written: Collection[str] | None = None,
+                  slim_differs: tuple[str, ...] = ()) -> list[Check]:
     """Check the files in `out` against the workbench's current model (never raises).
 
     With `slim_model` (the slimmed model in memory), slim/ must be there and rebuild it;
     without it, slim/ is checked against a fresh slim of the session when present.
+    `slim_differs`: why the slim is by design not the masked model's function
+    (SlimResult.differs): then it is measured, and never checked as equivalent.
     `written` names the files the export wrote (None: whatever is in `out`): a file of
     the same name left beside them (written with --force) is not taken for the bundle's.
     """
@@ -205,11 +212,12 @@ def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None =
               _check_plan(bench, out, command, with_base=present(BASE))]
     if slim_model is None and present(SLIM_CARD):
         try:
-            slim_model = slim_session(bench.session).model
+            result = slim_session(bench.session, x)
+            slim_model, slim_differs = result.model, result.differs
         except ModelError as exc:
             checks.append(_failed("slimmed model reloads from slim/", exc))
     if slim_model is not None:
-        checks += _check_slim(bench, out, slim_model, masked, x)
+        checks += _check_slim(bench, out, slim_model, masked, x, slim_differs)
     return checks
 
 
