@@ -6,13 +6,20 @@ the masked model before anyone sees it, unused layers are recognised as dead.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 from fixtures import zoo
 from fixtures.outputs import ENDINGS, images
+from safetensors.torch import load_file
 from torch import nn
 
 from pruneviz.core.coupling import output_modules
@@ -184,3 +191,176 @@ def test_the_check_names_the_layer_that_parts() -> None:
         good.model[2].weight[0] += 1.0
     with pytest.raises(SlimMismatchError, match=r"first part in 2 \(Linear\)"):
         slim_module.check_equivalent(session, good.model, torch.randn(16, 6))
+
+
+def test_an_unused_layer_is_not_ranked_by_sensitivity_or_global_allocation() -> None:
+    from pruneviz.workflows.sensitivity import sensitivity_items
+
+    model = zoo.bert(100, 32, 2, 4, 64, 16, output="hidden").eval()
+    session = PruningSession(model, torch.randint(1, 100, (2, 8)))
+    for granularity in ("unstructured", "filter"):
+        items = sensitivity_items(session, granularity)
+        assert items
+        assert all("pooler.dense" not in item.layers for item in items)
+    plan, skipped = session.global_plan(0.3, "unstructured")
+    assert plan.global_ is not None
+    assert plan.global_.layers is not None
+    assert "pooler.dense" not in plan.global_.layers
+    assert "unused" in skipped["pooler.dense"]
+
+
+# -- local and global scope skip alike -------------------------------------------------------
+def test_global_scope_skips_what_local_scope_skips() -> None:
+    model = zoo.bert(100, 32, 2, 4, 64, 16).eval()
+    session = PruningSession(model, torch.randint(1, 100, (2, 8)))
+    local_plan, local_skipped = session.uniform_plan(0.3, "filter", "l1")
+    global_plan, global_skipped = session.global_plan(0.3, "filter", "l1")
+    assert local_skipped  # the residual stream's writers, the pooler (the output)
+    assert global_skipped == local_skipped
+    assert global_plan.global_ is not None
+    assert set(global_plan.global_.layers or ()) == set(local_plan.layers)
+    session.apply(global_plan)  # once exited with a PlanError on the first unsupported group
+    assert sum(r.structures_pruned for r in session.results()) > 0
+
+
+# -- strict JSON -------------------------------------------------------------------------------
+def test_safe_json_turns_non_finite_numbers_into_null_with_a_reason() -> None:
+
+
+    from pruneviz.output.json_safe import safe_json
+
+    text = safe_json({"max_abs_diff": float("nan"), "ok": 1.5,
+                      "rows": [float("inf"), 2, {"x": float("-inf")}], "s": "NaN"})
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert data["max_abs_diff"] is None
+    assert "NaN" in data["max_abs_diff_reason"]
+    assert data["ok"] == 1.5
+    assert data["rows"][0] is None
+    assert data["rows"][2] == {"x": None, "x_reason": data["rows"][2]["x_reason"]}
+    assert "infinity" in data["rows"][2]["x_reason"]
+    assert data["s"] == "NaN"
+
+
+# -- the command line ----------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_FIXTURES = ROOT / "tests" / "fixtures" / "outputs.py"
+BERT = USER_MODELS / "flexible_bert.py"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished CLI run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_all(commands: dict[str, list[str]], parallel: int = 2) -> dict[str, Run]:
+    """Run `python -m pruneviz` on each command, `parallel` at a time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PRUNEVIZ_DEBUG", None)
+    results: dict[str, Run] = {}
+    pending = list(commands.items())
+    running: list[tuple[str, subprocess.Popen[str]]] = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            key, args = pending.pop(0)
+            running.append((key, subprocess.Popen(
+                [sys.executable, "-m", "pruneviz", *args], cwd=ROOT, env=env, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+        key, proc = running.pop(0)
+        stdout, stderr = proc.communicate(timeout=600)
+        results[key] = Run(proc.returncode, stdout, stderr)
+    return results
+
+
+def _strict(text: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(
+        text, parse_constant=lambda c: pytest.fail(f"--json printed {c}: not JSON"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Run]]:
+    root = tmp_path_factory.mktemp("outputs_cli")
+    x = images(24, seed=7)
+    np.savez(root / "images.npz", x=x.numpy(),
+             y=(torch.arange(24) % 10).numpy())
+    ids, target = _flexible_bert().sample_data(32)
+    np.savez(root / "bert.npz", x=ids.numpy(), y=target.numpy())
+    images_npz, bert_npz = str(root / "images.npz"), str(root / "bert.npz")
+    commands = {
+        name: ["prune", f"{OUTPUT_FIXTURES}:{name}", "--data", images_npz, "--sparsity",
+               "0.3", "--granularity", "filter", "--slim", "--json", "--out",
+               str(root / name)]
+        for name in ENDINGS
+    }
+    commands["bert_slim"] = ["prune", f"{BERT}:build", "--data", bert_npz, "--sparsity", "0.25",
+                             "--granularity", "filter", "--slim", "--json", "--out",
+                             str(root / "bert_slim")]
+    commands["bert_export"] = ["export", f"{BERT}:build", "--data", bert_npz, "--sparsity",
+                               "0.25", "--granularity", "filter", "--json", "--out",
+                               str(root / "bert_export")]
+    commands["bert_global"] = ["prune", f"{BERT}:build", "--data", bert_npz, "--sparsity",
+                               "0.3", "--granularity", "filter", "--scope", "global",
+                               "--json", "--out", str(root / "bert_global")]
+    commands["sensitivity"] = ["sensitivity", f"{OUTPUT_FIXTURES}:squeezenet", "--data",
+                               images_npz, "--granularity", "filter", "--levels", "0.5",
+                               "--json"]
+    return root, run_all(commands, parallel=2)
+
+
+@pytest.mark.parametrize("name", ENDINGS)
+def test_cli_filter_plan_keeps_every_output_filter(cli_runs: tuple[Path, dict[str, Run]],
+                                                    name: str) -> None:
+    root, runs = cli_runs
+    run = runs[name]
+    assert run.returncode == 0, run.stderr
+    data = _strict(run.stdout)
+    output = ENDINGS[name][1]
+    skipped = data["skipped_layers"]
+    assert isinstance(skipped, dict)
+    assert "model's output" in skipped[output]
+    weights = load_file(str(root / name / "weights.safetensors"))
+    rows = weights[f"{output}.weight"].flatten(1)
+    assert (rows != 0).any(dim=1).all()  # not one class filter zeroed
+    assert (root / name / "slim").is_dir()  # and the slim, checked, was written
+
+
+def test_cli_slim_that_does_not_match_fails_and_writes_nothing(
+        cli_runs: tuple[Path, dict[str, Run]]) -> None:
+    root, runs = cli_runs
+    run = runs["bert_slim"]
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert "does not compute what the masked model computes" in run.stderr
+    assert "encoder.layer.0.attention.self" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (root / "bert_slim").exists()
+
+
+def test_cli_export_of_a_slim_that_does_not_match_fails_and_writes_nothing(
+        cli_runs: tuple[Path, dict[str, Run]]) -> None:
+    root, runs = cli_runs
+    run = runs["bert_export"]
+    assert run.returncode == 2
+    assert "encoder.layer.0.attention.self" in run.stderr
+    assert "--no-slim" in run.stderr
+    assert not (root / "bert_export").exists()
+
+
+def test_cli_global_scope_skips_unsupported_layers(cli_runs: tuple[Path, dict[str, Run]]) -> None:
+    run = cli_runs[1]["bert_global"]
+    assert run.returncode == 0, run.stderr
+    data = _strict(run.stdout)
+    skipped = data["skipped_layers"]
+    assert isinstance(skipped, dict)
+    assert "pooler.dense" in skipped
+    assert any("use unstructured pruning" in why for why in skipped.values())
+
+
+def test_cli_sensitivity_json_is_strict(cli_runs: tuple[Path, dict[str, Run]]) -> None:
+    run = cli_runs[1]["sensitivity"]
+    assert run.returncode == 0, run.stderr
+    _strict(run.stdout)

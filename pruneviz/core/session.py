@@ -44,7 +44,7 @@ from pruneviz.core.layers import (
     fingerprint,
     values_key,
 )
-from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
 from pruneviz.core.reach import dead_layers, unused_reason
 from pruneviz.core.results import LayerResult, deciding_group, layer_result, removed_result
 from pruneviz.core.scores import ScoreTable
@@ -252,6 +252,25 @@ class PruningSession:
                 skipped[name] = reason
         plan = Plan({n: entry for n in self.layer_names if n not in skipped})
         return self.stamp(plan), skipped
+
+    def global_plan(
+        self, sparsity: float, granularity: Granularity | str = Granularity.UNSTRUCTURED,
+        criterion: str = "l1", max_layer_sparsity: float | None = None,
+    ) -> tuple[Plan, dict[str, str]]:
+        """One ranking across every layer that supports it, to `sparsity` in all; the
+        others left out with the reason (as `uniform_plan` skips them)."""
+        g = parse_granularity(granularity)
+        skipped = {}
+        for name in self.layer_names:
+            reason = self.unsupported(name, g, criterion)
+            if reason is not None:
+                skipped[name] = reason
+        members = tuple(n for n in self.layer_names if n not in skipped)
+        if not members:
+            return self.stamp(Plan()), skipped
+        section = GlobalPlan(g, criterion, sparsity=sparsity, layers=members,
+                             max_layer_sparsity=max_layer_sparsity)
+        return self.stamp(Plan(global_=section)), skipped
 
     # -- blocks (BlockSwap) --------------------------------------------------------------
     def blocks(self) -> list[Block]:
