@@ -364,3 +364,23 @@ def test_cli_sensitivity_json_is_strict(cli_runs: tuple[Path, dict[str, Run]]) -
     run = cli_runs[1]["sensitivity"]
     assert run.returncode == 0, run.stderr
     _strict(run.stdout)
+
+
+# -- the Deploy page -----------------------------------------------------------------------------
+def test_deploy_page_shows_a_mismatching_slim_in_red_without_a_download(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fixtures import apptest
+    from fixtures.apptest import bench_of
+
+    ids, target = _flexible_bert().sample_data(32)
+    np.savez(tmp_path / "bert.npz", x=ids.numpy(), y=target.numpy())
+    at = apptest.start(None, "app_pages/deploy.py", timeout=120, monkeypatch=monkeypatch,
+                       argv=["--model", f"{BERT}:build", "--data", str(tmp_path / "bert.npz")])
+    session = bench_of(at).session
+    session.apply(_attention_plan(session, 0.25))
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("does not compute what the masked model computes" in e
+               and "encoder.layer.0.attention.self" in e for e in errors), errors
+    assert not at.get("download_button")
