@@ -18,7 +18,7 @@ from pruneviz.app.widgets import (
     relative_delta,
     user_errors,
 )
-from pruneviz.measure.forms import measure_forms
+from pruneviz.measure.forms import measure_forms, not_equivalent
 from pruneviz.measure.meter import latency_batch
 from pruneviz.measure.storage import dense_bytes
 from pruneviz.output.model_files import architecture_card
@@ -67,8 +67,13 @@ for col, form in zip(cols, forms, strict=True):
     with col:
         st.subheader(form.form + (" (fastest)" if form is best else ""))
         if form.params == 0 and form.note:
-            st.warning(form.note)
+            # A slim that cannot be built, or that was built and did not compute what the
+            # masked model computes, is a failure: red, and nothing to download.
+            (st.error if form is slimmed else st.warning)(form.note)
             continue
+        if not_equivalent(form):
+            st.warning(f"Not equivalent: {form.note}. The numbers below are this model's "
+                       "own, measured; it does not reproduce the masked model's outputs.")
         st.metric("parameters stored", f"{form.params:,}")
         for label, now, then, text in (
             ("weight MACs / sample", form.macs, masked.macs, f"{form.macs:,}"),
@@ -93,8 +98,7 @@ for col, form in zip(cols, forms, strict=True):
         if form.evaluation.samples:  # by design not the masked model: measured on its own
             st.metric(f"{form.evaluation.metric_name} (this model's own)",
                       f"{form.evaluation.metric:.4g}")
-            st.warning(f"{form.note}. Largest output difference from masked: "
-                       f"{form.max_abs_diff:.2e}.")
+            st.caption(f"largest output difference from masked: {form.max_abs_diff:.2e}")
         else:
             st.caption(f"largest output difference from masked: {form.max_abs_diff:.2e}"
                        + (f" — {form.note}" if form.note else ""))

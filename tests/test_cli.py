@@ -49,8 +49,13 @@ class Run:
 
     def json(self) -> dict[str, object]:
         assert self.returncode == 0, self.stderr
-        data: dict[str, object] = json.loads(self.stdout)
+        data: dict[str, object] = json.loads(self.stdout, parse_constant=_not_json)
         return data
+
+
+def _not_json(constant: str) -> None:
+    """--json output is strict JSON: NaN and Infinity are not (RFC 8259)."""
+    raise AssertionError(f"--json printed {constant}, which is not JSON")
 
 
 def _start(*args: str) -> tuple[tuple[str, ...], subprocess.Popen[str]]:

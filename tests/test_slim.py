@@ -379,16 +379,19 @@ def test_digits_resnet_matches_torch_pruning_for_the_same_channels() -> None:
 
 # -- refusals and side effects -------------------------------------------------------------
 class _PackedGRU(nn.Module):
-    """A GRU fed a packed sequence: not traced as one layer, so its units are not coupled."""
+    """A GRU fed a packed sequence (not traced as one layer, so its units are not
+    coupled), read by a Linear (a GRU whose hidden units are the model's output is an
+    output layer, whose filters a plan refuses)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gru = nn.GRU(6, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
 
     def forward(self, x: Tensor) -> Tensor:
         lengths = [x.shape[1]] * x.shape[0]
         _, h_n = self.gru(nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True))
-        return h_n[-1]
+        return self.fc(h_n[-1])
 
 
 def test_slim_refuses_a_structured_decision_outside_any_group() -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from pruneviz.data.sources import source_from_args
 from pruneviz.errors import PlanError
+from pruneviz.output.json_safe import safe_json
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -23,5 +23,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results = bench_live_model(source_from_args(args), moves=args.moves)
     else:
         results = run_benchmarks(args.name, device=args.device)
-    print(json.dumps(results, indent=2 if args.json else None))
+    print(safe_json(results, indent=2 if args.json else None))
     return 0

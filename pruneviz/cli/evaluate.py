@@ -4,10 +4,9 @@ budget)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pruneviz.cli.options import (
     DEFAULT_CAP,
@@ -31,9 +30,10 @@ from pruneviz.cli.refit import apply_refit, refit_settings
 from pruneviz.cli.sensitivity import run_sensitivity
 from pruneviz.core.explain import plan_notes
 from pruneviz.data.sources import source_from_args
-from pruneviz.errors import PlanError, PrunevizError
-from pruneviz.measure.meter import Report
+from pruneviz.errors import ModelError, PlanError, PrunevizError
+from pruneviz.measure.meter import Report, latency_batch
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.output.json_safe import safe_json
 from pruneviz.workflows.allocation import (
     Budget,
     BudgetKind,
@@ -44,6 +44,9 @@ from pruneviz.workflows.allocation import (
 from pruneviz.workflows.floor import FloorResult, check_floor, plan_for_floor
 from pruneviz.workflows.sensitivity import DEFAULT_LEVELS, SensitivityResult
 from pruneviz.workflows.workbench import Workbench
+
+if TYPE_CHECKING:
+    from pruneviz.measure.forms import Forms
 
 
 class FloorError(PlanError):
@@ -64,7 +67,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
             "description": spec.description,
         })
     if args.json:
-        print(json.dumps({"samples": rows}, indent=2))
+        print(safe_json({"samples": rows}))
     else:
         for row in rows:
             print(f"sample:{row['name']:<20} {row['metric_name']} {row['metric']:.4f}  "
@@ -283,17 +286,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
         plan = plan.with_refit(refit)
         extra.update(refit_extra)
         summary += refit_lines
+    # The slim is built and checked before anything is written: a slim that cannot be
+    # built or does not compute what the masked model computes fails the command and
+    # leaves nothing on disk.
+    slim_forms = _slim_forms(bench, latency=args.latency) if args.slim else None
     state = bench.model.state_dict()
     files = {
         "weights.safetensors": dense_bytes(state),
         "weights.sparse.safetensors": sparse_bytes(state),
         "plan.json": plan.to_json().encode(),
-        "report.json": json.dumps(report.to_dict(), indent=2).encode(),
+        "report.json": safe_json(report.to_dict()).encode(),
     }
     write_files(bench, out, files, args)
     extra["written"] = {name: str(out / name) for name in files}
-    if args.slim:
-        extra.update(_slim_outputs(bench, out, latency=args.latency))
+    if slim_forms is not None:
+        extra.update(_slim_outputs(bench, slim_forms, out, latency=args.latency))
     emit(args, report, bench.baseline, skipped, extra, summary)
     # A budget out of reach is not an error: the closest plan (every layer at the cap) was
     # measured and written, like a plan the session had to adjust, whose notes are printed
@@ -309,17 +316,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slim_outputs(bench: Workbench, out: Path, *, latency: bool) -> dict[str, Any]:
+def _slim_forms(bench: Workbench, *, latency: bool) -> Forms:
     """Measure the slimmed and sparse-deployed forms, with `latency` timed together with
     the masked model in the same interleaved rounds (each form's speed-up over it with an
-    interval and verdict: `forms.measure_forms`); write the slimmed model."""
+    interval and verdict: `forms.measure_forms`). The slim is checked on the evaluation
+    data; ModelError when it cannot be built or does not match the masked model."""
     from pruneviz.measure.forms import measure_forms
-    from pruneviz.measure.meter import latency_batch
-    from pruneviz.output.model_files import save_slimmed
 
     batch = latency_batch(bench.eval_data, 64)
     forms = measure_forms(bench.session, batch, latency=latency,
                           runs=bench.meter.latency_runs, data=bench.eval_data)
+    if forms.slim_model is None:
+        raise ModelError(f"--slim: no slimmed model was made, and nothing was written: "
+                         f"{forms.slimmed.note}")
+    return forms
+
+
+def _slim_outputs(bench: Workbench, forms: Forms, out: Path, *,
+                  latency: bool) -> dict[str, Any]:
+    """The measured forms as JSON; write the slimmed model."""
+    from pruneviz.output.model_files import save_slimmed
+
+    batch = latency_batch(bench.eval_data, 64)
     result: dict[str, Any] = {"slim": forms.slimmed.to_dict(),
                               "sparse_deployed": forms.sparse.to_dict()}
     if forms.slim_differs:  # by design not the masked model: measured on its own

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from pruneviz.cli.evaluate import measure
 from pruneviz.cli.options import read_plan_file
 from pruneviz.errors import PrunevizError
+from pruneviz.output.json_safe import safe_json
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency,
                            force=args.force, inputs=run_inputs(bench, args))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(safe_json(result.to_dict()))
     else:
         print(result.status)
         for check in result.checks:

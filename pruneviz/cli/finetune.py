@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
 import os
 import signal
 import sys
@@ -39,6 +38,7 @@ from pruneviz.data.sources import source_from_args
 from pruneviz.errors import PrunevizError
 from pruneviz.measure.metrics import evaluate
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.output.json_safe import safe_json
 from pruneviz.workflows.finetune import (
     FinetuneRecipe,
     PruneSpec,
@@ -281,8 +281,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     files = {
         "weights.safetensors": dense_bytes(state),
         "weights.sparse.safetensors": sparse_bytes(state),
-        "history.json": json.dumps(result.to_dict(), indent=2).encode(),
-        "report.json": json.dumps(report, indent=2).encode(),
+        "history.json": safe_json(result.to_dict()).encode(),
+        "report.json": safe_json(report).encode(),
     }
     write_files(bench, out, files, args)
     code = 0
@@ -293,7 +293,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.json:
         written = {name: str(out / name) for name in files}
-        print(json.dumps({**report, "written": written}, indent=2))
+        print(safe_json({**report, "written": written}))
         return code
     name = before.metric_name
     print(f"model     {bench.name}")

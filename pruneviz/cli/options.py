@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pruneviz.core.granularity import Granularity
-from pruneviz.core.plan import GlobalPlan, Plan
+from pruneviz.core.plan import Plan
 from pruneviz.data.sources import Source
 from pruneviz.errors import PlanError, PrunevizError
 from pruneviz.workflows.allocation import (
@@ -142,11 +142,11 @@ def plan_for(
         return file_plan, {}
     if args.sparsity is None:
         return Plan(), {}
-    if args.scope == "global":
-        section = GlobalPlan(args.granularity, args.criterion, sparsity=args.sparsity,
-                             max_layer_sparsity=args.max_layer_sparsity)
-        return session.stamp(Plan(global_=section)), {}
-    plan, skipped = session.uniform_plan(args.sparsity, args.granularity, args.criterion)
+    if args.scope == "global":  # layers that cannot take part are skipped, as locally
+        plan, skipped = session.global_plan(args.sparsity, args.granularity, args.criterion,
+                                            args.max_layer_sparsity)
+    else:
+        plan, skipped = session.uniform_plan(args.sparsity, args.granularity, args.criterion)
     if plan.is_empty and skipped:
         refuse_unprunable(bench, args, skipped)
     return plan, skipped

@@ -4,7 +4,6 @@ writing files into the output folder."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from pruneviz.errors import PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.timing import Speedup
 from pruneviz.output.folders import MANIFEST, check_target, manifest_bytes
+from pruneviz.output.json_safe import safe_json
 from pruneviz.output.model_files import write_atomic
 from pruneviz.workflows.allocation import (
     BudgetKind,
@@ -68,7 +68,7 @@ def emit(args: argparse.Namespace, report: Report, baseline: Report,
                            if k not in ("layers", "plan")}
         out["skipped_layers"] = skipped
         out.update(extra or {})
-        print(json.dumps(out, indent=2))
+        print(safe_json(out))
     else:
         _print_report(report, baseline, skipped)
         for line in summary:

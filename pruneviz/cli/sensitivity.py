@@ -4,7 +4,6 @@ ranked table or JSON."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pruneviz.cli.options import (
 from pruneviz.core.granularity import Granularity
 from pruneviz.data.sources import source_from_args
 from pruneviz.errors import PrunevizError
+from pruneviz.output.json_safe import safe_json
 from pruneviz.workflows.sensitivity import Point, SensitivityResult, SensitivityRun
 from pruneviz.workflows.workbench import Workbench
 
@@ -91,7 +91,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     result = run_sensitivity(bench, args.granularity, args.criterion, levels,
                               progress=not args.json)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(safe_json(result.to_dict()))
     else:
         _print_sensitivity(result)
     return 0

@@ -24,6 +24,7 @@ from pruneviz.core import recurrent
 from pruneviz.core.attention import SlimAttention
 from pruneviz.core.heads import AttentionSpec, find_attention, head_members
 from pruneviz.core.layers import PrunableLayer
+from pruneviz.core.reach import trace_reach
 from pruneviz.core.width import (
     NORMS,
     norm_unsupported,
@@ -98,6 +99,17 @@ class Group:
 
 
 def output_modules(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> set[str]:
+    """Modules whose channels are the model's output: found through the traced autograd
+    graph (`reach.trace_reach`), whatever weight-free functions follow them (flatten,
+    softmax, log_softmax, reshape, functional pooling); by forward hooks that look
+    through weight-free modules only when the outputs carry no graph."""
+    reach = trace_reach(model, example)
+    if reach.traced:
+        return set(reach.outputs)
+    return _output_modules_by_hooks(model, example)
+
+
+def _output_modules_by_hooks(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> set[str]:
     """Modules whose output is (part of) the model's output, looking through modules
     without parameters (a final Sigmoid, Flatten or Dropout) to the layer behind them."""
     produced: dict[int, tuple[Tensor, str]] = {}
@@ -304,7 +316,7 @@ def _attention_groups(model: nn.Module, layers: list[PrunableLayer], first_id: i
         root = proj_layers[0]
         assert root is not None
         groups.append(Group(first_id + len(groups), root, mha.num_heads, tuple(members),
-                            None, "head", f"{name} (nn.MultiheadAttention): {mha.num_heads} "
+                            None, "head", note=f"{name} (nn.MultiheadAttention): {mha.num_heads} "
                             f"heads of {d}"))
     weight_layer = {layer.module_name: layer.name for layer in layers
                     if layer.param_name == "weight"}

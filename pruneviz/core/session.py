@@ -24,7 +24,7 @@ import copy
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +44,8 @@ from pruneviz.core.layers import (
     fingerprint,
     values_key,
 )
-from pruneviz.core.plan import LayerPlan, Plan
+from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.core.reach import dead_layers, unused_reason
 from pruneviz.core.results import LayerResult, deciding_group, layer_result, removed_result
 from pruneviz.core.scores import ScoreTable
 from pruneviz.core.scoring import LayerScorer
@@ -101,7 +102,8 @@ class PruningSession:
         if graph is None:
             layers = find_prunable_layers(self.model, example_input)
             groups, note = find_groups(self.model, example_input, layers)
-            graph = _Graph(layers, groups, note, output_layers(self.model, example_input, layers))
+            graph = _Graph(layers, groups, note, output_layers(self.model, example_input, layers),
+                           dead_layers(self.model, example_input, layers))
             if share_originals:  # the caller keeps `model` unchanged: its graph holds
                 _remember(model, example_input, graph)
         self.layers: list[PrunableLayer] = list(graph.layers)
@@ -110,6 +112,8 @@ class PruningSession:
         self._params = dict(self.model.named_parameters())
         self.groups, self.graph_note = list(graph.groups), graph.note
         self.output_layers = set(graph.output_layers)
+        # Layers whose output never reaches the model's output (an unused pooler).
+        self.dead_layers = set(graph.dead_layers)
         self._coupled = CoupledGroups(
             self.groups, self.layer_by_name,
             {n: tuple(p.shape) for n, p in self._params.items()}, self.output_layers)
@@ -205,7 +209,10 @@ class PruningSession:
         return self._scorer.scores(layer, granularity, criterion)
 
     def unsupported(self, layer: str, granularity: Granularity, criterion: str) -> str | None:
-        """Why `layer` cannot be pruned at `granularity` by `criterion`, or None if it can."""
+        """Why `layer` cannot be pruned at `granularity` by `criterion`, or None if it can
+        (an unused layer, whose output does not reach the model's output, never can)."""
+        if layer in self.dead_layers:
+            return unused_reason(layer)
         return self._scorer.unsupported(layer, granularity, criterion)
 
     def group_of(self, layer: str, granularity: Granularity = Granularity.FILTER) -> Group | None:
@@ -245,6 +252,25 @@ class PruningSession:
                 skipped[name] = reason
         plan = Plan({n: entry for n in self.layer_names if n not in skipped})
         return self.stamp(plan), skipped
+
+    def global_plan(
+        self, sparsity: float, granularity: Granularity | str = Granularity.UNSTRUCTURED,
+        criterion: str = "l1", max_layer_sparsity: float | None = None,
+    ) -> tuple[Plan, dict[str, str]]:
+        """One ranking across every layer that supports it, to `sparsity` in all; the
+        others left out with the reason (as `uniform_plan` skips them)."""
+        g = parse_granularity(granularity)
+        skipped = {}
+        for name in self.layer_names:
+            reason = self.unsupported(name, g, criterion)
+            if reason is not None:
+                skipped[name] = reason
+        members = tuple(n for n in self.layer_names if n not in skipped)
+        if not members:
+            return self.stamp(Plan()), skipped
+        section = GlobalPlan(g, criterion, sparsity=sparsity, layers=members,
+                             max_layer_sparsity=max_layer_sparsity)
+        return self.stamp(Plan(global_=section)), skipped
 
     # -- blocks (BlockSwap) --------------------------------------------------------------
     def blocks(self) -> list[Block]:
@@ -460,6 +486,7 @@ class _Graph:
     groups: list[Group]
     note: str | None
     output_layers: set[str]
+    dead_layers: set[str] = field(default_factory=set)
 
 
 # Traced graphs of models whose owner keeps them unchanged (share_originals), per model

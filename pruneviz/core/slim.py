@@ -18,8 +18,12 @@ says so, norm by norm; callers measure the slimmed model on its own then.
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,22 +40,37 @@ from pruneviz.core.width import (
 )
 from pruneviz.errors import ModelError
 
+# Largest output difference a slim may have from the masked model, relative to the largest
+# output magnitude (at least 1): float sums in another order, nothing more.
+SLIM_TOLERANCE = 1e-4
+# Samples the layers are compared on when a slim does not match (hooks keep every output).
+_DIAGNOSE_SAMPLES = 8
+
+
+class SlimMismatchError(ModelError):
+    """The slimmed model does not compute what the masked model computes."""
+
 
 @dataclass(frozen=True)
 class SlimResult:
-    """The slimmed model and what was removed."""
+    """The slimmed model and what was removed.
+
+    `differs`: why the slimmed model is by design not expected to compute what the masked
+    one does (a LayerNorm whose statistics change with the width), one reason each; empty
+    means it was checked to match the masked model within SLIM_TOLERANCE.
+    """
 
     model: nn.Module
     removed: dict[str, int]  # layer name -> output structures (rows, filters) removed
     params: int
     seconds: float
-    # Why the slimmed model is by design not expected to compute what the masked one does
-    # (one reason per norm whose statistics change); empty: it must match the masked model.
     differs: tuple[str, ...] = ()
 
 
 def _check_slimmable(session: PruningSession) -> None:
     for name in session.uncoupled_structured():
+        if name in session.dead_layers:
+            continue  # unused: its zeros stay, nothing the model returns depends on them
         layer = session.layer_by_name[name]
         raise ModelError(
             f"layer {name!r} ({layer.type}) has filter/channel pruning that is not part of "
@@ -99,12 +118,17 @@ def _check_runs(session: PruningSession, model: nn.Module) -> None:
     with eval_mode(session.model), torch.inference_mode():
         expected = session.model(*args)
         try:
-            got = model(*args)
+            with _running(model) as stack:
+                got = model(*args)
         except Exception as exc:
+            where = (f" in {stack[-1]!r} ({type(dict(model.named_modules())[stack[-1]]).__name__})"
+                     if stack else "")
             raise ModelError(
-                f"the slimmed model does not run ({type(exc).__name__}: {exc}); its forward "
-                "probably has a channel count written into it (such as x.view(-1, 8, 2, 2)): "
-                "compute it from the tensor (x.view(x.shape[0], -1, 2, 2)) to slim this model"
+                f"the slimmed model does not run{where} ({type(exc).__name__}: {exc}); its "
+                "forward probably has a channel or head count written into it (such as "
+                "x.view(-1, 8, 2, 2), or a reshape into heads of fixed size): compute it from "
+                "the tensor (x.view(x.shape[0], -1, 2, 2)), or leave that layer's channels "
+                "unpruned, to slim this model"
             ) from exc
     shapes = [tuple(t.shape) for t in (expected, got)]
     if isinstance(expected, Tensor) and isinstance(got, Tensor) and shapes[0] != shapes[1]:
@@ -115,9 +139,48 @@ def _check_runs(session: PruningSession, model: nn.Module) -> None:
         )
 
 
-def slim(session: PruningSession) -> SlimResult:
+@contextmanager
+def _running(model: nn.Module) -> Iterator[list[str]]:
+    """The names of the modules whose forward has started and not yet returned (after a
+    failure: the innermost last)."""
+    stack: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        handles.append(module.register_forward_pre_hook(_enter(stack, name)))
+        handles.append(module.register_forward_hook(_leave(stack, name)))
+    try:
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _enter(stack: list[str], name: str) -> Any:
+    def hook(module: nn.Module, inputs: Any) -> None:
+        stack.append(name)
+
+    return hook
+
+
+def _leave(stack: list[str], name: str) -> Any:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if stack and stack[-1] == name:
+            stack.pop()
+
+    return hook
+
+
+def slim(session: PruningSession, data: Tensor | tuple[Tensor, ...] | None = None,
+         ) -> SlimResult:
     """A new model with the session's pruned channel units removed (the session's model
-    is not changed)."""
+    is not changed), checked on `data` (the evaluation data; default the session's
+    example input) to compute what the masked model computes.
+
+    Raises SlimMismatchError, naming the layers where the two first part, when the
+    outputs differ by more than SLIM_TOLERANCE and the result declares no reason why
+    they should (`SlimResult.differs`)."""
     _check_slimmable(session)
     start = time.perf_counter()
     model = copy.deepcopy(session.model)
@@ -169,6 +232,8 @@ def slim(session: PruningSession) -> SlimResult:
     _follow_widths(session, model)
     model.eval()
     _check_runs(session, model)
+    if not differs:
+        check_equivalent(session, model, session.example_input if data is None else data)
     params = sum(p.numel() for p in model.parameters())
     return SlimResult(model, removed, params, time.perf_counter() - start, differs)
 
@@ -208,9 +273,186 @@ def slim_differs(session: PruningSession) -> tuple[str, ...]:
     return tuple(reasons.values())
 
 
+def _outputs(model: nn.Module, data: Tensor | tuple[Tensor, ...]) -> list[Tensor]:
+    with eval_mode(model), torch.inference_mode():
+        out = model(*data) if isinstance(data, tuple) else model(data)
+    return list(_flat(out))
+
+
+def _flat(value: Any) -> Iterator[Tensor]:
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _flat(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _flat(item)
+
+
+def _tolerance(reference: Tensor) -> float:
+    scale = float(reference.abs().max()) if reference.numel() else 0.0
+    return SLIM_TOLERANCE * max(1.0, scale if math.isfinite(scale) else 1.0)
+
+
+def _difference(a: Tensor, b: Tensor) -> float:
+    """Largest absolute difference (inf where one is finite and the other is not)."""
+    if a.numel() == 0:
+        return 0.0
+    a, b = a.double(), b.double()
+    both = torch.isfinite(a) & torch.isfinite(b)
+    if not bool(torch.equal(torch.isfinite(a), torch.isfinite(b))):
+        return float("inf")
+    return float((a[both] - b[both]).abs().max()) if bool(both.any()) else 0.0
+
+
+def check_equivalent(session: PruningSession, slimmed: nn.Module,
+                     data: Tensor | tuple[Tensor, ...]) -> float:
+    """The largest output difference between the masked model and `slimmed` on `data`;
+    SlimMismatchError naming the first diverging layers when beyond SLIM_TOLERANCE."""
+    masked_out, slim_out = _outputs(session.model, data), _outputs(slimmed, data)
+    worst = 0.0
+    for expected, got in zip(masked_out, slim_out, strict=False):
+        if expected.shape != got.shape:
+            raise SlimMismatchError(
+                f"the slimmed model returns shape {tuple(got.shape)} where the masked model "
+                f"returns {tuple(expected.shape)}; nothing was written")
+        diff = _difference(expected, got)
+        worst = max(worst, diff)
+        tolerance = _tolerance(expected)
+        if diff > tolerance:
+            samples = len(data[0]) if isinstance(data, tuple) else len(data)
+            raise SlimMismatchError(
+                f"the slimmed model does not compute what the masked model computes: outputs "
+                f"differ by up to {diff:.3g} (tolerance {tolerance:.1g}) on {samples:,} "
+                f"evaluation inputs; {_locate(session, slimmed, data)}. The slimmed model "
+                "was not kept: leave those layers' channels unpruned (or prune them "
+                "unstructured) to slim this model")
+    return worst
+
+
 def _what(kind: str) -> str:
     return {"heads": "heads", "rnn": "hidden units", "rnn_in": "input features",
             "embed": "embedding columns", "param": "entries"}.get(kind, "channels")
+
+
+@dataclass
+class _Call:
+    """One module's forward call: its tensor inputs and outputs."""
+
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
+
+def _record(model: nn.Module, data: Tensor | tuple[Tensor, ...]
+            ) -> tuple[dict[str, list[_Call]], list[str]]:
+    """Every named module's calls on `data`, and the modules in the order they started."""
+    calls: dict[str, list[_Call]] = {}
+    order: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        handles.append(module.register_forward_pre_hook(_enter(order, name)))
+        handles.append(module.register_forward_hook(_keep_call(calls, name)))
+    try:
+        _outputs(model, data)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls, list(dict.fromkeys(order))
+
+
+def _keep_call(calls: dict[str, list[_Call]], name: str) -> Any:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        calls.setdefault(name, []).append(_Call(list(_flat(inputs)), list(_flat(output))))
+
+    return hook
+
+
+def _removed_sets(session: PruningSession) -> dict[tuple[str, str], set[int]]:
+    """(module, "in"/"out") -> the channel indices the plan removes there."""
+    removed: dict[tuple[str, str], set[int]] = {}
+    for gid, units in session.pruned_units().items():
+        pruned = set(units)
+        for m in session.groups[gid].members:
+            idxs = {i for i, r in zip(m.idxs, m.root, strict=True) if r in pruned}
+            sides = ("in", "out") if m.kind == "norm" else (m.kind,)
+            for side in sides:
+                if idxs and side in ("in", "out"):
+                    removed.setdefault((m.module, side), set()).update(idxs)
+    return removed
+
+
+def _locate(session: PruningSession, slimmed: nn.Module,
+            data: Tensor | tuple[Tensor, ...]) -> str:
+    """Where the slimmed model first parts from the masked one: the innermost modules
+    whose inputs agree on the kept channels and whose outputs do not."""
+    few = (tuple(t[:_DIAGNOSE_SAMPLES] for t in data) if isinstance(data, tuple)
+           else data[:_DIAGNOSE_SAMPLES])
+    masked_calls, order = _record(session.model, few)
+    slim_calls, _ = _record(slimmed, few)
+    removed = _removed_sets(session)
+    known: dict[int, set[int]] = {}  # id of a masked-model tensor -> channels removed from it
+    modules = dict(session.model.named_modules())
+    for name, calls in masked_calls.items():
+        for call in calls:
+            if (name, "out") in removed:
+                for t in call.outputs:
+                    known[id(t)] = removed[(name, "out")]
+            if (name, "in") in removed and call.inputs:
+                known[id(call.inputs[0])] = removed[(name, "in")]
+    for _ in range(3):  # through weight-free layers that keep the shape (dropout, ReLU)
+        for name in reversed(order):
+            module = modules[name]
+            if any(True for _ in module.parameters()) or any(True for _ in module.children()):
+                continue
+            for call in masked_calls.get(name, []):
+                if call.inputs and call.outputs and \
+                        call.inputs[0].shape == call.outputs[0].shape:
+                    a, b = id(call.inputs[0]), id(call.outputs[0])
+                    if a in known or b in known:
+                        known.setdefault(a, known.get(b, set()))
+                        known.setdefault(b, known[a])
+    candidates = [set(r) for r in removed.values()]
+
+    def diverges(m: Tensor, t: Tensor) -> bool | None:
+        """Whether two tensors differ on the kept channels (None: cannot be compared)."""
+        if m.shape == t.shape:
+            return _difference(m, t) > _tolerance(m)
+        if m.dim() != t.dim():
+            return None
+        dims = [d for d in range(m.dim()) if m.shape[d] != t.shape[d]]
+        if len(dims) != 1:
+            return None
+        d, size = dims[0], m.shape[dims[0]]
+        options = [known[id(m)]] if id(m) in known else candidates
+        kept = {tuple(i for i in range(size) if i not in r) for r in options}
+        kept = {k for k in kept if len(k) == t.shape[d]}
+        if len(kept) != 1:
+            return None
+        index = torch.tensor(next(iter(kept)), dtype=torch.long)
+        part = m.index_select(d, index)
+        return _difference(part, t) > _tolerance(part)
+
+    bad: list[str] = []
+    for name in order:
+        pairs = list(zip(masked_calls.get(name, []), slim_calls.get(name, []), strict=False))
+        for call, other in pairs:
+            ins = [diverges(a, b) for a, b in zip(call.inputs, other.inputs, strict=False)]
+            outs = [diverges(a, b) for a, b in zip(call.outputs, other.outputs, strict=False)]
+            if any(outs) and not any(ins):
+                bad.append(name)
+                break
+    innermost = [n for n in bad if not any(o.startswith(n + ".") for o in bad)]
+    if not innermost:
+        return ("the layers responsible could not be located (their outputs cannot be "
+                "matched channel by channel)")
+    named = [f"{n} ({type(modules[n]).__name__})" for n in innermost[:4]]
+    more = f" and {len(innermost) - 4} more" if len(innermost) > 4 else ""
+    return (f"the masked and slimmed models first part in {', '.join(named)}{more}: inputs "
+            "agree on the kept channels, outputs do not (its forward computes with a count "
+            "that removing channels changed, such as a reshape into attention heads)")
 
 
 def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:
@@ -222,4 +464,5 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:
     return float((out_a - out_b).abs().max())
 
 
-__all__ = ["SlimResult", "max_abs_diff", "slim", "slim_differs"]
+__all__ = ["SLIM_TOLERANCE", "SlimMismatchError", "SlimResult", "check_equivalent",
+           "max_abs_diff", "slim", "slim_differs"]

@@ -37,6 +37,9 @@ from pruneviz.measure.storage import FileSizes, dense_bytes
 from pruneviz.measure.timing import FASTER, Stop, Timing, time_against
 
 TOLERANCE = 1e-4  # largest output difference from the masked model a form may have
+# How a slimmed form's note starts when the slim by design computes another function
+# (`SlimResult.differs`): it is measured as it is, and never called equivalent.
+NOT_EQUIVALENT = "not the masked model, by design"
 
 
 def _form(session: PruningSession, form: str, *, params: int, macs: int, file_bytes: int,
@@ -69,12 +72,14 @@ def masked_form(session: PruningSession) -> Report:
 def slimmed_form(
     session: PruningSession, batch: Tensor, data: TensorData | None = None,
 ) -> tuple[Report, nn.Module | None, tuple[str, ...]]:
-    """The model with pruned channel units removed, or why it cannot be built; and why it
-    is by design not the masked model (`SlimResult.differs`; empty: it must match). Then,
+    """The model with pruned channel units removed, checked on `batch` (evaluation data)
+    to compute what the masked model computes, or why it cannot be built or kept (a
+    slim that does not match: slim.SlimMismatchError, naming the layers); and why it is
+    by design not the masked model (`SlimResult.differs`; empty: it must match). Then,
     with `data`, the slimmed model's own metric on it is the report's evaluation, and its
     note gives it next to the masked model's."""
     try:
-        result = slim(session)
+        result = slim(session, batch)
     except ModelError as exc:
         return _refused(session, "slimmed", str(exc)), None, ()
     model = result.model
@@ -98,7 +103,7 @@ def differs_note(differs: tuple[str, ...]) -> str:
     """What to say of a slimmed model that is by design not the masked one."""
     norms = [reason.split(" ")[0] for reason in differs]
     shown = ", ".join(norms[:3]) + (f" and {len(norms) - 3} more" if len(norms) > 3 else "")
-    return (f"not the masked model, by design: {shown} normalise over fewer channels once "
+    return (f"{NOT_EQUIVALENT}: {shown} normalise over fewer channels once "
             "the pruned ones are removed (a masked channel still counts in their statistics), "
             "so its outputs differ from the masked model's")
 
@@ -126,11 +131,17 @@ def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Modu
                  note=note), deployment.model
 
 
-def _usable(form: Report, tolerance: float = TOLERANCE, *, differs: bool = False) -> bool:
-    """Whether a form was built and computes what the masked model computes (or, with
-    `differs`, is by design a model of its own, measured as such)."""
-    return form.params > 0 and form.max_abs_diff is not None and \
-        (differs or form.max_abs_diff <= tolerance)
+def not_equivalent(form: Report) -> bool:
+    """Whether a form was built but by design computes another function than the masked
+    model (a slim whose `differs` is not empty): measured, never called equivalent."""
+    return form.params > 0 and any(note.startswith(NOT_EQUIVALENT) for note in form.notes)
+
+
+def _usable(form: Report, tolerance: float = TOLERANCE) -> bool:
+    """Whether a form was built and computes what the masked model computes (or is a
+    slim declared not equivalent, which is measured as it is)."""
+    return form.params > 0 and form.max_abs_diff is not None and (
+        form.max_abs_diff <= tolerance or not_equivalent(form))
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,7 @@ def measure_forms(session: PruningSession, batch: Tensor, *, latency: bool = Tru
     if not latency:
         return Forms(reports, slim_model, slim_differs=differs)
     timed = [(i, model) for i, model in ((1, slim_model), (2, sparse_model))
-             if model is not None and _usable(reports[i], differs=i == 1 and bool(differs))]
+             if model is not None and _usable(reports[i])]
     timing = time_against([model for _, model in timed], session.model, batch, runs=runs,
                           stop=stop)
     reports[0] = replace(masked, latency=timing.reference)

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
+from pruneviz.core.slim import SlimMismatchError
 from pruneviz.core.slim import slim as slim_session
 from pruneviz.data.sources import input_files
 from pruneviz.errors import ModelError, PrunevizError
@@ -247,37 +248,50 @@ def _structured(plan: Plan) -> bool:
     return bool(plan.blocks) or any(g.structured for g in granularities)
 
 
-def _slimmed(bench: Workbench, want: bool | None) -> tuple[nn.Module | None, str]:
-    """The slimmed model (or None) and what the report says about it."""
+def _slimmed(bench: Workbench, want: bool | None, *,
+             preview: bool = False) -> tuple[nn.Module | None, str, tuple[str, ...]]:
+    """The slimmed model (or None), what the report says about it, and why it is by
+    design not the masked model's function (SlimResult.differs); checked on the
+    evaluation data. A slim that does not compute what the masked model computes fails
+    the export (SlimMismatchError) whatever `want` is, unless `want` is False; with
+    `preview` it is only said."""
     session = bench.session
     if want is False:
-        return None, "No slimmed model was written: the export was asked not to."
+        return None, "No slimmed model was written: the export was asked not to.", ()
     if want is None and not _structured(session.plan):
         return None, (
             "No slimmed model was written: the plan prunes single weights (unstructured or "
             "N:M), which keeps every tensor's shape, so there is no structure to remove; the "
-            "sparse file (weights.sparse.safetensors) is what shrinks.")
+            "sparse file (weights.sparse.safetensors) is what shrinks."), ()
     try:
-        result = slim_session(session)
+        result = slim_session(session, bench.eval_data.x)
+    except SlimMismatchError as exc:
+        if preview:
+            return None, f"No slimmed model can be written, and the export will fail: {exc}", ()
+        raise SlimMismatchError(
+            f"cannot export: {exc}. Export without a slimmed model (--no-slim; on the Export "
+            "page, do not ask for one) to write the masked model only") from None
     except ModelError as exc:
         if want:
             raise ModelError(f"cannot write a slimmed model: {exc}") from None
-        return None, f"No slimmed model was written: {exc}"
+        return None, f"No slimmed model was written: {exc}", ()
     if not result.removed and not session.removed_blocks():
         if want:
             raise ModelError("cannot write a slimmed model: the plan removes no coupled "
                              "channels and no blocks; use filter or channel pruning")
         return None, ("No slimmed model was written: the plan removes no coupled channels "
-                      "and no blocks, so it would have the masked model's shapes.")
+                      "and no blocks, so it would have the masked model's shapes."), ()
     total = sum(p.numel() for p in bench.pristine.parameters())
     parts = [f"{name} -{count}" for name, count in sorted(result.removed.items())]
     parts += [f"{block} removed" for block in session.removed_blocks()]
     base = "" if bench.name.startswith("sample:") else \
         ", base_model=<your model, as loaded>"
+    differs = (f" Measured, not equivalent to the masked model, by design: "
+               f"{'; '.join(result.differs)}." if result.differs else "")
     return result.model, (
         f"slim/ holds the slimmed model: {result.params:,} parameters instead of {total:,} "
         f"({'; '.join(parts)}). Rebuild it with pruneviz.output.model_files.load_slimmed("
-        f"'slim/slim.json', 'slim/slim.safetensors'{base}).")
+        f"'slim/slim.json', 'slim/slim.safetensors'{base}).{differs}"), result.differs
 
 
 def _what(bench: Workbench, name: str) -> str:
@@ -344,7 +358,7 @@ def export_preview(bench: Workbench, *, slim: bool | None = None) -> ExportPrevi
     """The files an export of the workbench's current plan would write, and why a slimmed
     model would or would not be among them."""
     base = _base_state(bench) is not None
-    slim_model, slim_note = _slimmed(bench, False if slim is False else None)
+    slim_model, slim_note, _ = _slimmed(bench, False if slim is False else None, preview=True)
     if slim and slim_model is None:
         slim_note += " (the export was asked for one: it will fail)"
     names = [WEIGHTS, SPARSE, PLAN, *([BASE] if base else []),
@@ -387,13 +401,15 @@ def export_bundle(
     not raise: the result's `passed` is False and the report says FAILED.
     """
     start = time.perf_counter()
+    # The slim is built and checked first: one that does not compute what the masked
+    # model computes fails the export before the folder is even made.
+    slim_model, slim_note, differs = _slimmed(bench, slim)
     out = prepare_folder(out)
     session = bench.session
     plan = session.stamp(session.plan)
     report = bench.meter.report(latency=latency)
     state = session.model.state_dict()
     base = _base_state(bench)
-    slim_model, slim_note = _slimmed(bench, slim)
     files: dict[str, bytes] = {
         WEIGHTS: dense_bytes(state),
         SPARSE: sparse_bytes(state),
@@ -420,8 +436,8 @@ def export_bundle(
     written = _write(out, files)
     _remove_stale(out, written)
     command = reproduce_command(bench, base is not None)
-    checks = tuple(verify_bundle(bench, out, slim_model=slim_model, command=command,
-                                 written=set(written)))
+    checks = tuple(verify_bundle(bench, out, slim_model=slim_model, slim_differs=differs,
+                                 command=command, written=set(written)))
 
     rows = layer_rows(session)
     file_rows = [FileRow(name, len(data), _what(bench, name)) for name, data in files.items()]

@@ -25,7 +25,7 @@ from pruneviz.core.layers import eval_mode
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import slim as slim_session
-from pruneviz.core.slim import slim_differs
+from pruneviz.core.slim import slim_differs as differs_of
 from pruneviz.data.samples import get_spec
 from pruneviz.data.sources import source_options
 from pruneviz.errors import ModelError
@@ -184,6 +184,11 @@ def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tens
             f"model: {diff:.3g}; {own.metric_name} of the slimmed model on {own.samples:,} "
             f"eval samples: {own.metric:.4g} (masked model: {then.metric:.4g})")]
     tolerance = SLIM_TOLERANCE * max(1.0, float(masked.abs().max()) if masked.numel() else 1.0)
+    if differs:  # by design another function: measured, never called equivalent
+        return [first, Check(
+            "slimmed model measured, not equivalent to the masked model", True,
+            f"by design: {'; '.join(differs)}; largest output difference from the in-app "
+            f"(masked) model on {len(x):,} eval samples: {diff:.3g}")]
     second = Check("slimmed model computes what the masked model computes",
                    diff <= tolerance,
                    f"largest output difference from the in-app (masked) model on {len(x):,} "
@@ -193,12 +198,14 @@ def _check_slim(bench: Workbench, out: Path, slim_model: nn.Module, masked: Tens
 
 
 def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None = None,
-                  command: str | None = None, written: Collection[str] | None = None
-                  ) -> list[Check]:
+                  command: str | None = None, written: Collection[str] | None = None,
+                  slim_differs: tuple[str, ...] = ()) -> list[Check]:
     """Check the files in `out` against the workbench's current model (never raises).
 
     With `slim_model` (the slimmed model in memory), slim/ must be there and rebuild it;
     without it, slim/ is checked against a fresh slim of the session when present.
+    `slim_differs`: why the slim is by design not the masked model's function
+    (SlimResult.differs): then it is measured, and never checked as equivalent.
     `written` names the files the export wrote (None: whatever is in `out`): a file of
     the same name left beside them (written with --force) is not taken for the bundle's.
     """
@@ -214,11 +221,13 @@ def verify_bundle(bench: Workbench, out: Path, *, slim_model: nn.Module | None =
               _check_plan(bench, out, command, with_base=present(BASE))]
     if slim_model is None and present(SLIM_CARD):
         try:
-            slim_model = slim_session(bench.session).model
+            result = slim_session(bench.session, x)
+            slim_model, slim_differs = result.model, result.differs
         except ModelError as exc:
             checks.append(_failed("slimmed model reloads from slim/", exc))
     if slim_model is not None:
-        checks += _check_slim(bench, out, slim_model, masked, x, slim_differs(bench.session))
+        checks += _check_slim(bench, out, slim_model, masked, x,
+                              slim_differs or differs_of(bench.session))
     return checks
 
 

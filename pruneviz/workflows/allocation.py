@@ -33,7 +33,7 @@ from typing import Any
 from torch import Tensor
 
 from pruneviz.core.granularity import Granularity, parse_granularity
-from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.errors import PlanError
 from pruneviz.measure.forms import measure_forms
@@ -393,9 +393,8 @@ def method_family(
         def family(knob: float) -> Plan:
             return session.uniform_plan(knob * cap, g, criterion)[0]
     elif method is Method.GLOBAL:
-        def family(knob: float) -> Plan:
-            return Plan(global_=GlobalPlan(g, criterion, sparsity=knob * cap,
-                                           max_layer_sparsity=cap))
+        def family(knob: float) -> Plan:  # unsupported and unused layers left out
+            return session.global_plan(knob * cap, g, criterion, cap)[0]
     elif method is Method.OWL:
         ratios = outlier_ratios(session)
         owl = _owl_family(session, g, criterion, cap, ratios)

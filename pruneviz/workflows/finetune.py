@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneviz.core.granularity import Granularity, parse_granularity
-from pruneviz.core.plan import GlobalPlan, Plan
+from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
@@ -112,9 +112,8 @@ class PruneSpec:
 
     def plan(self, session: PruningSession, sparsity: float) -> Plan:
         if self.scope == "global":
-            return session.stamp(Plan(global_=GlobalPlan(
-                self.granularity, self.criterion, sparsity=sparsity,
-                max_layer_sparsity=self.max_layer_sparsity)))
+            return session.global_plan(sparsity, self.granularity, self.criterion,
+                                       self.max_layer_sparsity)[0]
         return session.uniform_plan(sparsity, self.granularity, self.criterion)[0]
 
 
