@@ -33,6 +33,9 @@ class SlimResult:
     removed: dict[str, int]  # layer name -> output structures (rows, filters) removed
     params: int
     seconds: float
+    # Why the slimmed model is by design not expected to compute what the masked one does
+    # (human-readable); empty: it must match the masked model.
+    differs: tuple[str, ...] = ()
 
 
 def _check_slimmable(session: PruningSession) -> None:
