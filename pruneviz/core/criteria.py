@@ -473,9 +473,10 @@ def taylor(inputs: ScoreInputs) -> Tensor:
 
 
 def ablation(inputs: ScoreInputs) -> Tensor:
-    """Measured ablation: per attention head, the increase of the calibration loss when that
-    head alone is masked (Michel et al. 2019, "Are Sixteen Heads Really Better than One?").
+    """Measured ablation: the calibration loss increase with one attention head alone masked.
 
+    Per head unit, loss(head masked) - loss(unmasked) on the calibration batches, every
+    other head kept (Michel et al. 2019, "Are Sixteen Heads Really Better than One?").
     Exact, not a first-order estimate: where the calibration targets are the unpruned
     model's own outputs (an embedding model regressed onto its own hidden states, with no
     labels), the loss is at its minimum, every gradient is 0 and `taylor` scores all 0;
@@ -660,9 +661,9 @@ for _name, _fn, _unstructured, _data in (
     ("lsh", lsh_redundancy, False, False),
 ):
     register_criterion(_name, _fn, unstructured=_unstructured, needs_data=_data)
-register_criterion("ablation", ablation, unstructured=False, needs_data=True)
 register_criterion("wanda", wanda, unstructured=True, needs_data=True,
                    comparison=Comparison.ROW)
+register_criterion("ablation", ablation, unstructured=False, needs_data=True)
 
 __all__ = [
     "ABLATION_BATCHES", "CalibrationStats", "Comparison", "CriterionFn", "CriterionSpec",
