@@ -199,6 +199,29 @@ def test_bert_heads_are_pruned_as_heads_by_measured_importance(
     assert not at.error, [e.value for e in at.error]
 
 
+def test_bert_heads_are_pruned_by_ablation_and_other_layers_say_why_not(
+        monkeypatch: pytest.MonkeyPatch, fixture_data: dict[str, Path]) -> None:
+    at = start(monkeypatch, ["--model", f"{FIXTURES}/bert_classifier.py:build", "--data",
+                             str(fixture_data["bert_classifier"])], "app_pages/prune.py")
+    query = "bert.encoder.layer.0.attention.self.query"
+    ffn = "bert.encoder.layer.0.intermediate.dense"
+    at.selectbox(key=widget_key("gran", query)).set_value("filter").run()
+    assert "ablation" in at.selectbox(key=widget_key("crit", query)).options
+    at.selectbox(key=widget_key("crit", query)).set_value("ablation").run()
+    at.slider(key=widget_key("sp", query)).set_value(25).run()
+    assert not at.exception, at.exception
+    session = bench_of(at).session
+    group = session.group_of(query)
+    assert group is not None
+    assert len(session.pruned_units()[group.id]) == 1  # 1 of 4 heads, measured
+    assert session.plan.layers[query].criterion == "ablation"
+    at.selectbox(key=widget_key("gran", ffn)).set_value("filter").run()
+    at.selectbox(key=widget_key("crit", ffn)).set_value("ablation").run()
+    assert not at.exception, at.exception
+    assert any("measures whole attention heads" in w.value and "taylor" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+
+
 @pytest.mark.parametrize("subset", ["50", "5000"])
 def test_an_eval_subset_outside_the_input_range_is_shown_not_raised(
         monkeypatch: pytest.MonkeyPatch, user: dict[str, Path], subset: str) -> None:

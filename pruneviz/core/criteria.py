@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -258,6 +258,60 @@ def collect_calibration_stats(
 
 
 # ---------------------------------------------------------------------------------------
+# Measured ablation (for whole attention heads)
+# ---------------------------------------------------------------------------------------
+
+# Calibration batches an ablation measures on: each costs one forward per unit.
+ABLATION_BATCHES = 4
+
+# One slice a unit's mask zeroes: (parameter name, dimension, indices along it).
+Zeroed = tuple[str, int, Tensor]
+
+
+def ablation_scores(
+    model: nn.Module, units: Sequence[Sequence[Zeroed]], data: TensorData,
+    max_batches: int = ABLATION_BATCHES, batch_size: int = 64,
+) -> Tensor:
+    """Per unit, the mean over calibration batches of loss(unit masked) - loss(unmasked),
+    every other unit kept (float64, shape (len(units),)).
+
+    Unit u is masked by zeroing its slices `units[u]` in place, running the batch forward
+    and putting the values back (restored even if the forward fails). The unmasked loss of
+    a batch is computed once and reused for every unit, so the cost is
+    `batches * (1 + len(units))` forwards, under `torch.inference_mode` (no autograd).
+    The caller makes sure nothing else runs `model` meanwhile.
+    """
+    if len(data) == 0:
+        raise DataError("the calibration data is empty; data-driven criteria need samples")
+    params = dict(model.named_parameters())
+    increases = torch.zeros(len(units), dtype=torch.float64)
+    batches = 0
+    with eval_mode(model):
+        for x, y in data.batches(batch_size):
+            if batches >= max_batches:
+                break
+            with torch.inference_mode():
+                base = float(data.task.loss(model(x), y))
+            for u, slices in enumerate(units):
+                saved = []
+                try:
+                    with torch.no_grad():
+                        for name, dim, idx in slices:
+                            p = params[name]
+                            index = idx.to(p.device)
+                            saved.append((p, dim, index, p.index_select(dim, index)))
+                            p.index_fill_(dim, index, 0.0)
+                    with torch.inference_mode():
+                        increases[u] += float(data.task.loss(model(x), y)) - base
+                finally:
+                    with torch.no_grad():
+                        for p, dim, index, values in reversed(saved):
+                            p.index_copy_(dim, index, values)
+            batches += 1
+    return increases / max(1, batches)
+
+
+# ---------------------------------------------------------------------------------------
 # The criterion signature and registry
 # ---------------------------------------------------------------------------------------
 
@@ -416,6 +470,30 @@ def taylor(inputs: ScoreInputs) -> Tensor:
     """First-order Taylor: sum of |w * dL/dw| per structure (Molchanov et al. 2019)."""
     grad_w = inputs.stats().taylor[inputs.layer.name]
     return inputs.structures.vectors(grad_w).sum(dim=1)
+
+
+def ablation(inputs: ScoreInputs) -> Tensor:
+    """Measured ablation: the calibration loss increase with one attention head alone masked.
+
+    Per head unit, loss(head masked) - loss(unmasked) on the calibration batches, every
+    other head kept (Michel et al. 2019, "Are Sixteen Heads Really Better than One?").
+    Exact, not a first-order estimate: where the calibration targets are the unpruned
+    model's own outputs (an embedding model regressed onto its own hidden states, with no
+    labels), the loss is at its minimum, every gradient is 0 and `taylor` scores all 0;
+    ablation still measures what removing each head costs. It scores the head units of
+    attention groups (separate or fused q/k/v, grouped-query units, nn.MultiheadAttention;
+    `groups.CoupledGroups.scores` runs it through `ablation_scores`): one forward per head
+    per calibration batch (at most ABLATION_BATCHES batches, the unmasked forward reused),
+    so it costs `ABLATION_BATCHES * (heads + 1)` forwards per attention layer. A higher
+    score is a more important head; a negative one, a head whose removal lowers the loss.
+    Other layers (filters, neurons, channels: often hundreds or thousands per layer) are
+    not ablated one by one: this function is reached only for them and refuses them.
+    """
+    raise PlanError(
+        f"layer {inputs.layer.name!r}: criterion 'ablation' measures whole attention heads "
+        "(one masked forward per head and calibration batch) and does not score single "
+        "filters, neurons or channels; use taylor (measured gradients) or l2 for this layer"
+    )
 
 
 def _activation_stat(inputs: ScoreInputs, which: str) -> Tensor:
@@ -585,10 +663,12 @@ for _name, _fn, _unstructured, _data in (
     register_criterion(_name, _fn, unstructured=_unstructured, needs_data=_data)
 register_criterion("wanda", wanda, unstructured=True, needs_data=True,
                    comparison=Comparison.ROW)
+register_criterion("ablation", ablation, unstructured=False, needs_data=True)
 
 __all__ = [
-    "CalibrationStats", "Comparison", "CriterionFn", "CriterionSpec", "ScoreInputs",
-    "Structures", "collect_calibration_stats", "compares_rows", "compute_scores",
+    "ABLATION_BATCHES", "CalibrationStats", "Comparison", "CriterionFn", "CriterionSpec",
+    "ScoreInputs", "Structures", "Zeroed", "ablation_scores", "collect_calibration_stats",
+    "compares_rows", "compute_scores",
     "criterion_names", "get_criterion", "input_sq",
     "iter_criteria", "lsh_scores", "register_criterion", "simhash_buckets", "structures_for",
 ]

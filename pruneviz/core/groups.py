@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pruneviz.core.coupling import Group, Member
+from pruneviz.core.criteria import Zeroed
 from pruneviz.core.decide import Decision
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.heads import head_taylor
@@ -35,6 +36,9 @@ def _key(gid: int, member: Member) -> _Key:
 
 # A Linear layer's per-batch signed column sums of w * dL/dw (CalibrationStats.signed_in).
 SignedColumns = Callable[[str], Tensor | None]
+# Measures, per unit, the calibration loss increase when its slices are zeroed
+# (criteria.ablation_scores on the original model).
+Ablate = Callable[[Sequence[Sequence[Zeroed]]], Tensor]
 
 
 def inside(module: str, block: str) -> bool:
@@ -125,13 +129,15 @@ class CoupledGroups:
 
     def scores(self, gid: int, criterion: str, side: Granularity,
                layer_scores: LayerScores, signed_columns: SignedColumns | None = None,
-               ) -> ScoreTable:
+               ablate: Ablate | None = None) -> ScoreTable:
         """A group's channel importance from its members on one side (see `combine`),
         cached; `layer_scores` gives a member layer's own table.
 
         Attention heads under "taylor" are scored as whole heads, measured: the loss
         change a head's removal causes to first order (`heads.head_taylor`, from
-        `signed_columns` of the output projection), the same table for either side."""
+        `signed_columns` of the output projection), the same table for either side. Under
+        "ablation" they are scored by `ablate`: the loss increase measured with each head
+        alone masked (`criteria.ablation`)."""
         key = (gid, criterion, side)
         if key not in self._tables:
             g = self.groups[gid]
@@ -144,6 +150,11 @@ class CoupledGroups:
                     self._tables[key] = ScoreTable.of_scores(
                         head_taylor(signed, out.idxs, out.root, g.size).float())
                     return self._tables[key]
+            if g.unit == "head" and criterion == "ablation" and ablate is not None:
+                table = ScoreTable.of_scores(ablate(self.unit_slices(g)).float())
+                for either in (Granularity.FILTER, Granularity.CHANNEL):  # measured once
+                    self._tables[(gid, criterion, either)] = table
+                return table
             kind = "out" if side is Granularity.FILTER else "in"
             parts: list[Tensor] = []
             reasons = []
@@ -163,6 +174,25 @@ class CoupledGroups:
                 )
             self._tables[key] = ScoreTable.of_scores(combine(parts).float())
         return self._tables[key]
+
+    def unit_slices(self, group: Group) -> list[list[Zeroed]]:
+        """Per unit of `group`, the weight and bias slices its mask zeroes: the members'
+        output rows (with their bias entries) and input columns that go with the unit."""
+        units: list[list[Zeroed]] = [[] for _ in range(group.size)]
+        for m in group.members:
+            if m.kind not in ("out", "in") or not m.layer:
+                continue
+            layer = self._layers[m.layer]
+            idxs, roots = torch.tensor(m.idxs), torch.tensor(m.root)
+            for u in range(group.size):
+                own = idxs[roots == u]
+                if m.kind == "out":
+                    units[u].append((layer.weight, layer.out_dim, own))
+                    if layer.bias:
+                        units[u].append((layer.bias, 0, own))
+                else:
+                    units[u].append((layer.weight, layer.in_dim, own))
+        return units
 
     def forget_scores(self) -> None:
         """Drop the cached tables (the weights changed)."""

@@ -24,6 +24,8 @@ from pruneviz.core.criteria import (
     Comparison,
     ScoreInputs,
     Structures,
+    Zeroed,
+    ablation_scores,
     collect_calibration_stats,
     compute_scores,
     get_criterion,
@@ -93,7 +95,8 @@ class LayerScorer:
 
     def group_table(self, group: int, criterion: str, side: Granularity) -> ScoreTable:
         """A coupled group's channel importance from its members on one side."""
-        return self._coupled.scores(group, criterion, side, self.scores, self._signed_columns)
+        return self._coupled.scores(group, criterion, side, self.scores, self._signed_columns,
+                                    self._ablate)
 
     def _signed_columns(self, layer: str) -> Tensor | None:
         """A Linear's per-batch signed column sums of w * dL/dw (head Taylor); raises
@@ -103,6 +106,16 @@ class LayerScorer:
                 "criterion 'taylor' needs calibration data; create the session with "
                 "calibration=... or choose l1, l2, random, fpgm, lsh or bn_scale")
         return self._calibration_stats().signed_in.get(layer)
+
+    def _ablate(self, units: Sequence[Sequence[Zeroed]]) -> Tensor:
+        """Per unit, the calibration loss increase with its slices zeroed, measured on the
+        original model (criteria.ablation_scores); DataError without calibration data."""
+        if self._calibration is None:
+            raise DataError(
+                "criterion 'ablation' needs calibration data; create the session with "
+                "calibration=... or choose l1, l2, random, fpgm, lsh or bn_scale")
+        with self._originals_in_place():
+            return ablation_scores(self._model, units, self._calibration)
 
     def unit_weights(self, unit: str | Group, granularity: Granularity) -> int:
         """Weights one structure of a layer, or one unit of a group, holds."""
