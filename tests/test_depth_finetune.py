@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from fixtures import zoo
+from fixtures import apptest, zoo
+from fixtures.apptest import bench_of, rerun_while_running, workspace_of
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from pruneviz.app.keys import BENCH_ID_KEY, FINETUNE_WORKERS_KEY
+from pruneviz.app.worker import FinetuneWorker
 from pruneviz.cli import main
 from pruneviz.core.plan import Plan
 from pruneviz.core.slim import max_abs_diff, slim
@@ -34,6 +40,7 @@ from pruneviz.workflows.finetune import FinetuneRecipe, FinetuneResult, PruneSpe
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 from pruneviz.workflows.workbench import Workbench, build_workbench, load_weights, open_workbench
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sample:digits_resnet"
 BLOCK = "layer1"
 RECIPE = FinetuneRecipe(epochs=3, lr=1e-3)
@@ -72,6 +79,7 @@ def tuned() -> tuple[Workbench, Plan, EvalResult, FinetuneResult]:
     return bench, plan, oneshot, result
 
 
+@pytest.mark.slow
 def test_a_plan_removing_a_block_fine_tunes_and_recovers(
         tuned: tuple[Workbench, Plan, EvalResult, FinetuneResult]) -> None:
     bench, plan, oneshot, result = tuned
@@ -91,13 +99,15 @@ def test_a_plan_removing_a_block_fine_tunes_and_recovers(
         assert torch.equal(result.state[key], pristine[key]), key
     assert not torch.equal(result.state["fc.weight"], pristine["fc.weight"])
     # the plan's other masks were held: pruned entries exactly zero, none inside the block
-    assert result.masks and not any(k.startswith(BLOCK + ".") for k in result.masks)
+    assert result.masks
+    assert not any(k.startswith(BLOCK + ".") for k in result.masks)
     live = dict(bench.model.named_parameters())
     for name, keep in result.masks.items():
         assert (live[name][~keep] == 0).all(), name
         assert torch.equal(result.state[name], live[name].detach()), name
 
 
+@pytest.mark.slow
 def test_the_fine_tuned_weights_reapply_to_a_fresh_session_with_the_same_plan(
         tuned: tuple[Workbench, Plan, EvalResult, FinetuneResult]) -> None:
     bench, plan, _, result = tuned
@@ -117,6 +127,7 @@ def test_the_fine_tuned_weights_reapply_to_a_fresh_session_with_the_same_plan(
     assert torch.equal(outputs(fresh.model, x), outputs(bench.model, x))
 
 
+@pytest.mark.slow
 def test_the_fine_tuned_result_slims_and_exports(
         tuned: tuple[Workbench, Plan, EvalResult, FinetuneResult], tmp_path: Path) -> None:
     bench, _, _, _ = tuned
@@ -130,6 +141,7 @@ def test_the_fine_tuned_result_slims_and_exports(
     assert bench.session.removed_blocks() == [BLOCK]  # the export put nothing back
 
 
+@pytest.mark.slow
 def test_distillation_learns_from_the_model_with_every_block() -> None:
     bench = open_workbench(MODEL)
     session = bench.session
@@ -156,6 +168,7 @@ def test_distillation_learns_from_the_model_with_every_block() -> None:
     assert session.removed_blocks() == [BLOCK]
 
 
+@pytest.mark.slow
 def test_a_schedule_trains_without_the_blocks_from_the_first_step() -> None:
     bench = open_workbench(MODEL)
     session = bench.session
@@ -167,13 +180,15 @@ def test_a_schedule_trains_without_the_blocks_from_the_first_step() -> None:
         prune=PruneSpec("filter", "l1", blocks=(BLOCK,)),
         progress=lambda r: seen.append(session.removed_blocks() == [BLOCK]),
         record_every=1)
-    assert seen and all(seen)
+    assert seen
+    assert all(seen)
     assert result.final_plan.blocks == (BLOCK,)
     assert session.removed_blocks() == [BLOCK]
     assert slim(session).removed  # filters removed as well as the block
 
 
 # -- the command line ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_fine_tunes_a_depth_pruned_plan_and_its_weights_export(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ft"
@@ -183,7 +198,8 @@ def test_cli_fine_tunes_a_depth_pruned_plan_and_its_weights_export(
     assert report["pruning"]["blocks"] == [BLOCK]
     assert report["plan"]["blocks"] == [BLOCK]
     removed = [x["name"] for x in report["layers"] if x.get("removed")]
-    assert removed and all(n.startswith(BLOCK + ".") for n in removed)
+    assert removed
+    assert all(n.startswith(BLOCK + ".") for n in removed)
     before, after = report["after_pruning"], report["after_retraining"]
     assert beyond_noise(before["metric"], after["metric"], after["samples"]) > 0, report
     weights = load_file(out / "weights.safetensors")
@@ -204,6 +220,7 @@ def test_cli_fine_tunes_a_depth_pruned_plan_and_its_weights_export(
     assert measured["metric"] == pytest.approx(after["metric"])
 
 
+@pytest.mark.slow
 def test_cli_fine_tunes_a_plan_file_that_removes_blocks_only(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan_file = tmp_path / "plan.json"
@@ -211,13 +228,15 @@ def test_cli_fine_tunes_a_plan_file_that_removes_blocks_only(
     assert main(["finetune", MODEL, "--plan", str(plan_file), "--epochs", "1",
                  "--max-steps", "3", "--out", str(tmp_path / "ft")]) == 0
     text = capsys.readouterr().out
-    assert "plan " in text and "layer1.conv1 removed" in text
+    assert "plan " in text
+    assert "layer1.conv1 removed" in text
 
 
 @pytest.mark.parametrize(("options", "message"), [
     (["--remove-blocks", " , "], "--remove-blocks ' , ' names no block"),
     (["--remove-blocks", BLOCK, "--plan", "p.json"], "--remove-blocks is for --sparsity"),
-    (["--remove-blocks", "layer9"], "cannot remove 'layer9'"),
+    pytest.param(["--remove-blocks", "layer9"], "cannot remove 'layer9'",
+                 marks=pytest.mark.slow),  # loads the model
 ])
 def test_cli_refuses_bad_blocks_with_a_message(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str],
@@ -240,6 +259,7 @@ def tiny_resnet50_bench() -> Workbench:
     return build_workbench("tiny resnet50", model, x[:2], data, data)
 
 
+@pytest.mark.slow
 def test_a_tiny_resnet50_without_a_bottleneck_fine_tunes_slims_and_exports(
         tmp_path: Path) -> None:
     bench = tiny_resnet50_bench()
@@ -264,3 +284,92 @@ def test_a_tiny_resnet50_without_a_bottleneck_fine_tunes_slims_and_exports(
     assert max_abs_diff(session.model, slimmed.model, bench.eval_data.x[:16]) < 1e-4
     exported = export_bundle(bench, tmp_path / "out")
     assert exported.passed, exported.checks
+
+
+# -- the app: the Fine-tune page, its worker process, the saved workspace ----------------------
+PAGE = "app_pages/finetune.py"
+WAIT = 300.0  # seconds two epochs of digits_resnet may take on a busy machine, at most
+
+
+@pytest.mark.slow
+def test_the_fine_tune_page_trains_the_tabs_depth_pruned_plan_and_reopens_it() -> None:
+    at = apptest.start(MODEL)
+    bench = bench_of(at)
+    session = bench.session
+    plan = session.stamp(Plan(blocks=(BLOCK,)))
+    session.apply(plan)  # as the Prune page's block controls do
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="pv_ft_recipe").value == "oneshot"  # the tab's plan removes a block
+    assert any("layer1 removed" in m.value for m in at.markdown)
+    at.number_input(key="pv_ft_epochs").set_value(2).run()
+    at.button(key="pv_ft_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    worker = at.session_state[FINETUNE_WORKERS_KEY][str(at.session_state[BENCH_ID_KEY])]
+    assert isinstance(worker, FinetuneWorker)
+    rerun_while_running(at, worker, WAIT)
+    assert not at.error, [e.value for e in at.error]
+    outcome = worker.snapshot().outcome
+    assert outcome is not None
+    assert outcome.plan.blocks == (BLOCK,)
+    tuned, twin = outcome.report.evaluation, outcome.twin.evaluation
+    assert beyond_noise(twin.metric, tuned.metric, tuned.samples) > 0, (twin, tuned)
+    whole = sum(p.numel() for p in bench.pristine.parameters())
+    assert outcome.report.params_total == outcome.twin.params_total < whole  # no block
+    assert outcome.report.macs_dense < bench.baseline.macs_dense
+    pristine = bench.pristine.state_dict()
+    assert set(outcome.result.state) == set(pristine)
+
+    at.button(key="pv_ft_use").click().run()  # the fine-tuned weights, with the plan
+    assert not at.exception, at.exception
+    assert session.removed_blocks() == [BLOCK]
+    for key, value in outcome.result.state.items():
+        assert torch.equal(session.state_dict()[key], value), key
+    assert bench.meter.report().evaluation.metric == tuned.metric
+    workspace_of(at).settle()
+
+    again = apptest.start(MODEL)  # a new session, as after a server restart
+    [reopen] = [b for b in again.sidebar.button if b.label.startswith("Reopen")]
+    reopen.click().run()
+    assert not again.exception, again.exception
+    other = workspace_of(again)
+    assert other.weights == outcome.weights
+    assert other.bench.session.removed_blocks() == [BLOCK]
+    assert other.bench.session.plan.key() == plan.key()
+    kept = other.finetuned[outcome.run]
+    for key, value in outcome.result.state.items():
+        assert torch.equal(kept.result.state[key], value), key
+        assert torch.equal(other.bench.session.state_dict()[key], value), key
+    x = bench.eval_data.x[:64]
+    assert torch.equal(outputs(other.bench.model, x), outputs(session.model, x))
+
+
+# -- torchrun ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="this PyTorch build has no torch.distributed with the gloo backend")
+def test_two_processes_fine_tune_without_the_block(tmp_path: Path) -> None:
+    """DDP wraps the model without the block (its parameters are not the model's while it
+    trains), and the processes end in step (the command checks their weights agree)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PRUNEVIZ_DEBUG", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR",
+                        "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "ft"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         "2", "-m", "pruneviz", "finetune", MODEL, "--remove-blocks", BLOCK, "--epochs", "1",
+         "--max-steps", "4", "--lr", "1e-3", "--out", str(out), "--json"],
+        cwd=ROOT, env=env, text=True, capture_output=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["processes"] == 2
+    assert report["steps"] == 4
+    assert report["plan"]["blocks"] == [BLOCK]
+    weights = load_file(out / "weights.safetensors")
+    pristine = load_sample("digits_resnet").model.state_dict()
+    assert set(weights) == set(pristine)
+    for key in (k for k in pristine if k.startswith(BLOCK + ".")):
+        assert torch.equal(weights[key], pristine[key]), key
