@@ -29,11 +29,12 @@ from pruneviz.app.keys import BENCH_ID_KEY, FINETUNE_WORKERS_KEY
 from pruneviz.app.worker import FinetuneWorker
 from pruneviz.cli import main
 from pruneviz.core.plan import Plan
+from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
 from pruneviz.data.samples import load_sample
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
-from pruneviz.errors import PlanError
+from pruneviz.errors import ModelError, PlanError
 from pruneviz.measure.metrics import EvalResult, evaluate
 from pruneviz.output.bundle import export_bundle
 from pruneviz.workflows.finetune import FinetuneRecipe, FinetuneResult, PruneSpec, finetune
@@ -78,6 +79,45 @@ def tuned() -> tuple[Workbench, Plan, EvalResult, FinetuneResult]:
     result = finetune(bench.session, bench.train_data, RECIPE)
     return bench, plan, oneshot, result
 
+
+
+# -- the session: whole state dicts while blocks are removed ----------------------------------
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.fc(x)
+
+
+def test_the_session_takes_and_gives_whole_state_dicts_while_a_block_is_removed() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(4, 6), Residual(), nn.Linear(6, 3))
+    x = torch.randn(20, 4)
+    session = PruningSession(model, x)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    session.apply(session.stamp(Plan(blocks=("1",))))
+    assert "1.fc.weight" not in session.model.state_dict()
+    whole = session.state_dict()
+    assert set(whole) == set(original)
+    assert torch.equal(whole["1.fc.weight"], original["1.fc.weight"])
+    # trained weights without the block (as a training loop's state dict has them)
+    trained = {k: v + 1 for k, v in session.model.state_dict().items()}
+    session.rebase(trained, keep_decisions=True)
+    assert session.removed_blocks() == ["1"]
+    assert torch.equal(session.model.state_dict()["0.weight"], trained["0.weight"])
+    assert torch.equal(session.state_dict()["1.fc.weight"], original["1.fc.weight"])
+    # the whole state back, as a fresh session of the same plan gets it
+    again = PruningSession(model, x)
+    again.rebase(session.state_dict())
+    again.apply(session.plan)
+    with torch.no_grad():
+        assert torch.equal(again.model(x), session.model(x))
+    session.reset()  # the block back, with its original weights
+    assert torch.equal(session.model.state_dict()["1.fc.weight"], original["1.fc.weight"])
+    with pytest.raises(ModelError, match="do not fit"):  # other keys missing: refused
+        session.rebase({"0.weight": trained["0.weight"]})
 
 @pytest.mark.slow
 def test_a_plan_removing_a_block_fine_tunes_and_recovers(
