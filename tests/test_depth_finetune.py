@@ -129,6 +129,11 @@ def test_a_plan_removing_a_block_fine_tunes_and_recovers(
     assert beyond_noise(oneshot.metric, after.metric, after.samples) > 0, (oneshot, after)
     assert session.removed_blocks() == [BLOCK]
     assert session.plan.key() == plan.key()
+    # measured on the model that runs: the block's layers count in neither MACs figure
+    gone = sum(layer.macs for layer in session.layers
+               if layer.module_name.startswith(BLOCK + "."))
+    assert gone > 0
+    assert bench.meter.report().macs_dense == bench.baseline.macs_dense - gone
     # trained without the block: the identity in the model, its weights the originals
     assert isinstance(bench.model.get_submodule(BLOCK), nn.Identity)
     pristine = bench.pristine.state_dict()
@@ -261,12 +266,12 @@ def test_cli_fine_tunes_a_depth_pruned_plan_and_its_weights_export(
 
 
 @pytest.mark.slow
-def test_cli_fine_tunes_a_plan_file_that_removes_blocks_only(
+def test_cli_fine_tunes_and_distils_a_plan_file_that_removes_blocks_only(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(Plan(blocks=(BLOCK,)).to_json(), encoding="utf-8")
     assert main(["finetune", MODEL, "--plan", str(plan_file), "--epochs", "1",
-                 "--max-steps", "3", "--out", str(tmp_path / "ft")]) == 0
+                 "--max-steps", "3", "--distill", "--out", str(tmp_path / "ft")]) == 0
     text = capsys.readouterr().out
     assert "plan " in text
     assert "layer1.conv1 removed" in text
