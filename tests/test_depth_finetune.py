@@ -343,6 +343,10 @@ def test_the_fine_tune_page_trains_the_tabs_depth_pruned_plan_and_reopens_it() -
     session = bench.session
     plan = session.stamp(Plan(blocks=(BLOCK,)))
     session.apply(plan)  # as the Prune page's block controls do
+    at.switch_page("app_pages/prune.py").run()
+    assert not at.exception, at.exception
+    assert any("fine-tune this plan on the Fine-tune page" in c.value for c in at.caption)
+    assert session.removed_blocks() == [BLOCK]
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     assert at.radio(key="pv_ft_recipe").value == "oneshot"  # the tab's plan removes a block
