@@ -81,6 +81,7 @@ def test_pareto_front_matches_brute_force(higher_is_better: bool) -> None:
 # -- describe_plan ------------------------------------------------------------------------------
 def test_describe_plan_examples() -> None:
     assert describe_plan(Plan()) == "unpruned"
+    assert describe_plan(Plan(blocks=("layer2", "layer1"))) == "layer1 removed, layer2 removed"
     plan = Plan({"conv2": LayerPlan(Granularity.UNSTRUCTURED, "l1", sparsity=0.8),
                  "conv1": LayerPlan(Granularity.FILTER, "l1", sparsity=0.5)})
     assert describe_plan(plan) == "conv1 filter l1 50%, conv2 unstructured l1 80%"

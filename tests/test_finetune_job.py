@@ -25,7 +25,7 @@ from pruneviz.workflows.finetune_job import (
     default_schedule,
     epoch_steps,
     summarize_run,
-    validate_no_blocks,
+    validate_plan_prunes,
     validate_prunable,
     validate_regularizer_fits,
     validate_schedule_fits,
@@ -117,10 +117,9 @@ def test_an_unprunable_choice_is_refused_alike(
     assert str(refused_by_app.value) == message
 
 
-def test_plans_removing_blocks_and_missing_training_data_are_refused() -> None:
-    with pytest.raises(PrunevizError, match=r"^plan file p.json removes blocks \(fc2\); "
-                       "fine-tuning keeps every module"):
-        validate_no_blocks(Plan(blocks=["fc2"]), "plan file p.json")
+def test_plans_removing_only_blocks_are_taken_and_missing_training_data_refused() -> None:
+    plan = Plan(blocks=["fc2"])
+    assert validate_plan_prunes(plan, "this tab's plan") is plan
     with pytest.raises(PrunevizError, match=r"^m has no training data to fine-tune on$"):
         validate_train_data("m", None)
 

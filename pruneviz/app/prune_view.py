@@ -243,6 +243,10 @@ def block_controls(session: PruningSession) -> None:
             format_func=lambda n: f"{n} ({importance[n].type}, "
             f"{importance[n].params:,} params, change {importance[n].importance:.2f})",
         )
+        if session.plan.blocks:
+            st.caption("The rest of the network has to learn to do without them: fine-tune "
+                       "this plan on the Fine-tune page (the blocks stay removed while it "
+                       "trains; distillation learns from the model with every block).")
 
 
 def layer_view(session: PruningSession, coupled: set[str]) -> None:

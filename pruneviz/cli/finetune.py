@@ -57,7 +57,6 @@ from pruneviz.workflows.finetune_job import (
     finetune_report,
     pruning_record,
     summarize_run,
-    validate_no_blocks,
     validate_prunable,
     validate_schedule_fits,
     validate_train_data,
@@ -89,9 +88,11 @@ def read_finetune_args(args: argparse.Namespace) -> tuple[Plan | None, FinetuneR
         given = [option_flag(o) for o in options if getattr(args, o) is not None]
         if given:
             raise PrunevizError(f"{given[0]} is a schedule option: it needs --schedule")
-    if args.plan is None and args.sparsity is None and args.schedule is None:
-        raise PrunevizError("finetune needs what to prune: --plan FILE, --sparsity S or "
-                            "--schedule KIND")  # argparse refuses two
+    args.blocks = read_blocks(args)
+    if args.plan is None and args.sparsity is None and args.schedule is None \
+            and not args.blocks:
+        raise PrunevizError("finetune needs what to prune: --plan FILE, --sparsity S, "
+                            "--schedule KIND or --remove-blocks NAMES")  # argparse refuses two
     amounts = ("granularity", "criterion", "scope", "max_layer_sparsity")
     if args.plan is not None:
         given = [option_flag(o) for o in amounts if getattr(args, o) is not None]
@@ -150,14 +151,29 @@ def read_finetune_args(args: argparse.Namespace) -> tuple[Plan | None, FinetuneR
         max_steps=args.max_steps)
     check_out_folder(args.out)
     file_plan = read_plan_file(args.plan) if args.plan is not None else None
-    if file_plan is not None:
-        validate_no_blocks(file_plan, f"plan file {args.plan}")
-        if file_plan.refit is not None:
-            print(f"note: the plan file {args.plan} also refits the kept weights; fine-tuning "
-                  "trains them instead (it starts from the original weights, pruned)",
-                  file=sys.stderr)
-            file_plan = file_plan.with_refit(None)
+    if file_plan is not None and file_plan.refit is not None:
+        print(f"note: the plan file {args.plan} also refits the kept weights; fine-tuning "
+              "trains them instead (it starts from the original weights, pruned)",
+              file=sys.stderr)
+        file_plan = file_plan.with_refit(None)
     return file_plan, recipe
+
+
+def read_blocks(args: argparse.Namespace) -> tuple[str, ...]:
+    """The blocks --remove-blocks names (none without it); refused with --plan, whose
+    file says which blocks it removes."""
+    text = args.remove_blocks
+    if text is None:
+        return ()
+    blocks = tuple(sorted({b.strip() for b in text.split(",") if b.strip()}))
+    if not blocks:
+        raise PrunevizError(f"--remove-blocks {text!r} names no block: give module names "
+                            "such as --remove-blocks layer1 (`pruneviz evaluate` lists the "
+                            "removable ones under \"blocks\")")
+    if args.plan is not None:
+        raise PrunevizError("--remove-blocks is for --sparsity, --schedule or alone: a plan "
+                            "file says which blocks it removes (its \"blocks\" list)")
+    return blocks
 
 
 def _schedule_for(args: argparse.Namespace, recipe: FinetuneRecipe, steps: int) -> Schedule:
@@ -219,9 +235,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         teacher = copy.deepcopy(bench.model) if reference is None else reference
     before = bench.baseline.evaluation
     higher = bench.eval_data.higher_is_better
-    spec = PruneSpec(args.granularity, args.criterion, args.scope, args.max_layer_sparsity)
+    spec = PruneSpec(args.granularity, args.criterion, args.scope, args.max_layer_sparsity,
+                     blocks=args.blocks)
     if schedule is None:
         plan, skipped = plan_for(args, bench, file_plan)
+        if args.blocks:
+            plan = session.stamp(plan.with_blocks(args.blocks))
         session.apply(plan)
         after_pruning_is = "the plan applied to the unpruned weights"
     else:
@@ -265,7 +284,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             gc.collect()  # nothing of DDP may outlive the group (see finetune.py)
             torch.distributed.destroy_process_group()
     seconds = time.perf_counter() - start
-    bench.model.load_state_dict(result.state, strict=True)  # the best weights, as written
+    # The session holds the best weights (the plan's blocks removed); `result.state` is
+    # the whole architecture's, the removed blocks' original weights included.
     after = evaluate(bench.model, bench.eval_data)
     if rank != 0:
         return 0
@@ -277,7 +297,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                spec=spec, steps=steps),
         recipe=recipe, summary=summary, processes=world, seconds=seconds, skipped=skipped,
         notes=notes)
-    state = {k: v.detach() for k, v in bench.model.state_dict().items()}
+    state = session.state_dict()  # loads into the whole model; apply the plan to prune it
     files = {
         "weights.safetensors": dense_bytes(state),
         "weights.sparse.safetensors": sparse_bytes(state),
@@ -306,7 +326,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"{name:<9} {fmt_metric(after.metric, higher)}  after retraining "
           f"({before.samples} test samples)")
     layers = report["layers"]
-    pruned = [f"{x['name']} {x['sparsity']:.1%}" for x in layers if x["nonzero"] < x["params"]]
+    pruned = [f"{x['name']} " + ("removed" if x.get("removed") else f"{x['sparsity']:.1%}")
+              for x in layers if x["nonzero"] < x["params"]]
     print(f"sparsity  {report['sparsity']:.1%} of all {report['params_total']:,} parameters "
           "zero" + (f"; weights: {', '.join(pruned)}" if pruned else ""))
     best = ("" if result.best_metric is None else

@@ -237,6 +237,9 @@ def _add_finetune_parser(verbs: argparse._SubParsersAction[_Parser]) -> None:
                       "the default) or one ranking across all layers (global)")
     what.add_argument("--max-layer-sparsity", type=float, metavar="F",
                       help="with --scope global: cap on any one layer's sparsity")
+    what.add_argument("--remove-blocks", metavar="NAMES",
+                      help="comma-separated blocks to replace by the identity and train "
+                      "without (depth pruning), alone or with --sparsity or --schedule")
     plan = finetune_.add_argument_group("schedule (with --schedule; steps are optimiser steps)")
     plan.add_argument("--final", type=float, metavar="S",
                       help="the sparsity it ends at, in [0, 1) (required)")

@@ -71,6 +71,17 @@ class BlockSwap:
                 f"here: {', '.join(sorted(known)) or 'none'}"
             )
 
+    def whole_state(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """`state` (the model's state dict now) completed with the removed blocks' tensors,
+        their original values: a state dict of the whole architecture, which the model
+        with every block in place loads. Nothing is copied."""
+        whole = dict(state)
+        for name, module in self._removed.items():
+            for key, tensor in module.state_dict(prefix=name + ".", keep_vars=True).items():
+                original = self._originals.get(key)
+                whole[key] = (original if original is not None else tensor).detach()
+        return whole
+
     def swap(self, wanted: set[str]) -> list[str]:
         """Replace `wanted` blocks by the identity and put the others back; returns the
         prunable layers inside blocks that changed."""

@@ -51,7 +51,7 @@ from pruneviz.core.scores import ScoreTable
 from pruneviz.core.scoring import LayerScorer
 from pruneviz.core.writes import Keep, restore, rewrite
 from pruneviz.data.tensors import TensorData
-from pruneviz.errors import ModelError, PlanError
+from pruneviz.errors import ModelError
 
 # Score tables not used by the current plan are kept up to this fraction of the bytes of
 # the weights they score (least recently used dropped first).
@@ -194,6 +194,13 @@ class PruningSession:
         budget = self._scorer.budget_bytes or 0
         return SessionMemory(model + own + tables, model, own, tables, budget)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The model's weights and buffers as they are now (detached, not copied), with the
+        original ones of the blocks the plan removed: a state dict of the whole
+        architecture, which a fresh copy of the model (and `rebase`) loads."""
+        return self._block_swap.whole_state(
+            {k: v.detach() for k, v in self.model.state_dict().items()})
+
     def changed_tensors(self) -> list[str]:
         """Parameters whose current values differ from the originals (bit for bit)."""
         return [name for name, original in self._originals.items()
@@ -329,9 +336,10 @@ class PruningSession:
         biases and norm entries of pruned channels), by parameter name. Fine-tuning holds
         the pruned entries at zero with them."""
         kept = [layer for layer in self.layers if not self._block_swap.removes(layer)]
+        live = {name for name, _ in self.model.named_parameters()}  # not in removed blocks
         return {name: keep.mask(self._params[name].shape)
                 for name, keep in self._masks.keeps(self._decided, kept).items()
-                if keep is not None}
+                if keep is not None and name in live}
 
     # -- changing the model --------------------------------------------------------------
     def apply(self, plan: Plan) -> None:
@@ -380,13 +388,20 @@ class PruningSession:
         pruned) are kept instead of re-deciding on the new scores — for weights trained
         under these very masks, whose pruned entries are already zero. The old originals
         are dropped from the session — keep the pristine model elsewhere (the workbench's
-        reference) to go back to it."""
-        if self._block_swap.removed():
-            raise PlanError("cannot take new weights while blocks are removed; put the "
-                            "blocks back (a plan without removed blocks) first")
+        reference) to go back to it.
+
+        While the plan removes blocks, `state` may lack their tensors (a state dict of the
+        model without them, as training it gives): they keep their values. `state_dict()`
+        gives the whole architecture's."""
         plan, decided, notes = self.plan, self._decided, self.notes
+        gone = self._block_swap.removed()
         self._changing()
-        self.reset()
+        self.reset()  # the removed blocks are back in the model
+        state = dict(state)
+        for block in gone:
+            for key, tensor in self.model.get_submodule(block).state_dict(
+                    prefix=block + ".").items():
+                state.setdefault(key, tensor)
         try:
             self.model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -407,6 +422,7 @@ class PruningSession:
                     self._write(tensor_name, keep)
             self._decided, self.plan, self.notes = decided, plan, notes
             self._stale.update(self.layer_names)
+            self._block_swap.swap(set(plan.blocks))
             return
         self._refresh_results(self.layers)
         self.apply(plan)

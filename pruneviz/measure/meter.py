@@ -389,11 +389,14 @@ class Meter:
             release_memory()
 
     def macs(self) -> tuple[int, int]:
-        """Weight MACs per sample: dense, and with zero weights skipped."""
+        """Weight MACs per sample: dense, and with zero weights skipped (a layer inside a
+        removed block counts in neither: the model no longer runs it)."""
         dense = 0
         effective = 0.0
         for layer in self.session.layers:
             result = self.session.result(layer.name)
+            if result.granularity == "removed":
+                continue
             dense += layer.macs
             effective += layer.macs * (result.nonzero / layer.params if layer.params else 0.0)
         return dense, round(effective)

@@ -373,6 +373,7 @@ def describe_plan(plan: Plan, max_parts: int = 3) -> str:
         scope = "global" if g.layers is None else f"global over {len(g.layers)} layers"
         cap = "" if g.max_layer_sparsity is None else f" (cap {g.max_layer_sparsity * 100:.4g}%)"
         parts.append(f"{scope} {_entry_text(g)}{cap}")
+    parts += [f"{block} removed" for block in plan.blocks]
     if len(parts) > max_parts:
         parts = [*parts[:max_parts], f"+{len(parts) - max_parts} more"]
     return ", ".join(parts)

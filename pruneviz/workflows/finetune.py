@@ -104,17 +104,21 @@ class PruneSpec:
     criterion: str = "l1"
     scope: str = "local"  # "local" (uniform) or "global"
     max_layer_sparsity: float | None = None  # global only
+    blocks: tuple[str, ...] = ()  # removed (the identity) from the first step on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
+        object.__setattr__(self, "blocks", tuple(sorted(set(self.blocks))))
         if self.scope not in ("local", "global"):
             raise PlanError(f"scope must be local or global, got {self.scope!r}")
 
     def plan(self, session: PruningSession, sparsity: float) -> Plan:
         if self.scope == "global":
-            return session.global_plan(sparsity, self.granularity, self.criterion,
+            plan = session.global_plan(sparsity, self.granularity, self.criterion,
                                        self.max_layer_sparsity)[0]
-        return session.uniform_plan(sparsity, self.granularity, self.criterion)[0]
+        else:
+            plan = session.uniform_plan(sparsity, self.granularity, self.criterion)[0]
+        return plan.with_blocks(self.blocks) if self.blocks else plan
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,8 @@ def _regularization(model: nn.Module, session: PruningSession, kind: Regularizer
         if not terms:
             raise PlanError(NO_BATCHNORM)
     for layer in session.layers if kind is not Regularizer.BN_L1 else []:
+        if layer.weight not in params:  # inside a removed block: not trained
+            continue
         w = params[layer.weight]
         if kind is Regularizer.L1:
             terms.append(w.abs().sum())
@@ -217,13 +223,19 @@ def finetune(
     """Train `session.model` on `data` under `recipe` (see the module docstring).
 
     Without a schedule, the session's current plan is held fixed (masked fine-tuning).
-    With one, `prune` says how its events prune. The session ends holding the best
-    weights as its originals, with the last event's plan applied.
+    With one, `prune` says how its events prune. Blocks the plan (or `prune.blocks`)
+    removes are the identity throughout: the model trains without them, and the result's
+    `state` holds their original weights (a state dict of the whole architecture). The
+    session ends holding the best weights as its originals, with the last event's plan
+    applied.
     """
     if schedule is not None and prune is None:
         prune = PruneSpec()
     if recipe.distill > 0 and teacher is None:
         raise PlanError("distillation needs a teacher model (the unpruned one)")
+    if teacher is session.model:
+        raise PlanError("the distillation teacher is the model being trained: give the "
+                        "unpruned model (every block in place, original weights)")
     train_data, val_data = split_validation(data, recipe.val_fraction, recipe.seed)
     per_epoch = steps_per_epoch(len(train_data), recipe.batch_size)
     steps = total_steps(data, recipe)
@@ -232,6 +244,9 @@ def finetune(
     regularize_until = min(events, default=steps)  # the regulariser prepares the pruning
     higher = data.higher_is_better
 
+    if prune is not None and prune.blocks and session.plan.blocks != prune.blocks:
+        # before the optimiser and DDP see the model: the blocks go from the first step
+        session.apply(session.stamp(Plan(blocks=prune.blocks)))
     torch.manual_seed(recipe.seed)
     shuffle = torch.Generator().manual_seed(recipe.seed)
     model = session.model
@@ -259,8 +274,8 @@ def finetune(
     def sparsity() -> float:
         return count_params(model).sparsity
 
-    def snapshot() -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    def snapshot() -> dict[str, Tensor]:  # with the removed blocks' original weights
+        return {k: v.clone() for k, v in session.state_dict().items()}
 
     def log(metric: float | None, event: str | None = None) -> None:
         nonlocal loss_sum, loss_count

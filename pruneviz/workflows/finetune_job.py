@@ -108,18 +108,11 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def validate_plan_prunes(plan: Plan | None, what: str) -> Plan:
-    """The plan to hold fixed while fine-tuning: it must prune, and keep every module."""
+    """The plan to hold fixed while fine-tuning: it must prune something (weights,
+    structures or whole blocks: removed blocks stay the identity while training)."""
     if plan is None or plan.is_empty:
         raise PlanError(f"{what} prunes nothing: there is nothing to fine-tune")
-    validate_no_blocks(plan, what)
     return plan
-
-
-def validate_no_blocks(plan: Plan, what: str) -> None:
-    """Refuse a plan that removes blocks: fine-tuning keeps every module."""
-    if plan.blocks:
-        raise PrunevizError(f"{what} removes blocks ({', '.join(plan.blocks)}); fine-tuning "
-                            "keeps every module: take \"blocks\" out of the plan")
 
 
 def unprunable_error(name: str, granularity: str, criterion: str,
@@ -186,10 +179,15 @@ def describe_pruning(*, plan_file: str | None, sparsity: float | None,
     """What was pruned and when, in one phrase."""
     how = f"{spec.granularity.value}, criterion {spec.criterion}, " + (
         "one global ranking" if spec.scope == "global" else "the same amount per layer")
+    blocks = f"{', '.join(spec.blocks)} removed" if spec.blocks else ""
     if plan_file is not None:
         return f"plan {plan_file}, applied once, then fine-tuned"
     if schedule is None:
-        return f"{sparsity:.1%} ({how}) once, then fine-tuned"
+        amount = (f"{sparsity:.1%} ({how})" if sparsity is not None else "") + (
+            " and " if sparsity is not None and blocks else "") + blocks
+        return f"{amount} once, then fine-tuned"
+    if blocks:
+        how += f"; {blocks} from the first step"
     events = schedule.events(max(schedule.begin_step, schedule.end_step) + 1)
     (first, low), (last, high) = events[0], events[-1]
     span = (f"to {high:.1%} at step {first}" if len(events) == 1 else
@@ -201,10 +199,13 @@ def pruning_record(*, plan_file: str | None, sparsity: float | None,
                    schedule: Schedule | None, spec: PruneSpec, steps: int) -> dict[str, Any]:
     """The report's "pruning": the plan file, or the amount or schedule and how."""
     pruning: dict[str, Any] = {"source": "plan" if plan_file is not None else
-                               "sparsity" if schedule is None else "schedule"}
+                               "schedule" if schedule is not None else
+                               "blocks" if sparsity is None else "sparsity"}
     if plan_file is not None:
         pruning["file"] = plan_file
         return pruning
+    if spec.blocks:
+        pruning["blocks"] = list(spec.blocks)
     if schedule is None:
         pruning["sparsity"] = sparsity
     else:
@@ -227,11 +228,18 @@ def eval_record(ev: EvalResult) -> dict[str, Any]:
 
 
 def layer_records(session: PruningSession) -> list[dict[str, Any]]:
-    """Each prunable layer's weight count, non-zeros and sparsity, in the model now."""
-    state = {k: v.detach() for k, v in session.model.state_dict().items()}
+    """Each prunable layer's weight count, non-zeros and sparsity, in the model now (a layer
+    inside a removed block: none left, `removed`)."""
+    live = {k: v.detach() for k, v in session.model.state_dict().items()}
+    whole = session.state_dict()
     layers = []
     for layer in session.layers:
-        weight = state[layer.weight]
+        weight = live.get(layer.weight)
+        if weight is None:  # its block is the identity now
+            layers.append({"name": layer.name, "weight": layer.weight,
+                           "params": whole[layer.weight].numel(), "nonzero": 0,
+                           "sparsity": 1.0, "removed": True})
+            continue
         nonzero = int(torch.count_nonzero(weight))
         layers.append({"name": layer.name, "weight": layer.weight, "params": weight.numel(),
                        "nonzero": nonzero, "sparsity": 1.0 - nonzero / weight.numel()})
