@@ -44,6 +44,7 @@ SPARSE_ONNX = "masked_sparse.onnx"
 CSR_FILE = "model.csr.safetensors"
 DEPLOY_NAMES = (ONNX, PROGRAM, SPARSE_ONNX, CSR_FILE)
 TOLERANCE = 1e-4  # max abs difference allowed, relative to max(1, largest |output|)
+SPARSE_DENSITY = 1 / 3  # ONNX sparse initializers: only tensors with fewer non-zeros
 CSR_MIN_SPARSITY = 0.5  # a Linear / 1x1 conv with at least this many zeros is stored as CSR
 RUN_BATCH = 256
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -197,15 +198,27 @@ def _program_file(exported: Any, model: nn.Module, x: Tensor, what: str
                             len(data) if ok else None)
 
 
+def _mostly_zero(model: nn.Module) -> bool:
+    """True when some float tensor of `model` (16+ entries) has under a third non-zero:
+    only such a tensor is smaller as an ONNX sparse initializer."""
+    return any(t.is_floating_point() and t.numel() >= 16
+               and int(torch.count_nonzero(t)) < SPARSE_DENSITY * t.numel()
+               for t in model.state_dict().values())
+
+
 def _sparse_onnx_file(masked: nn.Module, x: Tensor, dense: bytes | None
                       ) -> tuple[bytes | None, DeployFile]:
+    if not _mostly_zero(masked):
+        return None, DeployFile(SPARSE_ONNX, SKIPPED, (
+            "not smaller: no weight has under a third of its entries non-zero, and ONNX "
+            "stores each sparse entry with an int64 index (12 bytes against 4 dense)"))
     try:
         if dense is None:
             exported, error = _capture(masked, x)
             if error is not None:
                 return None, DeployFile(SPARSE_ONNX, SKIPPED, error)
             dense = onnx_bytes(exported)
-        data, count = sparse_initializers(dense)
+        data, count = sparse_initializers(dense, SPARSE_DENSITY)
     except OnnxUnavailable as exc:
         return None, DeployFile(SPARSE_ONNX, SKIPPED, str(exc))
     except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways: say which
