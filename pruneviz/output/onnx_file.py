@@ -124,7 +124,7 @@ def run_onnx(data: bytes, x: Tensor) -> list[NDArray[Any]]:
     """The outputs of ONNX model `data` run in onnxruntime (CPU) on `x`, in batches of
     RUN_BATCH samples, each output concatenated over the batches."""
     _require()
-    import onnxruntime as ort  # type: ignore[import-untyped]
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
