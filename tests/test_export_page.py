@@ -70,8 +70,16 @@ def test_export_offers_every_download_and_shows_the_checks() -> None:
     (success,) = at.success
     assert "verified: outputs identical on 450 eval samples" in success.value
     checks = [m.value for m in at.markdown if m.value.startswith(("✓", "✗"))]
-    assert len(checks) == len(result.checks) == 5
+    assert len(checks) == len(result.checks) == 5 + sum(
+        row.status == "passed" for row in result.deploy)
     assert all(c.startswith("✓") for c in checks)
+    # The files to run elsewhere, each with its size and its check.
+    (table,) = [t.value for t in at.dataframe if "check" in t.value.columns]
+    assert list(table["file"]) == ["model.onnx", "model.pt2", "masked_sparse.onnx",
+                                   "model.csr.safetensors"]
+    assert list(table["check"][:2]) == ["passed", "passed"]
+    assert table["size"][0] == f"{len(download.files['model.onnx']):,} B"
+    assert "onnxruntime runs the slimmed model" in table["detail"][0]
     buttons = at.get("download_button")
     labels = [b.proto.label for b in buttons]
     assert labels[0].startswith("Everything (")
