@@ -306,6 +306,25 @@ def export_program(model: nn.Module, example: Tensor, path: Path) -> str | None:
     return None
 
 
+def _check_program(path: Path, model: nn.Module, example: Tensor) -> str | None:
+    """Reload the program just written to `path` and run it at batch 1 and 64 against
+    `model`; on a failure the file is removed and the reason returned."""
+    try:
+        loaded = torch.export.load(str(path)).module()
+        x = example.detach().cpu()
+        with torch.inference_mode():
+            for n in (1, 64):
+                batch = x.repeat(-(-n // len(x)), *([1] * (x.dim() - 1)))[:n]
+                want = copy.deepcopy(model).cpu().eval()(batch)
+                if not torch.allclose(loaded(batch), want, rtol=1e-4, atol=1e-5):
+                    raise ModelError(f"the reloaded program's output at batch {n} differs "
+                                     "from the slimmed model's")
+    except Exception as exc:  # noqa: BLE001 - a program fails in many ways: say which
+        path.unlink(missing_ok=True)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def save_slimmed(
     base: str, base_model: nn.Module, slimmed: nn.Module, example: Tensor, out: Path
 ) -> dict[str, Any]:
@@ -320,6 +339,8 @@ def save_slimmed(
     with torch.inference_mode():
         same = torch.equal(reloaded(example), slimmed.eval()(example))
     program_error = export_program(slimmed, example, out / "slim.pt2")
+    if program_error is None:
+        program_error = _check_program(out / "slim.pt2", slimmed, example)
     return {
         "weights": str(weights), "card": str(card_path),
         "program": None if program_error else str(out / "slim.pt2"),
