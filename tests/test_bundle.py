@@ -527,7 +527,7 @@ def test_slim_option(tmp_path: Path) -> None:
 
 def test_preview_names_what_the_export_writes(tmp_path: Path) -> None:
     bench = pruned_bench("sample:digits_resnet", "filter")
-    preview = export_preview(bench)
+    preview = export_preview(bench, deploy=False)
     result = export_bundle(bench, tmp_path, deploy=False)
     assert [name for name, _ in preview.files] == list(result.files)
     assert preview.slim_note == result.slim_note

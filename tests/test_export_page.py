@@ -54,8 +54,11 @@ def test_preview_lists_the_files_and_why_there_is_no_slimmed_model() -> None:
     at = start("sample:digits_cnn", "unstructured")
     (table,) = at.dataframe
     assert list(table.value["file"]) == ["weights.safetensors", "weights.sparse.safetensors",
-                                         "plan.json", "report.html", "summary.md",
-                                         "manifest.json"]
+                                         "plan.json", "model.onnx", "model.pt2",
+                                         "masked_sparse.onnx", "model.csr.safetensors",
+                                         "report.html", "summary.md", "manifest.json"]
+    assert all("if its check on the evaluation data passes" in what
+               for what in table.value["holds"][3:7])
     assert any("No slimmed model was written" in c.value for c in at.caption)
     assert any("pruneviz prune sample:digits_cnn" in c.value for c in at.code)
     assert not at.get("download_button")  # nothing until the user exports

@@ -395,7 +395,9 @@ def export_preview(bench: Workbench, *, slim: bool | None = None,
              *([SLIM_WEIGHTS, SLIM_CARD] if slim_model is not None else []),
              *(DEPLOY_NAMES if deploy else ()), REPORT_HTML, SUMMARY_MD, MANIFEST]
     return ExportPreview(describe_plan(bench.session.stamp(bench.session.plan), max_parts=6),
-                         [(name, _what(bench, name)) for name in names], slim_note,
+                         [(name, _what(bench, name) + (
+                             " (written if its check on the evaluation data passes)"
+                             if name in DEPLOY_NAMES else "")) for name in names], slim_note,
                          reproduce_command(bench, base))
 
 
