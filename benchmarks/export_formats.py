@@ -45,6 +45,9 @@ class OnnxModule(nn.Module):
         super().__init__()
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the same threads as torch
+        # Its threads would otherwise spin after each run, starving the torch model timed
+        # right after it (seen: torch 100x slower when interleaved with a spinning session).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(data, options,
                                             providers=["CPUExecutionProvider"])
         self.name = self.session.get_inputs()[0].name
