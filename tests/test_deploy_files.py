@@ -86,7 +86,7 @@ def _rows(rows: list[DeployFile]) -> dict[str, DeployFile]:
 
 # -- every model that slims: ONNX and .pt2 of the slimmed model, CSR of the masked one ------
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [*SAMPLES, *(n for n in SLIMS if n != "two_lstms")])
+@pytest.mark.parametrize("name", [*SAMPLES, *SLIMS])
 def test_slimmed_model_exports_run_elsewhere(name: str) -> None:
     slimmed, masked, x, card, base = _case(name)
     files, rows = deployment_files(slimmed, masked, x, what="slimmed", card=card,
