@@ -1,6 +1,6 @@
 """Export formats benchmark: what the files that run elsewhere weigh, and how fast they run.
 
-    python benchmarks/export_formats.py [--runs N]
+    python benchmarks/export_formats.py [--runs N] [--threads N]
 
 1. digits_cnn pruned by a uniform 50% filter plan and slimmed: the deployment files an
    export writes (pruneviz.output.deploy_files: model.onnx, model.pt2, masked_sparse.onnx
@@ -121,7 +121,11 @@ def csr_mlp(runs: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds per batch")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and onnxruntime threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     result = {
         "torch": torch.__version__, "onnxruntime": ort.__version__,
