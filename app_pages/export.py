@@ -30,7 +30,11 @@ st.markdown(
     "(one HTML page that opens offline, plus Markdown) with every number **measured**. "
     "Before it is offered, the export is **verified** from the written files: the weights "
     "reload and give identical outputs, the plan re-applied in a fresh session gives the "
-    "same weights bit for bit, the slimmed model rebuilds and gives identical outputs.")
+    "same weights bit for bit, the slimmed model rebuilds and gives identical outputs. "
+    "Files to run the model elsewhere — ONNX (`model.onnx`, and `masked_sparse.onnx` when "
+    "sparse weights make it smaller), the `torch.export` program (`model.pt2`) and the CSR "
+    "form (`model.csr.safetensors`, `pruneviz.load_sparse`) — are each run on the "
+    "evaluation data and compared before they are written; one that fails is not written.")
 st.markdown(f"**Plan:** {preview.plan_text} — on the **{weights}** weights of "
             f"**{bench.name}**.")
 if bench.session.plan.is_empty:
@@ -65,6 +69,11 @@ elif found is not None:
     st.subheader("Verification")
     for check in result.checks:
         st.markdown(f"{'✓' if check.passed else '✗'} **{check.name}** — {check.detail}")
+    if result.deploy:
+        st.subheader("Files to run elsewhere")
+        st.dataframe([{"file": row.name, "size": "" if row.size is None else
+                       f"{row.size:,} B", "check": row.status, "detail": row.detail}
+                      for row in result.deploy], hide_index=True, width="stretch")
     if in_folder:
         st.info(f"Written to `{result.out}` in {result.seconds:.1f} s.")
     st.subheader("Download")

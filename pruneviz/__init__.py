@@ -52,6 +52,7 @@ from pruneviz.measure.quantize import load_int4, load_static_int8
 from pruneviz.measure.storage import FileSizes, decode_sparse, dense_bytes, file_sizes, sparse_bytes
 from pruneviz.measure.timing import Speedup, Timing, time_against
 from pruneviz.output.bundle import ExportResult, export_bundle
+from pruneviz.output.sparse_file import load_sparse
 from pruneviz.workflows.allocation import (
     Budget,
     BudgetKind,
@@ -134,6 +135,7 @@ __all__ = [
     "resolve_device",
     "load_data",
     "export_bundle",
+    "load_sparse",
     "ExportResult",
     "quantize_dynamic_int8",
     "quantize_static_int8",

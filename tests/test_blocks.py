@@ -69,6 +69,11 @@ def test_blocks_round_trip_through_json_slim_and_the_card(resnet) -> None:  # ty
     written = save_slimmed("sample:digits_resnet", load_sample("digits_resnet").model,
                            result.model, x[:4], out)
     assert written["reload_identical"] is True
+    # slim.pt2: dynamic batch, reloaded and checked at batch 1 and 64 (it was batch 4 only)
+    assert written["program_error"] is None
+    program = torch.export.load(written["program"]).module()
+    assert program(x[:1]).shape[0] == 1
+    assert program(x[:32]).shape[0] == 32
     session.apply(Plan())
 
 

@@ -34,6 +34,7 @@ from pruneviz.output.bundle import (
     export_bundle,
     export_preview,
 )
+from pruneviz.output.deploy_files import CSR_FILE, ONNX, PROGRAM, SPARSE_ONNX
 from pruneviz.output.folders import MANIFEST
 from pruneviz.output.model_files import load_slimmed
 from pruneviz.output.verify import (
@@ -92,16 +93,22 @@ def exported(request: pytest.FixtureRequest) -> tuple[Workbench, ExportResult]:
 def test_unstructured_export_writes_no_slimmed_model_and_says_why(
         cnn: tuple[Workbench, ExportResult]) -> None:
     _, result = cnn
-    assert files_in(result.out) == sorted(DATA_FILES + REPORTS)
-    assert list(result.files) == DATA_FILES + REPORTS
+    # At 50% sparsity ONNX's sparse initializers (int64 index per entry) are not smaller.
+    deployed = [ONNX, PROGRAM, CSR_FILE]
+    assert files_in(result.out) == sorted(DATA_FILES + deployed + REPORTS)
+    assert list(result.files) == DATA_FILES + deployed + REPORTS
+    (skipped,) = [row for row in result.deploy if row.status == "skipped"]
+    assert skipped.name == SPARSE_ONNX
+    assert skipped.detail.startswith("not smaller")
+    assert "not written" in (result.out / REPORT_HTML).read_text()
     assert result.slim_note.startswith("No slimmed model was written: the plan prunes single "
                                        "weights")
     assert result.passed, result.checks
     assert [c.name for c in result.checks] == [
         "weights.safetensors reloads into a fresh copy of the architecture",
         "weights.sparse.safetensors decodes to the same weights",
-        "plan.json reproduces the weights"]
-    assert result.status == ("verified: outputs identical on 450 eval samples; all 3 checks "
+        "plan.json reproduces the weights", *(f"{n} runs elsewhere" for n in deployed)]
+    assert result.status == ("verified: outputs identical on 450 eval samples; all 6 checks "
                              "passed")
     assert "No slimmed model was written" in (result.out / REPORT_HTML).read_text()
     assert "No slimmed model was written" in (result.out / SUMMARY_MD).read_text()
@@ -110,9 +117,13 @@ def test_unstructured_export_writes_no_slimmed_model_and_says_why(
 def test_filter_export_writes_a_slimmed_model_that_reloads(
         resnet: tuple[Workbench, ExportResult]) -> None:
     bench, result = resnet
-    assert files_in(result.out) == sorted([*DATA_FILES, SLIM_WEIGHTS, SLIM_CARD, *REPORTS])
+    deployed = [row.name for row in result.deploy if row.status == "passed"]
+    assert {ONNX, PROGRAM} <= set(deployed)
+    assert "the slimmed model" in result.deploy[0].detail
+    assert files_in(result.out) == sorted([*DATA_FILES, SLIM_WEIGHTS, SLIM_CARD, *deployed,
+                                           *REPORTS])
     assert result.passed, result.checks
-    assert len(result.checks) == 5
+    assert len(result.checks) == 5 + len(deployed)
     assert "outputs identical to the slimmed model in memory on 450 eval samples" in \
         result.checks[3].detail
     # The card's base is a sample: load_slimmed rebuilds it without being given the model.
@@ -265,7 +276,7 @@ def test_user_strings_are_escaped(tmp_path: Path) -> None:
     bench = build_workbench(name, entry.build(), entry.example(), entry.data(), None)
     session = bench.session
     session.apply(session.uniform_plan(0.5, "filter", "l1")[0])
-    result = export_bundle(bench, tmp_path)
+    result = export_bundle(bench, tmp_path, deploy=False)
     assert result.passed, result.checks
     page = (tmp_path / REPORT_HTML).read_text()
     summary = (tmp_path / SUMMARY_MD).read_text()
@@ -299,7 +310,7 @@ def passed(checks: list[Any]) -> dict[str, bool]:
 
 def test_damaged_files_fail_verification(tmp_path: Path) -> None:
     bench = pruned_bench("sample:digits_resnet", "filter")
-    result = export_bundle(bench, tmp_path)
+    result = export_bundle(bench, tmp_path, deploy=False)
     assert result.passed
     slim_model = slim(bench.session).model
     assert all(c.passed for c in verify_bundle(bench, tmp_path, slim_model=slim_model))
@@ -362,7 +373,7 @@ def test_a_failed_check_still_writes_a_report_that_says_failed(
         return real(state)
 
     monkeypatch.setattr(bundle, "dense_bytes", wrong_weights)
-    result = export_bundle(bench, tmp_path)
+    result = export_bundle(bench, tmp_path, deploy=False)
     assert not result.passed
     assert result.status.startswith("FAILED: 2 of 3 checks failed")
     assert "FAILED" in (tmp_path / REPORT_HTML).read_text()
@@ -399,12 +410,12 @@ def test_a_write_failing_midway_leaves_only_complete_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bench = pruned_bench("sample:digits_resnet", "filter")
     out = tmp_path / "out"
-    export_bundle(bench, out)
+    export_bundle(bench, out, deploy=False)
     old = {n: (out / n).read_bytes() for n in files_in(out)}
 
     bench.session.apply(bench.session.uniform_plan(0.3, "unstructured", "l1")[0])
     expected = tmp_path / "expected"
-    export_bundle(bench, expected)
+    export_bundle(bench, expected, deploy=False)
     new = {n: (expected / n).read_bytes() for n in files_in(expected)}
 
     real_fdopen = os.fdopen
@@ -418,7 +429,7 @@ def test_a_write_failing_midway_leaves_only_complete_files(
 
     monkeypatch.setattr(os, "fdopen", failing_fdopen)
     with pytest.raises(ExportError, match=r"could not write plan\.json into .*No space left"):
-        export_bundle(bench, out, replace=True)
+        export_bundle(bench, out, replace=True, deploy=False)
     monkeypatch.undo()
     present = files_in(out)
     assert not [n for n in present if n.endswith(".tmp") or "/." in n or n.startswith(".")]
@@ -435,7 +446,7 @@ def test_a_write_failing_midway_leaves_only_complete_files(
     assert (out / PLAN).read_bytes() == old[PLAN]  # the failed one: left as it was
 
     # Exporting again completes the folder, and drops the earlier export's slimmed model.
-    result = export_bundle(bench, out)
+    result = export_bundle(bench, out, deploy=False)
     assert result.passed
     assert files_in(out) == sorted(DATA_FILES + REPORTS)
     for name in DATA_FILES:
@@ -448,9 +459,9 @@ def test_refuses_a_file_and_an_unwritable_folder(tmp_path: Path,
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     with pytest.raises(ExportError, match="is a file, not a folder"):
-        export_bundle(bench, blocker)
+        export_bundle(bench, blocker, deploy=False)
     with pytest.raises(ExportError, match="cannot create the export folder"):
-        export_bundle(bench, blocker / "sub")
+        export_bundle(bench, blocker / "sub", deploy=False)
     assert blocker.read_text() == "keep me"
 
     def refuse(*args: Any, **kwargs: Any) -> tuple[int, str]:
@@ -458,7 +469,7 @@ def test_refuses_a_file_and_an_unwritable_folder(tmp_path: Path,
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(PrunevizError, match=r"cannot write into the folder .*Permission denied"):
-        export_bundle(bench, tmp_path / "readonly")
+        export_bundle(bench, tmp_path / "readonly", deploy=False)
 
 
 # -- other weights, removed blocks, options ------------------------------------------------
@@ -472,7 +483,7 @@ def test_other_weights_ship_with_the_plan(tmp_path: Path,
              for k, v in bench.pristine.state_dict().items()}
     session.rebase(state)  # as fine-tuned weights taken on the Fine-tune page
     session.apply(session.uniform_plan(0.4, "filter", "l1")[0])
-    result = export_bundle(bench, tmp_path / "out", weights="fine-tuned #1")
+    result = export_bundle(bench, tmp_path / "out", weights="fine-tuned #1", deploy=False)
     assert result.passed, result.checks
     assert BASE in result.files
     assert "--weights base_weights.safetensors" in result.command
@@ -490,7 +501,7 @@ def test_removed_blocks_are_exported_and_slimmed(tmp_path: Path,
     bench = open_workbench("sample:digits_resnet")
     session = bench.session
     session.apply(session.uniform_plan(0.6, "unstructured", "l1")[0].with_blocks(["layer1"]))
-    result = export_bundle(bench, tmp_path / "out")
+    result = export_bundle(bench, tmp_path / "out", deploy=False)
     assert result.passed, result.checks
     assert SLIM_CARD in result.files
     assert "layer1 removed" in result.slim_note
@@ -506,9 +517,9 @@ def test_removed_blocks_are_exported_and_slimmed(tmp_path: Path,
 def test_slim_option(tmp_path: Path) -> None:
     bench = pruned_bench("sample:digits_cnn", "unstructured")
     with pytest.raises(ModelError, match="cannot write a slimmed model"):
-        export_bundle(bench, tmp_path / "a", slim=True)
+        export_bundle(bench, tmp_path / "a", slim=True, deploy=False)
     bench = pruned_bench("sample:digits_resnet", "filter")
-    result = export_bundle(bench, tmp_path / "b", slim=False)
+    result = export_bundle(bench, tmp_path / "b", slim=False, deploy=False)
     assert SLIM_CARD not in result.files
     assert not (tmp_path / "b" / "slim").exists()
     assert "asked not to" in result.slim_note
@@ -516,8 +527,8 @@ def test_slim_option(tmp_path: Path) -> None:
 
 def test_preview_names_what_the_export_writes(tmp_path: Path) -> None:
     bench = pruned_bench("sample:digits_resnet", "filter")
-    preview = export_preview(bench)
-    result = export_bundle(bench, tmp_path)
+    preview = export_preview(bench, deploy=False)
+    result = export_bundle(bench, tmp_path, deploy=False)
     assert [name for name, _ in preview.files] == list(result.files)
     assert preview.slim_note == result.slim_note
     assert preview.command == result.command

@@ -54,8 +54,11 @@ def test_preview_lists_the_files_and_why_there_is_no_slimmed_model() -> None:
     at = start("sample:digits_cnn", "unstructured")
     (table,) = at.dataframe
     assert list(table.value["file"]) == ["weights.safetensors", "weights.sparse.safetensors",
-                                         "plan.json", "report.html", "summary.md",
-                                         "manifest.json"]
+                                         "plan.json", "model.onnx", "model.pt2",
+                                         "masked_sparse.onnx", "model.csr.safetensors",
+                                         "report.html", "summary.md", "manifest.json"]
+    assert all("if its check on the evaluation data passes" in what
+               for what in table.value["holds"][3:7])
     assert any("No slimmed model was written" in c.value for c in at.caption)
     assert any("pruneviz prune sample:digits_cnn" in c.value for c in at.code)
     assert not at.get("download_button")  # nothing until the user exports
@@ -70,8 +73,16 @@ def test_export_offers_every_download_and_shows_the_checks() -> None:
     (success,) = at.success
     assert "verified: outputs identical on 450 eval samples" in success.value
     checks = [m.value for m in at.markdown if m.value.startswith(("✓", "✗"))]
-    assert len(checks) == len(result.checks) == 5
+    assert len(checks) == len(result.checks) == 5 + sum(
+        row.status == "passed" for row in result.deploy)
     assert all(c.startswith("✓") for c in checks)
+    # The files to run elsewhere, each with its size and its check.
+    (table,) = [t.value for t in at.dataframe if "check" in t.value.columns]
+    assert list(table["file"]) == ["model.onnx", "model.pt2", "masked_sparse.onnx",
+                                   "model.csr.safetensors"]
+    assert list(table["check"][:2]) == ["passed", "passed"]
+    assert table["size"][0] == f"{len(download.files['model.onnx']):,} B"
+    assert "onnxruntime runs the slimmed model" in table["detail"][0]
     buttons = at.get("download_button")
     labels = [b.proto.label for b in buttons]
     assert labels[0].startswith("Everything (")

@@ -261,6 +261,9 @@ def test_cli_export_of_a_user_model_verifies_and_its_command_reproduces_it(
     result = json.loads(stdout)
     assert result["verified"] is True
     assert (out / "slim" / "slim.json").is_file()
+    # the user's model runs elsewhere too: ONNX and the .pt2 of its slimmed form
+    status = {row["name"]: row["status"] for row in result["deployment"]}
+    assert status["model.onnx"] == status["model.pt2"] == "passed"
     command = shlex.split(result["command"].splitlines()[0])
     assert command[:2] == ["pruneviz", "prune"]
     assert "--data" in command

@@ -22,7 +22,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             "write the refit weights with `pruneviz prune --plan` instead")
     bench, _, _ = measure(args)
     result = export_bundle(bench, args.out, slim=args.slim, latency=args.latency,
-                           force=args.force, inputs=run_inputs(bench, args))
+                           force=args.force, inputs=run_inputs(bench, args),
+                           deploy=getattr(args, "deploy", True))
     if args.json:
         print(safe_json(result.to_dict()))
     else:
@@ -31,6 +32,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"  {'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
         for name, size in result.sizes().items():
             print(f"{size:>10,} B  {args.out / name}")
+        if result.deploy:
+            print("deployment files (each checked before it was written):")
+        for row in result.deploy:
+            shown = "" if row.size is None else f"{row.size:,} B"
+            print(f"{shown:>12}  {row.name}  {row.status}: {row.detail}")
         print(f"slim: {result.slim_note}")
         print(f"reproduce: {result.command}")
     if not result.passed:

@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "no structure); default: written when the plan is structured")
     slim_choice.add_argument("--no-slim", dest="slim", action="store_const", const=False,
                              help="never write the slimmed model")
+    export.add_argument("--no-deploy", dest="deploy", action="store_false",
+                        help="skip the deployment files (model.onnx, model.pt2, "
+                        "masked_sparse.onnx, model.csr.safetensors), each checked on the "
+                        "evaluation data before it is written")
     export.add_argument("--json", action="store_true", help="print one JSON object")
 
     _add_finetune_parser(verbs)

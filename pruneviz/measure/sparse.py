@@ -438,6 +438,17 @@ def _check_outputs(deployed: nn.Module, example: Tensor | tuple[Tensor, ...],
         )
 
 
+def csr_candidate(module: nn.Module) -> bool:
+    """True for a layer that can run as CSR (see `_eligible`): a plain nn.Linear or
+    pointwise nn.Conv2d, float on the CPU, with no hooks of its own."""
+    return _eligible(module)
+
+
+def weight_sparsity(weight: Tensor) -> float:
+    """Fraction of exactly-zero elements of `weight`."""
+    return _sparsity(weight)
+
+
 def deployed_state(dep: SparseDeployment) -> dict[str, Tensor]:
     """The deployed model's state dict, each CSR index buffer cast to its smallest int type.
 

@@ -12,6 +12,12 @@
 - `slim/slim.safetensors` + `slim/slim.json`: the slimmed model (pruned channels and
   removed blocks really gone) and its architecture card, when the plan is structured;
   the report says why otherwise;
+- deployment files, each checked before it is written (deploy_files.py; a file whose
+  check fails is not written and the export fails; one that cannot be made is skipped,
+  with the reason): `model.onnx` and `model.pt2` (the slimmed model, else the masked one;
+  dynamic batch; run in onnxruntime / reloaded and compared on the evaluation data),
+  `masked_sparse.onnx` (sparse initializers, when smaller) and `model.csr.safetensors`
+  (the CSR form, `pruneviz.load_sparse`);
 - `report.html`: one self-contained page (plotly.js inline, no network) with the measured
   tables, charts, verification results and environment; `summary.md`: the same in Markdown.
 
@@ -30,6 +36,7 @@ base weights) are removed, so the folder never mixes two exports' models.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -45,6 +52,7 @@ from typing import Any
 import plotly.graph_objects as go
 from torch import Tensor, nn
 
+from pruneviz.core.layers import model_device
 from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import SlimMismatchError
@@ -53,6 +61,15 @@ from pruneviz.data.sources import input_files
 from pruneviz.errors import ModelError, PrunevizError
 from pruneviz.measure.meter import Report
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
+from pruneviz.output.deploy_files import (
+    CSR_FILE,
+    DEPLOY_NAMES,
+    ONNX,
+    PROGRAM,
+    SPARSE_ONNX,
+    DeployFile,
+    deployment_files,
+)
 from pruneviz.output.figures import layer_overview
 from pruneviz.output.folders import (
     MANIFEST,
@@ -96,7 +113,7 @@ REPORT_HTML = "report.html"
 SUMMARY_MD = "summary.md"
 # Written by an earlier export (or `pruneviz prune --slim`) but not necessarily by this one:
 # removed when this export does not write them, so that they cannot be taken for its own.
-OPTIONAL_FILES = (BASE, SLIM_WEIGHTS, SLIM_CARD, "slim/slim.pt2")
+OPTIONAL_FILES = (BASE, SLIM_WEIGHTS, SLIM_CARD, "slim/slim.pt2", *DEPLOY_NAMES)
 
 _WHAT = {
     WEIGHTS: "pruned (masked) model, full state dict, dense safetensors",
@@ -108,6 +125,12 @@ _WHAT = {
     REPORT_HTML: "the report: one self-contained HTML page (tables, charts, checks)",
     SUMMARY_MD: "the report's tables as Markdown",
     MANIFEST: "each file's size and sha256, written last: the export is complete",
+    ONNX: "ONNX (opset 18, dynamic batch) of the model, for onnxruntime and other runtimes",
+    PROGRAM: "torch.export program (dynamic batch; no evaluation data in it): "
+             "torch.export.load(...).module()",
+    SPARSE_ONNX: "ONNX of the masked model, its mostly-zero weights as sparse initializers",
+    CSR_FILE: "sparse-deployed model: CSR layers + architecture card, safetensors "
+              "(pruneviz.load_sparse)",
 }
 
 
@@ -128,6 +151,7 @@ class ExportResult:
     command: str  # the CLI command that reproduces weights.safetensors from plan.json
     eval_samples: int  # samples the outputs were compared on
     seconds: float
+    deploy: tuple[DeployFile, ...] = ()  # every deployment file: written, failed or skipped
 
     @property
     def passed(self) -> bool:
@@ -156,6 +180,7 @@ class ExportResult:
             "command": self.command,
             "eval_samples": self.eval_samples,
             "seconds": self.seconds,
+            "deployment": [row.to_dict() for row in self.deploy],
         }
 
 
@@ -302,6 +327,23 @@ def _what(bench: Workbench, name: str) -> str:
     return _WHAT[name]
 
 
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """`model` itself when it is on the CPU, else a CPU copy (the original is not moved)."""
+    return model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()
+
+
+def _deployment(bench: Workbench, slim_model: nn.Module | None
+                ) -> tuple[dict[str, bytes], list[DeployFile]]:
+    """The deployment files that passed their checks, and every file's row (on the CPU:
+    they are files to run elsewhere)."""
+    masked = _on_cpu(bench.model)
+    deployed = masked if slim_model is None else _on_cpu(slim_model)
+    card = architecture_card(bench.name, bench.pristine, masked)
+    return deployment_files(deployed, masked, bench.eval_data.x.cpu(),
+                            what="masked" if slim_model is None else "slimmed", card=card,
+                            base_model=_on_cpu(bench.pristine))
+
+
 # -- the report --------------------------------------------------------------------------------
 def _figures(bench: Workbench, content_layers: Sequence[Any], log: ExperimentLog | None,
              plan: Plan, weights: str) -> list[tuple[str, go.Figure]]:
@@ -354,18 +396,22 @@ class ExportPreview:
     command: str
 
 
-def export_preview(bench: Workbench, *, slim: bool | None = None) -> ExportPreview:
-    """The files an export of the workbench's current plan would write, and why a slimmed
-    model would or would not be among them."""
+def export_preview(bench: Workbench, *, slim: bool | None = None,
+                   deploy: bool = True) -> ExportPreview:
+    """The files an export of the workbench's current plan would write (the deployment
+    files only if their checks pass), and why a slimmed model would or would not be among
+    them."""
     base = _base_state(bench) is not None
     slim_model, slim_note, _ = _slimmed(bench, False if slim is False else None, preview=True)
     if slim and slim_model is None:
         slim_note += " (the export was asked for one: it will fail)"
     names = [WEIGHTS, SPARSE, PLAN, *([BASE] if base else []),
              *([SLIM_WEIGHTS, SLIM_CARD] if slim_model is not None else []),
-             REPORT_HTML, SUMMARY_MD, MANIFEST]
+             *(DEPLOY_NAMES if deploy else ()), REPORT_HTML, SUMMARY_MD, MANIFEST]
     return ExportPreview(describe_plan(bench.session.stamp(bench.session.plan), max_parts=6),
-                         [(name, _what(bench, name)) for name in names], slim_note,
+                         [(name, _what(bench, name) + (
+                             " (written if its check on the evaluation data passes)"
+                             if name in DEPLOY_NAMES else "")) for name in names], slim_note,
                          reproduce_command(bench, base))
 
 
@@ -381,6 +427,7 @@ def export_bundle(
     force: bool = False,
     inputs: Sequence[Path] = (),
     replace: bool | None = None,
+    deploy: bool = True,
 ) -> ExportResult:
     """Write the workbench's current pruned model, plan and report into folder `out`,
     then verify the files (see the module docstring for what is written and checked).
@@ -395,6 +442,7 @@ def export_bundle(
     requires one (ModelError if it cannot be built), False never writes one. `latency`:
     also time the pruned model against the unpruned one (cached per plan by the meter).
     `weights`: the name of the weights the plan was applied to, for the report.
+    `deploy`: also write the deployment files (ONNX, .pt2, CSR; each checked first).
 
     Raises ExportError when `out` is a file, cannot be created or written, or a write
     fails (every file is then either complete and new, or as it was). A failed check does
@@ -421,6 +469,10 @@ def export_bundle(
         card = architecture_card(bench.name, bench.pristine, slim_model)
         files[SLIM_WEIGHTS] = dense_bytes(slim_model.state_dict())
         files[SLIM_CARD] = json.dumps(card, indent=2).encode()
+    deploy_rows: list[DeployFile] = []
+    if deploy:
+        deploy_files, deploy_rows = _deployment(bench, slim_model)
+        files.update(deploy_files)
     names = [*files, *OPTIONAL_FILES, REPORT_HTML, SUMMARY_MD, MANIFEST]
     inputs = [*(input_files(bench.source) if bench.source is not None else ()), *inputs]
     check_target(out, names, inputs=inputs, force=force)
@@ -436,11 +488,17 @@ def export_bundle(
     written = _write(out, files)
     _remove_stale(out, written)
     command = reproduce_command(bench, base is not None)
-    checks = tuple(verify_bundle(bench, out, slim_model=slim_model, slim_differs=differs,
-                                 command=command, written=set(written)))
+    checks = (*verify_bundle(bench, out, slim_model=slim_model, slim_differs=differs,
+                             command=command, written=set(written)),
+              *(check for row in deploy_rows if (check := row.check()) is not None))
 
     rows = layer_rows(session)
-    file_rows = [FileRow(name, len(data), _what(bench, name)) for name, data in files.items()]
+    deploy_status = {row.name: f"{row.status}: {row.detail}" for row in deploy_rows}
+    file_rows = [FileRow(name, len(data), _what(bench, name), deploy_status.get(name, ""))
+                 for name, data in files.items()]
+    file_rows += [FileRow(row.name, None, f"{_WHAT[row.name]} — not written",
+                          deploy_status[row.name]) for row in deploy_rows
+                  if row.name not in files]
     file_rows += [FileRow(name, None, _WHAT[name]) for name in (REPORT_HTML, SUMMARY_MD,
                                                                  MANIFEST)]
     content = ReportContent(
@@ -467,7 +525,8 @@ def export_bundle(
     # Last: every file with its size and hash, which marks the export complete.
     written.update(_write(out, {MANIFEST: manifest_bytes({**files, **reports})}))
     return ExportResult(out, written, checks, report, bench.baseline, slim_note, command,
-                        len(bench.eval_data), time.perf_counter() - start)
+                        len(bench.eval_data), time.perf_counter() - start,
+                        tuple(deploy_rows))
 
 
 # -- downloads -----------------------------------------------------------------------------------
@@ -510,12 +569,14 @@ def export_for_download(
     latency: bool = False,
     weights: str = ORIGINAL,
     replace: bool = False,
+    deploy: bool = True,
 ) -> ExportDownload:
     """Export into `folder` (None: a temporary folder, deleted afterwards, so the result's
     paths no longer exist) and keep every file's bytes and a zip of them; the options are
     export_bundle's."""
     options: dict[str, Any] = {"log": log, "extra_figures": extra_figures, "slim": slim,
-                               "latency": latency, "weights": weights, "replace": replace}
+                               "latency": latency, "weights": weights, "replace": replace,
+                               "deploy": deploy}
     if folder is not None:
         result = export_bundle(bench, folder, **options)
         files = bundle_files(result)

@@ -69,8 +69,9 @@ class FileRow:
     """One file of the export."""
 
     name: str
-    size: int | None  # bytes (None: the report files, written last)
+    size: int | None  # bytes (None: the report files, written last; a file not written)
     what: str
+    check: str = ""  # a deployment file's check: "passed: ...", "failed: ...", "skipped: ..."
 
 
 @dataclass(frozen=True)
@@ -354,8 +355,8 @@ def render_html(content: ReportContent) -> str:
     metrics = _table(["measured", "unpruned", "pruned", "change"],
                      [[m.name, m.baseline, m.pruned, m.change] for m in content.metrics],
                      numeric=(1, 2, 3))
-    files = _table(["file", "size", "what"],
-                   [[f.name, "" if f.size is None else f"{f.size:,} B", f.what]
+    files = _table(["file", "size", "what", "check"],
+                   [[f.name, "" if f.size is None else f"{f.size:,} B", f.what, f.check]
                     for f in content.files], numeric=(1,))
     notes = "".join(f"<li>{_e(n)}</li>" for n in content.notes)
     env = _table(["", ""], [list(pair) for pair in content.environment])
@@ -449,8 +450,8 @@ def render_markdown(content: ReportContent) -> str:
         "",
         "## Files",
         "",
-        _md_table(["file", "size", "what"],
-                  [[f.name, "" if f.size is None else f"{f.size:,} B", f.what]
+        _md_table(["file", "size", "what", "check"],
+                  [[f.name, "" if f.size is None else f"{f.size:,} B", f.what, f.check]
                    for f in content.files]),
         "",
         _md(content.slim_note),

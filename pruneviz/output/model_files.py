@@ -6,14 +6,16 @@ slimming changed, its new channel counts; for a bare parameter whose shape chang
 class token, a layer scale), its shape; for a width attribute a forward reads
 (`self.hidden_dim`), its value. Loading builds the base architecture, swaps
 those modules for ones of the recorded shapes and loads the weights strictly — no code
-from the file runs. pruneviz never loads .pt2 programs (loading one can run code); it
-only writes them for the user's deployment.
+from the file runs. pruneviz loads a .pt2 program only right after writing it, to verify
+it (loading one can run code: never load one you did not make); the programs have a
+dynamic batch dimension and hold a fresh example input, none of the user's data.
 """
 
 from __future__ import annotations
 
 import copy
 import errno
+import io
 import json
 import os
 import shutil
@@ -345,19 +347,74 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+BATCH = "batch"  # the name of the dynamic first dimension in the .pt2 and ONNX files
+
+
+def fresh_example(like: Tensor, model: nn.Module | None = None, batch: int = 2) -> Tensor:
+    """A new CPU tensor shaped like one batch of `like` with `batch` rows (default 2: a
+    batch of 1 would be specialised by torch.export), holding none of its values: seeded
+    random floats, or for integer inputs (token ids) ids valid for `model`'s first
+    nn.Embedding (zeros without one). What deployment files keep as their example."""
+    shape = (batch, *like.shape[1:])
+    generator = torch.Generator().manual_seed(0)
+    if like.is_floating_point():
+        return torch.randn(shape, generator=generator).to(like.dtype)
+    if like.dtype == torch.bool:
+        return torch.zeros(shape, dtype=torch.bool)
+    vocab = next((m.num_embeddings for m in (model.modules() if model is not None else ())
+                  if isinstance(m, nn.Embedding)), 1)
+    return torch.randint(0, vocab, shape, generator=generator).to(like.dtype)
+
+
+def program(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
+    """`torch.export` of a CPU copy of `model` in eval mode with a dynamic batch (first)
+    dimension, traced on `fresh_example(example)`: the program keeps that new tensor as
+    its example, never the caller's data. Raises what torch.export raises."""
+    cpu = copy.deepcopy(model).cpu().eval()
+    sample = fresh_example(example, cpu)
+    return torch.export.export(cpu, (sample,),
+                               dynamic_shapes=({0: torch.export.Dim(BATCH, min=1)},))
+
+
+def program_bytes(model: nn.Module | torch.export.ExportedProgram,
+                  example: Tensor | None = None) -> bytes:
+    """The .pt2 file of `program(model, example)` (or of a program), as bytes."""
+    if not isinstance(model, torch.export.ExportedProgram):
+        if example is None:
+            raise ValueError("an example input is needed to export a model")
+        model = program(model, example)
+    buffer = io.BytesIO()
+    torch.export.save(model, buffer)
+    return buffer.getvalue()
+
+
 def export_program(model: nn.Module, example: Tensor, path: Path) -> str | None:
     """Write a `torch.export` program of `model` (a CPU copy, whatever device the model is
-    on: the program is a deployment file); returns why it failed, or None."""
+    on: the program is a deployment file) with a dynamic batch dimension, traced on a
+    fresh tensor shaped like `example` (`fresh_example`: no data of the caller's is kept
+    in the file); returns why it failed, or None."""
     try:
-        program = torch.export.export(copy.deepcopy(model).cpu().eval(), (example.cpu(),))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
-        os.close(fd)
-        try:
-            torch.export.save(program, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomic(path, program_bytes(model, example))
     except Exception as exc:  # noqa: BLE001 - export is best effort; the reason is reported
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_program(path: Path, model: nn.Module, example: Tensor) -> str | None:
+    """Reload the program just written to `path` and run it at batch 1 and 64 against
+    `model`; on a failure the file is removed and the reason returned."""
+    try:
+        loaded = torch.export.load(str(path)).module()
+        x = example.detach().cpu()
+        with torch.inference_mode():
+            for n in (1, 64):
+                batch = x.repeat(-(-n // len(x)), *([1] * (x.dim() - 1)))[:n]
+                want = copy.deepcopy(model).cpu().eval()(batch)
+                if not torch.allclose(loaded(batch), want, rtol=1e-4, atol=1e-5):
+                    raise ModelError(f"the reloaded program's output at batch {n} differs "
+                                     "from the slimmed model's")
+    except Exception as exc:  # noqa: BLE001 - a program fails in many ways: say which
+        path.unlink(missing_ok=True)
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -376,6 +433,8 @@ def save_slimmed(
     with torch.inference_mode():
         same = torch.equal(reloaded(example), slimmed.eval()(example))
     program_error = export_program(slimmed, example, out / "slim.pt2")
+    if program_error is None:
+        program_error = _check_program(out / "slim.pt2", slimmed, example)
     return {
         "weights": str(weights), "card": str(card_path),
         "program": None if program_error else str(out / "slim.pt2"),
