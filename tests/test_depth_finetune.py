@@ -394,6 +394,18 @@ def test_the_fine_tune_page_trains_the_tabs_depth_pruned_plan_and_reopens_it() -
     assert torch.equal(outputs(other.bench.model, x), outputs(session.model, x))
 
 
+def test_the_fine_tune_pages_schedules_keep_the_tabs_removed_blocks() -> None:
+    at = apptest.start(MODEL)
+    session = bench_of(at).session
+    session.apply(session.stamp(Plan(blocks=(BLOCK,))))
+    at.switch_page(PAGE).run()
+    for recipe in ("iterative", "poly", "regularize"):
+        at.radio(key="pv_ft_recipe").set_value(recipe).run()
+        assert not at.exception, (recipe, at.exception)
+        assert any(f"Removed blocks ({BLOCK}) stay removed throughout" in c.value
+                   for c in at.caption), recipe
+
+
 # -- torchrun ------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.skipif(

@@ -140,8 +140,12 @@ class Draft:
     regularize_until: int | None = None
 
 
-def prune_spec_controls() -> PruneSpec:
-    """Granularity, criterion and scope of the schedule's pruning events."""
+def prune_spec_controls(blocks: Sequence[str] = ()) -> PruneSpec:
+    """Granularity, criterion and scope of the schedule's pruning events; the tab's removed
+    `blocks` stay removed (the identity) from the first step."""
+    if blocks:
+        st.caption(f"Removed blocks ({', '.join(blocks)}) stay removed throughout: the "
+                   "model trains without them, and the schedule prunes the rest.")
     cols = st.columns([1.1, 1, 1.4])
     granularity = cols[0].selectbox("Granularity", GRANULARITIES, key=keys.FT_GRAN_KEY,
                                     help="unstructured: single weights; filter: output "
@@ -156,13 +160,15 @@ def prune_spec_controls() -> PruneSpec:
         cap = st.slider("No layer above (%)", 50, 100, key=keys.FT_CAP_KEY,
                         help="So that the global ranking empties no layer.") / 100
     return PruneSpec(parse_granularity(granularity), criterion, scope=scope,
-                     max_layer_sparsity=None if cap is None or cap >= 1 else cap)
+                     max_layer_sparsity=None if cap is None or cap >= 1 else cap,
+                     blocks=tuple(blocks))
 
 
 def spec_text(spec: PruneSpec) -> str:
     """The pruning events' granularity, criterion and scope, for a run's label."""
     scope = " global" if spec.scope == "global" else ""
-    return f"{spec.granularity.value} {spec.criterion}{scope}"
+    removed = f", {', '.join(spec.blocks)} removed" if spec.blocks else ""
+    return f"{spec.granularity.value} {spec.criterion}{scope}{removed}"
 
 
 def plan_sparsity(session: PruningSession) -> float:
@@ -246,7 +252,7 @@ def recipe_controls(bench: Workbench, worker: FinetuneWorker, kind: str) -> Draf
                                        key=keys.FT_PRUNE_UNTIL_KEY,
                                        help="The rounds are spread over these steps; the "
                                        "rest retrains at the final sparsity.")
-                spec = prune_spec_controls()
+                spec = prune_spec_controls(bench.session.removed_blocks())
                 end = max(1, round(total * until / 100))
                 schedule = Schedule(ScheduleKind.ITERATIVE, final / 100, begin_step=0, end_step=end,
                                     rounds=int(rounds))
@@ -271,7 +277,7 @@ def recipe_controls(bench: Workbench, worker: FinetuneWorker, kind: str) -> Draf
                 begin_pct, end_pct = st.session_state[keys.FT_WINDOW_KEY]
                 frequency = cols[1].number_input("Every (steps)", 1, 100_000, step=1,
                                                  key=keys.FT_FREQUENCY_KEY)
-                spec = prune_spec_controls()
+                spec = prune_spec_controls(bench.session.removed_blocks())
                 begin = round(total * begin_pct / 100)
                 end = round(total * end_pct / 100)
                 start_at = 0.0 if agp else initial
@@ -301,7 +307,7 @@ def recipe_controls(bench: Workbench, worker: FinetuneWorker, kind: str) -> Draf
                                        help="Then prune once, and retrain without it.")
                 final = cols[3].number_input("Then prune to (%)", 0.0, 100.0, step=1.0,
                                              format="%.1f", key=keys.FT_FINAL_KEY)
-                spec = prune_spec_controls()
+                spec = prune_spec_controls(bench.session.removed_blocks())
                 regularize_until = max(1, round(total * until / 100))
                 recipe = replace(recipe, regularizer=regularizer, strength=float(strength))
                 schedule = Schedule(ScheduleKind.ONESHOT, final / 100, begin_step=regularize_until)
