@@ -12,7 +12,9 @@ the kept structures stay as they are.
 Where a group's channels run through a norm that normalises them together (LayerNorm,
 RMSNorm), the slimmed model by design computes something else than the masked one: the
 masked channels counted in that norm's statistics, the removed ones do not. `differs`
-says so, norm by norm; callers measure the slimmed model on its own then.
+says so, norm by norm; callers measure the slimmed model on its own then. The slim is
+still checked: against the masked model with those norms' statistics taken over the kept
+channels (kept_statistics_reference), which is exactly what a correct slim computes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from pruneviz.core.coupling import Member
 from pruneviz.core.layers import eval_mode
 from pruneviz.core.session import PruningSession
 from pruneviz.core.width import (
+    KeptStatisticsNorm,
     follow_width,
+    kept_statistics_norm,
     norm_channels,
     parameter_owner,
     shared_norm_reason,
@@ -57,7 +61,9 @@ class SlimResult:
 
     `differs`: why the slimmed model is by design not expected to compute what the masked
     one does (a LayerNorm whose statistics change with the width), one reason each; empty
-    means it was checked to match the masked model within SLIM_TOLERANCE.
+    means it was checked to match the masked model within SLIM_TOLERANCE. Non-empty, it
+    was checked to match kept_statistics_reference instead, unless a reason ends in "not
+    checked: ..." (a norm of a kind that reference cannot be built for).
     """
 
     model: nn.Module
@@ -179,8 +185,10 @@ def slim(session: PruningSession, data: Tensor | tuple[Tensor, ...] | None = Non
     example input) to compute what the masked model computes.
 
     Raises SlimMismatchError, naming the layers where the two first part, when the
-    outputs differ by more than SLIM_TOLERANCE and the result declares no reason why
-    they should (`SlimResult.differs`)."""
+    outputs differ by more than SLIM_TOLERANCE; where shared norms are cut
+    (`SlimResult.differs`) the reference is the masked model with their statistics over
+    the kept channels (kept_statistics_reference), unchecked only when that cannot be
+    built."""
     _check_slimmable(session)
     start = time.perf_counter()
     model = copy.deepcopy(session.model)
@@ -232,8 +240,21 @@ def slim(session: PruningSession, data: Tensor | tuple[Tensor, ...] | None = Non
     _follow_widths(session, model)
     model.eval()
     _check_runs(session, model)
-    if not differs:
-        check_equivalent(session, model, session.example_input if data is None else data)
+    # Where shared norms are cut, a correct slim computes the masked model with those
+    # norms' statistics over the kept channels: checked against that instead.
+    reference = kept_statistics_reference(session)
+    if reference is not None:
+        try:
+            check_equivalent(session, model, session.example_input if data is None
+                             else data, reference)
+        except SlimMismatchError:
+            unused = [n for n, m in reference.named_modules()
+                      if isinstance(m, KeptStatisticsNorm) and m.calls == 0]
+            if not unused:
+                raise
+            differs = (*differs, f"not checked: {', '.join(unused[:3])} "
+                       "not called as a module (its parent reads the norm's weights "
+                       "itself), so no kept-statistics reference could stand in for it")
     params = sum(p.numel() for p in model.parameters())
     return SlimResult(model, removed, params, time.perf_counter() - start, differs)
 
@@ -252,30 +273,74 @@ def _follow_widths(session: PruningSession, model: nn.Module) -> None:
 _LAST = {"heads": 1, "width": 2}  # the order of the functions that replace modules
 
 
-def slim_differs(session: PruningSession) -> tuple[str, ...]:
-    """Why `slim(session)` by design does not compute what the masked model computes: one
-    reason per norm that normalises removed channels together with kept ones (its
-    `SlimResult.differs`, without slimming). Empty: the slimmed model must match."""
+def _shared_norm_cuts(session: PruningSession) -> dict[str, set[int]]:
+    """The norms that normalise removed channels together with kept ones (in blocks the
+    plan keeps), each with the channel indices removed from it."""
     gone = session.removed_blocks()
-    reasons: dict[str, str] = {}
+    cuts: dict[str, set[int]] = {}
     for gid, units in session.pruned_units().items():
         group, pruned = session.groups[gid], set(units)
         for m in group.members:
             norm = m.module if m.kind == "norm" else \
                 parameter_owner(m.module)[0] if m.kind == "param" else None
-            if norm is None or norm not in group.shared_norms or norm in reasons or \
+            if norm is None or norm not in group.shared_norms or \
                     any(norm == b or norm.startswith(b + ".") for b in gone):
                 continue
-            removed = len({i for i, r in zip(m.idxs, m.root, strict=True) if r in pruned})
+            removed = {i for i, r in zip(m.idxs, m.root, strict=True) if r in pruned}
             if removed:
-                channels = norm_channels(session.model.get_submodule(norm))
-                reasons[norm] = shared_norm_reason(norm, channels, removed)
-    return tuple(reasons.values())
+                cuts.setdefault(norm, set()).update(removed)
+    return cuts
 
 
-def _outputs(model: nn.Module, data: Tensor | tuple[Tensor, ...]) -> list[Tensor]:
-    with eval_mode(model), torch.inference_mode():
-        out = model(*data) if isinstance(data, tuple) else model(data)
+def slim_differs(session: PruningSession) -> tuple[str, ...]:
+    """Why `slim(session)` by design does not compute what the masked model computes: one
+    reason per norm that normalises removed channels together with kept ones (its
+    `SlimResult.differs`, without slimming), ending in "not checked: ..." where no
+    kept-statistics reference can be built for that norm. Empty: the slimmed model must
+    match."""
+    reasons = []
+    for name, removed in _shared_norm_cuts(session).items():
+        channels = norm_channels(session.model.get_submodule(name))
+        reason = shared_norm_reason(name, channels, len(removed))
+        kept = kept_statistics_norm(name, session.model.get_submodule(name),
+                                    [i for i in range(channels) if i not in removed])
+        reasons.append(f"{reason}; {kept}" if isinstance(kept, str) else reason)
+    return tuple(reasons)
+
+
+def kept_statistics_reference(session: PruningSession) -> nn.Module | None:
+    """What a correct slim of `session` computes: a copy of the masked model whose shared
+    norms (those `slim_differs` names) take their statistics over the kept channels only
+    (KeptStatisticsNorm says why that is exactly the slimmed model's function). The
+    masked model itself when no norm is shared; None when a shared norm is of a kind no
+    such reference can be built for (the slim then goes unchecked, and its differs
+    reason says so)."""
+    cuts = _shared_norm_cuts(session)
+    if not cuts:
+        return session.model
+    reference = copy.deepcopy(session.model)
+    for name, removed in cuts.items():
+        norm = reference.get_submodule(name)  # the copy's own tensors
+        made = kept_statistics_norm(name, norm, [i for i in range(norm_channels(norm))
+                                                 if i not in removed])
+        if isinstance(made, str):
+            return None
+        set_module(reference, name, made)
+    return reference.eval()
+
+
+def _outputs(model: nn.Module, data: Tensor | tuple[Tensor, ...],
+             fastpath: bool = True) -> list[Tensor]:
+    """`model`'s output tensors on `data`. Without `fastpath`, nn.TransformerEncoderLayer
+    calls its LayerNorm modules (its fused kernel reads their weights instead), as a
+    kept-statistics reference needs."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(before and fastpath)
+    try:
+        with eval_mode(model), torch.inference_mode():
+            out = model(*data) if isinstance(data, tuple) else model(data)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
     return list(_flat(out))
 
 
@@ -307,10 +372,14 @@ def _difference(a: Tensor, b: Tensor) -> float:
 
 
 def check_equivalent(session: PruningSession, slimmed: nn.Module,
-                     data: Tensor | tuple[Tensor, ...]) -> float:
-    """The largest output difference between the masked model and `slimmed` on `data`;
+                     data: Tensor | tuple[Tensor, ...],
+                     reference: nn.Module | None = None) -> float:
+    """The largest output difference between the masked model (or `reference`, what a
+    correct slim computes: kept_statistics_reference) and `slimmed` on `data`;
     SlimMismatchError naming the first diverging layers when beyond SLIM_TOLERANCE."""
-    masked_out, slim_out = _outputs(session.model, data), _outputs(slimmed, data)
+    reference = session.model if reference is None else reference
+    masked_out = _outputs(reference, data, fastpath=reference is session.model)
+    slim_out = _outputs(slimmed, data)
     worst = 0.0
     for expected, got in zip(masked_out, slim_out, strict=False):
         if expected.shape != got.shape:
@@ -325,8 +394,8 @@ def check_equivalent(session: PruningSession, slimmed: nn.Module,
             raise SlimMismatchError(
                 f"the slimmed model does not compute what the masked model computes: outputs "
                 f"differ by up to {diff:.3g} (tolerance {tolerance:.1g}) on {samples:,} "
-                f"evaluation inputs; {_locate(session, slimmed, data)}. The slimmed model "
-                "was not kept: leave those layers' channels unpruned (or prune them "
+                f"evaluation inputs; {_locate(session, reference, slimmed, data)}. The slimmed "
+                "model was not kept: leave those layers' channels unpruned (or prune them "
                 "unstructured) to slim this model")
     return worst
 
@@ -356,7 +425,7 @@ def _record(model: nn.Module, data: Tensor | tuple[Tensor, ...]
         handles.append(module.register_forward_pre_hook(_enter(order, name)))
         handles.append(module.register_forward_hook(_keep_call(calls, name)))
     try:
-        _outputs(model, data)
+        _outputs(model, data, fastpath=False)  # every inner module called
     finally:
         for handle in handles:
             handle.remove()
@@ -384,17 +453,17 @@ def _removed_sets(session: PruningSession) -> dict[tuple[str, str], set[int]]:
     return removed
 
 
-def _locate(session: PruningSession, slimmed: nn.Module,
+def _locate(session: PruningSession, reference: nn.Module, slimmed: nn.Module,
             data: Tensor | tuple[Tensor, ...]) -> str:
     """Where the slimmed model first parts from the masked one: the innermost modules
     whose inputs agree on the kept channels and whose outputs do not."""
     few = (tuple(t[:_DIAGNOSE_SAMPLES] for t in data) if isinstance(data, tuple)
            else data[:_DIAGNOSE_SAMPLES])
-    masked_calls, order = _record(session.model, few)
+    masked_calls, order = _record(reference, few)
     slim_calls, _ = _record(slimmed, few)
     removed = _removed_sets(session)
     known: dict[int, set[int]] = {}  # id of a masked-model tensor -> channels removed from it
-    modules = dict(session.model.named_modules())
+    modules = dict(reference.named_modules())
     for name, calls in masked_calls.items():
         for call in calls:
             if (name, "out") in removed:
@@ -465,4 +534,4 @@ def max_abs_diff(a: nn.Module, b: nn.Module, example: Tensor) -> float:
 
 
 __all__ = ["SLIM_TOLERANCE", "SlimMismatchError", "SlimResult", "check_equivalent",
-           "max_abs_diff", "slim", "slim_differs"]
+           "kept_statistics_reference", "max_abs_diff", "slim", "slim_differs"]

@@ -132,6 +132,95 @@ def shared_norms(members: Iterable[tuple[str, str]], modules: Mapping[str, nn.Mo
     return tuple(found)
 
 
+class KeptStatisticsNorm(nn.Module):
+    """A norm over the last dimension whose statistics use the kept channels only: the
+    reference the slimmed model is checked against when it removes channels that a
+    LayerNorm or RMSNorm normalises together with kept ones.
+
+    Why this is exactly what the slimmed model computes: a removed channel is 0 in the
+    masked model everywhere it runs (its writers' rows, biases, embedding columns and
+    norm affine entries are zeroed, its readers' columns too), so the masked model and
+    the slimmed one see the same values on the kept channels. They part only inside a
+    shared norm, whose mean and variance (mean square for RMSNorm) the masked model takes
+    over all channels, zeros included, and the slimmed norm over the kept ones. This
+    module takes them over the kept ones, with the same eps and the kept affine entries,
+    and returns 0 on the removed channels (what their zeroed affine entries return, and
+    what the slimmed model no longer has). A masked model with its shared norms replaced
+    by this must therefore match the slimmed model within float rounding; anything more
+    is a wrong slim.
+    """
+
+    def __init__(self, kind: str, keep: list[int], eps: float | None,
+                 weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.kind, self.eps = kind, eps  # kind: "layer" or "rms"
+        self.keep = torch.tensor(keep, dtype=torch.long)
+        self.weight, self.bias = weight, bias  # the masked norm's own tensors
+        # Forward calls: 0 after a run means the parent read the norm's tensors itself
+        # (a fused kernel) and this reference was not used.
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        keep = self.keep.to(x.device)
+        kept = x.index_select(-1, keep)
+        weight = None if self.weight is None else self.weight.index_select(-1, keep)
+        bias = None if self.bias is None else self.bias.index_select(-1, keep)
+        if self.kind == "layer":
+            y = nn.functional.layer_norm(kept, (len(keep),), weight, bias,
+                                         1e-5 if self.eps is None else self.eps)
+        else:
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+            y = kept * torch.rsqrt(kept.pow(2).mean(-1, keepdim=True) + eps)
+            y = y if weight is None else weight * y
+        return x.new_zeros(x.shape).index_copy(-1, keep, y.to(x.dtype))
+
+
+def kept_statistics_norm(name: str, norm: nn.Module, keep: list[int]
+                         ) -> KeptStatisticsNorm | str:
+    """`norm` (a shared norm of the masked model) computing its statistics over channels
+    `keep` only, or why that cannot be built (then the slim is not checked).
+
+    Recognised: nn.LayerNorm and nn.RMSNorm over one dimension, with their own forward;
+    a module whose class name ends in "RMSNorm" (as shares_statistics) holding a 1-D
+    `weight` and an eps (`variance_epsilon` or `eps`), Llama's `weight * x * rsqrt(
+    mean(x^2) + eps)`. Each is confirmed on a random input with every channel kept: the
+    reference must reproduce the norm itself (a Gemma-style `(1 + weight)` does not)."""
+    weight = getattr(norm, "weight", None)
+    weight = weight if isinstance(weight, torch.Tensor) else None
+    bias = getattr(norm, "bias", None)
+    bias = bias if isinstance(bias, torch.Tensor) else None
+    eps: float | None
+    if type(norm).forward is nn.LayerNorm.forward and isinstance(norm, nn.LayerNorm) and \
+            len(norm.normalized_shape) == 1:
+        kind, eps, size = "layer", norm.eps, int(norm.normalized_shape[0])
+    elif type(norm).forward is nn.RMSNorm.forward and isinstance(norm, nn.RMSNorm) and \
+            len(norm.normalized_shape) == 1:
+        kind, eps, size, bias = "rms", norm.eps, int(norm.normalized_shape[0]), None
+    elif type(norm).__name__.endswith("RMSNorm") and weight is not None and \
+            weight.dim() == 1 and bias is None and isinstance(
+                eps_attr := getattr(norm, "variance_epsilon", getattr(norm, "eps", None)),
+                float):
+        kind, eps, size = "rms", eps_attr, int(weight.shape[0])
+    else:
+        return (f"not checked: pruneviz builds no kept-statistics reference for {name} "
+                f"({type(norm).__name__})")
+    full = KeptStatisticsNorm(kind, list(range(size)), eps, weight, bias)
+    probe = torch.randn(2, 3, size, generator=torch.Generator().manual_seed(0))
+    if weight is not None:
+        probe = probe.to(device=weight.device, dtype=weight.dtype)
+    with torch.inference_mode():
+        try:
+            same = torch.allclose(full(probe), norm(probe), rtol=1e-4, atol=1e-5)
+        except RuntimeError:
+            same = False
+    if not same:
+        return (f"not checked: {name} ({type(norm).__name__}) does not compute the "
+                f"{'LayerNorm' if kind == 'layer' else 'RMSNorm'} formula pruneviz's "
+                "kept-statistics reference uses")
+    return KeptStatisticsNorm(kind, keep, eps, weight, bias)
+
+
 
 def remove_attention_width(module: nn.Module, idxs: list[int]) -> nn.Module:
     """An attention layer without hidden channels `idxs`: the columns of its query, key and
@@ -177,7 +266,8 @@ def follow_width(owners: Iterable[nn.Module], old: int, new: int) -> list[str]:
     return changed
 
 
-__all__ = ["NORMS", "PER_CHANNEL", "TOGETHER", "approximation_note", "norm_channels",
+__all__ = ["NORMS", "PER_CHANNEL", "TOGETHER", "KeptStatisticsNorm", "approximation_note",
+           "kept_statistics_norm", "norm_channels",
            "norm_unsupported", "parameter_handler", "parameter_owner",
            "WIDTH_ATTRIBUTES", "follow_width", "remove_attention_width",
            "remove_parameter_channels", "shared_norm_reason", "shared_norms",
