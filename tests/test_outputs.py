@@ -102,7 +102,7 @@ def test_an_unused_pooler_is_dead_and_left_out_of_plans() -> None:
     for granularity in ("unstructured", "filter"):
         plan, skipped = session.uniform_plan(0.5, granularity, "l1")
         assert "pooler.dense" not in plan.layers
-        assert "unused" in skipped["pooler.dense"]
+        assert "model's output" in skipped["pooler.dense"]  # the pooled output's layer
 
 
 def test_a_used_pooler_is_not_dead() -> None:
@@ -206,7 +206,7 @@ def test_an_unused_layer_is_not_ranked_by_sensitivity_or_global_allocation() -> 
     assert plan.global_ is not None
     assert plan.global_.layers is not None
     assert "pooler.dense" not in plan.global_.layers
-    assert "unused" in skipped["pooler.dense"]
+    assert "model's output" in skipped["pooler.dense"]  # the pooled output's layer
 
 
 # -- local and global scope skip alike -------------------------------------------------------
@@ -356,7 +356,7 @@ def test_cli_global_scope_skips_unsupported_layers(cli_runs: tuple[Path, dict[st
     data = _strict(run.stdout)
     skipped = data["skipped_layers"]
     assert isinstance(skipped, dict)
-    assert "unused" in skipped["pooler.dense"]
+    assert "model's output" in skipped["pooler.dense"]  # the pooled output's layer
     assert "encoder.layer.0.intermediate.dense" not in skipped  # the rest is ranked
 
 

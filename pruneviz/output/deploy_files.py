@@ -249,8 +249,8 @@ def _csr_file(masked: nn.Module, x: Tensor, card: dict[str, Any],
             "zero: there is nothing to run as CSR"))
     try:
         data = save_sparse(converted, card)
-        reloaded = load_sparse_bytes(data, base_model)
-        ok, detail = _check_runs(lambda b: _outputs(reloaded, b), masked, x,
+        reloaded = load_sparse_bytes(data, base_model)  # on the CPU, as load_sparse loads
+        ok, detail = _check_runs(lambda b: _outputs(reloaded, b.cpu()), masked, x,
                                  "reloaded with pruneviz.load_sparse, it runs the masked "
                                  "model")
     except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways: say which

@@ -9,9 +9,11 @@ returns the bytes of a safetensors file holding:
 - every tensor of the model's state dict; a CSR layer's weight is its three component
   tensors `<layer>.crow_indices`, `<layer>.col_indices` (smallest integer type) and
   `<layer>.values`, with `<layer>.bias` as usual — plain tensors, nothing pickled;
-- in the file's metadata: `format` ("pruneviz.sparse"), `card` (the architecture card of
-  pruneviz.output.model_files, JSON) and `csr` (JSON: each CSR layer's kind, shape and,
-  for a 1x1 convolution, which product form it runs).
+- in the file's metadata, under the one key `pruneviz` (one key, so that the file's bytes
+  do not depend on the order safetensors happens to write several in), a JSON object:
+  `format` ("pruneviz.sparse"), `version`, `card` (the architecture card of
+  pruneviz.output.model_files) and `csr` (each CSR layer's kind, shape and, for a 1x1
+  convolution, which product form it runs).
 
 `load_sparse(path)` builds the card's architecture (a sample's, or `base_model`), puts a
 CSR module of the recorded shape in each CSR layer's place, and loads the tensors strictly;
@@ -39,6 +41,7 @@ from pruneviz.output.model_files import build_from_card
 
 FORMAT = "pruneviz.sparse"
 VERSION = "1"
+METADATA_KEY = "pruneviz"
 
 
 def csr_model(model: nn.Module, min_sparsity: float = 0.5) -> tuple[nn.Module, list[str]]:
@@ -82,9 +85,8 @@ def save_sparse(model: nn.Module, card: dict[str, Any]) -> bytes:
                 smallest_index_dtype(module.nnz))
             state[f"{name}.col_indices"] = state[f"{name}.col_indices"].to(
                 smallest_index_dtype(max(module.shape[1] - 1, 0)))
-    metadata = {"format": FORMAT, "version": VERSION, "card": json.dumps(card),
-                "csr": json.dumps(layers)}
-    return save(state, metadata=metadata)
+    record = {"format": FORMAT, "version": VERSION, "card": card, "csr": layers}
+    return save(state, metadata={METADATA_KEY: json.dumps(record, sort_keys=True)})
 
 
 def _csr_module(name: str, entry: Any, state: dict[str, Tensor]) -> nn.Module:
@@ -115,15 +117,17 @@ def load_sparse_bytes(data: bytes, base_model: nn.Module | None = None) -> nn.Mo
         metadata = _metadata(data)
     except (SafetensorError, ValueError) as exc:
         raise ModelError(f"not a safetensors file: {exc}") from None
-    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-        raise ModelError(f"not a pruneviz sparse file (format {metadata.get('format')!r}, "
-                         f"version {metadata.get('version')!r}); expected {FORMAT!r} "
-                         f"version {VERSION}")
     try:
-        card = json.loads(metadata["card"])
-        layers = json.loads(metadata["csr"])
-    except (KeyError, ValueError) as exc:
+        record = json.loads(metadata.get(METADATA_KEY, "{}"))
+    except ValueError as exc:
         raise ModelError(f"the sparse file's metadata is damaged: {exc}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT or \
+            record.get("version") != VERSION:
+        found = record if isinstance(record, dict) else {}
+        raise ModelError(f"not a pruneviz sparse file (format {found.get('format')!r}, "
+                         f"version {found.get('version')!r}); expected {FORMAT!r} "
+                         f"version {VERSION}")
+    card, layers = record.get("card"), record.get("csr")
     if not isinstance(card, dict) or not isinstance(layers, dict):
         raise ModelError("the sparse file's metadata is damaged: card and csr must be objects")
     model = build_from_card(card, base_model)
