@@ -136,6 +136,18 @@ def _candidates(model: nn.Module) -> Iterator[_Candidate]:
                     yield _Candidate(mname, module, pname, 0, 1, 1, bias)
 
 
+def output_tensors(value: Any) -> list[Tensor]:
+    """Every tensor in a model's (nested) output or inputs: a tensor, or tuples, lists and
+    dicts of them, in order."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in output_tensors(v)]
+    if isinstance(value, tuple | list):
+        return [t for v in value for t in output_tensors(v)]
+    return []
+
+
 def _first_tensor(value: Any) -> Tensor | None:
     if isinstance(value, Tensor):
         return value

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneviz.core.layers import PrunableLayer
+from pruneviz.core.layers import PrunableLayer, output_tensors
 
 # Norms pass their channels through one for one (their affine entries follow them).
 _PASS_THROUGH = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
@@ -48,18 +48,6 @@ def _weighted(module: nn.Module) -> bool:
         True for _ in module.parameters(recurse=False))
 
 
-def _tensors(value: Any) -> Iterator[Tensor]:
-    """Every tensor in a (nested) output: a tensor, tuple, list or dict of them."""
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, tuple | list):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
 @contextmanager
 def _grad_on(model: nn.Module) -> Iterator[None]:
     """Every parameter requiring grad (so the outputs carry a graph), restored after."""
@@ -84,7 +72,7 @@ def trace_reach(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> Reach
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, inputs: Any, output: Any) -> None:
-            for t in _tensors(output):
+            for t in output_tensors(output):
                 if t.grad_fn is not None:
                     made_by.setdefault(t.grad_fn, []).append(name)
 
@@ -97,7 +85,7 @@ def trace_reach(model: nn.Module, example: Tensor | tuple[Tensor, ...]) -> Reach
     try:
         with _grad_on(model):
             out = model(*example) if isinstance(example, tuple) else model(example)
-            roots = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
+            roots = [t.grad_fn for t in output_tensors(out) if t.grad_fn is not None]
             outputs, reached = _walk(roots, made_by, weighted)
     finally:
         for handle in handles:

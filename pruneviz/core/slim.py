@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from pruneviz.core.blocks import set_module
 from pruneviz.core.coupling import Member
-from pruneviz.core.layers import eval_mode
+from pruneviz.core.layers import eval_mode, output_tensors
 from pruneviz.core.session import PruningSession
 from pruneviz.core.width import (
     KeptStatisticsNorm,
@@ -341,18 +341,7 @@ def _outputs(model: nn.Module, data: Tensor | tuple[Tensor, ...],
             out = model(*data) if isinstance(data, tuple) else model(data)
     finally:
         torch.backends.mha.set_fastpath_enabled(before)
-    return list(_flat(out))
-
-
-def _flat(value: Any) -> Iterator[Tensor]:
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, tuple | list):
-        for item in value:
-            yield from _flat(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _flat(item)
+    return output_tensors(out)
 
 
 def _tolerance(reference: Tensor) -> float:
@@ -434,7 +423,7 @@ def _record(model: nn.Module, data: Tensor | tuple[Tensor, ...]
 
 def _keep_call(calls: dict[str, list[_Call]], name: str) -> Any:
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        calls.setdefault(name, []).append(_Call(list(_flat(inputs)), list(_flat(output))))
+        calls.setdefault(name, []).append(_Call(output_tensors(inputs), output_tensors(output)))
 
     return hook
 

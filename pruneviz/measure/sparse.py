@@ -31,14 +31,14 @@ import copy
 import math
 import statistics
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pruneviz.core.layers import eval_mode
+from pruneviz.core.layers import eval_mode, output_tensors
 from pruneviz.errors import ModelError
 from pruneviz.measure.storage import dense_bytes, smallest_index_dtype
 from pruneviz.measure.timing import WARMUP, interleaved_times, speedup
@@ -323,20 +323,9 @@ def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def _tensors(value: Any) -> list[Tensor]:
-    """The tensors in a model output (a tensor, or nested tuples, lists and dicts of them)."""
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, tuple | list):
-        return [t for v in value for t in _tensors(v)]
-    return []
-
-
 def relative_difference(output: Any, reference: Any) -> float:
     """Largest max|output - reference| / max|reference| over the tensors of two outputs."""
-    outs, refs = _tensors(output), _tensors(reference)
+    outs, refs = output_tensors(output), output_tensors(reference)
     if len(outs) != len(refs) or any(a.shape != b.shape for a, b in zip(outs, refs, strict=True)):
         return math.inf
     worst = 0.0

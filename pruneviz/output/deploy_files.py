@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pruneviz.core.layers import eval_mode
+from pruneviz.core.layers import eval_mode, output_tensors
 from pruneviz.output.html_report import Check
 from pruneviz.output.model_files import program, program_bytes
 from pruneviz.output.onnx_file import OnnxUnavailable, onnx_bytes, run_onnx, sparse_initializers
@@ -72,23 +72,14 @@ class DeployFile:
         return Check(f"{self.name} runs elsewhere", self.status == PASSED, self.detail)
 
 
-def _flat(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _flat(v)]
-    if isinstance(value, tuple | list):
-        return [t for v in value for t in _flat(v)]
-    return []
-
-
 def _outputs(model: nn.Module | Callable[[Tensor], Any], x: Tensor) -> list[Tensor]:
     """The model's output tensors on `x`, run in batches and concatenated."""
     parts: list[list[Tensor]] = []
     context = eval_mode(model) if isinstance(model, nn.Module) else nullcontext()
     with context, torch.inference_mode():
         for start in range(0, x.shape[0], RUN_BATCH):
-            parts.append([t.detach().cpu() for t in _flat(model(x[start: start + RUN_BATCH]))])
+            out = model(x[start: start + RUN_BATCH])
+            parts.append([t.detach().cpu() for t in output_tensors(out)])
     return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
