@@ -9,6 +9,7 @@ be uploaded on the Model page.
 
 import streamlit as st
 
+from pruneviz.app import language
 from pruneviz.app.keys import MODEL_KEY, MODEL_WIDGET_KEY, REOPEN_NOTE_KEY, USER_KEY
 from pruneviz.app.login import admit
 from pruneviz.app.state import (
@@ -22,8 +23,10 @@ from pruneviz.app.state import (
     workspace_store,
 )
 from pruneviz.errors import PrunevizError
+from pruneviz.i18n import _
 
 st.set_page_config(page_title="pruneviz", page_icon=":material/content_cut:", layout="wide")
+language.start()  # ?lang=zh-CN / ?lang=en, then the sidebar control; ?view=classroom
 admit()  # classroom mode: nothing below runs before the session gives the access code
 
 choices = model_choices()
@@ -41,57 +44,61 @@ def choose_model() -> None:
 
 
 with st.sidebar:
+    language.sidebar_controls()
     st.selectbox(
-        "Model",
+        _("Model"),
         choices,
         format_func=model_title,
         key=MODEL_WIDGET_KEY,
         on_change=choose_model,
-        help="The model the app was started with, and the samples trained on scikit-learn's "
-        "bundled handwritten digits. Upload other weights on the Model page.",
+        help=_("The model the app was started with, and the samples trained on scikit-learn's "
+               "bundled handwritten digits. Upload other weights on the Model page."),
     )
     problem = started_with()[1]
     if problem:
         st.warning(problem)
-    st.caption("Each browser tab prunes its own copy; your files are never changed.")
+    st.caption(_("Each browser tab prunes its own copy; your files are never changed."))
     if USER_KEY in st.session_state:
-        st.caption(f"In the classroom as **{st.session_state[USER_KEY]}**.")
+        st.caption(_("In the classroom as **{name}**.").format(name=st.session_state[USER_KEY]))
     # -- the tab's saved work
     link = saved_link()
     problem = save_problem()
     if problem:
-        st.warning(f"Your work is not being saved: {problem}")
+        st.warning(_("Your work is not being saved: {problem}").format(problem=problem))
     elif link.id is not None:
-        st.caption(f"Saved as you go in **{link.name}** (Workspaces page).")
+        st.caption(_("Saved as you go in **{name}** (Workspaces page).").format(name=link.name))
     else:
         try:
             last = next(iter(workspace_store().saved()), None)
         except PrunevizError:
             last = None
-        if last is not None and st.button(f"Reopen {last.name}", icon=":material/history:",
-                                          help="Your last saved work: its model, plan, "
-                                          "configurations and results. Every saved "
-                                          "workspace is on the Workspaces page."):
+        if last is not None and st.button(_("Reopen {name}").format(name=last.name),
+                                          icon=":material/history:",
+                                          help=_("Your last saved work: its model, plan, "
+                                                 "configurations and results. Every saved "
+                                                 "workspace is on the Workspaces page.")):
             try:
                 open_saved(last.id)
             except PrunevizError as exc:
-                st.error(f"It cannot be reopened: {exc}")
+                st.error(_("It cannot be reopened: {reason}").format(reason=exc))
             else:
                 st.rerun()
     for note in st.session_state.pop(REOPEN_NOTE_KEY, []):
-        st.warning(f"Not restored: {note}")
+        st.warning(_("Not restored: {note}").format(note=note))
 
 page = st.navigation(
     [
-        st.Page("app_pages/model.py", title="Model", icon=":material/memory:", default=True),
-        st.Page("app_pages/inspect.py", title="Inspect", icon=":material/search:"),
-        st.Page("app_pages/sensitivity.py", title="Sensitivity", icon=":material/ssid_chart:"),
-        st.Page("app_pages/prune.py", title="Prune", icon=":material/content_cut:"),
-        st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
-        st.Page("app_pages/deploy.py", title="Deploy", icon=":material/rocket_launch:"),
-        st.Page("app_pages/tradeoffs.py", title="Trade-offs", icon=":material/insights:"),
-        st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
-        st.Page("app_pages/workspaces.py", title="Workspaces", icon=":material/folder_open:"),
+        # Learn is first in the navigation; the address without a page still opens Model
+        st.Page("app_pages/learn.py", title=_("Learn"), icon=":material/school:"),
+        st.Page("app_pages/model.py", title=_("Model"), icon=":material/memory:", default=True),
+        st.Page("app_pages/inspect.py", title=_("Inspect"), icon=":material/search:"),
+        st.Page("app_pages/sensitivity.py", title=_("Sensitivity"), icon=":material/ssid_chart:"),
+        st.Page("app_pages/prune.py", title=_("Prune"), icon=":material/content_cut:"),
+        st.Page("app_pages/finetune.py", title=_("Fine-tune"), icon=":material/model_training:"),
+        st.Page("app_pages/deploy.py", title=_("Deploy"), icon=":material/rocket_launch:"),
+        st.Page("app_pages/tradeoffs.py", title=_("Trade-offs"), icon=":material/insights:"),
+        st.Page("app_pages/export.py", title=_("Export"), icon=":material/download:"),
+        st.Page("app_pages/workspaces.py", title=_("Workspaces"), icon=":material/folder_open:"),
     ]
 )
 page.run()

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pruneviz"
 
 # Lowest first: a module may import its own layer and the layers below it.
-LAYERS = ["errors", "data", "core", "measure", "workflows", "output", "interfaces"]
+LAYERS = ["i18n", "errors", "data", "core", "measure", "workflows", "output", "interfaces"]
 INTERFACES = {"app", "cli"}  # the two front ends, side by side: neither imports the other
 
 

@@ -26,6 +26,11 @@ EXPORT_WORKERS_KEY = "pv_export_workers"  # {bench key: ExportWorker}
 SAVED_KEY = "pv_saved"  # the tab's saved workspace (a SavedLink)
 REOPEN_NOTE_KEY = "pv_reopen_note"  # what reopening a saved workspace could not restore
 
+# -- the tab's language and view (app/language.py) ------------------------------------------
+LANGUAGE_KEY = "pv_language"  # "en" or "zh-CN": the tab's language, from ?lang= or the sidebar
+LANGUAGE_WIDGET_KEY = "pv_language_picker"
+CLASSROOM_VIEW_KEY = "pv_classroom_view"  # larger text for a projector (?view=classroom)
+
 # -- Workspaces page -------------------------------------------------------------------------
 WS_NAME_KEY = "pv_ws_name"
 WS_IMPORT_KEY = "pv_ws_import"
