@@ -31,6 +31,18 @@ LANGUAGE_KEY = "pv_language"  # "en" or "zh-CN": the tab's language, from ?lang=
 LANGUAGE_WIDGET_KEY = "pv_language_picker"
 CLASSROOM_VIEW_KEY = "pv_classroom_view"  # larger text for a projector (?view=classroom)
 
+# -- Learn page (app/lessons) -----------------------------------------------------------------
+LESSON_KEY = "pv_lesson"  # the lesson on screen (its key), from ?lesson= or the picker
+LESSON_PICKER_KEY = "pv_lesson_picker"
+LESSON_STATE_KEY = "pv_lessons"  # {lesson key: {step: Revealed}}: predictions and results
+LESSONS_DONE_KEY = "pv_lessons_done"  # set of the lesson keys finished in this tab
+
+
+def lesson_widget_key(lesson: str, name: str) -> str:
+    """The key of a widget of a lesson (reset clears them all)."""
+    return f"pv_lesson_{lesson}_{name}"
+
+
 # -- Workspaces page -------------------------------------------------------------------------
 WS_NAME_KEY = "pv_ws_name"
 WS_IMPORT_KEY = "pv_ws_import"

@@ -1,0 +1,1 @@
+"""The lessons' charts (one module per lesson), built from their measured results."""
