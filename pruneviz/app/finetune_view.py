@@ -3,6 +3,7 @@ schedule chart, the live run, the measured result and the comparison with Han et
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -68,6 +69,13 @@ def granularity_name(granularity: str) -> str:
     return _(GRANULARITY_NAMES[granularity]) if granularity in GRANULARITY_NAMES else granularity
 
 
+def weights_text(weights: str) -> str:
+    """A set of weights' name in the reader's language: "fine-tuned #2" (the name the
+    workspace keeps it under is the English one)."""
+    found = re.fullmatch(r"fine-tuned #(\d+)", weights)
+    return _("fine-tuned #{run}").format(run=found.group(1)) if found else weights
+
+
 def metric_text(name: str) -> str:
     """The evaluation metric's name in the reader's language (a scorer's own name as it is)."""
     return _(METRIC_NAMES[name]) if name in METRIC_NAMES else name
@@ -99,7 +107,8 @@ def intro(bench: Workbench, worker: FinetuneWorker) -> None:
         cols = st.columns([4, 1], vertical_alignment="center")
         cols[0].info(_("This tab prunes the **{weights}** weights (Prune, Deploy, Trade-offs "
                        "and Inspect use them). The original weights are kept, bit for bit.")
-                     .format(weights=weights_now), icon=":material/model_training:")
+                     .format(weights=weights_text(weights_now)),
+                     icon=":material/model_training:")
         if cols[1].button(_("Back to the original weights"), key=keys.FT_BACK_KEY,
                           width="stretch"):
             with user_errors(_("The original weights could not be restored")):
@@ -466,7 +475,8 @@ def show_result(bench: Workbench, outcome: FinetuneOutcome) -> None:
                     outcome.report.latency_reference),
          result_row(bench, _("right after pruning, no retraining"), outcome.twin,
                     log.find(outcome.plan)),
-         result_row(bench, _("after fine-tuning ({weights})").format(weights=outcome.weights),
+         result_row(bench, _("after fine-tuning ({weights})").format(
+                        weights=weights_text(outcome.weights)),
                     outcome.report, log.find(outcome.plan, outcome.weights))],
         hide_index=True,
     )
@@ -492,7 +502,7 @@ def show_result(bench: Workbench, outcome: FinetuneOutcome) -> None:
             state.use_weights(outcome.weights, outcome.plan)
         st.session_state[keys.FT_FLASH_KEY] = _(
             "This tab now prunes the {weights} weights, with the final plan ({plan})."
-        ).format(weights=outcome.weights, plan=describe_plan(outcome.plan))
+        ).format(weights=weights_text(outcome.weights), plan=describe_plan(outcome.plan))
         st.rerun()
     with cols[1]:
         st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
