@@ -84,6 +84,6 @@ def test_a_recipe_that_cannot_run_says_so_in_chinese() -> None:
         at.number_input(key="pv_ft_final").set_value(100.0).run()
         assert not at.exception, at.exception
     (error,) = at.error
-    assert error.value.startswith("该方案无法运行：")  # noqa: RUF001 (its reason: English)
+    assert error.value.startswith("该微调方案无法运行：")  # noqa: RUF001 (its reason: English)
     assert "多项式调度" in at.radio(key="pv_ft_recipe").options
     assert missing() == []
