@@ -102,7 +102,7 @@ else:
             st.info(note, icon=":material/info:")
         if compared.skipped:
             st.caption(_("Not applicable to {layer}: {criteria}.").format(
-                layer=name, criteria=", ".join(criterion_label(c) for c in compared.skipped)))
+                layer=name, criteria=_(", ").join(criterion_label(c) for c in compared.skipped)))
     else:
         st.caption(_("Choose the filter or channel granularity to compare which structures "
                      "each criterion would remove."))
