@@ -36,7 +36,7 @@ def user_errors(what: str) -> Iterator[None]:
     try:
         yield
     except PrunevizError as exc:
-        st.error(_("{what}: {why}").format(what=what, why=shortened(str(exc))))
+        st.error(what + _(": ") + shortened(str(exc)))
         st.stop()
     except MemoryError:
         st.error(_("{what}: this machine ran out of memory. Nothing was changed; close other "
