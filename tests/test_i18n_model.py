@@ -5,17 +5,20 @@ criteria compared on whole filters, a wrong access code."""
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from pruneviz import i18n
 from pruneviz.app import state
-from pruneviz.app.keys import INSPECT_GRAN_KEY
+from pruneviz.app.keys import INSPECT_GRAN_KEY, data_widget_key
 from pruneviz.app.widgets import latency_delta, metric_label
 from pruneviz.core.explain import criterion_label, granularity_label
 from pruneviz.data.access import SECRET_ENV
+from pruneviz.data.tensors import load_digits
 from pruneviz.i18n import CHINESE, use_language
 from pruneviz.measure.timing import Speedup
 from tests.fixtures.apptest import APP, bench_of, start
@@ -96,4 +99,24 @@ def test_the_classroom_login_is_chinese(monkeypatch: pytest.MonkeyPatch) -> None
     assert "访问码不正确。" in [e.value for e in at.error]
     left = {text: words for text, words in english_left(at).items() if text not in SIDEBAR}
     assert left == {}
+    assert _missing() == []
+
+
+@pytest.mark.slow
+def test_uploaded_evaluation_data_is_announced_in_chinese() -> None:
+    i18n.MISSING.clear()
+    at = start("sample:digits_cnn", "app_pages/model.py", lang="zh-CN", no_errors=True)
+    test = load_digits("test")
+    buffer = io.BytesIO()
+    np.savez(buffer, x=test.x[:150].numpy(), y=test.y[:150].numpy())
+    at.file_uploader(key=data_widget_key("file", "evaluation")).upload("mine.npz",
+                                                                       buffer.getvalue())
+    at.run()
+    at.button(key=data_widget_key("use", "evaluation")).click().run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == [
+        "此标签页现在使用 **mine.npz** 作为评估数据（150 个样本）：已在其上测量基线，"
+        "并开始了新的实验记录。"]
+    assert any(m.value.startswith("正在使用：上传的 **mine.npz**") for m in at.markdown)
+    assert _english_on_page(at) == {}
     assert _missing() == []
