@@ -10,11 +10,12 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.torch import save
 from streamlit.testing.v1 import AppTest
 
 from pruneviz import i18n
 from pruneviz.app import state
-from pruneviz.app.keys import INSPECT_GRAN_KEY, data_widget_key
+from pruneviz.app.keys import INSPECT_GRAN_KEY, UPLOAD_WIDGET_KEY, data_widget_key
 from pruneviz.app.widgets import latency_delta, metric_label
 from pruneviz.core.explain import criterion_label, granularity_label
 from pruneviz.data.access import SECRET_ENV
@@ -118,5 +119,23 @@ def test_uploaded_evaluation_data_is_announced_in_chinese() -> None:
         "此标签页现在使用 **mine.npz** 作为评估数据（150 个样本）：已在其上测量基线，"
         "并开始了新的实验记录。"]
     assert any(m.value.startswith("正在使用：上传的 **mine.npz**") for m in at.markdown)
+    assert _english_on_page(at) == {}
+    assert _missing() == []
+
+
+@pytest.mark.slow
+def test_uploaded_weights_are_announced_in_chinese() -> None:
+    i18n.MISSING.clear()
+    at = start("sample:digits_cnn", "app_pages/model.py", lang="zh-CN", no_errors=True)
+    own = {k: v.detach().clone() for k, v in bench_of(at).session.model.state_dict().items()}
+    halved = {k: v / 2 if v.is_floating_point() else v for k, v in own.items()}
+    uploader = at.file_uploader(key=UPLOAD_WIDGET_KEY)
+    uploader.upload("halved.safetensors", save(halved))
+    at.run()
+    at.button[0].click().run()  # "Use these weights": the first button of the page
+    assert not at.exception, at.exception
+    said = at.info[0].value
+    assert said.startswith("此标签页剪枝的是你上传的权重 **halved.safetensors**（数值哈希 `")
+    assert said.endswith("`）。模型自带的权重保持不变。")
     assert _english_on_page(at) == {}
     assert _missing() == []
