@@ -139,3 +139,18 @@ def test_uploaded_weights_are_announced_in_chinese() -> None:
     assert said.endswith("`）。模型自带的权重保持不变。")
     assert _english_on_page(at) == {}
     assert _missing() == []
+
+
+@pytest.mark.slow
+def test_inspect_names_an_lstms_hidden_units_in_chinese() -> None:
+    """An LSTM's rows are pruned as hidden units: the score chart draws them (it refused
+    the unit before) and names them."""
+    i18n.MISSING.clear()
+    at = start("sample:digits_lstm", "app_pages/inspect.py", lang="zh-CN", no_errors=True)
+    at.selectbox(key=INSPECT_GRAN_KEY).set_value("filter").run()
+    assert not at.exception, at.exception
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"]
+              for c in at.get("plotly_chart")]
+    assert any(title.endswith("每个隐藏单元的 l1 得分") for title in titles), titles
+    assert _english_on_page(at) == {}
+    assert _missing() == []

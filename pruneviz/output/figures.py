@@ -46,7 +46,7 @@ _GAP = np.array([150, 150, 150], dtype=np.uint8)  # frames tiles, near-white one
 
 MAX_BARS = 600  # score_bars draws bars up to this many structures, a filled line beyond
 LINE_POINTS = 600  # points kept when the filled line is downsampled
-UNITS = ("filter", "channel", "weight")
+UNITS = ("filter", "channel", "weight", "head", "hidden unit")  # what one scored structure is
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
