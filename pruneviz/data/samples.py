@@ -123,8 +123,8 @@ SAMPLES: dict[str, SampleSpec] = {
         ),
         SampleSpec(
             name="digits_teach",
-            title="Digits CNN for lessons",
-            description=(
+            title=N_("Digits CNN for lessons"),
+            description=N_(
                 "A small convolutional network trained to spread what it knows across its "
                 "filters, so pruning costs accuracy gradually; made for the guided lessons."
             ),
