@@ -17,7 +17,7 @@ from pruneviz.output.tradeoff_figures import (
     recovery_plans,
     tradeoff_scatter,
 )
-from pruneviz.workflows.experiments import describe_plan
+from pruneviz.workflows.experiments import describe_plan, technique_name, weights_name
 from pruneviz.workflows.techniques import APPLY_TO, BOTH, CURRENT_PLAN, ORIGINAL_MODEL
 
 APPLY_NAMES = {ORIGINAL_MODEL: N_("original model"), CURRENT_PLAN: N_("current pruned plan"),
@@ -224,12 +224,12 @@ if not log.get(chosen).is_pruning:
     st.caption(":material/info: " + _(
         "#{id} is **{technique}**: restoring it puts its pruning plan on the Prune page, "
         "without the {step} step (the Prune page edits masks only).").format(
-        id=chosen, technique=log.get(chosen).technique,
+        id=chosen, technique=technique_name(log.get(chosen).technique),
         step=log.get(chosen).technique.removeprefix("prune+")))
 if chosen_weights != state.current_weights():
     st.caption(":material/model_training: " + _(
         "#{id} was measured on the **{weights}** weights: restoring it puts those weights in "
-        "this tab, with its plan.").format(id=chosen, weights=chosen_weights))
+        "this tab, with its plan.").format(id=chosen, weights=weights_name(chosen_weights)))
 cols = st.columns(3)
 if cols[0].button(_("Restore this plan on the Prune page"), key=keys.RESTORE_KEY):
     with user_errors(_("The plan could not be restored")):

@@ -79,7 +79,7 @@ def keep_floor(bench: Workbench, result: SensitivityResult, cap: int) -> None:
     method = cols[1].selectbox(_("Method"), list(Method), format_func=method_name,
                                key=FLOOR_METHOD_KEY) or Method.SENSITIVITY
     objective = cols[2].selectbox(
-        _("Prune for"), list(Objective), format_func=lambda o: _(OBJECTIVES.get(o, o.value)),
+        _("Prune for"), list(Objective), format_func=lambda o: _(OBJECTIVES[Objective(o)]),
         key=FLOOR_OBJECTIVE_KEY) or Objective.SPARSITY
     run = cols[3].button(_("Find the plan"), type="primary", key=FLOOR_RUN_KEY,
                          width="stretch")

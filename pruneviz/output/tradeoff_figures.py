@@ -22,6 +22,8 @@ from pruneviz.workflows.experiments import (
     check_cost_field,
     pareto_front,
     technique_family,
+    technique_name,
+    weights_name,
 )
 from pruneviz.workflows.refit import REFIT_PREFIX
 
@@ -83,9 +85,9 @@ def tradeoff_scatter(
     front = [shown[i] for i in pareto_front(xs, ys, higher_is_better)]
 
     def custom(group: Sequence[Experiment]) -> list[list[Any]]:
-        return [[p.id, p.label, p.technique
+        return [[p.id, p.label, technique_name(p.technique)
                  + (_(" (storage only: no int4 kernel, latency not measured)")
-                    if p.storage_only else ""), p.weights,
+                    if p.storage_only else ""), weights_name(p.weights),
                  _("whole evaluation set") if p.final
                  else _("live subset of {count} (whole set not measured yet)").format(
                      count=f"{p.eval_samples:,}")]
@@ -243,7 +245,7 @@ def recovery_figure(points: Sequence[Experiment], *, plan_key: str,
             x=[_(STAGE_NAMES[stage])] * len(group), y=[p.metric for p in group],
             mode="markers+text", name=_(STAGE_NAMES[stage]),
             text=[f"{p.metric:.4g}" for p in group], textposition="middle right",
-            customdata=[[p.id, p.label, p.weights] for p in group],
+            customdata=[[p.id, p.label, weights_name(p.weights)] for p in group],
             hovertemplate=(f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}<br>"
                            + _("weights: {weights}").format(weights="%{customdata[2]}")
                            + "<extra>#%{customdata[0]}</extra>"),
@@ -266,6 +268,8 @@ def recovery_figure(points: Sequence[Experiment], *, plan_key: str,
 
 # -- 7. the deployable form to ship -----------------------------------------------------------
 FORM_COLOURS = {"masked": "#9D9D9D", "slimmed": "#54A24B", "sparse-deployed": "#B279A2"}
+FORM_SHORT = {"masked": N_("masked"), "slimmed": N_("slimmed"),
+              "sparse-deployed": N_("sparse-deployed")}
 FORM_NAMES = {"masked": N_("masked (no form measurably faster)"),
               "slimmed": N_("slimmed (measurably faster)"),
               "sparse-deployed": N_("sparse-deployed (measurably faster)")}
@@ -293,7 +297,8 @@ def best_form_scatter(
                 mode="markers", name=_(FORM_NAMES[form]),
                 marker={"color": colour, "size": 10},
                 text=[labels[i] for i in picked],
-                hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + form + "</extra>",
+                hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + _(FORM_SHORT[form])
+                + "</extra>",
             ))
     return go.Figure(
         data=traces,
@@ -354,7 +359,7 @@ def history_tree(points: Sequence[Experiment], *, metric_name: str, current: int
     metrics = [e.metric * scale for e in points]
     hover = [f"#{e.id} {e.label}<br>{metric_name} {e.metric * scale:.4g}{unit}<br>"
              + _("sparsity {sparsity}, {weights} weights").format(
-                 sparsity=f"{e.sparsity:.1%}", weights=e.weights)
+                 sparsity=f"{e.sparsity:.1%}", weights=weights_name(e.weights))
              + ("" if history_parent(e) is None
                 else "<br>" + _("from #{id}").format(id=history_parent(e)))
              for e in points]

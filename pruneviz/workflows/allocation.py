@@ -73,9 +73,9 @@ METHOD_NAMES = {Method.UNIFORM: N_("uniform"), Method.GLOBAL: N_("global"),
                 Method.SENSITIVITY: N_("sensitivity"), Method.OWL: N_("owl")}
 
 
-def method_name(method: Method) -> str:
+def method_name(method: Method | str) -> str:
     """An allocation method as the app shows it, in the current language."""
-    return _(METHOD_NAMES.get(method, method.value))
+    return _(METHOD_NAMES[Method(method)])
 
 
 @dataclass(frozen=True)

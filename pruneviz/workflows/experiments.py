@@ -45,6 +45,19 @@ GRANULARITY_NAMES = {"unstructured": N_("unstructured"), "filter": N_("filter"),
                      "channel": N_("channel")}
 
 
+def technique_name(technique: str) -> str:
+    """A technique label as the app shows it: "prune+int8" reads "pruning + int8" in the
+    current language (itself in English); the compression's own name is kept."""
+    if technique.startswith(PRUNE + "+"):
+        return _("prune+{technique}").format(technique=technique.removeprefix(PRUNE + "+"))
+    return technique
+
+
+def weights_name(weights: str) -> str:
+    """A set of weights as the app shows it: "original" in the current language."""
+    return _("original") if weights == ORIGINAL else weights
+
+
 def granularity_name(granularity: str) -> str:
     """A granularity as the app shows it, in the current language."""
     return _(GRANULARITY_NAMES[granularity]) if granularity in GRANULARITY_NAMES else granularity
@@ -222,7 +235,8 @@ class ExperimentLog:
         if index is not None:
             return self._experiments[index]
         label = label or (_("{technique} (unpruned)").format(technique=technique)
-                          if plan.is_empty else f"{technique}: {describe_plan(plan)}")
+                          if plan.is_empty
+                          else f"{technique_name(technique)}: {describe_plan(plan)}")
         return self._add(measured, plan, label, weights, parent)
 
     def _add(self, measured: Report, plan: Plan, label: str, weights: str,
@@ -406,6 +420,8 @@ __all__ = [
     "check_cost_field",
     "describe_plan",
     "granularity_name",
+    "technique_name",
+    "weights_name",
     "experiment_from",
     "pareto_front",
     "technique_family",

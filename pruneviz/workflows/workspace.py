@@ -37,6 +37,8 @@ from pruneviz.workflows.experiments import (
     ExperimentLog,
     describe_plan,
     granularity_name,
+    technique_name,
+    weights_name,
 )
 from pruneviz.workflows.floor import OBJECTIVE_NAMES, FloorResult, Objective, plan_for_floor
 from pruneviz.workflows.refine import Refiner
@@ -420,7 +422,8 @@ class Workspace:
                       "{metric}, {size} B weight file, {latency}"))
             metric_name = experiment.metric_name
             lines.append((line.format(
-                id=experiment.id, technique=experiment.technique, weights=experiment.weights,
+                id=experiment.id, technique=technique_name(experiment.technique),
+                weights=weights_name(experiment.weights),
                 metric_name=_("accuracy") if metric_name == "accuracy" else metric_name,
                 metric=f"{experiment.metric:.4g}", size=f"{experiment.size_dense_bytes:,}",
                 latency=latency), item.notes))
