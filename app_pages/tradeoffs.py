@@ -5,9 +5,9 @@ from functools import reduce
 import streamlit as st
 
 from pruneviz.app import keys, state, sweep_view
-from pruneviz.app.sweep_view import metric_label
 from pruneviz.app.widgets import experiment_rows, shows_percent, user_errors
 from pruneviz.app.worker import record_finished_run, record_sweep_points
+from pruneviz.core.explain import metric_label
 from pruneviz.i18n import N_, _
 from pruneviz.measure.compression import INT4, INT8, INT8_STATIC, SVD
 from pruneviz.output.tradeoff_figures import (

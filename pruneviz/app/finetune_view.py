@@ -14,8 +14,15 @@ from torch import nn
 
 from pruneviz.app import keys, state
 from pruneviz.app.state import seed
-from pruneviz.app.widgets import criterion_select, show_metric, shows_percent, user_errors
+from pruneviz.app.widgets import (
+    criterion_select,
+    localized,
+    show_metric,
+    shows_percent,
+    user_errors,
+)
 from pruneviz.app.worker import FinetuneJob, FinetuneOutcome, FinetuneWorker
+from pruneviz.core.explain import granularity_label, metric_label
 from pruneviz.core.granularity import parse_granularity
 from pruneviz.core.session import PruningSession
 from pruneviz.errors import PrunevizError
@@ -46,8 +53,6 @@ RECIPES = {
     "regularize": N_("Regularize, then prune"),
 }
 GRANULARITIES = ["unstructured", "filter", "channel"]
-GRANULARITY_NAMES = {"unstructured": N_("unstructured"), "filter": N_("filter"),
-                     "channel": N_("channel")}
 SCOPES = {"local": N_("same % per layer"), "global": N_("one global ranking")}
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 BATCH_SIZES = [16, 32, 64, 128, 256]
@@ -56,7 +61,6 @@ REGULARIZERS = {
     Regularizer.GROUP_LASSO: N_("group lasso on filters"),
     Regularizer.BN_L1: N_("L1 on BatchNorm scales"),
 }
-METRIC_NAMES = {"accuracy": N_("accuracy")}  # the metrics the app names in the reader's words
 
 
 def recipe_name(kind: str) -> str:
@@ -64,21 +68,11 @@ def recipe_name(kind: str) -> str:
     return _(RECIPES[kind])
 
 
-def granularity_name(granularity: str) -> str:
-    """A granularity in the reader's language (one the page does not offer as it is)."""
-    return _(GRANULARITY_NAMES[granularity]) if granularity in GRANULARITY_NAMES else granularity
-
-
 def weights_text(weights: str) -> str:
     """A set of weights' name in the reader's language: "fine-tuned #2" (the name the
     workspace keeps it under is the English one)."""
     found = re.fullmatch(r"fine-tuned #(\d+)", weights)
     return _("fine-tuned #{run}").format(run=found.group(1)) if found else weights
-
-
-def metric_text(name: str) -> str:
-    """The evaluation metric's name in the reader's language (a scorer's own name as it is)."""
-    return _(METRIC_NAMES[name]) if name in METRIC_NAMES else name
 
 
 def percent(value: float) -> str:
@@ -179,7 +173,7 @@ def prune_spec_controls(blocks: Sequence[str] = ()) -> PruneSpec:
                    .format(blocks=", ".join(blocks)))
     cols = st.columns([1.1, 1, 1.4])
     granularity = cols[0].selectbox(_("Granularity"), GRANULARITIES, key=keys.FT_GRAN_KEY,
-                                    format_func=granularity_name,
+                                    format_func=localized(granularity_label),
                                     help=_("unstructured: single weights; filter: output "
                                            "channels (neurons); channel: input channels."))
     criterion = criterion_select(cols[1], granularity, keys.FT_CRIT_KEY)
@@ -198,7 +192,7 @@ def prune_spec_controls(blocks: Sequence[str] = ()) -> PruneSpec:
 
 def spec_text(spec: PruneSpec) -> str:
     """The pruning events' granularity, criterion and scope, for a run's label."""
-    text = f"{granularity_name(spec.granularity.value)} {spec.criterion}"
+    text = f"{granularity_label(spec.granularity.value)} {spec.criterion}"
     if spec.scope == "global":
         text = _("{pruning} global").format(pruning=text)
     if spec.blocks:
@@ -396,7 +390,7 @@ def stop_text(outcome: FinetuneOutcome, metric_name: str) -> str:
     """How the run ended, as the CLI's report says it (in the reader's language: the
     summary's own text was written by the worker, in English)."""
     text = stop_reason(outcome.result, outcome.job.recipe, outcome.summary.steps_planned,
-                       metric_text(metric_name))
+                       metric_label(metric_name))
     if outcome.result.stopped == "cancelled":
         return _("{reason}: the best weights so far are kept").format(reason=text)
     return text
@@ -431,7 +425,7 @@ def show_run(worker: FinetuneWorker, metric_name: str, was_running: bool) -> Non
                if running_job.schedule is not None else None)
     st.plotly_chart(
         training_curves(progress.records, total_steps=progress.total,
-                        metric_name=metric_text(metric_name),
+                        metric_name=metric_label(metric_name),
                         planned=planned,
                         best_step=outcome.result.best_step if outcome is not None else None),
         key=keys.FT_CURVES_KEY)
@@ -442,7 +436,7 @@ def result_row(bench: Workbench, stage: str, report: Report, experiment: Experim
     """One stage of the run as a table row: its metric, change, sparsity and latency (with
     its speed-up over the unpruned model timed in the same rounds, a verdict only when the
     interval excludes 1x)."""
-    metric_name = metric_text(bench.eval_data.metric_name)
+    metric_name = metric_label(bench.eval_data.metric_name)
     accuracy = shows_percent(bench.eval_data)
     change = report.evaluation.metric - bench.baseline.evaluation.metric
     latency = latency or report.latency
@@ -488,7 +482,7 @@ def show_result(bench: Workbench, outcome: FinetuneOutcome) -> None:
                  "rows are experiments on Trade-offs.")
     st.caption(text.format(
         label=outcome.job.label, steps=result.steps, stopped=stop_text(outcome, metric_name),
-        step=result.best_step, metric=metric_text(metric_name),
+        step=result.best_step, metric=metric_label(metric_name),
         value="" if result.best_metric is None else show_metric(result.best_metric, accuracy),
         samples=f"{len(bench.eval_data):,}"))
     cols = st.columns([2, 1.5, 2.5], vertical_alignment="center")
@@ -579,7 +573,7 @@ def han_comparison(bench: Workbench, outcome: FinetuneOutcome | None) -> None:
                  "-", "1.59%"]
         if mlp and outcome is not None and accuracy:
             done = outcome.report
-            kind_text = (granularity_name(outcome.job.prune.granularity.value)
+            kind_text = (granularity_label(outcome.job.prune.granularity.value)
                          if outcome.job.prune
                          else describe_plan(outcome.plan))
             mine = [_("{weights} (Digits MLP, 8x8 digits)").format(

@@ -18,8 +18,8 @@ from pruneviz.app.keys import (
     FLOOR_VALUE_KEY,
 )
 from pruneviz.app.state import seed
-from pruneviz.app.sweep_view import metric_label
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
+from pruneviz.core.explain import metric_label
 from pruneviz.i18n import N_, _
 from pruneviz.output.floor_figures import floor_curve
 from pruneviz.workflows.allocation import Method, method_name

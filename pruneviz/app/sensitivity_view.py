@@ -20,9 +20,9 @@ from pruneviz.app.keys import (
     sens_value_key,
 )
 from pruneviz.app.state import seed
-from pruneviz.app.sweep_view import metric_label
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
 from pruneviz.app.worker import Progress, SensitivityWorker
+from pruneviz.core.explain import metric_label
 from pruneviz.i18n import N_, _
 from pruneviz.output.figures import outlier_ratio_bars
 from pruneviz.output.run_figures import sensitivity_curves, sensitivity_heatmap

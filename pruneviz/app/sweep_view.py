@@ -9,10 +9,11 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from pruneviz.app import keys, state
-from pruneviz.app.widgets import run_and_cancel
+from pruneviz.app.widgets import localized, run_and_cancel
 from pruneviz.app.worker import SweepWorker, record_sweep_points, sweep_worker
+from pruneviz.core.explain import criterion_label
 from pruneviz.errors import PrunevizError
-from pruneviz.i18n import N_, _
+from pruneviz.i18n import _
 from pruneviz.workflows.eta import eta_text
 from pruneviz.workflows.experiments import granularity_name
 from pruneviz.workflows.jobqueue import waiting_text
@@ -21,13 +22,7 @@ from pruneviz.workflows.workbench import Workbench
 SWEEP_LEVELS: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))  # 10% to 90%
 GRANULARITIES = ["unstructured", "filter", "channel"]
 CRITERIA = ["l1", "l2", "random", "fpgm", "lsh", "taylor"]
-CRITERION_NAMES = {"random": N_("random"), "fpgm": N_("fpgm")}  # the others: their ids
 POLL_SECONDS = 0.5
-
-def metric_label(name: str) -> str:
-    """A metric's name as the pages show it: accuracy translated, others (mse) as named."""
-    return _("accuracy") if name == "accuracy" else name
-
 
 def sweep_section(bench: Workbench, *, expanded: bool) -> None:
     """The sweep's expander: granularity and criterion, Measure and Cancel, progress."""
@@ -42,7 +37,7 @@ def sweep_section(bench: Workbench, *, expanded: bool) -> None:
                                         format_func=granularity_name, key=keys.SWEEP_GRAN_KEY)
         criterion = cols[1].selectbox(
             _("criterion"), CRITERIA, key=keys.SWEEP_CRIT_KEY,
-            format_func=lambda c: _(CRITERION_NAMES[c]) if c in CRITERION_NAMES else c)
+            format_func=localized(criterion_label))
         cols[2].caption(_("{count} configurations, each pruned, evaluated and timed in the "
                           "background on a copy of the model: the other pages stay "
                           "usable.").format(count=len(levels)))

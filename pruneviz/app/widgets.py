@@ -9,7 +9,7 @@ from typing import Any, Literal
 import streamlit as st
 
 from pruneviz.core.criteria import iter_criteria
-from pruneviz.core.explain import criterion_label
+from pruneviz.core.explain import criterion_label, metric_label
 from pruneviz.core.granularity import Granularity
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError, shortened
@@ -164,16 +164,6 @@ def experiment_rows(experiments: Iterable[Experiment], data: TensorData) -> list
     return [{(column if k == "metric" else k): (100 * v if k == "metric" and v is not None
                                                  else v) for k, v in row.items()}
             for row in rows]
-
-
-def metric_label(name: str) -> str:
-    """A metric's name as the pages show it: accuracy and top-k accuracy translated; mse
-    and the name of a user's metric function as they are."""
-    if name == "accuracy":
-        return _("accuracy")
-    if name.endswith(" accuracy"):
-        return _("{kind} accuracy").format(kind=name.removesuffix(" accuracy"))
-    return name
 
 
 def show_metric(value: float, percent: bool) -> str:

@@ -49,6 +49,16 @@ def criterion_label(name: str) -> str:
     return _(CRITERION_LABELS[name]) if name in CRITERION_LABELS else name
 
 
+def metric_label(name: str) -> str:
+    """A metric's name as shown: accuracy and top-k accuracy translated; mse and the name of
+    a user's metric function as they are."""
+    if name == "accuracy":
+        return _("accuracy")
+    if name.endswith(" accuracy"):
+        return _("{kind} accuracy").format(kind=name.removesuffix(" accuracy"))
+    return name
+
+
 def granularity_label(value: str) -> str:
     """A granularity's value as shown, in the current language."""
     return _(GRANULARITY_LABELS[value]) if value in GRANULARITY_LABELS else value
@@ -240,5 +250,5 @@ def plan_notes(session: PruningSession) -> list[str]:
 
 __all__ = ["CRITERION_LABELS", "GRANULARITY_LABELS", "UNIT_LABELS", "CriteriaComparison",
            "compare_criteria", "criterion_label", "granularity_label", "identical_choices",
-           "identical_note", "lsh_note", "near_duplicates", "plan_notes", "pruned_structures",
-           "unit_label", "unit_name"]
+           "identical_note", "lsh_note", "metric_label", "near_duplicates", "plan_notes",
+           "pruned_structures", "unit_label", "unit_name"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
+from pruneviz.core.explain import criterion_label, granularity_label, metric_label, unit_label
 from pruneviz.i18n import _
 from pruneviz.output.figures import (
     BASELINE,
@@ -40,16 +41,27 @@ def _level_text(level: float) -> str:
     return f"{level * 100:.4g}%"
 
 
+def _sparsity_axis(result: SensitivityResult) -> str:
+    """The x axis of the sensitivity charts: whose sparsity, and how it was pruned."""
+    granularity = granularity_label(result.granularity.value)
+    if result.granularity.structured:
+        return _("sparsity of that layer or group ({granularity}, {criterion})").format(
+            granularity=granularity, criterion=criterion_label(result.criterion))
+    return _("sparsity of that layer ({granularity}, {criterion})").format(
+        granularity=granularity, criterion=criterion_label(result.criterion))
+
+
 def sensitivity_curves(result: SensitivityResult) -> go.Figure:
     """The model's metric with each item (layer or coupled group) pruned alone, against
     that item's sparsity: one line per item that has points, a dashed line at the
     unpruned model's metric. Items not measured yet (a running or stopped analysis) are
     left out."""
-    metric = result.metric_name
+    metric = metric_label(result.metric_name)
+    structured = result.granularity.structured
     hover = (
-        f"<b>%{{fullData.name}}</b><br>sparsity: %{{x:.4g}}%<br>{metric}: %{{y:.4g}}"
-        "<br>loss: %{customdata[0]:.4g}<br>%{customdata[1]:,} %{customdata[2]}(s) pruned"
-        "<extra></extra>"
+        f"<b>%{{fullData.name}}</b><br>{_('sparsity')}: %{{x:.4g}}%<br>{metric}: %{{y:.4g}}"
+        f"<br>{_('loss')}: %{{customdata[0]:.4g}}<br>{_('pruned')}: %{{customdata[1]:,}} "
+        "%{customdata[2]}<extra></extra>"
     )
     traces: list[Any] = []
     for item in result.items:
@@ -59,21 +71,23 @@ def sensitivity_curves(result: SensitivityResult) -> go.Figure:
         traces.append(go.Scatter(
             x=[p.level * 100 for p in curve], y=[p.metric for p in curve],
             mode="lines+markers", name=item.label, hovertemplate=hover,
-            customdata=[[p.loss, p.structures_pruned, item.unit] for p in curve],
+            customdata=[[p.loss, p.structures_pruned, unit_label(item.unit)] for p in curve],
         ))
     base = result.baseline.metric
-    better = "higher" if result.higher_is_better else "lower"
-    unit = "layer or group" if result.granularity.structured else "layer"
     shown = len(traces)
     layout = _layout(
-        f"{metric} with one {unit} pruned alone",
-        f"sparsity of that {unit} ({result.granularity.value}, {result.criterion})",
-        f"{metric} ({better} is better)",
+        (_("{metric} with one layer or group pruned alone") if structured
+         else _("{metric} with one layer pruned alone")).format(metric=metric),
+        _sparsity_axis(result),
+        (_("{metric} (higher is better)") if result.higher_is_better
+         else _("{metric} (lower is better)")).format(metric=metric),
         subtitle=None if result.complete else
-        f"incomplete: {shown} of {len(result.items)} items measured",
+        _("incomplete: {shown} of {total} items measured").format(shown=shown,
+                                                                  total=len(result.items)),
         xaxis={"ticksuffix": "%"},
         shapes=[_horizontal_line(base)],
-        annotations=[{"text": f"unpruned: {base:.4g}", "xref": "x domain", "yref": "y",
+        annotations=[{"text": _("unpruned: {value}").format(value=f"{base:.4g}"),
+                      "xref": "x domain", "yref": "y",
                       "x": 0.0, "y": base, "xanchor": "left", "yanchor": "bottom",
                       "showarrow": False, "font": {"color": THRESHOLD, "size": 11}}],
         legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1.0, "yanchor": "top"},
@@ -99,31 +113,33 @@ def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
             metric[i, j] = point.metric
             loss[i, j] = point.loss
     labels = [item.label for item in result.items]
-    name = result.metric_name
-    unit = "layer or group" if result.granularity.structured else "layer"
+    name = metric_label(result.metric_name)
+    structured = result.granularity.structured
     columns = [_level_text(level) for level in levels]
     heatmap = go.Heatmap(
-        z=drop, x=columns, y=labels, name="drop",
+        z=drop, x=columns, y=labels, name=_("drop"),
         customdata=np.dstack([metric, loss]),
         colorscale=[[0.0, "#2166AC"], [0.5, "#F2F2F2"], [1.0, "#B2182B"]],
         zmid=0.0,
         xgap=1, ygap=1, hoverongaps=False,
-        colorbar={"title": {"text": f"{name} drop"}, "thickness": 12},
-        hovertemplate=f"<b>%{{y}}</b> at %{{x}}<br>{name}: %{{customdata[0]:.4g}}"
-        "<br>drop: %{z:.4g}<br>loss: %{customdata[1]:.4g}<extra></extra>",
+        colorbar={"title": {"text": _("{metric} drop").format(metric=name)}, "thickness": 12},
+        hovertemplate=f"<b>%{{y}}</b> · %{{x}}<br>{name}: %{{customdata[0]:.4g}}"
+        f"<br>{_('drop')}: %{{z:.4g}}<br>{_('loss')}: %{{customdata[1]:.4g}}<extra></extra>",
     )
     layout = _layout(
-        f"{name} drop with each {unit} pruned alone",
-        f"sparsity of that {unit} ({result.granularity.value}, {result.criterion})",
-        "layer or coupled group" if result.granularity.structured else "layer",
-        subtitle=f"drop from the unpruned model's {name} ({result.baseline.metric:.4g}): "
-        "red is worse, blue better; dark grey cells are not measured (yet)",
+        (_("{metric} drop with each layer or group pruned alone") if structured
+         else _("{metric} drop with each layer pruned alone")).format(metric=name),
+        _sparsity_axis(result),
+        _("layer or coupled group") if structured else _("layer"),
+        subtitle=_("drop from the unpruned model's {metric} ({value}): red is worse, blue "
+                   "better; dark grey cells are not measured (yet)").format(
+                       metric=name, value=f"{result.baseline.metric:.4g}"),
         xaxis={"type": "category", "showgrid": False},
         yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
         meta={"items": labels, "levels": levels, "baseline": result.baseline.metric},
     )
     missing = go.Heatmap(  # grey cells where drop has no value (yet)
-        z=np.where(np.isnan(drop), 1.0, np.nan), x=columns, y=labels, name="not measured",
+        z=np.where(np.isnan(drop), 1.0, np.nan), x=columns, y=labels, name=_("not measured"),
         colorscale=[[0.0, MISSING], [1.0, MISSING]], showscale=False, xgap=1, ygap=1,
         hoverinfo="skip",
     )

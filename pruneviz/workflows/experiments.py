@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from pruneviz.core.explain import granularity_label
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
-from pruneviz.i18n import N_, _
+from pruneviz.i18n import _
 from pruneviz.measure.meter import PRUNE
 
 if TYPE_CHECKING:  # only read for its attributes
@@ -41,8 +42,6 @@ TECHNIQUES: tuple[str, ...] = (
 STORAGE_ONLY_FAMILIES: tuple[str, ...] = ("int4-w", "prune+int4-w")
 STORAGE_ONLY = "storage only"
 # what the app shows for a granularity (N:M and others show as they are)
-GRANULARITY_NAMES = {"unstructured": N_("unstructured"), "filter": N_("filter"),
-                     "channel": N_("channel")}
 
 
 def technique_name(technique: str) -> str:
@@ -60,7 +59,7 @@ def weights_name(weights: str) -> str:
 
 def granularity_name(granularity: str) -> str:
     """A granularity as the app shows it, in the current language."""
-    return _(GRANULARITY_NAMES[granularity]) if granularity in GRANULARITY_NAMES else granularity
+    return granularity_label(granularity)
 
 # Experiment fields that are costs (smaller is better): the x axes a trade-off can use.
 COST_FIELDS: tuple[str, ...] = (
@@ -415,7 +414,6 @@ __all__ = [
     "TECHNIQUES",
     "Experiment",
     "ExperimentLog",
-    "GRANULARITY_NAMES",
     "TradeoffPoint",
     "check_cost_field",
     "describe_plan",
