@@ -41,9 +41,10 @@ GRANULARITY_NAMES = {Granularity.UNSTRUCTURED: N_("unstructured"),
 def granularity_label(value: str) -> str:
     """A granularity's name as the app shows it, in the current language."""
     try:
-        return _(GRANULARITY_NAMES.get(Granularity(value), value))
+        name = GRANULARITY_NAMES.get(Granularity(value))
     except ValueError:
         return value
+    return value if name is None else _(name)
 
 
 def parse_granularity(value: str | Granularity, where: str = "plan") -> Granularity:
