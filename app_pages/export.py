@@ -62,7 +62,7 @@ found = st.session_state.get(EXPORT_KEY)
 if found is not None and found[0] != identity:
     st.caption(_("The plan or the weights changed since the last export: export again."))
 elif found is not None:
-    _, download, in_folder = found
+    _identity, download, in_folder = found
     result = download.result
     if result.passed:
         st.success(_("Export {status}").format(status=result.status),
@@ -73,7 +73,7 @@ elif found is not None:
                  icon=":material/error:")
     st.subheader(_("Verification"))
     for check in result.checks:
-        st.markdown(f"{'✓' if check.passed else '✗'} **{_(check.name)}** — {check.detail}")
+        st.markdown(f"{'✓' if check.passed else '✗'} **{check.name}** — {check.detail}")
     if result.deploy:
         st.subheader(_("Files to run elsewhere"))
         st.dataframe([{_("file"): row.name, _("size"): "" if row.size is None else
