@@ -13,10 +13,11 @@ from pruneviz.app.keys import (
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import HONESTY_NOTE, user_errors
 from pruneviz.core.plan import Plan
+from pruneviz.i18n import _
 from pruneviz.workflows.experiments import ORIGINAL
 
-st.title("Prune")
-with user_errors("The model could not be loaded"):
+st.title(_("Prune"))
+with user_errors(_("The model could not be loaded")):
     bench = state.workbench()
 session = bench.session
 plan_now = session.plan
@@ -33,9 +34,10 @@ def reset() -> None:
 
 
 if state.current_weights() != ORIGINAL:
-    st.caption(f":material/model_training: This tab prunes the **{state.current_weights()}** "
-               "weights, whose pruned entries are already zero: *Reset to unpruned* keeps them. "
-               "The original weights are one click away on the Fine-tune page.")
+    st.caption(_(":material/model_training: This tab prunes the **{weights}** weights, whose "
+                 "pruned entries are already zero: *Reset to unpruned* keeps them. The original "
+                 "weights are one click away on the Fine-tune page.").format(
+        weights=state.current_weights()))
 metrics_box = st.container(key=METRICS_BAR_KEY)  # sticky: stays in view while editing
 # (Streamlit wraps the container in a layout div of its own height: that one sticks)
 st.html(f"<style>div:has(> .st-key-{METRICS_BAR_KEY}) {{position: sticky; top: 3.75rem; "
@@ -50,21 +52,21 @@ st.html(f"<style>div:has(> .st-key-{METRICS_BAR_KEY}) {{position: sticky; top: 3
         "{flex: 1 1 100% !important; min-width: 100% !important;} "
         f".st-key-{METRICS_BAR_KEY} [data-testid='stMetricValue'] {{font-size: 1.25rem;}}}}"
         "</style>")
-st.info(HONESTY_NOTE)
+st.info(_(HONESTY_NOTE))
 if (kept := st.session_state.pop(SCOPE_NOTE_KEY, None)) is not None:
     st.info(kept, icon=":material/history:")
 top = st.columns([2, 2, 1])
 scope = controls.Scope(top[0].radio(
-    "Scope", controls.SCOPES, key=widget_key("scope"), horizontal=True,
+    _("Scope"), controls.SCOPES, key=widget_key("scope"), horizontal=True, format_func=_,
     on_change=prune_view.say_where_kept, args=(session,),
-    help="Per layer: each layer its own amount. Global ranking: one ranking of all layers' "
-    "structures, pruned to a total amount."))
+    help=_("Per layer: each layer its own amount. Global ranking: one ranking of all layers' "
+           "structures, pruned to a total amount.")))
 mode = controls.Mode(top[1].radio(
-    "Sliders set", controls.MODES, key=widget_key("mode"), horizontal=True,
+    _("Sliders set"), controls.MODES, key=widget_key("mode"), horizontal=True, format_func=_,
     disabled=scope is controls.Scope.GLOBAL,
-    help="The fraction of structures removed, or an absolute importance score below which "
-    "structures are removed."))
-top[2].button("Reset to unpruned", on_click=reset, width="stretch", key=PRUNE_RESET_KEY)
+    help=_("The fraction of structures removed, or an absolute importance score below which "
+           "structures are removed.")))
+top[2].button(_("Reset to unpruned"), on_click=reset, width="stretch", key=PRUNE_RESET_KEY)
 
 # many layers: a compact table of them all, drawn once the plan is applied
 table_box = (st.container() if scope is controls.Scope.PER_LAYER
@@ -83,7 +85,7 @@ with left:
 
 built = controls.plan_for_widgets(prune_view.widget_values(), session.layer_names, plan_now,
                                   session.unsupported, shown)
-with user_errors("This plan cannot be applied"):
+with user_errors(_("This plan cannot be applied")):
     session.apply(session.stamp(built.plan))
     state.measure_live()
 # the hidden layers' controls hold the applied plan (Streamlit forgets undrawn widgets)

@@ -17,20 +17,21 @@ from pruneviz.app.keys import widget_key
 from pruneviz.core.criteria import compares_rows
 from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.i18n import N_, _
 
 
 class Scope(StrEnum):
     """How the Prune page's sliders prune: each layer its own amount, or one ranking."""
 
-    PER_LAYER = "Per layer"
-    GLOBAL = "Global ranking"
+    PER_LAYER = N_("Per layer")  # (the values are also the options' English labels)
+    GLOBAL = N_("Global ranking")
 
 
 class Mode(StrEnum):
     """What a layer's slider sets: the share of structures removed, or a score threshold."""
 
-    SPARSITY = "sparsity %"
-    THRESHOLD = "|score| threshold"
+    SPARSITY = N_("sparsity %")
+    THRESHOLD = N_("|score| threshold")
 
 
 SCOPES = [s.value for s in Scope]
@@ -169,7 +170,8 @@ def _global_plan(values: Mapping[str, Any], layer_names: Sequence[str],
     percent = int(values.get(widget_key("g_sp"), DEFAULT_GLOBAL_PERCENT))
     cap = int(values.get(widget_key("g_cap"), DEFAULT_CAP_PERCENT))
     skipped = {n: r for n in layer_names if (r := unsupported(n, granularity, crit)) is not None}
-    warnings = [f"{name} left out: {reason}" for name, reason in skipped.items()]
+    warnings = [_("{name} left out: {reason}").format(name=name, reason=reason)
+                for name, reason in skipped.items()]
     members = tuple(n for n in layer_names if n not in skipped)
     if not percent:
         return WidgetPlan(Plan(), warnings)

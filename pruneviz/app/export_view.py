@@ -13,6 +13,7 @@ from pruneviz.app.keys import EXPORT_KEY, EXPORT_REPLACE_KEY, EXPORT_RUN_KEY
 from pruneviz.app.widgets import user_errors
 from pruneviz.app.worker import ExportWorker, export_worker
 from pruneviz.errors import PrunevizError
+from pruneviz.i18n import _
 from pruneviz.output.export_job import export_spec
 from pruneviz.output.folders import complete_export
 from pruneviz.workflows.experiments import ORIGINAL
@@ -32,16 +33,17 @@ def export_button(bench: Workbench, identity: object, folder: str, weights: str)
     try:
         target = state.export_folder(folder) if folder.strip() else None
     except PrunevizError as exc:  # a name that is not one: said at once, nothing written
-        st.error(f"The export cannot go there: {exc}")
+        st.error(_("The export cannot go there: {error}").format(error=exc))
         refused = True
     earlier = complete_export(target) if target is not None else []
     replace = bool(earlier) and st.checkbox(
-        f"Replace it: {target} holds an earlier export ({len(earlier)} files)",
+        _("Replace it: {folder} holds an earlier export ({count} files)").format(
+            folder=target, count=len(earlier)),
         key=EXPORT_REPLACE_KEY,
-        help="Without this the export is refused, so that an export is never lost by "
-        "typing a name twice.")
-    if st.button("Export", type="primary", key=EXPORT_RUN_KEY, disabled=running or refused):
-        with user_errors("The export could not be started"):
+        help=_("Without this the export is refused, so that an export is never lost by "
+               "typing a name twice."))
+    if st.button(_("Export"), type="primary", key=EXPORT_RUN_KEY, disabled=running or refused):
+        with user_errors(_("The export could not be started")):
             tuned = None if weights == ORIGINAL else state.weights_state(weights)
             worker.start(export_spec(bench, bench.session.stamp(bench.session.plan),
                                      weights=weights, state=tuned,
@@ -64,7 +66,7 @@ def show_export(worker: ExportWorker, was_running: bool) -> None:
         st.info(waiting_text(progress.queued, progress.jobs_running),
                 icon=":material/hourglass_top:")
     elif progress.running:
-        st.info("Writing and verifying the export in the background: the other pages "
-                "stay usable.", icon=":material/hourglass_top:")
+        st.info(_("Writing and verifying the export in the background: the other pages "
+                  "stay usable."), icon=":material/hourglass_top:")
     elif progress.error is not None:
-        st.error(f"The export failed: {progress.error}")
+        st.error(_("The export failed: {error}").format(error=progress.error))

@@ -19,9 +19,10 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criteria_for, metrics_row, show_metric, shows_percent
-from pruneviz.core.criteria import compares_rows
-from pruneviz.core.granularity import Granularity, parse_granularity
+from pruneviz.core.criteria import compares_rows, criterion_label
+from pruneviz.core.granularity import Granularity, granularity_label, parse_granularity
 from pruneviz.core.session import PruningSession
+from pruneviz.i18n import _
 from pruneviz.output.figures import score_bars, weight_histogram
 from pruneviz.workflows.experiments import describe_plan
 from pruneviz.workflows.sensitivity import SensitivityResult
@@ -60,9 +61,10 @@ def say_where_kept(session: PruningSession) -> None:
     space = state.workspace()
     found = None if plan.is_empty else space.log.find(plan, space.weights)
     if found is not None:
-        st.session_state[SCOPE_NOTE_KEY] = (
-            f"The plan you had ({describe_plan(plan, max_parts=3)}) is kept: it is "
-            f"experiment #{found.id} on the Trade-offs page, where it can be restored.")
+        st.session_state[SCOPE_NOTE_KEY] = _(
+            "The plan you had ({plan}) is kept: it is experiment #{id} on the Trade-offs "
+            "page, where it can be restored.").format(plan=describe_plan(plan, max_parts=3),
+                                                      id=found.id)
 
 
 def coupled_now(session: PruningSession) -> set[str]:
@@ -86,14 +88,14 @@ def layer_rows(session: PruningSession, mode: controls.Mode, coupled: set[str]) 
     the names of the layers shown."""
     if mode is controls.Mode.SPARSITY:
         seed(widget_key("all"), 0)
-        st.slider("Set all layers to (sparsity %)", 0, 100, key=widget_key("all"),
+        st.slider(_("Set all layers to (sparsity %)"), 0, 100, key=widget_key("all"),
                   on_change=set_all_layers, args=(session,),
-                  help="Moves every layer's slider to this value (uniform pruning).")
+                  help=_("Moves every layer's slider to this value (uniform pruning)."))
     if many_layers(session):
         seed(widget_key("edit_layers"), session.layer_names[:1])
         shown = st.multiselect(
-            "Layers to edit", session.layer_names, key=widget_key("edit_layers"),
-            help="Their controls appear below; every other layer keeps its amount.")
+            _("Layers to edit"), session.layer_names, key=widget_key("edit_layers"),
+            help=_("Their controls appear below; every other layer keeps its amount."))
     else:
         shown = session.layer_names
     values = widget_values()
@@ -121,33 +123,36 @@ def compact_table(session: PruningSession) -> None:
         layer = session.layer_by_name[result.name]
         group = session.group_of(result.name)
         rows.append({
-            "layer": result.name,
-            "type": f"{layer.type} {'x'.join(map(str, layer.shape))}",
+            _("layer"): result.name,
+            _("type"): f"{layer.type} {'x'.join(map(str, layer.shape))}",
             "MACs": 100 * layer.macs / total_macs,
-            "coupled": "" if group is None else f"group {group.id} ({len(group.layers)})",
-            "sparsity": 100 * result.sparsity,
-            "pruned by": f"{result.granularity} {result.criterion or ''}".strip()
+            _("coupled"): "" if group is None else _("group {id} ({count})").format(
+                id=group.id, count=len(group.layers)),
+            _("sparsity"): 100 * result.sparsity,
+            _("pruned by"): f"{granularity_label(result.granularity)} "
+            f"{criterion_label(result.criterion) if result.criterion else ''}".strip()
             if result.granularity else "",
         })
         if safe:
-            rows[-1]["safe up to"] = 100 * safe[result.name] if result.name in safe else None
+            rows[-1][_("safe up to")] = (100 * safe[result.name] if result.name in safe
+                                         else None)
     st.dataframe(
         rows, hide_index=True, height=min(36 * (len(rows) + 1), 300),
         column_config={
             "MACs": st.column_config.ProgressColumn(
                 "MACs", format="%.1f%%", min_value=0, max_value=100,
-                help="The layer's share of the model's weight MACs"),
-            "sparsity": st.column_config.ProgressColumn(
-                "sparsity", format="%.1f%%", min_value=0, max_value=100,
-                help="Zero weights in the layer now (coupled pruning included)"),
-            "safe up to": st.column_config.NumberColumn(
-                "safe up to", format="%.0f%%",
-                help="The highest sparsity the last sensitivity analysis found within "
-                "tolerance (Sensitivity page)"),
+                help=_("The layer's share of the model's weight MACs")),
+            _("sparsity"): st.column_config.ProgressColumn(
+                _("sparsity"), format="%.1f%%", min_value=0, max_value=100,
+                help=_("Zero weights in the layer now (coupled pruning included)")),
+            _("safe up to"): st.column_config.NumberColumn(
+                _("safe up to"), format="%.0f%%",
+                help=_("The highest sparsity the last sensitivity analysis found within "
+                       "tolerance (Sensitivity page)")),
         })
     if not safe:
-        st.caption("A sensitivity analysis (Sensitivity page) adds how much each layer "
-                   "takes to this table.")
+        st.caption(_("A sensitivity analysis (Sensitivity page) adds how much each layer "
+                     "takes to this table."))
 
 
 def layer_row(session: PruningSession, name: str, mode: controls.Mode,
@@ -158,21 +163,23 @@ def layer_row(session: PruningSession, name: str, mode: controls.Mode,
     info = session.layer_by_name[name]
     label = f":orange[:material/link: **{name}**]" if name in coupled else f"**{name}**"
     cols[0].markdown(f"{label}  \n:gray[{info.type} {'x'.join(map(str, info.shape))}]")
-    gran = cols[1].selectbox("granularity", controls.GRANULARITIES,
+    gran = cols[1].selectbox(_("granularity"), controls.GRANULARITIES,
                              key=widget_key("gran", name), on_change=follow,
-                             args=(session, name), label_visibility="collapsed")
+                             args=(session, name), label_visibility="collapsed",
+                             format_func=granularity_label)
     granularity = parse_granularity(gran, name)
     options = criteria_for(gran)
     if st.session_state[widget_key("crit", name)] not in options:
         st.session_state[widget_key("crit", name)] = options[0]
-    crit = cols[2].selectbox("criterion", options, key=widget_key("crit", name),
+    crit = cols[2].selectbox(_("criterion"), options, key=widget_key("crit", name),
                              on_change=follow, args=(session, name),
-                             label_visibility="collapsed")
+                             label_visibility="collapsed", format_func=criterion_label)
     amount_control(cols[3], session, name, granularity, crit, mode)
     reads = controls.coupled_inputs(name, values, session.layer_names, session.group_of)
     if reads is not None:  # under the row: the coupled group prunes this layer's inputs
-        st.caption(f":orange[:material/link: {reads[1]}% of {name}'s inputs go with "
-                   f"{reads[0]}'s filters (they read the channels those filters make)]")
+        st.caption(_(":orange[:material/link: {percent}% of {layer}'s inputs go with "
+                     "{other}'s filters (they read the channels those filters make)]").format(
+            percent=reads[1], layer=name, other=reads[0]))
 
 
 def amount_control(col: Any, session: PruningSession, name: str, granularity: Granularity,
@@ -186,14 +193,17 @@ def amount_control(col: Any, session: PruningSession, name: str, granularity: Gr
         return
     n_m = granularity.n_m
     if n_m is not None:
-        col.caption(f"{gran}: keeps {n_m[0]} of every {n_m[1]} consecutive "
-                    f"input weights ({1 - n_m[0] / n_m[1]:.0%} sparsity)")
+        col.caption(_("{granularity}: keeps {n} of every {m} consecutive input weights "
+                      "({sparsity} sparsity)").format(granularity=gran, n=n_m[0], m=n_m[1],
+                                                      sparsity=f"{1 - n_m[0] / n_m[1]:.0%}"))
     elif mode is controls.Mode.SPARSITY or compares_rows(crit, granularity):
-        col.slider(f"{name} sparsity %", 0, 100, key=widget_key("sp", name),
+        col.slider(_("{layer} sparsity %").format(layer=name), 0, 100,
+                   key=widget_key("sp", name),
                    on_change=follow, args=(session, name), label_visibility="collapsed")
         if mode is controls.Mode.THRESHOLD:
-            col.caption(f"{crit} ranks the weights of each output row on their own: there is "
-                        "no one threshold for the layer, so it takes a sparsity")
+            col.caption(_("{criterion} ranks the weights of each output row on their own: "
+                          "there is no one threshold for the layer, so it takes a "
+                          "sparsity").format(criterion=criterion_label(crit)))
     else:
         table = session.scores(name, granularity, crit)
         top_score = float(table.sorted[-1]) if table.count else 0.0
@@ -201,7 +211,8 @@ def amount_control(col: Any, session: PruningSession, name: str, granularity: Gr
         seed(widget_key("th", name), min(current or 0.0, top_score))
         if st.session_state[widget_key("th", name)] > top_score:
             st.session_state[widget_key("th", name)] = top_score
-        col.slider(f"{name} |score| threshold", 0.0, max(top_score, 1e-12),
+        col.slider(_("{layer} |score| threshold").format(layer=name), 0.0,
+                   max(top_score, 1e-12),
                    step=max(top_score, 1e-12) / 200, format="%.4g",
                    key=widget_key("th", name), on_change=follow, args=(session, name),
                    label_visibility="collapsed")
@@ -210,15 +221,16 @@ def amount_control(col: Any, session: PruningSession, name: str, granularity: Gr
 def global_controls() -> None:
     """Granularity, criterion, total amount and cap of one global ranking."""
     cols = st.columns(2)
-    g_gran = cols[0].selectbox("granularity", controls.GLOBAL_GRANULARITIES,
-                               key=widget_key("g_gran"))
+    g_gran = cols[0].selectbox(_("granularity"), controls.GLOBAL_GRANULARITIES,
+                               key=widget_key("g_gran"), format_func=granularity_label)
     g_options = criteria_for(g_gran)
     if st.session_state[widget_key("g_crit")] not in g_options:
         st.session_state[widget_key("g_crit")] = g_options[0]
-    cols[1].selectbox("criterion", g_options, key=widget_key("g_crit"))
-    st.slider("Total sparsity of all layers (%)", 0, 100, key=widget_key("g_sp"))
-    st.slider("No layer above (%)", 1, 100, key=widget_key("g_cap"),
-              help="A cap so the global ranking cannot empty a layer.")
+    cols[1].selectbox(_("criterion"), g_options, key=widget_key("g_crit"),
+                      format_func=criterion_label)
+    st.slider(_("Total sparsity of all layers (%)"), 0, 100, key=widget_key("g_sp"))
+    st.slider(_("No layer above (%)"), 1, 100, key=widget_key("g_cap"),
+              help=_("A cap so the global ranking cannot empty a layer."))
 
 
 def block_controls(session: PruningSession) -> None:
@@ -226,7 +238,8 @@ def block_controls(session: PruningSession) -> None:
     blocks = session.blocks()
     if not blocks:
         return
-    with st.expander(f"Remove whole blocks or layers ({len(blocks)} removable)",
+    with st.expander(_("Remove whole blocks or layers ({count} removable)").format(
+            count=len(blocks)),
                      expanded=bool(session.plan.blocks)):
         importance = {b.name: b for b in blocks}
 
@@ -234,24 +247,25 @@ def block_controls(session: PruningSession) -> None:
             count = st.session_state[widget_key("blocks_k")]
             st.session_state[widget_key("blocks")] = [b.name for b in blocks[:count]]
 
-        st.slider("Remove the least important", 0, len(blocks), key=widget_key("blocks_k"),
-                  on_change=remove_least,
-                  help="Importance: how much the block changes what flows through it, "
-                  "||f(x) - x|| / ||x|| on calibration data.")
+        st.slider(_("Remove the least important"), 0, len(blocks),
+                  key=widget_key("blocks_k"), on_change=remove_least,
+                  help=_("Importance: how much the block changes what flows through it, "
+                         "||f(x) - x|| / ||x|| on calibration data."))
         st.multiselect(
-            "Replaced by the identity", [b.name for b in blocks], key=widget_key("blocks"),
-            format_func=lambda n: f"{n} ({importance[n].type}, "
-            f"{importance[n].params:,} params, change {importance[n].importance:.2f})",
+            _("Replaced by the identity"), [b.name for b in blocks], key=widget_key("blocks"),
+            format_func=lambda n: _("{name} ({type}, {params} params, change {change})").format(
+                name=n, type=importance[n].type, params=f"{importance[n].params:,}",
+                change=f"{importance[n].importance:.2f}"),
         )
         if session.plan.blocks:
-            st.caption("The rest of the network has to learn to do without them: fine-tune "
-                       "this plan on the Fine-tune page (the blocks stay removed while it "
-                       "trains; distillation learns from the model with every block).")
+            st.caption(_("The rest of the network has to learn to do without them: fine-tune "
+                         "this plan on the Fine-tune page (the blocks stay removed while it "
+                         "trains; distillation learns from the model with every block)."))
 
 
 def layer_view(session: PruningSession, coupled: set[str]) -> None:
     """The selected layer's weights (kept and pruned) and its structures' scores."""
-    selected = st.selectbox("Layer to look at", session.layer_names, key=SELECTED_LAYER_KEY)
+    selected = st.selectbox(_("Layer to look at"), session.layer_names, key=SELECTED_LAYER_KEY)
     result = session.result(selected)
     layer = session.layer_by_name[selected]
     original = session.original(layer.weight).cpu().numpy()
@@ -264,14 +278,16 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
         key=PRUNE_HIST_KEY)
     if coupled and selected in coupled:
         group = session.group_of(selected)
-        shared = {"head": "attention heads (query, key and value rows, output-projection columns)",
-                  "hidden unit": "hidden units (gate rows, recurrent columns, readers)"}.get(
-            group.unit if group else "", "channels (the next layer's inputs, a residual sum)")
-        st.caption(":material/link: Filters of " + selected + " are pruned together with "
-                   + ", ".join(n for n in session.coupled_with(selected) if n != selected)
-                   + f": they share {shared}, so removing one removes it everywhere.")
+        shared = {"head": _("attention heads (query, key and value rows, output-projection "
+                            "columns)"),
+                  "hidden unit": _("hidden units (gate rows, recurrent columns, readers)")}.get(
+            group.unit if group else "", _("channels (the next layer's inputs, a residual sum)"))
+        st.caption(_(":material/link: Filters of {layer} are pruned together with {others}: "
+                     "they share {shared}, so removing one removes it everywhere.").format(
+            layer=selected, shared=shared,
+            others=", ".join(n for n in session.coupled_with(selected) if n != selected)))
         if group is not None and group.note:
-            st.caption(":material/info: " + group.note)
+            st.caption(":material/info: " + _(group.note))
     decided = session.table_for(selected)
     if decided is not None and result.granularity is not None and result.criterion:
         g = Granularity(result.granularity)
@@ -284,11 +300,13 @@ def layer_view(session: PruningSession, coupled: set[str]) -> None:
                        threshold=result.threshold if pruned_count else None),
             key=PRUNE_SCORES_KEY)
         if table.rows is not None:
-            st.caption(f"{result.criterion} ranks each of the {table.rows} output rows on its "
-                       "own: the same share goes from every row, so the chart shows the "
-                       "layer's scores, not one cut through them.")
+            st.caption(_("{criterion} ranks each of the {rows} output rows on its own: the "
+                         "same share goes from every row, so the chart shows the layer's "
+                         "scores, not one cut through them.").format(
+                criterion=criterion_label(result.criterion), rows=table.rows))
     else:
-        st.caption(f"{selected} is not pruned: choose a granularity and move its slider.")
+        st.caption(_("{layer} is not pruned: choose a granularity and move its "
+                     "slider.").format(layer=selected))
 
 
 def metrics_box(bench: Workbench) -> None:
@@ -304,16 +322,19 @@ def metrics_box(bench: Workbench) -> None:
         report = bench.meter.report(gzip=False)  # cached: nothing is measured again here
         metrics_row(report, space.baseline(), bench.eval_data, measuring=running)
         if space.refiner.error is not None:
-            st.warning(f"The background measurement failed: {space.refiner.error}")
+            st.warning(_("The background measurement failed: {error}").format(
+                error=space.refiner.error))
         if bench.eval_full is not None:
             full = report.evaluation_full
             st.caption(
-                f"Live numbers: a fixed subset of {len(bench.eval_data):,} of the "
-                f"{len(bench.full_data):,} evaluation samples, with their ~95% interval. "
-                + (f"Whole set, this plan: **{full.metric_name} "
-                   f"{show_metric(full.metric, shows_percent(bench.eval_data))}** "
-                   f"(loss {full.loss:.4g})." if full is not None
-                   else "The whole set is being measured in the background…" if running
+                _("Live numbers: a fixed subset of {subset} of the {total} evaluation "
+                  "samples, with their ~95% interval. ").format(
+                    subset=f"{len(bench.eval_data):,}", total=f"{len(bench.full_data):,}")
+                + (_("Whole set, this plan: **{metric} {value}** (loss {loss}).").format(
+                    metric=_(full.metric_name),
+                    value=show_metric(full.metric, shows_percent(bench.eval_data)),
+                    loss=f"{full.loss:.4g}") if full is not None
+                   else _("The whole set is being measured in the background…") if running
                    else ""))
         if every is not None and not running:
             st.rerun()  # all in: redraw the page once (the log and chart have them too)
@@ -323,20 +344,20 @@ def metrics_box(bench: Workbench) -> None:
 
 def layers_table(session: PruningSession) -> None:
     """Every layer's granularity, criterion and what is pruned."""
-    st.subheader("All layers")
+    st.subheader(_("All layers"))
     st.dataframe(
         [
             {
-                "layer": r.name,
-                "type": r.type,
-                "granularity": r.granularity or "-",
-                "criterion": r.criterion or "-",
-                "sparsity": f"{r.sparsity:.1%}",
-                "non-zero": f"{r.nonzero:,} / {r.params:,}",
-                "pruned structures": f"{r.structures_pruned:,} / {r.structures:,}",
-                "threshold": "-" if r.threshold is None else f"{r.threshold:.4g}",
-                "coupled with": ", ".join(n for n in session.coupled_with(r.name)
-                                          if n != r.name),
+                _("layer"): r.name,
+                _("type"): r.type,
+                _("granularity"): granularity_label(r.granularity) if r.granularity else "-",
+                _("criterion"): criterion_label(r.criterion) if r.criterion else "-",
+                _("sparsity"): f"{r.sparsity:.1%}",
+                _("non-zero"): f"{r.nonzero:,} / {r.params:,}",
+                _("pruned structures"): f"{r.structures_pruned:,} / {r.structures:,}",
+                _("threshold"): "-" if r.threshold is None else f"{r.threshold:.4g}",
+                _("coupled with"): ", ".join(n for n in session.coupled_with(r.name)
+                                             if n != r.name),
             }
             for r in session.results()
         ],

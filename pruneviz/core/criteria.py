@@ -25,6 +25,7 @@ from pruneviz.core.granularity import Granularity
 from pruneviz.core.layers import _CONV, _CONV_T, PrunableLayer, eval_mode
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import DataError, ModelError, PlanError
+from pruneviz.i18n import N_, _
 
 # ---------------------------------------------------------------------------------------
 # Structures: which weights each score covers
@@ -404,6 +405,17 @@ def get_criterion(name: str) -> CriterionSpec:
         ) from None
 
 
+# what the app shows for a criterion whose id is a word (l1, l2, taylor, wanda, lsh: as is)
+CRITERION_NAMES = {"random": N_("random"), "apoz": N_("apoz"), "activation": N_("activation"),
+                   "bn_scale": N_("bn_scale"), "fpgm": N_("fpgm"), "ablation": N_("ablation")}
+
+
+def criterion_label(name: str) -> str:
+    """A criterion's name as the app shows it, in the current language (its id in
+    English)."""
+    return _(CRITERION_NAMES[name]) if name in CRITERION_NAMES else name
+
+
 def compares_rows(name: str, granularity: Granularity) -> bool:
     """Whether criterion `name` at `granularity` ranks each output row on its own (so a
     layer has no one score threshold)."""
@@ -668,7 +680,7 @@ register_criterion("ablation", ablation, unstructured=False, needs_data=True)
 __all__ = [
     "ABLATION_BATCHES", "CalibrationStats", "Comparison", "CriterionFn", "CriterionSpec",
     "ScoreInputs", "Structures", "Zeroed", "ablation_scores", "collect_calibration_stats",
-    "compares_rows", "compute_scores",
+    "CRITERION_NAMES", "compares_rows", "compute_scores", "criterion_label",
     "criterion_names", "get_criterion", "input_sq",
     "iter_criteria", "lsh_scores", "register_criterion", "simhash_buckets", "structures_for",
 ]

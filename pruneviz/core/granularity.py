@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from pruneviz.errors import PlanError
+from pruneviz.i18n import N_, _
 
 
 class Granularity(StrEnum):
@@ -30,6 +31,20 @@ class Granularity(StrEnum):
         if self is Granularity.NM_4_8:
             return (4, 8)
         return None
+
+
+# what the app shows for a granularity (N:M ones show as they are)
+GRANULARITY_NAMES = {Granularity.UNSTRUCTURED: N_("unstructured"),
+                     Granularity.FILTER: N_("filter"), Granularity.CHANNEL: N_("channel")}
+
+
+def granularity_label(value: str) -> str:
+    """A granularity's name as the app shows it, in the current language."""
+    try:
+        name = GRANULARITY_NAMES.get(Granularity(value))
+    except ValueError:
+        return value
+    return value if name is None else _(name)
 
 
 def parse_granularity(value: str | Granularity, where: str = "plan") -> Granularity:

@@ -59,6 +59,7 @@ from pruneviz.core.slim import SlimMismatchError
 from pruneviz.core.slim import slim as slim_session
 from pruneviz.data.sources import input_files
 from pruneviz.errors import ModelError, PrunevizError
+from pruneviz.i18n import N_, _
 from pruneviz.measure.meter import Report
 from pruneviz.measure.storage import dense_bytes, sparse_bytes
 from pruneviz.output.deploy_files import (
@@ -116,21 +117,21 @@ SUMMARY_MD = "summary.md"
 OPTIONAL_FILES = (BASE, SLIM_WEIGHTS, SLIM_CARD, "slim/slim.pt2", *DEPLOY_NAMES)
 
 _WHAT = {
-    WEIGHTS: "pruned (masked) model, full state dict, dense safetensors",
-    SPARSE: "the same tensors, sparse encoding (pruneviz.measure.storage.decode_sparse)",
-    PLAN: "the plan, stamped with the model it was made for",
-    BASE: "the unpruned weights the plan was applied to (for --weights)",
-    SLIM_WEIGHTS: "slimmed model: pruned structure removed",
-    SLIM_CARD: "slimmed model's architecture card (pruneviz.output.model_files.load_slimmed)",
-    REPORT_HTML: "the report: one self-contained HTML page (tables, charts, checks)",
-    SUMMARY_MD: "the report's tables as Markdown",
-    MANIFEST: "each file's size and sha256, written last: the export is complete",
-    ONNX: "ONNX (opset 18, dynamic batch) of the model, for onnxruntime and other runtimes",
-    PROGRAM: "torch.export program (dynamic batch; no evaluation data in it): "
-             "torch.export.load(...).module()",
-    SPARSE_ONNX: "ONNX of the masked model, its mostly-zero weights as sparse initializers",
-    CSR_FILE: "sparse-deployed model: CSR layers + architecture card, safetensors "
-              "(pruneviz.load_sparse)",
+    WEIGHTS: N_("pruned (masked) model, full state dict, dense safetensors"),
+    SPARSE: N_("the same tensors, sparse encoding (pruneviz.measure.storage.decode_sparse)"),
+    PLAN: N_("the plan, stamped with the model it was made for"),
+    BASE: N_("the unpruned weights the plan was applied to (for --weights)"),
+    SLIM_WEIGHTS: N_("slimmed model: pruned structure removed"),
+    SLIM_CARD: N_("slimmed model's architecture card (pruneviz.output.model_files.load_slimmed)"),
+    REPORT_HTML: N_("the report: one self-contained HTML page (tables, charts, checks)"),
+    SUMMARY_MD: N_("the report's tables as Markdown"),
+    MANIFEST: N_("each file's size and sha256, written last: the export is complete"),
+    ONNX: N_("ONNX (opset 18, dynamic batch) of the model, for onnxruntime and other runtimes"),
+    PROGRAM: N_("torch.export program (dynamic batch; no evaluation data in it): "
+                "torch.export.load(...).module()"),
+    SPARSE_ONNX: N_("ONNX of the masked model, its mostly-zero weights as sparse initializers"),
+    CSR_FILE: N_("sparse-deployed model: CSR layers + architecture card, safetensors "
+                 "(pruneviz.load_sparse)"),
 }
 
 
@@ -282,9 +283,9 @@ def _slimmed(bench: Workbench, want: bool | None, *,
     `preview` it is only said."""
     session = bench.session
     if want is False:
-        return None, "No slimmed model was written: the export was asked not to.", ()
+        return None, _("No slimmed model was written: the export was asked not to."), ()
     if want is None and not _structured(session.plan):
-        return None, (
+        return None, _(
             "No slimmed model was written: the plan prunes single weights (unstructured or "
             "N:M), which keeps every tensor's shape, so there is no structure to remove; the "
             "sparse file (weights.sparse.safetensors) is what shrinks."), ()
@@ -292,39 +293,42 @@ def _slimmed(bench: Workbench, want: bool | None, *,
         result = slim_session(session, bench.eval_data.x)
     except SlimMismatchError as exc:
         if preview:
-            return None, f"No slimmed model can be written, and the export will fail: {exc}", ()
+            return None, _("No slimmed model can be written, and the export will fail: "
+                           "{error}").format(error=exc), ()
         raise SlimMismatchError(
             f"cannot export: {exc}. Export without a slimmed model (--no-slim; on the Export "
             "page, do not ask for one) to write the masked model only") from None
     except ModelError as exc:
         if want:
             raise ModelError(f"cannot write a slimmed model: {exc}") from None
-        return None, f"No slimmed model was written: {exc}", ()
+        return None, _("No slimmed model was written: {error}").format(error=exc), ()
     if not result.removed and not session.removed_blocks():
         if want:
             raise ModelError("cannot write a slimmed model: the plan removes no coupled "
                              "channels and no blocks; use filter or channel pruning")
-        return None, ("No slimmed model was written: the plan removes no coupled channels "
-                      "and no blocks, so it would have the masked model's shapes."), ()
+        return None, _("No slimmed model was written: the plan removes no coupled channels "
+                       "and no blocks, so it would have the masked model's shapes."), ()
     total = sum(p.numel() for p in bench.pristine.parameters())
     parts = [f"{name} -{count}" for name, count in sorted(result.removed.items())]
-    parts += [f"{block} removed" for block in session.removed_blocks()]
+    parts += [_("{block} removed").format(block=block) for block in session.removed_blocks()]
     base = "" if bench.name.startswith("sample:") else \
         ", base_model=<your model, as loaded>"
-    differs = (f" Measured, not equivalent to the masked model, by design: "
-               f"{'; '.join(result.differs)}." if result.differs else "")
-    return result.model, (
-        f"slim/ holds the slimmed model: {result.params:,} parameters instead of {total:,} "
-        f"({'; '.join(parts)}). Rebuild it with pruneviz.output.model_files.load_slimmed("
-        f"'slim/slim.json', 'slim/slim.safetensors'{base}).{differs}"), result.differs
+    differs = (_(" Measured, not equivalent to the masked model, by design: {why}.").format(
+        why="; ".join(result.differs)) if result.differs else "")
+    return result.model, _(
+        "slim/ holds the slimmed model: {params} parameters instead of {total} ({parts}). "
+        "Rebuild it with {code}.").format(
+            params=f"{result.params:,}", total=f"{total:,}", parts="; ".join(parts),
+            code="pruneviz.output.model_files.load_slimmed("
+                 f"'slim/slim.json', 'slim/slim.safetensors'{base})") + differs, result.differs
 
 
 def _what(bench: Workbench, name: str) -> str:
     blocks = bench.session.removed_blocks()
     if name in (WEIGHTS, SPARSE) and blocks:
-        return (f"{_WHAT[name]}; {', '.join(blocks)} replaced by the identity (their weights "
-                "are not in it)")
-    return _WHAT[name]
+        return _("{what}; {blocks} replaced by the identity (their weights are not in "
+                 "it)").format(what=_(_WHAT[name]), blocks=", ".join(blocks))
+    return _(_WHAT[name])
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:
@@ -402,15 +406,16 @@ def export_preview(bench: Workbench, *, slim: bool | None = None,
     files only if their checks pass), and why a slimmed model would or would not be among
     them."""
     base = _base_state(bench) is not None
-    slim_model, slim_note, _ = _slimmed(bench, False if slim is False else None, preview=True)
+    slim_model, slim_note, _differs = _slimmed(bench, False if slim is False else None,
+                                               preview=True)
     if slim and slim_model is None:
-        slim_note += " (the export was asked for one: it will fail)"
+        slim_note += _(" (the export was asked for one: it will fail)")
     names = [WEIGHTS, SPARSE, PLAN, *([BASE] if base else []),
              *([SLIM_WEIGHTS, SLIM_CARD] if slim_model is not None else []),
              *(DEPLOY_NAMES if deploy else ()), REPORT_HTML, SUMMARY_MD, MANIFEST]
     return ExportPreview(describe_plan(bench.session.stamp(bench.session.plan), max_parts=6),
                          [(name, _what(bench, name) + (
-                             " (written if its check on the evaluation data passes)"
+                             _(" (written if its check on the evaluation data passes)")
                              if name in DEPLOY_NAMES else "")) for name in names], slim_note,
                          reproduce_command(bench, base))
 

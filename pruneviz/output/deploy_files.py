@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneviz.core.layers import eval_mode, output_tensors
+from pruneviz.i18n import N_
 from pruneviz.output.html_report import Check
 from pruneviz.output.model_files import program, program_bytes
 from pruneviz.output.onnx_file import OnnxUnavailable, onnx_bytes, run_onnx, sparse_initializers
@@ -47,7 +48,7 @@ TOLERANCE = 1e-4  # max abs difference allowed, relative to max(1, largest |outp
 SPARSE_DENSITY = 1 / 3  # ONNX sparse initializers: only tensors with fewer non-zeros
 CSR_MIN_SPARSITY = 0.5  # a Linear / 1x1 conv with at least this many zeros is stored as CSR
 RUN_BATCH = 256
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+PASSED, FAILED, SKIPPED = N_("passed"), N_("failed"), N_("skipped")  # shown translated
 
 
 @dataclass(frozen=True)

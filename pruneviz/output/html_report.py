@@ -23,6 +23,7 @@ import torch
 
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
+from pruneviz.i18n import _
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Latency
 from pruneviz.output.figures import KEPT, PRUNED, template
@@ -109,12 +110,13 @@ class ReportContent:
 def status_line(checks: Sequence[Check], eval_samples: int) -> str:
     """"verified: outputs identical on N eval samples; ..." or "FAILED: ..."."""
     if checks and all(c.passed for c in checks):
-        return (f"verified: outputs identical on {eval_samples:,} eval samples; "
-                f"all {len(checks)} checks passed")
+        return _("verified: outputs identical on {samples} eval samples; all {count} checks "
+                 "passed").format(samples=f"{eval_samples:,}", count=len(checks))
     if not checks:
-        return "FAILED: nothing was verified"
+        return _("FAILED: nothing was verified")
     failed = [c.name for c in checks if not c.passed]
-    return f"FAILED: {len(failed)} of {len(checks)} checks failed ({'; '.join(failed)})"
+    return _("FAILED: {failed} of {count} checks failed ({names})").format(
+        failed=len(failed), count=len(checks), names="; ".join(failed))
 
 
 # -- builders ---------------------------------------------------------------------------------
@@ -407,7 +409,7 @@ def _md(text: object) -> str:
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(_md(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+             "|" + "|".join("---" for _column in header) + "|"]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
