@@ -114,7 +114,7 @@ for col, form in zip(cols, forms, strict=True):
                 else form.evaluation.metric_name), f"{form.evaluation.metric:.4g}")
             st.caption(difference)
         else:
-            st.caption(difference + (f" — {form.note}" if form.note else ""))
+            st.caption(difference + (f" — {_(form.note)}" if form.note else ""))
 
 gain = slimmed.latency_speedup
 if slimmed.macs and gain is not None and masked.macs > 1.001 * slimmed.macs:

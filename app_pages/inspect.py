@@ -18,8 +18,9 @@ from pruneviz.app.keys import (
 )
 from pruneviz.app.state import seed
 from pruneviz.app.widgets import criterion_select, localized, user_errors
-from pruneviz.core.explain import compare_criteria, criterion_label, granularity_label, unit_label
-from pruneviz.core.granularity import Granularity
+from pruneviz.core.criteria import criterion_label
+from pruneviz.core.explain import compare_criteria, unit_label
+from pruneviz.core.granularity import Granularity, granularity_label
 from pruneviz.core.plan import LayerPlan
 from pruneviz.i18n import _
 from pruneviz.output.figures import (

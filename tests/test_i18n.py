@@ -96,6 +96,8 @@ def test_the_detector_finds_english() -> None:
     assert english_words("Prune the model") == ["Prune", "the", "model"]
     assert english_words("剪枝 `conv1` 50% 1.2 MiB 3x3 MACs", names=["digits_cnn"]) == []
     assert english_words("digits_cnn 的 conv1", names=["digits_cnn", "conv1"]) == []
+    assert english_words(":gray[剪枝] 32x1x3x3 BasicBlock summary.md") == []
+    assert english_words(":gray[left alone]") == ["left", "alone"]
 
 
 def test_lang_in_the_address_and_the_sidebar_choose_and_remember() -> None:

@@ -17,7 +17,8 @@ from pruneviz import i18n
 from pruneviz.app import state
 from pruneviz.app.keys import INSPECT_GRAN_KEY, UPLOAD_WIDGET_KEY, data_widget_key
 from pruneviz.app.widgets import latency_delta, metric_label
-from pruneviz.core.explain import criterion_label, granularity_label
+from pruneviz.core.criteria import criterion_label
+from pruneviz.core.granularity import granularity_label
 from pruneviz.data.access import SECRET_ENV
 from pruneviz.data.tensors import load_digits
 from pruneviz.i18n import CHINESE, use_language

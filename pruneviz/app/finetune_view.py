@@ -22,8 +22,8 @@ from pruneviz.app.widgets import (
     user_errors,
 )
 from pruneviz.app.worker import FinetuneJob, FinetuneOutcome, FinetuneWorker
-from pruneviz.core.explain import granularity_label, metric_label
-from pruneviz.core.granularity import parse_granularity
+from pruneviz.core.explain import metric_label
+from pruneviz.core.granularity import granularity_label, parse_granularity
 from pruneviz.core.session import PruningSession
 from pruneviz.errors import PrunevizError
 from pruneviz.i18n import N_, _

@@ -11,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 from pruneviz.app import keys, state
 from pruneviz.app.widgets import localized, run_and_cancel
 from pruneviz.app.worker import SweepWorker, record_sweep_points, sweep_worker
-from pruneviz.core.explain import criterion_label
+from pruneviz.core.criteria import criterion_label
 from pruneviz.errors import PrunevizError
 from pruneviz.i18n import _
 from pruneviz.workflows.eta import eta_text

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from pruneviz.core.criteria import iter_criteria
-from pruneviz.core.explain import criterion_label, metric_label
+from pruneviz.core.criteria import criterion_label, iter_criteria
+from pruneviz.core.explain import metric_label
 from pruneviz.core.granularity import Granularity
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError, shortened

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pruneviz.core.criteria import get_criterion, iter_criteria
+from pruneviz.core.criteria import criterion_label, get_criterion, iter_criteria
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan
 from pruneviz.core.session import PruningSession
@@ -30,23 +30,9 @@ _DUPLICATE_BELOW = 0.5
 # what one structure is, for people (the ids stay English in the code and the files)
 UNIT_LABELS = {"filter": N_("filter"), "channel": N_("channel"), "weight": N_("weight"),
                "head": N_("head"), "hidden unit": N_("hidden unit")}
-# criterion ids that are plain English words get a translated name; the others (l1, taylor,
-# fpgm, ...) are names and shown as they are
-CRITERION_LABELS = {"random": N_("random"), "activation": N_("activation"),
-                    "ablation": N_("ablation")}
-# granularities for people (2:4 and 4:8 are shown as they are)
-GRANULARITY_LABELS = {"unstructured": N_("unstructured"), "filter": N_("filter"),
-                      "channel": N_("channel")}
-
-
 def unit_label(unit: str) -> str:
     """A structure's name (`unit_name`) in the current language."""
     return _(UNIT_LABELS[unit]) if unit in UNIT_LABELS else unit
-
-
-def criterion_label(name: str) -> str:
-    """A criterion's id as shown: translated when it is an English word, else the id."""
-    return _(CRITERION_LABELS[name]) if name in CRITERION_LABELS else name
 
 
 def metric_label(name: str) -> str:
@@ -57,11 +43,6 @@ def metric_label(name: str) -> str:
     if name.endswith(" accuracy"):
         return _("{kind} accuracy").format(kind=name.removesuffix(" accuracy"))
     return name
-
-
-def granularity_label(value: str) -> str:
-    """A granularity's value as shown, in the current language."""
-    return _(GRANULARITY_LABELS[value]) if value in GRANULARITY_LABELS else value
 
 
 @dataclass(frozen=True)
@@ -248,7 +229,6 @@ def plan_notes(session: PruningSession) -> list[str]:
     return notes
 
 
-__all__ = ["CRITERION_LABELS", "GRANULARITY_LABELS", "UNIT_LABELS", "CriteriaComparison",
-           "compare_criteria", "criterion_label", "granularity_label", "identical_choices",
+__all__ = ["UNIT_LABELS", "CriteriaComparison", "compare_criteria", "identical_choices",
            "identical_note", "lsh_note", "metric_label", "near_duplicates", "plan_notes",
            "pruned_structures", "unit_label", "unit_name"]

@@ -30,6 +30,7 @@ from pruneviz.core.session import PruningSession
 from pruneviz.core.slim import max_abs_diff, slim
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import ModelError
+from pruneviz.i18n import N_
 from pruneviz.measure.meter import NOT_EVALUATED, Report
 from pruneviz.measure.metrics import EvalResult, evaluate
 from pruneviz.measure.sparse import deployed_state_bytes, sparse_deploy
@@ -37,6 +38,10 @@ from pruneviz.measure.storage import FileSizes, dense_bytes
 from pruneviz.measure.timing import FASTER, Stop, Timing, time_against
 
 TOLERANCE = 1e-4  # largest output difference from the masked model a form may have
+# Fixed notes (shown through _() by the pages; the CLI prints them as they are)
+SAME_SHAPES = N_("no coupled channels are pruned: same shapes as masked")
+ALL_DENSE = N_("no layer ran faster as CSR: all kept dense, the same computation as masked")
+
 # How a slimmed form's note starts when the slim by design computes another function
 # (`SlimResult.differs`): it is measured as it is, and never called equivalent.
 NOT_EQUIVALENT = "not the masked model, by design"
@@ -84,7 +89,7 @@ def slimmed_form(
         return _refused(session, "slimmed", str(exc)), None, ()
     model = result.model
     macs = sum(layer.macs for layer in find_prunable_layers(model, batch))
-    note = None if result.removed else "no coupled channels are pruned: same shapes as masked"
+    note = None if result.removed else SAME_SHAPES
     evaluation = NOT_EVALUATED
     if result.differs:
         note = differs_note(result.differs)
@@ -124,7 +129,7 @@ def sparse_form(session: PruningSession, batch: Tensor) -> tuple[Report, nn.Modu
     # CSR layers hold their non-zero values as parameters: this counts what is stored.
     params = sum(p.numel() for p in deployment.model.parameters())
     note = (f"CSR: {', '.join(sorted(converted))}" if converted
-            else "no layer ran faster as CSR: all kept dense, the same computation as masked")
+            else ALL_DENSE)
     return _form(session, "sparse-deployed", params=params, macs=macs,
                  file_bytes=deployed_state_bytes(deployment),
                  max_abs_diff=max_abs_diff(session.model, deployment.model, batch),

@@ -24,7 +24,8 @@ import numpy.typing as npt
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from pruneviz.core.explain import criterion_label, unit_label
+from pruneviz.core.criteria import criterion_label
+from pruneviz.core.explain import unit_label
 from pruneviz.i18n import _
 
 KEPT = "#4C78A8"

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
-from pruneviz.core.explain import criterion_label, granularity_label, metric_label, unit_label
+from pruneviz.core.criteria import criterion_label
+from pruneviz.core.explain import metric_label, unit_label
+from pruneviz.core.granularity import granularity_label
 from pruneviz.i18n import _
 from pruneviz.output.figures import (
     BASELINE,
@@ -58,9 +60,10 @@ def sensitivity_curves(result: SensitivityResult) -> go.Figure:
     left out."""
     metric = metric_label(result.metric_name)
     structured = result.granularity.structured
+    sparsity, loss, pruned = _("sparsity"), _("loss"), _("pruned")
     hover = (
-        f"<b>%{{fullData.name}}</b><br>{_('sparsity')}: %{{x:.4g}}%<br>{metric}: %{{y:.4g}}"
-        f"<br>{_('loss')}: %{{customdata[0]:.4g}}<br>{_('pruned')}: %{{customdata[1]:,}} "
+        f"<b>%{{fullData.name}}</b><br>{sparsity}: %{{x:.4g}}%<br>{metric}: %{{y:.4g}}"
+        f"<br>{loss}: %{{customdata[0]:.4g}}<br>{pruned}: %{{customdata[1]:,}} "
         "%{customdata[2]}<extra></extra>"
     )
     traces: list[Any] = []
@@ -115,6 +118,7 @@ def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
     labels = [item.label for item in result.items]
     name = metric_label(result.metric_name)
     structured = result.granularity.structured
+    drop_word, loss = _("drop"), _("loss")
     columns = [_level_text(level) for level in levels]
     heatmap = go.Heatmap(
         z=drop, x=columns, y=labels, name=_("drop"),
@@ -124,7 +128,7 @@ def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
         xgap=1, ygap=1, hoverongaps=False,
         colorbar={"title": {"text": _("{metric} drop").format(metric=name)}, "thickness": 12},
         hovertemplate=f"<b>%{{y}}</b> · %{{x}}<br>{name}: %{{customdata[0]:.4g}}"
-        f"<br>{_('drop')}: %{{z:.4g}}<br>{_('loss')}: %{{customdata[1]:.4g}}<extra></extra>",
+        f"<br>{drop_word}: %{{z:.4g}}<br>{loss}: %{{customdata[1]:.4g}}<extra></extra>",
     )
     layout = _layout(
         (_("{metric} drop with each layer or group pruned alone") if structured

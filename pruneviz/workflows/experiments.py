@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from pruneviz.core.explain import granularity_label
+from pruneviz.core.granularity import granularity_label
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
 from pruneviz.i18n import _
 from pruneviz.measure.meter import PRUNE
