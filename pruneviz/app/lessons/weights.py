@@ -120,7 +120,7 @@ def _reveal_model(prediction: float, curve: ModelCurve) -> None:
                           "the first cuts cost little; later cuts reach the weights that "
                           "matter.").format(level=first, last=100 * curve.accuracies[-1],
                                              top=curve.levels[-1]))
-        st.caption(_("The orange markers are {citation}: {model}, another model on other "
+        st.caption(_("The orange markers are `{citation}`: {model}, another model on other "
                      "data, shown only as a reference shape. {note}").format(
                          citation=HAN_2015.citation, model=_(HAN_2015.model),
                          note=_(HAN_2015.note)))

@@ -89,7 +89,7 @@ def weight_histogram(values: npt.ArrayLike, layer: str, kept: npt.ArrayLike | No
             shapes = [_band(-threshold, threshold), _vertical_line(-threshold),
                       _vertical_line(threshold)]
     layout = _layout(_("{layer}: how the weights are distributed").format(layer=layer),
-                     _("weight value"), _("weights"), barmode="stack", bargap=0,
+                     _("weight value"), _("number of weights"), barmode="stack", bargap=0,
                      shapes=shapes, meta={"zeroed": int((~keep).sum()), "threshold": threshold})
     layout["height"] = HEIGHT
     return _unchecked(data, layout)
