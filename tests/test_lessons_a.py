@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pruneviz.app.keys import LESSON_PICKER_KEY, LESSON_STATE_KEY, LESSONS_DONE_KEY
+from pruneviz.app.keys import LESSON_KEY, LESSON_STATE_KEY, LESSONS_DONE_KEY, MODEL_KEY
+from pruneviz.app.lessons import LESSONS
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan, Plan
-from pruneviz.i18n import CHINESE, MISSING
+from pruneviz.data.samples import SAMPLES
+from pruneviz.i18n import CHINESE, MISSING, use_language
 from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.metrics import evaluate
 from pruneviz.measure.storage import sparse_size
@@ -20,7 +22,7 @@ from pruneviz.workflows.lessons.layers import layer_sensitivity
 from pruneviz.workflows.lessons.masking import masking_vs_removing, sparse_file
 from pruneviz.workflows.lessons.weights import layer_names, model_curve, zero_layer
 from pruneviz.workflows.workbench import Workbench, open_workbench
-from tests.fixtures.apptest import figure, start
+from tests.fixtures.apptest import APP, figure
 from tests.fixtures.i18n import english_left
 
 
@@ -108,10 +110,17 @@ def test_layer_sensitivity_is_each_layer_alone(bench: Workbench) -> None:
 
 # -- (b) the page walks each lesson ---------------------------------------------------------
 def _open(lesson: str, lang: str) -> AppTest:
+    """The Learn page on `lesson`, opened by its link (?lesson=N&lang=...). (The lesson
+    picker is not used: AppTest formats its options outside the tab, in English.)"""
     MISSING.clear()
-    at = start(TEACHING_SAMPLE, "app_pages/learn.py", lang=lang, timeout=180)
-    at.segmented_control(key=LESSON_PICKER_KEY).set_value(lesson).run()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state[MODEL_KEY] = TEACHING_SAMPLE
+    at.query_params["lang"] = lang
+    at.query_params["lesson"] = str([x.key for x in LESSONS].index(lesson) + 1)
+    at.run()
+    at.switch_page("app_pages/learn.py").run()
     _check(at, lang)
+    assert at.session_state[LESSON_KEY] == lesson
     return at
 
 
@@ -119,7 +128,9 @@ def _check(at: AppTest, lang: str) -> None:
     """No exception; in Chinese, no English left and no message missing."""
     assert not at.exception, at.exception
     if lang == CHINESE:
-        names = [*layer_names(TEACHING_SAMPLE), TEACHING_SAMPLE]
+        # the model's name and layers; the sidebar's model picker lists every sample
+        names = [*layer_names(TEACHING_SAMPLE), TEACHING_SAMPLE,
+                 *(spec.title for spec in SAMPLES.values())]
         assert english_left(at, names) == {}
         assert {m for code, m in MISSING if code == CHINESE} == set()
 
@@ -140,7 +151,7 @@ def _result(at: AppTest, lesson: str, step: str) -> object:
 def _reset(at: AppTest, lesson: str, run_key: str, lang: str) -> None:
     assert lesson in at.session_state[LESSONS_DONE_KEY]
     _press(at, f"pv_lesson_reset_{lesson}", lang)
-    assert lesson not in at.session_state[LESSON_STATE_KEY]
+    assert not at.session_state[LESSON_STATE_KEY].get(lesson)
     assert lesson not in at.session_state[LESSONS_DONE_KEY]
     assert [b for b in at.button if b.key == run_key]
 
@@ -151,6 +162,13 @@ LANGS = ["en", CHINESE]
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGS)
 def test_lesson_weights_walks_and_shows_the_measurements(lang: str) -> None:
+    # AppTest formats a choice's options (format_func) outside the tab, so in the test's
+    # language: the tab's, or it would not find the Chinese option it sends.
+    with use_language(lang):
+        _walk_weights(lang)
+
+
+def _walk_weights(lang: str) -> None:
     at = _open("weights", lang)
     layer = layer_names(TEACHING_SAMPLE)[0]
     at.selectbox(key="pv_lesson_weights_layer_predict_layer").set_value(layer)
@@ -176,8 +194,15 @@ def test_lesson_weights_walks_and_shows_the_measurements(lang: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGS)
 def test_lesson_masking_walks_and_shows_the_measurements(lang: str) -> None:
+    # AppTest formats a choice's options (format_func) outside the tab, so in the test's
+    # language: the tab's, or it would not find the Chinese option it sends.
+    with use_language(lang):
+        _walk_masking(lang)
+
+
+def _walk_masking(lang: str) -> None:
     at = _open("masking", lang)
-    at.radio(key="pv_lesson_masking_forms_predict").set_value("neither")
+    at.radio(key="pv_lesson_masking_forms_predict").set_value("neither").run()
     _press(at, "pv_lesson_masking_forms_run", lang)
     shown = _result(at, "masking", "forms")
     expected = masking_vs_removing(TEACHING_SAMPLE, runs=6)
@@ -201,9 +226,16 @@ def test_lesson_masking_walks_and_shows_the_measurements(lang: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("lang", LANGS)
 def test_lesson_layers_walks_and_shows_the_measurements(lang: str) -> None:
+    # AppTest formats a choice's options (format_func) outside the tab, so in the test's
+    # language: the tab's, or it would not find the Chinese option it sends.
+    with use_language(lang):
+        _walk_layers(lang)
+
+
+def _walk_layers(lang: str) -> None:
     at = _open("layers", lang)
     first = layer_names(TEACHING_SAMPLE)[0]
-    at.radio(key="pv_lesson_layers_rank_predict").set_value(first)
+    at.radio(key="pv_lesson_layers_rank_predict").set_value(first).run()
     _press(at, "pv_lesson_layers_rank_run", lang)
     expected = layer_sensitivity(TEACHING_SAMPLE)
     text = _texts(at)
