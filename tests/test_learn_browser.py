@@ -29,6 +29,12 @@ def test_lesson_2_in_chinese_at_1280x720_reveals_the_measured_forms() -> None:
         neither = translate("Neither changes: same file size, same speed")
         button = translate("Lock in my prediction and measure")
         slimmed = translate("slimmed")
+        # the step's lead-in, just above the reveal
+        lead_in = translate("Pruning tools usually **mask**: they write zeros into the "
+                            "weights and keep every tensor's shape. Here {fraction:.0%} of "
+                            "the filters of each layer that has them are zeroed (the smallest "
+                            "by l1 norm), and the same filters are also really **removed** "
+                            "(the slimmed model).").split("**")[0]
         # the frame's caption under a revealed step, up to its number
         revealed = translate("Measured on the real model in {seconds:.1f} s.").split("{")[0]
 
@@ -36,7 +42,7 @@ def test_lesson_2_in_chinese_at_1280x720_reveals_the_measured_forms() -> None:
         page.get_by_text(neither, exact=True).click()
 
     walk = LessonWalk(2, CHINESE, predict, button, revealed=revealed.strip(),
-                      name="learn_lesson2_zh")
+                      name="learn_lesson2_zh", top=lead_in)
     expected = masking_vs_removing(TEACHING_SAMPLE, runs=6)
     with serve() as url:
         walked = walk_lesson(url, walk)

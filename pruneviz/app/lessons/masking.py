@@ -26,6 +26,7 @@ from pruneviz.workflows.lessons.masking import (
 KEY = "masking"
 SAME_SIZE = 0.99  # a file at least this share of the unpruned one's is "the same size"
 BOTH, SMALLER, FASTER_ONLY, NEITHER = "both", "smaller", "faster", "neither"
+NOTHING = N_("nothing chosen")
 CHOICES = {
     BOTH: N_("Both shrink: a smaller file, and it runs faster"),
     SMALLER: N_("Only the file shrinks; the speed stays the same"),
@@ -73,20 +74,32 @@ def _ask(key: str) -> str:
     return str(choice) if choice is not None else ""
 
 
+def _verdict(gain: Speedup | None) -> str:
+    if gain is None:
+        return _("the reference")
+    return {FASTER: _("faster"), SLOWER: _("slower")}.get(gain.verdict, _("within noise"))
+
+
+def _interval(gain: Speedup | None) -> str:
+    if gain is None:
+        return "—"
+    if not math.isfinite(gain.high):
+        return _("too few runs")
+    return f"{gain.low:.2f}-{gain.high:.2f}x"
+
+
 def _table(result: MaskingResult) -> str:
-    rows = [
-        "| | " + " | ".join(_name(f) for f in (result.unpruned, result.masked, result.slimmed))
-        + " |",
-        "|---|---:|---:|---:|",
-    ]
     forms = (result.unpruned, result.masked, result.slimmed)
+    rows = ["| | " + " | ".join(_name(f) for f in forms) + " |", "|---|---:|---:|---:|"]
     measures = [
         (_("file (KiB)"), [f"{f.file_bytes / 1024:,.1f}" for f in forms]),
-        (_("parameters stored"), [f"{f.params:,}" for f in forms]),
+        (_("parameters"), [f"{f.params:,}" for f in forms]),
         (_("non-zero"), [f"{f.nonzero:,}" for f in forms]),
-        (_("MACs per sample"), [f"{f.macs:,}" for f in forms]),
-        (_("latency (ms, median)"), [f"{f.latency_ms:.2f}" for f in forms]),
-        (_("speed vs unpruned"), [speed_text(f.speedup) for f in forms]),
+        (_("MACs"), [f"{f.macs:,}" for f in forms]),
+        (_("latency (ms)"), [f"{f.latency_ms:.2f}" for f in forms]),
+        (_("speed-up"), [f"{f.speedup.ratio:.2f}x" if f.speedup else "1x" for f in forms]),
+        (_("95% CI"), [_interval(f.speedup) for f in forms]),
+        (_("verdict"), [_verdict(f.speedup) for f in forms]),
         (_("accuracy"), [f"{100 * f.accuracy:.1f}%" for f in forms]),
     ]
     rows += [f"| {label} | " + " | ".join(values) + " |" for label, values in measures]
@@ -102,7 +115,7 @@ def _reveal(prediction: str, result: MaskingResult) -> None:
                 choice=_(CHOICES[truth])), icon=":material/check:")
         else:
             st.warning(_("You predicted: {guess}. Measured: {choice}.").format(
-                guess=_(CHOICES.get(prediction, N_("nothing chosen"))),
+                guess=_(CHOICES.get(prediction, NOTHING)),
                 choice=_(CHOICES[truth])), icon=":material/close:")
         st.markdown(_table(result))
         st.caption(_("Filters zeroed: {fraction:.0%} in {layers}. Latency: {runs} rounds "
@@ -115,8 +128,11 @@ def _reveal(prediction: str, result: MaskingResult) -> None:
         forms = (result.unpruned, result.masked, result.slimmed)
         base = result.unpruned
         measures = [_("file"), _("parameters"), _("MACs"), _("latency")]
+        # latency: the time per pass as a share of the unpruned model's, from the ratios
+        # of the rounds that timed them together (1 / the speed-up)
         percent = [[100 * f.file_bytes / base.file_bytes, 100 * f.params / base.params,
-                    100 * f.macs / base.macs, 100 * f.latency_ms / base.latency_ms]
+                    100 * f.macs / base.macs,
+                    100 / f.speedup.ratio if f.speedup is not None else 100.0]
                    for f in forms]
         shown = [[f"{f.file_bytes / 1024:,.1f} KiB", f"{f.params:,}", f"{f.macs:,}",
                   f"{f.latency_ms:.2f} ms"] for f in forms]

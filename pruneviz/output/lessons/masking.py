@@ -22,7 +22,6 @@ def forms_bars(names: list[str], measures: list[str], percent: list[list[float]]
     data: list[dict[str, Any]] = [{
         "type": "bar", "x": measures, "y": values, "name": name,
         "marker": {"color": colours[i % len(colours)]}, "customdata": shown[i],
-        "text": [f"{v:.0f}%" for v in values], "textposition": "outside",
         "hovertemplate": name + ": %{customdata} (%{y:.0f}%)<extra></extra>",
     } for i, (name, values) in enumerate(zip(names, percent, strict=True))]
     top = max(max(values) for values in percent)
@@ -31,4 +30,6 @@ def forms_bars(names: list[str], measures: list[str], percent: list[list[float]]
                      yaxis={"range": [0, max(120.0, top * 1.15)]},
                      shapes=[_horizontal_line(100.0)], meta={"percent": percent})
     layout["height"] = HEIGHT
+    layout["legend"] = {"orientation": "h", "x": 0, "y": -0.15, "yanchor": "top"}
+    layout["margin"]["b"] = 70
     return _unchecked(data, layout)
