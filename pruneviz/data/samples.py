@@ -19,6 +19,7 @@ from pruneviz.data.architectures import (
     DigitsLSTM,
     DigitsMLP,
     DigitsResNet,
+    DigitsTeachCNN,
 )
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData, load_digits
@@ -118,6 +119,18 @@ SAMPLES: dict[str, SampleSpec] = {
             task=Task.RECONSTRUCTION,
             input_shape=DIGITS_INPUT_SHAPE,
             train_recipe=TrainRecipe(epochs=60, lr=3e-3, batch_size=TRAIN_BATCH),
+        ),
+        SampleSpec(
+            name="digits_teach",
+            title="Digits CNN for lessons",
+            description=(
+                "A small convolutional network trained to spread what it knows across its "
+                "filters, so pruning costs accuracy gradually; made for the guided lessons."
+            ),
+            build=DigitsTeachCNN,
+            task=Task.CLASSIFICATION,
+            input_shape=DIGITS_INPUT_SHAPE,
+            train_recipe=TrainRecipe(epochs=30, lr=2e-3, batch_size=TRAIN_BATCH),
         ),
     )
 }
