@@ -19,7 +19,7 @@ from pruneviz.measure.timing import Latency, Speedup, time_against
 from pruneviz.workflows.lessons.copies import open_copy
 
 FILTER_FRACTION = 0.5
-TIMING_RUNS = 30  # interleaved rounds: a few seconds on a small model
+TIMING_RUNS = 20  # interleaved rounds: a few seconds on a small model
 LATENCY_BATCH = 64
 
 
