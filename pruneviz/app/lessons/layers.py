@@ -31,8 +31,8 @@ def _ask(key: str) -> str:
 
 def _table(result: LayerSensitivity) -> str:
     top = result.levels[-1]
-    rows = [_("| rank | layer | weights | accuracy lost at {top:.0%} | mean loss over the "
-              "levels |").format(top=top), "|---:|---|---:|---:|---:|"]
+    rows = [_("| rank | layer | weights | lost at {top:.0%} | mean loss |").format(top=top),
+            "|---:|---|---:|---:|---:|"]
     for rank, curve in enumerate(result.ranking(), start=1):
         rows.append(f"| {rank} | `{curve.layer}` | {curve.params:,} | "
                     f"{100 * curve.drop(result.baseline):.1f} | "
@@ -41,10 +41,8 @@ def _table(result: LayerSensitivity) -> str:
 
 
 def _reveal(prediction: str, result: LayerSensitivity) -> None:
-    ranking = result.ranking()
-    most = ranking[0]
-    first, last = result.curves[0], result.curves[-1]
-    left, right = st.columns([2, 3])
+    most = result.ranking()[0]
+    left, right = st.columns([1, 1])
     with left:
         if prediction == most.layer:
             st.success(_("Right: **{layer}** is the most sensitive.").format(layer=most.layer),
@@ -54,15 +52,26 @@ def _reveal(prediction: str, result: LayerSensitivity) -> None:
                          "**{layer}**.").format(guess=prediction or "—", layer=most.layer),
                        icon=":material/close:")
         st.markdown(_table(result))
+        _explain(result)
+    with right:
+        st.plotly_chart(sensitivity_curves(
+            list(result.layers), list(result.levels),
+            [list(c.accuracies) for c in result.curves], [c.params for c in result.curves]),
+            key=f"pv_{KEY}_curves")
         st.caption(_("Accuracy lost in points from the unpruned {base:.1f}%, on {samples:,} "
                      "evaluation samples; each layer pruned alone (unstructured, smallest "
                      "|w| first), the others untouched.").format(
                          base=100 * result.baseline, samples=result.samples))
-    right.plotly_chart(sensitivity_curves(
-        list(result.layers), list(result.levels), [list(c.accuracies) for c in result.curves],
-        [c.params for c in result.curves]), key=f"pv_{KEY}_curves")
+    mark_done(KEY)
+
+
+def _explain(result: LayerSensitivity) -> None:
+    """Why, from the measured numbers: the textbook reason when the first or last layer
+    measured most sensitive, else what was measured."""
+    most = result.ranking()[0]
+    first, last = result.curves[0], result.curves[-1]
     ends = {first.layer, last.layer}
-    if most.layer in ends and len(result.curves) > 2:
+    if most.layer in ends:
         if most.layer == first.layer:
             st.markdown(_("**Why.** The first layer, `{layer}`, has only {count:,} weights, "
                           "yet everything the model sees passes through them: each weight "
@@ -78,11 +87,12 @@ def _reveal(prediction: str, result: LayerSensitivity) -> None:
                                             top=result.levels[-1],
                                             drop=100 * last.drop(result.baseline)))
         biggest = max(result.curves, key=lambda c: c.params)
-        st.markdown(_("Compare `{big}`: {count:,} weights, {drop:.1f} points lost at the same "
-                      "level. A layer with many weights has more redundancy; the same share "
-                      "removed from it costs less.").format(
-                          big=biggest.layer, count=biggest.params,
-                          drop=100 * biggest.drop(result.baseline)))
+        if biggest.layer != most.layer:
+            st.markdown(_("Compare `{big}`: {count:,} weights, {drop:.1f} points lost at the "
+                          "same level. A layer with many weights has more redundancy; the same "
+                          "share removed from it costs less.").format(
+                              big=biggest.layer, count=biggest.params,
+                              drop=100 * biggest.drop(result.baseline)))
     else:
         st.markdown(_("**What was measured.** On this model the most sensitive layer is "
                       "`{layer}` ({count:,} weights, {drop:.1f} points lost at {top:.0%}), not "
@@ -90,7 +100,6 @@ def _reveal(prediction: str, result: LayerSensitivity) -> None:
                       "depends on the model, so it is measured, not assumed.").format(
                           layer=most.layer, count=most.params, top=result.levels[-1],
                           drop=100 * most.drop(result.baseline)))
-    mark_done(KEY)
 
 
 def render() -> None:
