@@ -104,7 +104,7 @@ def _reveal_model(prediction: float, curve: ModelCurve) -> None:
         range(len(curve.levels)),
         key=lambda i: abs(curve.levels[i] - HAN_2015_DROP_WITHOUT_RETRAINING))])
     with left:
-        st.metric(_("Accuracy with a third of the weights zeroed"), f"{100 * third:.1f}%",
+        st.metric(_("Accuracy, a third zeroed"), f"{100 * third:.1f}%",
                   delta=_("{points:+.1f} points").format(
                       points=100 * (third - curve.accuracies[0])))
         st.markdown(compare(prediction, 100 * third))

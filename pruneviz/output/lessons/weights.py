@@ -128,17 +128,17 @@ def accuracy_curve(levels: tuple[float, ...], accuracies: tuple[float, ...],
     shapes = [{**_vertical_line(drop), "line": {"color": PARETO, "width": 1.5, "dash": "dot"}}]
     annotations = [{
         "text": _("accuracy starts to drop, Han et al."), "x": drop, "xref": "x",
-        "y": 0.02, "yref": "y domain", "xanchor": "left", "yanchor": "bottom",
+        "y": 0.4, "yref": "y domain", "xanchor": "left", "yanchor": "bottom",
         "showarrow": False, "font": {"color": PARETO, "size": 11},
     }]
-    layout = _layout(_("Accuracy as ever more of all weights are zeroed (no retraining)"),
+    layout = _layout(_("Accuracy as more weights are zeroed (no retraining)"),
                      _("weights zeroed in every layer (%)"), _("accuracy (%)"),
                      yaxis={"range": [0, 101]}, xaxis={"range": [-2, 100]}, shapes=shapes,
                      annotations=annotations, meta={"levels": list(levels),
                                                     "accuracies": list(accuracies)})
     layout["height"] = HEIGHT
-    layout["legend"] = {"orientation": "h", "x": 0, "y": -0.25, "yanchor": "top"}
-    layout["margin"]["b"] = 90
+    layout["legend"] = {"orientation": "v", "x": 0.01, "y": 0.02, "yanchor": "bottom",
+                        "bgcolor": "rgba(255,255,255,0.8)"}
     return _unchecked(data, layout)
 
 
