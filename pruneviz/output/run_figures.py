@@ -118,7 +118,7 @@ def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
     labels = [item.label for item in result.items]
     name = metric_label(result.metric_name)
     structured = result.granularity.structured
-    drop_word, loss = _("drop"), _("loss")
+    drop_word, loss_word = _("drop"), _("loss")
     columns = [_level_text(level) for level in levels]
     heatmap = go.Heatmap(
         z=drop, x=columns, y=labels, name=_("drop"),
@@ -128,7 +128,7 @@ def sensitivity_heatmap(result: SensitivityResult) -> go.Figure:
         xgap=1, ygap=1, hoverongaps=False,
         colorbar={"title": {"text": _("{metric} drop").format(metric=name)}, "thickness": 12},
         hovertemplate=f"<b>%{{y}}</b> · %{{x}}<br>{name}: %{{customdata[0]:.4g}}"
-        f"<br>{drop_word}: %{{z:.4g}}<br>{loss}: %{{customdata[1]:.4g}}<extra></extra>",
+        f"<br>{drop_word}: %{{z:.4g}}<br>{loss_word}: %{{customdata[1]:.4g}}<extra></extra>",
     )
     layout = _layout(
         (_("{metric} drop with each layer or group pruned alone") if structured
