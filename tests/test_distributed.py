@@ -5,7 +5,8 @@ processes train the same model as one process on the whole batch: the written we
 agree within float rounding. The MLP has no BatchNorm (whose batch statistics would be
 per share); its last batch of each epoch (57 samples) splits unequally, 29 + 28, which
 the loss weighting must also get right. A BatchNorm model cannot match one process, but
-its processes must still agree with each other (the command checks, and fails if not).
+its processes must still agree with each other (the command checks, and fails if not),
+also while a plan removes one of its blocks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.distributed
 from safetensors.torch import load_file
 
 from pruneviz import open_workbench
+from pruneviz.data.samples import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
@@ -98,14 +100,27 @@ def test_two_processes_train_what_one_process_trains(tmp_path: Path) -> None:
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
 
 
-def test_batchnorm_processes_stay_in_step(tmp_path: Path) -> None:
+def test_batchnorm_processes_stay_in_step_and_train_without_a_removed_block(
+        tmp_path: Path) -> None:
     """Each process's BatchNorm statistics come from its share: the processes must still
     validate the same model and stop together (the command fails if their weights or
-    steps differ at the end)."""
+    steps differ at the end). The plan also removes digits_resnet's `layer1`: DDP wraps the
+    model without the block (its parameters are not the model's while it trains), and
+    the weights written are the whole architecture's, the block's the originals."""
     out = tmp_path / "resnet"
     data = _finish(_start(["finetune", "sample:digits_resnet", "--sparsity", "0.5",
-                           "--epochs", "1", "--max-steps", "3", "--out", str(out), "--json"],
-                          2))
+                           "--remove-blocks", "layer1", "--epochs", "1", "--max-steps", "3",
+                           "--lr", "1e-3", "--out", str(out), "--json"], 2))
     assert data["processes"] == 2
     assert data["steps"] == 3
-    assert (out / "weights.safetensors").is_file()
+    plan = data["plan"]
+    assert isinstance(plan, dict)
+    assert plan["blocks"] == ["layer1"]
+    weights = load_file(out / "weights.safetensors")
+    pristine = load_sample("digits_resnet").model.state_dict()
+    assert set(weights) == set(pristine)
+    inside = [k for k in pristine if k.startswith("layer1.")]
+    assert inside
+    for key in inside:
+        assert torch.equal(weights[key], pristine[key]), key
+    assert not torch.equal(weights["fc.weight"], pristine["fc.weight"])  # it trained

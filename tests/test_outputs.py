@@ -6,10 +6,9 @@ the masked model before anyone sees it, unused layers are recognised as dead.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
-import os
-import subprocess
-import sys
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +21,7 @@ from fixtures.outputs import ENDINGS, images
 from safetensors.torch import load_file
 from torch import nn
 
+from pruneviz.cli import main
 from pruneviz.core.coupling import output_modules
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.reach import trace_reach
@@ -256,22 +256,19 @@ class Run:
     stderr: str
 
 
-def run_all(commands: dict[str, list[str]], parallel: int = 2) -> dict[str, Run]:
-    """Run `python -m pruneviz` on each command, `parallel` at a time."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("PRUNEVIZ_DEBUG", None)
+def run_all(commands: dict[str, list[str]], home: Path) -> dict[str, Run]:
+    """Run the CLI's `main` on each command in this process (saved files under `home`).
+    The command as a subprocess, `python -m pruneviz`, is tests/test_cli.py's subject;
+    here what matters is what each verb prints and writes."""
     results: dict[str, Run] = {}
-    pending = list(commands.items())
-    running: list[tuple[str, subprocess.Popen[str]]] = []
-    while pending or running:
-        while pending and len(running) < parallel:
-            key, args = pending.pop(0)
-            running.append((key, subprocess.Popen(
-                [sys.executable, "-m", "pruneviz", *args], cwd=ROOT, env=env, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
-        key, proc = running.pop(0)
-        stdout, stderr = proc.communicate(timeout=600)
-        results[key] = Run(proc.returncode, stdout, stderr)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("PRUNEVIZ_DEBUG", raising=False)  # errors as users see them
+        patch.setenv("PRUNEVIZ_HOME", str(home))
+        for key, args in commands.items():
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with redirect_stdout(stdout), redirect_stderr(stderr):
+                code = main(args)
+            results[key] = Run(code, stdout.getvalue(), stderr.getvalue())
     return results
 
 
@@ -308,7 +305,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     commands["sensitivity"] = ["sensitivity", f"{OUTPUT_FIXTURES}:squeezenet", "--data",
                                images_npz, "--granularity", "filter", "--levels", "0.5",
                                "--json"]
-    return root, run_all(commands, parallel=2)
+    return root, run_all(commands, root / "home")
 
 
 @pytest.mark.parametrize("name", ENDINGS)
