@@ -85,8 +85,11 @@ def predict_then_reveal(
             seconds=done.seconds))
         return done.result  # type: ignore[no-any-return]
     prediction = ask(lesson_widget_key(lesson, f"{step}_predict"))
+    if prediction is None:  # a choice not made yet: predict first, then measure
+        st.caption(_("Make your prediction first."))
     if st.button(button or _("Lock in my prediction and measure"), type="primary",
-                 key=lesson_widget_key(lesson, f"{step}_run"), icon=":material/play_arrow:"):
+                 key=lesson_widget_key(lesson, f"{step}_run"), icon=":material/play_arrow:",
+                 disabled=prediction is None):
         with st.spinner(_("Measuring on the real model…")), user_errors(_("The lesson's "
                                                                          "measurement failed")):
             start = time.perf_counter()

@@ -92,6 +92,9 @@ def weight_histogram(values: npt.ArrayLike, layer: str, kept: npt.ArrayLike | No
                      _("weight value"), _("number of weights"), barmode="stack", bargap=0,
                      shapes=shapes, meta={"zeroed": int((~keep).sum()), "threshold": threshold})
     layout["height"] = HEIGHT
+    # inside the plot's top right, where the tails are empty: above it, it met the title
+    layout["legend"] = {"orientation": "v", "x": 0.99, "xanchor": "right", "y": 0.98,
+                        "yanchor": "top", "bgcolor": "rgba(255,255,255,0.7)"}
     return _unchecked(data, layout)
 
 
