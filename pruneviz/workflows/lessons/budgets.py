@@ -60,6 +60,29 @@ def sensitivity_curves(result: SensitivityResult) -> tuple[Curve, ...]:
                  for item in result.items)
 
 
+def layer_names(model_ref: str) -> list[str]:
+    """The model's prunable layers, in model order."""
+    return lesson_bench(model_ref).session.layer_names
+
+
+def layer_sensitivity(model_ref: str) -> tuple[float, tuple[Curve, ...]]:
+    """The unpruned accuracy and each layer's curve (a fast analysis, l1 unstructured)."""
+    bench = lesson_bench(model_ref)
+    result = SensitivityRun(bench.session, bench.eval_data, criterion=CRITERION,
+                            granularity=GRANULARITY, levels=LEVELS).run()
+    return result.baseline.metric, sensitivity_curves(result)
+
+
+def most_robust(curves: tuple[Curve, ...], baseline: float, tolerance: float = 0.01) -> str:
+    """The layer that can lose the largest share alone within `tolerance` of the baseline
+    (ties: the one with the highest accuracy at its largest level)."""
+    def reach(curve: Curve) -> tuple[float, float]:
+        ok = [lv for lv, acc in zip(curve.levels, curve.accuracy, strict=True)
+              if acc >= baseline - tolerance]
+        return (max(ok, default=0.0), curve.accuracy[-1])
+    return max(curves, key=reach).layer
+
+
 def budget_for(kind: str, kept: float) -> Budget:
     """The library's budget: MACs kept at most, or weights removed at least."""
     if kind == "macs":

@@ -81,11 +81,11 @@ def collapse(model_ref: str, sparsity: float = SPARSITY) -> Collapse:
 
 def _retrained(kind: str, granularity: str, sparsity: float, before: float, after: float,
                result_history: list[Record], steps: int, removed: float) -> Retrained:
-    epochs = [r for r in result_history if r.metric is not None]
+    epochs = [(r.epoch, r.metric, r.loss, r.sparsity) for r in result_history
+              if r.metric is not None]
     return Retrained(kind, granularity, sparsity, before, after,
-                     tuple(r.epoch for r in epochs), tuple(float(r.metric) for r in epochs),
-                     tuple(r.loss for r in epochs), tuple(r.sparsity for r in epochs),
-                     steps, removed)
+                     tuple(e[0] for e in epochs), tuple(e[1] for e in epochs),
+                     tuple(e[2] for e in epochs), tuple(e[3] for e in epochs), steps, removed)
 
 
 def retrain_oneshot(model_ref: str, granularity: str, sparsity: float = SPARSITY,
