@@ -187,8 +187,8 @@ FIRST = {"criteria": "overlap", "recovery": "collapse", "budgets": "robust"}
 @pytest.mark.parametrize("lang", ["en", CHINESE])
 def test_criteria_lesson(lang: str) -> None:
     at = _open("criteria", lang)
-    layer = at.selectbox(key=lesson_widget_key("criteria", "layer")).value
-    at.slider(key=lesson_widget_key("criteria", "overlap_predict")).set_value(3).run()
+    layer = str(at.selectbox(key=lesson_widget_key("criteria", "layer")).value)
+    at.slider(key=lesson_widget_key("criteria", f"overlap_predict_{layer}")).set_value(3).run()
     result = _step(at, "criteria", "overlap", lang)
     assert result == criteria_lesson.compare_criteria(TEACHING_SAMPLE, layer, 0.5)
     assert isinstance(result, criteria_lesson.CriteriaResult)
@@ -234,7 +234,9 @@ def test_budgets_lesson(lang: str) -> None:
     at = _open("budgets", lang)
     layers = budget_lesson.layer_names(TEACHING_SAMPLE)
     _choose(at, lesson_widget_key("budgets", "robust_predict"), layers[-1], lang)
-    baseline, curves = _step(at, "budgets", "robust", lang)  # type: ignore[misc]
+    robust = _step(at, "budgets", "robust", lang)
+    assert isinstance(robust, tuple)
+    baseline, curves = robust
     assert (baseline, curves) == budget_lesson.layer_sensitivity(TEACHING_SAMPLE)
     assert _shown(at, baseline)
     _choose(at, lesson_widget_key("budgets", "kind"), "weights", lang)

@@ -82,9 +82,9 @@ def _ask_overlap(key: str, layers: list[str], layer_key: str) -> int:
     layer = cols[0].selectbox(_("Layer"), layers, key=layer_key)
     count = _filters(TEACHING_SAMPLE, layer)
     half = int(count * SPARSITY)
-    return int(cols[1].slider(
+    return int(cols[1].slider(  # one slider per layer: their ranges differ
         _("Of the {half} filters magnitude removes, how many will Taylor also remove?").format(
-            half=half), 0, half, value=half // 2, key=key))
+            half=half), 0, half, value=half // 2, key=f"{key}_{layer}"))
 
 
 def _reveal_overlap(prediction: int, result: CriteriaResult) -> None:
