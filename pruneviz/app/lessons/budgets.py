@@ -6,7 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from pruneviz.app.keys import lesson_widget_key
-from pruneviz.app.lessons.frame import Lesson, mark_done, predict_then_reveal, revealed
+from pruneviz.app.lessons.frame import (
+    Lesson,
+    done_lessons,
+    mark_done,
+    predict_then_reveal,
+    revealed,
+)
 from pruneviz.i18n import N_, _
 from pruneviz.output.lessons.budgets import plan_bars, sensitivity_lines
 from pruneviz.workflows.lessons import TEACHING_SAMPLE
@@ -20,6 +26,7 @@ from pruneviz.workflows.lessons.budgets import (
     most_robust,
 )
 
+CHART_CONFIG = {"displayModeBar": False}  # its buttons would cover the short title
 KEY = "budgets"
 KEPT = [30, 50, 70]  # % of the MACs or weights kept
 KIND_NAMES = {"macs": N_("MACs"), "weights": N_("weights (size)")}
@@ -58,8 +65,9 @@ def render() -> None:
         run=lambda: compare_budgets(TEACHING_SAMPLE, st.session_state[kind_key],
                                     st.session_state[kept_key] / 100),
         reveal=_reveal_budget)
-    if revealed(KEY, "budget") is not None:
+    if revealed(KEY, "budget") is not None and KEY not in done_lessons():
         mark_done(KEY)
+        st.rerun()  # the page's progress, drawn above, counts the lesson now
 
 
 def _reveal_robust(prediction: str, result: tuple[float, tuple[Curve, ...]]) -> None:
@@ -68,7 +76,7 @@ def _reveal_robust(prediction: str, result: tuple[float, tuple[Curve, ...]]) -> 
     cols = st.columns([3, 2])
     with cols[0]:
         st.plotly_chart(sensitivity_lines([(c.layer, c.levels, c.accuracy) for c in curves]),
-                        key=lesson_widget_key(KEY, "curves"))
+                        key=lesson_widget_key(KEY, "curves"), config=CHART_CONFIG)
     with cols[1]:
         verdict = (_("You picked {choice}: right, it is the most robust.")
                    if prediction == best else
@@ -103,7 +111,7 @@ def _reveal_budget(prediction: str, result: BudgetResult) -> None:
     with cols[0]:
         st.plotly_chart(plan_bars(layers, [uniform.sparsity(n) for n in layers],
                                   [guided.sparsity(n) for n in layers]),
-                        key=lesson_widget_key(KEY, "bars"))
+                        key=lesson_widget_key(KEY, "bars"), config=CHART_CONFIG)
     with cols[1]:
         inner = st.columns(2)
         reached = "macs_kept" if result.kind == "macs" else "weights_kept"

@@ -9,6 +9,7 @@ from pruneviz.app.keys import lesson_widget_key
 from pruneviz.app.lessons.frame import (
     Lesson,
     compare,
+    done_lessons,
     mark_done,
     predict_then_reveal,
     revealed,
@@ -24,6 +25,7 @@ from pruneviz.workflows.lessons.criteria import (
     filter_count,
 )
 
+CHART_CONFIG = {"displayModeBar": False}  # its buttons would cover the short title
 KEY = "criteria"
 SPARSITY = 0.5
 NAMES = {"l1": N_("magnitude (l1)"), "random": N_("random"), "taylor": N_("Taylor")}
@@ -71,8 +73,9 @@ def render() -> None:
         run=lambda: first,
         reveal=_reveal_accuracy,
         button=_("Lock in my prediction and reveal"))
-    if revealed(KEY, "accuracy") is not None:
+    if revealed(KEY, "accuracy") is not None and KEY not in done_lessons():
         mark_done(KEY)
+        st.rerun()  # the page's progress, drawn above, counts the lesson now
 
 
 def _ask_overlap(key: str, layers: list[str], layer_key: str) -> int:
@@ -95,7 +98,7 @@ def _reveal_overlap(prediction: int, result: CriteriaResult) -> None:
         st.plotly_chart(criteria_grid([_name(c) for c in CRITERIA],
                                       [result.run(c).scores for c in CRITERIA],
                                       [result.run(c).removed for c in CRITERIA], result.layer),
-                        key=lesson_widget_key(KEY, "grid"))
+                        key=lesson_widget_key(KEY, "grid"), config=CHART_CONFIG)
     with cols[1]:
         st.metric(_("Removed by both magnitude and Taylor"),
                   _("{shared} of {half}").format(shared=shared.shared,

@@ -9,6 +9,7 @@ from pruneviz.app.keys import lesson_widget_key
 from pruneviz.app.lessons.frame import (
     Lesson,
     compare,
+    done_lessons,
     mark_done,
     predict_then_reveal,
     revealed,
@@ -27,6 +28,7 @@ from pruneviz.workflows.lessons.recovery import (
     retrain_oneshot,
 )
 
+CHART_CONFIG = {"displayModeBar": False}  # its buttons would cover the short title
 KEY = "recovery"
 SAME = 1.0  # points: closer than this, the two recipes ended about the same
 GRANULARITY_NAMES = {"unstructured": N_("single weights (unstructured)"),
@@ -71,8 +73,9 @@ def render() -> None:
             key=key, default="gradual", required=True),
         run=lambda: retrain_gradual(TEACHING_SAMPLE, pruned.granularity, SPARSITY),
         reveal=lambda p, r: _reveal_gradual(p, r, pruned, oneshot))
-    if revealed(KEY, "gradual") is not None:
+    if revealed(KEY, "gradual") is not None and KEY not in done_lessons():
         mark_done(KEY)
+        st.rerun()  # the page's progress, drawn above, counts the lesson now
 
 
 def _reveal_collapse(prediction: int, result: Collapse) -> None:
@@ -80,11 +83,11 @@ def _reveal_collapse(prediction: int, result: Collapse) -> None:
     cols = st.columns([3, 2])
     with cols[0]:
         st.plotly_chart(recovery_chart(result.baseline, chosen, None),
-                        key=lesson_widget_key(KEY, "chart1"))
+                        key=lesson_widget_key(KEY, "chart1"), config=CHART_CONFIG)
     with cols[1]:
         st.metric(_("Accuracy after pruning"), f"{100 * chosen:.1f}%",
                   delta=_("{delta:+.1f} points").format(
-                      delta=100 * (chosen - result.baseline)), delta_color="inverse")
+                      delta=100 * (chosen - result.baseline)))
         st.markdown(compare(prediction, 100 * chosen))
         other = next(g for g, _a in result.pruned if g != result.granularity)
         st.markdown(_("Measured both ways: removing {share:.0%} of {chosen_name} gives "
@@ -103,7 +106,7 @@ def _reveal_retrain(prediction: int, result: Retrained, pruned: Collapse) -> Non
     cols = st.columns([3, 2])
     with cols[0]:
         st.plotly_chart(recovery_chart(pruned.baseline, result.before, result.after),
-                        key=lesson_widget_key(KEY, "chart2"))
+                        key=lesson_widget_key(KEY, "chart2"), config=CHART_CONFIG)
     with cols[1]:
         st.metric(_("Accuracy after retraining"), f"{100 * result.after:.1f}%",
                   delta=_("{delta:+.1f} points").format(delta=100 * (result.after
@@ -132,12 +135,12 @@ def _reveal_gradual(prediction: str, result: Retrained, pruned: Collapse,
         with tabs[0]:
             st.plotly_chart(recovery_chart(pruned.baseline, oneshot.before, oneshot.after,
                                            result.after),
-                            key=lesson_widget_key(KEY, "chart3"))
+                            key=lesson_widget_key(KEY, "chart3"), config=CHART_CONFIG)
         with tabs[1]:
             st.plotly_chart(training_curves([
                 (_(CHOICES["oneshot"]), oneshot.epochs, oneshot.validation),
                 (_(CHOICES["gradual"]), result.epochs, result.validation)]),
-                key=lesson_widget_key(KEY, "curves"))
+                key=lesson_widget_key(KEY, "curves"), config=CHART_CONFIG)
     with cols[1]:
         st.metric(_("Gradual (AGP)"), f"{100 * result.after:.1f}%",
                   delta=_("{delta:+.1f} points vs one-shot").format(delta=gap))
