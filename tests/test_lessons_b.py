@@ -250,3 +250,27 @@ def test_budgets_lesson(lang: str) -> None:
     assert f"{result.guided.weights_kept:.1%}" in _text(at)
     assert "budgets" in at.session_state[LESSONS_DONE_KEY]
     _reset(at, "budgets")
+
+
+# -- the charts ----------------------------------------------------------------------------
+def test_the_charts_draw_what_they_are_given() -> None:
+    from pruneviz.output.lessons.budgets import plan_bars, sensitivity_lines
+    from pruneviz.output.lessons.criteria import criteria_grid
+    from pruneviz.output.lessons.recovery import recovery_chart, training_curves
+
+    grid = criteria_grid(["l1", "random"], [[3.0, 1.0, 2.0, 0.5], [0.1, 0.2, 0.3, 0.4]],
+                         [[1, 3], [0, 1]], "conv1")
+    z = grid.data[0].z
+    assert [i for i, v in enumerate(z[0]) if v != v] == [1, 3]  # removed: no colour
+    assert z[0][0] == 1.0  # the highest score, the darkest
+    chart = recovery_chart(0.99, 0.2, 0.91, 0.82)
+    assert list(chart.data[0].y) == pytest.approx([99.0, 20.0, 91.0])
+    assert list(chart.data[1].y) == pytest.approx([99.0, 82.0])
+    assert [round(v, 2) for v in chart.data[2].y] == [93.77, 32.54, 93.78]  # Network Slimming
+    assert len(chart.data) == 4
+    curves = training_curves([("one-shot", [1.0, 2.0], [0.5, 0.9])])
+    assert list(curves.data[0].y) == pytest.approx([50.0, 90.0])
+    bars = plan_bars(["a", "b"], [0.5, 0.5], [0.2, 0.8])
+    assert list(bars.data[1].y) == pytest.approx([20.0, 80.0])
+    lines = sensitivity_lines([("a", [0.0, 0.5], [0.99, 0.9])])
+    assert list(lines.data[0].x) == pytest.approx([0.0, 50.0])
