@@ -15,13 +15,14 @@ from pruneviz.app.login import admit
 from pruneviz.app.state import (
     current_model_ref,
     model_choices,
-    model_title,
     open_saved,
     save_problem,
     saved_link,
+    shown_model_title,
     started_with,
     workspace_store,
 )
+from pruneviz.app.widgets import localized
 from pruneviz.errors import PrunevizError
 from pruneviz.i18n import _
 
@@ -48,7 +49,7 @@ with st.sidebar:
     st.selectbox(
         _("Model"),
         choices,
-        format_func=model_title,
+        format_func=localized(shown_model_title),
         key=MODEL_WIDGET_KEY,
         on_change=choose_model,
         help=_("The model the app was started with, and the samples trained on scikit-learn's "

@@ -17,10 +17,11 @@ from pruneviz.app.keys import (
     inspect_amount_key,
 )
 from pruneviz.app.state import seed
-from pruneviz.app.widgets import criterion_select, user_errors
-from pruneviz.core.explain import compare_criteria
+from pruneviz.app.widgets import criterion_select, localized, user_errors
+from pruneviz.core.explain import compare_criteria, criterion_label, granularity_label, unit_label
 from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan
+from pruneviz.i18n import _
 from pruneviz.output.figures import (
     criteria_disagreement,
     kernel_grid,
@@ -29,34 +30,34 @@ from pruneviz.output.figures import (
     weight_histogram,
 )
 
-st.title("Inspect")
-with user_errors("The model could not be loaded"):
+st.title(_("Inspect"))
+with user_errors(_("The model could not be loaded")):
     bench = state.workbench()
 session = bench.session
 
 seed(SELECTED_LAYER_KEY, session.layer_names[0])
 cols = st.columns([2, 1, 1, 2])
-name = cols[0].selectbox("Layer", session.layer_names, key=SELECTED_LAYER_KEY)
+name = cols[0].selectbox(_("Layer"), session.layer_names, key=SELECTED_LAYER_KEY)
 layer = session.layer_by_name[name]
 current = session.result(name)
 seed(INSPECT_GRAN_KEY, current.granularity or "unstructured")
-granularity = cols[1].selectbox("Granularity", [g.value for g in Granularity],
-                                key=INSPECT_GRAN_KEY)
+granularity = cols[1].selectbox(_("Granularity"), [g.value for g in Granularity],
+                                format_func=localized(granularity_label), key=INSPECT_GRAN_KEY)
 criterion = criterion_select(cols[2], granularity, INSPECT_CRIT_KEY, current.criterion)
 g = Granularity(granularity)
 amount = cols[3].slider(
-    "Preview: prune this share (%)", 0, 100,
+    _("Preview: prune this share (%)"), 0, 100,
     round(current.sparsity * 100) if current.structures_pruned else 50,
     key=inspect_amount_key(name), disabled=g.n_m is not None,
-    help="Starts at the layer's sparsity on the Prune page (50% if it is not pruned there). "
-    "Nothing is applied here.",
+    help=_("Starts at the layer's sparsity on the Prune page (50% if it is not pruned there). "
+           "Nothing is applied here."),
 )
 
 reason = session.unsupported(name, g, criterion)
 if reason is not None:
     st.warning(reason)
 else:
-    with user_errors("The preview failed"):
+    with user_errors(_("The preview failed")):
         entry = LayerPlan(g, criterion, sparsity=None if g.n_m else amount / 100)
         mask, pruned, threshold = session.preview(name, entry)
         group = session.group_of(name, g)
@@ -64,10 +65,12 @@ else:
                  else session.scores(name, g, criterion))
     unit = (group.unit if group is not None else g.value) if g.structured else "weight"
     if g.structured and group is not None:
-        st.caption(f":material/link: {name}'s {g.value}s are coupled with "
-                   f"{', '.join(n for n in group.layers if n != name)}: scores are the "
-                   f"group's, and the preview removes the same {group.unit}s in all of them.")
-    log_y = st.checkbox("log-scale counts", key=INSPECT_LOGY_KEY)
+        st.caption(_(":material/link: {layer}'s {kind}s are coupled with {others}: scores are "
+                     "the group's, and the preview removes the same {unit}s in all of them.")
+                   .format(layer=name, kind=granularity_label(g.value),
+                           others=", ".join(n for n in group.layers if n != name),
+                           unit=unit_label(group.unit)))
+    log_y = st.checkbox(_("log-scale counts"), key=INSPECT_LOGY_KEY)
     left, right = st.columns(2)
     magnitude = not g.structured and g.n_m is None and criterion in ("l1", "l2")
     left.plotly_chart(
@@ -83,13 +86,14 @@ else:
         key=INSPECT_SCORES_KEY,
     )
     if table.rows is not None:
-        right.caption(f"{criterion} ranks each of the {table.rows} output rows on its own, "
-                      "so the same share goes from every row: the chart shows the layer's "
-                      "scores, not one cut through them.")
+        right.caption(_("{criterion} ranks each of the {rows} output rows on its own, so the "
+                        "same share goes from every row: the chart shows the layer's scores, "
+                        "not one cut through them.")
+                      .format(criterion=criterion_label(criterion), rows=table.rows))
 
     if g.structured:
-        st.subheader("Where the criteria disagree")
-        with user_errors("The criteria could not be compared"):
+        st.subheader(_("Where the criteria disagree"))
+        with user_errors(_("The criteria could not be compared")):
             compared = compare_criteria(session, name, g, amount / 100)
         pruned_by = {c: p.cpu().numpy() for c, p in compared.pruned_by.items()}
         st.plotly_chart(criteria_disagreement(pruned_by, layer=name, unit=unit),
@@ -97,12 +101,13 @@ else:
         for note in compared.notes:  # lsh without duplicates, criteria choosing alike
             st.info(note, icon=":material/info:")
         if compared.skipped:
-            st.caption(f"Not applicable to {name}: {', '.join(compared.skipped)}.")
+            st.caption(_("Not applicable to {layer}: {criteria}.").format(
+                layer=name, criteria=_(", ").join(criterion_label(c) for c in compared.skipped)))
     else:
-        st.caption("Choose the filter or channel granularity to compare which structures "
-                   "each criterion would remove.")
+        st.caption(_("Choose the filter or channel granularity to compare which structures "
+                     "each criterion would remove."))
 
-st.subheader("All layers")
+st.subheader(_("All layers"))
 results = session.results()
 st.plotly_chart(
     layer_overview([r.name for r in results], [r.params for r in results],
@@ -119,17 +124,22 @@ st.dataframe(
         for r, lay in zip(results, session.layers, strict=True)
     ],
     hide_index=True,
+    column_config={"layer": _("layer"), "type": _("type"), "params": _("params"),
+                   "MACs share": _("MACs share"), "current sparsity": _("current sparsity"),
+                   "coupled group": _("coupled group"),
+                   "pruned together with": _("pruned together with")},
 )
 
 convs = [lay for lay in session.layers if lay.type == "Conv2d" and len(lay.shape) == 4]
 if convs:
     first = convs[0]
-    st.subheader(f"Kernels of the first convolution ({first.name})")
+    st.subheader(_("Kernels of the first convolution ({layer})").format(layer=first.name))
     weight = session.original(first.weight)
     kernels = weight[:, 0] if weight.shape[1] == 1 else weight.mean(dim=1)
     filter_pruned = ~session.mask(first.name).flatten(1).any(dim=1)
     st.plotly_chart(kernel_grid(kernels.cpu().numpy(), filter_pruned.cpu().numpy(),
                                 layer=first.name), key=INSPECT_KERNELS_KEY)
-    st.caption("Pruned filters (all weights zero under the current plan) are dimmed. "
-               + ("Each tile is the filter's single input channel." if weight.shape[1] == 1
-                  else "Each tile is the mean over the filter's input channels."))
+    tile = (_("Each tile is the filter's single input channel.") if weight.shape[1] == 1
+            else _("Each tile is the mean over the filter's input channels."))
+    st.caption(_("Pruned filters (all weights zero under the current plan) are dimmed. {tile}")
+               .format(tile=tile))

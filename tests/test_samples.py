@@ -30,6 +30,7 @@ EXPECTED_NAMES = [
     "digits_resnet",
     "digits_lstm",
     "digits_autoencoder",
+    "digits_teach",
 ]
 # Minimum test accuracy (classification) or maximum test MSE (reconstruction).
 FLOORS = {
@@ -38,6 +39,7 @@ FLOORS = {
     "digits_resnet": 0.97,
     "digits_lstm": 0.95,
     "digits_autoencoder": 0.03,
+    "digits_teach": 0.97,
 }
 CARD_KEYS = {
     "name",
@@ -56,7 +58,7 @@ CARD_KEYS = {
 DATA_KEYS = {"source", "split", "split_seed", "train_samples", "test_samples"}
 
 
-def test_registry_lists_the_five_samples() -> None:
+def test_registry_lists_the_six_samples() -> None:
     assert sample_names() == EXPECTED_NAMES
     assert DEFAULT_SAMPLE == "digits_cnn"
     assert Path(__file__).resolve().parents[1] / "sample_models" == SAMPLE_DIR

@@ -30,6 +30,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from pruneviz.app.keys import ADMITTED_KEY, EXPORTS_SUBFOLDER_KEY, LOGIN_FAILURES_KEY, USER_KEY
 from pruneviz.app.state import app_arguments
 from pruneviz.data.access import Access, matches, oidc_configured, server_access
+from pruneviz.i18n import _
 
 TOKEN_PARAM = "token"  # noqa: S105 - the query parameter's name
 MAX_FAILURES = 5  # wrong codes in one session before it is locked for LOCK_S
@@ -118,26 +119,27 @@ def admit() -> None:
 
 
 def _login_form(rules: Access, *, wrong_link: bool) -> None:
-    st.title("pruneviz — classroom")
-    st.markdown("This pruneviz server is shared by a class. Enter the access code your "
-                "teacher gave you (or open the link with the code in it).")
+    st.title(_("pruneviz — classroom"))
+    st.markdown(_("This pruneviz server is shared by a class. Enter the access code your "
+                  "teacher gave you (or open the link with the code in it)."))
     if wrong_link:
-        st.error("The access code in this link is not right: ask your teacher for the link "
-                 "again.")
+        st.error(_("The access code in this link is not right: ask your teacher for the link "
+                   "again."))
     if rules.oidc:
-        st.button("Log in", type="primary", on_click=st.login)
+        st.button(_("Log in"), type="primary", on_click=st.login)
     if rules.secret is None:
         return
     wait = _session_locked()
     if wait > 0 or _server_locked():
-        st.warning(f"Too many wrong codes: try again in {max(wait, 60.0):.0f} seconds.")
+        st.warning(_("Too many wrong codes: try again in {seconds} seconds.")
+                   .format(seconds=f"{max(wait, 60.0):.0f}"))
         return
     with st.form("pv_login"):
-        name = st.text_input("Your name", max_chars=40,
-                             help="Names your exports folder and your place in the queue for "
-                             "long jobs; it is not checked.")
-        code = st.text_input("Access code", type="password", max_chars=200)
-        sent = st.form_submit_button("Enter", type="primary")
+        name = st.text_input(_("Your name"), max_chars=40,
+                             help=_("Names your exports folder and your place in the queue "
+                                    "for long jobs; it is not checked."))
+        code = st.text_input(_("Access code"), type="password", max_chars=200)
+        sent = st.form_submit_button(_("Enter"), type="primary")
     if sent:
         if matches(code, rules.secret):
             _let_in(name or f"student-{session_tag()}")
@@ -145,4 +147,4 @@ def _login_form(rules: Access, *, wrong_link: bool) -> None:
         _wrong_code()
         if _session_locked():
             st.rerun()  # the next run says how long to wait, and offers no form
-        st.error("That access code is not right.")
+        st.error(_("That access code is not right."))

@@ -20,8 +20,10 @@ from pruneviz.app.keys import (
     sens_value_key,
 )
 from pruneviz.app.state import seed
+from pruneviz.app.sweep_view import metric_label
 from pruneviz.app.widgets import show_metric, shows_percent, user_errors
 from pruneviz.app.worker import Progress, SensitivityWorker
+from pruneviz.i18n import N_, _
 from pruneviz.output.figures import outlier_ratio_bars
 from pruneviz.output.run_figures import sensitivity_curves, sensitivity_heatmap
 from pruneviz.workflows.allocation import (
@@ -29,10 +31,11 @@ from pruneviz.workflows.allocation import (
     BudgetKind,
     Method,
     format_quantity,
+    method_name,
     plan_for_budget,
 )
 from pruneviz.workflows.eta import eta_text
-from pruneviz.workflows.experiments import describe_plan
+from pruneviz.workflows.experiments import describe_plan, granularity_name
 from pruneviz.workflows.jobqueue import waiting_text
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench
@@ -49,21 +52,24 @@ class BudgetInput(NamedTuple):
     measured: str  # table column
 
 
-BUDGETS = {
-    BudgetKind.SPARSITY: BudgetInput("overall sparsity", "at least (% of parameters zero)",
-                                     0.01, 100.0, 1.0, "%.1f", "sparsity"),
-    BudgetKind.MACS: BudgetInput("weight MACs", "at most (% of the unpruned MACs)",
-                                 0.01, 100.0, 1.0, "%.1f", "MACs (of unpruned)"),
-    BudgetKind.SIZE: BudgetInput("sparse file size", "at most (KiB)", 1024.0, None, 0.1,
-                                 "%.1f", "sparse file"),
-    BudgetKind.LATENCY: BudgetInput("latency", "at most (ms, deployable form to ship)", 1.0,
-                                    None, 0.01, "%.2f", "latency of the form to ship"),
+BUDGETS = {  # texts marked N_: translated where shown
+    BudgetKind.SPARSITY: BudgetInput(N_("overall sparsity"),
+                                     N_("at least (% of parameters zero)"),
+                                     0.01, 100.0, 1.0, "%.1f", N_("sparsity")),
+    BudgetKind.MACS: BudgetInput(N_("weight MACs"), N_("at most (% of the unpruned MACs)"),
+                                 0.01, 100.0, 1.0, "%.1f", N_("MACs (of unpruned)")),
+    BudgetKind.SIZE: BudgetInput(N_("sparse file size"), N_("at most (KiB)"), 1024.0, None,
+                                 0.1, "%.1f", N_("sparse file")),
+    BudgetKind.LATENCY: BudgetInput(N_("latency"), N_("at most (ms, deployable form to ship)"),
+                                    1.0, None, 0.01, "%.2f", N_("latency of the form to ship")),
 }
+UNIT_NAMES = {"weight": N_("weight"), "filter": N_("filter"), "channel": N_("channel"),
+              "head": N_("head"), "hidden unit": N_("hidden unit")}
 
 
 def show_drop(value: float, accuracy: bool) -> str:
     """A metric drop: in points for accuracies."""
-    return f"{value * 100:.2f} pts" if accuracy else f"{value:+.5f}"
+    return _("{value} pts").format(value=f"{value * 100:.2f}") if accuracy else f"{value:+.5f}"
 
 
 def finished(progress: Progress) -> bool:
@@ -77,10 +83,12 @@ def pass_text(progress: Progress) -> str:
     when the data is not a subset)."""
     if progress.full_samples is None:
         return ""
+    count = f"{progress.samples:,}"
     if progress.refining:
-        verb = "refined" if finished(progress) else "refining"
-        return f"{verb} on all {progress.samples:,} samples: "
-    return f"first pass on {progress.samples:,} samples: "
+        if finished(progress):
+            return _("refined on all {count} samples: ").format(count=count)
+        return _("refining on all {count} samples: ").format(count=count)
+    return _("first pass on {count} samples: ").format(count=count)
 
 
 def progress_text(progress: Progress) -> str:
@@ -91,8 +99,9 @@ def progress_text(progress: Progress) -> str:
     if progress.running:
         state_text = eta_text(progress.done, progress.total, progress.elapsed)
     else:
-        state_text = "done" if finished(progress) else "stopped"
-    return f"{pass_text(progress)}{progress.done} of {progress.total} points — {state_text}"
+        state_text = _("done") if finished(progress) else _("stopped")
+    return pass_text(progress) + _("{done} of {total} points — {status}").format(
+        done=progress.done, total=progress.total, status=state_text)
 
 
 def show_analysis(worker: SensitivityWorker, bench: Workbench, was_running: bool,
@@ -105,68 +114,79 @@ def show_analysis(worker: SensitivityWorker, bench: Workbench, was_running: bool
         # finished, or the first pass is: show the whole page (buttons, budget section)
         st.rerun(scope="app")
     if progress.error:
-        st.error(f"The analysis stopped: {progress.error}")
+        st.error(_("The analysis stopped: {problem}").format(problem=progress.error))
     if progress.total:
         st.progress(progress.done / progress.total, text=progress_text(progress))
     result = progress.result
     if result is None:
         if not progress.running and not progress.error:
-            st.info("Choose a granularity, a criterion and the levels, then press **Run**.")
+            st.info(_("Choose a granularity, a criterion and the levels, then press **Run**."))
         return
-    took = "" if progress.running and not progress.refining else (
-        f"; took {result.seconds:.1f} s (points this tab measured before are reused)")
+    took = "" if progress.running and not progress.refining else _(
+        "; took {seconds} s (points this tab measured before are reused)").format(
+        seconds=f"{result.seconds:.1f}")
     full = progress.full_samples
+    samples = f"{result.samples:,}"
     if full is None or result.samples == full:
-        measured_on = f"measured on all {result.samples:,} evaluation samples"
+        measured_on = _("measured on all {count} evaluation samples").format(count=samples)
     else:
-        measured_on = f"first pass, measured on {result.samples:,} of the {full:,} samples"
-    st.caption(
-        f"{result.granularity.value}, {result.criterion}: {len(result.items)} layers or "
-        f"groups x {len(result.levels)} levels, {measured_on}; unpruned {metric_name} "
-        f"{show_metric(result.baseline.metric, accuracy)}{took}.")
+        measured_on = _("first pass, measured on {count} of the {full} samples").format(
+            count=samples, full=f"{full:,}")
+    st.caption(_(
+        "{granularity}, {criterion}: {items} layers or groups x {levels} levels, "
+        "{measured_on}; unpruned {metric_name} {metric}{took}.").format(
+        granularity=granularity_name(result.granularity.value), criterion=result.criterion,
+        items=len(result.items), levels=len(result.levels), measured_on=measured_on,
+        metric_name=metric_label(metric_name), metric=show_metric(result.baseline.metric, accuracy),
+        took=took))
     if full is not None and result.complete and result.samples != full:
         if progress.running:
-            st.info(f"These curves are the first pass's, on {result.samples:,} samples: "
-                    f"they are being refined on all {full:,} and will be replaced when that "
-                    "is done.", icon=":material/hourglass_top:")
+            st.info(_("These curves are the first pass's, on {count} samples: they are being "
+                      "refined on all {full} and will be replaced when that is done.").format(
+                count=samples, full=f"{full:,}"), icon=":material/hourglass_top:")
         else:
-            st.info(f"The refinement on all {full:,} samples was stopped: these curves are "
-                    f"the first pass's, on {result.samples:,} samples. Run again to refine "
-                    "them (the first pass is reused).")
+            st.info(_("The refinement on all {full} samples was stopped: these curves are "
+                      "the first pass's, on {count} samples. Run again to refine them (the "
+                      "first pass is reused).").format(count=samples, full=f"{full:,}"))
     if not result.complete and not progress.running:
-        st.warning(f"Cancelled after {progress.done} of {progress.total} points: this result "
-                   "is incomplete. Layers without a curve are missing from the ranking and "
-                   "left unpruned by the allocation below.")
-    curves_tab, heatmap_tab = st.tabs(["Curves", "Heatmap"])
+        st.warning(_("Cancelled after {done} of {total} points: this result is incomplete. "
+                     "Layers without a curve are missing from the ranking and left unpruned "
+                     "by the allocation below.").format(done=progress.done,
+                                                        total=progress.total))
+    curves_tab, heatmap_tab = st.tabs([_("Curves"), _("Heatmap")])
     curves_tab.plotly_chart(sensitivity_curves(result), key=SENS_CURVES_KEY)
     heatmap_tab.plotly_chart(sensitivity_heatmap(result), key=SENS_HEATMAP_KEY)
 
     tolerance = result.default_tolerance()
-    within = "1 pt" if accuracy else f"{'-' if result.higher_is_better else '+'}{tolerance:.5g}"
-    st.subheader("Most to least robust")
+    within = _("1 pt") if accuracy else (
+        f"{'-' if result.higher_is_better else '+'}{tolerance:.5g}")
+    st.subheader(_("Most to least robust"))
+    layer_or_group = _("layer or group")
     st.dataframe(
         [
             {
-                "rank": rank,
-                "layer or group": row["label"],
-                "unit": row["unit"],
-                f"safe up to (drop ≤ {within})": f"{row['safe_sparsity']:.0%}",
-                "mean drop": show_drop(row["mean_drop"], accuracy),
-                f"worst {metric_name}": show_metric(row["worst_metric"], accuracy),
-                "layers changed": ", ".join(row["layers"]),
+                _("rank"): rank,
+                layer_or_group: row["label"],
+                _("unit"): _(UNIT_NAMES.get(row["unit"], row["unit"])),
+                _("safe up to (drop ≤ {within})").format(within=within):
+                    f"{row['safe_sparsity']:.0%}",
+                _("mean drop"): show_drop(row["mean_drop"], accuracy),
+                _("worst {metric_name}").format(metric_name=metric_label(metric_name)):
+                    show_metric(row["worst_metric"], accuracy),
+                _("layers changed"): ", ".join(row["layers"]),
             }
             for rank, row in enumerate(result.ranking(tolerance), start=1)
         ],
         hide_index=True,
-        column_config={"layer or group": st.column_config.TextColumn(width="medium")},
+        column_config={layer_or_group: st.column_config.TextColumn(width="medium")},
     )
 
 
 def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
     """A budget, four ways: uniform, global, sensitivity-guided and outlier-weighted (OWL)
     plans fitted to it, compared, and the sensitivity plan proposed as this tab's plan."""
-    st.subheader("Spend a budget where it costs least")
-    st.caption(
+    st.subheader(_("Spend a budget where it costs least"))
+    st.caption(_(
         "Four plans are fitted to the budget by measuring the model: **uniform** (the same "
         "amount on every layer), **global** (one ranking of all layers' structures), "
         "**sensitivity** (each layer pruned up to the same marginal cost on its curve above) "
@@ -175,7 +195,7 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
         "The sensitivity plan's *predicted* metric adds up the curves' drops, as if the layers "
         "did not interact; the measured one is the real model's. Each plan is recorded as an "
         "experiment, measured with latency."
-    )
+    ))
     stored = st.session_state.get(COMPARISON_KEY)
     if stored is not None:  # the controls start at the last comparison's budget
         seed(SENS_KIND_KEY, stored["kind"])
@@ -190,28 +210,28 @@ def spend_budget(bench: Workbench, result: SensitivityResult) -> None:
     seed(sens_value_key("latency_ms"), round(0.9 * baseline_latency, 2))
     seed(SENS_CAP_KEY, 95)
     cols = st.columns([1.3, 1.3, 1.5, 1.2, 1], vertical_alignment="bottom")
-    kind = cols[0].selectbox("Budget", list(BUDGETS), format_func=lambda k: BUDGETS[k].choice,
-                             key=SENS_KIND_KEY)
+    kind = cols[0].selectbox(_("Budget"), list(BUDGETS),
+                             format_func=lambda k: _(BUDGETS[k].choice), key=SENS_KIND_KEY)
     spec = BUDGETS[kind]
-    value = cols[1].number_input(spec.label, min_value=0.0, max_value=spec.maximum,
+    value = cols[1].number_input(_(spec.label), min_value=0.0, max_value=spec.maximum,
                                  step=spec.step, format=spec.format,
                                  key=sens_value_key(kind.value))
-    cap = cols[2].slider("No layer above (%)", 1, 100, key=SENS_CAP_KEY,
-                         help="A cap for every method, so that none empties a layer.")
-    with user_errors("This budget is not valid"):
+    cap = cols[2].slider(_("No layer above (%)"), 1, 100, key=SENS_CAP_KEY,
+                         help=_("A cap for every method, so that none empties a layer."))
+    with user_errors(_("This budget is not valid")):
         budget = Budget(kind, value * spec.scale)
-    compare = cols[3].button("Compare at this budget", type="primary", key=SENS_COMPARE_KEY,
-                             width="stretch")
-    propose = cols[4].button("Propose", key=SENS_PROPOSE_KEY, width="stretch",
-                             help="Make the sensitivity plan at this budget this tab's plan, to "
-                             "adjust by hand on the Prune page.")
+    compare = cols[3].button(_("Compare at this budget"), type="primary",
+                             key=SENS_COMPARE_KEY, width="stretch")
+    propose = cols[4].button(_("Propose"), key=SENS_PROPOSE_KEY, width="stretch",
+                             help=_("Make the sensitivity plan at this budget this tab's plan, "
+                                    "to adjust by hand on the Prune page."))
     # A comparison is shown while the analysis and the budget it was made for are current.
     key = (result.model, result.criterion, result.granularity.value, result.levels,
            result.complete, result.samples, budget, cap)
 
     if compare:
-        with st.spinner("Fitting each method's plan to the budget, then measuring each with "
-                        "latency ..."), user_errors("The comparison failed"):
+        with st.spinner(_("Fitting each method's plan to the budget, then measuring each "
+                          "with latency ...")), user_errors(_("The comparison failed")):
             compared = state.record_budget_comparison(result, budget, cap / 100)
         stored = {"key": key, "kind": kind, "value": value, "cap": cap, "rows": compared}
         st.session_state[COMPARISON_KEY] = stored
@@ -230,19 +250,21 @@ def comparison_table(bench: Workbench, kind: BudgetKind, current: list[Compared]
     metric_name = bench.eval_data.metric_name
     accuracy = shows_percent(bench.eval_data)
     spec = BUDGETS[kind]
+    metric = metric_label(metric_name)
     st.dataframe(
         [
             {
-                "method": c.outcome.method.value,
-                f"{spec.measured} (measured)": format_quantity(kind, c.outcome.measured),
-                "met": "yes" if c.outcome.met else "no",
-                f"{metric_name} (measured)":
+                _("method"): method_name(c.outcome.method),
+                _("{quantity} (measured)").format(quantity=_(spec.measured)):
+                    format_quantity(kind, c.outcome.measured),
+                _("met"): _("yes") if c.outcome.met else _("no"),
+                _("{metric_name} (measured)").format(metric_name=metric):
                     show_metric(c.outcome.report.evaluation.metric, accuracy),
-                f"{metric_name} (predicted)": "-"
+                _("{metric_name} (predicted)").format(metric_name=metric): "-"
                 if c.outcome.predicted_metric is None
                 else show_metric(c.outcome.predicted_metric, accuracy),
-                "non-zero params": f"{c.outcome.report.params_nonzero:,}",
-                "experiment": f"#{c.experiment.id} {c.experiment.label}",
+                _("non-zero params"): f"{c.outcome.report.params_nonzero:,}",
+                _("experiment"): f"#{c.experiment.id} {c.experiment.label}",
             }
             for c in current
         ],
@@ -250,7 +272,7 @@ def comparison_table(bench: Workbench, kind: BudgetKind, current: list[Compared]
     )
     for c in current:
         for note in c.outcome.notes:
-            st.warning(f"{c.outcome.method.value}: {note}")
+            st.warning(f"{method_name(c.outcome.method)}: {note}")
     owl = next((c.outcome for c in current if c.outcome.outlier_ratios), None)
     if owl is not None and owl.outlier_ratios is not None:
         names = list(owl.outlier_ratios)
@@ -259,7 +281,8 @@ def comparison_table(bench: Workbench, kind: BudgetKind, current: list[Compared]
         st.plotly_chart(outlier_ratio_bars(names, [owl.outlier_ratios[n] for n in names],
                                            levels), key=SENS_OWL_KEY)
     st.page_link("app_pages/tradeoffs.py", icon=":material/insights:",
-                 label="All of them are in this tab's experiments: compare them on Trade-offs")
+                 label=_("All of them are in this tab's experiments: compare them on "
+                         "Trade-offs"))
 
 
 def propose_plan(bench: Workbench, result: SensitivityResult, budget: Budget, cap: int,
@@ -267,8 +290,8 @@ def propose_plan(bench: Workbench, result: SensitivityResult, budget: Budget, ca
     """Make the sensitivity plan at `budget` this tab's plan (the one just compared, if any)."""
     metric_name = bench.eval_data.metric_name
     accuracy = shows_percent(bench.eval_data)
-    with st.spinner("Fitting the sensitivity plan to the budget ..."), \
-            user_errors("The sensitivity plan could not be applied"):
+    with st.spinner(_("Fitting the sensitivity plan to the budget ...")), \
+            user_errors(_("The sensitivity plan could not be applied")):
         if current is not None:
             outcome = next(c.outcome for c in current
                            if c.outcome.method is Method.SENSITIVITY)
@@ -279,12 +302,14 @@ def propose_plan(bench: Workbench, result: SensitivityResult, budget: Budget, ca
                                       cap=cap / 100)
         state.restore_plan(outcome.plan)
     predicted = outcome.predicted_metric
-    st.success(
-        f"This tab's plan is now the sensitivity allocation ({describe_plan(outcome.plan)}): "
-        f"measured {metric_name} {show_metric(outcome.report.evaluation.metric, accuracy)}"
-        + (f", predicted {show_metric(predicted, accuracy)}" if predicted is not None else "")
-        + ". Go to the Prune page to adjust it by hand: its sliders show whole percents, and "
-        "the proposed amounts stay exact until you move one."
-    )
-    st.page_link("app_pages/prune.py", label="Adjust it on the Prune page",
+    predicted_text = "" if predicted is None else _(", predicted {metric}").format(
+        metric=show_metric(predicted, accuracy))
+    st.success(_(
+        "This tab's plan is now the sensitivity allocation ({plan}): measured {metric_name} "
+        "{metric}{predicted}. Go to the Prune page to adjust it by hand: its sliders show "
+        "whole percents, and the proposed amounts stay exact until you move one.").format(
+        plan=describe_plan(outcome.plan), metric_name=metric_label(metric_name),
+        metric=show_metric(outcome.report.evaluation.metric, accuracy),
+        predicted=predicted_text))
+    st.page_link("app_pages/prune.py", label=_("Adjust it on the Prune page"),
                  icon=":material/content_cut:")

@@ -75,6 +75,7 @@ from pruneviz.data.uploads import (
 )
 from pruneviz.data.user_models import WeightLimits, fit_weights, read_weights
 from pruneviz.errors import PrunevizError
+from pruneviz.i18n import _
 from pruneviz.measure.meter import Report
 from pruneviz.workflows.allocation import Budget
 from pruneviz.workflows.experiments import ExperimentLog
@@ -309,7 +310,7 @@ def device_label(device: torch.device) -> str:
     """The device a tab runs on, for people: "the CPU", or "cuda:0 (the GPU's name)"."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return "the CPU" if device.type == "cpu" else str(device)
+    return _("the CPU") if device.type == "cpu" else str(device)
 
 
 def started_with() -> tuple[Source, str | None]:
@@ -346,8 +347,18 @@ def model_title(ref: str) -> str:
     spec = SAMPLES.get(ref.removeprefix("sample:")) if ref.startswith("sample:") else None
     if spec is not None:
         return spec.title
-    path, _, factory = ref.rpartition(":")
+    path, _sep, factory = ref.rpartition(":")
     return f"{Path(path).name}:{factory} (yours)"
+
+
+def shown_model_title(ref: str) -> str:
+    """`model_title` in the tab's language. Not a format_func as it is: Streamlit's tests
+    call those outside the page's run, in English (see widgets.localized)."""
+    spec = SAMPLES.get(ref.removeprefix("sample:")) if ref.startswith("sample:") else None
+    if spec is not None:
+        return _(spec.title)
+    path, _sep, factory = ref.rpartition(":")
+    return _("{name} (yours)").format(name=f"{Path(path).name}:{factory}")
 
 
 def current_model_ref() -> str:
@@ -525,8 +536,8 @@ def _open_workspace(ref: str, upload: Upload | None, subset: int | None,
     model = upload.model if upload is not None else loaded.model
     eval_data = current_eval_data()
     example = loaded.example_input if eval_data is loaded.eval_data else eval_data.x[:1].clone()
-    with st.spinner(f"Opening {model_title(ref)}: tracing which layers are coupled and "
-                    "measuring the unpruned model ..."):
+    with st.spinner(_("Opening {model}: tracing which layers are coupled and measuring the "
+                      "unpruned model ...").format(model=shown_model_title(ref))):
         bench = build_workbench(ref, model, example, eval_data, current_data("training"),
                                 eval_subset=subset, live=True)
     source = source_for(ref)  # the options that reopen it (an upload: its file name)

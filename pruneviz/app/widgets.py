@@ -9,16 +9,18 @@ from typing import Any, Literal
 import streamlit as st
 
 from pruneviz.core.criteria import iter_criteria
+from pruneviz.core.explain import criterion_label
 from pruneviz.core.granularity import Granularity
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PrunevizError, shortened
+from pruneviz.i18n import N_, _, language, use_language
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import EvalResult, Latency
 from pruneviz.measure.timing import FASTER, WITHIN_NOISE, Speedup
 from pruneviz.workflows.experiments import Experiment
 from pruneviz.workflows.workspace import Workspace
 
-HONESTY_NOTE = (
+HONESTY_NOTE = N_(
     "**What masking changes, honestly.** A slider writes zeros into the weights. "
     "The *dense* file and the *dense* latency stay the same: the same tensors are still "
     "stored and multiplied. What changes is the accuracy, the number of non-zero "
@@ -34,21 +36,23 @@ def user_errors(what: str) -> Iterator[None]:
     try:
         yield
     except PrunevizError as exc:
-        st.error(f"{what}: {shortened(str(exc))}")
+        st.error(what + _(": ") + shortened(str(exc)))
         st.stop()
     except MemoryError:
-        st.error(f"{what}: this machine ran out of memory. Nothing was changed; close other "
-                 "tabs or programs, or work on a smaller model or evaluation set.")
+        st.error(_("{what}: this machine ran out of memory. Nothing was changed; close other "
+                   "tabs or programs, or work on a smaller model or evaluation set.")
+                 .format(what=what))
         st.stop()
     except (ValueError, RuntimeError) as exc:
-        st.error(f"{what}: {shortened(str(exc))}. Try another setting, or reset the plan on "
-                 "the Prune page.")
+        st.error(_("{what}: {why}. Try another setting, or reset the plan on the Prune page.")
+                 .format(what=what, why=shortened(str(exc))))
         st.stop()
     except Exception as exc:  # noqa: BLE001 - the app's last guard: a message, not a traceback
         # (st.rerun / st.stop are BaseExceptions: they pass through.) Most likely the
         # user's own model or data code raised something unexpected.
-        st.error(f"{what}: {type(exc).__name__}: {shortened(str(exc))}. If this is your own model "
-                 "or data, check its code; otherwise reset the plan on the Prune page.")
+        st.error(_("{what}: {kind}: {why}. If this is your own model or data, check its code; "
+                   "otherwise reset the plan on the Prune page.")
+                 .format(what=what, kind=type(exc).__name__, why=shortened(str(exc))))
         st.stop()
 
 
@@ -68,7 +72,7 @@ def relative_delta(now: float, then: float) -> tuple[str | None, Literal["invers
         return None, "off"
     change = (now / then - 1) * 100
     if abs(change) < 0.05:
-        return "no change", "off"
+        return _("no change"), "off"
     return f"{change:+.1f}%", "inverse"
 
 
@@ -79,7 +83,7 @@ def count_delta(now: int, then: int) -> tuple[str | None, Literal["inverse", "of
     if not then:
         return None, "off"
     if now == then:
-        return "no change", "off"
+        return _("no change"), "off"
     change = (now / then - 1) * 100
     if abs(change) < 0.05:
         return f"{now - then:+,}", "inverse"
@@ -91,10 +95,13 @@ def latency_delta(gain: Speedup) -> tuple[str, DeltaColor]:
     rounds: "1.73x faster (CI 1.62-1.81)" in green or "1.20x slower (CI ...)" in red only
     when the 95% interval excludes 1x; else "within noise" in grey."""
     if not gain.measured:
-        return WITHIN_NOISE, "off"
+        return _(WITHIN_NOISE), "off"
     if gain.verdict == FASTER:
-        return f"{gain.ratio:.2f}x faster (CI {gain.low:.2f}-{gain.high:.2f})", "normal"
-    return f"{1 / gain.ratio:.2f}x slower (CI {1 / gain.high:.2f}-{1 / gain.low:.2f})", "inverse"
+        return _("{ratio}x faster (CI {low}-{high})").format(
+            ratio=f"{gain.ratio:.2f}", low=f"{gain.low:.2f}", high=f"{gain.high:.2f}"), "normal"
+    return _("{ratio}x slower (CI {low}-{high})").format(
+        ratio=f"{1 / gain.ratio:.2f}", low=f"{1 / gain.high:.2f}",
+        high=f"{1 / gain.low:.2f}"), "inverse"
 
 
 def machine_busy(latency: Latency | None) -> None:
@@ -113,6 +120,19 @@ def changed_metric(col: Any, label: str, value: str, delta: str | None, color: D
                delta_arrow="off" if color == "off" or not arrow else "auto", help=help)
 
 
+def localized(label: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A format_func that shows options in the language of this run, whenever it is called
+    (Streamlit's AppTest calls format_funcs again from the test's own thread, which has no
+    tab and so no language: the options would no longer match)."""
+    code = language()
+
+    def show(value: Any) -> str:
+        with use_language(code):
+            return label(value)
+
+    return show
+
+
 def criteria_for(granularity: str) -> list[str]:
     """Criteria that can rank structures of this granularity."""
     return [spec.name for spec in iter_criteria(Granularity(granularity))]
@@ -125,7 +145,8 @@ def criterion_select(container: Any, granularity: str, key: str,
     options = criteria_for(granularity)
     if st.session_state.get(key) not in options:
         st.session_state[key] = preferred if preferred in options else options[0]
-    return str(container.selectbox("Criterion", options, key=key))
+    return str(container.selectbox(_("Criterion"), options, format_func=localized(criterion_label),
+                                   key=key))
 
 
 def shows_percent(data: TensorData) -> bool:
@@ -145,12 +166,22 @@ def experiment_rows(experiments: Iterable[Experiment], data: TensorData) -> list
             for row in rows]
 
 
+def metric_label(name: str) -> str:
+    """A metric's name as the pages show it: accuracy and top-k accuracy translated; mse
+    and the name of a user's metric function as they are."""
+    if name == "accuracy":
+        return _("accuracy")
+    if name.endswith(" accuracy"):
+        return _("{kind} accuracy").format(kind=name.removesuffix(" accuracy"))
+    return name
+
+
 def show_metric(value: float, percent: bool) -> str:
     """A metric value as the pages show it."""
     return f"{value:.2%}" if percent else f"{value:.5g}"
 
 
-MEASURING = "measuring…"
+MEASURING = N_("measuring…")
 
 
 def compared(report: Report, baseline: Report) -> tuple[EvalResult, EvalResult]:
@@ -166,18 +197,23 @@ def evaluation_text(ev: EvalResult, population: int | None) -> tuple[str, str]:
     the value ("±1.2 pts", "" on the whole set) and a sentence for its help."""
     percent = ev.metric_name.endswith("accuracy")
     if population is None or ev.samples >= population:
-        return "", f"Measured on the whole evaluation set ({ev.samples:,} samples)."
+        return "", _("Measured on the whole evaluation set ({samples} samples).").format(
+            samples=f"{ev.samples:,}")
     interval = ev.interval(population)
-    where = (f"Live: measured on a fixed subset of {ev.samples:,} of the "
-             f"{population:,} evaluation samples")
     if interval is None:
-        return "", where + "; this metric gives no per-sample values, so no interval."
+        return "", _("Live: measured on a fixed subset of {samples} of the {population} "
+                     "evaluation samples; this metric gives no per-sample values, so no "
+                     "interval.").format(samples=f"{ev.samples:,}", population=f"{population:,}")
     half = (interval[1] - interval[0]) / 2
-    shown = f"±{half * 100:.1f} pts" if percent else f"±{half:.3g}"
-    return shown, (f"{where}; the whole set's value is within {interval[0]:.4g} to "
-                   f"{interval[1]:.4g} with ~95% confidence (finite-population "
-                   + ("Wilson interval" if ev.proportion else "standard error")
-                   + "). The whole set is measured in the background.")
+    shown = (_("±{half} pts").format(half=f"{half * 100:.1f}") if percent
+             else f"±{half:.3g}")
+    method = _("Wilson interval") if ev.proportion else _("standard error")
+    return shown, _("Live: measured on a fixed subset of {samples} of the {population} "
+                    "evaluation samples; the whole set's value is within {low} to {high} with "
+                    "~95% confidence (finite-population {method}). The whole set is measured "
+                    "in the background.").format(
+        samples=f"{ev.samples:,}", population=f"{population:,}", low=f"{interval[0]:.4g}",
+        high=f"{interval[1]:.4g}", method=method)
 
 
 def metrics_row(report: Report, baseline: Report, data: TensorData, *,
@@ -188,73 +224,82 @@ def metrics_row(report: Report, baseline: Report, data: TensorData, *,
     plus, sure = evaluation_text(ev, report.population)
     cols = st.columns(4) + st.columns(4)[:3]
     higher_is_better = data.higher_is_better
-    better = "higher" if higher_is_better else "lower"
     if shows_percent(data):
         change = (ev.metric - base.metric) * 100
         changed_metric(
-            cols[0], ev.metric_name, f"{ev.metric:.2%} {plus}".strip(),
-            f"{change:+.2f} pts" if abs(change) >= 0.005 else "no change",
+            cols[0], metric_label(ev.metric_name), f"{ev.metric:.2%} {plus}".strip(),
+            _("{change} pts").format(change=f"{change:+.2f}") if abs(change) >= 0.005
+            else _("no change"),
             "normal" if abs(change) >= 0.005 else "off",
-            help=f"{sure} The change is against the unpruned model on the same samples.",
+            help=_("{sure} The change is against the unpruned model on the same samples.")
+            .format(sure=sure),
         )
     else:
         change = ev.metric - base.metric
         changed_metric(
-            cols[0], ev.metric_name, f"{ev.metric:.5g} {plus}".strip(),
-            f"{change:+.5g}" if change else "no change",
+            cols[0], metric_label(ev.metric_name), f"{ev.metric:.5g} {plus}".strip(),
+            f"{change:+.5g}" if change else _("no change"),
             ("normal" if higher_is_better else "inverse") if change else "off",
-            help=f"{sure} {better.capitalize()} is better; the change is against the "
-            "unpruned model on the same samples.",
+            help=(_("{sure} Higher is better; the change is against the unpruned model on "
+                    "the same samples.") if higher_is_better
+                  else _("{sure} Lower is better; the change is against the unpruned model on "
+                         "the same samples.")).format(sure=sure),
         )
     delta, color = count_delta(report.params_nonzero, baseline.params_nonzero)
     changed_metric(
-        cols[1], "non-zero params", f"{report.params_nonzero:,}", delta, color,
-        help=f"of {report.params_total:,} parameters ({report.sparsity:.1%} zero)",
+        cols[1], _("non-zero params"), f"{report.params_nonzero:,}", delta, color,
+        help=_("of {total} parameters ({zero} zero)").format(
+            total=f"{report.params_total:,}", zero=f"{report.sparsity:.1%}"),
     )
     delta, color = count_delta(report.macs_effective, baseline.macs_effective)
     changed_metric(
-        cols[2], "effective MACs", f"{report.macs_effective:,}", delta, color,
-        help="Weight multiply-accumulates per sample if zero weights were skipped. "
-        f"Dense: {report.macs_dense:,}.",
+        cols[2], _("effective MACs"), f"{report.macs_effective:,}", delta, color,
+        help=_("Weight multiply-accumulates per sample if zero weights were skipped. "
+               "Dense: {dense}.").format(dense=f"{report.macs_dense:,}"),
     )
     for col, label, now, then, tip in (
-        (cols[4], "dense file", report.sizes.dense, baseline.sizes.dense,
-         "fp32 safetensors, as saved: masking does not shrink it"),
-        (cols[5], "sparse file", report.sizes.sparse, baseline.sizes.sparse,
-         "values + 1-bit mask or CSR per tensor, whichever is smaller"),
-        (cols[6], "gzip file", report.sizes.gzip, baseline.sizes.gzip,
-         "gzip of the dense file"),
+        (cols[4], _("dense file"), report.sizes.dense, baseline.sizes.dense,
+         _("fp32 safetensors, as saved: masking does not shrink it")),
+        (cols[5], _("sparse file"), report.sizes.sparse, baseline.sizes.sparse,
+         _("values + 1-bit mask or CSR per tensor, whichever is smaller")),
+        (cols[6], _("gzip file"), report.sizes.gzip, baseline.sizes.gzip,
+         _("gzip of the dense file")),
     ):
         if now is None:
-            col.metric(label, MEASURING if measuring else "not measured",
-                       help=f"{tip}; compressing the whole file is slow, so it is measured "
-                       "in the background after the plan settles")
+            col.metric(label, _(MEASURING) if measuring else _("not measured"),
+                       help=_("{tip}; compressing the whole file is slow, so it is measured "
+                              "in the background after the plan settles").format(tip=tip))
             continue
+        in_bytes = _("{tip}; {count} bytes").format(tip=tip, count=f"{now:,}")
         if then is None:  # the unpruned model's is not measured yet: nothing to compare
-            col.metric(label, _kib(now), help=f"{tip}; {now:,} bytes")
+            col.metric(label, _kib(now), help=in_bytes)
             continue
         delta, color = count_delta(now, then)
-        changed_metric(col, label, _kib(now), delta, color, help=f"{tip}; {now:,} bytes")
+        changed_metric(col, label, _kib(now), delta, color, help=in_bytes)
     base_lat = report.latency_reference or baseline.latency
     if report.latency is None:
-        cols[3].metric("latency", MEASURING if measuring else "not measured",
-                       help="Timed in the background once the plan settles, interleaved "
-                       "with the unpruned model, so that a slider move never waits for it.")
+        cols[3].metric(_("latency"), _(MEASURING) if measuring else _("not measured"),
+                       help=_("Timed in the background once the plan settles, interleaved "
+                              "with the unpruned model, so that a slider move never waits for "
+                              "it."))
     elif base_lat is not None:
         lat, gain = report.latency, report.latency_speedup
         lat_delta: str | None = None
         lat_color: DeltaColor = "off"
         if gain is not None:
             lat_delta, lat_color = latency_delta(gain)
-        against = (f"Against the unpruned model timed in the same rounds, interleaved "
-                   f"({base_lat.median_ms:.2f} ms): {gain.text()}" if gain is not None
-                   else f"The unpruned model: {base_lat.median_ms:.2f} ms, not timed in the "
-                   "same rounds, so no change is claimed")
+        base_ms = f"{base_lat.median_ms:.2f}"
+        against = (_("Against the unpruned model timed in the same rounds, interleaved "
+                     "({ms} ms): {speedup}").format(ms=base_ms, speedup=gain.text())
+                   if gain is not None
+                   else _("The unpruned model: {ms} ms, not timed in the same rounds, so no "
+                          "change is claimed").format(ms=base_ms))
         changed_metric(
-            cols[3], "latency", f"{lat.median_ms:.2f} ms", lat_delta, lat_color, arrow=False,
-            help=f"Median {lat.conditions()} "
-            f"(p10 {lat.p10_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms). {against}. A change is "
-            "shown only when its 95% interval excludes 1x.",
+            cols[3], _("latency"), f"{lat.median_ms:.2f} ms", lat_delta, lat_color, arrow=False,
+            help=_("Median {conditions} (p10 {p10} ms, p90 {p90} ms). {against}. A change is "
+                   "shown only when its 95% interval excludes 1x.").format(
+                conditions=lat.conditions(), p10=f"{lat.p10_ms:.2f}", p90=f"{lat.p90_ms:.2f}",
+                against=against),
         )
         machine_busy(base_lat)
 
@@ -266,7 +311,7 @@ def run_and_cancel(run_label: str, *, running: bool, run_key: str, cancel_key: s
     cols = st.columns([1, 1, 5])
     clicked = cols[0].button(run_label, type="primary", disabled=running, key=run_key,
                              width="stretch")
-    cols[1].button("Cancel", disabled=not running, key=cancel_key, on_click=cancel,
+    cols[1].button(_("Cancel"), disabled=not running, key=cancel_key, on_click=cancel,
                    width="stretch", help=cancel_help)
     return bool(clicked)
 
@@ -302,26 +347,31 @@ def baseline_metrics(space: Workspace) -> None:
         ev = base.best_evaluation
         plus, sure = evaluation_text(ev, base.population)
         cols = st.container(key="pv_baseline").columns(5)
-        cols[0].metric(ev.metric_name, f"{show_metric(ev.metric, shows_percent(data))} {plus}"
-                       .strip(), help=f"{sure} " + ("Higher" if data.higher_is_better
-                                                    else "Lower") + " is better.")
-        cols[1].metric("parameters", compact_count(base.params_total),
-                       help=f"{base.params_total:,} parameters")
-        cols[2].metric("weight MACs / sample", compact_count(base.macs_dense),
-                       help=f"{base.macs_dense:,} multiply-accumulates of the weights")
-        cols[3].metric("file (safetensors)", file_size(base.sizes.dense),
-                       help=f"{base.sizes.dense:,} bytes")
+        better = (_("{sure} Higher is better.") if data.higher_is_better
+                  else _("{sure} Lower is better.")).format(sure=sure)
+        cols[0].metric(metric_label(ev.metric_name),
+                       f"{show_metric(ev.metric, shows_percent(data))} {plus}".strip(),
+                       help=better)
+        cols[1].metric(_("parameters"), compact_count(base.params_total),
+                       help=_("{count} parameters").format(count=f"{base.params_total:,}"))
+        cols[2].metric(_("weight MACs / sample"), compact_count(base.macs_dense),
+                       help=_("{count} multiply-accumulates of the weights")
+                       .format(count=f"{base.macs_dense:,}"))
+        cols[3].metric(_("file (safetensors)"), file_size(base.sizes.dense),
+                       help=_("{count} bytes").format(count=f"{base.sizes.dense:,}"))
         if base.latency is not None:
             lat = base.latency
-            cols[4].metric("latency", f"{lat.median_ms:.2f} ms ±{lat.spread / 2:.0%}",
-                           help=f"Median {lat.conditions()}; its runs spread from "
-                           f"{lat.p10_ms:.2f} ms (p10) to {lat.p90_ms:.2f} ms (p90). Latency "
-                           "timed in another tab at another moment agrees within this spread "
-                           "unless the machine is busy (then this page says so).")
+            cols[4].metric(_("latency"), f"{lat.median_ms:.2f} ms ±{lat.spread / 2:.0%}",
+                           help=_("Median {conditions}; its runs spread from {p10} ms (p10) to "
+                                  "{p90} ms (p90). Latency timed in another tab at another "
+                                  "moment agrees within this spread unless the machine is busy "
+                                  "(then this page says so).").format(
+                               conditions=lat.conditions(), p10=f"{lat.p10_ms:.2f}",
+                               p90=f"{lat.p90_ms:.2f}"))
         else:
-            cols[4].metric("latency", MEASURING if running else "not measured",
-                           help="Timed in the background after opening, so that the page "
-                           "never waits for it.")
+            cols[4].metric(_("latency"), _(MEASURING) if running else _("not measured"),
+                           help=_("Timed in the background after opening, so that the page "
+                                  "never waits for it."))
         machine_busy(base.latency)
         if every is not None and not running:
             st.rerun()  # all in: redraw the page once, without polling

@@ -21,10 +21,37 @@ from pruneviz.core.granularity import Granularity
 from pruneviz.core.plan import LayerPlan
 from pruneviz.core.session import PruningSession
 from pruneviz.errors import PrunevizError
+from pruneviz.i18n import N_, _
 
 # lsh_scores puts every bucket's strongest structure at 0.5 or above and every other
 # member of a bucket (a near-duplicate) below it.
 _DUPLICATE_BELOW = 0.5
+
+# what one structure is, for people (the ids stay English in the code and the files)
+UNIT_LABELS = {"filter": N_("filter"), "channel": N_("channel"), "weight": N_("weight"),
+               "head": N_("head"), "hidden unit": N_("hidden unit")}
+# criterion ids that are plain English words get a translated name; the others (l1, taylor,
+# fpgm, ...) are names and shown as they are
+CRITERION_LABELS = {"random": N_("random"), "activation": N_("activation"),
+                    "ablation": N_("ablation")}
+# granularities for people (2:4 and 4:8 are shown as they are)
+GRANULARITY_LABELS = {"unstructured": N_("unstructured"), "filter": N_("filter"),
+                      "channel": N_("channel")}
+
+
+def unit_label(unit: str) -> str:
+    """A structure's name (`unit_name`) in the current language."""
+    return _(UNIT_LABELS[unit]) if unit in UNIT_LABELS else unit
+
+
+def criterion_label(name: str) -> str:
+    """A criterion's id as shown: translated when it is an English word, else the id."""
+    return _(CRITERION_LABELS[name]) if name in CRITERION_LABELS else name
+
+
+def granularity_label(value: str) -> str:
+    """A granularity's value as shown, in the current language."""
+    return _(GRANULARITY_LABELS[value]) if value in GRANULARITY_LABELS else value
 
 
 @dataclass(frozen=True)
@@ -70,15 +97,16 @@ def lsh_note(session: PruningSession, layer: str, granularity: Granularity) -> s
         group.out_layers if granularity is Granularity.FILTER else group.in_layers) or [layer]
     if any(near_duplicates(session, m, granularity) for m in members):
         return None
-    unit = unit_name(session, layer, granularity)
+    unit = unit_label(unit_name(session, layer, granularity))
     count = session.structures(layer, granularity).count
     if group is None or len(members) == 1:
-        how = "so it ranks them by L2 norm exactly as l2 does"
+        how = _("so it ranks them by L2 norm exactly as l2 does")
     else:
-        how = (f"so it ranks them by L2 norm, as l2 does (for the {len(members)} coupled "
-               "layers the two combine the norms a little differently)")
-    return (f"{layer}: lsh found no near-duplicate {unit}s among its {count} (every "
-            f"{unit} hashes to a bucket of its own), {how}")
+        how = _("so it ranks them by L2 norm, as l2 does (for the {count} coupled layers the "
+                "two combine the norms a little differently)").format(count=len(members))
+    return _("{layer}: lsh found no near-duplicate {unit}s among its {count} (every {unit} "
+             "hashes to a bucket of its own), {how}").format(layer=layer, unit=unit,
+                                                             count=count, how=how)
 
 
 def identical_choices(pruned_by: Mapping[str, Tensor]) -> list[list[str]]:
@@ -101,7 +129,10 @@ def identical_choices(pruned_by: Mapping[str, Tensor]) -> list[list[str]]:
 
 def _listed(names: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+    names = [criterion_label(name) for name in names]
+    if len(names) == 1:
+        return names[0]
+    return _("{names} and {last}").format(names=_(", ").join(names[:-1]), last=names[-1])
 
 
 def identical_note(layer: str, unit: str, sparsity: float,
@@ -110,9 +141,10 @@ def identical_note(layer: str, unit: str, sparsity: float,
     notes = []
     for names in identical_choices(pruned_by):
         pruned = pruned_by[names[0]]
-        notes.append(f"{layer}: {_listed(names)} remove the same {int(pruned.sum())} of "
-                     f"{pruned.numel()} {unit}s at {sparsity:.0%}: choosing between them "
-                     "changes nothing here")
+        notes.append(_("{layer}: {criteria} remove the same {count} of {total} {unit}s at "
+                       "{sparsity}: choosing between them changes nothing here").format(
+            layer=layer, criteria=_listed(names), count=int(pruned.sum()),
+            total=pruned.numel(), unit=unit_label(unit), sparsity=f"{sparsity:.0%}"))
     return notes
 
 
@@ -138,7 +170,7 @@ def compare_criteria(
     skipped: dict[str, str] = {}
     for name in names:
         if get_criterion(name).needs_data and session.calibration is None:
-            skipped[name] = "needs calibration data, which this session has none of"
+            skipped[name] = _("needs calibration data, which this session has none of")
             continue
         reason = session.unsupported(layer, granularity, name)
         if reason is not None:
@@ -199,10 +231,14 @@ def plan_notes(session: PruningSession) -> list[str]:
             if group is not None and group.unit != "channel":  # rows of a layer: count units
                 count = len(session.pruned_units().get(group.id, []))
                 total = group.size
-            notes.append(f"{layer}: {_listed(same)} would remove the same "
-                         f"{count} of {total} {unit}s as {entry.criterion}")
+            notes.append(_("{layer}: {criteria} would remove the same {count} of {total} "
+                           "{unit}s as {criterion}").format(
+                layer=layer, criteria=_listed(same), count=count, total=total,
+                unit=unit_label(unit), criterion=criterion_label(entry.criterion)))
     return notes
 
 
-__all__ = ["CriteriaComparison", "compare_criteria", "identical_choices", "identical_note",
-           "lsh_note", "near_duplicates", "plan_notes", "pruned_structures", "unit_name"]
+__all__ = ["CRITERION_LABELS", "GRANULARITY_LABELS", "UNIT_LABELS", "CriteriaComparison",
+           "compare_criteria", "criterion_label", "granularity_label", "identical_choices",
+           "identical_note", "lsh_note", "near_duplicates", "plan_notes", "pruned_structures",
+           "unit_label", "unit_name"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pruneviz.errors import PrunevizError
+from pruneviz.i18n import _
 
 SECRET_ENV = "PRUNEVIZ_CLASSROOM_SECRET"  # noqa: S105 - a variable's name
 CLASSROOM_FLAG = "--classroom"  # among the app's start arguments: serve to a room
@@ -124,11 +125,12 @@ def server_access(app_args: list[str], env: Mapping[str, str], address: str,
     if CLASSROOM_FLAG not in app_args:
         if is_local(address):
             return Access()
-        return Access(refused=(
-            f"This server listens on {address or 'every network interface'}, beyond this "
-            "machine, without classroom mode, so it admits nobody. Serve a room with "
-            "`python -m pruneviz serve --classroom --address ADDRESS` and an access secret "
-            "(see docs/classroom.md), or keep the default address 127.0.0.1."))
+        return Access(refused=_(
+            "This server listens on {address}, beyond this machine, without classroom mode, "
+            "so it admits nobody. Serve a room with `python -m pruneviz serve --classroom "
+            "--address ADDRESS` and an access secret (see docs/classroom.md), or keep the "
+            "default address 127.0.0.1.").format(
+                address=address or _("every network interface")))
     given = env.get(SECRET_ENV, "")
     if not given and oidc:
         return Access(classroom=True, oidc=True)
@@ -136,8 +138,9 @@ def server_access(app_args: list[str], env: Mapping[str, str], address: str,
         secret = check_secret(given, SECRET_ENV)
     except PrunevizError as exc:
         return Access(classroom=True, oidc=oidc,
-                      refused=f"Classroom mode without a usable access secret: {exc}. The "
-                      "teacher must restart the server with one.")
+                      refused=_("Classroom mode without a usable access secret: {reason}. "
+                                "The teacher must restart the server with one.")
+                      .format(reason=exc))
     return Access(classroom=True, secret=digest(secret), oidc=oidc)
 
 

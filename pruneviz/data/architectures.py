@@ -1,4 +1,4 @@
-"""Five small sample architectures for the 8x8 digits, each taking (N, 1, 8, 8) float32.
+"""Six small sample architectures for the 8x8 digits, each taking (N, 1, 8, 8) float32.
 
 They are deliberately plain (named submodules, no functional activations) so pruning
 tools and the app can walk and display them layer by layer.
@@ -49,6 +49,37 @@ class DigitsCNN(nn.Module):
         """Class logits (N, 10) for images (N, 1, 8, 8)."""
         x = self.pool1(self.relu1(self.conv1(x)))
         x = self.pool2(self.relu2(self.conv2(x)))
+        logits: Tensor = self.fc(self.flatten(x))
+        return logits
+
+
+class DigitsTeachCNN(nn.Module):
+    """Two conv-BN-ReLU stages with channel dropout, a global max-pool and a 64 -> 10 classifier.
+
+    Made for lessons: channel dropout (Dropout2d) spreads what the model knows across its
+    filters, so one-shot filter pruning costs accuracy gradually; the first conv (9 weights
+    a filter) and the small classifier stay more sensitive than the wide middle conv.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.drop1 = nn.Dropout2d(0.3)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(4)
+        self.drop2 = nn.Dropout2d(0.3)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(64, NUM_CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits (N, 10) for images (N, 1, 8, 8)."""
+        x = self.drop1(self.pool1(self.relu1(self.bn1(self.conv1(x)))))
+        x = self.drop2(self.pool2(self.relu2(self.bn2(self.conv2(x)))))
         logits: Tensor = self.fc(self.flatten(x))
         return logits
 
@@ -173,4 +204,5 @@ __all__ = [
     "DigitsLSTM",
     "DigitsMLP",
     "DigitsResNet",
+    "DigitsTeachCNN",
 ]

@@ -19,11 +19,13 @@ from pruneviz.data.architectures import (
     DigitsLSTM,
     DigitsMLP,
     DigitsResNet,
+    DigitsTeachCNN,
 )
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData, load_digits
 from pruneviz.data.training import TrainRecipe
 from pruneviz.errors import ModelError, SampleNotFoundError
+from pruneviz.i18n import N_
 
 SAMPLE_DIR: Path = Path(__file__).resolve().parents[2] / "sample_models"
 DIGITS_INPUT_SHAPE: tuple[int, ...] = (1, 8, 8)
@@ -61,8 +63,8 @@ SAMPLES: dict[str, SampleSpec] = {
     for spec in (
         SampleSpec(
             name="digits_mlp",
-            title="Digits MLP",
-            description=(
+            title=N_("Digits MLP"),
+            description=N_(
                 "A plain fully connected network that reads all 64 pixels of a handwritten "
                 "digit at once and says which digit (0-9) it is."
             ),
@@ -73,8 +75,8 @@ SAMPLES: dict[str, SampleSpec] = {
         ),
         SampleSpec(
             name="digits_cnn",
-            title="Digits CNN",
-            description=(
+            title=N_("Digits CNN"),
+            description=N_(
                 "A small convolutional network that scans a handwritten digit with learned "
                 "3x3 filters and says which digit (0-9) it is."
             ),
@@ -85,8 +87,8 @@ SAMPLES: dict[str, SampleSpec] = {
         ),
         SampleSpec(
             name="digits_resnet",
-            title="Digits ResNet",
-            description=(
+            title=N_("Digits ResNet"),
+            description=N_(
                 "A small residual network, the design behind many photo recognisers, that looks "
                 "at an enlarged handwritten digit and says which digit (0-9) it is."
             ),
@@ -97,8 +99,8 @@ SAMPLES: dict[str, SampleSpec] = {
         ),
         SampleSpec(
             name="digits_lstm",
-            title="Digits LSTM",
-            description=(
+            title=N_("Digits LSTM"),
+            description=N_(
                 "A recurrent network that reads a handwritten digit one pixel row at a time, "
                 "top to bottom, and then says which digit (0-9) it is."
             ),
@@ -109,8 +111,8 @@ SAMPLES: dict[str, SampleSpec] = {
         ),
         SampleSpec(
             name="digits_autoencoder",
-            title="Digits autoencoder",
-            description=(
+            title=N_("Digits autoencoder"),
+            description=N_(
                 "A network that squeezes a handwritten digit into a small code and redraws it "
                 "from that code; it is scored by how closely the redrawing matches."
             ),
@@ -118,6 +120,18 @@ SAMPLES: dict[str, SampleSpec] = {
             task=Task.RECONSTRUCTION,
             input_shape=DIGITS_INPUT_SHAPE,
             train_recipe=TrainRecipe(epochs=60, lr=3e-3, batch_size=TRAIN_BATCH),
+        ),
+        SampleSpec(
+            name="digits_teach",
+            title=N_("Digits CNN for lessons"),
+            description=N_(
+                "A small convolutional network trained to spread what it knows across its "
+                "filters, so pruning costs accuracy gradually; made for the guided lessons."
+            ),
+            build=DigitsTeachCNN,
+            task=Task.CLASSIFICATION,
+            input_shape=DIGITS_INPUT_SHAPE,
+            train_recipe=TrainRecipe(epochs=30, lr=2e-3, batch_size=TRAIN_BATCH),
         ),
     )
 }

@@ -46,6 +46,7 @@ from pruneviz.data.sources import check_fit
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import DataError, ModelError
+from pruneviz.i18n import N_, _
 
 DataSplit = Literal["evaluation", "training"]
 DATA_SPLITS: tuple[DataSplit, ...] = ("evaluation", "training")
@@ -53,7 +54,7 @@ MAX_UPLOAD_BYTES = 100 * 2**20  # one uploaded data file, as sent (zip or not)
 MAX_ZIP_MEMBERS = 50_000  # files (and folders) in an uploaded zip
 UPLOAD_SUFFIXES = (".npz", ".csv", ".zip")
 PREVIEW_IMAGES = 8  # inputs `preview` draws as images
-UPLOAD_HELP = (
+UPLOAD_HELP = N_(
     "An .npz file with arrays x (inputs) and y (targets; leave y out for an autoencoder); "
     "a .csv file of numeric columns, one of them the targets (the label column: default a "
     "column named label, target or y, else the last one); or a .zip of an image folder "
@@ -104,7 +105,8 @@ class DataPreview:
 
 def describe_uploads() -> str:
     """The accepted upload forms and the size limit, for the page."""
-    return f"{UPLOAD_HELP} At most {MAX_UPLOAD_BYTES // 2**20} MB per file."
+    return _("{forms} At most {size} MB per file.").format(
+        forms=_(UPLOAD_HELP), size=MAX_UPLOAD_BYTES // 2**20)
 
 
 def read_upload(
@@ -259,17 +261,19 @@ def _unpacked_ref(name: str, content: bytes, folder: Path, split: Split, idx_kin
     root.mkdir()
     skipped = _unpack(name, content, root)
     if skipped:
-        notes.append(f"{skipped} metadata file(s) in {name} (__MACOSX, ._*) were skipped")
+        notes.append(_("{count} metadata file(s) in {name} (__MACOSX, ._*) were skipped")
+                     .format(count=skipped, name=name))
     idx_dirs = sorted({p.parent for p in root.rglob("*")
                        if p.is_file() and _IDX_FILE.fullmatch(p.name)})
     if idx_dirs:
         prefix = "t10k" if split == "test" else "train"
         wanted = [d for d in idx_dirs if any(p.name.startswith(prefix) for p in d.iterdir())]
         where = (wanted or idx_dirs)[0]
-        checked = {"idx": "structure-checked only", "mnist": "checked against the official "
-                   "MNIST checksums", "fashion-mnist": "checked against the official "
-                   "Fashion-MNIST checksums"}[idx_kind]
-        notes.append(f"read as IDX files ({checked})")
+        checked = {"idx": _("structure-checked only"),
+                   "mnist": _("checked against the official MNIST checksums"),
+                   "fashion-mnist": _("checked against the official Fashion-MNIST checksums"),
+                   }[idx_kind]
+        notes.append(_("read as IDX files ({checked})").format(checked=checked))
         return f"{idx_kind}:{where}"
     # One folder around everything (zipping a folder makes one): read what is inside it.
     while True:
@@ -280,7 +284,8 @@ def _unpacked_ref(name: str, content: bytes, folder: Path, split: Split, idx_kin
         else:
             break
     if (root / "train").is_dir() and (root / "test").is_dir():
-        notes.append(f"the {split}/ folder of the zip was read (it has train/ and test/)")
+        notes.append(_("the {split}/ folder of the zip was read (it has train/ and test/)")
+                     .format(split=split))
     return str(root)
 
 

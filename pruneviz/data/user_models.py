@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from pruneviz.data.userfile import call_user
 from pruneviz.errors import ModelError
+from pruneviz.i18n import _
 
 SAVE_HINT = (
     "save the weights as a state dict: torch.save(model.state_dict(), 'weights.pt'), or "
@@ -345,9 +346,9 @@ def _as_state_dict(obj: Any, label: str, notes: list[str] | None) -> dict[str, T
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner and _all_tensors(inner):
             if notes is not None:
-                notes.append(f"{label} is a checkpoint: its weights were read from the "
-                             f"{key!r} entry (the others were ignored: "
-                             f"{_listed([str(k) for k in obj if k != key])})")
+                notes.append(_("{file} is a checkpoint: its weights were read from the {key} "
+                               "entry (the others were ignored: {others})").format(
+                    file=label, key=repr(key), others=_listed([str(k) for k in obj if k != key])))
             return dict(inner)
     for key in CHECKPOINT_KEYS:
         inner = obj.get(key)

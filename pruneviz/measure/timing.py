@@ -43,11 +43,12 @@ from torch import Tensor, nn
 
 from pruneviz.core.layers import eval_mode, model_device
 from pruneviz.errors import Cancelled
+from pruneviz.i18n import N_, _
 from pruneviz.measure.machine import compute_turn, load_per_core
 
 FASTER = "faster"
 SLOWER = "slower"
-WITHIN_NOISE = "within noise"
+WITHIN_NOISE = N_("within noise")  # a verdict; shown as _(WITHIN_NOISE)
 CONFIDENCE = 0.95
 WARMUP = 3
 # The machine is called busy when the reference's own timings spread (p10 to p90) over
@@ -88,23 +89,29 @@ class Latency:
     def conditions(self) -> str:
         """How it was measured, for people: "on CPU, batch 64, 2 threads, 20 runs" (on a
         GPU without the threads, which do not run it)."""
-        threads = f"{self.threads} threads, " if self.device == "cpu" else ""
-        return f"on {self.where}, batch {self.batch_size}, {threads}{self.runs} runs"
+        if self.device == "cpu":
+            return _("on {device}, batch {batch}, {threads} threads, {runs} runs").format(
+                device=self.where, batch=self.batch_size, threads=self.threads, runs=self.runs)
+        return _("on {device}, batch {batch}, {runs} runs").format(
+            device=self.where, batch=self.batch_size, runs=self.runs)
 
     def busy(self) -> str | None:
         """Why the machine was too busy for these timings to be trusted, or None: the runs
         varied more than BUSY_SPREAD of the median, or the load was above BUSY_LOAD per core."""
         reasons = []
         if self.spread > BUSY_SPREAD:
-            reasons.append(f"the same model's timed runs varied by {self.spread:.0%} "
-                           f"(p10 {self.p10_ms:.2f} ms to p90 {self.p90_ms:.2f} ms)")
+            reasons.append(_("the same model's timed runs varied by {spread} (p10 {p10} ms to "
+                             "p90 {p90} ms)").format(spread=f"{self.spread:.0%}",
+                                                     p10=f"{self.p10_ms:.2f}",
+                                                     p90=f"{self.p90_ms:.2f}"))
         if self.load_per_core is not None and self.load_per_core > BUSY_LOAD:
-            reasons.append(f"its load was {self.load_per_core:.1f} runnable threads per core")
+            reasons.append(_("its load was {load} runnable threads per core")
+                           .format(load=f"{self.load_per_core:.1f}"))
         if not reasons:
             return None
-        return ("The machine is busy: " + " and ".join(reasons) + ". Latency figures measured "
-                "now are unreliable and can disagree between tabs; close other programs or "
-                "tabs, wait, and measure again.")
+        return _("The machine is busy: {reasons}. Latency figures measured now are unreliable "
+                 "and can disagree between tabs; close other programs or tabs, wait, and "
+                 "measure again.").format(reasons=_(" and ").join(reasons))
 
 
 def summarise(times: Sequence[float], batch_size: int, device: torch.device | str,
@@ -154,18 +161,22 @@ class Speedup:
         """"95% CI 1.62-1.81x" (`slower`: of the slow-down, 1 / the speed-up), or why
         there is none."""
         if not math.isfinite(self.high):
-            return f"too few runs ({self.pairs}) for an interval"
+            return _("too few runs ({pairs}) for an interval").format(pairs=self.pairs)
         low, high = (1 / self.high, 1 / self.low) if slower else (self.low, self.high)
-        return f"{self.confidence:.0%} CI {low:.2f}-{high:.2f}x"
+        return _("{confidence} CI {low}-{high}x").format(
+            confidence=f"{self.confidence:.0%}", low=f"{low:.2f}", high=f"{high:.2f}")
 
     def text(self) -> str:
         """For people: "1.73x faster (95% CI 1.62-1.81x)", "1.25x slower (95% CI
         1.11-1.33x)" or "within noise (speed-up 0.98x, 95% CI 0.90-1.05x)"."""
         if self.verdict == FASTER:
-            return f"{self.ratio:.2f}x faster ({self.interval_text()})"
+            return _("{ratio}x faster ({interval})").format(
+                ratio=f"{self.ratio:.2f}", interval=self.interval_text())
         if self.verdict == SLOWER:
-            return f"{1 / self.ratio:.2f}x slower ({self.interval_text(slower=True)})"
-        return f"within noise (speed-up {self.ratio:.2f}x, {self.interval_text()})"
+            return _("{ratio}x slower ({interval})").format(
+                ratio=f"{1 / self.ratio:.2f}", interval=self.interval_text(slower=True))
+        return _("within noise (speed-up {ratio}x, {interval})").format(
+            ratio=f"{self.ratio:.2f}", interval=self.interval_text())
 
     def short(self) -> str:
         """For a metric card's delta: "1.73x faster", "1.20x slower" or "within noise"."""

@@ -24,6 +24,9 @@ import numpy.typing as npt
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from pruneviz.core.explain import criterion_label, unit_label
+from pruneviz.i18n import _
+
 KEPT = "#4C78A8"
 PRUNED = "#E45756"
 THRESHOLD = "#444444"
@@ -43,7 +46,7 @@ _GAP = np.array([150, 150, 150], dtype=np.uint8)  # frames tiles, near-white one
 
 MAX_BARS = 600  # score_bars draws bars up to this many structures, a filled line beyond
 LINE_POINTS = 600  # points kept when the filled line is downsampled
-UNITS = ("filter", "channel", "weight")
+UNITS = ("filter", "channel", "weight", "head", "hidden unit")  # what one scored structure is
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -210,20 +213,21 @@ def weight_histogram(
         return {
             "type": "bar", "x": centers, "y": counts, "width": widths, "name": name,
             "marker": {"color": color, "line": {"width": 0}}, "customdata": ranges,
-            "hovertemplate": f"{name}: %{{y:,}}<br>w in [%{{customdata[0]:.4g}}, "
-            "%{customdata[1]:.4g}]<extra></extra>",
+            "hovertemplate": _("{name}: %{{y:,}}<br>w in [%{{customdata[0]:.4g}}, "
+                               "%{{customdata[1]:.4g}}]<extra></extra>").format(name=name),
         }
 
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     if t is not None:
         shapes = [_band(-t, t), _vertical_line(-t), _vertical_line(t)]
-        annotations = [_band_label(0.0, f"pruned: |w| < {t:.3g}")]
+        annotations = [_band_label(0.0, _("pruned: |w| < {threshold}").format(
+            threshold=f"{t:.3g}"))]
     n_pruned = int(w.size - np.count_nonzero(keep))
     layout = _layout(
-        f"{layer}: weight distribution",
-        "weight value",
-        "count (weights)",
+        _("{layer}: weight distribution").format(layer=layer),
+        _("weight value"),
+        _("count (weights)"),
         yaxis={"type": "log"} if log_y else None,
         barmode="stack",
         bargap=0,
@@ -231,8 +235,8 @@ def weight_histogram(
         annotations=annotations,
         meta={"threshold": t, "pruned": n_pruned},
     )
-    return _unchecked([bars(kept_counts, "kept", KEPT), bars(pruned_counts, "pruned", PRUNED)],
-                      layout)
+    return _unchecked([bars(kept_counts, _("kept"), KEPT),
+                       bars(pruned_counts, _("pruned"), PRUNED)], layout)
 
 
 # -- 2. sorted scores ---------------------------------------------------------------------------
@@ -270,14 +274,17 @@ def score_bars(
         raise ValueError("sorted_scores must be sorted ascending (lowest score first)")
     t = _validate_threshold(threshold)
 
-    hover = f"rank %{{x:,}}<br>{criterion} score: %{{y:.4g}}<extra>%{{fullData.name}}</extra>"
+    shown = criterion_label(criterion)
+    hover = _("rank %{{x:,}}<br>{criterion} score: %{{y:.4g}}<extra>%{{fullData.name}}</extra>"
+              ).format(criterion=shown)
+    pruned_name, kept_name = _("pruned"), _("kept")
     traces: list[dict[str, Any]]
     if n <= MAX_BARS:
         ranks = np.arange(n)
         traces = [
-            {"type": "bar", "x": ranks[:pruned], "y": s[:pruned], "name": "pruned",
+            {"type": "bar", "x": ranks[:pruned], "y": s[:pruned], "name": pruned_name,
              "marker": {"color": PRUNED}, "hovertemplate": hover},
-            {"type": "bar", "x": ranks[pruned:], "y": s[pruned:], "name": "kept",
+            {"type": "bar", "x": ranks[pruned:], "y": s[pruned:], "name": kept_name,
              "marker": {"color": KEPT}, "hovertemplate": hover},
         ]
     else:
@@ -286,7 +293,7 @@ def score_bars(
         traces = [
             {"type": "scattergl", "x": i, "y": s[i], "name": name, "mode": "lines",
              "fill": "tozeroy", "line": {"color": color, "width": 1.5}, "hovertemplate": hover}
-            for i, name, color in ((low, "pruned", PRUNED), (high, "kept", KEPT))
+            for i, name, color in ((low, pruned_name, PRUNED), (high, kept_name, KEPT))
         ]
     shapes: list[dict[str, Any]] = []
     if pruned > 0:
@@ -294,9 +301,10 @@ def score_bars(
     if t is not None:
         shapes.append(_horizontal_line(t))
     layout = _layout(
-        f"{layer}: {criterion} score per {unit}",
-        "structure rank (lowest score first)",
-        f"{criterion} score",
+        _("{layer}: {criterion} score per {unit}").format(
+            layer=layer, criterion=shown, unit=unit_label(unit)),
+        _("structure rank (lowest score first)"),
+        _("{criterion} score").format(criterion=shown),
         xaxis={"range": [-0.5, n - 0.5]} if n else None,
         bargap=0.1 if n <= 64 else 0,
         shapes=shapes,
@@ -328,21 +336,21 @@ def layer_overview(
     sparsity = np.divide(zeroed, total, out=np.zeros(len(total)), where=total > 0) * 100
     share = np.asarray(macs_share, dtype=np.float64) * 100
     custom = np.column_stack([sparsity, share, total])
-    hover = (
+    hover = _(
         "<b>%{x}</b><br>%{fullData.name}: %{y:,}<br>sparsity: %{customdata[0]:.1f}%"
         "<br>MACs share: %{customdata[1]:.1f}%<br>parameters: %{customdata[2]:,}<extra></extra>"
     )
     x = list(names)
     traces = [
-        go.Bar(x=x, y=kept, name="kept (non-zero)", marker_color=KEPT, customdata=custom,
+        go.Bar(x=x, y=kept, name=_("kept (non-zero)"), marker_color=KEPT, customdata=custom,
                hovertemplate=hover),
-        go.Bar(x=x, y=zeroed, name="zeroed", marker_color=PRUNED, customdata=custom,
+        go.Bar(x=x, y=zeroed, name=_("zeroed"), marker_color=PRUNED, customdata=custom,
                hovertemplate=hover),
     ]
     layout = _layout(
-        "Parameters per layer (kept vs zeroed)",
-        "layer",
-        "parameters",
+        _("Parameters per layer (kept vs zeroed)"),
+        _("layer"),
+        _("parameters"),
         xaxis={"type": "category", "categoryorder": "array", "categoryarray": x},
         barmode="stack",
         meta={"sparsity_percent": sparsity.tolist()},
@@ -410,9 +418,10 @@ def kernel_grid(
     )
     indices = np.flatnonzero(dim).tolist()
     layout = _layout(
-        f"{layer}: kernels ({len(indices)} of {n} filters pruned, dimmed)",
-        "filter index: row start + column offset",
-        "row start",
+        _("{layer}: kernels ({pruned} of {total} filters pruned, dimmed)").format(
+            layer=layer, pruned=len(indices), total=n),
+        _("filter index: row start + column offset"),
+        _("row start"),
         xaxis={"tickvals": [gap + c * step_x + (tw - 1) / 2 for c in range(cols)],
                "ticktext": [f"+{c}" for c in range(cols)], "ticks": "", "showgrid": False,
                "zeroline": False},
@@ -452,24 +461,27 @@ def criteria_disagreement(
     names = list(pruned_by_criterion)
     n = matrix.shape[1]
     disagreements = int(np.count_nonzero(matrix.any(axis=0) & ~matrix.all(axis=0)))
+    shown = unit_label(unit)
     heatmap = go.Heatmap(
         z=matrix.astype(np.int8),
         x=np.arange(n),
-        y=names,
+        y=[criterion_label(name) for name in names],
         zmin=0,
         zmax=1,
         colorscale=[[0.0, KEPT], [0.5, KEPT], [0.5, PRUNED], [1.0, PRUNED]],
         xgap=1 if n <= 128 else 0,
         ygap=2,
-        colorbar={"tickvals": [0.25, 0.75], "ticktext": ["kept", "pruned"], "thickness": 12,
-                  "len": 0.6},
-        hovertemplate=f"%{{y}}<br>{unit} %{{x}}: %{{z}}<extra>1 = pruned, 0 = kept</extra>",
+        colorbar={"tickvals": [0.25, 0.75], "ticktext": [_("kept"), _("pruned")],
+                  "thickness": 12, "len": 0.6},
+        hovertemplate=_("%{{y}}<br>{unit} %{{x}}: %{{z}}<extra>1 = pruned, 0 = kept</extra>")
+        .format(unit=shown),
     )
     layout = _layout(
-        f"{layer}: which {unit}s each criterion prunes",
-        f"{unit} index",
-        "criterion",
-        subtitle=f"{disagreements} of {n} {unit}s pruned by some criteria and kept by others",
+        _("{layer}: which {unit}s each criterion prunes").format(layer=layer, unit=shown),
+        _("{unit} index").format(unit=shown),
+        _("criterion"),
+        subtitle=_("{count} of {total} {unit}s pruned by some criteria and kept by others")
+        .format(count=disagreements, total=n, unit=shown),
         yaxis={"type": "category", "autorange": "reversed"},
         meta={"disagreements": disagreements},
     )
@@ -498,24 +510,25 @@ def outlier_ratio_bars(
         raise ValueError("every outlier ratio must be a fraction in [0, 1]")
     x = list(names)
     traces: list[go.BaseTraceType] = [go.Bar(
-        x=x, y=r, name=f"outlier ratio (scores > {m:g}x mean)", marker_color=PARETO,
-        hovertemplate="<b>%{x}</b><br>outlier ratio: %{y:.3f}%<extra></extra>")]
+        x=x, y=r, name=_("outlier ratio (scores > {m}x mean)").format(m=f"{m:g}"),
+        marker_color=PARETO,
+        hovertemplate=_("<b>%{x}</b><br>outlier ratio: %{y:.3f}%<extra></extra>"))]
     extra: dict[str, Any] = {}
     if sparsities is not None:
         sp = _floats(sparsities, "sparsities") * 100
         traces.append(go.Scatter(
-            x=x, y=sp, name="owl sparsity", mode="markers+lines", yaxis="y2",
+            x=x, y=sp, name=_("owl sparsity"), mode="markers+lines", yaxis="y2",
             marker={"color": PRUNED, "size": 9}, line={"color": PRUNED, "dash": "dot"},
-            hovertemplate="<b>%{x}</b><br>owl sparsity: %{y:.1f}%<extra></extra>"))
-        extra["yaxis2"] = {"title": {"text": "sparsity OWL gives the layer (%)"},
+            hovertemplate=_("<b>%{x}</b><br>owl sparsity: %{y:.1f}%<extra></extra>")))
+        extra["yaxis2"] = {"title": {"text": _("sparsity OWL gives the layer (%)")},
                            "overlaying": "y", "side": "right", "range": [0, 100],
                            "showgrid": False}
     layout = _layout(
-        "Outlier ratio per layer",
-        "layer",
-        "outlier ratio (% of the layer's wanda scores)",
+        _("Outlier ratio per layer"),
+        _("layer"),
+        _("outlier ratio (% of the layer's wanda scores)"),
         xaxis={"type": "category", "categoryorder": "array", "categoryarray": x},
-        subtitle="layers with more outliers are pruned less (OWL)",
+        subtitle=_("layers with more outliers are pruned less (OWL)"),
         meta={"ratios_percent": r.tolist(),
               "sparsity_percent": None if sparsities is None else sp.tolist()},
         **extra,

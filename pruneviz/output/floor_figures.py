@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
+from pruneviz.i18n import _
 from pruneviz.output.figures import KEPT, PARETO, PRUNED, THRESHOLD, _horizontal_line, _layout
 
 if TYPE_CHECKING:  # only read for its attributes: figures need no torch through this module
@@ -53,16 +54,18 @@ def floor_curve(result: FloorResult) -> go.Figure:
     (sparsity, MACs or sparse file size), met / missed coloured, ~95% error bars where the
     metric has a standard error, the floor as a dashed line and the chosen plan starred."""
     curve = result.curve
-    name = result.metric_name
+    name = _("accuracy") if result.metric_name == "accuracy" else result.metric_name
     objective = result.objective.value
     x_title, suffix = {
-        "sparsity": ("overall sparsity (more is better)", "%"),
-        "macs": ("weight MACs, % of the unpruned model's (fewer is better)", "%"),
-        "size": ("sparse weights file, KiB (smaller is better)", ""),
+        "sparsity": (_("overall sparsity (more is better)"), "%"),
+        "macs": (_("weight MACs, % of the unpruned model's (fewer is better)"), "%"),
+        "size": (_("sparse weights file, KiB (smaller is better)"), ""),
     }[objective]
-    hover = (f"knob %{{customdata[0]:.4f}} (%{{customdata[1]}})<br>{name}: %{{y:.4g}}"
-             "<br>sparsity: %{customdata[2]:.1%}<br>MACs: %{customdata[3]:.1%}"
-             "<br>sparse file: %{customdata[4]:,} B<extra></extra>")
+    hover = _("knob {knob} ({phase})<br>{metric_name}: {metric}<br>sparsity: {sparsity}"
+              "<br>MACs: {macs}<br>sparse file: {size} B").format(
+        knob="%{customdata[0]:.4f}", phase="%{customdata[1]}", metric_name=name,
+        metric="%{y:.4g}", sparsity="%{customdata[2]:.1%}", macs="%{customdata[3]:.1%}",
+        size="%{customdata[4]:,}") + "<extra></extra>"
 
     def trace(points: list[FloorPoint], label: str, color: str, **style: Any) -> go.Scatter:
         return go.Scatter(
@@ -77,34 +80,39 @@ def floor_curve(result: FloorResult) -> go.Figure:
 
     traces: list[Any] = [go.Scatter(
         x=[_x(result, p) for p in curve], y=[p.metric for p in curve], mode="lines",
-        name="measured", line={"color": THRESHOLD, "width": 1}, hoverinfo="skip",
+        name=_("measured"), line={"color": THRESHOLD, "width": 1}, hoverinfo="skip",
         showlegend=False)]
     met = [p for p in curve if p.passes]
     missed = [p for p in curve if not p.passes]
     if met:
-        traces.append(trace(met, "meets the floor", KEPT, mode="markers"))
+        traces.append(trace(met, _("meets the floor"), KEPT, mode="markers"))
     if missed:
-        traces.append(trace(missed, "misses it", PRUNED, mode="markers"))
+        traces.append(trace(missed, _("misses it"), PRUNED, mode="markers"))
     chosen = result.chosen
     if chosen is not None:
-        traces.append(trace([chosen], "chosen", PARETO, mode="markers",
+        traces.append(trace([chosen], _("chosen"), PARETO, mode="markers",
                             marker={"symbol": "star", "size": 16,
                                     "line": {"color": THRESHOLD, "width": 1}}))
     floor = result.floor.value
-    better = "higher" if result.floor.higher_is_better else "lower"
-    subtitle = (f"{result.evaluations} plans measured on {result.samples:,} samples; "
-                + ("none meets the floor" if chosen is None else "the star is the chosen plan"))
+    better = (_("{metric_name} (higher is better)") if result.floor.higher_is_better
+              else _("{metric_name} (lower is better)")).format(metric_name=name)
+    subtitle = (_("{count} plans measured on {samples} samples; ").format(
+        count=result.evaluations, samples=f"{result.samples:,}")
+        + (_("none meets the floor") if chosen is None else _("the star is the chosen plan")))
     yaxis, off = _zoom(result)
     if off:
-        subtitle += f"; {off} far beyond the floor off the chart (double-click: all)"
+        subtitle += _("; {count} far beyond the floor off the chart (double-click: all)").format(
+            count=off)
     layout = _layout(
-        f"{name} of every plan the search measured ({result.method.value})",
-        x_title, f"{name} ({better} is better)",
+        _("{metric_name} of every plan the search measured ({method})").format(
+            metric_name=name, method=_(result.method.value)),
+        x_title, better,
         subtitle=subtitle,
         xaxis={"ticksuffix": suffix},
         yaxis=yaxis,
         shapes=[_horizontal_line(floor)],
-        annotations=[{"text": f"floor: {floor:.4g}", "xref": "x domain", "yref": "y",
+        annotations=[{"text": _("floor: {value}").format(value=f"{floor:.4g}"),
+                      "xref": "x domain", "yref": "y",
                       "x": 1.0, "y": floor, "xanchor": "right", "yanchor": "bottom",
                       "showarrow": False, "font": {"color": THRESHOLD, "size": 11}}],
         meta={"floor": floor, "objective": objective,

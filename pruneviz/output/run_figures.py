@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import plotly.graph_objects as go
 
+from pruneviz.i18n import _
 from pruneviz.output.figures import (
     BASELINE,
     HEIGHT,
@@ -137,6 +138,8 @@ METRIC = "#F58518"
 SPARSITY = "#E45756"
 MANY_POINTS = 60  # validation points drawn as a line only, beyond this many
 MANY_EVENTS = 30  # pruning events not drawn as vertical lines, beyond this many
+NO_HOVER_BOX = "<extra></extra>"  # hover text without the trace's name beside it
+X, Y, Y_PERCENT = "%{x}", "%{y:.4g}", "%{y:.1%}"  # plotly's hover fields
 
 
 def schedule_chart(
@@ -144,11 +147,12 @@ def schedule_chart(
     *,
     events: Sequence[tuple[int, float]] = (),
     regularize_until: int | None = None,
-    title: str = "Sparsity schedule",
+    title: str | None = None,
 ) -> go.Figure:
     """The target sparsity at every training step (`Schedule.curve`), drawn before training:
     `curve[i]` at step i, pruning `events` (step, sparsity) as markers, and the steps of a
-    regulariser (0 .. `regularize_until`) shaded."""
+    regulariser (0 .. `regularize_until`) shaded. The title is "Sparsity schedule" unless
+    given."""
     y = _floats(curve, "curve").ravel()
     if y.size == 0:
         raise ValueError("the curve is empty: the recipe has no training steps")
@@ -156,25 +160,31 @@ def schedule_chart(
         raise ValueError("sparsities must be fractions in [0, 1]")
     steps = np.arange(y.size)
     traces: list[Any] = [go.Scatter(
-        x=steps, y=y, mode="lines", name="target sparsity", line={"color": SPARSITY,
-        "width": 2, "shape": "hv"}, hovertemplate="step %{x}: %{y:.1%}<extra></extra>",
+        x=steps, y=y, mode="lines", name=_("target sparsity"), line={"color": SPARSITY,
+        "width": 2, "shape": "hv"},
+        hovertemplate=_("step {step}: {sparsity}").format(step=X, sparsity=Y_PERCENT)
+        + NO_HOVER_BOX,
     )]
     if events:
         traces.append(go.Scatter(
             x=[s for s, _ in events], y=[v for _, v in events], mode="markers",
-            name="pruning event", marker={"color": SPARSITY, "size": 8, "symbol": "triangle-up"},
-            hovertemplate="pruned at step %{x} to %{y:.1%}<extra></extra>",
+            name=_("pruning event"),
+            marker={"color": SPARSITY, "size": 8, "symbol": "triangle-up"},
+            hovertemplate=_("pruned at step {step} to {sparsity}").format(
+                step=X, sparsity=Y_PERCENT) + NO_HOVER_BOX,
         ))
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     if regularize_until:
         shapes.append({**_band(0, regularize_until), "fillcolor": REGULARIZE})
-        annotations.append({**_band_label(regularize_until / 2, "regularisation"),
+        annotations.append({**_band_label(regularize_until / 2, _("regularisation")),
                             "font": {"color": REGULARIZE, "size": 11}})
     last = float(y[-1])
     layout = _layout(
-        title, "training step", "sparsity of the pruned layers",
-        subtitle=f"{y.size} steps, {len(events)} pruning event(s), ending at {last:.1%}",
+        _("Sparsity schedule") if title is None else title, _("training step"),
+        _("sparsity of the pruned layers"),
+        subtitle=_("{steps} steps, {events} pruning event(s), ending at {sparsity}").format(
+            steps=y.size, events=len(events), sparsity=f"{last:.1%}"),
         xaxis={"range": [-0.5, y.size - 0.5]},
         yaxis={"range": [0, 1.02], "tickformat": ".0%"},
         shapes=shapes, annotations=annotations, showlegend=bool(events),
@@ -206,32 +216,39 @@ def training_curves(
     def xy(points: Sequence[tuple[int, Any]]) -> dict[str, list[Any]]:
         return {"x": [p[0] for p in points], "y": [p[1] for p in points]}
 
+    validation = _("validation {metric}").format(metric=metric_name)
+
     traces: list[Any] = [
-        go.Scatter(**xy(loss), mode="lines", name="training loss", xaxis="x", yaxis="y",
+        go.Scatter(**xy(loss), mode="lines", name=_("training loss"), xaxis="x", yaxis="y",
                    line={"color": LOSS, "width": 1.5},
-                   hovertemplate="step %{x}: loss %{y:.4g}<extra></extra>"),
+                   hovertemplate=_("step {step}: loss {loss}").format(step=X, loss=Y)
+                   + NO_HOVER_BOX),
         go.Scatter(**xy(metric), mode="lines+markers" if len(metric) <= MANY_POINTS else "lines",
-                   name=f"validation {metric_name}",
+                   name=validation,
                    xaxis="x2", yaxis="y2", line={"color": METRIC, "width": 2},
-                   hovertemplate=f"step %{{x}}: {metric_name} %{{y:.4g}}<extra></extra>"),
+                   hovertemplate=_("step {step}: {metric} {value}").format(
+                       step=X, metric=metric_name, value=Y) + NO_HOVER_BOX),
     ]
     if planned is not None:
         target = _floats(planned, "planned").ravel()
         traces.append(go.Scatter(
-            x=np.arange(target.size), y=target, mode="lines", name="planned sparsity",
+            x=np.arange(target.size), y=target, mode="lines", name=_("planned sparsity"),
             xaxis="x3", yaxis="y3", line={"color": THRESHOLD, "width": 1, "dash": "dash",
                                           "shape": "hv"},
-            hovertemplate="step %{x}: planned %{y:.1%} of the pruned layers<extra></extra>"))
+            hovertemplate=_("step {step}: planned {sparsity} of the pruned layers").format(
+                step=X, sparsity=Y_PERCENT) + NO_HOVER_BOX))
     traces.append(go.Scatter(
-        **xy(sparsity), mode="lines", name="sparsity (all parameters)", xaxis="x3", yaxis="y3",
-        line={"color": SPARSITY, "width": 2, "shape": "hv"},
-        hovertemplate="step %{x}: %{y:.1%} zero<extra></extra>"))
+        **xy(sparsity), mode="lines", name=_("sparsity (all parameters)"), xaxis="x3",
+        yaxis="y3", line={"color": SPARSITY, "width": 2, "shape": "hv"},
+        hovertemplate=_("step {step}: {sparsity} zero").format(step=X, sparsity=Y_PERCENT)
+        + NO_HOVER_BOX))
     best = [(s, m) for s, m in metric if s == best_step]
     if best:
         traces.append(go.Scatter(
-            x=[best[-1][0]], y=[best[-1][1]], mode="markers", name="weights kept (best)",
+            x=[best[-1][0]], y=[best[-1][1]], mode="markers", name=_("weights kept (best)"),
             xaxis="x2", yaxis="y2", marker={"symbol": "star", "size": 14, "color": BASELINE},
-            hovertemplate=f"kept: step %{{x}}, {metric_name} %{{y:.4g}}<extra></extra>"))
+            hovertemplate=_("kept: step {step}, {metric} {value}").format(
+                step=X, metric=metric_name, value=Y) + NO_HOVER_BOX))
     # a line per pruning event, unless there are so many that the steps of the sparsity
     # trace say it better
     shapes = [{"type": "line", "xref": "x3", "yref": "paper", "x0": s, "x1": s, "y0": 0,
@@ -244,14 +261,14 @@ def training_curves(
     steps = [-0.01 * end, 1.02 * end]  # room for the markers at both ends
     span = {"range": steps, "matches": "x3", "showticklabels": False}
     layout = _layout(
-        "Training so far", "", "training loss",
+        _("Training so far"), "", _("training loss"),
         xaxis={**span, "anchor": "y"},
         yaxis={"domain": [0.72, 1.0]},
         xaxis2={**span, "anchor": "y2"},
-        yaxis2={"domain": [0.38, 0.66], "title": {"text": f"validation {metric_name}"}},
+        yaxis2={"domain": [0.38, 0.66], "title": {"text": validation}},
         xaxis3={"range": steps, "anchor": "y3",
-                "title": {"text": "training step"}},
-        yaxis3={"domain": [0.0, 0.32], "title": {"text": "sparsity"}, "tickformat": ".0%",
+                "title": {"text": _("training step")}},
+        yaxis3={"domain": [0.0, 0.32], "title": {"text": _("sparsity")}, "tickformat": ".0%",
                 "range": [0, 1.02]},
         shapes=shapes,
         meta={"pruned_at": [s for s, _ in pruned], "best_step": best_step,

@@ -12,6 +12,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from pruneviz.i18n import N_, _
 from pruneviz.output.figures import BASELINE, KEPT, PARETO, TUNED, _layout
 from pruneviz.workflows.experiments import (
     ORIGINAL,
@@ -21,25 +22,33 @@ from pruneviz.workflows.experiments import (
     check_cost_field,
     pareto_front,
     technique_family,
+    technique_name,
+    weights_name,
 )
 from pruneviz.workflows.refit import REFIT_PREFIX
 
 # -- 6. trade-off scatter -----------------------------------------------------------------------
 # How each technique family is drawn: (legend name, marker symbol, colour). A technique
-# on a pruned model is its own symbol's star version.
+# on a pruned model is its own symbol's star version. (Legend names: translated when drawn.)
 TECHNIQUE_STYLES: dict[str, tuple[str, str, str]] = {
-    "prune": ("pruning", "circle", KEPT),
-    "int8": ("int8 (unpruned)", "square", "#B279A2"),
-    "prune+int8": ("pruning + int8", "star-square", "#B279A2"),
-    "int8-static": ("static int8, Conv + Linear (unpruned)", "hexagon", "#E45756"),
-    "prune+int8-static": ("pruning + static int8", "hexagram", "#E45756"),
-    "int4-w": ("int4 weight-only, storage only (unpruned)", "triangle-down", "#F58518"),
-    "prune+int4-w": ("pruning + int4 weight-only, storage only", "star-triangle-down",
+    "prune": (N_("pruning"), "circle", KEPT),
+    "int8": (N_("int8 (unpruned)"), "square", "#B279A2"),
+    "prune+int8": (N_("pruning + int8"), "star-square", "#B279A2"),
+    "int8-static": (N_("static int8, Conv + Linear (unpruned)"), "hexagon", "#E45756"),
+    "prune+int8-static": (N_("pruning + static int8"), "hexagram", "#E45756"),
+    "int4-w": (N_("int4 weight-only, storage only (unpruned)"), "triangle-down", "#F58518"),
+    "prune+int4-w": (N_("pruning + int4 weight-only, storage only"), "star-triangle-down",
                      "#F58518"),
-    "svd": ("low-rank SVD (unpruned)", "triangle-up", "#72B7B2"),
-    "prune+svd": ("pruning + low-rank SVD", "star-triangle-up", "#72B7B2"),
+    "svd": (N_("low-rank SVD (unpruned)"), "triangle-up", "#72B7B2"),
+    "prune+svd": (N_("pruning + low-rank SVD"), "star-triangle-up", "#72B7B2"),
 }
-_OTHER_STYLE = ("other technique", "x", "#9D9D9D")
+_OTHER_STYLE = (N_("other technique"), "x", "#9D9D9D")
+
+
+def _better(metric_name: str, higher_is_better: bool) -> str:
+    """The metric axis's title: "accuracy (higher is better)"."""
+    return (_("{metric_name} (higher is better)") if higher_is_better
+            else _("{metric_name} (lower is better)")).format(metric_name=metric_name)
 
 
 def tradeoff_scatter(
@@ -76,19 +85,23 @@ def tradeoff_scatter(
     front = [shown[i] for i in pareto_front(xs, ys, higher_is_better)]
 
     def custom(group: Sequence[Experiment]) -> list[list[Any]]:
-        return [[p.id, p.label, p.technique
-                 + (" (storage only: no int4 kernel, latency not measured)"
-                    if p.storage_only else ""), p.weights,
-                 "whole evaluation set" if p.final
-                 else f"live subset of {p.eval_samples:,} (whole set not measured yet)"]
+        return [[p.id, p.label, technique_name(p.technique)
+                 + (_(" (storage only: no int4 kernel, latency not measured)")
+                    if p.storage_only else ""), weights_name(p.weights),
+                 _("whole evaluation set") if p.final
+                 else _("live subset of {count} (whole set not measured yet)").format(
+                     count=f"{p.eval_samples:,}")]
                 for p in group]
 
     hover = (
         f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}} (%{{customdata[4]}})"
-        f"<br>{x_title}: %{{x:,.4g}}"
-        "<br>technique: %{customdata[2]}<extra>#%{customdata[0]}</extra>"
+        f"<br>{x_title}: %{{x:,.4g}}<br>"
+        + _("technique: {technique}").format(technique="%{customdata[2]}")
+        + "<extra>#%{customdata[0]}</extra>"
     )
-    with_weights = hover.replace("<extra>", "<br>weights: %{customdata[3]}<extra>")
+    with_weights = hover.replace(
+        "<extra>", "<br>" + _("weights: {weights}").format(weights="%{customdata[3]}")
+        + "<extra>")
 
     def x_of(group: Sequence[Experiment]) -> list[float]:
         return [float(getattr(p, x_field)) for p in group]
@@ -99,14 +112,14 @@ def tradeoff_scatter(
     tuned = [p for p in pruning if p.weights != ORIGINAL and p not in refit]
     name, symbol, colour = TECHNIQUE_STYLES[PRUNE]
     traces: list[Any] = [
-        go.Scatter(x=x_of(plain), y=[p.metric for p in plain], mode="markers", name=name,
+        go.Scatter(x=x_of(plain), y=[p.metric for p in plain], mode="markers", name=_(name),
                    customdata=custom(plain), hovertemplate=hover,
                    marker={"color": colour, "size": 8, "opacity": 0.8,
                            # open: a live subset's metric, the whole set still to measure
                            "symbol": [symbol if p.final else f"{symbol}-open"
                                       for p in plain]}),
         go.Scatter(x=x_of(front), y=[p.metric for p in front],
-                   mode="lines+markers", name="Pareto front", customdata=custom(front),
+                   mode="lines+markers", name=_("Pareto front"), customdata=custom(front),
                    line={"color": PARETO, "width": 2, "shape": "hv"},
                    marker={"color": PARETO, "size": 11}, hovertemplate=with_weights),
     ]
@@ -119,7 +132,7 @@ def tradeoff_scatter(
         group = families[family]
         name, symbol, colour = TECHNIQUE_STYLES.get(family, _OTHER_STYLE)
         traces.append(go.Scatter(
-            x=x_of(group), y=[p.metric for p in group], mode="markers", name=name,
+            x=x_of(group), y=[p.metric for p in group], mode="markers", name=_(name),
             customdata=custom(group), hovertemplate=with_weights,
             marker={"color": colour, "size": 13 if symbol.startswith("star") else 10,
                     "symbol": symbol, "line": {"color": "white", "width": 1}}))
@@ -134,44 +147,44 @@ def tradeoff_scatter(
                 ys_join += [twin.metric, p.metric, None]
         if xs_join:
             traces.append(go.Scatter(
-                x=xs_join, y=ys_join, mode="lines", name="pruned → fine-tuned",
+                x=xs_join, y=ys_join, mode="lines", name=_("pruned → fine-tuned"),
                 line={"color": TUNED, "width": 1.5, "dash": "dot"}, hoverinfo="skip"))
         traces.append(go.Scatter(
             x=x_of(tuned), y=[p.metric for p in tuned],
-            mode="markers", name="fine-tuned weights", customdata=custom(tuned),
+            mode="markers", name=_("fine-tuned weights"), customdata=custom(tuned),
             marker={"color": TUNED, "size": 12, "symbol": "diamond",
                     "line": {"color": "white", "width": 1}},
             hovertemplate=with_weights))
     if refit:  # recovered by reconstruction, not training (workflows.refit)
         traces.append(go.Scatter(
             x=x_of(refit), y=[p.metric for p in refit], mode="markers",
-            name="refit weights (reconstruction)", customdata=custom(refit),
+            name=_("refit weights (reconstruction)"), customdata=custom(refit),
             marker={"color": REFIT, "size": 12, "symbol": "hexagon",
                     "line": {"color": "white", "width": 1}},
             hovertemplate=with_weights))
     if baseline is not None and baseline.cost(x_field) is not None:
         traces.append(go.Scatter(
             x=[float(getattr(baseline, x_field))], y=[baseline.metric], mode="markers",
-            name="baseline (unpruned)", customdata=custom([baseline]), hovertemplate=hover,
+            name=_("baseline (unpruned)"), customdata=custom([baseline]), hovertemplate=hover,
             marker={"symbol": "star", "size": 16, "color": BASELINE},
         ))
     selected = [p for p in shown if p.id == selected_id]
     if selected:
         traces.append(go.Scatter(
             x=[float(getattr(selected[0], x_field))], y=[selected[0].metric], mode="markers",
-            name="selected", customdata=custom(selected), hovertemplate=with_weights,
+            name=_("selected"), customdata=custom(selected), hovertemplate=with_weights,
             marker={"symbol": "circle-open", "size": 20, "color": BASELINE,
                     "line": {"width": 2}},
         ))
-    better = "higher" if higher_is_better else "lower"
-    missing = [f"{skipped} experiment(s) without {x_field} not shown"] if skipped else []
+    missing = [_("{count} experiment(s) without {field} not shown").format(
+        count=skipped, field=x_field)] if skipped else []
     if storage_only:
-        missing.append(f"{len(storage_only)} int4 weight-only point(s) not shown: storage "
-                       "only, no int4 kernel on CPU to time")
+        missing.append(_("{count} int4 weight-only point(s) not shown: storage only, no int4 "
+                         "kernel on CPU to time").format(count=len(storage_only)))
     layout = _layout(
-        f"{metric_name} vs {x_title}",
+        _("{metric_name} vs {cost}").format(metric_name=metric_name, cost=x_title),
         x_title,
-        f"{metric_name} ({better} is better)",
+        _better(metric_name, higher_is_better),
         subtitle="; ".join(missing) or None,
         xaxis={"type": "linear"},
         meta={"pareto_ids": [p.id for p in front],
@@ -184,6 +197,8 @@ def tradeoff_scatter(
 # -- 6b. recovery: reconstruction vs training ------------------------------------------------
 REFIT = "#E45756"  # refit (reconstructed) weights
 RECOVERY_STAGES = ("unpruned", "one-shot", "one-shot + refit", "fine-tuned")
+STAGE_NAMES = {"unpruned": N_("unpruned"), "one-shot": N_("one-shot"),
+               "one-shot + refit": N_("one-shot + refit"), "fine-tuned": N_("fine-tuned")}
 
 
 def recovery_stage(experiment: Experiment) -> str:
@@ -227,23 +242,25 @@ def recovery_figure(points: Sequence[Experiment], *, plan_key: str,
         if not group:
             continue
         traces.append(go.Scatter(
-            x=[stage] * len(group), y=[p.metric for p in group], mode="markers+text",
-            name=stage, text=[f"{p.metric:.4g}" for p in group], textposition="middle right",
-            customdata=[[p.id, p.label, p.weights] for p in group],
-            hovertemplate=(f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}"
-                           "<br>weights: %{customdata[2]}<extra>#%{customdata[0]}</extra>"),
+            x=[_(STAGE_NAMES[stage])] * len(group), y=[p.metric for p in group],
+            mode="markers+text", name=_(STAGE_NAMES[stage]),
+            text=[f"{p.metric:.4g}" for p in group], textposition="middle right",
+            customdata=[[p.id, p.label, weights_name(p.weights)] for p in group],
+            hovertemplate=(f"<b>%{{customdata[1]}}</b><br>{metric_name}: %{{y:.4g}}<br>"
+                           + _("weights: {weights}").format(weights="%{customdata[2]}")
+                           + "<extra>#%{customdata[0]}</extra>"),
             marker={"color": colours[stage], "size": 14, "symbol": symbols[stage],
                     "line": {"color": "white", "width": 1}}))
     plan = next((p for p in same if p.weights == ORIGINAL), same[0] if same else None)
     missing = [s for s in RECOVERY_STAGES[1:] if not stages[s]]
-    better = "higher" if higher_is_better else "lower"
     layout = _layout(
-        "Recover by reconstruction vs recover by training"
+        _("Recover by reconstruction vs recover by training")
         + (f": {plan.label}" if plan is not None else ""),
-        "", f"{metric_name} ({better} is better)",
-        subtitle=(f"not in the log for this plan: {', '.join(missing)}" if missing else None),
+        "", _better(metric_name, higher_is_better),
+        subtitle=(_("not in the log for this plan: {stages}").format(
+            stages=", ".join(_(STAGE_NAMES[s]) for s in missing)) if missing else None),
         xaxis={"type": "category", "categoryorder": "array",
-               "categoryarray": list(RECOVERY_STAGES)},
+               "categoryarray": [_(STAGE_NAMES[s]) for s in RECOVERY_STAGES]},
         meta={"stages": {stage: [p.id for p in group] for stage, group in stages.items()}},
     )
     return go.Figure(traces, layout)
@@ -251,9 +268,11 @@ def recovery_figure(points: Sequence[Experiment], *, plan_key: str,
 
 # -- 7. the deployable form to ship -----------------------------------------------------------
 FORM_COLOURS = {"masked": "#9D9D9D", "slimmed": "#54A24B", "sparse-deployed": "#B279A2"}
-FORM_NAMES = {"masked": "masked (no form measurably faster)",
-              "slimmed": "slimmed (measurably faster)",
-              "sparse-deployed": "sparse-deployed (measurably faster)"}
+FORM_SHORT = {"masked": N_("masked"), "slimmed": N_("slimmed"),
+              "sparse-deployed": N_("sparse-deployed")}
+FORM_NAMES = {"masked": N_("masked (no form measurably faster)"),
+              "slimmed": N_("slimmed (measurably faster)"),
+              "sparse-deployed": N_("sparse-deployed (measurably faster)")}
 
 
 def best_form_scatter(
@@ -275,15 +294,17 @@ def best_form_scatter(
         if picked:
             traces.append(go.Scatter(
                 x=[latency_ms[i] for i in picked], y=[metric[i] for i in picked],
-                mode="markers", name=FORM_NAMES[form],
+                mode="markers", name=_(FORM_NAMES[form]),
                 marker={"color": colour, "size": 10},
                 text=[labels[i] for i in picked],
-                hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + form + "</extra>",
+                hovertemplate="%{text}<br>%{x:.2f} ms<br>%{y:.4f}<extra>" + _(FORM_SHORT[form])
+                + "</extra>",
             ))
     return go.Figure(
         data=traces,
-        layout=_layout(f"{metric_name} vs latency of the deployable form to ship",
-                       "latency (ms, batch 64)", metric_name,
+        layout=_layout(_("{metric_name} vs latency of the deployable form to ship").format(
+                           metric_name=metric_name),
+                       _("latency (ms, batch 64)"), metric_name,
                        meta={"forms": list(forms)}),
     )
 
@@ -337,14 +358,16 @@ def history_tree(points: Sequence[Experiment], *, metric_name: str, current: int
     unit = " %" if percent else ""
     metrics = [e.metric * scale for e in points]
     hover = [f"#{e.id} {e.label}<br>{metric_name} {e.metric * scale:.4g}{unit}<br>"
-             f"sparsity {e.sparsity:.1%}, {e.weights} weights"
-             + ("" if history_parent(e) is None else f"<br>from #{history_parent(e)}")
+             + _("sparsity {sparsity}, {weights} weights").format(
+                 sparsity=f"{e.sparsity:.1%}", weights=weights_name(e.weights))
+             + ("" if history_parent(e) is None
+                else "<br>" + _("from #{id}").format(id=history_parent(e)))
              for e in points]
     data: list[dict[str, Any]] = [
         {"type": "scatter", "mode": "lines", "x": xs, "y": ys, "hoverinfo": "skip",
          "line": {"color": "#BBBBBB", "width": 1.5, "shape": "linear"},
          "showlegend": False},
-        {"type": "scatter", "mode": "markers+text", "name": "experiments",
+        {"type": "scatter", "mode": "markers+text", "name": _("experiments"),
          "x": [e.id for e in points], "y": [lanes[e.id] for e in points],
          "text": [f"#{e.id}" for e in points], "textposition": "top center",
          "textfont": {"size": 10}, "hovertext": hover, "hoverinfo": "text",
@@ -354,14 +377,14 @@ def history_tree(points: Sequence[Experiment], *, metric_name: str, current: int
          "showlegend": False},
     ]
     if current is not None and current in by_id:
-        data.append({"type": "scatter", "mode": "markers", "name": "on screen",
+        data.append({"type": "scatter", "mode": "markers", "name": _("on screen"),
                      "x": [current], "y": [lanes[current]], "hoverinfo": "skip",
                      "marker": {"size": 22, "color": "rgba(0,0,0,0)",
                                 "line": {"width": 2.5, "color": BASELINE}}})
     height = max(220, 90 + 46 * (max(lanes.values(), default=0) + 1))
     figure = go.Figure(data=data, layout=_layout(
-        "History of this tab's experiments", "experiment (in the order measured)",
-        "branch", height=height,
+        _("History of this tab's experiments"), _("experiment (in the order measured)"),
+        _("branch"), height=height,
         yaxis={"showticklabels": False, "zeroline": False, "autorange": "reversed"},
         xaxis={"dtick": 1 if len(points) <= 30 else None}))
     figure.layout.meta = {"lanes": {str(k): v for k, v in lanes.items()},

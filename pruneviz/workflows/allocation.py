@@ -36,6 +36,7 @@ from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.errors import PlanError
+from pruneviz.i18n import N_, _
 from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import count_params
@@ -68,6 +69,15 @@ class Method(StrEnum):
     OWL = "owl"
 
 
+METHOD_NAMES = {Method.UNIFORM: N_("uniform"), Method.GLOBAL: N_("global"),
+                Method.SENSITIVITY: N_("sensitivity"), Method.OWL: N_("owl")}
+
+
+def method_name(method: Method | str) -> str:
+    """An allocation method as the app shows it, in the current language."""
+    return _(METHOD_NAMES[Method(method)])
+
+
 @dataclass(frozen=True)
 class Budget:
     """A target for the whole model (see BudgetKind for the units)."""
@@ -90,11 +100,14 @@ class Budget:
 
     def describe(self) -> str:
         return {
-            BudgetKind.SPARSITY: f"{self.value:.0%} overall sparsity",
-            BudgetKind.MACS: f"{self.value:.0%} of the MACs",
-            BudgetKind.SIZE: f"a {self.value / 1024:.1f} KiB sparse file",
-            BudgetKind.LATENCY: f"{self.value:.2f} ms latency",
-        }[self.kind]
+            BudgetKind.SPARSITY: _("{value} overall sparsity"),
+            BudgetKind.MACS: _("{value} of the MACs"),
+            BudgetKind.SIZE: _("a {value} KiB sparse file"),
+            BudgetKind.LATENCY: _("{value} ms latency"),
+        }[self.kind].format(value={
+            BudgetKind.SPARSITY: f"{self.value:.0%}", BudgetKind.MACS: f"{self.value:.0%}",
+            BudgetKind.SIZE: f"{self.value / 1024:.1f}", BudgetKind.LATENCY: f"{self.value:.2f}",
+        }[self.kind])
 
 
 def measure(bench: Workbench, kind: BudgetKind) -> float:
@@ -268,7 +281,7 @@ def owl_sparsities(
         return sum(chosen[n] * params[n] for n in names) / total if total else target
 
     lo, hi = -1.0 - 2 * lam, 1.0 + 2 * lam
-    for _ in range(60):
+    for _step in range(60):
         mid = (lo + hi) / 2
         if mean(mid) < target:
             lo = mid
@@ -353,7 +366,7 @@ def fit(bench: Workbench, family: Callable[[float], Plan], budget: Budget,
     if not budget.met(best[1]):
         return best[0], best[1], 1.0
     lo, hi = 0.0, 1.0
-    for _ in range(steps):
+    for _step in range(steps):
         mid = (lo + hi) / 2
         candidate = quantity(mid)
         if budget.met(candidate[1]):
@@ -403,8 +416,8 @@ def method_family(
             return owl(knob)
         unmeasured = [n for n in session.layer_names if n not in ratios]
         if unmeasured:
-            notes.append(f"no outlier ratio for {', '.join(unmeasured)} (wanda cannot score "
-                         "them): placed in the middle of the range")
+            notes.append(_("no outlier ratio for {layers} (wanda cannot score them): placed "
+                           "in the middle of the range").format(layers=", ".join(unmeasured)))
     else:
         if sensitivity is None:
             raise PlanError("the sensitivity-guided allocation needs a sensitivity analysis: "
@@ -414,8 +427,8 @@ def method_family(
                 f"the sensitivity analysis was run {sensitivity.granularity.value} with "
                 f"{sensitivity.criterion}; run it {g.value} with {criterion} to allocate so")
         if not sensitivity.complete:
-            notes.append("the sensitivity analysis was stopped early: items without a "
-                         "curve are left unpruned")
+            notes.append(_("the sensitivity analysis was stopped early: items without a "
+                           "curve are left unpruned"))
         total = max_removal(sensitivity, kind, cap)
 
         def family(knob: float) -> Plan:
@@ -437,8 +450,10 @@ def plan_for_budget(
     plan, value, knob = fit(bench, found.plan, budget)
     met = budget.met(value)
     if not met:
-        notes.append(f"{method.value} cannot reach {budget.describe()} with every layer at "
-                     f"most {cap:.0%} pruned: it reaches {format_quantity(budget.kind, value)}")
+        notes.append(_("{method} cannot reach {budget} with every layer at most {cap} pruned: "
+                       "it reaches {reached}").format(
+            method=method_name(method), budget=budget.describe(), cap=f"{cap:.0%}",
+            reached=format_quantity(budget.kind, value)))
     with bench.applied(plan):
         report = bench.meter.report()
     return Outcome(method, budget, plan, value, met, report, knob, predicted.get(knob), notes,
@@ -450,12 +465,13 @@ def format_quantity(kind: BudgetKind, value: float) -> str:
     if kind in (BudgetKind.SPARSITY, BudgetKind.MACS):
         return f"{value:.1%}"
     if kind is BudgetKind.SIZE:
-        return f"{value:,.0f} bytes"
+        return _("{count} bytes").format(count=f"{value:,.0f}")
     return f"{value:.2f} ms"
 
 
 __all__ = [
     "Allocation", "Budget", "BudgetKind", "Family", "Method", "Outcome", "allocate", "fit",
-    "format_quantity", "max_removal", "measure", "method_family", "outlier_ratio",
+    "METHOD_NAMES", "format_quantity", "max_removal", "measure", "method_family",
+    "method_name", "outlier_ratio",
     "outlier_ratios", "owl_sparsities", "plan_for_budget",
 ]

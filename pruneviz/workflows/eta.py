@@ -6,8 +6,10 @@ the time the points done so far took is the best guess of what the others will t
 
 from __future__ import annotations
 
-ESTIMATING = "estimating…"  # before the first point has finished: nothing measured yet
-FINISHING = "finishing…"  # every point is done; the job is wrapping up
+from pruneviz.i18n import N_, _
+
+ESTIMATING = N_("estimating…")  # before the first point has finished: nothing measured yet
+FINISHING = N_("finishing…")  # every point is done; the job is wrapping up
 
 
 def seconds_left(done: int, total: int, elapsed_s: float) -> float | None:
@@ -26,12 +28,12 @@ def eta_text(done: int, total: int, elapsed_s: float) -> str:
     one), so that the estimate holds still while a point is being measured."""
     left = seconds_left(done, total, elapsed_s)
     if left is None:
-        return ESTIMATING
+        return _(ESTIMATING)
     if done >= total:
-        return FINISHING
+        return _(FINISHING)
     if left < 120:
-        return f"about {max(1, round(left))} s left"
-    return f"about {round(left / 60)} min left"
+        return _("about {seconds} s left").format(seconds=max(1, round(left)))
+    return _("about {minutes} min left").format(minutes=round(left / 60))
 
 
 __all__ = ["ESTIMATING", "FINISHING", "eta_text", "seconds_left"]

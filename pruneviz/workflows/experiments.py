@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from pruneviz.core.plan import GlobalPlan, LayerPlan, Plan
+from pruneviz.i18n import N_, _
 from pruneviz.measure.meter import PRUNE
 
 if TYPE_CHECKING:  # only read for its attributes
@@ -39,6 +40,27 @@ TECHNIQUES: tuple[str, ...] = (
 # their latency is not measured, and their `latency_device` says so.
 STORAGE_ONLY_FAMILIES: tuple[str, ...] = ("int4-w", "prune+int4-w")
 STORAGE_ONLY = "storage only"
+# what the app shows for a granularity (N:M and others show as they are)
+GRANULARITY_NAMES = {"unstructured": N_("unstructured"), "filter": N_("filter"),
+                     "channel": N_("channel")}
+
+
+def technique_name(technique: str) -> str:
+    """A technique label as the app shows it: "prune+int8" reads "pruning + int8" in the
+    current language (itself in English); the compression's own name is kept."""
+    if technique.startswith(PRUNE + "+"):
+        return _("prune+{technique}").format(technique=technique.removeprefix(PRUNE + "+"))
+    return technique
+
+
+def weights_name(weights: str) -> str:
+    """A set of weights as the app shows it: "original" in the current language."""
+    return _("original") if weights == ORIGINAL else weights
+
+
+def granularity_name(granularity: str) -> str:
+    """A granularity as the app shows it, in the current language."""
+    return _(GRANULARITY_NAMES[granularity]) if granularity in GRANULARITY_NAMES else granularity
 
 # Experiment fields that are costs (smaller is better): the x axes a trade-off can use.
 COST_FIELDS: tuple[str, ...] = (
@@ -212,8 +234,9 @@ class ExperimentLog:
         index = self._by_key.get(log_key)
         if index is not None:
             return self._experiments[index]
-        label = label or (f"{technique} (unpruned)" if plan.is_empty
-                          else f"{technique}: {describe_plan(plan)}")
+        label = label or (_("{technique} (unpruned)").format(technique=technique)
+                          if plan.is_empty
+                          else f"{technique_name(technique)}: {describe_plan(plan)}")
         return self._add(measured, plan, label, weights, parent)
 
     def _add(self, measured: Report, plan: Plan, label: str, weights: str,
@@ -348,7 +371,7 @@ def _amount(entry: LayerPlan | GlobalPlan) -> str:
 
 
 def _entry_text(entry: LayerPlan | GlobalPlan) -> str:
-    return f"{entry.granularity.value} {entry.criterion}{_amount(entry)}"
+    return f"{granularity_name(entry.granularity.value)} {entry.criterion}{_amount(entry)}"
 
 
 def describe_plan(plan: Plan, max_parts: int = 3) -> str:
@@ -360,22 +383,25 @@ def describe_plan(plan: Plan, max_parts: int = 3) -> str:
     if max_parts < 1:
         raise ValueError(f"max_parts must be at least 1, got {max_parts!r}")
     if plan.is_empty:
-        return "unpruned"
+        return _("unpruned")
     groups: dict[LayerPlan, list[str]] = {}
     for name, entry in plan.layers.items():
         groups.setdefault(entry, []).append(name)
     parts = [
-        f"{names[0] if len(names) == 1 else f'{len(names)} layers'} {_entry_text(entry)}"
+        (names[0] if len(names) == 1 else _("{count} layers").format(count=len(names)))
+        + f" {_entry_text(entry)}"
         for entry, names in groups.items()
     ]
     if plan.global_ is not None:
         g = plan.global_
-        scope = "global" if g.layers is None else f"global over {len(g.layers)} layers"
-        cap = "" if g.max_layer_sparsity is None else f" (cap {g.max_layer_sparsity * 100:.4g}%)"
+        scope = _("global") if g.layers is None else _("global over {count} layers").format(
+            count=len(g.layers))
+        cap = "" if g.max_layer_sparsity is None else _(" (cap {percent}%)").format(
+            percent=f"{g.max_layer_sparsity * 100:.4g}")
         parts.append(f"{scope} {_entry_text(g)}{cap}")
-    parts += [f"{block} removed" for block in plan.blocks]
+    parts += [_("{block} removed").format(block=block) for block in plan.blocks]
     if len(parts) > max_parts:
-        parts = [*parts[:max_parts], f"+{len(parts) - max_parts} more"]
+        parts = [*parts[:max_parts], _("+{count} more").format(count=len(parts) - max_parts)]
     return ", ".join(parts)
 
 
@@ -389,9 +415,13 @@ __all__ = [
     "TECHNIQUES",
     "Experiment",
     "ExperimentLog",
+    "GRANULARITY_NAMES",
     "TradeoffPoint",
     "check_cost_field",
     "describe_plan",
+    "granularity_name",
+    "technique_name",
+    "weights_name",
     "experiment_from",
     "pareto_front",
     "technique_family",

@@ -42,6 +42,7 @@ from pruneviz.core.session import PruningSession
 from pruneviz.data.tasks import Task
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError
+from pruneviz.i18n import N_
 from pruneviz.measure.metrics import count_params, evaluate
 from pruneviz.workflows.schedules import Schedule, ScheduleKind
 
@@ -393,8 +394,8 @@ def finetune(
             del runner
             gc.collect()
     if best is None:
-        notes.append("stopped before the schedule's last pruning event: the weights are the "
-                     "latest, not the best at the final sparsity")
+        notes.append(N_("stopped before the schedule's last pruning event: the weights are "
+                        "the latest, not the best at the final sparsity"))
         best = ((0.0, 0.0), float("nan"), step, snapshot())
     _, metric, best_step, state = best
     # The same structures stay pruned: re-deciding on the trained weights' scores could

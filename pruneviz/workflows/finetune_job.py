@@ -18,6 +18,7 @@ from pruneviz.core.plan import Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError, PrunevizError
+from pruneviz.i18n import _
 from pruneviz.measure.metrics import EvalResult, count_params
 from pruneviz.workflows.finetune import (
     NO_BATCHNORM,
@@ -67,7 +68,7 @@ def default_schedule(kind: ScheduleKind, final: float, steps: int, *,
 
 def epoch_steps(data: TensorData, recipe: FinetuneRecipe) -> int:
     """Optimiser steps in one epoch of `recipe` on `data` (its validation split held out)."""
-    train, _ = split_validation(data, recipe.val_fraction, recipe.seed)
+    train, _held_out = split_validation(data, recipe.val_fraction, recipe.seed)
     return steps_per_epoch(len(train), recipe.batch_size)
 
 
@@ -154,15 +155,17 @@ class RunSummary:
 
 def stop_reason(result: FinetuneResult, recipe: FinetuneRecipe, steps: int,
                 metric_name: str) -> str:
-    """Why the training ended, in one phrase."""
+    """Why the training ended, in one phrase (in the app's language when a page asks)."""
     if result.stopped == "early":
-        return (f"stopped early at step {result.steps} of {steps}: no better validation "
-                f"{metric_name} for {recipe.patience} epochs")
+        return _("stopped early at step {step} of {steps}: no better validation {metric} for "
+                 "{epochs} epochs").format(step=result.steps, steps=steps, metric=metric_name,
+                                           epochs=recipe.patience)
     if result.stopped == "cancelled":
-        return f"cancelled at step {result.steps} of {steps}"
+        return _("cancelled at step {step} of {steps}").format(step=result.steps, steps=steps)
     if recipe.max_steps is not None and result.steps == recipe.max_steps:
-        return f"ran to --max-steps {recipe.max_steps}"
-    return f"ran all {result.steps} steps ({recipe.epochs} epochs)"
+        return _("ran to --max-steps {max_steps}").format(max_steps=recipe.max_steps)
+    return _("ran all {steps} steps ({epochs} epochs)").format(steps=result.steps,
+                                                               epochs=recipe.epochs)
 
 
 def summarize_run(result: FinetuneResult, recipe: FinetuneRecipe, steps: int, per_epoch: int,

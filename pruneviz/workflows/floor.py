@@ -33,15 +33,24 @@ from pruneviz.core.granularity import Granularity, parse_granularity
 from pruneviz.core.plan import Plan
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError
+from pruneviz.i18n import N_, _
 from pruneviz.measure.meter import Report
 from pruneviz.measure.metrics import Stop
-from pruneviz.workflows.allocation import BudgetKind, Method, method_family
+from pruneviz.workflows.allocation import BudgetKind, Method, method_family, method_name
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.workbench import Workbench
 
 SCAN = 10  # coarse scan: knobs 1/10, 2/10, ..., 1
 REFINE = 6  # bisection steps between the last passing and the first failing knob
 Z95 = 1.96  # the margin is "within noise" below Z95 standard errors
+
+
+OBJECTIVE_NAMES = {"sparsity": N_("sparsity"), "macs": N_("macs"), "size": N_("size")}
+
+
+def _metric_name(name: str) -> str:
+    """A metric's name in the current language (accuracy translated, others as named)."""
+    return _("accuracy") if name == "accuracy" else name
 
 
 class Objective(StrEnum):
@@ -160,7 +169,7 @@ def scan_knob(measure: Callable[[float, str], FloorPoint], objective: Objective,
     if not above:  # every scanned knob above the best passed: it is knob 1 (the cap)
         return points
     lo, hi = best.knob, min(p.knob for p in above)
-    for _ in range(refine):
+    for _step in range(refine):
         mid = (lo + hi) / 2
         point = measure(mid, "refine")
         points.append(point)
@@ -230,19 +239,22 @@ class FloorResult:
 
     def message(self) -> str:
         """What the search found, in one or two sentences."""
-        floor = self.floor.describe(self.metric_name)
         base = self.baseline
-        if self.chosen is None:
+        if self.chosen is None:  # shown by the app: in the tab's language
+            name = _metric_name(self.metric_name)
             scanned = [p for p in self.points if p.knob > 0]
             first = min(scanned, key=lambda p: p.knob)
             if not self.floor.met(base.metric):
-                why = (f"the floor is beyond the unpruned model's {self.metric_name} "
-                       f"({base.metric:.6g})")
+                why = _("the floor is beyond the unpruned model's {metric_name} "
+                        "({metric})").format(metric_name=name, metric=f"{base.metric:.6g}")
             else:
-                why = (f"even the smallest step measured ({first.sparsity:.1%} sparsity) gives "
-                       f"{first.metric:.6g}")
-            return (f"no pruning by {self.method.value} keeps {floor}: {why}; lower the floor, "
-                    "or try another method, criterion or granularity")
+                why = _("even the smallest step measured ({sparsity} sparsity) gives "
+                        "{metric}").format(sparsity=f"{first.sparsity:.1%}",
+                                           metric=f"{first.metric:.6g}")
+            return _("no pruning by {method} keeps {floor}: {why}; lower the floor, or try "
+                     "another method, criterion or granularity").format(
+                method=method_name(self.method), floor=self.floor.describe(name), why=why)
+        floor = self.floor.describe(self.metric_name)
         chosen = self.chosen
         text = (f"{self.method.value} keeps {floor} up to {chosen.sparsity:.1%} sparsity "
                 f"({chosen.macs_fraction:.1%} of the MACs, {chosen.size_bytes:,} B sparse): "
@@ -321,8 +333,8 @@ def plan_for_floor(
         points = scan_knob(measure, objective, scan=scan, refine=refine)
     except _Stopped:
         points = list(measured.values())
-        notes.append(f"stopped after {len(points)} of up to {at_most} plans: the result is "
-                     "the best of those")
+        notes.append(_("stopped after {count} of up to {most} plans: the result is the "
+                       "best of those").format(count=len(points), most=at_most))
     if not points:
         raise PlanError("the search was stopped before it measured anything")
     baseline = points[0]
@@ -335,17 +347,20 @@ def plan_for_floor(
         status = Status.FOUND
     resolution = 1.0 / scan / 2 ** refine
     if bench.eval_full is not None:
-        notes.append(f"measured on the live subset of {len(bench.eval_data):,} of the "
-                     f"{len(bench.eval_full):,} evaluation samples: on the whole set the "
-                     "metric may differ")
+        notes.append(_("measured on the live subset of {count} of the {full} evaluation "
+                       "samples: on the whole set the metric may differ").format(
+            count=f"{len(bench.eval_data):,}", full=f"{len(bench.eval_full):,}"))
     if not bound.met(baseline.metric) and best is not None:
-        notes.append(f"the unpruned model's {bench.eval_data.metric_name} "
-                     f"({baseline.metric:.6g}) misses the floor; pruning happened to improve it")
+        notes.append(_("the unpruned model's {metric_name} ({metric}) misses the floor; "
+                       "pruning happened to improve it").format(
+            metric_name=_metric_name(bench.eval_data.metric_name),
+            metric=f"{baseline.metric:.6g}"))
     return FloorResult(bound, bench.eval_data.metric_name, family.method, objective,
                        parse_granularity(granularity).value, criterion, cap, status, points, best,
                        baseline, len(bench.eval_data), resolution,
                        time.perf_counter() - started, notes)
 
 
-__all__ = ["Floor", "FloorPoint", "FloorResult", "Objective", "Status", "best_passing",
+__all__ = ["OBJECTIVE_NAMES", "Floor", "FloorPoint", "FloorResult", "Objective", "Status",
+           "best_passing",
            "check_floor", "plan_for_floor", "point_of", "scan_knob"]

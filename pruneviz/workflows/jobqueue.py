@@ -23,6 +23,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+from pruneviz.i18n import ENGLISH, _, language, ngettext
+
 
 def cores() -> int:
     """The CPU cores this process may run on (its affinity, where the system says it)."""
@@ -131,9 +133,10 @@ def ordinal(n: int) -> str:
 def waiting_text(position: int, running: int) -> str:
     """What a page says about a job waiting in the queue: "Waiting for a free worker: 2nd
     in the queue (1 job running)"."""
-    jobs = "1 job" if running == 1 else f"{running} jobs"
-    return (f"Waiting for a free worker: {ordinal(position)} in the queue ({jobs} running; "
-            "each user runs one long job at a time)")
+    jobs = ngettext("{count} job", "{count} jobs", running).format(count=running)
+    place = ordinal(position) if language() == ENGLISH else str(position)  # "2nd" in English
+    return _("Waiting for a free worker: {place} in the queue ({jobs} running; each user runs "
+             "one long job at a time)").format(place=place, jobs=jobs)
 
 
 __all__ = ["JOBS", "JobQueue", "Ticket", "cores", "default_max_running", "ordinal",

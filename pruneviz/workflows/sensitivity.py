@@ -38,6 +38,7 @@ from pruneviz.core.plan import LayerPlan, Plan
 from pruneviz.core.session import PruningSession
 from pruneviz.data.tensors import TensorData
 from pruneviz.errors import PlanError
+from pruneviz.i18n import _
 from pruneviz.measure.metrics import EvalResult, count_params, evaluate
 from pruneviz.measure.storage import sparse_size
 
@@ -65,7 +66,7 @@ class Item:
         if not self.coupled:
             return self.key
         rest = len(self.layers) - 1
-        return f"{self.key} (+{rest} coupled)"
+        return _("{key} (+{count} coupled)").format(key=self.key, count=rest)
 
     def entry(self, level: float, criterion: str) -> LayerPlan:
         return LayerPlan(self.granularity, criterion, sparsity=level)
@@ -450,7 +451,7 @@ class SensitivityRun:
                 self._baseline = self._measure(None, 0.0, None)
                 prefix = PrefixCache()
                 changes: dict[str, set[str]] = {}
-                batches = [x for x, _ in self.data.batches(EVAL_BATCH)]
+                batches = [x for x, _target in self.data.batches(EVAL_BATCH)]
                 for item in self.items:
                     session.apply(self._plan(item, max(self.levels)))
                     changes[item.key] = {t.rpartition(".")[0] for t in session.changed_tensors()}

@@ -18,13 +18,29 @@ from torch import Tensor
 
 from pruneviz.core.plan import Plan
 from pruneviz.errors import PrunevizError
+from pruneviz.i18n import _
 from pruneviz.measure.forms import measure_forms
 from pruneviz.measure.meter import Report, latency_batch
 from pruneviz.measure.metrics import EvalResult, Stop, evaluate
 from pruneviz.measure.storage import dense_bytes, gzip_size
-from pruneviz.workflows.allocation import Budget, BudgetKind, Method, Outcome, plan_for_budget
-from pruneviz.workflows.experiments import ORIGINAL, Experiment, ExperimentLog, describe_plan
-from pruneviz.workflows.floor import FloorResult, Objective, plan_for_floor
+from pruneviz.workflows.allocation import (
+    Budget,
+    BudgetKind,
+    Method,
+    Outcome,
+    method_name,
+    plan_for_budget,
+)
+from pruneviz.workflows.experiments import (
+    ORIGINAL,
+    Experiment,
+    ExperimentLog,
+    describe_plan,
+    granularity_name,
+    technique_name,
+    weights_name,
+)
+from pruneviz.workflows.floor import OBJECTIVE_NAMES, FloorResult, Objective, plan_for_floor
 from pruneviz.workflows.refine import Refiner
 from pruneviz.workflows.sensitivity import SensitivityResult
 from pruneviz.workflows.sweep import SweepPoint, UniformSweep, report_sparsity
@@ -45,11 +61,11 @@ WeightSets = dict[str, dict[str, Tensor]]  # {name: state dict}: fine-tuned weig
 def budget_text(budget: Budget) -> str:
     """A short label for a budget: "80% sparsity", "50% MACs", "24.0 KiB sparse", "0.50 ms"."""
     if budget.kind is BudgetKind.SPARSITY:
-        return f"{budget.value * 100:.4g}% sparsity"
+        return _("{percent}% sparsity").format(percent=f"{budget.value * 100:.4g}")
     if budget.kind is BudgetKind.MACS:
         return f"{budget.value * 100:.4g}% MACs"
     if budget.kind is BudgetKind.SIZE:
-        return f"{budget.value / 1024:.1f} KiB sparse"
+        return _("{size} KiB sparse").format(size=f"{budget.value / 1024:.1f}")
     return f"{budget.value:.2f} ms"
 
 
@@ -82,7 +98,7 @@ class Workspace:
     def __init__(self, bench: Workbench, weight_sets: WeightSets | None = None) -> None:
         self.bench = bench
         self.log = ExperimentLog(bench.eval_data.higher_is_better)
-        self.log.record(bench.baseline, bench.session.stamp(Plan()), "baseline (unpruned)")
+        self.log.record(bench.baseline, bench.session.stamp(Plan()), _("baseline (unpruned)"))
         self.best_forms: dict[int, Report] = {}  # experiment id -> its best deployable form
         self.compressions: list[Recorded] = []  # what the last int8 / SVD form measured
         self._weight_sets: WeightSets = {} if weight_sets is None else weight_sets
@@ -342,8 +358,10 @@ class Workspace:
                                       granularity=result.granularity,
                                       criterion=result.criterion, sensitivity=result, cap=cap)
             with self.bench.applied(outcome.plan):
-                self.measure_and_record(f"{method.value} {budget_text(budget)} "
-                                        f"({result.granularity.value}, {result.criterion})")
+                self.measure_and_record(_("{method} {budget} ({granularity}, {criterion})").format(
+                    method=method_name(method), budget=budget_text(budget),
+                    granularity=granularity_name(result.granularity.value),
+                    criterion=result.criterion))
                 experiment = self.log.find(self.bench.session.plan, self._weights)
             assert experiment is not None  # just recorded
             compared.append(Compared(outcome, experiment))
@@ -364,10 +382,16 @@ class Workspace:
         if found.chosen is None:
             return found, None
         side = ">=" if found.floor.higher_is_better else "<="
+        metric_name = _("accuracy") if found.metric_name == "accuracy" else found.metric_name
         with self.bench.applied(found.chosen.plan):
-            self.measure_and_record(
-                f"{found.method.value} most {found.objective.value} at {found.metric_name} "
-                f"{side} {floor:.4g} ({result.granularity.value}, {result.criterion})")
+            self.measure_and_record(_(
+                "{method} most {objective} at {metric_name} {side} {floor} ({granularity}, "
+                "{criterion})").format(
+                method=method_name(found.method), objective=_(OBJECTIVE_NAMES.get(
+                    found.objective.value, found.objective.value)),
+                metric_name=metric_name, side=side, floor=f"{floor:.4g}",
+                granularity=granularity_name(result.granularity.value),
+                criterion=result.criterion))
             experiment = self.log.find(self.bench.session.plan, self._weights)
         return found, experiment
 
@@ -390,13 +414,19 @@ class Workspace:
         lines: list[tuple[str, tuple[str, ...]]] = []
         for item in self.compressions:
             experiment = item.experiment
-            verb = "measured" if item.new else "already measured"
             latency = (f"{experiment.latency_ms:.3g} ms" if experiment.latency_ms is not None
-                       else "latency: storage only" if experiment.storage_only else "- ms")
-            lines.append((f"#{experiment.id} {experiment.technique} ({experiment.weights} "
-                          f"weights) {verb}: {experiment.metric_name} {experiment.metric:.4g}, "
-                          f"{experiment.size_dense_bytes:,} B weight file, {latency}",
-                          item.notes))
+                       else _("latency: storage only") if experiment.storage_only else "- ms")
+            line = (_("#{id} {technique} ({weights} weights) measured: {metric_name} {metric}, "
+                      "{size} B weight file, {latency}") if item.new else
+                    _("#{id} {technique} ({weights} weights) already measured: {metric_name} "
+                      "{metric}, {size} B weight file, {latency}"))
+            metric_name = experiment.metric_name
+            lines.append((line.format(
+                id=experiment.id, technique=technique_name(experiment.technique),
+                weights=weights_name(experiment.weights),
+                metric_name=_("accuracy") if metric_name == "accuracy" else metric_name,
+                metric=f"{experiment.metric:.4g}", size=f"{experiment.size_dense_bytes:,}",
+                latency=latency), item.notes))
         return lines
 
 

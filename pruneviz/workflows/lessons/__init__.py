@@ -2,4 +2,4 @@
 (one module per lesson), and the published results the lessons set beside them."""
 
 # The sample the lessons run on: one that degrades gradually under one-shot pruning.
-TEACHING_SAMPLE = "sample:digits_cnn"
+TEACHING_SAMPLE = "sample:digits_teach"
