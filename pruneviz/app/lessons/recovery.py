@@ -92,7 +92,7 @@ def _reveal_collapse(prediction: int, result: Collapse) -> None:
         other = next(g for g, _a in result.pruned if g != result.granularity)
         st.markdown(_("Measured both ways: removing {share:.0%} of {chosen_name} gives "
                       "**{chosen:.1f}%**; of {other_name}, {other:.1f}%. The lesson goes on "
-                      "with the one that collapses more.").format(
+                      "with single weights: the question is about weights.").format(
                           share=result.sparsity, chosen_name=_(GRANULARITY_NAMES[
                               result.granularity]), chosen=100 * chosen,
                           other_name=_(GRANULARITY_NAMES[other]),

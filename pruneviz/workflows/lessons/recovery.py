@@ -24,14 +24,15 @@ SPARSITY = 0.9
 GRANULARITIES = (Granularity.UNSTRUCTURED, Granularity.FILTER)
 # The lesson's training budget, the same for both recipes: a few epochs, small batches, a
 # learning rate large enough to recover in so few steps.
-RECIPE = FinetuneRecipe(epochs=3, lr=1e-2, batch_size=64, patience=3)
+RECIPE = FinetuneRecipe(epochs=5, lr=1e-2, batch_size=64, patience=5)
 
 
 @dataclass(frozen=True)
 class Collapse:
     """Accuracy before and right after removing `sparsity` of every layer at once, by
-    magnitude, for each granularity; `granularity` is the one that collapses the most
-    (the lesson retrains that one)."""
+    magnitude, for each granularity; `granularity` is the one the lesson retrains: single
+    weights (the question is about weights, and filters at the same share remove almost
+    all of them, which no short retraining brings back)."""
 
     baseline: float
     sparsity: float
@@ -75,8 +76,8 @@ def collapse(model_ref: str, sparsity: float = SPARSITY) -> Collapse:
         session.apply(session.uniform_plan(sparsity, g, "l1")[0])
         pruned.append((g.value, evaluate(session.model, bench.eval_data).metric))
         removed.append((g.value, count_params(session.model).sparsity))
-    worst = min(pruned, key=lambda item: item[1])[0]
-    return Collapse(baseline, sparsity, tuple(pruned), tuple(removed), worst)
+    return Collapse(baseline, sparsity, tuple(pruned), tuple(removed),
+                    Granularity.UNSTRUCTURED.value)
 
 
 def _retrained(kind: str, granularity: str, sparsity: float, before: float, after: float,
