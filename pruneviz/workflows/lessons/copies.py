@@ -1,6 +1,6 @@
 """A lesson's own copy of its sample model: loaded once per process, then a fresh pruning
-session (a private copy of the model) for every measurement, so that a lesson never
-touches the tab's workbench and a rerun starts from the same unpruned weights."""
+session or workbench (a private copy of the model) for every measurement, so that a lesson
+never touches the tab's workbench and a rerun starts from the same unpruned weights."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from pruneviz.core.session import PruningSession
 from pruneviz.data.sources import Loaded, Source, load_source
 from pruneviz.data.tensors import TensorData
+from pruneviz.workflows.workbench import Workbench, build_workbench
 
 _LOCK = threading.Lock()
 
@@ -48,3 +49,11 @@ def open_copy(ref: str) -> Copy:
     session = PruningSession(source.model, source.example_input, name=ref,
                              calibration=(source.train_data or source.eval_data).head(256), seed=0)
     return Copy(session, source.eval_data, source.model)
+
+
+def lesson_bench(model_ref: str) -> Workbench:
+    """A fresh workbench on `model_ref` (its loaded model is copied, never changed): the
+    whole evaluation set, calibration from the training data, no slow baseline figures."""
+    source = loaded(model_ref)
+    return build_workbench(source.name, source.model, source.example_input, source.eval_data,
+                           source.train_data, live=True)
