@@ -6,29 +6,15 @@ Chromium driven by pip's playwright (never `playwright install`), as in test_bro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pruneviz.i18n import _, use_language
+from tests.fixtures.learn_browser import ARTIFACTS, CHROMIUM, LAUNCH_FLAGS, serve
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-LAUNCH_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 WIDTH, HEIGHT = 1280, 720
 STEP_TIMEOUT = 300_000  # ms: a retraining step on a busy 2-core machine
 
@@ -38,41 +24,6 @@ pytestmark = [
                        "(Debian package 'chromium'; .ci/run installs it)"),
     pytest.mark.slow,
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve() -> Iterator[str]:
-    """`pruneviz serve` on a free localhost port; yields its URL."""
-    port = _free_port()
-    command = [sys.executable, "-m", "pruneviz", "serve", "--port", str(port)]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"the Streamlit server did not start:\n{out}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def zh(message: str) -> str:
@@ -109,7 +60,7 @@ def test_lesson5_in_chinese_end_to_end() -> None:
     button_name = zh("Lock in my prediction and measure")
     step_1 = zh("Your prediction: accuracy after pruning")
     title = zh("Lesson {number}: {title}").format(number=5, title=zh("Collapse and recovery"))
-    with _serve() as url, playwright.sync_playwright() as p:
+    with serve() as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
         try:
             page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})

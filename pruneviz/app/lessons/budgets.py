@@ -67,7 +67,6 @@ def render() -> None:
         reveal=_reveal_budget)
     if revealed(KEY, "budget") is not None and KEY not in done_lessons():
         mark_done(KEY)
-        st.rerun()  # the page's progress, drawn above, counts the lesson now
 
 
 def _reveal_robust(prediction: str, result: tuple[float, tuple[Curve, ...]]) -> None:

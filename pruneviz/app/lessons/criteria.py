@@ -75,7 +75,6 @@ def render() -> None:
         button=_("Lock in my prediction and reveal"))
     if revealed(KEY, "accuracy") is not None and KEY not in done_lessons():
         mark_done(KEY)
-        st.rerun()  # the page's progress, drawn above, counts the lesson now
 
 
 def _ask_overlap(key: str, layers: list[str], layer_key: str) -> int:

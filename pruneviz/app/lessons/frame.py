@@ -110,8 +110,12 @@ def reset(lesson: str) -> None:
 
 
 def mark_done(lesson: str) -> None:
-    """The lesson's last step has been revealed."""
-    st.session_state.setdefault(LESSONS_DONE_KEY, set()).add(lesson)
+    """The lesson's last step has been revealed. The first time, the page runs again, so
+    that its progress (drawn above the lesson) counts it."""
+    done = st.session_state.setdefault(LESSONS_DONE_KEY, set())
+    if lesson not in done:
+        done.add(lesson)
+        st.rerun()
 
 
 def done_lessons() -> set[str]:

@@ -75,7 +75,6 @@ def render() -> None:
         reveal=lambda p, r: _reveal_gradual(p, r, pruned, oneshot))
     if revealed(KEY, "gradual") is not None and KEY not in done_lessons():
         mark_done(KEY)
-        st.rerun()  # the page's progress, drawn above, counts the lesson now
 
 
 def _reveal_collapse(prediction: int, result: Collapse) -> None:
