@@ -3,28 +3,20 @@ driven by playwright; a slider moves and the measured metric changes."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-LAUNCH_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+from tests.fixtures.browser import ARTIFACTS, CHROMIUM, LAUNCH_FLAGS, ROOT
+from tests.fixtures.browser import serve as _serve
+from tests.fixtures.browser import server as _server
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
@@ -32,49 +24,6 @@ pytestmark = [
                        "(Debian package 'chromium'; .ci/run installs it)"),
     pytest.mark.slow,
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(*app_args: str) -> Iterator[str]:
-    """`pruneviz serve [app_args]` (what `make app` runs) on a free localhost port; yields
-    its URL, with the host name a browser on this machine uses."""
-    with _server(*app_args) as (url, _):
-        yield url
-
-
-@contextlib.contextmanager
-def _server(*app_args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """As `_serve`, also yielding the server's process."""
-    port = _free_port()
-    command = [sys.executable, "-m", "pruneviz", "serve", "--port", str(port), *app_args]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"the Streamlit server did not start:\n{out}")
-            time.sleep(0.3)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

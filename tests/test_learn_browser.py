@@ -13,7 +13,7 @@ from pruneviz.i18n import CHINESE, use_language
 from pruneviz.i18n import _ as translate
 from pruneviz.workflows.lessons import TEACHING_SAMPLE
 from pruneviz.workflows.lessons.masking import masking_vs_removing
-from tests.fixtures.learn_browser import CHROMIUM, LessonWalk, serve, walk_lesson
+from tests.fixtures.browser import CHROMIUM, LessonWalk, serve, walk_lesson
 
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM),

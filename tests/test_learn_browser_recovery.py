@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pruneviz.i18n import _, use_language
-from tests.fixtures.learn_browser import ARTIFACTS, CHROMIUM, LAUNCH_FLAGS, serve
+from tests.fixtures.browser import ARTIFACTS, CHROMIUM, LAUNCH_FLAGS, serve
 
 WIDTH, HEIGHT = 1280, 720
 STEP_TIMEOUT = 300_000  # ms: a retraining step on a busy 2-core machine
