@@ -43,7 +43,7 @@ st.segmented_control(_("Lesson"), keys, format_func=title_of, key=LESSON_PICKER_
                      on_change=choose, label_visibility="collapsed", required=True)
 lesson = LESSONS[keys.index(st.session_state[LESSON_KEY])]
 number = keys.index(lesson.key) + 1
-top = st.columns([5, 1], vertical_alignment="center")
+top = st.columns([4, 1.3], vertical_alignment="center")
 top[0].subheader(_("Lesson {number}: {title}").format(number=number, title=_(lesson.title)))
 top[1].button(_("Reset lesson"), icon=":material/restart_alt:", on_click=reset,
               args=(lesson.key,), key=f"pv_lesson_reset_{lesson.key}", width="stretch")

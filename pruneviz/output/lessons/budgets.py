@@ -16,9 +16,9 @@ HEIGHT = 320
 def _layout(title: str, x_title: str, y_title: str, **extra: object) -> dict[str, object]:
     return {"template": template(), "height": HEIGHT,
             "title": {"text": title, "x": 0.01, "xanchor": "left"},
-            "margin": {"l": 55, "r": 15, "t": 50, "b": 40},
+            "margin": {"l": 55, "r": 15, "t": 50, "b": 75},
             "xaxis": {"title": {"text": x_title}}, "yaxis": {"title": {"text": y_title}},
-            "legend": {"orientation": "h", "y": -0.25, "x": 0}, **extra}
+            "legend": {"orientation": "h", "y": -0.32, "x": 0}, **extra}
 
 
 def plan_bars(layers: Sequence[str], uniform: Sequence[float],
