@@ -56,7 +56,7 @@ def test_a_deep_link_opens_its_page_on_its_model(server: str) -> None:
             page.goto(f"{server}/prune?model=sample:digits_resnet", wait_until="networkidle")
             page.get_by_text("All layers", exact=True).wait_for(timeout=60_000)
             sidebar = page.get_by_test_id("stSidebar")
-            picked = sidebar.get_by_test_id("stSelectbox").locator("input").input_value()
+            picked = sidebar.get_by_role("combobox", name="Model").input_value()
             slider = page.get_by_role("slider", name="layer1.conv1 sparsity %")
             slider.wait_for(timeout=60_000)  # the layer rows render after the first widgets
             resnet_slider = slider.count()
@@ -216,7 +216,7 @@ def _go(page: Any, link: str, heading: str) -> None:
 
 
 def _pick_model(page: Any, title: str) -> None:
-    picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first
+    picker = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Model")
     picker.click()
     page.keyboard.type(title)
     page.keyboard.press("Enter")
@@ -301,7 +301,10 @@ def test_a_killed_server_loses_no_work(tmp_path: Path) -> None:
                     "button", name="Reopen")
                 reopen.wait_for(timeout=60_000)
                 reopen.click()
-                page.wait_for_timeout(2_000)
+                # reopened: the sidebar says where the work is saved (the click is lost if
+                # the next navigation interrupts the run that reopens)
+                page.get_by_test_id("stSidebar").get_by_text("Saved as you go").wait_for(
+                    timeout=60_000)
                 after = _experiments_csv(page)
                 page.screenshot(path=str(ARTIFACTS / "reopened_tradeoffs.png"), full_page=True)
                 sensitivity_again = _page_text(page, "Sensitivity", "Sensitivity", "took")
