@@ -15,7 +15,13 @@ from safetensors.torch import save, save_file
 from streamlit.testing.v1 import AppTest
 
 from pruneviz.app import state
-from pruneviz.app.keys import MODEL_KEY, SELECTED_LAYER_KEY, UPLOAD_KEY, widget_key
+from pruneviz.app.keys import (
+    MODEL_KEY,
+    MODEL_WIDGET_KEY,
+    SELECTED_LAYER_KEY,
+    UPLOAD_KEY,
+    widget_key,
+)
 from pruneviz.app.state import Upload
 from pruneviz.data.tensors import load_digits
 
@@ -54,7 +60,7 @@ def test_every_page_works_on_the_users_model(monkeypatch: pytest.MonkeyPatch,
     at = start(monkeypatch, _args(user), page)
     assert not at.error, [e.value for e in at.error]
     assert bench_of(at).name == f"{user['net']}:build"
-    assert at.sidebar.selectbox[0].value == f"{user['net']}:build"
+    assert at.sidebar.selectbox(key=MODEL_WIDGET_KEY).value == f"{user['net']}:build"
 
 
 def test_uploaded_weights_replace_the_originals_and_go_back(
