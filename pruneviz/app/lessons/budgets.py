@@ -7,6 +7,7 @@ import streamlit as st
 
 from pruneviz.app.keys import lesson_widget_key
 from pruneviz.app.lessons.frame import (
+    CHART_CONFIG,
     Lesson,
     done_lessons,
     mark_done,
@@ -26,7 +27,6 @@ from pruneviz.workflows.lessons.budgets import (
     most_robust,
 )
 
-CHART_CONFIG = {"displayModeBar": False}  # its buttons would cover the short title
 KEY = "budgets"
 KEPT = [30, 50, 70]  # % of the MACs or weights kept
 KIND_NAMES = {"macs": N_("MACs"), "weights": N_("weights (size)")}

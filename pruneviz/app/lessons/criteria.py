@@ -7,6 +7,7 @@ import streamlit as st
 
 from pruneviz.app.keys import lesson_widget_key
 from pruneviz.app.lessons.frame import (
+    CHART_CONFIG,
     Lesson,
     compare,
     done_lessons,
@@ -25,7 +26,6 @@ from pruneviz.workflows.lessons.criteria import (
     filter_count,
 )
 
-CHART_CONFIG = {"displayModeBar": False}  # its buttons would cover the short title
 KEY = "criteria"
 SPARSITY = 0.5
 NAMES = {"l1": N_("magnitude (l1)"), "random": N_("random"), "taylor": N_("Taylor")}

@@ -27,6 +27,9 @@ from pruneviz.i18n import _
 P = TypeVar("P")
 R = TypeVar("R")
 
+# the lessons' charts: no plotly mode bar (its buttons would cover their short titles)
+CHART_CONFIG = {"displayModeBar": False}
+
 
 @dataclass(frozen=True)
 class Lesson:

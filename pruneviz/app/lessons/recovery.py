@@ -7,6 +7,7 @@ import streamlit as st
 
 from pruneviz.app.keys import lesson_widget_key
 from pruneviz.app.lessons.frame import (
+    CHART_CONFIG,
     Lesson,
     compare,
     done_lessons,
@@ -28,7 +29,6 @@ from pruneviz.workflows.lessons.recovery import (
     retrain_oneshot,
 )
 
-CHART_CONFIG = {"displayModeBar": False}  # its buttons would cover the short title
 KEY = "recovery"
 SAME = 1.0  # points: closer than this, the two recipes ended about the same
 GRANULARITY_NAMES = {"unstructured": N_("single weights (unstructured)"),
